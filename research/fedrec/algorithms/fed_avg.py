@@ -1,0 +1,46 @@
+"""FedAvg (McMahan et al., AISTATS 2017) over the whole MF model.
+
+The classic federated baseline: every client trains the full model, including
+the user-embedding table, and sends its whole update. The user table is
+global, so a client's update reveals which users' rows it touched and how:
+FedAvg leaks preferences that Federated Reconstruction keeps on the client.
+It is here as the baseline that shows what FedRecon buys.
+"""
+
+from typing import Optional
+
+import tensorflow_federated as tff
+
+from research.fedrec.algorithms import fed_recon
+from research.fedrec.data import client_store
+from research.fedrec.data import pipelines
+from research.fedrec.models import mf
+
+
+def build_training_process(
+    model_config: mf.MFConfig, num_items: int, num_users: int,
+    optimizers: fed_recon.Optimizers, pipeline: pipelines.PipelineConfig,
+    store_path: str,
+    model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
+    uniform_weighting: bool = False) -> tff.learning.templates.LearningProcess:
+  """FedAvg whose `next` takes a list of client-id strings.
+
+  Clients are weighted by their number of examples unless `uniform_weighting`.
+  """
+  model_fn = mf.create_fedavg_model_fn(model_config, num_items, num_users)
+  if uniform_weighting:
+    process = tff.learning.algorithms.build_unweighted_fed_avg(
+        model_fn,
+        client_optimizer_fn=optimizers.client,
+        server_optimizer_fn=optimizers.server,
+        model_aggregator=model_aggregator)
+  else:
+    process = tff.learning.algorithms.build_weighted_fed_avg(
+        model_fn,
+        client_optimizer_fn=optimizers.client,
+        server_optimizer_fn=optimizers.server,
+        model_aggregator=model_aggregator)
+  data = client_store.create_client_data(store_path, client_store.TRAIN)
+  data = data.preprocess(pipelines.create_fedavg_train_fn(pipeline))
+  return tff.simulation.compose_dataset_computation_with_learning_process(
+      data.dataset_computation, process)

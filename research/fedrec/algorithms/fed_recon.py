@@ -1,0 +1,129 @@
+"""Federated Reconstruction (Singhal et al., NeurIPS 2021) for recommenders.
+
+Each round, a sampled client (1) reconstructs its local user embedding from
+part of its ratings with the global item model frozen, then (2) trains the
+global item model with the user embedding frozen, and sends only the global
+update. The user embedding is re-created on every visit and never leaves the
+client: the server state, the aggregates and the checkpoints hold item-side
+variables only.
+
+`build_training_process` and `build_evaluation` compose TFF's
+`tff.learning.algorithms.build_fed_recon` / `build_fed_recon_eval` with this
+project's MF model, client-store datasets (built from client ids inside the
+runtime) and an optional aggregator (DP, secure aggregation, compression are
+passed in as aggregator factories, never branched on here).
+"""
+
+import dataclasses
+from typing import Optional
+
+import tensorflow_federated as tff
+
+from research.fedrec.data import client_store
+from research.fedrec.data import pipelines
+from research.fedrec.evaluation import rating_metrics
+from research.fedrec.models import mf
+
+
+@dataclasses.dataclass(frozen=True)
+class ReconConfig:
+  """How a client splits its work between reconstruction and training."""
+
+  recon_epochs: int = 1
+  recon_steps_max: Optional[int] = None
+  post_recon_epochs: int = 1
+  post_recon_steps_max: Optional[int] = None
+  # Reconstruct on even batches and train on odd ones (disjoint halves).
+  split_dataset: bool = False
+
+  def __post_init__(self):
+    if self.recon_epochs < 1 or self.post_recon_epochs < 1:
+      raise ValueError('--recon_epochs and --post_recon_epochs must be >= 1.')
+    for name in ('recon_steps_max', 'post_recon_steps_max'):
+      value = getattr(self, name)
+      if value is not None and value < 1:
+        raise ValueError(f'--{name} must be >= 1 (or unset for no limit).')
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizers:
+  client: tff.learning.optimizers.Optimizer
+  server: tff.learning.optimizers.Optimizer
+  reconstruction: tff.learning.optimizers.Optimizer
+
+
+def _create_train_split_fn(config: ReconConfig):
+  return tff.learning.models.ReconstructionModel.build_dataset_split_fn(
+      recon_epochs=config.recon_epochs,
+      recon_steps_max=config.recon_steps_max,
+      post_recon_epochs=config.post_recon_epochs,
+      post_recon_steps_max=config.post_recon_steps_max,
+      split_dataset=config.split_dataset)
+
+
+def create_eval_split_fn(config: ReconConfig,
+                         pipeline: pipelines.PipelineConfig):
+  """Evaluation split: reconstruct on support ratings, score query ratings.
+
+  Reconstruction runs `recon_epochs` epochs capped at `recon_steps_max` steps,
+  exactly as in training; every query rating is scored once.
+  """
+  def split_fn(dataset):
+    support, query = pipelines.split_support_query(dataset, pipeline)
+    support = support.repeat(config.recon_epochs)
+    if config.recon_steps_max is not None:
+      support = support.take(config.recon_steps_max)
+    return support, query
+  return split_fn
+
+
+def build_training_process(
+    model_config: mf.MFConfig, num_items: int, recon: ReconConfig,
+    optimizers: Optimizers, pipeline: pipelines.PipelineConfig,
+    store_path: str,
+    model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
+    uniform_weighting: bool = False) -> tff.learning.templates.LearningProcess:
+  """FedRecon training whose `next` takes a list of client-id strings."""
+  model_fn, loss_fn = mf.create_recon_model_fns(model_config, num_items,
+                                                mf.RECON_TRAIN_SPEC)
+  process = tff.learning.algorithms.build_fed_recon(
+      model_fn,
+      loss_fn=loss_fn,
+      metrics_fn=rating_metrics.create_keras_metrics,
+      server_optimizer_fn=optimizers.server,
+      client_optimizer_fn=optimizers.client,
+      reconstruction_optimizer_fn=optimizers.reconstruction,
+      dataset_split_fn=_create_train_split_fn(recon),
+      client_weighting=(tff.learning.ClientWeighting.UNIFORM
+                        if uniform_weighting else None),
+      model_aggregator_factory=model_aggregator)
+  data = client_store.create_client_data(store_path, client_store.TRAIN)
+  data = data.preprocess(pipelines.create_recon_train_fn(pipeline))
+  return tff.simulation.compose_dataset_computation_with_learning_process(
+      data.dataset_computation, process)
+
+
+def build_evaluation(model_config: mf.MFConfig, num_items: int,
+                     recon: ReconConfig, reconstruction_optimizer,
+                     pipeline: pipelines.PipelineConfig, store_path: str,
+                     split_name: str):
+  """Federated evaluation of global weights on one split of the store.
+
+  Returns:
+    `(process, client_ids)`: a `LearningProcess` whose `next` takes the eval
+    state and client ids (after `process.set_model_weights`), and the ids of
+    the split's evaluation clients.
+  """
+  model_fn, loss_fn = mf.create_recon_model_fns(model_config, num_items,
+                                                mf.RECON_EVAL_SPEC)
+  process = tff.learning.algorithms.build_fed_recon_eval(
+      model_fn,
+      loss_fn=loss_fn,
+      metrics_fn=rating_metrics.create_keras_metrics,
+      reconstruction_optimizer_fn=reconstruction_optimizer,
+      dataset_split_fn=create_eval_split_fn(recon, pipeline))
+  data = client_store.create_client_data(store_path, split_name)
+  data = data.preprocess(pipelines.create_recon_eval_fn(pipeline))
+  composed = tff.simulation.compose_dataset_computation_with_learning_process(
+      data.dataset_computation, process)
+  return composed, data.client_ids

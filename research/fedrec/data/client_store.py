@@ -1,0 +1,177 @@
+"""The client store: a split corpus in an embedded SQLite database.
+
+One row per rating, keyed by client id (the dense user index as a string):
+
+    ratings(client_id TEXT, split_name TEXT, user INTEGER, item INTEGER,
+            rating REAL)            -- indexed on (client_id, split_name)
+    client_metadata(client_id TEXT, split_name TEXT, num_examples INTEGER)
+    store_info(key TEXT, value TEXT)
+
+`split_name` is `train` (training clients' ratings), `val` / `test` (ratings to
+score) and `val_support` / `test_support` (ratings that reconstruct an unseen
+user's embedding under the user-disjoint split). An evaluation client of split S
+reads its rows of `train`, `S_support` and `S`, so no rating is stored twice.
+
+The database is written once per (corpus, split) content hash and reused by
+every later run with the same data (`create_client_store` returns the cached
+file). It is read per client id by `tf.data.experimental.SqlDataset` inside a
+TFF dataset computation, like `tff.simulation.datasets.SqlClientData`, so
+client datasets are built in the TFF runtime from the client id alone and never
+serialized from Python each round.
+"""
+
+import collections
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from research.fedrec.data import splits as splits_lib
+
+_FORMAT_VERSION = 1
+TRAIN = 'train'
+EVAL_SPLITS = ('val', 'test')
+
+# Element of a raw client dataset: one rating, with `is_query` = 1 for ratings
+# to score and 0 for ratings to train / reconstruct on.
+ELEMENT_SPEC = collections.OrderedDict(
+    user=tf.TensorSpec([], tf.int64),
+    item=tf.TensorSpec([], tf.int64),
+    rating=tf.TensorSpec([], tf.float32),
+    is_query=tf.TensorSpec([], tf.int64),
+)
+
+
+def split_hash(split: splits_lib.Split) -> str:
+  """A content hash of the split (and so of corpus and split settings)."""
+  digest = hashlib.sha256(f'fedrec-client-store-v{_FORMAT_VERSION}'.encode())
+  for table in (split.train, split.val.support, split.val.query,
+                split.test.support, split.test.query):
+    digest.update(table.content_hash().encode())
+  return digest.hexdigest()
+
+
+def _rows(table, split_name: str):
+  order = np.argsort(table.users, kind='stable')
+  users = table.users[order]
+  return zip(users.astype(str).tolist(), [split_name] * len(users),
+             users.tolist(), table.items[order].tolist(),
+             table.ratings[order].astype(np.float64).tolist())
+
+
+def create_client_store(split: splits_lib.Split, cache_dir: str) -> str:
+  """Writes `split` to `<cache_dir>/<hash>.sqlite` unless already there.
+
+  The file is written under a temporary name and renamed into place, so an
+  interrupted write never leaves a store that looks complete.
+
+  Returns:
+    The database path.
+  """
+  content_hash = split_hash(split)
+  path = os.path.join(cache_dir, f'client_store_{content_hash[:16]}.sqlite')
+  if os.path.exists(path):
+    return path
+  os.makedirs(cache_dir, exist_ok=True)
+  fd, tmp_path = tempfile.mkstemp(suffix='.sqlite.tmp', dir=cache_dir)
+  os.close(fd)
+  try:
+    with sqlite3.connect(tmp_path) as con:
+      con.execute('CREATE TABLE ratings (client_id TEXT NOT NULL, split_name '
+                  'TEXT NOT NULL, user INTEGER NOT NULL, item INTEGER NOT '
+                  'NULL, rating REAL NOT NULL)')
+      con.execute('CREATE TABLE client_metadata (client_id TEXT NOT NULL, '
+                  'split_name TEXT NOT NULL, num_examples INTEGER NOT NULL)')
+      con.execute('CREATE TABLE store_info (key TEXT PRIMARY KEY, value TEXT)')
+      parts = [(TRAIN, split.train)]
+      for name in EVAL_SPLITS:
+        partition = getattr(split, name)
+        parts.append((name, partition.query))
+        # Holdout / leave-one-out support is the train split itself.
+        if partition.support is not split.train:
+          parts.append((f'{name}_support', partition.support))
+      for split_name, table in parts:
+        con.executemany('INSERT INTO ratings VALUES (?, ?, ?, ?, ?)',
+                        _rows(table, split_name))
+        users, counts = np.unique(table.users, return_counts=True)
+        con.executemany('INSERT INTO client_metadata VALUES (?, ?, ?)',
+                        zip(users.astype(str).tolist(),
+                            [split_name] * len(users), counts.tolist()))
+      con.execute('CREATE INDEX ratings_by_client ON ratings (client_id, '
+                  'split_name)')
+      con.execute('INSERT INTO store_info VALUES (?, ?)',
+                  ('content_hash', content_hash))
+      con.execute('INSERT INTO store_info VALUES (?, ?)',
+                  ('format_version', json.dumps(_FORMAT_VERSION)))
+    os.replace(tmp_path, path)
+  finally:
+    if os.path.exists(tmp_path):
+      os.remove(tmp_path)
+  return path
+
+
+def get_client_ids(path: str, split_name: str) -> list[str]:
+  """The clients with rows in `split_name`, in increasing user order."""
+  with sqlite3.connect(path) as con:
+    rows = con.execute(
+        'SELECT client_id FROM client_metadata WHERE split_name = ? ORDER BY '
+        'CAST(client_id AS INTEGER)', (split_name,)).fetchall()
+  return [r[0] for r in rows]
+
+
+def get_num_examples(path: str, split_name: str) -> dict[str, int]:
+  """Rows per client in `split_name`."""
+  with sqlite3.connect(path) as con:
+    rows = con.execute(
+        'SELECT client_id, num_examples FROM client_metadata WHERE split_name '
+        '= ?', (split_name,)).fetchall()
+  return dict(rows)
+
+
+def read_client_rows(path: str, client_id: str, split_name: str) -> np.ndarray:
+  """Rows (user, item, rating) of one client in one split, for inspection."""
+  with sqlite3.connect(path) as con:
+    return np.array(con.execute(
+        'SELECT user, item, rating FROM ratings WHERE client_id = ? AND '
+        'split_name = ? ORDER BY rowid', (client_id, split_name)).fetchall())
+
+
+def _build_dataset_fn(path: str, split_name: str):
+  """A TF-serializable client id -> dataset function for one split."""
+  if split_name == TRAIN:
+    where, query_case = "split_name = 'train'", '0'
+  else:
+    where = (f"split_name IN ('train', '{split_name}_support', "
+             f"'{split_name}')")
+    query_case = f"CASE split_name WHEN '{split_name}' THEN 1 ELSE 0 END"
+
+  def dataset_fn(client_id: tf.Tensor) -> tf.data.Dataset:
+    query = tf.strings.join([
+        f'SELECT user, item, rating, {query_case} FROM ratings WHERE '
+        "client_id = '", client_id, f"' AND {where} ORDER BY rowid"
+    ])
+    rows = tf.data.experimental.SqlDataset(
+        'sqlite', path, query, (tf.int64, tf.int64, tf.float64, tf.int64))
+    return rows.map(lambda u, i, r, q: collections.OrderedDict(
+        user=u, item=i, rating=tf.cast(r, tf.float32), is_query=q))
+
+  return dataset_fn
+
+
+def create_client_data(path: str,
+                       split_name: str) -> tff.simulation.datasets.ClientData:
+  """A `ClientData` over one split of the store.
+
+  For an evaluation split (`val` / `test`) each client's dataset holds its
+  support ratings (`is_query` = 0) followed by its query ratings (1).
+  """
+  if split_name != TRAIN and split_name not in EVAL_SPLITS:
+    raise ValueError(f'Unknown split {split_name!r}.')
+  clients_split = TRAIN if split_name == TRAIN else split_name
+  return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(
+      get_client_ids(path, clients_split), _build_dataset_fn(path, split_name))

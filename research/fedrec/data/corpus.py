@@ -1,0 +1,110 @@
+"""Loads the corpus a run asks for: files or synthetic, validated and remapped.
+
+`load_corpus` is the single entry point from a `DataConfig` to a `Corpus` of
+dense-id ratings plus the maps back to raw ids (and, for the synthetic corpus,
+the ground truth, which gives the noise floor).
+"""
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from research.fedrec.data import movielens
+from research.fedrec.data import ratings as ratings_lib
+from research.fedrec.data import synthetic
+
+SYNTHETIC = 'synthetic'
+CSV = 'csv'
+MOVIELENS_AUTO = 'movielens'
+DATASET_NAMES = (SYNTHETIC, MOVIELENS_AUTO, CSV) + movielens.MOVIELENS_NAMES
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Which corpus to load and how to filter it."""
+
+  dataset: str = SYNTHETIC
+  data_dir: Optional[str] = None
+  min_ratings_per_user: int = 1
+  max_users: Optional[int] = None
+  # Scale of a user's own CSV as (min, max, step); MovieLens knows its own.
+  rating_scale: tuple[float, float, float] = (1.0, 5.0, 1.0)
+  duplicates: ratings_lib.DuplicatePolicy = ratings_lib.DuplicatePolicy.LATEST
+  synthetic_config: synthetic.SyntheticConfig = dataclasses.field(
+      default_factory=synthetic.SyntheticConfig)
+
+  def __post_init__(self):
+    if self.dataset not in DATASET_NAMES:
+      raise ValueError(f'--dataset={self.dataset} is not one of '
+                       f'{", ".join(DATASET_NAMES)}.')
+    if self.dataset != SYNTHETIC and not self.data_dir:
+      raise ValueError(f'--dataset={self.dataset} needs --data_dir (the '
+                       'folder holding the corpus files).')
+    if self.min_ratings_per_user < 1:
+      raise ValueError('--min_ratings_per_user must be >= 1.')
+    if self.max_users is not None and self.max_users < 1:
+      raise ValueError('--max_users must be >= 1.')
+    low, high, step = self.rating_scale
+    if not (low < high and step > 0):
+      raise ValueError(f'--rating_scale={low:g},{high:g},{step:g} must be '
+                       'min,max,step with min < max and step > 0.')
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+  """A validated corpus with dense ids."""
+
+  name: str
+  ratings: ratings_lib.Ratings
+  id_maps: ratings_lib.IdMaps
+  truth: Optional[synthetic.SyntheticCorpus] = None
+
+  @property
+  def num_users(self) -> int:
+    return self.id_maps.num_users
+
+  @property
+  def num_items(self) -> int:
+    return self.id_maps.num_items
+
+  def noise_floor_rmse(self, table: ratings_lib.Ratings) -> Optional[float]:
+    """RMSE of the true model on `table` (dense ids); None for real data."""
+    if self.truth is None:
+      return None
+    raw = ratings_lib.Ratings(self.id_maps.raw_users[table.users],
+                              self.id_maps.raw_items[table.items],
+                              table.ratings, table.timestamps)
+    return self.truth.noise_floor_rmse(raw)
+
+
+def load_corpus(config: DataConfig) -> Corpus:
+  """Reads, validates, filters and remaps the configured corpus.
+
+  Raises:
+    ratings_lib.DataError: the files are missing or malformed, or nothing is
+      left after filtering; the message names the file/line or flag.
+  """
+  truth = None
+  name = config.dataset
+  if name == SYNTHETIC:
+    truth = synthetic.generate(config.synthetic_config)
+    table = truth.ratings
+  elif name == CSV:
+    table = movielens.read_csv(config.data_dir,
+                               ratings_lib.RatingScale(*config.rating_scale),
+                               config.duplicates)
+  else:
+    if name == MOVIELENS_AUTO:
+      name = movielens.detect_corpus(config.data_dir)
+    table = movielens.read_movielens(name, config.data_dir)
+  table = ratings_lib.filter_min_ratings(table, config.min_ratings_per_user)
+  if len(table) == 0:  # pylint: disable=g-explicit-length-test
+    raise ratings_lib.DataError(
+        f'--min_ratings_per_user={config.min_ratings_per_user}: no user of '
+        f'{name} has that many ratings.')
+  dense, id_maps = ratings_lib.remap_ids(table, config.max_users)
+  if np.unique(dense.users).size < 2:
+    raise ratings_lib.DataError(f'{name}: a federated run needs at least 2 '
+                                'users.')
+  return Corpus(name, dense, id_maps, truth)

@@ -1,0 +1,236 @@
+"""Readers for the MovieLens corpora and for a user's own ratings CSV.
+
+GroupLens (https://grouplens.org/datasets/movielens/) ships its corpora in three
+formats, all read here without keeping a Python object per line (NumPy's C
+`loadtxt` parses the whole file; only on a parse failure is the file re-scanned
+line by line to name the first bad line):
+
+| corpus                      | file          | separator | header | scale        |
+|-----------------------------|---------------|-----------|--------|--------------|
+| ml-100k                     | `u.data`      | tab       | no     | 1..5         |
+| ml-1m, ml-10m               | `ratings.dat` | `::`      | no     | 1..5 / 0.5.. |
+| ml-20m, ml-25m, ml-latest*  | `ratings.csv` | `,`       | yes    | 0.5..5 halves|
+
+The generic format for a user's own corpus is a CSV `user,item,rating[,timestamp]`
+(ids may be any strings, a header line is optional, ratings on a scale the user
+states). Harper & Konstan, "The MovieLens Datasets: History and Context",
+ACM TiiS 2015.
+"""
+
+import dataclasses
+import io
+import os
+from typing import Optional
+
+import numpy as np
+
+from research.fedrec.data import ratings as ratings_lib
+
+DataError = ratings_lib.DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusFormat:
+  """Where a corpus keeps its ratings and how they are written."""
+
+  name: str
+  folder: str  # The folder name inside GroupLens's zip.
+  filename: str
+  separator: str
+  header: Optional[str]
+  scale: ratings_lib.RatingScale
+
+
+FORMATS = {
+    f.name: f for f in [
+        CorpusFormat('ml-100k', 'ml-100k', 'u.data', '\t', None,
+                     ratings_lib.STARS_1_TO_5),
+        CorpusFormat('ml-1m', 'ml-1m', 'ratings.dat', '::', None,
+                     ratings_lib.STARS_1_TO_5),
+        CorpusFormat('ml-10m', 'ml-10M100K', 'ratings.dat', '::', None,
+                     ratings_lib.HALF_STARS),
+        CorpusFormat('ml-20m', 'ml-20m', 'ratings.csv', ',',
+                     'userId,movieId,rating,timestamp', ratings_lib.HALF_STARS),
+        CorpusFormat('ml-25m', 'ml-25m', 'ratings.csv', ',',
+                     'userId,movieId,rating,timestamp', ratings_lib.HALF_STARS),
+        CorpusFormat('ml-latest', 'ml-latest', 'ratings.csv', ',',
+                     'userId,movieId,rating,timestamp', ratings_lib.HALF_STARS),
+        CorpusFormat('ml-latest-small', 'ml-latest-small', 'ratings.csv', ',',
+                     'userId,movieId,rating,timestamp', ratings_lib.HALF_STARS),
+    ]
+}
+MOVIELENS_NAMES = tuple(FORMATS)
+
+_NUMERIC_DTYPE = [('user', np.int64), ('item', np.int64),
+                  ('rating', np.float32), ('timestamp', np.int64)]
+
+
+def find_ratings_file(name: str, data_dir: str) -> str:
+  """Returns the ratings file of corpus `name` under `data_dir`.
+
+  `data_dir` may be the corpus folder itself (`data/ml-1m`) or its parent
+  (`data/`, holding `ml-1m/`), as unpacked from GroupLens's zip.
+
+  Raises:
+    DataError: `data_dir` or the ratings file does not exist.
+  """
+  fmt = FORMATS[name]
+  if not os.path.isdir(data_dir):
+    raise DataError(f'--data_dir={data_dir}: no such directory (get {name} '
+                    f'with: python data/download_movielens.py --corpus={name}).')
+  for candidate in (os.path.join(data_dir, fmt.filename),
+                    os.path.join(data_dir, fmt.folder, fmt.filename)):
+    if os.path.isfile(candidate):
+      return candidate
+  raise DataError(
+      f'--data_dir={data_dir}: no {fmt.filename} here or in {fmt.folder}/ '
+      f'(expected the {name} corpus; get it with: python '
+      f'data/download_movielens.py --corpus={name}).')
+
+
+def detect_corpus(data_dir: str) -> str:
+  """Names the MovieLens corpus whose files are in `data_dir`.
+
+  Raises:
+    DataError: no known corpus is found.
+  """
+  if not os.path.isdir(data_dir):
+    raise DataError(f'--data_dir={data_dir}: no such directory.')
+  for name, fmt in FORMATS.items():
+    for folder in (data_dir, os.path.join(data_dir, fmt.folder)):
+      path = os.path.join(folder, fmt.filename)
+      if not os.path.isfile(path):
+        continue
+      if os.path.basename(os.path.normpath(folder)) in (fmt.folder, name):
+        return name
+  for name in ('ml-100k', 'ml-1m'):  # Bare files in an unnamed folder.
+    if os.path.isfile(os.path.join(data_dir, FORMATS[name].filename)):
+      return name
+  if os.path.isfile(os.path.join(data_dir, 'ratings.csv')):
+    return 'ml-latest-small'
+  raise DataError(f'--data_dir={data_dir}: found no MovieLens ratings file '
+                  '(u.data, ratings.dat or ratings.csv).')
+
+
+def _read_text(path: str, separator: str) -> str:
+  """Reads a file as text with a single-character separator."""
+  try:
+    with open(path, 'rb') as f:
+      raw = f.read()
+  except OSError as e:
+    raise DataError(f'{path}: cannot read ({e.strerror}).') from e
+  if separator == '::':
+    raw = raw.replace(b'::', b'\t')
+  # MovieLens files are Latin-1; ids and numbers are ASCII either way.
+  return raw.decode('latin-1')
+
+
+def _first_bad_line(text: str, sep: str, num_fields: tuple[int, ...],
+                    numeric_fields: tuple[int, ...], skip: int) -> str:
+  """Returns `line N: problem` for the first line `loadtxt` choked on."""
+  for number, line in enumerate(text.splitlines(), start=1):
+    if number <= skip or not line.strip():
+      continue
+    fields = line.split(sep)
+    if len(fields) not in num_fields:
+      want = ' or '.join(map(str, num_fields))
+      return (f'{number}: expected {want} fields separated by {sep!r}, found '
+              f'{len(fields)} in {line.strip()!r}')
+    for index in numeric_fields:
+      if index >= len(fields):
+        continue
+      try:
+        float(fields[index])
+      except ValueError:
+        return (f'{number}: field {index + 1} is not a number: '
+                f'{fields[index].strip()!r}')
+  return '?: malformed content'
+
+
+def read_movielens(name: str, data_dir: str) -> ratings_lib.Ratings:
+  """Reads and validates corpus `name` (a key of `FORMATS`) from `data_dir`.
+
+  Raises:
+    DataError: missing, empty or malformed file, or a rating off the corpus's
+      scale; the message names the file and line.
+  """
+  fmt = FORMATS[name]
+  path = find_ratings_file(name, data_dir)
+  sep = '\t' if fmt.separator in ('\t', '::') else fmt.separator
+  text = _read_text(path, fmt.separator)
+  if not text.strip():
+    raise DataError(f'{path}: no ratings found (the file is empty).')
+  skip = 0
+  if fmt.header is not None:
+    first = text.split('\n', 1)[0].strip()
+    if first != fmt.header:
+      raise DataError(f'{path}:1: expected the header {fmt.header!r}, found '
+                      f'{first[:80]!r}.')
+    skip = 1
+  try:
+    table = np.loadtxt(io.StringIO(text), delimiter=sep, dtype=_NUMERIC_DTYPE,
+                       skiprows=skip, ndmin=1, usecols=(0, 1, 2, 3))
+  except ValueError as e:
+    where = _first_bad_line(text, sep, (4,), (0, 1, 2, 3), skip)
+    raise DataError(f'{path}:{where}.') from e
+  table = ratings_lib.Ratings(table['user'], table['item'], table['rating'],
+                              table['timestamp'])
+  return ratings_lib.validate(table, fmt.scale, path, line_offset=skip + 1)
+
+
+def read_csv(path: str, scale: ratings_lib.RatingScale,
+             duplicates: ratings_lib.DuplicatePolicy = (
+                 ratings_lib.DuplicatePolicy.LATEST)) -> ratings_lib.Ratings:
+  """Reads a user's own `user,item,rating[,timestamp]` CSV and validates it.
+
+  Ids are kept as strings (any spelling works); a first line whose rating field
+  is not a number is taken as a header. A missing timestamp column gives every
+  rating timestamp 0 (temporal splits then fall back to the seeded tie-break).
+
+  Raises:
+    DataError: the file is missing, empty or malformed, or a rating is off
+      `scale`; the message names the line.
+  """
+  if os.path.isdir(path):
+    path = os.path.join(path, 'ratings.csv')
+  if not os.path.isfile(path):
+    raise DataError(f'--data_dir={path}: no such file (expected a CSV of '
+                    'user,item,rating[,timestamp]).')
+  text = _read_text(path, ',')
+  if not text.strip():
+    raise DataError(f'{path}: no ratings found (the file is empty).')
+  lines = text.split('\n', 1)
+  skip = 0
+  first_fields = lines[0].strip().split(',')
+  if len(first_fields) >= 3:
+    try:
+      float(first_fields[2])
+    except ValueError:
+      skip = 1
+  num_columns = len(first_fields)
+  if num_columns not in (3, 4):
+    where = _first_bad_line(text, ',', (3, 4), (2,), 0)
+    raise DataError(f'{path}:{where}.')
+  try:
+    columns = np.loadtxt(io.StringIO(text), delimiter=',', dtype=str,
+                         skiprows=skip, ndmin=2)
+  except ValueError as e:
+    where = _first_bad_line(text, ',', (num_columns,), (2,), skip)
+    raise DataError(f'{path}:{where}.') from e
+  if columns.size == 0:
+    raise DataError(f'{path}: no ratings found (the file is empty).')
+  if columns.shape[1] != num_columns:
+    where = _first_bad_line(text, ',', (num_columns,), (2,), skip)
+    raise DataError(f'{path}:{where}.')
+  try:
+    values = columns[:, 2].astype(np.float32)
+    stamps = (columns[:, 3].astype(np.float64).astype(np.int64)
+              if num_columns == 4 else np.zeros(len(columns), np.int64))
+  except ValueError as e:
+    where = _first_bad_line(text, ',', (num_columns,),
+                            (2, 3) if num_columns == 4 else (2,), skip)
+    raise DataError(f'{path}:{where}.') from e
+  table = ratings_lib.Ratings(np.char.strip(columns[:, 0]),
+                              np.char.strip(columns[:, 1]), values, stamps)
+  return ratings_lib.validate(table, scale, path, duplicates,
+                              line_offset=skip + 1)

@@ -1,0 +1,179 @@
+"""Train / validation / test splits of a ratings table.
+
+Three protocols, all vectorized and determined by a recorded seed:
+
+* `holdout`: every user is a training client; a fraction of each user's
+  ratings (random, or the latest by timestamp with `order=temporal`) is held
+  out for validation and test. An evaluated user's embedding is reconstructed
+  from that user's training ratings.
+* `user_disjoint`: users are partitioned into train / val / test users; val and
+  test users never take part in training. Each evaluated user's ratings are
+  split deterministically into a *support* part (used to reconstruct the
+  user's embedding) and a *query* part (scored): the cold-start protocol of
+  Federated Reconstruction (Singhal et al., NeurIPS 2021).
+* `leave_one_out`: each user's latest rating is the test item and the one
+  before it the validation item (He et al. 2017, NCF); ties in time are broken
+  at random with the seed.
+
+Every evaluation partition is an `EvalPartition` of (support, query) ratings,
+so one evaluation procedure serves all protocols.
+"""
+
+import dataclasses
+import enum
+
+import numpy as np
+
+from research.fedrec.data import ratings as ratings_lib
+
+Ratings = ratings_lib.Ratings
+
+
+class SplitKind(enum.Enum):
+  HOLDOUT = 'holdout'
+  USER_DISJOINT = 'user_disjoint'
+  LEAVE_ONE_OUT = 'leave_one_out'
+
+
+class SplitOrder(enum.Enum):
+  RANDOM = 'random'
+  TEMPORAL = 'temporal'
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitConfig:
+  """How to split; the seed is recorded with every run."""
+
+  kind: SplitKind = SplitKind.HOLDOUT
+  order: SplitOrder = SplitOrder.RANDOM
+  val_fraction: float = 0.1
+  test_fraction: float = 0.1
+  support_fraction: float = 0.5  # user_disjoint: share of ratings to support.
+  seed: int = 0
+
+  def __post_init__(self):
+    for name in ('val_fraction', 'test_fraction'):
+      value = getattr(self, name)
+      if not 0.0 <= value < 1.0:
+        raise ValueError(f'--{name} must be in [0, 1), got {value}.')
+    if self.val_fraction + self.test_fraction >= 1.0:
+      raise ValueError(
+          f'--val_fraction + --test_fraction must be < 1, got '
+          f'{self.val_fraction} + {self.test_fraction}: no data would be left '
+          'for training.')
+    if self.kind != SplitKind.LEAVE_ONE_OUT and self.test_fraction == 0.0:
+      raise ValueError('--test_fraction must be > 0: the test split would be '
+                       'empty.')
+    if not 0.0 < self.support_fraction < 1.0:
+      raise ValueError('--support_fraction must be in (0, 1), got '
+                       f'{self.support_fraction}.')
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalPartition:
+  """Evaluation users' support (reconstruction) and query (scored) ratings."""
+
+  support: Ratings
+  query: Ratings
+
+  @property
+  def users(self) -> np.ndarray:
+    """The evaluated users: those with at least one query rating."""
+    return np.unique(self.query.users)
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  train: Ratings
+  val: EvalPartition
+  test: EvalPartition
+
+
+def _positions(users: np.ndarray, sort_key: np.ndarray,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """Each row's 0-based position within its user, and that user's count.
+
+  Rows are ordered within a user by `sort_key`, ties broken at random.
+  """
+  tie_break = rng.random(users.size)
+  order = np.lexsort((tie_break, sort_key, users))
+  sorted_users = users[order]
+  starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+  counts = np.diff(np.r_[starts, sorted_users.size])
+  position = np.empty(users.size, np.int64)
+  position[order] = np.arange(users.size) - np.repeat(starts, counts)
+  count = np.empty(users.size, np.int64)
+  count[order] = np.repeat(counts, counts)
+  return position, count
+
+
+def _row_key(table: Ratings, order: SplitOrder,
+             rng: np.random.Generator) -> np.ndarray:
+  if order == SplitOrder.TEMPORAL:
+    return table.timestamps
+  return rng.random(len(table))
+
+
+def split(table: Ratings, config: SplitConfig) -> Split:
+  """Splits a remapped table (dense user ids) according to `config`.
+
+  Raises:
+    ratings_lib.DataError: a protocol's minimum history is not met (for
+      example a user with fewer than 3 ratings under leave-one-out).
+  """
+  rng = np.random.default_rng(config.seed)
+  if config.kind == SplitKind.USER_DISJOINT:
+    return _user_disjoint(table, config, rng)
+  if config.kind == SplitKind.LEAVE_ONE_OUT:  # Always by time.
+    key = table.timestamps
+  else:
+    key = _row_key(table, config.order, rng)
+  position, count = _positions(table.users, key, rng)
+  if config.kind == SplitKind.LEAVE_ONE_OUT:
+    if count.min() < 3:
+      raise ratings_lib.DataError(
+          '--split=leave_one_out needs at least 3 ratings per user (raise '
+          '--min_ratings_per_user to 3 or more).')
+    test_mask = position == count - 1
+    val_mask = position == count - 2
+  else:
+    num_test = np.round(count * config.test_fraction).astype(np.int64)
+    num_val = np.round(count * config.val_fraction).astype(np.int64)
+    # Every user keeps at least one training rating.
+    num_test = np.minimum(num_test, count - 1)
+    num_val = np.minimum(num_val, count - 1 - num_test)
+    test_mask = position >= count - num_test
+    val_mask = (position >= count - num_test - num_val) & ~test_mask
+  train = table.take(~(test_mask | val_mask))
+  return Split(train, EvalPartition(train, table.take(val_mask)),
+               EvalPartition(train, table.take(test_mask)))
+
+
+def _user_disjoint(table: Ratings, config: SplitConfig,
+                   rng: np.random.Generator) -> Split:
+  users = np.unique(table.users)
+  permuted = rng.permutation(users)
+  num_test = int(round(users.size * config.test_fraction))
+  num_val = int(round(users.size * config.val_fraction))
+  if users.size - num_test - num_val < 1 or num_test < 1:
+    raise ratings_lib.DataError(
+        f'--split=user_disjoint: {users.size} users cannot make a non-empty '
+        'train and test set with these fractions.')
+  role = np.zeros(users.max() + 1, np.int8)  # 0 train, 1 val, 2 test.
+  role[permuted[:num_test]] = 2
+  role[permuted[num_test:num_test + num_val]] = 1
+  row_role = role[table.users]
+  position, count = _positions(table.users, _row_key(table, config.order, rng),
+                               rng)
+  # The first `support_fraction` of each user's ratings (in split order)
+  # reconstruct the embedding; the rest are scored. Both parts non-empty.
+  num_support = np.clip(np.round(count * config.support_fraction), 1,
+                        np.maximum(count - 1, 1)).astype(np.int64)
+  is_support = position < num_support
+
+  def partition(code: int) -> EvalPartition:
+    rows = row_role == code
+    return EvalPartition(table.take(rows & is_support),
+                         table.take(rows & ~is_support))
+
+  return Split(table.take(row_role == 0), partition(1), partition(2))

@@ -1,0 +1,105 @@
+"""Rating-prediction metrics: RMSE, MSE, MAE and rating accuracy.
+
+Rating accuracy is the fraction of predictions within 0.5 of the true rating,
+the metric of Federated Reconstruction (Singhal et al., NeurIPS 2021) and of
+TFF's "Federated Reconstruction for Matrix Factorization" tutorial.
+
+The same metrics exist twice: as Keras metrics (for TFF's federated training
+and evaluation, which sum their unfinalized states across clients) and as a
+NumPy function over pooled arrays (for the centralized baseline and server-side
+evaluation). Both are example-weighted over all scored ratings, so they agree.
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+
+METRIC_NAMES = ('rmse', 'mse', 'mae', 'rating_accuracy')
+ACCURACY_TOLERANCE = 0.5
+
+
+class _PerExampleMean(tf.keras.metrics.Mean):
+  """Mean over all examples of a per-example value of (rating, prediction).
+
+  Keras's own `MeanSquaredError` / `MeanAbsoluteError` metrics reduce a 1-D
+  batch to one number per batch, which would weight batches, not examples.
+  Predictions are [batch] ratings, or [batch, k] with the rating first.
+  """
+
+  def _per_example(self, errors: tf.Tensor) -> tf.Tensor:
+    raise NotImplementedError
+
+  def update_state(self, y_true, y_pred, sample_weight=None):
+    y_pred = tf.convert_to_tensor(y_pred)
+    if y_pred.shape.rank == 2:  # (rating, regularization) columns.
+      y_pred = y_pred[:, 0]
+    errors = (tf.reshape(tf.cast(y_pred, self.dtype), [-1]) -
+              tf.reshape(tf.cast(y_true, self.dtype), [-1]))
+    return super().update_state(self._per_example(errors),
+                                sample_weight=sample_weight)
+
+
+class RootMeanSquaredError(_PerExampleMean):
+
+  def __init__(self, name: str = 'rmse', dtype=tf.float32):
+    super().__init__(name=name, dtype=dtype)
+
+  def _per_example(self, errors):
+    return tf.square(errors)
+
+  def result(self):
+    return tf.sqrt(super().result())
+
+
+class MeanSquaredError(_PerExampleMean):
+
+  def __init__(self, name: str = 'mse', dtype=tf.float32):
+    super().__init__(name=name, dtype=dtype)
+
+  def _per_example(self, errors):
+    return tf.square(errors)
+
+
+class MeanAbsoluteError(_PerExampleMean):
+
+  def __init__(self, name: str = 'mae', dtype=tf.float32):
+    super().__init__(name=name, dtype=dtype)
+
+  def _per_example(self, errors):
+    return tf.abs(errors)
+
+
+class RatingAccuracy(_PerExampleMean):
+  """Fraction of predictions with |prediction - rating| <= 0.5."""
+
+  def __init__(self, name: str = 'rating_accuracy', dtype=tf.float32):
+    super().__init__(name=name, dtype=dtype)
+
+  def _per_example(self, errors):
+    return tf.cast(tf.abs(errors) <= ACCURACY_TOLERANCE, self.dtype)
+
+
+def create_keras_metrics() -> list[tf.keras.metrics.Metric]:
+  """Fresh Keras metrics named as in `METRIC_NAMES`, all example-weighted."""
+  return [
+      RootMeanSquaredError(),
+      MeanSquaredError(),
+      MeanAbsoluteError(),
+      RatingAccuracy(),
+  ]
+
+
+def compute(ratings: np.ndarray,
+            predictions: np.ndarray) -> collections.OrderedDict:
+  """The metrics of `predictions` against `ratings` (float64 arithmetic)."""
+  errors = np.asarray(predictions, np.float64) - np.asarray(ratings, np.float64)
+  if errors.size == 0:
+    return collections.OrderedDict((n, float('nan')) for n in METRIC_NAMES)
+  mse = float(np.mean(np.square(errors)))
+  return collections.OrderedDict(
+      rmse=float(np.sqrt(mse)),
+      mse=mse,
+      mae=float(np.mean(np.abs(errors))),
+      rating_accuracy=float(np.mean(np.abs(errors) <= ACCURACY_TOLERANCE)),
+  )

@@ -1,0 +1,259 @@
+"""Matrix factorization (Koren et al., IEEE Computer 2009) as Keras models.
+
+The predicted rating of user u for item i is
+
+    r_hat = p_u . q_i  [+ b_u + b_i + g]      (biases optional)
+
+Two layouts of the same model:
+
+* `create_keras_model(config, num_items, num_users=None)` with `num_users=None`
+  is the Federated Reconstruction layout (Singhal et al., NeurIPS 2021): the
+  input is item ids only and the user part (p_u, b_u) is a single local
+  vector, trained on the client and never sent anywhere. Item embeddings, item
+  biases and the global bias g are global.
+* With `num_users` set it is the classic layout (FedAvg and the centralized
+  baseline): inputs `{user, item}` and a global table of all users' p_u, b_u.
+
+L2 regularization is per example: l2 * (|p_u|^2 + |q_i|^2 [+ b_u^2 + b_i^2])
+for each rated pair, averaged over the batch. The classic layout adds it with
+`add_loss` (Keras `fit` and TFF's Keras-wrapped FedAvg include `model.losses`).
+TFF's Federated Reconstruction computes its loss from the model's predictions
+alone, so the reconstruction layout outputs a [batch, 2] tensor of (rating,
+regularization) and `RegularizedMSE` adds the batch mean of the second column
+to the squared error of the first: the same objective in both layouts.
+"""
+
+import collections
+import dataclasses
+from typing import Optional
+
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from research.fedrec.evaluation import rating_metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class MFConfig:
+  """Hyperparameters of the MF model."""
+
+  embedding_dim: int = 16
+  use_biases: bool = True
+  l2: float = 0.0
+  init_stddev: float = 0.1
+  global_mean: float = 0.0  # Initial value of g (the train mean, usually).
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.embedding_dim < 1:
+      raise ValueError('--embedding_dim must be >= 1.')
+    if self.l2 < 0:
+      raise ValueError('--l2 must be >= 0.')
+
+
+class UserEmbedding(tf.keras.layers.Layer):
+  """The one user's local vector(s), broadcast to every example of a batch."""
+
+  def __init__(self, dim: int, initializer, **kwargs):
+    super().__init__(**kwargs)
+    self._dim = dim
+    self._initializer = initializer
+
+  def build(self, input_shape):
+    self.embedding = self.add_weight(
+        name='embedding', shape=(1, self._dim),
+        initializer=self._initializer, dtype=tf.float32)
+    super().build(input_shape)
+
+  def call(self, item_ids):
+    return tf.tile(self.embedding, [tf.shape(item_ids)[0], 1])
+
+  def get_config(self):
+    return dict(super().get_config(), dim=self._dim)
+
+
+class GlobalBias(tf.keras.layers.Layer):
+  """A scalar bias g added to every prediction."""
+
+  def __init__(self, initial_value: float = 0.0, **kwargs):
+    super().__init__(**kwargs)
+    self._initial_value = initial_value
+
+  def build(self, input_shape):
+    self.bias = self.add_weight(
+        name='bias', shape=(),
+        initializer=tf.keras.initializers.Constant(self._initial_value))
+    super().build(input_shape)
+
+  def call(self, inputs):
+    return inputs + self.bias
+
+  def get_config(self):
+    return dict(super().get_config(), initial_value=self._initial_value)
+
+
+class PairL2(tf.keras.layers.Layer):
+  """Per-example l2 * sum of squares of the rated pair's parameters."""
+
+  def __init__(self, l2: float, **kwargs):
+    super().__init__(**kwargs)
+    self._l2 = l2
+
+  def call(self, tensors):
+    return self._l2 * tf.add_n(
+        [tf.reduce_sum(tf.square(t), axis=-1) for t in tensors])
+
+  def get_config(self):
+    return dict(super().get_config(), l2=self._l2)
+
+
+def get_rating(predictions: tf.Tensor) -> tf.Tensor:
+  """The predicted ratings of either layout's output."""
+  return predictions[:, 0] if predictions.shape.rank == 2 else predictions
+
+
+@dataclasses.dataclass
+class MFLayers:
+  """The Keras model and its layers grouped by where they live."""
+
+  model: tf.keras.Model
+  global_layers: list[tf.keras.layers.Layer]
+  user_layers: list[tf.keras.layers.Layer]
+
+
+def create_keras_model(config: MFConfig, num_items: int,
+                       num_users: Optional[int] = None) -> MFLayers:
+  """Builds the MF Keras model; see the module docstring for the layouts."""
+  def init(offset):
+    return tf.keras.initializers.RandomNormal(
+        stddev=config.init_stddev, seed=config.seed + offset)
+  zeros = tf.keras.initializers.Zeros()
+
+  item_input = tf.keras.Input(shape=(), dtype=tf.int64, name='item')
+  item_embedding = tf.keras.layers.Embedding(
+      num_items, config.embedding_dim, embeddings_initializer=init(1),
+      name='item_embedding')
+  if num_users is None:
+    inputs = item_input
+    user_embedding = UserEmbedding(config.embedding_dim, init(2),
+                                   name='user_embedding')
+    user_bias = UserEmbedding(1, zeros, name='user_bias')
+    user_key = item_input
+  else:
+    user_input = tf.keras.Input(shape=(), dtype=tf.int64, name='user')
+    inputs = collections.OrderedDict(user=user_input, item=item_input)
+    user_embedding = tf.keras.layers.Embedding(
+        num_users, config.embedding_dim, embeddings_initializer=init(2),
+        name='user_embedding')
+    user_bias = tf.keras.layers.Embedding(
+        num_users, 1, embeddings_initializer=zeros, name='user_bias')
+    user_key = user_input
+
+  pair = [user_embedding(user_key), item_embedding(item_input)]
+  prediction = tf.keras.layers.Dot(axes=1, name='dot')(pair)
+  global_layers = [item_embedding]
+  user_layers = [user_embedding]
+  if config.use_biases:
+    item_bias = tf.keras.layers.Embedding(
+        num_items, 1, embeddings_initializer=zeros, name='item_bias')
+    global_bias = GlobalBias(config.global_mean, name='global_bias')
+    biases = [user_bias(user_key), item_bias(item_input)]
+    prediction = global_bias(tf.keras.layers.Add(name='add_biases')(
+        [prediction] + biases))
+    pair += biases
+    global_layers += [item_bias, global_bias]
+    user_layers += [user_bias]
+  regularization = PairL2(config.l2, name='regularization')(pair)
+  if num_users is None:
+    outputs = tf.keras.layers.Concatenate(name='rating_and_regularization')(
+        [prediction, tf.keras.layers.Reshape((1,))(regularization)])
+    model = tf.keras.Model(inputs=inputs, outputs=outputs, name='mf')
+  else:
+    prediction = tf.keras.layers.Reshape((), name='rating')(prediction)
+    model = tf.keras.Model(inputs=inputs, outputs=prediction, name='mf')
+    if config.l2 > 0:
+      model.add_loss(tf.reduce_mean(regularization))
+  return MFLayers(model, global_layers, user_layers)
+
+
+def count_parameters(config: MFConfig, num_items: int,
+                     num_users: Optional[int] = None) -> dict[str, int]:
+  """Parameter counts from the formula: global and per-user."""
+  per_user = config.embedding_dim + (1 if config.use_biases else 0)
+  global_count = num_items * per_user + (1 if config.use_biases else 0)
+  if num_users is None:
+    return {'global': global_count, 'local_per_user': per_user}
+  return {'global': global_count + num_users * per_user, 'local_per_user': 0}
+
+
+class RegularizedMSE(tf.keras.losses.Loss):
+  """Squared error of `y_pred[:, 0]` plus the batch mean of `y_pred[:, 1]`.
+
+  For the reconstruction layout, whose predictions carry the per-example L2.
+  """
+
+  def __init__(self, name: str = 'regularized_mse'):
+    super().__init__(name=name)
+
+  def call(self, y_true, y_pred):
+    error = tf.reshape(tf.cast(y_true, tf.float32), [-1]) - y_pred[:, 0]
+    return tf.reduce_mean(tf.square(error)) + tf.reduce_mean(y_pred[:, 1])
+
+  def __call__(self, y_true, y_pred, sample_weight=None):
+    del sample_weight  # The batch mean is the loss; no reduction needed.
+    return self.call(y_true, y_pred)
+
+
+def _element_spec(batch: bool, with_user: bool, with_query_flag: bool):
+  shape = [None] if batch else []
+  x = collections.OrderedDict(item=tf.TensorSpec(shape, tf.int64))
+  if with_user:
+    x['user'] = tf.TensorSpec(shape, tf.int64)
+  if with_query_flag:
+    x['is_query'] = tf.TensorSpec(shape, tf.int64)
+  if not with_user and not with_query_flag:
+    x = x['item']
+  return collections.OrderedDict(x=x, y=tf.TensorSpec(shape, tf.float32))
+
+
+# Batches fed to the models: FedRecon training, FedRecon evaluation (the query
+# flag tells reconstruction ratings from scored ones) and FedAvg.
+RECON_TRAIN_SPEC = _element_spec(True, with_user=False, with_query_flag=False)
+RECON_EVAL_SPEC = _element_spec(True, with_user=False, with_query_flag=True)
+FEDAVG_SPEC = _element_spec(True, with_user=True, with_query_flag=False)
+
+
+def create_recon_model_fns(config: MFConfig, num_items: int, input_spec):
+  """The (model_fn, loss_fn) pair for TFF's Federated Reconstruction.
+
+  Args:
+    config: The MF hyperparameters.
+    num_items: Number of items.
+    input_spec: `RECON_TRAIN_SPEC` for training, `RECON_EVAL_SPEC` for
+      evaluation (the Keras model is the same; only the batch type differs).
+
+  Returns:
+    `model_fn` returning a `tff.learning.models.ReconstructionModel` and
+    `loss_fn` returning the `RegularizedMSE` loss.
+  """
+  def model_fn() -> tff.learning.models.ReconstructionModel:
+    layers = create_keras_model(config, num_items)
+    return tff.learning.models.ReconstructionModel.from_keras_model_and_layers(
+        keras_model=layers.model,
+        global_layers=layers.global_layers,
+        local_layers=layers.user_layers,
+        input_spec=input_spec)
+
+  return model_fn, RegularizedMSE
+
+
+def create_fedavg_model_fn(config: MFConfig, num_items: int, num_users: int):
+  """A no-arg function returning the classic MF as a `tff.learning` model."""
+  def model_fn() -> tff.learning.models.VariableModel:
+    layers = create_keras_model(config, num_items, num_users)
+    return tff.learning.models.from_keras_model(
+        layers.model,
+        loss=tf.keras.losses.MeanSquaredError(),
+        input_spec=FEDAVG_SPEC,
+        metrics=rating_metrics.create_keras_metrics())
+  return model_fn

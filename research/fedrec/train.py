@@ -1,0 +1,312 @@
+r"""Trains a federated recommender and writes metrics, checkpoints and plots.
+
+The main job: Federated Reconstruction of a matrix-factorization model on the
+built-in synthetic corpus, beside the centralized baseline and the corpus's
+noise floor:
+
+  python -m research.fedrec.train --experiment_name=demo
+
+On MovieLens-1M (see data/README.md for getting it), FedAvg instead:
+
+  python -m research.fedrec.train --dataset=ml-1m --data_dir=data/ml-1m \
+      --algorithm=fedavg --experiment_name=ml1m_fedavg
+
+A run killed mid-way resumes from its last checkpoint when started again with
+the same flags. Outputs go to <root_output_dir>/<experiment_name>/.
+"""
+
+import os
+import signal
+import sys
+
+# TensorFlow's C++ start-up chatter (including spurious "Unable to register
+# cuDNN factory" errors on CPU-only machines) would bury our messages; set
+# TF_CPP_MIN_LOG_LEVEL yourself to see it.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from research.fedrec.algorithms import optimizers
+from research.fedrec.algorithms import sampling
+from research.fedrec.data import corpus
+from research.fedrec.data import ratings
+from research.fedrec.data import splits
+from research.fedrec.data import synthetic
+
+_OPTIMIZERS = [o.value for o in optimizers.OptimizerName]
+
+# Data.
+_DATASET = flags.DEFINE_enum(
+    'dataset', corpus.SYNTHETIC, list(corpus.DATASET_NAMES),
+    'Corpus: "synthetic" (built in, generated from --data_seed), a MovieLens '
+    'name (its files in --data_dir), "movielens" (detect which from the files)'
+    ' or "csv" (your own user,item,rating[,timestamp] file).')
+_DATA_DIR = flags.DEFINE_string(
+    'data_dir', None, 'Folder holding the corpus files (for csv: the file or '
+    'a folder with ratings.csv). Unused for synthetic.')
+_MIN_RATINGS = flags.DEFINE_integer(
+    'min_ratings_per_user', 1, 'Drop users with fewer ratings (1 keeps all).',
+    lower_bound=1)
+_MAX_USERS = flags.DEFINE_integer(
+    'max_users', None, 'Keep only the users with the N smallest ids (unset: '
+    'all).', lower_bound=1)
+_RATING_SCALE = flags.DEFINE_list(
+    'rating_scale', ['1', '5', '1'], 'min,max,step of the ratings in a csv '
+    'corpus (MovieLens corpora know their own scale).')
+_DUPLICATES = flags.DEFINE_enum_class(
+    'duplicates', ratings.DuplicatePolicy.LATEST, ratings.DuplicatePolicy,
+    'Repeated (user, item) pairs in a csv corpus: keep the latest, or error.')
+_SYNTHETIC_USERS = flags.DEFINE_integer(
+    'synthetic_users', synthetic.SyntheticConfig.num_users,
+    'Users of the synthetic corpus (default: as ML-100K).', lower_bound=1)
+_SYNTHETIC_ITEMS = flags.DEFINE_integer(
+    'synthetic_items', synthetic.SyntheticConfig.num_items,
+    'Items of the synthetic corpus.', lower_bound=2)
+_SYNTHETIC_RATINGS = flags.DEFINE_integer(
+    'synthetic_ratings', synthetic.SyntheticConfig.num_ratings,
+    'Ratings of the synthetic corpus.', lower_bound=1)
+_SYNTHETIC_MIN = flags.DEFINE_integer(
+    'synthetic_min_ratings', synthetic.SyntheticConfig.min_ratings_per_user,
+    'Fewest ratings a synthetic user has.', lower_bound=1)
+_SYNTHETIC_RANK = flags.DEFINE_integer(
+    'synthetic_rank', synthetic.SyntheticConfig.rank,
+    'Rank of the planted preferences.', lower_bound=1)
+_SYNTHETIC_NOISE = flags.DEFINE_float(
+    'synthetic_noise', synthetic.SyntheticConfig.noise_stddev,
+    'Standard deviation of the rating noise before rounding.', lower_bound=0.0)
+_DATA_SEED = flags.DEFINE_integer('data_seed', 0,
+                                  'Seed of the synthetic corpus.')
+
+# Split.
+_SPLIT = flags.DEFINE_enum_class(
+    'split', splits.SplitKind.HOLDOUT, splits.SplitKind,
+    'holdout: hold out part of every user\'s ratings; user_disjoint: val/test '
+    'users never train (cold start); leave_one_out: latest rating is test.')
+_SPLIT_ORDER = flags.DEFINE_enum_class(
+    'split_order', splits.SplitOrder.RANDOM, splits.SplitOrder,
+    'Which ratings are held out: random ones or the latest (temporal).')
+_VAL_FRACTION = flags.DEFINE_float(
+    'val_fraction', 0.1, 'Share of each user\'s ratings (holdout) or of users '
+    '(user_disjoint) for validation.')
+_TEST_FRACTION = flags.DEFINE_float('test_fraction', 0.1,
+                                    'Share for testing, as --val_fraction.')
+_SUPPORT_FRACTION = flags.DEFINE_float(
+    'support_fraction', 0.5, 'user_disjoint: share of an evaluated user\'s '
+    'ratings used to reconstruct the embedding; the rest are scored.')
+_SPLIT_SEED = flags.DEFINE_integer('split_seed', 0, 'Seed of the split.')
+
+# Algorithm and model.
+_ALGORITHM = flags.DEFINE_enum(
+    'algorithm', 'fedrecon', ['fedrecon', 'fedavg', 'centralized'],
+    'fedrecon: Federated Reconstruction, user embeddings never leave the '
+    'client. fedavg: FedAvg over the whole model; its user table is global, '
+    'so updates leak users\' preferences. centralized: Keras fit only.')
+_ROUNDS = flags.DEFINE_integer('rounds', 120, 'Federated rounds.',
+                               lower_bound=1)
+_CLIENTS_PER_ROUND = flags.DEFINE_integer(
+    'clients_per_round', 50, 'Clients sampled per round (under poisson '
+    'sampling: the expected number).', lower_bound=1)
+_CLIENT_SAMPLING = flags.DEFINE_enum_class(
+    'client_sampling', sampling.SamplingScheme.UNIFORM, sampling.SamplingScheme,
+    'uniform: a fixed number without replacement; poisson: each client '
+    'independently with probability clients_per_round/num_clients.')
+_UNIFORM_WEIGHTING = flags.DEFINE_bool(
+    'uniform_weighting', False, 'Weigh clients equally in the server average '
+    '(default: by number of ratings).')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 16, 'Client batch size.',
+                                   lower_bound=1)
+_CLIENT_EPOCHS = flags.DEFINE_integer(
+    'client_epochs', 3, 'Local epochs per round (FedRecon: epochs of training '
+    'the global model after reconstruction).', lower_bound=1)
+_MAX_EXAMPLES = flags.DEFINE_integer(
+    'max_examples_per_user', None, 'Cap on a client\'s ratings per round '
+    '(unset: no cap).', lower_bound=1)
+_EMBEDDING_DIM = flags.DEFINE_integer('embedding_dim', 16,
+                                      'Embedding dimension.', lower_bound=1)
+_USE_BIASES = flags.DEFINE_bool('use_biases', True,
+                                'Learn user, item and global biases.')
+_L2 = flags.DEFINE_float(
+    'l2', 0.05, 'Per-example L2 weight on the rated pair\'s embeddings and '
+    'biases.', lower_bound=0.0)
+_CLIENT_OPTIMIZER = flags.DEFINE_enum('client_optimizer', 'sgd', _OPTIMIZERS,
+                                      'Client optimizer.')
+_CLIENT_LR = flags.DEFINE_float('client_learning_rate', 0.5,
+                                'Client learning rate.')
+_SERVER_OPTIMIZER = flags.DEFINE_enum('server_optimizer', 'sgd', _OPTIMIZERS,
+                                      'Server optimizer.')
+_SERVER_LR = flags.DEFINE_float('server_learning_rate', 1.0,
+                                'Server learning rate.')
+_RECON_OPTIMIZER = flags.DEFINE_enum(
+    'reconstruction_optimizer', 'sgd', _OPTIMIZERS,
+    'FedRecon: optimizer of the local user embedding.')
+_RECON_LR = flags.DEFINE_float('reconstruction_learning_rate', 0.5,
+                               'FedRecon: reconstruction learning rate.')
+_RECON_EPOCHS = flags.DEFINE_integer(
+    'recon_epochs', 3, 'FedRecon: epochs over a client\'s data to reconstruct '
+    'its user embedding (training and evaluation).', lower_bound=1)
+_RECON_STEPS_MAX = flags.DEFINE_integer(
+    'recon_steps_max', None, 'FedRecon: cap on reconstruction steps (unset: '
+    'no cap).', lower_bound=1)
+_POST_RECON_STEPS_MAX = flags.DEFINE_integer(
+    'post_recon_steps_max', None, 'FedRecon: cap on training steps after '
+    'reconstruction (unset: no cap).', lower_bound=1)
+_SPLIT_DATASET = flags.DEFINE_bool(
+    'split_dataset', False, 'FedRecon training: reconstruct on even batches '
+    'and train on odd ones (default: both stages use all the client data).')
+
+# Evaluation, baseline, outputs.
+_EVAL_EVERY = flags.DEFINE_integer(
+    'eval_every', 40, 'Evaluate on validation users every N rounds (0: only '
+    'after the last round).', lower_bound=0)
+_EVAL_CLIENTS = flags.DEFINE_integer(
+    'eval_clients', 0, 'Validation clients per periodic evaluation (0: all); '
+    'a fixed, seeded subset.', lower_bound=0)
+_CHECKPOINT_EVERY = flags.DEFINE_integer(
+    'checkpoint_every', 10, 'Save a checkpoint every N rounds (and after the '
+    'last).', lower_bound=1)
+_CENTRALIZED_BASELINE = flags.DEFINE_bool(
+    'centralized_baseline', True, 'Also train the centralized baseline.')
+_CENTRALIZED_EPOCHS = flags.DEFINE_integer(
+    'centralized_epochs', 20, 'Most epochs of the centralized baseline (it '
+    'stops early when validation RMSE stops improving).',
+    lower_bound=1)
+_CENTRALIZED_OPTIMIZER = flags.DEFINE_enum(
+    'centralized_optimizer', 'adam', _OPTIMIZERS,
+    'Optimizer of the centralized baseline.')
+_CENTRALIZED_LR = flags.DEFINE_float(
+    'centralized_learning_rate', 0.003,
+    'Learning rate of the centralized baseline.')
+_CENTRALIZED_BATCH_SIZE = flags.DEFINE_integer(
+    'centralized_batch_size', 64, 'Batch size of the centralized baseline.',
+    lower_bound=1)
+_SEED = flags.DEFINE_integer(
+    'seed', 0, 'Seed of model initialization, client sampling and shuffling.')
+_ROOT_OUTPUT_DIR = flags.DEFINE_string('root_output_dir', 'runs',
+                                       'Root of all outputs.')
+_EXPERIMENT_NAME = flags.DEFINE_string(
+    'experiment_name', 'default', 'Outputs go to root_output_dir/<this>/.')
+_CACHE_DIR = flags.DEFINE_string(
+    'cache_dir', None, 'Where client stores are cached (default: '
+    'root_output_dir/cache).')
+_PROGRESS = flags.DEFINE_bool(
+    'progress', True, 'Show a progress bar (also off when not on a terminal).')
+
+
+def _rating_scale() -> tuple[float, float, float]:
+  try:
+    low, high, step = (float(v) for v in _RATING_SCALE.value)
+  except ValueError as e:
+    raise ValueError('--rating_scale must be three numbers min,max,step, got '
+                     f'{",".join(_RATING_SCALE.value)}.') from e
+  return low, high, step
+
+
+def build_config():
+  """Turns the flags into an `ExperimentConfig` (validated by the library)."""
+  # Imported here so that `--help` does not pay for importing TFF.
+  from research.fedrec.algorithms import fed_recon  # pylint: disable=g-import-not-at-top
+  from research.fedrec.data import pipelines  # pylint: disable=g-import-not-at-top
+  from research.fedrec.models import mf  # pylint: disable=g-import-not-at-top
+  from research.fedrec.training import centralized  # pylint: disable=g-import-not-at-top
+  from research.fedrec.training import experiment  # pylint: disable=g-import-not-at-top
+  from research.fedrec.training import loop  # pylint: disable=g-import-not-at-top
+
+  seed = _SEED.value
+  return experiment.ExperimentConfig(
+      root_output_dir=_ROOT_OUTPUT_DIR.value,
+      experiment_name=_EXPERIMENT_NAME.value,
+      algorithm=experiment.Algorithm(_ALGORITHM.value),
+      data=corpus.DataConfig(
+          dataset=_DATASET.value,
+          data_dir=_DATA_DIR.value,
+          min_ratings_per_user=_MIN_RATINGS.value,
+          max_users=_MAX_USERS.value,
+          rating_scale=_rating_scale(),
+          duplicates=_DUPLICATES.value,
+          synthetic_config=synthetic.SyntheticConfig(
+              num_users=_SYNTHETIC_USERS.value,
+              num_items=_SYNTHETIC_ITEMS.value,
+              num_ratings=_SYNTHETIC_RATINGS.value,
+              min_ratings_per_user=_SYNTHETIC_MIN.value,
+              rank=_SYNTHETIC_RANK.value,
+              noise_stddev=_SYNTHETIC_NOISE.value,
+              seed=_DATA_SEED.value)),
+      split=splits.SplitConfig(
+          kind=_SPLIT.value, order=_SPLIT_ORDER.value,
+          val_fraction=_VAL_FRACTION.value, test_fraction=_TEST_FRACTION.value,
+          support_fraction=_SUPPORT_FRACTION.value, seed=_SPLIT_SEED.value),
+      model=mf.MFConfig(embedding_dim=_EMBEDDING_DIM.value,
+                        use_biases=_USE_BIASES.value, l2=_L2.value, seed=seed),
+      pipeline=pipelines.PipelineConfig(
+          batch_size=_BATCH_SIZE.value,
+          max_examples_per_user=_MAX_EXAMPLES.value,
+          local_epochs=_CLIENT_EPOCHS.value, seed=seed),
+      recon=fed_recon.ReconConfig(
+          recon_epochs=_RECON_EPOCHS.value,
+          recon_steps_max=_RECON_STEPS_MAX.value,
+          post_recon_epochs=_CLIENT_EPOCHS.value,
+          post_recon_steps_max=_POST_RECON_STEPS_MAX.value,
+          split_dataset=_SPLIT_DATASET.value),
+      optimizers=experiment.OptimizerConfig(
+          client=_CLIENT_OPTIMIZER.value,
+          client_learning_rate=_CLIENT_LR.value,
+          server=_SERVER_OPTIMIZER.value,
+          server_learning_rate=_SERVER_LR.value,
+          reconstruction=_RECON_OPTIMIZER.value,
+          reconstruction_learning_rate=_RECON_LR.value),
+      loop=loop.LoopConfig(total_rounds=_ROUNDS.value,
+                           eval_every=_EVAL_EVERY.value,
+                           checkpoint_every=_CHECKPOINT_EVERY.value,
+                           progress=_PROGRESS.value and sys.stderr.isatty()),
+      clients_per_round=_CLIENTS_PER_ROUND.value,
+      sampling=_CLIENT_SAMPLING.value,
+      uniform_weighting=_UNIFORM_WEIGHTING.value,
+      eval_clients=_EVAL_CLIENTS.value,
+      centralized=centralized.CentralizedConfig(
+          epochs=_CENTRALIZED_EPOCHS.value,
+          batch_size=_CENTRALIZED_BATCH_SIZE.value,
+          optimizer=_CENTRALIZED_OPTIMIZER.value,
+          learning_rate=_CENTRALIZED_LR.value, seed=seed),
+      run_centralized_baseline=_CENTRALIZED_BASELINE.value,
+      cache_dir=_CACHE_DIR.value,
+      seed=seed)
+
+
+def _exit_on_sigterm(signum, frame):
+  del frame
+  # Raising SystemExit runs the `finally` blocks that stop the TFF worker.
+  sys.exit(128 + signum)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  signal.signal(signal.SIGTERM, _exit_on_sigterm)
+  if not flags.FLAGS['verbosity'].present:
+    # Saving checkpoints logs several INFO lines a time; --verbosity=0 shows.
+    logging.set_verbosity(logging.WARNING)
+  from research.fedrec.training import experiment  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS['verbosity'].present:
+    tf.get_logger().setLevel('ERROR')
+  try:
+    config = build_config()
+    summary = experiment.run_experiment(
+        config, flag_values={
+            f.name: f.value
+            for f in flags.FLAGS.get_key_flags_for_module(sys.modules[__name__])},
+        log=lambda message: print(message, flush=True))
+  except ValueError as e:  # DataError too: a user mistake, one clear line.
+    print(f'train.py: error: {e}', file=sys.stderr)
+    sys.exit(1)
+  print(f'\nHeld-out test metrics ({summary["dataset"]}, '
+        f'{summary["test_ratings"]} ratings):')
+  print(experiment.format_summary(summary))
+  print(f'\nOutputs: {config.output_dir}')
+  logging.info('Done in %.1f s.', summary['wall_seconds'])
+
+
+if __name__ == '__main__':
+  app.run(main)

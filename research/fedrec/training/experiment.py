@@ -1,0 +1,347 @@
+"""One training experiment end to end, from configuration to outputs.
+
+`run_experiment` loads the corpus, splits it, builds (or reuses) the client
+store, trains the configured algorithm (Federated Reconstruction, FedAvg or the
+centralized baseline; the baseline also runs beside a federated algorithm so
+every report shows the cost of federation), evaluates on the held-out users,
+and writes everything under `<root_output_dir>/<experiment_name>/`:
+
+    hparams.json    every setting of the run (and the flags that gave it)
+    metrics.csv     one row per round: train metrics, periodic validation
+                    metrics, seconds per round, examples per second
+    tensorboard/    the same metrics as TensorBoard summaries
+    checkpoints/    tff.program state: a killed run resumes from the last one
+    summary.json    final test metrics of each model, the noise floor
+    learning_curves.png
+
+The library never reads flags; `train.py` turns flags into these configs.
+"""
+
+import collections
+import dataclasses
+import enum
+import json
+import os
+import tempfile
+import time
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from research.fedrec.algorithms import fed_avg
+from research.fedrec.algorithms import fed_recon
+from research.fedrec.algorithms import optimizers as optimizers_lib
+from research.fedrec.algorithms import sampling as sampling_lib
+from research.fedrec.data import client_store
+from research.fedrec.data import corpus as corpus_lib
+from research.fedrec.data import pipelines
+from research.fedrec.data import splits as splits_lib
+from research.fedrec.models import mf
+from research.fedrec.training import centralized as centralized_lib
+from research.fedrec.training import loop as loop_lib
+from research.fedrec.training import plots
+from research.fedrec.training import runtime
+
+
+class Algorithm(enum.Enum):
+  FEDRECON = 'fedrecon'
+  FEDAVG = 'fedavg'
+  CENTRALIZED = 'centralized'
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  client: str = 'sgd'
+  client_learning_rate: float = 0.5
+  server: str = 'sgd'
+  server_learning_rate: float = 1.0
+  reconstruction: str = 'sgd'
+  reconstruction_learning_rate: float = 0.1
+
+  def create(self) -> fed_recon.Optimizers:
+    return fed_recon.Optimizers(
+        client=optimizers_lib.create_optimizer(self.client,
+                                               self.client_learning_rate),
+        server=optimizers_lib.create_optimizer(self.server,
+                                               self.server_learning_rate),
+        reconstruction=optimizers_lib.create_optimizer(
+            self.reconstruction, self.reconstruction_learning_rate))
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Everything that determines a run (grouped into small configs)."""
+
+  root_output_dir: str
+  experiment_name: str
+  algorithm: Algorithm = Algorithm.FEDRECON
+  data: corpus_lib.DataConfig = dataclasses.field(
+      default_factory=corpus_lib.DataConfig)
+  split: splits_lib.SplitConfig = dataclasses.field(
+      default_factory=splits_lib.SplitConfig)
+  model: mf.MFConfig = dataclasses.field(default_factory=mf.MFConfig)
+  pipeline: pipelines.PipelineConfig = dataclasses.field(
+      default_factory=pipelines.PipelineConfig)
+  recon: fed_recon.ReconConfig = dataclasses.field(
+      default_factory=fed_recon.ReconConfig)
+  optimizers: OptimizerConfig = dataclasses.field(
+      default_factory=OptimizerConfig)
+  loop: loop_lib.LoopConfig = dataclasses.field(
+      default_factory=lambda: loop_lib.LoopConfig(total_rounds=100))
+  clients_per_round: int = 50
+  sampling: sampling_lib.SamplingScheme = sampling_lib.SamplingScheme.UNIFORM
+  uniform_weighting: bool = False
+  # 0 = all validation clients at each periodic evaluation.
+  eval_clients: int = 0
+  centralized: centralized_lib.CentralizedConfig = dataclasses.field(
+      default_factory=centralized_lib.CentralizedConfig)
+  run_centralized_baseline: bool = True
+  cache_dir: Optional[str] = None  # Default: <root_output_dir>/cache.
+  seed: int = 0
+
+  def __post_init__(self):
+    if not self.experiment_name or os.sep in self.experiment_name:
+      raise ValueError('--experiment_name must be a non-empty name without '
+                       f'{os.sep!r}.')
+    if self.clients_per_round < 1:
+      raise ValueError('--clients_per_round must be >= 1.')
+    if self.eval_clients < 0:
+      raise ValueError('--eval_clients must be >= 0.')
+    if (self.algorithm == Algorithm.FEDAVG and
+        self.split.kind == splits_lib.SplitKind.USER_DISJOINT):
+      raise ValueError(
+          '--algorithm=fedavg cannot be evaluated with --split=user_disjoint: '
+          "FedAvg's global user table has no row for users unseen in "
+          'training (use fedrecon, or a holdout / leave_one_out split).')
+
+  @property
+  def output_dir(self) -> str:
+    return os.path.join(self.root_output_dir, self.experiment_name)
+
+
+def to_jsonable(value: Any) -> Any:
+  """Dataclasses / enums / tuples -> plain JSON values."""
+  if dataclasses.is_dataclass(value):
+    return collections.OrderedDict(
+        (f.name, to_jsonable(getattr(value, f.name)))
+        for f in dataclasses.fields(value))
+  if isinstance(value, enum.Enum):
+    return value.value
+  if isinstance(value, (list, tuple)):
+    return [to_jsonable(v) for v in value]
+  if isinstance(value, dict):
+    return collections.OrderedDict((k, to_jsonable(v)) for k, v in value.items())
+  if isinstance(value, (np.floating, np.integer)):
+    return value.item()
+  return value
+
+
+def write_json_atomically(path: str, value: Any) -> None:
+  """Writes JSON to a temporary file, then renames it over `path`."""
+  directory = os.path.dirname(path)
+  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'w') as f:
+      json.dump(to_jsonable(value), f, indent=2)
+      f.write('\n')
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def _prefixed(metrics: collections.OrderedDict,
+              prefix: str) -> collections.OrderedDict:
+  return collections.OrderedDict((f'{prefix}/{k}', v)
+                                 for k, v in metrics.items())
+
+
+class _Evaluator:
+  """Evaluates a federated model's weights on a split (val or test)."""
+
+  def __init__(self, config: ExperimentConfig, data: corpus_lib.Corpus,
+               split: splits_lib.Split, store_path: str,
+               model_config: mf.MFConfig):
+    self._config = config
+    self._split = split
+    self._data = data
+    self._store_path = store_path
+    self._model_config = model_config
+    self._processes = {}
+
+  def _recon_eval(self, split_name: str):
+    if split_name not in self._processes:
+      self._processes[split_name] = fed_recon.build_evaluation(
+          self._model_config, self._data.num_items, self._config.recon,
+          self._config.optimizers.create().reconstruction,
+          self._config.pipeline, self._store_path, split_name)
+    return self._processes[split_name]
+
+  def evaluate(self, model_weights, split_name: str,
+               max_clients: int = 0) -> collections.OrderedDict:
+    """Example-weighted metrics over the split's query ratings."""
+    if self._config.algorithm == Algorithm.FEDAVG:
+      keras_model = mf.create_keras_model(self._model_config,
+                                          self._data.num_items,
+                                          self._data.num_users).model
+      model_weights.assign_weights_to(keras_model)
+      return centralized_lib.evaluate(keras_model, getattr(self._split, split_name))
+    process, client_ids = self._recon_eval(split_name)
+    if max_clients and max_clients < len(client_ids):
+      rng = np.random.default_rng([self._config.seed, 7])
+      client_ids = sorted(rng.choice(client_ids, max_clients, replace=False),
+                          key=int)
+    state = process.set_model_weights(process.initialize(), model_weights)
+    output = process.next(state, list(client_ids))
+    metrics = output.metrics['client_work']['eval']['current_round_metrics']
+    return collections.OrderedDict(
+        (k, float(v)) for k, v in metrics.items() if k != 'loss')
+
+
+def _build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
+                   store_path: str, model_config: mf.MFConfig):
+  optimizers = config.optimizers.create()
+  if config.algorithm == Algorithm.FEDRECON:
+    return fed_recon.build_training_process(
+        model_config, data.num_items, config.recon, optimizers,
+        config.pipeline, store_path,
+        uniform_weighting=config.uniform_weighting)
+  return fed_avg.build_training_process(
+      model_config, data.num_items, data.num_users, optimizers,
+      config.pipeline, store_path,
+      uniform_weighting=config.uniform_weighting)
+
+
+def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
+                   split: splits_lib.Split, store_path: str,
+                   model_config: mf.MFConfig) -> collections.OrderedDict:
+  """Trains the federated algorithm; returns its final test metrics."""
+  process = _build_process(config, data, store_path, model_config)
+  sampler = sampling_lib.ClientSampler(
+      client_store.get_client_ids(store_path, client_store.TRAIN),
+      config.clients_per_round, config.sampling, config.seed)
+  counts = client_store.get_num_examples(store_path, client_store.TRAIN)
+  cap = config.pipeline.max_examples_per_user or np.iinfo(np.int64).max
+  evaluator = _Evaluator(config, data, split, store_path, model_config)
+
+  def count_examples(clients):
+    return sum(min(counts[c], cap) for c in clients)
+
+  def evaluate_val(model_weights, round_num):
+    del round_num  # The same validation clients every time.
+    return _prefixed(
+        evaluator.evaluate(model_weights, 'val', config.eval_clients), 'val')
+
+  out = config.output_dir
+  state_manager = tff.program.FileProgramStateManager(
+      os.path.join(out, 'checkpoints'), keep_total=2, keep_first=False)
+  release_managers = [
+      tff.program.CSVFileReleaseManager(os.path.join(out, 'metrics.csv'),
+                                        key_fieldname='round'),
+      tff.program.TensorBoardReleaseManager(os.path.join(out, 'tensorboard')),
+  ]
+  if not len(split.val.query):  # pylint: disable=g-explicit-length-test
+    evaluate_val = lambda weights, round_num: collections.OrderedDict()
+  state, _ = loop_lib.run_training_loop(process, sampler.sample, count_examples,
+                                    evaluate_val, config.loop, state_manager,
+                                    release_managers)
+  return evaluator.evaluate(process.get_model_weights(state), 'test')
+
+
+def run_experiment(config: ExperimentConfig,
+                   flag_values: Optional[dict[str, Any]] = None,
+                   log=print) -> collections.OrderedDict:
+  """Runs the experiment and writes its outputs; returns the summary.
+
+  Args:
+    config: The run's settings.
+    flag_values: The command-line flags that produced `config`, recorded in
+      hparams.json.
+    log: Where progress messages go.
+
+  Returns:
+    The summary also written to summary.json.
+
+  Raises:
+    ratings_lib.DataError / ValueError: bad data or settings (one clear line).
+  """
+  started = time.time()
+  tf.keras.utils.set_random_seed(config.seed)
+  data = corpus_lib.load_corpus(config.data)
+  split = splits_lib.split(data.ratings, config.split)
+  if not len(split.test.query):  # pylint: disable=g-explicit-length-test
+    raise ValueError('The test split is empty: raise --test_fraction or '
+                     '--min_ratings_per_user.')
+  os.makedirs(config.output_dir, exist_ok=True)
+  write_json_atomically(
+      os.path.join(config.output_dir, 'hparams.json'),
+      collections.OrderedDict(flags=flag_values or {}, config=config))
+  train_mean = float(np.mean(split.train.ratings))
+  model_config = dataclasses.replace(config.model, global_mean=train_mean)
+  log(f'{data.name}: {data.num_users} users, {data.num_items} items, '
+      f'{len(data.ratings)} ratings; split {config.split.kind.value}: '
+      f'{len(split.train)} train, {len(split.val.query)} val, '
+      f'{len(split.test.query)} test ratings.')
+
+  results = collections.OrderedDict()
+  if config.algorithm != Algorithm.CENTRALIZED:
+    store_path = client_store.create_client_store(
+        split, config.cache_dir or os.path.join(config.root_output_dir,
+                                                'cache'))
+    with runtime.local_runtime():
+      results[config.algorithm.value] = _run_federated(
+          config, data, split, store_path, model_config)
+  if (config.algorithm == Algorithm.CENTRALIZED or
+      config.run_centralized_baseline):
+    log('Training the centralized baseline ...')
+    model = centralized_lib.train(split, data.num_users, data.num_items,
+                              model_config, config.centralized)
+    results['centralized'] = centralized_lib.evaluate(model, split.test)
+
+  summary = collections.OrderedDict(
+      experiment=config.experiment_name,
+      dataset=data.name,
+      algorithm=config.algorithm.value,
+      seed=config.seed,
+      num_users=data.num_users,
+      num_items=data.num_items,
+      num_ratings=len(data.ratings),
+      test_ratings=len(split.test.query),
+      test_metrics=results,
+      noise_floor_test_rmse=data.noise_floor_rmse(split.test.query),
+      wall_seconds=time.time() - started,
+  )
+  write_json_atomically(os.path.join(config.output_dir, 'summary.json'),
+                        summary)
+  metrics_csv = os.path.join(config.output_dir, 'metrics.csv')
+  if os.path.exists(metrics_csv):
+    plots.plot_learning_curves(
+        metrics_csv, os.path.join(config.output_dir, 'learning_curves.png'),
+        reference_lines=_reference_lines(summary))
+  return summary
+
+
+def _reference_lines(summary) -> dict[str, float]:
+  lines = {}
+  if 'centralized' in summary['test_metrics']:
+    lines['centralized test RMSE'] = summary['test_metrics']['centralized'][
+        'rmse']
+  if summary['noise_floor_test_rmse'] is not None:
+    lines['noise floor (true model)'] = summary['noise_floor_test_rmse']
+  return lines
+
+
+def format_summary(summary) -> str:
+  """A side-by-side table of the held-out test metrics."""
+  rows = [('model', 'test RMSE', 'MAE', 'rating acc.')]
+  for name, metrics in summary['test_metrics'].items():
+    rows.append((name, f'{metrics["rmse"]:.4f}', f'{metrics["mae"]:.4f}',
+                 f'{metrics["rating_accuracy"]:.4f}'))
+  if summary['noise_floor_test_rmse'] is not None:
+    rows.append(('noise floor (true model)',
+                 f'{summary["noise_floor_test_rmse"]:.4f}', '', ''))
+  widths = [max(len(r[i]) for r in rows) for i in range(4)]
+  return '\n'.join('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+                   for r in rows)

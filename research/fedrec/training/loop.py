@@ -1,0 +1,127 @@
+"""The federated training loop: rounds, checkpoints, metrics and progress.
+
+Program logic in the style of `tff.program`: the learning state and round
+number are saved with a `tff.program.FileProgramStateManager` every
+`checkpoint_every` rounds, and each round's metrics are released to
+`tff.program` release managers (a CSV keyed by round, TensorBoard). A run that
+finds a checkpoint resumes after it; since client sampling depends only on
+(seed, round) and everything else is in the saved state, the resumed run ends
+with exactly the metrics of an uninterrupted one, and the CSV release manager
+drops any rows the killed run wrote after its last checkpoint.
+"""
+
+import asyncio
+import collections
+import dataclasses
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import tensorflow_federated as tff
+import tqdm
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+  total_rounds: int
+  eval_every: int = 0  # 0: evaluate only after the last round.
+  checkpoint_every: int = 10
+  progress: bool = True
+
+  def __post_init__(self):
+    if self.total_rounds < 1:
+      raise ValueError('--rounds must be >= 1.')
+    if self.eval_every < 0 or self.checkpoint_every < 1:
+      raise ValueError('--eval_every must be >= 0 and --checkpoint_every >= 1.')
+
+
+def _run(coroutine):
+  return asyncio.run(coroutine)
+
+
+def flatten_metrics(metrics: Any, prefix: str = '') -> collections.OrderedDict:
+  """`{'a': {'b': 1}}` -> `{'a/b': 1.0}`, keeping only numeric leaves."""
+  flat = collections.OrderedDict()
+  for name, value in tff.program.structure_utils.flatten_with_name(metrics):
+    array = np.asarray(value)
+    if array.shape == () and array.dtype.kind in 'biuf':
+      flat[prefix + name] = float(array)
+  return flat
+
+
+def _train_metrics(output) -> collections.OrderedDict:
+  """The client-work training metrics of a learning process output."""
+  train = output.metrics['client_work']['train']
+  return flatten_metrics(train, 'train/')
+
+
+def run_training_loop(
+    process: tff.learning.templates.LearningProcess,
+    sample_clients: Callable[[int], Sequence[str]],
+    count_examples: Callable[[Sequence[str]], int],
+    evaluate: Callable[[Any, int], collections.OrderedDict],
+    config: LoopConfig,
+    state_manager: tff.program.ProgramStateManager,
+    release_managers: Sequence[tff.program.ReleaseManager],
+) -> tuple[Any, collections.OrderedDict]:
+  """Runs (or resumes) `config.total_rounds` rounds of `process`.
+
+  Args:
+    process: A learning process whose `next` takes `(state, client_ids)`.
+    sample_clients: Round number (1-based) -> the client ids of that round.
+    count_examples: Client ids -> number of training examples they hold.
+    evaluate: `(model_weights, round_num)` -> metrics (prefixed `val/...`).
+    config: Rounds and cadences.
+    state_manager: Saves and loads `{state, round}` checkpoints.
+    release_managers: Receive each round's metrics, keyed by round.
+
+  Returns:
+    The final learning state and the metrics of the last round.
+  """
+  initial_state = process.initialize()
+  structure = collections.OrderedDict(state=initial_state, round=0)
+  saved, _ = _run(state_manager.load_latest(structure))
+  if saved is None:
+    state, start_round = initial_state, 0
+  else:
+    state, start_round = saved['state'], int(saved['round'])
+  metrics = collections.OrderedDict()
+  bar = tqdm.tqdm(total=config.total_rounds, initial=start_round,
+                  desc='rounds', unit='round', dynamic_ncols=True,
+                  disable=not config.progress)
+  if saved is not None:
+    bar.write(f'Resuming after round {start_round} from the checkpoint.')
+  try:
+    for round_num in range(start_round + 1, config.total_rounds + 1):
+      clients = list(sample_clients(round_num))
+      started = time.perf_counter()
+      output = process.next(state, clients)
+      state = output.state
+      seconds = time.perf_counter() - started
+      examples = count_examples(clients)
+      metrics = collections.OrderedDict(
+          clients=len(clients), round_seconds=seconds,
+          examples_per_second=examples / seconds if seconds > 0 else 0.0)
+      metrics.update(_train_metrics(output))
+      last = round_num == config.total_rounds
+      if last or (config.eval_every and round_num % config.eval_every == 0):
+        metrics.update(evaluate(process.get_model_weights(state), round_num))
+      for manager in release_managers:
+        _run(manager.release(metrics, key=round_num))
+      if last or round_num % config.checkpoint_every == 0:
+        _run(state_manager.save(
+            collections.OrderedDict(state=state, round=round_num), round_num))
+      bar.set_postfix(_postfix(metrics), refresh=False)
+      bar.update(1)
+  finally:
+    bar.close()
+  return state, metrics
+
+
+def _postfix(metrics: collections.OrderedDict) -> collections.OrderedDict:
+  shown = collections.OrderedDict()
+  for key in ('train/rmse', 'val/rmse'):
+    if key in metrics:
+      shown[key.replace('/', '_')] = f'{metrics[key]:.4f}'
+  shown['ex/s'] = f'{metrics["examples_per_second"]:.0f}'
+  return shown

@@ -1,0 +1,62 @@
+"""Learning-curve plots (PNG) drawn from a run's metrics.csv."""
+
+import csv
+import logging
+import os
+import tempfile
+
+import matplotlib
+
+matplotlib.use('Agg')
+# Font-cache notices are not the user's business.
+logging.getLogger('matplotlib').setLevel(logging.WARNING)
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+
+def read_metrics_csv(path: str) -> dict[str, list[tuple[int, float]]]:
+  """Columns of metrics.csv as (round, value) series, skipping blanks."""
+  series = {}
+  with open(path, newline='') as f:
+    for row in csv.DictReader(f):
+      round_num = int(row['round'])
+      for name, value in row.items():
+        if name == 'round' or value in ('', None):
+          continue
+        series.setdefault(name, []).append((round_num, float(value)))
+  return series
+
+
+def plot_learning_curves(metrics_csv: str, output_png: str,
+                         reference_lines: dict[str, float]) -> None:
+  """RMSE per round (train and validation) with reference lines.
+
+  Args:
+    metrics_csv: A metrics.csv written by the training loop.
+    output_png: Where to write the figure (written atomically).
+    reference_lines: Horizontal lines to draw, label -> RMSE.
+  """
+  series = read_metrics_csv(metrics_csv)
+  figure, axes = plt.subplots(figsize=(7, 4.5))
+  for name, label in (('train/rmse', 'train RMSE (sampled clients)'),
+                      ('val/rmse', 'validation RMSE')):
+    if name in series:
+      rounds, values = zip(*series[name])
+      axes.plot(rounds, values, marker='o' if len(rounds) < 30 else None,
+                label=label)
+  for (label, value), style in zip(reference_lines.items(), ('--', ':', '-.')):
+    axes.axhline(value, linestyle=style, color='gray', label=f'{label} '
+                 f'({value:.4f})')
+  axes.set_xlabel('round')
+  axes.set_ylabel('RMSE')
+  axes.grid(alpha=0.3)
+  axes.legend()
+  figure.tight_layout()
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(output_png), suffix='.png')
+  os.close(fd)
+  try:
+    figure.savefig(tmp, dpi=100)
+    os.replace(tmp, output_png)
+  finally:
+    plt.close(figure)
+    if os.path.exists(tmp):
+      os.remove(tmp)

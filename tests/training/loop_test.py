@@ -1,0 +1,132 @@
+"""The training loop: checkpoints, released metrics, and exact resumption."""
+
+import csv
+import os
+import shutil
+import tempfile
+
+from absl.testing import absltest
+import numpy as np
+import tensorflow_federated as tff
+
+from research.fedrec.algorithms import fed_recon
+from research.fedrec.algorithms import optimizers
+from research.fedrec.algorithms import sampling
+from research.fedrec.data import client_store
+from research.fedrec.data import pipelines
+from research.fedrec.models import mf
+from research.fedrec.training import loop
+from research.fedrec.training import runtime
+from tests.algorithms import testing_data
+
+_ROUNDS = 4
+
+
+def setUpModule():
+  runtime.start()
+
+
+def tearDownModule():
+  runtime.shutdown()
+
+
+class _Killed(Exception):
+  """Stands in for the process being killed."""
+
+
+class LoopTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.cache_dir = tempfile.mkdtemp()
+    store = client_store.create_client_store(testing_data.create_split(),
+                                             cls.cache_dir)
+    cls.process = fed_recon.build_training_process(
+        mf.MFConfig(embedding_dim=2), testing_data.NUM_ITEMS,
+        fed_recon.ReconConfig(),
+        fed_recon.Optimizers(optimizers.create_optimizer('sgd', 0.2),
+                             optimizers.create_optimizer('sgd', 1.0),
+                             optimizers.create_optimizer('sgd', 0.1)),
+        pipelines.PipelineConfig(batch_size=1), store)
+    cls.sampler = sampling.ClientSampler(['0', '1'], 1, seed=5)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.cache_dir)
+    super().tearDownClass()
+
+  def _run(self, output_dir, kill_at_round=None):
+    def sample(round_num):
+      if round_num == kill_at_round:
+        raise _Killed()
+      return self.sampler.sample(round_num)
+
+    evaluations = []
+
+    def evaluate(weights, round_num):
+      evaluations.append(round_num)
+      return {'val/norm': float(np.linalg.norm(weights.trainable[0]))}
+
+    state, _ = loop.run_training_loop(
+        self.process, sample, lambda clients: 2 * len(clients), evaluate,
+        loop.LoopConfig(total_rounds=_ROUNDS, eval_every=2,
+                        checkpoint_every=2, progress=False),
+        tff.program.FileProgramStateManager(
+            os.path.join(output_dir, 'checkpoints')),
+        [tff.program.CSVFileReleaseManager(
+            os.path.join(output_dir, 'metrics.csv'), key_fieldname='round')])
+    return state, evaluations
+
+  def _rows(self, output_dir):
+    with open(os.path.join(output_dir, 'metrics.csv')) as f:
+      return list(csv.DictReader(f))
+
+  def test_metrics_rows_and_evaluation_cadence(self):
+    out = self.create_tempdir().full_path
+    _, evaluations = self._run(out)
+    self.assertEqual(evaluations, [2, 4])
+    rows = self._rows(out)
+    self.assertEqual([r['round'] for r in rows], ['1', '2', '3', '4'])
+    self.assertEqual([r['val/norm'] != '' for r in rows],
+                     [False, True, False, True])
+    self.assertEqual({r['clients'] for r in rows}, {'1'})
+    for column in ('train/rmse', 'train/mae', 'round_seconds',
+                   'examples_per_second'):
+      self.assertTrue(all(float(r[column]) > 0 for r in rows), column)
+
+  def test_killed_run_resumes_to_the_same_result(self):
+    straight, killed = (self.create_tempdir().full_path for _ in range(2))
+    final_straight, _ = self._run(straight)
+    with self.assertRaises(_Killed):
+      self._run(killed, kill_at_round=4)  # Checkpoint at 2, row 3 written.
+    self.assertLen(self._rows(killed), 3)
+    final_resumed, evaluations = self._run(killed)
+    self.assertEqual(evaluations, [4])  # Rounds 3 and 4 only.
+    for a, b in zip(self.process.get_model_weights(final_straight).trainable,
+                    self.process.get_model_weights(final_resumed).trainable):
+      np.testing.assert_array_equal(a, b)
+    deterministic = ('round', 'clients', 'train/rmse', 'train/mse',
+                     'train/mae', 'train/rating_accuracy', 'val/norm')
+    self.assertEqual(
+        [[r[c] for c in deterministic] for r in self._rows(killed)],
+        [[r[c] for c in deterministic] for r in self._rows(straight)])
+
+  def test_finished_run_is_not_rerun(self):
+    out = self.create_tempdir().full_path
+    first, _ = self._run(out)
+    again, evaluations = self._run(out)
+    self.assertEmpty(evaluations)
+    np.testing.assert_array_equal(
+        self.process.get_model_weights(first).trainable[0],
+        self.process.get_model_weights(again).trainable[0])
+
+  def test_flatten_metrics(self):
+    self.assertEqual(
+        loop.flatten_metrics({'a': {'b': np.float32(1.5), 'c': 'text'},
+                              'd': 2}, 'p/'),
+        {'p/a/b': 1.5, 'p/d': 2.0})
+
+
+if __name__ == '__main__':
+  absltest.main()
