@@ -103,7 +103,7 @@ _ALGORITHM = flags.DEFINE_enum(
     'fedrecon: Federated Reconstruction, user embeddings never leave the '
     'client. fedavg: FedAvg over the whole model; its user table is global, '
     'so updates leak users\' preferences. centralized: Keras fit only.')
-_ROUNDS = flags.DEFINE_integer('rounds', 120, 'Federated rounds.',
+_ROUNDS = flags.DEFINE_integer('rounds', 50, 'Federated rounds.',
                                lower_bound=1)
 _CLIENTS_PER_ROUND = flags.DEFINE_integer(
     'clients_per_round', 50, 'Clients sampled per round (under poisson '
@@ -118,7 +118,7 @@ _UNIFORM_WEIGHTING = flags.DEFINE_bool(
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 16, 'Client batch size.',
                                    lower_bound=1)
 _CLIENT_EPOCHS = flags.DEFINE_integer(
-    'client_epochs', 3, 'Local epochs per round (FedRecon: epochs of training '
+    'client_epochs', 2, 'Local epochs per round (FedRecon: epochs of training '
     'the global model after reconstruction).', lower_bound=1)
 _MAX_EXAMPLES = flags.DEFINE_integer(
     'max_examples_per_user', None, 'Cap on a client\'s ratings per round '
@@ -132,7 +132,7 @@ _L2 = flags.DEFINE_float(
     'biases.', lower_bound=0.0)
 _CLIENT_OPTIMIZER = flags.DEFINE_enum('client_optimizer', 'sgd', _OPTIMIZERS,
                                       'Client optimizer.')
-_CLIENT_LR = flags.DEFINE_float('client_learning_rate', 0.5,
+_CLIENT_LR = flags.DEFINE_float('client_learning_rate', 0.2,
                                 'Client learning rate.')
 _SERVER_OPTIMIZER = flags.DEFINE_enum('server_optimizer', 'sgd', _OPTIMIZERS,
                                       'Server optimizer.')
@@ -141,10 +141,10 @@ _SERVER_LR = flags.DEFINE_float('server_learning_rate', 1.0,
 _RECON_OPTIMIZER = flags.DEFINE_enum(
     'reconstruction_optimizer', 'sgd', _OPTIMIZERS,
     'FedRecon: optimizer of the local user embedding.')
-_RECON_LR = flags.DEFINE_float('reconstruction_learning_rate', 0.5,
+_RECON_LR = flags.DEFINE_float('reconstruction_learning_rate', 0.2,
                                'FedRecon: reconstruction learning rate.')
 _RECON_EPOCHS = flags.DEFINE_integer(
-    'recon_epochs', 3, 'FedRecon: epochs over a client\'s data to reconstruct '
+    'recon_epochs', 1, 'FedRecon: epochs over a client\'s data to reconstruct '
     'its user embedding (training and evaluation).', lower_bound=1)
 _RECON_STEPS_MAX = flags.DEFINE_integer(
     'recon_steps_max', None, 'FedRecon: cap on reconstruction steps (unset: '
@@ -158,10 +158,10 @@ _SPLIT_DATASET = flags.DEFINE_bool(
 
 # Evaluation, baseline, outputs.
 _EVAL_EVERY = flags.DEFINE_integer(
-    'eval_every', 40, 'Evaluate on validation users every N rounds (0: only '
+    'eval_every', 25, 'Evaluate on validation users every N rounds (0: only '
     'after the last round).', lower_bound=0)
 _EVAL_CLIENTS = flags.DEFINE_integer(
-    'eval_clients', 0, 'Validation clients per periodic evaluation (0: all); '
+    'eval_clients', 100, 'Validation clients per periodic evaluation (0: all); '
     'a fixed, seeded subset.', lower_bound=0)
 _CHECKPOINT_EVERY = flags.DEFINE_integer(
     'checkpoint_every', 10, 'Save a checkpoint every N rounds (and after the '
@@ -305,7 +305,7 @@ def main(argv):
         f'{summary["test_ratings"]} ratings):')
   print(experiment.format_summary(summary))
   print(f'\nOutputs: {config.output_dir}')
-  logging.info('Done in %.1f s.', summary['wall_seconds'])
+  print(f'Done in {summary["wall_seconds"]:.0f} s.')
 
 
 if __name__ == '__main__':

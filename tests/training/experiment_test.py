@@ -96,6 +96,25 @@ class ExperimentTest(absltest.TestCase):
     self.assertFalse(os.path.exists(os.path.join(root, 'central',
                                                  'metrics.csv')))
 
+  def test_rerun_with_other_settings_is_refused(self):
+    root = self.create_tempdir().full_path
+    config = _config(root, 'run', run_centralized_baseline=False)
+    experiment.run_experiment(config, log=lambda _: None)
+    with self.assertRaisesRegex(
+        ValueError, r'holds a run with other settings \(clients_per_round, '
+        r'seed\); choose another --experiment_name'):
+      experiment.run_experiment(
+          _config(root, 'run', run_centralized_baseline=False,
+                  clients_per_round=2, seed=1), log=lambda _: None)
+    # More rounds is fine: the run resumes after its last checkpoint.
+    longer = _config(root, 'run', run_centralized_baseline=False,
+                     loop=loop.LoopConfig(total_rounds=3, eval_every=1,
+                                          progress=False))
+    experiment.run_experiment(longer, log=lambda _: None)
+    with open(os.path.join(root, 'run', 'metrics.csv')) as f:
+      self.assertEqual([r['round'] for r in csv.DictReader(f)],
+                       ['1', '2', '3'])
+
   def test_impossible_combination_is_rejected(self):
     with self.assertRaisesRegex(ValueError, 'fedavg cannot be evaluated with '
                                 '--split=user_disjoint'):

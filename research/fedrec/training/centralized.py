@@ -60,7 +60,7 @@ def training_ratings(split: splits_lib.Split) -> ratings_lib.Ratings:
   for partition in (split.val, split.test):
     if partition.support is not split.train:
       parts.append(partition.support)
-  return ratings_lib.concatenate(parts)
+  return parts[0] if len(parts) == 1 else ratings_lib.concatenate(parts)
 
 
 def train(split: splits_lib.Split, num_users: int, num_items: int,

@@ -152,6 +152,41 @@ def write_json_atomically(path: str, value: Any) -> None:
       os.remove(tmp)
 
 
+# Settings a rerun may change without invalidating the run's checkpoints.
+_RESUMABLE_CHANGES = ('loop/total_rounds', 'loop/progress')
+
+
+def _flatten(value, prefix=''):
+  if isinstance(value, dict):
+    flat = {}
+    for key, item in value.items():
+      flat.update(_flatten(item, f'{prefix}{key}/'))
+    return flat
+  return {prefix.rstrip('/'): value}
+
+
+def check_same_settings(hparams_path: str, config: 'ExperimentConfig') -> None:
+  """Refuses to resume an output directory written with other settings.
+
+  Raises:
+    ValueError: naming the settings that differ (only the number of rounds and
+      the progress bar may change between a run and its resumption).
+  """
+  if not os.path.exists(hparams_path):
+    return
+  with open(hparams_path) as f:
+    before = _flatten(json.load(f)['config'])
+  now = _flatten(json.loads(json.dumps(to_jsonable(config))))
+  changed = sorted(k for k in set(before) | set(now)
+                   if before.get(k) != now.get(k) and
+                   k not in _RESUMABLE_CHANGES)
+  if changed:
+    raise ValueError(
+        f'{os.path.dirname(hparams_path)} holds a run with other settings '
+        f'({", ".join(changed)}); choose another --experiment_name or delete '
+        'that directory.')
+
+
 def _prefixed(metrics: collections.OrderedDict,
               prefix: str) -> collections.OrderedDict:
   return collections.OrderedDict((f'{prefix}/{k}', v)
@@ -187,7 +222,8 @@ class _Evaluator:
                                           self._data.num_items,
                                           self._data.num_users).model
       model_weights.assign_weights_to(keras_model)
-      return centralized_lib.evaluate(keras_model, getattr(self._split, split_name))
+      return centralized_lib.evaluate(keras_model,
+                                      getattr(self._split, split_name))
     process, client_ids = self._recon_eval(split_name)
     if max_clients and max_clients < len(client_ids):
       rng = np.random.default_rng([self._config.seed, 7])
@@ -244,9 +280,9 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
   ]
   if not len(split.val.query):  # pylint: disable=g-explicit-length-test
     evaluate_val = lambda weights, round_num: collections.OrderedDict()
-  state, _ = loop_lib.run_training_loop(process, sampler.sample, count_examples,
-                                    evaluate_val, config.loop, state_manager,
-                                    release_managers)
+  state, _ = loop_lib.run_training_loop(
+      process, sampler.sample, count_examples, evaluate_val, config.loop,
+      state_manager, release_managers)
   return evaluator.evaluate(process.get_model_weights(state), 'test')
 
 
@@ -275,8 +311,10 @@ def run_experiment(config: ExperimentConfig,
     raise ValueError('The test split is empty: raise --test_fraction or '
                      '--min_ratings_per_user.')
   os.makedirs(config.output_dir, exist_ok=True)
+  hparams_path = os.path.join(config.output_dir, 'hparams.json')
+  check_same_settings(hparams_path, config)
   write_json_atomically(
-      os.path.join(config.output_dir, 'hparams.json'),
+      hparams_path,
       collections.OrderedDict(flags=flag_values or {}, config=config))
   train_mean = float(np.mean(split.train.ratings))
   model_config = dataclasses.replace(config.model, global_mean=train_mean)

@@ -1,27 +1,80 @@
 """The TFF execution runtime: started per run, shut down deterministically.
 
 TFF's local C++ execution context starts a `worker_binary` child process and
-only kills it in a `__del__`; at interpreter exit that `__del__` can run after
-the `subprocess` module is torn down and fail, leaving the worker alive and
-holding the parent's stdout/stderr open (a shell pipeline or CI then hangs).
-`shutdown` swaps in a context that owns no worker and collects the old one
-while the interpreter is whole, so the worker is stopped then and there.
+stops it only in a `__del__` that sends SIGINT and waits. Two things go wrong:
+at interpreter exit that `__del__` may run after the `subprocess` module is
+torn down, leaving the worker alive and holding the parent's stdout/stderr
+open (a shell pipeline or CI then hangs); and a process started in the
+background by a non-interactive shell inherits SIGINT as *ignored*, so the
+worker never exits and the wait hangs forever.
+
+`start` makes SIGINT interrupt again before a worker is spawned. `shutdown`
+stops this process's workers itself (SIGINT, then SIGKILL after a grace
+period) and then swaps in a context that owns no worker, so no worker outlives
+the run and nothing waits on one that will not exit.
 """
 
 import contextlib
 import gc
+import signal
+import threading
+import time
 
+import psutil
 import tensorflow_federated as tff
 from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
+
+_GRACE_SECONDS = 10.0
 
 
 def start() -> None:
   """Makes a fresh local C++ execution context the default."""
+  if (threading.current_thread() is threading.main_thread() and
+      signal.getsignal(signal.SIGINT) == signal.SIG_IGN):
+    # Spawned children inherit an ignored SIGINT; TFF stops its worker with it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
   tff.backends.native.set_sync_local_cpp_execution_context()
+
+
+def _worker_children() -> list[psutil.Process]:
+  workers = []
+  for child in psutil.Process().children():
+    try:
+      if 'worker_binary' in ' '.join(child.cmdline()[:1]):
+        workers.append(child)
+    except psutil.Error:
+      continue
+  return workers
+
+
+def _stopped(process: psutil.Process) -> bool:
+  try:
+    return process.status() == psutil.STATUS_ZOMBIE
+  except psutil.NoSuchProcess:
+    return True
+
+
+def _stop_workers() -> None:
+  """Interrupts this process's TFF workers; kills those that ignore it.
+
+  Leaves them as zombies for TFF's own `Popen.wait` to reap.
+  """
+  workers = _worker_children()
+  for signum in (signal.SIGINT, signal.SIGKILL):
+    for worker in workers:
+      with contextlib.suppress(psutil.Error):
+        worker.send_signal(signum)
+    deadline = time.monotonic() + _GRACE_SECONDS
+    while time.monotonic() < deadline and not all(map(_stopped, workers)):
+      time.sleep(0.05)
+    workers = [w for w in workers if not _stopped(w)]
+    if not workers:
+      return
 
 
 def shutdown() -> None:
   """Stops the local worker; TFF computations raise until `start`."""
+  _stop_workers()
   tff.framework.set_default_context(
       runtime_error_context.create_runtime_error_context())
   gc.collect()
