@@ -363,6 +363,9 @@ def run_experiment(config: ExperimentConfig,
 
 def _reference_lines(summary) -> dict[str, float]:
   lines = {}
+  algorithm = summary['algorithm']
+  if algorithm in summary['test_metrics'] and algorithm != 'centralized':
+    lines[f'{algorithm} test RMSE'] = summary['test_metrics'][algorithm]['rmse']
   if 'centralized' in summary['test_metrics']:
     lines['centralized test RMSE'] = summary['test_metrics']['centralized'][
         'rmse']

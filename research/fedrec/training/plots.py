@@ -5,12 +5,15 @@ import logging
 import os
 import tempfile
 
-import matplotlib
 
-matplotlib.use('Agg')
-# Font-cache notices are not the user's business.
-logging.getLogger('matplotlib').setLevel(logging.WARNING)
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+def _pyplot():
+  """Imports pyplot on first use (not on a run's error paths), headless."""
+  # Font-cache notices are not the user's business.
+  logging.getLogger('matplotlib').setLevel(logging.WARNING)
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
 
 
 def read_metrics_csv(path: str) -> dict[str, list[tuple[int, float]]]:
@@ -36,6 +39,7 @@ def plot_learning_curves(metrics_csv: str, output_png: str,
     reference_lines: Horizontal lines to draw, label -> RMSE.
   """
   series = read_metrics_csv(metrics_csv)
+  plt = _pyplot()
   figure, axes = plt.subplots(figsize=(7, 4.5))
   for name, label in (('train/rmse', 'train RMSE (sampled clients)'),
                       ('val/rmse', 'validation RMSE')):

@@ -9,11 +9,15 @@ background by a non-interactive shell inherits SIGINT as *ignored*, so the
 worker never exits and the wait hangs forever.
 
 `start` makes SIGINT interrupt again before a worker is spawned. `shutdown`
-stops this process's workers itself (SIGINT, then SIGKILL after a grace
-period) and then swaps in a context that owns no worker, so no worker outlives
-the run and nothing waits on one that will not exit.
+first swaps in a context that owns no worker (so no new computation starts),
+then stops this process's workers itself (SIGINT, then SIGKILL after a grace
+period), and stops them once more after releasing the old context, because a
+computation interrupted mid-call (say by SIGTERM) can restart its worker from
+a background thread. An exit hook does the same as a last resort, so no worker
+outlives the run and nothing waits on one that will not exit.
 """
 
+import atexit
 import contextlib
 import gc
 import signal
@@ -25,10 +29,15 @@ import tensorflow_federated as tff
 from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
 
 _GRACE_SECONDS = 10.0
+_exit_hook_registered = False
 
 
 def start() -> None:
   """Makes a fresh local C++ execution context the default."""
+  global _exit_hook_registered
+  if not _exit_hook_registered:
+    atexit.register(_stop_workers)
+    _exit_hook_registered = True
   if (threading.current_thread() is threading.main_thread() and
       signal.getsignal(signal.SIGINT) == signal.SIG_IGN):
     # Spawned children inherit an ignored SIGINT; TFF stops its worker with it.
@@ -74,10 +83,15 @@ def _stop_workers() -> None:
 
 def shutdown() -> None:
   """Stops the local worker; TFF computations raise until `start`."""
-  _stop_workers()
+  # Holding the old context keeps its `__del__` (which waits on the worker)
+  # from running before the worker has been stopped.
+  old_context = tff.framework.get_context_stack().current
   tff.framework.set_default_context(
       runtime_error_context.create_runtime_error_context())
+  _stop_workers()
+  del old_context
   gc.collect()
+  _stop_workers()
 
 
 @contextlib.contextmanager
