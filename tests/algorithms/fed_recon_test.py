@@ -45,16 +45,20 @@ def _initial_user_vector():
       np.float64)
 
 
-def _reconstruct(items_matrix, items, values, u):
+def _reconstruct(items_matrix, items, values, u, l2=0.0):
+  # Loss: mean_k (u.v_k - r_k)^2 + mean_k l2 (|u|^2 + |v_k|^2).
   error = items_matrix[items] @ u - values
-  return u - _RECON_LR * 2 / len(items) * error @ items_matrix[items]
+  grad = 2 / len(items) * error @ items_matrix[items] + 2 * l2 * u
+  return u - _RECON_LR * grad
 
 
-def _client_delta(items_matrix, items, values):
-  u = _reconstruct(items_matrix, items, values, _initial_user_vector())
+def _client_delta(items_matrix, items, values, l2=0.0):
+  u = _reconstruct(items_matrix, items, values, _initial_user_vector(), l2)
   error = items_matrix[items] @ u - values
+  n = len(items)
   grad = np.zeros_like(items_matrix)
-  np.add.at(grad, items, 2 / len(items) * error[:, None] * u[None, :])
+  np.add.at(grad, items, 2 / n * error[:, None] * u[None, :] +
+            2 * l2 / n * items_matrix[items])
   return -_CLIENT_LR * grad
 
 
@@ -95,6 +99,27 @@ class FedReconTest(absltest.TestCase):
     expected = before + np.average(deltas, axis=0, weights=weights)
     np.testing.assert_allclose(self._items_matrix(output.state), expected,
                                rtol=1e-5, atol=1e-6)
+
+  def test_one_round_with_l2_matches_the_hand_computed_update(self):
+    l2 = 0.3
+    model = mf.MFConfig(embedding_dim=2, use_biases=False, init_stddev=0.5,
+                        seed=3, l2=l2)
+    process = fed_recon.build_training_process(
+        model, testing_data.NUM_ITEMS, _RECON, self.optimizers, _PIPELINE,
+        self.store)
+    state = process.initialize()
+    (before,) = process.get_model_weights(state).trainable
+    before = np.asarray(before, np.float64)
+    (after,) = process.get_model_weights(
+        process.next(state, ['0', '1']).state).trainable
+    deltas, weights = [], []
+    for user in (0, 1):
+      items, values = testing_data.client_rows(user)
+      deltas.append(_client_delta(before, items, values, l2))
+      weights.append(len(items))
+    np.testing.assert_allclose(
+        after, before + np.average(deltas, axis=0, weights=weights),
+        rtol=1e-5, atol=1e-6)
 
   def test_server_state_holds_no_user_embedding(self):
     state = self.process.next(self.process.initialize(), ['0', '1']).state
