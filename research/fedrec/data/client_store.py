@@ -108,6 +108,7 @@ def create_client_store(split: splits_lib.Split, cache_dir: str) -> str:
                   ('content_hash', content_hash))
       con.execute('INSERT INTO store_info VALUES (?, ?)',
                   ('format_version', json.dumps(_FORMAT_VERSION)))
+    os.chmod(tmp_path, 0o644)
     os.replace(tmp_path, path)
   finally:
     if os.path.exists(tmp_path):

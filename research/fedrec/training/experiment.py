@@ -146,6 +146,7 @@ def write_json_atomically(path: str, value: Any) -> None:
     with os.fdopen(fd, 'w') as f:
       json.dump(to_jsonable(value), f, indent=2)
       f.write('\n')
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from others.
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):

@@ -86,6 +86,7 @@ def run_training_loop(
   else:
     state, start_round = saved['state'], int(saved['round'])
   metrics = collections.OrderedDict()
+  shown = collections.OrderedDict()  # Keeps the last validation RMSE shown.
   bar = tqdm.tqdm(total=config.total_rounds, initial=start_round,
                   desc='rounds', unit='round', dynamic_ncols=True,
                   disable=not config.progress)
@@ -111,7 +112,8 @@ def run_training_loop(
       if last or round_num % config.checkpoint_every == 0:
         _run(state_manager.save(
             collections.OrderedDict(state=state, round=round_num), round_num))
-      bar.set_postfix(_postfix(metrics), refresh=False)
+      shown.update(_postfix(metrics))
+      bar.set_postfix(shown, refresh=False)
       bar.update(1)
   finally:
     bar.close()
@@ -119,9 +121,9 @@ def run_training_loop(
 
 
 def _postfix(metrics: collections.OrderedDict) -> collections.OrderedDict:
-  shown = collections.OrderedDict()
+  postfix = collections.OrderedDict()
   for key in ('train/rmse', 'val/rmse'):
     if key in metrics:
-      shown[key.replace('/', '_')] = f'{metrics[key]:.4f}'
-  shown['ex/s'] = f'{metrics["examples_per_second"]:.0f}'
-  return shown
+      postfix[key.replace('/', '_')] = f'{metrics[key]:.4f}'
+  postfix['ex/s'] = f'{metrics["examples_per_second"]:.0f}'
+  return postfix

@@ -59,6 +59,7 @@ def plot_learning_curves(metrics_csv: str, output_png: str,
   os.close(fd)
   try:
     figure.savefig(tmp, dpi=100)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, output_png)
   finally:
     plt.close(figure)
