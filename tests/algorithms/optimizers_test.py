@@ -1,7 +1,6 @@
 """Tests of optimizers by name: one step of each written out."""
 
 from absl.testing import absltest
-import numpy as np
 import tensorflow as tf
 
 from research.fedrec.algorithms import optimizers

@@ -268,6 +268,8 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
 
   def evaluate_val(model_weights, round_num):
     del round_num  # The same validation clients every time.
+    if not len(split.val.query):  # pylint: disable=g-explicit-length-test
+      return collections.OrderedDict()  # No validation split (e.g. 0%).
     return _prefixed(
         evaluator.evaluate(model_weights, 'val', config.eval_clients), 'val')
 
@@ -279,8 +281,6 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
                                         key_fieldname='round'),
       tff.program.TensorBoardReleaseManager(os.path.join(out, 'tensorboard')),
   ]
-  if not len(split.val.query):  # pylint: disable=g-explicit-length-test
-    evaluate_val = lambda weights, round_num: collections.OrderedDict()
   state, _ = loop_lib.run_training_loop(
       process, sampler.sample, count_examples, evaluate_val, config.loop,
       state_manager, release_managers)
