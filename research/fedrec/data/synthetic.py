@@ -130,10 +130,11 @@ def generate(config: SyntheticConfig) -> SyntheticCorpus:
     stop = min(u, start + block)
     keys = log_weights[None, :] + rng.gumbel(size=(stop - start, n))
     order = np.argsort(-keys, axis=1)
-    for row, user in enumerate(range(start, stop)):
-      chosen = order[row, :counts[user]]
-      users.append(np.full(chosen.size, user, np.int64))
-      items.append(chosen.astype(np.int64))
+    # Each user's first counts[user] items by key, row by row.
+    taken = np.arange(n)[None, :] < counts[start:stop, None]
+    users.append(np.repeat(np.arange(start, stop, dtype=np.int64),
+                           counts[start:stop]))
+    items.append(order[taken].astype(np.int64))
   users, items = np.concatenate(users), np.concatenate(items)
 
   latent = (config.global_mean + user_biases[users] + item_biases[items] +

@@ -206,6 +206,7 @@ class _Evaluator:
     self._store_path = store_path
     self._model_config = model_config
     self._processes = {}
+    self._keras_model = None  # FedAvg: the global model, evaluated centrally.
 
   def _recon_eval(self, split_name: str):
     if split_name not in self._processes:
@@ -219,11 +220,12 @@ class _Evaluator:
                max_clients: int = 0) -> collections.OrderedDict:
     """Example-weighted metrics over the split's query ratings."""
     if self._config.algorithm == Algorithm.FEDAVG:
-      keras_model = mf.create_keras_model(self._model_config,
-                                          self._data.num_items,
-                                          self._data.num_users).model
-      model_weights.assign_weights_to(keras_model)
-      return centralized_lib.evaluate(keras_model,
+      if self._keras_model is None:
+        self._keras_model = mf.create_keras_model(
+            self._model_config, self._data.num_items,
+            self._data.num_users).model
+      model_weights.assign_weights_to(self._keras_model)
+      return centralized_lib.evaluate(self._keras_model,
                                       getattr(self._split, split_name))
     process, client_ids = self._recon_eval(split_name)
     if max_clients and max_clients < len(client_ids):
