@@ -173,8 +173,8 @@ _CENTRALIZED_EPOCHS = flags.DEFINE_integer(
     'stops early when validation RMSE stops improving).',
     lower_bound=1)
 _CENTRALIZED_OPTIMIZER = flags.DEFINE_enum(
-    'centralized_optimizer', 'adam', _OPTIMIZERS,
-    'Optimizer of the centralized baseline.')
+    'centralized_optimizer', 'adam', ['sgd', 'sgdm', 'adam', 'adagrad'],
+    'Optimizer of the centralized baseline (Keras; it has no yogi).')
 _CENTRALIZED_LR = flags.DEFINE_float(
     'centralized_learning_rate', 0.003,
     'Learning rate of the centralized baseline.')

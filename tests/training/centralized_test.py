@@ -48,5 +48,15 @@ class CentralizedTest(absltest.TestCase):
     self.assertEqual(centralized.evaluate(again, split.test), metrics)
 
 
+class CentralizedConfigTest(absltest.TestCase):
+
+  def test_bad_settings(self):
+    with self.assertRaisesRegex(ValueError, '--centralized_optimizer=yogi is '
+                                'not one of sgd, sgdm, adam, adagrad'):
+      centralized.CentralizedConfig(optimizer='yogi')
+    with self.assertRaisesRegex(ValueError, '--centralized_epochs must be'):
+      centralized.CentralizedConfig(epochs=0)
+
+
 if __name__ == '__main__':
   absltest.main()

@@ -33,20 +33,24 @@ class CentralizedConfig:
   seed: int = 0
 
   def __post_init__(self):
-    if self.epochs < 1 or self.patience < 1:
+    if self.epochs < 1:
       raise ValueError('--centralized_epochs must be >= 1.')
+    if self.patience < 1:
+      raise ValueError('Early-stopping patience must be >= 1.')
     if self.batch_size < 1:
-      raise ValueError('--batch_size must be >= 1.')
-    optimizers_lib.OptimizerName(self.optimizer)
+      raise ValueError('--centralized_batch_size must be >= 1.')
+    if self.optimizer not in KERAS_OPTIMIZERS:
+      raise ValueError(f'--centralized_optimizer={self.optimizer} is not one '
+                       f'of {", ".join(KERAS_OPTIMIZERS)}.')
 
 
-_KERAS_OPTIMIZERS = {
+# Keras 2.14 has no Yogi, so the baseline offers the others only.
+KERAS_OPTIMIZERS = {
     'sgd': lambda lr: tf.keras.optimizers.SGD(lr),
-    'sgdm': lambda lr: tf.keras.optimizers.SGD(lr, momentum=0.9),
+    'sgdm': lambda lr: tf.keras.optimizers.SGD(
+        lr, momentum=optimizers_lib.MOMENTUM),
     'adam': lambda lr: tf.keras.optimizers.Adam(lr),
     'adagrad': lambda lr: tf.keras.optimizers.Adagrad(lr),
-    # Keras has no Yogi; Adam is its closest relative.
-    'yogi': lambda lr: tf.keras.optimizers.Adam(lr),
 }
 
 
@@ -71,7 +75,7 @@ def train(split: splits_lib.Split, num_users: int, num_items: int,
   table = training_ratings(split)
   model = mf.create_keras_model(model_config, num_items, num_users).model
   model.compile(
-      optimizer=_KERAS_OPTIMIZERS[config.optimizer](config.learning_rate),
+      optimizer=KERAS_OPTIMIZERS[config.optimizer](config.learning_rate),
       loss=tf.keras.losses.MeanSquaredError(),
       metrics=rating_metrics.create_keras_metrics())
   dataset = tf.data.Dataset.from_tensor_slices(

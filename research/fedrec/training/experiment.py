@@ -157,13 +157,8 @@ def write_json_atomically(path: str, value: Any) -> None:
 _RESUMABLE_CHANGES = ('loop/total_rounds', 'loop/progress')
 
 
-def _flatten(value, prefix=''):
-  if isinstance(value, dict):
-    flat = {}
-    for key, item in value.items():
-      flat.update(_flatten(item, f'{prefix}{key}/'))
-    return flat
-  return {prefix.rstrip('/'): value}
+def _flatten(value) -> dict[str, Any]:
+  return dict(tff.program.structure_utils.flatten_with_name(value))
 
 
 def check_same_settings(hparams_path: str, config: 'ExperimentConfig') -> None:
