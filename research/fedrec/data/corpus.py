@@ -68,6 +68,25 @@ class Corpus:
   def num_items(self) -> int:
     return self.id_maps.num_items
 
+  def titles(self, config: DataConfig) -> list[str]:
+    """Titles of the dense item ids ('' where the corpus ships none)."""
+    if self.truth is not None:
+      names = synthetic.generate_titles(self.truth.config.num_items,
+                                        self.truth.config.seed)
+      return [names[int(i) - 1] for i in self.id_maps.raw_items]
+    if self.name not in movielens.MOVIELENS_NAMES:
+      return [''] * self.num_items
+    known = movielens.read_titles(self.name, config.data_dir)
+    return [known.get(int(i), '') for i in self.id_maps.raw_items]
+
+  def rating_scale(self, config: DataConfig) -> ratings_lib.RatingScale:
+    """The scale the ratings of this corpus are on."""
+    if self.name in movielens.FORMATS:
+      return movielens.FORMATS[self.name].scale
+    if self.truth is not None:
+      return ratings_lib.STARS_1_TO_5
+    return ratings_lib.RatingScale(*config.rating_scale)
+
   def noise_floor_rmse(self, table: ratings_lib.Ratings) -> Optional[float]:
     """RMSE of the true model on `table` (dense ids); None for real data."""
     if self.truth is None:

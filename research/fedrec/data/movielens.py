@@ -17,6 +17,7 @@ states). Harper & Konstan, "The MovieLens Datasets: History and Context",
 ACM TiiS 2015.
 """
 
+import csv
 import dataclasses
 import io
 import os
@@ -234,3 +235,46 @@ def read_csv(path: str, scale: ratings_lib.RatingScale,
                               np.char.strip(columns[:, 1]), values, stamps)
   return ratings_lib.validate(table, scale, path, duplicates,
                               line_offset=skip + 1)
+
+
+# Where each corpus keeps its movie titles: (file, separator, encoding).
+# ml-100k and ml-1m are Latin-1; the later corpora are UTF-8 (quoted CSV).
+_TITLE_FILES = {
+    'ml-100k': ('u.item', '|', 'latin-1'),
+    'ml-1m': ('movies.dat', '::', 'latin-1'),
+    'ml-10m': ('movies.dat', '::', 'utf-8'),
+    'ml-20m': ('movies.csv', ',', 'utf-8'),
+    'ml-25m': ('movies.csv', ',', 'utf-8'),
+    'ml-latest': ('movies.csv', ',', 'utf-8'),
+    'ml-latest-small': ('movies.csv', ',', 'utf-8'),
+}
+
+
+def read_titles(name: str, data_dir: str) -> dict[int, str]:
+  """Movie id -> title from the corpus's movie file; {} if it is absent.
+
+  Titles are a convenience for showing recommendations: a corpus folder
+  without its movie file (or a line that does not parse) costs titles, never
+  the run.
+  """
+  if name not in _TITLE_FILES:
+    return {}
+  filename, separator, encoding = _TITLE_FILES[name]
+  path = None
+  for folder in (data_dir, os.path.join(data_dir, FORMATS[name].folder)):
+    if os.path.isfile(os.path.join(folder, filename)):
+      path = os.path.join(folder, filename)
+      break
+  if path is None:
+    return {}
+  with open(path, encoding=encoding, errors='replace', newline='') as f:
+    if separator == ',':
+      rows = csv.reader(f)
+      next(rows, None)  # movieId,title,genres
+    else:
+      rows = (line.rstrip('\r\n').split(separator) for line in f)
+    titles = {}
+    for row in rows:
+      if len(row) >= 2 and row[0].strip().isdigit():
+        titles[int(row[0])] = row[1].strip()
+  return titles

@@ -174,3 +174,24 @@ def _apportion(total: int, shares: np.ndarray, cap: int) -> np.ndarray:
     remaining -= int(quota.sum())
     active = result < cap
   return result
+
+
+_TITLE_WORDS = (
+    ('The', 'A', 'Last', 'Lost', 'Silent', 'Red', 'Midnight', 'Golden',
+     'Broken', 'Hidden', 'Electric', 'Winter'),
+    ('Harbor', 'Garden', 'Empire', 'Signal', 'River', 'Machine', 'Orchard',
+     'Station', 'Mirror', 'Frontier', 'Letter', 'Voyage', 'Circus', 'Island'),
+)
+
+
+def generate_titles(num_items: int, seed: int = 0) -> list[str]:
+  """Made-up movie titles for the synthetic items (raw id i -> entry i-1).
+
+  Seeded and deterministic, so recommendations read like MovieLens's.
+  """
+  rng = np.random.default_rng([seed, 1])
+  first = rng.integers(0, len(_TITLE_WORDS[0]), num_items)
+  second = rng.integers(0, len(_TITLE_WORDS[1]), num_items)
+  years = rng.integers(1950, 2000, num_items)
+  return [f'{_TITLE_WORDS[0][a]} {_TITLE_WORDS[1][b]} #{i + 1} ({y})'
+          for i, (a, b, y) in enumerate(zip(first, second, years))]

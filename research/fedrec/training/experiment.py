@@ -13,6 +13,8 @@ and writes everything under `<root_output_dir>/<experiment_name>/`:
     checkpoints/    tff.program state: a killed run resumes from the last one
     summary.json    final test metrics of each model, the noise floor
     learning_curves.png
+    export/         the trained model for use without TFF (Keras SavedModel
+                    and id maps; see inference/export.py)
 
 The library never reads flags; `train.py` turns flags into these configs.
 """
@@ -22,7 +24,6 @@ import dataclasses
 import enum
 import json
 import os
-import tempfile
 import time
 from typing import Any, Optional
 
@@ -38,11 +39,20 @@ from research.fedrec.data import client_store
 from research.fedrec.data import corpus as corpus_lib
 from research.fedrec.data import pipelines
 from research.fedrec.data import splits as splits_lib
+from research.fedrec.inference import export as export_lib
 from research.fedrec.models import mf
 from research.fedrec.training import centralized as centralized_lib
+from research.fedrec.training import exporting
 from research.fedrec.training import loop as loop_lib
 from research.fedrec.training import plots
 from research.fedrec.training import runtime
+from research.fedrec.utils import json_io
+
+to_jsonable = json_io.to_jsonable
+write_json_atomically = json_io.write_json_atomically
+
+
+EXPORT_DIRNAME = export_lib.EXPORT_DIRNAME
 
 
 class Algorithm(enum.Enum):
@@ -121,36 +131,23 @@ class ExperimentConfig:
     return os.path.join(self.root_output_dir, self.experiment_name)
 
 
-def to_jsonable(value: Any) -> Any:
-  """Dataclasses / enums / tuples -> plain JSON values."""
-  if dataclasses.is_dataclass(value):
-    return collections.OrderedDict(
-        (f.name, to_jsonable(getattr(value, f.name)))
-        for f in dataclasses.fields(value))
-  if isinstance(value, enum.Enum):
-    return value.value
-  if isinstance(value, (list, tuple)):
-    return [to_jsonable(v) for v in value]
-  if isinstance(value, dict):
-    return collections.OrderedDict((k, to_jsonable(v)) for k, v in value.items())
-  if isinstance(value, (np.floating, np.integer)):
-    return value.item()
-  return value
+def load_config(experiment_dir: str) -> 'ExperimentConfig':
+  """The configuration of the run written to `experiment_dir`.
 
-
-def write_json_atomically(path: str, value: Any) -> None:
-  """Writes JSON to a temporary file, then renames it over `path`."""
-  directory = os.path.dirname(path)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
+  Raises:
+    ValueError: no readable hparams.json there (one line naming the path).
+  """
+  path = os.path.join(experiment_dir, 'hparams.json')
   try:
-    with os.fdopen(fd, 'w') as f:
-      json.dump(to_jsonable(value), f, indent=2)
-      f.write('\n')
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from others.
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    with open(path) as f:
+      config = json.load(f)['config']
+    return json_io.from_jsonable(ExperimentConfig, config)
+  except FileNotFoundError:
+    raise ValueError(f'{path}: no such file; is {experiment_dir} an '
+                     'experiment directory written by train.py?') from None
+  except (json.JSONDecodeError, KeyError, TypeError) as e:
+    raise ValueError(f'{path}: not a hparams.json written by train.py '
+                     f'({e}).') from None
 
 
 # Settings a rerun may change without invalidating the run's checkpoints.
@@ -234,7 +231,7 @@ class _Evaluator:
         (k, float(v)) for k, v in metrics.items() if k != 'loss')
 
 
-def _build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
+def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
                    store_path: str, model_config: mf.MFConfig):
   optimizers = config.optimizers.create()
   if config.algorithm == Algorithm.FEDRECON:
@@ -250,9 +247,13 @@ def _build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
 
 def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
                    split: splits_lib.Split, store_path: str,
-                   model_config: mf.MFConfig) -> collections.OrderedDict:
-  """Trains the federated algorithm; returns its final test metrics."""
-  process = _build_process(config, data, store_path, model_config)
+                   model_config: mf.MFConfig):
+  """Trains the federated algorithm.
+
+  Returns:
+    Its final test metrics and the trained model as a Keras model.
+  """
+  process = build_process(config, data, store_path, model_config)
   sampler = sampling_lib.ClientSampler(
       client_store.get_client_ids(store_path, client_store.TRAIN),
       config.clients_per_round, config.sampling, config.seed)
@@ -281,7 +282,12 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
   state, _ = loop_lib.run_training_loop(
       process, sampler.sample, count_examples, evaluate_val, config.loop,
       state_manager, release_managers)
-  return evaluator.evaluate(process.get_model_weights(state), 'test')
+  weights = process.get_model_weights(state)
+  keras_model = exporting.keras_model_of(
+      model_config, data.num_items,
+      None if config.algorithm == Algorithm.FEDRECON else data.num_users,
+      weights)
+  return evaluator.evaluate(weights, 'test'), keras_model
 
 
 def run_experiment(config: ExperimentConfig,
@@ -327,14 +333,18 @@ def run_experiment(config: ExperimentConfig,
         split, config.cache_dir or os.path.join(config.root_output_dir,
                                                 'cache'))
     with runtime.local_runtime():
-      results[config.algorithm.value] = _run_federated(
+      results[config.algorithm.value], trained = _run_federated(
           config, data, split, store_path, model_config)
   if (config.algorithm == Algorithm.CENTRALIZED or
       config.run_centralized_baseline):
     log('Training the centralized baseline ...')
     model = centralized_lib.train(split, data.num_users, data.num_items,
-                              model_config, config.centralized)
+                                  model_config, config.centralized)
     results['centralized'] = centralized_lib.evaluate(model, split.test)
+    if config.algorithm == Algorithm.CENTRALIZED:
+      trained = model
+  exporting.export_model(config, data, split, trained, model_config,
+                         os.path.join(config.output_dir, EXPORT_DIRNAME))
 
   summary = collections.OrderedDict(
       experiment=config.experiment_name,

@@ -1,0 +1,151 @@
+r"""Evaluates a trained run's checkpoint on its validation or test users.
+
+Everything comes from the experiment directory train.py wrote (hparams.json
+and the latest checkpoint), so no training flag has to be repeated:
+
+  python -m research.fedrec.evaluate --experiment_dir=runs/default
+
+Each FedRecon user is first reconstructed from the ratings on that user's own
+client (training ratings; under --split=user_disjoint, the support half of an
+unseen user's ratings), exactly as in federated evaluation, then scored on the
+held-out ratings. Reports RMSE, MSE, MAE and rating accuracy overall, per user
+activity bucket, and for users seen / unseen in training, and writes
+
+  <output_dir>/<split>.json        overall and sliced metrics, run identity
+  <output_dir>/<split>_slices.csv  one row per slice
+  <output_dir>/<split>_users.csv   one row per evaluated user
+
+(default output_dir: <experiment_dir>/evaluation).
+"""
+
+import collections
+import csv
+import json
+import os
+import sys
+import tempfile
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from research.fedrec.evaluation import slices
+
+_EXPERIMENT_DIR = flags.DEFINE_string(
+    'experiment_dir', None, 'Directory of a run written by train.py.')
+_SPLIT = flags.DEFINE_enum('split', 'test', ['val', 'test'],
+                           'Which held-out users to evaluate.')
+_ACTIVITY_BUCKETS = flags.DEFINE_list(
+    'activity_buckets', [str(e) for e in slices.DEFAULT_ACTIVITY_EDGES],
+    'Edges of the user-activity buckets (ratings on the client before '
+    'scoring): 20,50,200 gives <20, 20-49, 50-199, >=200.')
+_OUTPUT_DIR = flags.DEFINE_string(
+    'output_dir', None, 'Where to write the results (default: '
+    '<experiment_dir>/evaluation).')
+
+
+def _edges() -> tuple[int, ...]:
+  try:
+    return slices.validate_edges([int(e) for e in _ACTIVITY_BUCKETS.value])
+  except ValueError:
+    raise ValueError(f'--activity_buckets={",".join(_ACTIVITY_BUCKETS.value)}'
+                     ' must be strictly increasing positive counts, e.g. '
+                     '20,50,200.') from None
+
+
+def _format(rows) -> str:
+  header = ('slice', 'users', 'ratings', 'RMSE', 'MAE', 'rating acc.')
+  table = [header] + [
+      (f'{r["slice_kind"]}: {r["slice"]}' if r['slice_kind'] != 'all' else
+       'all', str(r['users']), str(r['ratings'])) +
+      tuple('-' if r['ratings'] == 0 else f'{r[m]:.4f}'
+            for m in ('rmse', 'mae', 'rating_accuracy')) for r in rows]
+  widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+  return '\n'.join('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+                   for r in table)
+
+
+def evaluate(experiment_dir: str, split_name: str, edges, output_dir: str):
+  """Evaluates and writes the outputs; returns the JSON-able result."""
+  # pylint: disable=g-import-not-at-top
+  from research.fedrec.training import experiment
+  from research.fedrec.training import runtime
+  from research.fedrec.training import trained
+  # pylint: enable=g-import-not-at-top
+  if not os.path.isdir(experiment_dir):
+    raise ValueError(f'--experiment_dir={experiment_dir}: no such directory.')
+  with runtime.local_runtime():
+    run = trained.load_run(experiment_dir)
+  result = trained.evaluate_run(run, split_name, edges)
+  raw_users = run.data.id_maps.raw_users
+  summary_path = os.path.join(experiment_dir, 'summary.json')
+  reported = None
+  if (split_name == 'test' and os.path.exists(summary_path) and
+      run.round_num == run.config.loop.total_rounds):
+    with open(summary_path) as f:
+      reported = json.load(f)['test_metrics'].get(run.config.algorithm.value)
+  output = collections.OrderedDict(
+      experiment=run.config.experiment_name,
+      algorithm=run.config.algorithm.value,
+      dataset=run.data.name,
+      split=split_name,
+      split_kind=run.config.split.kind.value,
+      checkpoint_round=run.round_num,
+      activity_edges=list(edges),
+      metrics=result.overall,
+      slices=result.slices,
+      train_reported_test_metrics=reported)
+  os.makedirs(output_dir, exist_ok=True)
+  experiment.write_json_atomically(
+      os.path.join(output_dir, f'{split_name}.json'), output)
+  user_rows = [collections.OrderedDict(r, user=raw_users[r['user']].item())
+               for r in result.users]
+  for name, rows, columns in (
+      ('slices', result.slices, slices.SLICE_COLUMNS),
+      ('users', user_rows, tuple(user_rows[0]) if user_rows else ())):
+    path = os.path.join(output_dir, f'{split_name}_{name}.csv')
+    fd, tmp = tempfile.mkstemp(dir=output_dir, suffix='.tmp')
+    with os.fdopen(fd, 'w', newline='') as f:
+      writer = csv.DictWriter(f, fieldnames=columns)
+      writer.writeheader()
+      writer.writerows(rows)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+  return output
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.get_logger().setLevel('ERROR')
+  try:
+    if not _EXPERIMENT_DIR.value:
+      raise ValueError('--experiment_dir is required (a directory written by '
+                       'train.py, e.g. runs/default).')
+    output_dir = _OUTPUT_DIR.value or os.path.join(_EXPERIMENT_DIR.value,
+                                                   'evaluation')
+    output = evaluate(_EXPERIMENT_DIR.value, _SPLIT.value, _edges(),
+                      output_dir)
+  except ValueError as e:  # DataError too: a user mistake, one clear line.
+    print(f'evaluate.py: error: {e}', file=sys.stderr)
+    sys.exit(1)
+  print(f'{output["experiment"]}: {output["algorithm"]} on {output["dataset"]}'
+        f', {output["split"]} users ({output["split_kind"]} split), '
+        f'checkpoint of round {output["checkpoint_round"]}:')
+  print(_format(output['slices']))
+  reported = output['train_reported_test_metrics']
+  if reported:
+    difference = abs(reported['rmse'] - output['metrics']['rmse'])
+    print(f'train.py reported test RMSE {reported["rmse"]:.6f}; this '
+          f'evaluation {output["metrics"]["rmse"]:.6f} (difference '
+          f'{difference:.1e}).')
+  print(f'Outputs: {output_dir}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,195 @@
+"""A trained model exported for use without TensorFlow Federated.
+
+`train.py` writes `<experiment_dir>/export/`:
+
+    model/        Keras SavedModel of the global model: inputs
+                  `user_vector` [B, dim], `user_bias` [B], `item` [B] (int64
+                  item index) -> predicted rating [B]. Standard Keras layers
+                  only, so `tf.keras.models.load_model` needs no custom code.
+    export.json   corpus, rating scale, the run's reconstruction settings,
+                  the user initializer value, where user vectors come from
+    items.csv     item index, raw corpus id, title, training ratings
+    users.csv     user index, raw corpus id
+    user_table.npz  FedAvg / centralized only: the global user table (vectors,
+                  biases); FedRecon has none, user vectors are reconstructed
+                  on the client from the user's own ratings.
+
+Everything is written under a temporary name and renamed into place, so a
+killed export never leaves a half-written directory.
+"""
+
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from research.fedrec.inference import reconstruction
+
+FORMAT_VERSION = 1
+EXPORT_DIRNAME = 'export'
+# How a known user's vector is obtained.
+RECONSTRUCT = 'reconstruct'  # FedRecon: from the user's ratings, locally.
+USER_TABLE = 'user_table'  # FedAvg / centralized: the trained table row.
+
+
+@dataclasses.dataclass(frozen=True)
+class Export:
+  """A loaded export: the model as arrays plus everything to use it."""
+
+  model: reconstruction.ItemModel
+  settings: reconstruction.Settings
+  user_source: str  # RECONSTRUCT or USER_TABLE
+  raw_users: np.ndarray
+  raw_items: np.ndarray
+  titles: list[str]
+  item_train_counts: np.ndarray
+  rating_scale: tuple[float, float, float]
+  metadata: dict
+  user_vectors: Optional[np.ndarray] = None  # USER_TABLE only
+  user_biases: Optional[np.ndarray] = None
+
+
+def _build_keras_model(model: reconstruction.ItemModel):
+  """The scoring model: (user_vector, user_bias, item) -> rating."""
+  num_items, dim = model.item_embeddings.shape
+  user_vector = tf.keras.Input(shape=(dim,), name='user_vector')
+  user_bias = tf.keras.Input(shape=(), name='user_bias')
+  item = tf.keras.Input(shape=(), dtype=tf.int64, name='item')
+  item_embedding = tf.keras.layers.Embedding(num_items, dim,
+                                             name='item_embedding')
+  rating = tf.keras.layers.Dot(axes=1, name='dot')(
+      [user_vector, item_embedding(item)])
+  layers = {item_embedding: [model.item_embeddings]}
+  if model.use_biases:
+    item_bias = tf.keras.layers.Embedding(num_items, 1, name='item_bias')
+    # b_u + g as a standard layer: kernel fixed at 1, bias g.
+    global_bias = tf.keras.layers.Dense(1, name='global_bias')
+    rating = tf.keras.layers.Add(name='add_biases')([
+        rating,
+        global_bias(tf.keras.layers.Reshape((1,))(user_bias)),
+        item_bias(item),
+    ])
+    layers[item_bias] = [model.item_bias.reshape(-1, 1)]
+    layers[global_bias] = [np.ones((1, 1), np.float32),
+                           np.full((1,), model.global_bias, np.float32)]
+  rating = tf.keras.layers.Reshape((), name='rating')(rating)
+  keras_model = tf.keras.Model(
+      inputs={'user_vector': user_vector, 'user_bias': user_bias,
+              'item': item}, outputs=rating, name='mf_scoring')
+  for layer, weights in layers.items():
+    layer.set_weights(weights)
+  return keras_model
+
+
+def write_export(
+    export_dir: str, model: reconstruction.ItemModel,
+    settings: reconstruction.Settings, user_source: str,
+    raw_users: np.ndarray, raw_items: np.ndarray, titles: list[str],
+    item_train_counts: np.ndarray, rating_scale: tuple[float, float, float],
+    metadata: dict, user_vectors: Optional[np.ndarray] = None,
+    user_biases: Optional[np.ndarray] = None) -> None:
+  """Writes the export directory atomically (see the module docstring)."""
+  parent = os.path.dirname(os.path.abspath(export_dir))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=parent, prefix='.export-')
+  try:
+    _build_keras_model(model).save(os.path.join(tmp, 'model'),
+                                   include_optimizer=False)
+    info = dict(
+        format_version=FORMAT_VERSION,
+        user_source=user_source,
+        embedding_dim=int(model.item_embeddings.shape[1]),
+        use_biases=model.use_biases,
+        initial_user_vector=model.initial_user_vector.astype(float).tolist(),
+        reconstruction=dataclasses.asdict(settings),
+        rating_scale=list(rating_scale),
+        num_users=len(raw_users),
+        num_items=len(raw_items),
+        **metadata)
+    with open(os.path.join(tmp, 'export.json'), 'w') as f:
+      json.dump(info, f, indent=2)
+      f.write('\n')
+    with open(os.path.join(tmp, 'items.csv'), 'w', newline='',
+              encoding='utf-8') as f:
+      writer = csv.writer(f)
+      writer.writerow(['item', 'raw_id', 'title', 'train_ratings'])
+      writer.writerows(zip(range(len(raw_items)), raw_items.tolist(), titles,
+                           np.asarray(item_train_counts).tolist()))
+    with open(os.path.join(tmp, 'users.csv'), 'w', newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(['user', 'raw_id'])
+      writer.writerows(zip(range(len(raw_users)), raw_users.tolist()))
+    if user_source == USER_TABLE:
+      np.savez(os.path.join(tmp, 'user_table.npz'), vectors=user_vectors,
+               biases=user_biases)
+    for root, dirs, files in os.walk(tmp):
+      for name in dirs:
+        os.chmod(os.path.join(root, name), 0o755)
+      for name in files:
+        os.chmod(os.path.join(root, name), 0o644)
+    os.chmod(tmp, 0o755)
+    if os.path.exists(export_dir):
+      shutil.rmtree(export_dir)
+    os.replace(tmp, export_dir)
+  finally:
+    if os.path.exists(tmp):
+      shutil.rmtree(tmp)
+
+
+def _read_ids(path: str, dtype) -> np.ndarray:
+  with open(path, newline='', encoding='utf-8') as f:
+    rows = list(csv.DictReader(f))
+  return np.array([r['raw_id'] for r in rows]).astype(dtype)
+
+
+def load_export(export_dir: str) -> Export:
+  """Loads an export written by `write_export`.
+
+  Raises:
+    ValueError: `export_dir` holds no (complete) export; one line.
+  """
+  info_path = os.path.join(export_dir, 'export.json')
+  if not os.path.exists(info_path):
+    raise ValueError(f'{export_dir}: no exported model (export.json missing); '
+                     'train.py writes one at the end of a run (rerun it with '
+                     'the same flags to export a finished run).')
+  with open(info_path) as f:
+    info = json.load(f)
+  if info.get('format_version') != FORMAT_VERSION:
+    raise ValueError(f'{info_path}: export format '
+                     f'{info.get("format_version")} is not {FORMAT_VERSION}.')
+  keras_model = tf.keras.models.load_model(os.path.join(export_dir, 'model'),
+                                           compile=False)
+  weights = {layer.name: layer.get_weights() for layer in keras_model.layers}
+  use_biases = info['use_biases']
+  model = reconstruction.ItemModel(
+      item_embeddings=weights['item_embedding'][0],
+      item_bias=weights['item_bias'][0][:, 0] if use_biases else None,
+      global_bias=float(weights['global_bias'][1][0]) if use_biases else 0.0,
+      initial_user_vector=np.asarray(info['initial_user_vector'], np.float32))
+  with open(os.path.join(export_dir, 'items.csv'), newline='',
+            encoding='utf-8') as f:
+    items = list(csv.DictReader(f))
+  raw_dtype = np.int64 if info.get('raw_ids_numeric', True) else str
+  vectors = biases = None
+  if info['user_source'] == USER_TABLE:
+    with np.load(os.path.join(export_dir, 'user_table.npz')) as table:
+      vectors, biases = table['vectors'], table['biases']
+  return Export(
+      model=model,
+      settings=reconstruction.Settings(**info['reconstruction']),
+      user_source=info['user_source'],
+      raw_users=_read_ids(os.path.join(export_dir, 'users.csv'), raw_dtype),
+      raw_items=np.array([r['raw_id'] for r in items]).astype(raw_dtype),
+      titles=[r['title'] for r in items],
+      item_train_counts=np.array([int(r['train_ratings']) for r in items]),
+      rating_scale=tuple(info['rating_scale']),
+      metadata=info,
+      user_vectors=vectors,
+      user_biases=biases)

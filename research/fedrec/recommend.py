@@ -1,0 +1,329 @@
+r"""Recommends items with a trained model's export (no TFF needed).
+
+Uses <experiment_dir>/export/, which train.py writes at the end of a run.
+Ids are the corpus's own (MovieLens user and movie ids).
+
+  # Top 10 for a known user (items the user rated are excluded):
+  python -m research.fedrec.recommend --experiment_dir=runs/default \
+      --user_id=42 --k=10
+  # A new user (cold start) from a few ratings, reconstructed locally:
+  python -m research.fedrec.recommend --experiment_dir=runs/default \
+      --ratings=50:5,181:4,100:1
+  python -m research.fedrec.recommend --experiment_dir=runs/default \
+      --ratings_file=my_ratings.csv          # lines: item,rating
+  # A group:
+  python -m research.fedrec.recommend --experiment_dir=runs/default \
+      --group=1,2,3 --group_strategy=least_misery
+
+Under Federated Reconstruction a known user's embedding is reconstructed from
+all of that user's ratings, as the user's own device would; under FedAvg it is
+the user's row of the trained user table. A new user with no ratings gets the
+model's ranking for an average user (item bias plus global bias), ties and
+bias-free models by popularity; the output says so.
+"""
+
+import collections
+import csv
+import json
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from research.fedrec.data import corpus as corpus_lib
+from research.fedrec.data import ratings as ratings_lib
+from research.fedrec.inference import export as export_lib
+from research.fedrec.inference import recommender as recommender_lib
+from research.fedrec.utils import json_io
+
+_EXPERIMENT_DIR = flags.DEFINE_string(
+    'experiment_dir', None, 'A run directory written by train.py (its export/ '
+    'subdirectory is used).')
+_EXPORT_DIR = flags.DEFINE_string(
+    'export_dir', None, 'An export directory instead of --experiment_dir.')
+_USER_ID = flags.DEFINE_string('user_id', None,
+                               'Recommend for this known user (corpus id).')
+_RATINGS = flags.DEFINE_string(
+    'ratings', None, 'A new user\'s ratings as item:rating,... (corpus item '
+    'ids); empty for a user with no ratings.')
+_RATINGS_FILE = flags.DEFINE_string(
+    'ratings_file', None, 'A CSV of a new user\'s ratings, one item,rating '
+    'per line (a header line is optional).')
+_GROUP = flags.DEFINE_list('group', None,
+                           'Recommend for this group of known users.')
+_GROUP_STRATEGY = flags.DEFINE_enum(
+    'group_strategy', 'average', list(recommender_lib.GROUP_STRATEGIES),
+    'How members\' predicted ratings combine into the group score.')
+_K = flags.DEFINE_integer('k', 10, 'Number of items to recommend.')
+_FORMAT = flags.DEFINE_enum('format', 'table', ['table', 'json'],
+                            'Output format.')
+_RECON_EPOCHS = flags.DEFINE_integer(
+    'reconstruction_epochs', None, 'Epochs of local reconstruction over a '
+    'user\'s ratings (default: the run\'s --recon_epochs).')
+
+
+class _Context:
+  """The export, and the corpus when known users are involved."""
+
+  def __init__(self, export_dir: str, need_corpus: bool):
+    self.exported = export_lib.load_export(export_dir)
+    meta = self.exported.metadata
+    self.dataset = meta.get('dataset', 'the corpus')
+    settings = self.exported.settings
+    if _RECON_EPOCHS.value is not None:
+      if _RECON_EPOCHS.value < 1:
+        raise ValueError(f'--reconstruction_epochs={_RECON_EPOCHS.value} must '
+                         'be >= 1.')
+      settings = type(settings)(**dict(settings.__dict__,
+                                       epochs=_RECON_EPOCHS.value))
+    self.recommender = recommender_lib.Recommender(self.exported, settings)
+    self.numeric = meta.get('raw_ids_numeric', True)
+    self.item_index = {str(r): i
+                       for i, r in enumerate(self.exported.raw_items.tolist())}
+    self.corpus = None
+    if need_corpus:
+      config = json_io.from_jsonable(corpus_lib.DataConfig,
+                                     meta['data_config'])
+      self.corpus = corpus_lib.load_corpus(config)
+      if (self.corpus.num_users != len(self.exported.raw_users) or
+          self.corpus.num_items != len(self.exported.raw_items)):
+        raise ValueError(f'The corpus in {config.data_dir or self.dataset} '
+                         'changed since the model was exported.')
+      self.user_index = {str(r): i for i, r in enumerate(
+          self.exported.raw_users.tolist())}
+      order = np.argsort(self.corpus.ratings.users, kind='stable')
+      self._by_user = order
+      self._starts = np.searchsorted(self.corpus.ratings.users[order],
+                                     np.arange(self.corpus.num_users + 1))
+
+  def user(self, raw: str, flag: str) -> int:
+    index = self.user_index.get(raw.strip())
+    if index is None:
+      raws = self.exported.raw_users
+      hint = (f' (ids {raws.min()}..{raws.max()})' if self.numeric else '')
+      raise ValueError(f'{flag}={raw}: no such user in {self.dataset}{hint}.')
+    return index
+
+  def item(self, raw: str, where: str) -> int:
+    index = self.item_index.get(raw.strip())
+    if index is None:
+      raise ValueError(f'{where}: no item {raw.strip()!r} in {self.dataset}.')
+    return index
+
+  def history(self, user: int) -> recommender_lib.UserRatings:
+    rows = self._by_user[self._starts[user]:self._starts[user + 1]]
+    return recommender_lib.UserRatings(self.corpus.ratings.items[rows],
+                                       self.corpus.ratings.ratings[rows])
+
+  def item_row(self, item: int) -> collections.OrderedDict:
+    return collections.OrderedDict(
+        item=self.exported.raw_items[item].item(),
+        title=self.exported.titles[item])
+
+  def check_rating(self, value: str, where: str) -> float:
+    scale = ratings_lib.RatingScale(*self.exported.rating_scale)
+    try:
+      rating = float(value)
+    except ValueError:
+      raise ValueError(f'{where}: rating {value.strip()!r} is not a '
+                       'number.') from None
+    if not scale.contains(np.array([rating]))[0]:
+      raise ValueError(f'{where}: rating {rating:g} is off the scale of '
+                       f'{self.dataset} ({scale.describe()}).')
+    return rating
+
+
+def _parse_new_user(context: _Context) -> recommender_lib.UserRatings:
+  """The cold-start user's ratings from --ratings or --ratings_file."""
+  entries = []  # (item text, rating text, where)
+  if _RATINGS_FILE.value is not None:
+    path = _RATINGS_FILE.value
+    if not os.path.isfile(path):
+      raise ValueError(f'--ratings_file={path}: no such file.')
+    with open(path, newline='', encoding='utf-8') as f:
+      for number, row in enumerate(csv.reader(f), start=1):
+        if not row or not ''.join(row).strip() or row[0].startswith('#'):
+          continue
+        if len(row) != 2:
+          raise ValueError(f'{path}:{number}: expected item,rating, got '
+                           f'{len(row)} fields.')
+        if number == 1 and row[1].strip().lower() == 'rating':
+          continue  # Header.
+        entries.append((row[0], row[1], f'{path}:{number}'))
+  else:
+    for entry in (e for e in _RATINGS.value.split(',') if e.strip()):
+      parts = entry.split(':')
+      if len(parts) != 2:
+        raise ValueError(f'--ratings: {entry.strip()!r} is not item:rating.')
+      entries.append((parts[0], parts[1], f'--ratings {entry.strip()}'))
+  items, ratings, seen = [], [], {}
+  for item_text, rating_text, where in entries:
+    item = context.item(item_text, where)
+    if item in seen:
+      raise ValueError(f'{where}: item {item_text.strip()} is rated twice '
+                       f'(also at {seen[item]}).')
+    seen[item] = where
+    items.append(item)
+    ratings.append(context.check_rating(rating_text, where))
+  return recommender_lib.UserRatings(np.array(items, np.int64),
+                                     np.array(ratings, np.float32))
+
+
+def _recommendations(context, items, scores, extra=None):
+  rows = []
+  for position, item in enumerate(items, start=1):
+    row = collections.OrderedDict(rank=position)
+    row.update(context.item_row(item))
+    if scores is not None:
+      row['predicted_rating'] = round(float(scores[item]), 4)
+    for name, values in (extra or {}).items():
+      row[name] = round(float(values[item]), 4)
+    rows.append(row)
+  return rows
+
+
+def run(export_dir: str) -> collections.OrderedDict:
+  """Computes the recommendation the flags ask for (JSON-able)."""
+  modes = [name for name, given in (
+      ('--user_id', _USER_ID.value is not None),
+      ('--ratings/--ratings_file', _RATINGS.value is not None or
+       _RATINGS_FILE.value is not None),
+      ('--group', _GROUP.present)) if given]
+  if len(modes) != 1:
+    raise ValueError('Give exactly one of --user_id, --ratings (or '
+                     '--ratings_file) and --group' +
+                     (f' (got {", ".join(modes)}).' if modes else '.'))
+  if _RATINGS.value is not None and _RATINGS_FILE.value is not None:
+    raise ValueError('Give --ratings or --ratings_file, not both.')
+  if _K.value < 1:
+    raise ValueError(f'--k={_K.value} must be >= 1.')
+  k = _K.value
+  context = _Context(export_dir,
+                     need_corpus=modes[0] in ('--user_id', '--group'))
+  recommender = context.recommender
+  source = context.exported.user_source
+  result = collections.OrderedDict(
+      dataset=context.dataset,
+      algorithm=context.exported.metadata.get('algorithm'), k=k)
+  if _USER_ID.value is not None:
+    user = context.user(_USER_ID.value, '--user_id')
+    history = context.history(user)
+    scores = recommender.user_scores(user, history)
+    items = recommender.recommend(scores, history.items, k)
+    result.update(mode='user', user=context.exported.raw_users[user].item(),
+                  rated_items=len(history.items))
+    result['note'] = (
+        f'user vector reconstructed locally from the user\'s '
+        f'{len(history.items)} ratings' if source == export_lib.RECONSTRUCT
+        else 'user vector from the trained user table')
+    result['recommendations'] = _recommendations(context, items, scores)
+  elif _GROUP.present:
+    raws = [r.strip() for r in (_GROUP.value or []) if r.strip()]
+    if not raws:
+      raise ValueError('--group is empty: list at least one user id.')
+    members = []
+    for raw in raws:
+      member = context.user(raw, '--group')
+      if member in members:
+        raise ValueError(f'--group lists user {raw} twice.')
+      members.append(member)
+    histories = [context.history(m) for m in members]
+    member_scores = np.stack([recommender.user_scores(m, h)
+                              for m, h in zip(members, histories)])
+    exclude = np.unique(np.concatenate([h.items for h in histories]))
+    items, group = recommender.recommend_group(
+        member_scores, exclude, k, _GROUP_STRATEGY.value)
+    member_names = [f'user_{context.exported.raw_users[m]}' for m in members]
+    result.update(mode='group', strategy=_GROUP_STRATEGY.value,
+                  members=[context.exported.raw_users[m].item()
+                           for m in members],
+                  excluded_items=int(exclude.size))
+    rows = _recommendations(context, items, None,
+                            dict(zip(member_names, member_scores)))
+    for row, item in zip(rows, items):
+      row['group_score'] = round(float(group[item]), 4)
+    result['recommendations'] = rows
+  else:
+    history = _parse_new_user(context)
+    result.update(mode='new_user', given_ratings=len(history.items))
+    if len(history.items):  # pylint: disable=g-explicit-length-test
+      scores = recommender.new_user_scores(history)
+      result['note'] = (
+          f'new user reconstructed locally from {len(history.items)} '
+          f'rating(s) ({recommender.settings.epochs} epoch(s) of '
+          f'{recommender.settings.optimizer}), item model frozen')
+      items = recommender.recommend(scores, history.items, k)
+      result['recommendations'] = _recommendations(context, items, scores)
+    else:
+      key, shown = recommender.fallback_scores()
+      result['note'] = (
+          'no ratings given: ranked by the model\'s rating for an average user'
+          ' (item bias + global bias), ties by popularity' if shown is not None
+          else 'no ratings given: ranked by popularity (training ratings)')
+      items = recommender.recommend(key, [], k)
+      result['recommendations'] = _recommendations(context, items, shown)
+  if len(result['recommendations']) < k:
+    result['note'] = (result.get('note', '') + f'; only '
+                      f'{len(result["recommendations"])} unrated items left'
+                      ).lstrip('; ')
+  return result
+
+
+def format_table(result) -> str:
+  """A readable table of `run`'s result."""
+  rows = result['recommendations']
+  lines = []
+  if result['mode'] == 'user':
+    lines.append(f'Top {result["k"]} for user {result["user"]} '
+                 f'({result["algorithm"]} on {result["dataset"]}; '
+                 f'{result["rated_items"]} rated items excluded):')
+  elif result['mode'] == 'group':
+    lines.append(f'Top {result["k"]} for the group '
+                 f'{",".join(map(str, result["members"]))} '
+                 f'({result["strategy"]}; {result["excluded_items"]} items '
+                 'rated by a member excluded):')
+  else:
+    lines.append(f'Top {result["k"]} for a new user with '
+                 f'{result["given_ratings"]} rating(s) ({result["algorithm"]} '
+                 f'on {result["dataset"]}):')
+  if rows:
+    columns = [c for c in rows[0] if c != 'title'] + ['title']
+    table = [columns] + [[str(r[c]) for c in columns] for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    lines += ['  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+              for r in table]
+  if result.get('note'):
+    lines.append(f'({result["note"]})')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.get_logger().setLevel('ERROR')
+  try:
+    if bool(_EXPERIMENT_DIR.value) == bool(_EXPORT_DIR.value):
+      raise ValueError('Give one of --experiment_dir (a run written by '
+                       'train.py) and --export_dir.')
+    export_dir = _EXPORT_DIR.value or os.path.join(
+        _EXPERIMENT_DIR.value, export_lib.EXPORT_DIRNAME)
+    if _EXPERIMENT_DIR.value and not os.path.isdir(_EXPERIMENT_DIR.value):
+      raise ValueError(f'--experiment_dir={_EXPERIMENT_DIR.value}: no such '
+                       'directory.')
+    result = run(export_dir)
+  except ValueError as e:  # DataError too: a user mistake, one clear line.
+    print(f'recommend.py: error: {e}', file=sys.stderr)
+    sys.exit(1)
+  if _FORMAT.value == 'json':
+    print(json.dumps(result, indent=2))
+  else:
+    print(format_table(result))
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,99 @@
+"""From a run's trained Keras MF model to the TFF-free export.
+
+`export_model` writes `<experiment_dir>/export/` (see `inference/export.py`)
+at the end of every run, so `recommend.py` and a user's own code can use the
+model without TensorFlow Federated.
+"""
+
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from research.fedrec.inference import export as export_lib
+from research.fedrec.inference import reconstruction
+from research.fedrec.models import mf
+from research.fedrec.utils import json_io
+
+
+def reconstruction_settings(config) -> reconstruction.Settings:
+  """How the clients of an `ExperimentConfig`'s run reconstruct a user."""
+  return reconstruction.Settings(
+      epochs=config.recon.recon_epochs,
+      steps_max=config.recon.recon_steps_max,
+      batch_size=config.pipeline.batch_size,
+      max_examples=config.pipeline.max_examples_per_user,
+      shuffle_seed=config.pipeline.seed,
+      optimizer=config.optimizers.reconstruction,
+      learning_rate=config.optimizers.reconstruction_learning_rate,
+      l2=config.model.l2)
+
+
+def keras_model_of(model_config: mf.MFConfig, num_items: int,
+                   num_users: Optional[int], model_weights) -> tf.keras.Model:
+  """A Keras MF model holding a TFF process's global `model_weights`.
+
+  `num_users=None` is the FedRecon layout, whose global weights are the item
+  side only (in `global_layers` order); otherwise the classic layout.
+  """
+  layers = mf.create_keras_model(model_config, num_items, num_users)
+  if num_users is not None:
+    model_weights.assign_weights_to(layers.model)
+    return layers.model
+  values = [np.asarray(v) for v in model_weights.trainable]
+  for layer in layers.global_layers:
+    count = len(layer.weights)
+    layer.set_weights(values[:count])
+    values = values[count:]
+  return layers.model
+
+
+def model_from_keras(keras_model: tf.keras.Model, model_config: mf.MFConfig,
+                     num_items: int):
+  """`(ItemModel, user vectors, user biases)` of either MF layout.
+
+  The user arrays are None for the FedRecon layout (no user table).
+  """
+  layer_names = {layer.name for layer in keras_model.layers}
+
+  def weight(name):
+    return keras_model.get_layer(name).get_weights()[0]
+
+  initial = mf.create_keras_model(model_config, num_items).model.get_layer(
+      'user_embedding').get_weights()[0][0]
+  use_biases = 'item_bias' in layer_names
+  model = reconstruction.ItemModel(
+      item_embeddings=weight('item_embedding'),
+      item_bias=weight('item_bias')[:, 0] if use_biases else None,
+      global_bias=float(weight('global_bias')) if use_biases else 0.0,
+      initial_user_vector=initial)
+  has_table = isinstance(keras_model.get_layer('user_embedding'),
+                         tf.keras.layers.Embedding)
+  if not has_table:
+    return model, None, None
+  vectors = weight('user_embedding')
+  biases = (weight('user_bias')[:, 0] if use_biases else
+            np.zeros(vectors.shape[0], np.float32))
+  return model, vectors, biases
+
+
+def export_model(config, data, split, keras_model: tf.keras.Model,
+                 model_config: mf.MFConfig, export_dir: str) -> None:
+  """Writes a run's trained model (`ExperimentConfig`, `Corpus`, `Split`)."""
+  model, vectors, biases = model_from_keras(keras_model, model_config,
+                                            data.num_items)
+  raw_users, raw_items = data.id_maps.raw_users, data.id_maps.raw_items
+  scale = data.rating_scale(config.data)
+  export_lib.write_export(
+      export_dir, model, reconstruction_settings(config),
+      export_lib.RECONSTRUCT if vectors is None else export_lib.USER_TABLE,
+      raw_users, raw_items, data.titles(config.data),
+      np.bincount(split.train.items, minlength=data.num_items),
+      (scale.minimum, scale.maximum, scale.step),
+      metadata=dict(
+          algorithm=config.algorithm.value, dataset=data.name,
+          experiment=config.experiment_name,
+          data_config=json_io.to_jsonable(config.data),
+          raw_ids_numeric=bool(np.issubdtype(raw_users.dtype, np.integer) and
+                               np.issubdtype(raw_items.dtype, np.integer))),
+      user_vectors=vectors, user_biases=biases)

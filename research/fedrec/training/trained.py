@@ -1,0 +1,147 @@
+"""A finished run's model: loading its checkpoint, evaluating it, exporting it.
+
+`load_run(experiment_dir)` rebuilds everything a run used from its
+hparams.json (corpus, split, client store) and restores the global weights of
+its latest checkpoint. `evaluate_run` then scores a validation or test split
+per user, exactly as federated evaluation does but vectorized: a FedRecon user
+is reconstructed from the ratings on that user's client (training ratings, and
+for the user-disjoint split the support ratings; see
+`inference/reconstruction.py`), FedAvg users take their row of the global user
+table.
+"""
+
+import asyncio
+import collections
+import dataclasses
+import os
+from typing import Optional
+
+import numpy as np
+import tensorflow_federated as tff
+
+from research.fedrec.algorithms import sampling as sampling_lib
+from research.fedrec.data import client_store
+from research.fedrec.data import corpus as corpus_lib
+from research.fedrec.data import splits as splits_lib
+from research.fedrec.evaluation import slices
+from research.fedrec.inference import reconstruction
+from research.fedrec.training import experiment as experiment_lib
+from research.fedrec.training import exporting
+
+
+@dataclasses.dataclass
+class TrainedRun:
+  """A run's data and trained global weights."""
+
+  config: experiment_lib.ExperimentConfig
+  data: corpus_lib.Corpus
+  split: splits_lib.Split
+  model: reconstruction.ItemModel
+  round_num: int  # The checkpoint's round.
+  user_vectors: Optional[np.ndarray] = None  # FedAvg: the global user table.
+  user_biases: Optional[np.ndarray] = None
+
+
+def load_run(experiment_dir: str) -> TrainedRun:
+  """Restores a federated run's latest checkpoint (no flags needed).
+
+  Raises:
+    ValueError: not a federated run's directory, or it has no checkpoint.
+  """
+  config = experiment_lib.load_config(experiment_dir)
+  config = dataclasses.replace(
+      config, root_output_dir=os.path.dirname(os.path.abspath(experiment_dir)),
+      experiment_name=os.path.basename(os.path.abspath(experiment_dir)))
+  if config.algorithm == experiment_lib.Algorithm.CENTRALIZED:
+    raise ValueError(f'{experiment_dir} is a centralized run: it keeps no '
+                     'checkpoint (its test metrics are in summary.json).')
+  data = corpus_lib.load_corpus(config.data)
+  split = splits_lib.split(data.ratings, config.split)
+  model_config = dataclasses.replace(
+      config.model, global_mean=float(np.mean(split.train.ratings)))
+  checkpoints = os.path.join(experiment_dir, 'checkpoints')
+  store_path = client_store.create_client_store(
+      split, config.cache_dir or os.path.join(config.root_output_dir, 'cache'))
+  process = experiment_lib.build_process(config, data, store_path,
+                                         model_config)
+  structure = collections.OrderedDict(state=process.initialize(), round=0)
+  manager = tff.program.FileProgramStateManager(checkpoints)
+  saved, _ = asyncio.run(manager.load_latest(structure))
+  if saved is None:
+    raise ValueError(f'{checkpoints}: no checkpoint; the run has not finished '
+                     'a checkpointed round yet.')
+  num_users = (None if config.algorithm == experiment_lib.Algorithm.FEDRECON
+               else data.num_users)
+  keras_model = exporting.keras_model_of(
+      model_config, data.num_items, num_users,
+      process.get_model_weights(saved['state']))
+  model, vectors, biases = exporting.model_from_keras(
+      keras_model, model_config, data.num_items)
+  return TrainedRun(config, data, split, model, int(saved['round']), vectors,
+                    biases)
+
+
+def client_ratings(split: splits_lib.Split, split_name: str):
+  """Per evaluated user: the ratings on the client before scoring.
+
+  In the client store's order (training ratings, then support ratings of the
+  user-disjoint split), which the reconstruction's shuffle is applied to.
+
+  Returns:
+    `(users, items, ratings)`: the sorted user indices of the split's query
+    ratings and, per user, the arrays of the client's other ratings.
+  """
+  partition = getattr(split, split_name)
+  users = np.unique(partition.query.users)
+  parts = [split.train]
+  if partition.support is not split.train:
+    parts.append(partition.support)
+  items, ratings = [[] for _ in users], [[] for _ in users]
+  for table in parts:
+    order = np.argsort(table.users, kind='stable')
+    sorted_users = table.users[order]
+    lo = np.searchsorted(sorted_users, users)
+    hi = np.searchsorted(sorted_users, users, side='right')
+    for k, (a, b) in enumerate(zip(lo, hi)):
+      items[k].append(table.items[order[a:b]])
+      ratings[k].append(table.ratings[order[a:b]])
+  return (users, [np.concatenate(x) for x in items],
+          [np.concatenate(x) for x in ratings])
+
+
+def user_vectors(run: TrainedRun, users: np.ndarray, items, ratings):
+  """The (vectors, biases) that score `users` (reconstructed or looked up)."""
+  if run.user_vectors is not None:
+    return run.user_vectors[users], run.user_biases[users]
+  return reconstruction.reconstruct(run.model, items, ratings,
+                                    exporting.reconstruction_settings(
+                                        run.config))
+
+
+def participants(run: TrainedRun) -> set[int]:
+  """Users sampled in at least one of the run's training rounds so far."""
+  store_ids = sorted({str(u) for u in np.unique(run.split.train.users)},
+                     key=int)
+  sampler = sampling_lib.ClientSampler(store_ids, run.config.clients_per_round,
+                                       run.config.sampling, run.config.seed)
+  seen = set()
+  for round_num in range(1, run.round_num + 1):
+    seen.update(int(c) for c in sampler.sample(round_num))
+  return seen
+
+
+def evaluate_run(run: TrainedRun, split_name: str,
+                 activity_edges=slices.DEFAULT_ACTIVITY_EDGES):
+  """Scores every query rating of the split; returns a `slices.Report`."""
+  partition = getattr(run.split, split_name)
+  if not len(partition.query):  # pylint: disable=g-explicit-length-test
+    raise ValueError(f'The {split_name} split is empty.')
+  users, items, ratings = client_ratings(run.split, split_name)
+  vectors, biases = user_vectors(run, users, items, ratings)
+  row = np.searchsorted(users, partition.query.users)
+  predictions = run.model.predict(vectors[row], biases[row],
+                                  partition.query.items)
+  activity = np.array([len(x) for x in items])
+  seen = np.isin(users, np.fromiter(participants(run), np.int64))
+  return slices.report(users, activity, seen, partition.query.users,
+                       partition.query.ratings, predictions, activity_edges)

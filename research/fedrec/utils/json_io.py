@@ -1,0 +1,71 @@
+"""JSON for the project's configuration dataclasses and result files.
+
+`to_jsonable` turns (nested) dataclasses, enums and NumPy scalars into plain
+JSON values and `from_jsonable` turns them back, given the dataclass type;
+`write_json_atomically` never leaves a half-written file. TensorFlow-free, so
+tools that only read results (recommend.py) stay light.
+"""
+
+import collections
+import dataclasses
+import enum
+import json
+import os
+import tempfile
+import types
+import typing
+from typing import Any
+
+import numpy as np
+
+
+def to_jsonable(value: Any) -> Any:
+  """Dataclasses / enums / tuples -> plain JSON values."""
+  if dataclasses.is_dataclass(value):
+    return collections.OrderedDict(
+        (f.name, to_jsonable(getattr(value, f.name)))
+        for f in dataclasses.fields(value))
+  if isinstance(value, enum.Enum):
+    return value.value
+  if isinstance(value, (list, tuple)):
+    return [to_jsonable(v) for v in value]
+  if isinstance(value, dict):
+    return collections.OrderedDict((k, to_jsonable(v)) for k, v in value.items())
+  if isinstance(value, (np.floating, np.integer)):
+    return value.item()
+  return value
+
+
+def from_jsonable(cls: Any, value: Any) -> Any:
+  """The inverse of `to_jsonable` for a value of (annotated) type `cls`."""
+  origin = typing.get_origin(cls)
+  if origin in (typing.Union, types.UnionType):
+    if value is None:
+      return None
+    (cls,) = [a for a in typing.get_args(cls) if a is not type(None)]
+    return from_jsonable(cls, value)
+  if dataclasses.is_dataclass(cls):
+    hints = typing.get_type_hints(cls)
+    return cls(**{f.name: from_jsonable(hints[f.name], value[f.name])
+                  for f in dataclasses.fields(cls) if f.name in value})
+  if isinstance(cls, type) and issubclass(cls, enum.Enum):
+    return cls(value)
+  if origin is tuple:
+    return tuple(from_jsonable(a, v) for a, v in zip(typing.get_args(cls),
+                                                    value))
+  return value
+
+
+def write_json_atomically(path: str, value: Any) -> None:
+  """Writes JSON to a temporary file, then renames it over `path`."""
+  directory = os.path.dirname(path)
+  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'w') as f:
+      json.dump(to_jsonable(value), f, indent=2)
+      f.write('\n')
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from others.
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
