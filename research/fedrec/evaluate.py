@@ -32,6 +32,7 @@ from absl import flags
 from absl import logging
 
 from research.fedrec.evaluation import slices
+from research.fedrec.utils import text_table
 
 _EXPERIMENT_DIR = flags.DEFINE_string(
     'experiment_dir', None, 'Directory of a run written by train.py.')
@@ -62,20 +63,18 @@ def _format(rows) -> str:
        'all', str(r['users']), str(r['ratings'])) +
       tuple('-' if r['ratings'] == 0 else f'{r[m]:.4f}'
             for m in ('rmse', 'mae', 'rating_accuracy')) for r in rows]
-  widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-  return '\n'.join('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
-                   for r in table)
+  return text_table.format_rows(table)
 
 
 def evaluate(experiment_dir: str, split_name: str, edges, output_dir: str):
   """Evaluates and writes the outputs; returns the JSON-able result."""
+  if not os.path.isdir(experiment_dir):
+    raise ValueError(f'--experiment_dir={experiment_dir}: no such directory.')
   # pylint: disable=g-import-not-at-top
   from research.fedrec.training import experiment
   from research.fedrec.training import runtime
   from research.fedrec.training import trained
   # pylint: enable=g-import-not-at-top
-  if not os.path.isdir(experiment_dir):
-    raise ValueError(f'--experiment_dir={experiment_dir}: no such directory.')
   with runtime.local_runtime():
     run = trained.load_run(experiment_dir)
   result = trained.evaluate_run(run, split_name, edges)

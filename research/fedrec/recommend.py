@@ -39,6 +39,7 @@ from research.fedrec.data import ratings as ratings_lib
 from research.fedrec.inference import export as export_lib
 from research.fedrec.inference import recommender as recommender_lib
 from research.fedrec.utils import json_io
+from research.fedrec.utils import text_table
 
 _EXPERIMENT_DIR = flags.DEFINE_string(
     'experiment_dir', None, 'A run directory written by train.py (its export/ '
@@ -292,10 +293,8 @@ def format_table(result) -> str:
                  f'on {result["dataset"]}):')
   if rows:
     columns = [c for c in rows[0] if c != 'title'] + ['title']
-    table = [columns] + [[str(r[c]) for c in columns] for r in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
-    lines += ['  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
-              for r in table]
+    lines.append(text_table.format_rows(
+        [columns] + [[str(r[c]) for c in columns] for r in rows]))
   if result.get('note'):
     lines.append(f'({result["note"]})')
   return '\n'.join(lines)

@@ -46,5 +46,31 @@ class CorpusTest(absltest.TestCase):
                                            data_dir='/nonexistent'))
 
 
+class TitlesAndScaleTest(absltest.TestCase):
+
+  def test_synthetic_titles_are_generated_and_seeded(self):
+    config = corpus.DataConfig(synthetic_config=synthetic.SyntheticConfig(
+        num_users=20, num_items=15, num_ratings=300, min_ratings_per_user=5))
+    data = corpus.load_corpus(config)
+    titles = data.titles(config)
+    self.assertLen(titles, data.num_items)
+    self.assertTrue(all(titles))
+    raw = data.id_maps.raw_items[0]
+    self.assertIn(f'#{raw} (', titles[0])
+    self.assertEqual(titles, corpus.load_corpus(config).titles(config))
+    self.assertEqual(data.rating_scale(config), ratings.STARS_1_TO_5)
+
+  def test_csv_has_no_titles_and_its_own_scale(self):
+    path = os.path.join(self.create_tempdir().full_path, 'r.csv')
+    with open(path, 'w') as f:
+      f.write('a,x,4.5\nb,y,1\na,y,2\n')
+    config = corpus.DataConfig(dataset='csv', data_dir=path,
+                               rating_scale=(0.5, 5.0, 0.5))
+    data = corpus.load_corpus(config)
+    self.assertEqual(data.titles(config), ['', ''])
+    self.assertEqual(data.rating_scale(config),
+                     ratings.RatingScale(0.5, 5.0, 0.5))
+
+
 if __name__ == '__main__':
   absltest.main()

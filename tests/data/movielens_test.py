@@ -107,6 +107,46 @@ class ReaderTest(absltest.TestCase):
       movielens.detect_corpus(other)
 
 
+class TitlesTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.root = self.create_tempdir().full_path
+
+  def _write(self, relative_path, data: bytes):
+    path = os.path.join(self.root, relative_path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'wb') as f:
+      f.write(data)
+
+  def test_ml_100k_u_item_latin1(self):
+    self._write('ml-100k/u.item',
+                ' 1|Toy Story (1995)|01-Jan-1995||http://x|0|0\n'
+                '2|Misérables, Les (1995)|01-Jan-1995||http://x|0\n'
+                .encode('latin-1'))
+    self.assertEqual(
+        movielens.read_titles('ml-100k', os.path.join(self.root, 'ml-100k')),
+        {1: 'Toy Story (1995)', 2: 'Misérables, Les (1995)'})
+
+  def test_ml_1m_movies_dat(self):
+    self._write('ml-1m/movies.dat',
+                ' 1::Toy Story (1995)::Animation\n3196::Stalag 17 (1953)::'
+                'Drama|War\n'.encode('latin-1'))
+    self.assertEqual(movielens.read_titles('ml-1m', self.root),
+                     {1: 'Toy Story (1995)', 3196: 'Stalag 17 (1953)'})
+
+  def test_ml_20m_movies_csv_with_quoted_commas(self):
+    self._write('ml-20m/movies.csv',
+                'movieId,title,genres\n1,Toy Story (1995),Animation\n'
+                '11,"American President, The (1995)",Comedy\n'.encode())
+    self.assertEqual(
+        movielens.read_titles('ml-20m', os.path.join(self.root, 'ml-20m')),
+        {1: 'Toy Story (1995)', 11: 'American President, The (1995)'})
+
+  def test_missing_movie_file_gives_no_titles(self):
+    self.assertEqual(movielens.read_titles('ml-1m', self.root), {})
+
+
 class CsvTest(absltest.TestCase):
 
   def setUp(self):

@@ -39,7 +39,8 @@ class ExperimentTest(absltest.TestCase):
     out = os.path.join(root, 'recon')
     self.assertCountEqual(
         os.listdir(out), ['hparams.json', 'metrics.csv', 'summary.json',
-                          'learning_curves.png', 'tensorboard', 'checkpoints'])
+                          'learning_curves.png', 'tensorboard', 'checkpoints',
+                          'export'])
     with open(os.path.join(out, 'summary.json')) as f:
       self.assertEqual(json.load(f), json.loads(json.dumps(summary)))
     self.assertEqual(list(summary['test_metrics']), ['fedrecon', 'centralized'])

@@ -47,6 +47,7 @@ from research.fedrec.training import loop as loop_lib
 from research.fedrec.training import plots
 from research.fedrec.training import runtime
 from research.fedrec.utils import json_io
+from research.fedrec.utils import text_table
 
 to_jsonable = json_io.to_jsonable
 write_json_atomically = json_io.write_json_atomically
@@ -391,6 +392,4 @@ def format_summary(summary) -> str:
   if summary['noise_floor_test_rmse'] is not None:
     rows.append(('noise floor (true model)',
                  f'{summary["noise_floor_test_rmse"]:.4f}', '', ''))
-  widths = [max(len(r[i]) for r in rows) for i in range(4)]
-  return '\n'.join('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
-                   for r in rows)
+  return text_table.format_rows(rows)

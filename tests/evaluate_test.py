@@ -1,0 +1,97 @@
+"""Smoke tests of the evaluate.py binary on a tiny trained run."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+from absl.testing import absltest
+
+from research.fedrec.data import corpus
+from research.fedrec.data import synthetic
+from research.fedrec.training import experiment
+from research.fedrec.training import loop
+from research.fedrec.training import runtime
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run_binary(*args):
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+  env.pop('TF_CPP_MIN_LOG_LEVEL', None)  # As from a user's shell.
+  return subprocess.run(
+      [sys.executable, '-m', 'research.fedrec.evaluate', *args],
+      capture_output=True, text=True, env=env, cwd=_REPO_ROOT, timeout=600,
+      check=False)
+
+
+class EvaluateTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.root = absltest.get_default_test_tmpdir()
+    config = experiment.ExperimentConfig(
+        root_output_dir=cls.root, experiment_name='evaluate_smoke',
+        data=corpus.DataConfig(synthetic_config=synthetic.SyntheticConfig(
+            num_users=30, num_items=40, num_ratings=900,
+            min_ratings_per_user=10)),
+        loop=loop.LoopConfig(total_rounds=2, progress=False),
+        clients_per_round=4, run_centralized_baseline=False)
+    cls.summary = experiment.run_experiment(config, log=lambda _: None)
+    runtime.shutdown()
+    cls.directory = config.output_dir
+
+  def test_reproduces_train_metrics_and_writes_outputs(self):
+    out = os.path.join(self.create_tempdir().full_path, 'eval')
+    result = _run_binary(f'--experiment_dir={self.directory}',
+                         f'--output_dir={out}', '--activity_buckets=25,35')
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertIn('train.py reported test RMSE', result.stdout)
+    self.assertIn('activity: 25-34', result.stdout)
+    with open(os.path.join(out, 'test.json')) as f:
+      output = json.load(f)
+    for name, value in self.summary['test_metrics']['fedrecon'].items():
+      self.assertAlmostEqual(output['metrics'][name], value, delta=1e-6)
+    self.assertEqual(output['checkpoint_round'], 2)
+    self.assertEqual(output['train_reported_test_metrics'],
+                     self.summary['test_metrics']['fedrecon'])
+    with open(os.path.join(out, 'test_slices.csv')) as f:
+      rows = list(csv.DictReader(f))
+    self.assertEqual([r['slice'] for r in rows],
+                     ['all', '<25', '25-34', '>=35', 'seen', 'unseen'])
+    with open(os.path.join(out, 'test_users.csv')) as f:
+      users = list(csv.DictReader(f))
+    self.assertLen(users, 30)
+    self.assertEqual(users[0]['user'], '1')  # Raw corpus ids.
+    self.assertEqual(sum(int(u['ratings']) for u in users),
+                     self.summary['test_ratings'])
+    self.assertCountEqual(os.listdir(out), ['test.json', 'test_slices.csv',
+                                            'test_users.csv'])
+
+  def test_validation_split_default_output_dir(self):
+    result = _run_binary(f'--experiment_dir={self.directory}', '--split=val')
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertNotIn('train.py reported', result.stdout)
+    with open(os.path.join(self.directory, 'evaluation', 'val.json')) as f:
+      self.assertEqual(json.load(f)['split'], 'val')
+
+  def test_user_mistakes_are_one_line(self):
+    for args, start in (
+        (['--experiment_dir=/nonexistent'],
+         'evaluate.py: error: --experiment_dir=/nonexistent: no such'),
+        ([], 'evaluate.py: error: --experiment_dir is required'),
+        ([f'--experiment_dir={self.directory}', '--activity_buckets=50,20'],
+         'evaluate.py: error: --activity_buckets=50,20 must be'),
+        ([f'--experiment_dir={self.root}'],
+         'evaluate.py: error: ' + os.path.join(self.root, 'hparams.json')),
+    ):
+      result = _run_binary(*args)
+      self.assertEqual(result.returncode, 1, args)
+      (line,) = result.stderr.strip().splitlines()
+      self.assertStartsWith(line, start)
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -1,0 +1,90 @@
+"""Tests of the TFF-free model export."""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import absltest
+
+from research.fedrec.inference import export as export_lib
+from research.fedrec.inference import reconstruction
+
+
+def _model(use_biases):
+  rng = np.random.default_rng(0)
+  return reconstruction.ItemModel(
+      item_embeddings=rng.normal(size=(5, 3)).astype(np.float32),
+      item_bias=rng.normal(size=5).astype(np.float32) if use_biases else None,
+      global_bias=3.25 if use_biases else 0.0,
+      initial_user_vector=rng.normal(size=3).astype(np.float32))
+
+
+class ExportTest(absltest.TestCase):
+
+  def _write(self, model, source=export_lib.RECONSTRUCT, **kwargs):
+    path = os.path.join(self.create_tempdir().full_path, 'export')
+    export_lib.write_export(
+        path, model, reconstruction.Settings(epochs=2, learning_rate=0.3),
+        source, np.array([7, 9]), np.array([11, 12, 13, 14, 15]),
+        ['One', 'Two, with comma', 'Trois "é"', '', 'Five'],
+        np.array([3, 0, 1, 2, 5]), (0.5, 5.0, 0.5),
+        metadata=dict(dataset='ml-test', raw_ids_numeric=True), **kwargs)
+    return path
+
+  def test_round_trip_and_keras_model_predicts_the_same(self):
+    for use_biases in (True, False):
+      model = _model(use_biases)
+      path = self._write(model)
+      self.assertCountEqual(os.listdir(path), ['model', 'export.json',
+                                               'items.csv', 'users.csv'])
+      loaded = export_lib.load_export(path)
+      np.testing.assert_array_equal(loaded.model.item_embeddings,
+                                    model.item_embeddings)
+      self.assertEqual(loaded.model.global_bias, model.global_bias)
+      np.testing.assert_array_equal(loaded.model.initial_user_vector,
+                                    model.initial_user_vector)
+      self.assertEqual(loaded.settings.epochs, 2)
+      self.assertEqual(loaded.titles[1:3], ['Two, with comma', 'Trois "é"'])
+      self.assertEqual(loaded.raw_items.tolist(), [11, 12, 13, 14, 15])
+      self.assertEqual(loaded.raw_users.tolist(), [7, 9])
+      self.assertEqual(loaded.rating_scale, (0.5, 5.0, 0.5))
+      keras_model = tf.keras.models.load_model(os.path.join(path, 'model'),
+                                               compile=False)
+      vectors = np.random.default_rng(1).normal(size=(5, 3)).astype(
+          np.float32)
+      biases = np.linspace(-1, 1, 5).astype(np.float32)
+      items = np.array([4, 0, 2, 2, 1])
+      got = keras_model({'user_vector': vectors, 'user_bias': biases,
+                         'item': items}).numpy()
+      np.testing.assert_allclose(got, model.predict(vectors, biases, items),
+                                 rtol=1e-6)
+
+  def test_user_table(self):
+    table = np.arange(6, dtype=np.float32).reshape(2, 3)
+    path = self._write(_model(True), export_lib.USER_TABLE,
+                       user_vectors=table,
+                       user_biases=np.array([0.5, -0.5], np.float32))
+    loaded = export_lib.load_export(path)
+    np.testing.assert_array_equal(loaded.user_vectors, table)
+    self.assertEqual(loaded.user_biases.tolist(), [0.5, -0.5])
+
+  def test_rewrite_replaces_and_leaves_no_temporary(self):
+    path = self._write(_model(True))
+    parent = os.path.dirname(path)
+    model = _model(True)
+    export_lib.write_export(
+        path, model, reconstruction.Settings(), export_lib.RECONSTRUCT,
+        np.array([1]), np.arange(5), [''] * 5, np.zeros(5, np.int64),
+        (1.0, 5.0, 1.0), metadata={})
+    self.assertEqual(os.listdir(parent), ['export'])
+    with open(os.path.join(path, 'export.json')) as f:
+      self.assertEqual(json.load(f)['num_users'], 1)
+
+  def test_missing_export_is_one_clear_error(self):
+    with self.assertRaisesRegex(ValueError, 'no exported model'):
+      export_lib.load_export(self.create_tempdir().full_path)
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -1,0 +1,174 @@
+"""Smoke tests of the recommend.py binary on a tiny trained run's export."""
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+from absl import flags
+from absl.testing import absltest
+from absl.testing import flagsaver
+import numpy as np
+
+from research.fedrec import recommend
+from research.fedrec.data import corpus
+from research.fedrec.data import synthetic
+from research.fedrec.training import experiment
+from research.fedrec.training import loop
+from research.fedrec.training import runtime
+
+FLAGS = flags.FLAGS
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_DATA = corpus.DataConfig(synthetic_config=synthetic.SyntheticConfig(
+    num_users=30, num_items=40, num_ratings=900, min_ratings_per_user=10))
+
+
+def _main(*args):
+  """Runs recommend.py's main in this process: (exit code, stdout, stderr)."""
+  out, err = io.StringIO(), io.StringIO()
+  with flagsaver.flagsaver():
+    FLAGS.unparse_flags()
+    FLAGS(['recommend', *args])
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      try:
+        recommend.main(['recommend'])
+      except SystemExit as e:
+        code = e.code
+  return code, out.getvalue(), err.getvalue()
+
+
+def _run(*args, code=None):
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+  env.pop('TF_CPP_MIN_LOG_LEVEL', None)  # As from a user's shell.
+  command = (['-c', code] if code else
+             ['-m', 'research.fedrec.recommend', *args])
+  return subprocess.run([sys.executable, *command], capture_output=True,
+                        text=True, env=env, cwd=_REPO_ROOT, timeout=300,
+                        check=False)
+
+
+class RecommendTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    root = absltest.get_default_test_tmpdir()
+    config = experiment.ExperimentConfig(
+        root_output_dir=root, experiment_name='recommend_smoke', data=_DATA,
+        loop=loop.LoopConfig(total_rounds=2, progress=False),
+        clients_per_round=4, run_centralized_baseline=False)
+    experiment.run_experiment(config, log=lambda _: None)
+    runtime.shutdown()
+    cls.flag = f'--experiment_dir={config.output_dir}'
+    cls.ratings = corpus.load_corpus(_DATA).ratings  # Dense ids = raw - 1.
+    counts = np.bincount(cls.ratings.users)
+    # The lightest users (raw ids), who leave the most items to recommend.
+    cls.light = [int(u) + 1 for u in np.argsort(counts, kind='stable')[:2]]
+
+  def _json(self, *args):
+    code, out, err = _main(self.flag, '--format=json', *args)
+    self.assertEqual(code, 0, err)
+    return json.loads(out)
+
+  def test_known_user_excludes_rated_items(self):
+    user = self.light[0]
+    result = self._json(f'--user_id={user}', '--k=5')
+    rated = {int(i) + 1
+             for i in self.ratings.items[self.ratings.users == user - 1]}
+    items = [r['item'] for r in result['recommendations']]
+    self.assertLen(items, 5)
+    self.assertEmpty(rated & set(items))
+    self.assertEqual(result['rated_items'], len(rated))
+    scores = [r['predicted_rating'] for r in result['recommendations']]
+    self.assertEqual(scores, sorted(scores, reverse=True))
+    self.assertTrue(all(r['title'] for r in result['recommendations']))
+    self.assertEqual(result, self._json(f'--user_id={user}', '--k=5'))
+    # k beyond the unrated items returns them all and says so.
+    everything = self._json(f'--user_id={user}', '--k=1000')
+    self.assertLen(everything['recommendations'], 40 - len(rated))
+    self.assertIn('unrated items left', everything['note'])
+
+  def test_table_output(self):
+    user = self.light[0]
+    result = _run(self.flag, f'--user_id={user}', '--k=3')
+    self.assertEqual(result.returncode, 0, result.stderr)
+    lines = result.stdout.strip().splitlines()
+    self.assertStartsWith(lines[0],
+                          f'Top 3 for user {user} (fedrecon on synthetic')
+    self.assertEqual(lines[1].split()[:3], ['rank', 'item',
+                                            'predicted_rating'])
+    self.assertLen(lines, 6)  # Heading, header, 3 rows, note.
+
+  def test_cold_start_from_flag_file_and_nothing(self):
+    given = self._json('--ratings=1:5,2:1', '--k=4')
+    self.assertEqual(given['given_ratings'], 2)
+    self.assertNotIn(1, [r['item'] for r in given['recommendations']])
+    path = os.path.join(self.create_tempdir().full_path, 'mine.csv')
+    with open(path, 'w') as f:
+      f.write('item,rating\n1,5\n\n# comment\n2,1\n')
+    self.assertEqual(self._json(f'--ratings_file={path}', '--k=4'), given)
+    nothing = self._json('--ratings=', '--k=4')
+    self.assertIn('no ratings given', nothing['note'])
+    self.assertLen(nothing['recommendations'], 4)
+
+  def test_group(self):
+    a, b = self.light
+    result = self._json(f'--group={a},{b}', '--group_strategy=least_misery',
+                        '--k=3')
+    rated = {int(i) + 1 for i in self.ratings.items[
+        (self.ratings.users == a - 1) | (self.ratings.users == b - 1)]}
+    self.assertLen(result['recommendations'], 3)
+    for row in result['recommendations']:
+      self.assertNotIn(row['item'], rated)
+      self.assertAlmostEqual(row['group_score'],
+                             min(row[f'user_{a}'], row[f'user_{b}']),
+                             places=4)
+    self.assertEqual(result['excluded_items'], len(rated))
+
+  def test_runs_without_tff(self):
+    result = _run(code=(
+        'import runpy, sys\n'
+        f'sys.argv = ["recommend", "{self.flag}", "--user_id=1"]\n'
+        'try:\n'
+        '  runpy.run_module("research.fedrec.recommend", '
+        'run_name="__main__")\n'
+        'except SystemExit:\n'
+        '  pass\n'
+        'print("tensorflow_federated" in sys.modules)\n'))
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertEqual(result.stdout.strip().splitlines()[-1], 'False')
+
+  def test_user_mistakes_are_one_line(self):
+    for args, message in (
+        (['--user_id=999'], '--user_id=999: no such user in synthetic '
+         '(ids 1..30).'),
+        (['--user_id=1', '--k=0'], '--k=0 must be >= 1.'),
+        (['--group='], '--group is empty: list at least one user id.'),
+        (['--group=1,31'], '--group=31: no such user in synthetic (ids '
+         '1..30).'),
+        (['--ratings=1:6'], '--ratings 1:6: rating 6 is off the scale of '
+         'synthetic (1 to 5 in steps of 1).'),
+        (['--ratings=1:4.5'], '--ratings 1:4.5: rating 4.5 is off the scale '
+         'of synthetic (1 to 5 in steps of 1).'),
+        (['--ratings=77:4'], "--ratings 77:4: no item '77' in synthetic."),
+        (['--ratings=1:4,1:5'], '--ratings 1:5: item 1 is rated twice (also '
+         'at --ratings 1:4).'),
+        (['--user_id=1', '--group=2'], 'Give exactly one of --user_id, '
+         '--ratings (or --ratings_file) and --group (got --user_id, --group).'),
+    ):
+      code, out, err = _main(self.flag, *args)
+      self.assertEqual((code, out), (1, ''), args)
+      self.assertEqual(err.strip().splitlines(),
+                       [f'recommend.py: error: {message}'])
+    # And from the shell, with TensorFlow's start-up output around it:
+    result = _run('--experiment_dir=/nonexistent', '--user_id=1')
+    self.assertEqual(result.returncode, 1)
+    self.assertEqual(result.stderr.strip(), 'recommend.py: error: '
+                     '--experiment_dir=/nonexistent: no such directory.')
+
+
+if __name__ == '__main__':
+  absltest.main()
