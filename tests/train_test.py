@@ -62,5 +62,23 @@ class TrainTest(absltest.TestCase):
     self.assertStartsWith(line, 'train.py: error: --algorithm=fedavg cannot')
 
 
+  def test_invalid_privacy_settings_are_one_line(self):
+    root = f'--root_output_dir={self.create_tempdir()}'
+    for args, message in (
+        (['--dp=adaptive', '--dp_noise_multiplier=6'],
+         '--dp=adaptive with noise multiplier 6 needs --clients_per_round > '
+         '60 (10 x the noise multiplier); got 50.'),
+        (['--dp=fixed', '--target_epsilon=-1'],
+         '--target_epsilon=-1 must be > 0.'),
+        (['--dp=fixed', '--target_epsilon=1', '--target_delta=1'],
+         '--target_delta=1 must be in (0, 1).'),
+        (['--target_epsilon=1'], '--target_epsilon needs --dp=fixed or '
+         '--dp=adaptive.'),
+    ):
+      result = _run_binary(root, *args)
+      self.assertEqual(result.returncode, 1, args)
+      self.assertEqual(result.stderr.strip().splitlines(),
+                       [f'train.py: error: {message}'])
+
 if __name__ == '__main__':
   absltest.main()

@@ -75,7 +75,8 @@ def evaluate(experiment_dir: str, split_name: str, edges, output_dir: str):
   from research.fedrec.training import runtime
   from research.fedrec.training import trained
   # pylint: enable=g-import-not-at-top
-  with runtime.local_runtime():
+  secure = experiment.load_config(experiment_dir).aggregation.secure_aggregation
+  with runtime.local_runtime(secure):
     run = trained.load_run(experiment_dir)
   result = trained.evaluate_run(run, split_name, edges)
   raw_users = run.data.id_maps.raw_users

@@ -34,6 +34,8 @@ from research.fedrec.data import corpus
 from research.fedrec.data import ratings
 from research.fedrec.data import splits
 from research.fedrec.data import synthetic
+from research.fedrec.privacy import accounting
+from research.fedrec.privacy import aggregation
 
 _OPTIMIZERS = [o.value for o in optimizers.OptimizerName]
 
@@ -108,6 +110,49 @@ _ROUNDS = flags.DEFINE_integer('rounds', 50, 'Federated rounds.',
 _CLIENTS_PER_ROUND = flags.DEFINE_integer(
     'clients_per_round', 50, 'Clients sampled per round (under poisson '
     'sampling: the expected number).', lower_bound=1)
+# Differential privacy, secure aggregation, compression.
+_DP = flags.DEFINE_enum_class(
+    'dp', aggregation.Mechanism.NONE, aggregation.Mechanism,
+    'User-level DP: "fixed" (Gaussian mechanism, fixed L2 clip of each '
+    'client\'s update; DP-FedAvg) or "adaptive" (adaptive clipping, Andrew et '
+    'al. 2021). Forces uniform client weighting.')
+_DP_NOISE = flags.DEFINE_float(
+    'dp_noise_multiplier', None, 'Noise multiplier z (noise stddev z x clip). '
+    'Give this or --target_epsilon.', lower_bound=0.0)
+_TARGET_EPSILON = flags.DEFINE_float(
+    'target_epsilon', None, 'Calibrate the noise multiplier so that --rounds '
+    'rounds end at this epsilon.')
+_TARGET_DELTA = flags.DEFINE_float(
+    'target_delta', None, 'delta of the guarantee (default 1 / '
+    'number_of_training_users^1.1).')
+_DP_CLIP = flags.DEFINE_float(
+    'dp_clip', aggregation.DPConfig.clip, 'L2 clip of a client update (the '
+    'initial clip under --dp=adaptive).')
+_DP_QUANTILE = flags.DEFINE_float(
+    'dp_target_quantile', aggregation.DPConfig.target_quantile,
+    'Adaptive clipping: the fraction of updates left unclipped.')
+_DP_CLIP_LR = flags.DEFINE_float(
+    'dp_clip_learning_rate', aggregation.DPConfig.clip_learning_rate,
+    'Adaptive clipping: learning rate of the (geometric) clip update.')
+_ACCOUNTANT = flags.DEFINE_enum_class(
+    'accountant', accounting.AccountantKind.RDP, accounting.AccountantKind,
+    'Privacy accountant: rdp, or pld (Poisson sampling only).')
+_STOP_AT_EPSILON = flags.DEFINE_float(
+    'stop_at_epsilon', None, 'End training before a round that would take '
+    'epsilon past this budget.')
+_SECURE_AGGREGATION = flags.DEFINE_bool(
+    'secure_aggregation', False, 'Sum client updates with TFF\'s secure '
+    'aggregation (bounded integer sums; with --dp=fixed the noise is added to '
+    'the securely summed clipped updates).')
+_COMPRESSION = flags.DEFINE_enum_class(
+    'compression', aggregation.Compression.NONE, aggregation.Compression,
+    'Update compression: "quantize" (uniform quantization of large tensors, '
+    'TFF\'s EncodedSumFactory).')
+_QUANTIZATION_BITS = flags.DEFINE_integer(
+    'quantization_bits', 8, 'Bits per value under --compression=quantize.')
+_ZEROING = flags.DEFINE_bool(
+    'zeroing', True, 'Adaptive zeroing: a client update that is NaN/Inf or far '
+    'larger than usual is replaced by zeros and counted.')
 _CLIENT_SAMPLING = flags.DEFINE_enum_class(
     'client_sampling', sampling.SamplingScheme.UNIFORM, sampling.SamplingScheme,
     'uniform: a fixed number without replacement; poisson: each client '
@@ -263,6 +308,17 @@ def build_config():
       clients_per_round=_CLIENTS_PER_ROUND.value,
       sampling=_CLIENT_SAMPLING.value,
       uniform_weighting=_UNIFORM_WEIGHTING.value,
+      dp=aggregation.DPConfig(
+          mechanism=_DP.value, noise_multiplier=_DP_NOISE.value,
+          target_epsilon=_TARGET_EPSILON.value,
+          target_delta=_TARGET_DELTA.value, clip=_DP_CLIP.value,
+          target_quantile=_DP_QUANTILE.value,
+          clip_learning_rate=_DP_CLIP_LR.value, accountant=_ACCOUNTANT.value,
+          stop_at_epsilon=_STOP_AT_EPSILON.value),
+      aggregation=aggregation.AggregationConfig(
+          secure_aggregation=_SECURE_AGGREGATION.value,
+          compression=_COMPRESSION.value,
+          quantization_bits=_QUANTIZATION_BITS.value, zeroing=_ZEROING.value),
       eval_clients=_EVAL_CLIENTS.value,
       centralized=centralized.CentralizedConfig(
           epochs=_CENTRALIZED_EPOCHS.value,

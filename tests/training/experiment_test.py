@@ -1,6 +1,7 @@
 """End-to-end experiments on a tiny synthetic corpus: outputs and invariants."""
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -9,6 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from research.fedrec.data import corpus
+from research.fedrec.privacy import accounting
+from research.fedrec.privacy import aggregation
 from research.fedrec.data import splits
 from research.fedrec.data import synthetic
 from research.fedrec.training import centralized
@@ -122,6 +125,70 @@ class ExperimentTest(absltest.TestCase):
       _config('/unused', 'x', algorithm=experiment.Algorithm.FEDAVG,
               split=splits.SplitConfig(kind=splits.SplitKind.USER_DISJOINT))
 
+
+
+class PrivacyExperimentTest(absltest.TestCase):
+
+  def _epsilons(self, out):
+    with open(os.path.join(out, 'metrics.csv')) as f:
+      return [float(r['privacy/epsilon']) for r in csv.DictReader(f)]
+
+  def test_dp_run_reports_epsilon_resumes_and_stops_at_budget(self):
+    root = self.create_tempdir().full_path
+    dp = aggregation.DPConfig(mechanism=aggregation.Mechanism.FIXED,
+                              noise_multiplier=2.0, clip=0.3)
+    config = _config(root, 'dp', dp=dp, clients_per_round=6,
+                     run_centralized_baseline=False,
+                     loop=loop.LoopConfig(total_rounds=2, checkpoint_every=1,
+                                          progress=False))
+    experiment.run_experiment(config, log=lambda _: None)
+    # Resumed for 2 more rounds: the accountant continues from round 2.
+    summary = experiment.run_experiment(
+        dataclasses.replace(config, loop=dataclasses.replace(
+            config.loop, total_rounds=4)), log=lambda _: None)
+    setting = accounting.PrivacySetting(
+        30, 6, accounting.Sampling.UNIFORM, accounting.default_delta(30))
+    expected = [setting.epsilon(2.0, r) for r in range(1, 5)]
+    out = os.path.join(root, 'dp')
+    self.assertEqual(self._epsilons(out), expected)
+    privacy = summary['privacy']
+    self.assertEqual(privacy['epsilon'], expected[-1])
+    self.assertEqual(privacy['rounds'], 4)
+    self.assertEqual(privacy['noise_multiplier'], 2.0)
+    self.assertIn("one user's entire rating history", privacy['statement'])
+    with open(os.path.join(out, 'metrics.csv')) as f:
+      row = next(csv.DictReader(f))
+    self.assertEqual(float(row['bytes_per_client']), 4 * (40 * 17 + 1) + 4)
+    self.assertEqual(float(row['aggregator/zeroed_count']), 0.0)
+
+    # A budget between rounds 2 and 3 stops training after round 2.
+    stopped = dataclasses.replace(
+        config, experiment_name='stopped',
+        dp=dataclasses.replace(dp, stop_at_epsilon=(expected[1] +
+                                                    expected[2]) / 2),
+        loop=dataclasses.replace(config.loop, total_rounds=4))
+    summary = experiment.run_experiment(stopped, log=lambda _: None)
+    self.assertEqual(self._epsilons(os.path.join(root, 'stopped')),
+                     expected[:2])
+    self.assertEqual(summary['privacy']['rounds'], 2)
+
+  def test_target_epsilon_is_met_and_weighting_forced_uniform(self):
+    root = self.create_tempdir().full_path
+    config = _config(
+        root, 'target', run_centralized_baseline=False, clients_per_round=12,
+        dp=aggregation.DPConfig(mechanism=aggregation.Mechanism.ADAPTIVE,
+                                target_epsilon=8.0))
+    self.assertFalse(config.weighted)
+    messages = []
+    summary = experiment.run_experiment(config, log=messages.append)
+    self.assertBetween(summary['privacy']['epsilon'], 0.99 * 8.0, 8.0)
+    self.assertTrue(any('weighted uniformly under DP' in m for m in messages))
+    with self.assertRaisesRegex(ValueError, 'needs --clients_per_round > '):
+      experiment.run_experiment(
+          _config(root, 'too_few', clients_per_round=3,
+                  dp=aggregation.DPConfig(
+                      mechanism=aggregation.Mechanism.ADAPTIVE,
+                      noise_multiplier=1.0)), log=lambda _: None)
 
 if __name__ == '__main__':
   absltest.main()

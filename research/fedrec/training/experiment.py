@@ -41,6 +41,9 @@ from research.fedrec.data import pipelines
 from research.fedrec.data import splits as splits_lib
 from research.fedrec.inference import export as export_lib
 from research.fedrec.models import mf
+from research.fedrec.privacy import accounting
+from research.fedrec.privacy import aggregation as aggregation_lib
+from research.fedrec.privacy import statement
 from research.fedrec.training import centralized as centralized_lib
 from research.fedrec.training import exporting
 from research.fedrec.training import loop as loop_lib
@@ -103,7 +106,11 @@ class ExperimentConfig:
       default_factory=lambda: loop_lib.LoopConfig(total_rounds=100))
   clients_per_round: int = 50
   sampling: sampling_lib.SamplingScheme = sampling_lib.SamplingScheme.UNIFORM
-  uniform_weighting: bool = False
+  uniform_weighting: bool = False  # Always uniform under DP.
+  dp: aggregation_lib.DPConfig = dataclasses.field(
+      default_factory=aggregation_lib.DPConfig)
+  aggregation: aggregation_lib.AggregationConfig = dataclasses.field(
+      default_factory=aggregation_lib.AggregationConfig)
   # 0 = all validation clients at each periodic evaluation.
   eval_clients: int = 0
   centralized: centralized_lib.CentralizedConfig = dataclasses.field(
@@ -120,6 +127,11 @@ class ExperimentConfig:
       raise ValueError('--clients_per_round must be >= 1.')
     if self.eval_clients < 0:
       raise ValueError('--eval_clients must be >= 0.')
+    if self.algorithm == Algorithm.CENTRALIZED and (
+        self.dp.enabled or self.aggregation.secure_aggregation or
+        self.aggregation.compression != aggregation_lib.Compression.NONE):
+      raise ValueError('--dp, --secure_aggregation and --compression apply to '
+                       'federated algorithms, not --algorithm=centralized.')
     if (self.algorithm == Algorithm.FEDAVG and
         self.split.kind == splits_lib.SplitKind.USER_DISJOINT):
       raise ValueError(
@@ -130,6 +142,11 @@ class ExperimentConfig:
   @property
   def output_dir(self) -> str:
     return os.path.join(self.root_output_dir, self.experiment_name)
+
+  @property
+  def weighted(self) -> bool:
+    """Clients weighted by examples: never under DP (one user, one vote)."""
+    return not (self.uniform_weighting or self.dp.enabled)
 
 
 def load_config(experiment_dir: str) -> 'ExperimentConfig':
@@ -233,28 +250,77 @@ class _Evaluator:
 
 
 def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
-                   store_path: str, model_config: mf.MFConfig):
+                   store_path: str, model_config: mf.MFConfig,
+                   noise_multiplier: Optional[float] = None):
+  """The training process, with the configured model-update aggregator."""
   optimizers = config.optimizers.create()
+  aggregator = aggregation_lib.build_aggregator(
+      config.dp, config.aggregation, noise_multiplier,
+      config.clients_per_round, weighted=config.weighted)
   if config.algorithm == Algorithm.FEDRECON:
     return fed_recon.build_training_process(
         model_config, data.num_items, config.recon, optimizers,
-        config.pipeline, store_path,
-        uniform_weighting=config.uniform_weighting)
+        config.pipeline, store_path, model_aggregator=aggregator,
+        uniform_weighting=not config.weighted)
   return fed_avg.build_training_process(
       model_config, data.num_items, data.num_users, optimizers,
-      config.pipeline, store_path,
-      uniform_weighting=config.uniform_weighting)
+      config.pipeline, store_path, model_aggregator=aggregator,
+      uniform_weighting=not config.weighted)
+
+
+def resolve_privacy(config: ExperimentConfig, num_training_users: int,
+                    log=print) -> Optional[accounting.RoundAccountant]:
+  """The run's accountant under DP (noise calibrated if a target is given).
+
+  Raises:
+    ValueError: impossible settings (one line).
+  """
+  if not config.dp.enabled:
+    return None
+  dp = config.dp
+  setting = accounting.PrivacySetting(
+      num_users=num_training_users,
+      clients_per_round=config.clients_per_round,
+      sampling=accounting.Sampling(config.sampling.value),
+      delta=(dp.target_delta if dp.target_delta is not None else
+             accounting.default_delta(num_training_users)),
+      accountant=dp.accountant)
+  if dp.noise_multiplier is not None:
+    noise = dp.noise_multiplier
+  else:
+    noise = setting.calibrate(dp.target_epsilon, config.loop.total_rounds)
+  if dp.mechanism == aggregation_lib.Mechanism.ADAPTIVE:
+    aggregation_lib.check_adaptive_noise(noise, config.clients_per_round)
+  accountant = accounting.RoundAccountant(setting, noise,
+                                          dp.stop_at_epsilon)
+  planned = setting.epsilon(noise, config.loop.total_rounds)
+  log(f'DP ({dp.mechanism.value} clipping): noise multiplier {noise:.4f}'
+      + (f' (calibrated for epsilon {dp.target_epsilon:g})'
+         if dp.noise_multiplier is None else '')
+      + f', delta {setting.delta:.3g}, q {setting.sampling_probability:.4f}, '
+      f'epsilon {planned:.4g} after {config.loop.total_rounds} rounds '
+      f'({dp.accountant.value.upper()}). Clients are weighted uniformly under '
+      'DP.')
+  return accountant
 
 
 def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
                    split: splits_lib.Split, store_path: str,
-                   model_config: mf.MFConfig):
+                   model_config: mf.MFConfig,
+                   accountant: Optional[accounting.RoundAccountant]):
   """Trains the federated algorithm.
 
   Returns:
     Its final test metrics and the trained model as a Keras model.
   """
-  process = build_process(config, data, store_path, model_config)
+  process = build_process(
+      config, data, store_path, model_config,
+      accountant.noise_multiplier if accountant is not None else None)
+  update_shapes = [
+      w.shape for w in process.get_model_weights(process.initialize()).trainable]
+  static_metrics = {'bytes_per_client': float(
+      aggregation_lib.bytes_per_client(update_shapes, config.dp,
+                                       config.aggregation, config.weighted))}
   sampler = sampling_lib.ClientSampler(
       client_store.get_client_ids(store_path, client_store.TRAIN),
       config.clients_per_round, config.sampling, config.seed)
@@ -282,7 +348,7 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
   ]
   state, _ = loop_lib.run_training_loop(
       process, sampler.sample, count_examples, evaluate_val, config.loop,
-      state_manager, release_managers)
+      state_manager, release_managers, accountant, static_metrics)
   weights = process.get_model_weights(state)
   keras_model = exporting.keras_model_of(
       model_config, data.num_items,
@@ -329,13 +395,15 @@ def run_experiment(config: ExperimentConfig,
       f'{len(split.test.query)} test ratings.')
 
   results = collections.OrderedDict()
+  accountant = resolve_privacy(
+      config, int(np.unique(split.train.users).size), log)
   if config.algorithm != Algorithm.CENTRALIZED:
     store_path = client_store.create_client_store(
         split, config.cache_dir or os.path.join(config.root_output_dir,
                                                 'cache'))
-    with runtime.local_runtime():
+    with runtime.local_runtime(config.aggregation.secure_aggregation):
       results[config.algorithm.value], trained = _run_federated(
-          config, data, split, store_path, model_config)
+          config, data, split, store_path, model_config, accountant)
   if (config.algorithm == Algorithm.CENTRALIZED or
       config.run_centralized_baseline):
     log('Training the centralized baseline ...')
@@ -358,6 +426,7 @@ def run_experiment(config: ExperimentConfig,
       test_ratings=len(split.test.query),
       test_metrics=results,
       noise_floor_test_rmse=data.noise_floor_rmse(split.test.query),
+      privacy=_privacy_summary(config, accountant),
       wall_seconds=time.time() - started,
   )
   write_json_atomically(os.path.join(config.output_dir, 'summary.json'),
@@ -368,6 +437,30 @@ def run_experiment(config: ExperimentConfig,
         metrics_csv, os.path.join(config.output_dir, 'learning_curves.png'),
         reference_lines=_reference_lines(summary))
   return summary
+
+
+def _privacy_summary(config: ExperimentConfig,
+                     accountant: Optional[accounting.RoundAccountant]):
+  """The privacy block of summary.json, with its plain-language statement."""
+  if accountant is None:
+    return collections.OrderedDict(
+        mechanism='none',
+        statement=statement.privacy_statement(config.algorithm.value, 'none'))
+  setting = accountant.setting
+  return collections.OrderedDict(
+      mechanism=config.dp.mechanism.value,
+      noise_multiplier=accountant.noise_multiplier,
+      target_epsilon=config.dp.target_epsilon,
+      epsilon=accountant.epsilon,
+      delta=setting.delta,
+      rounds=accountant.rounds,
+      sampling=setting.sampling.value,
+      sampling_probability=setting.sampling_probability,
+      accountant=setting.accountant.value,
+      statement=statement.privacy_statement(
+          config.algorithm.value, config.dp.mechanism.value,
+          accountant.epsilon, setting.delta, accountant.rounds,
+          setting.sampling.value, setting.accountant.value))
 
 
 def _reference_lines(summary) -> dict[str, float]:

@@ -14,11 +14,13 @@ import asyncio
 import collections
 import dataclasses
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow_federated as tff
 import tqdm
+
+from research.fedrec.privacy import accounting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +52,11 @@ def flatten_metrics(metrics: Any, prefix: str = '') -> collections.OrderedDict:
 
 
 def _train_metrics(output) -> collections.OrderedDict:
-  """The client-work training metrics of a learning process output."""
-  train = output.metrics['client_work']['train']
-  return flatten_metrics(train, 'train/')
+  """Client-work training metrics and the aggregator's measurements."""
+  metrics = flatten_metrics(output.metrics['client_work']['train'], 'train/')
+  metrics.update(flatten_metrics(output.metrics.get('aggregator', {}),
+                                 'aggregator/'))
+  return metrics
 
 
 def run_training_loop(
@@ -63,6 +67,8 @@ def run_training_loop(
     config: LoopConfig,
     state_manager: tff.program.ProgramStateManager,
     release_managers: Sequence[tff.program.ReleaseManager],
+    accountant: Optional[accounting.RoundAccountant] = None,
+    static_metrics: Optional[dict[str, float]] = None,
 ) -> tuple[Any, collections.OrderedDict]:
   """Runs (or resumes) `config.total_rounds` rounds of `process`.
 
@@ -74,17 +80,32 @@ def run_training_loop(
     config: Rounds and cadences.
     state_manager: Saves and loads `{state, round}` checkpoints.
     release_managers: Receive each round's metrics, keyed by round.
+    accountant: Under DP: composes each round's event, reports epsilon, and
+      stops training before a round that would exceed its budget. Its state
+      (rounds composed) is saved in and restored from the checkpoints.
+    static_metrics: Values reported every round (e.g. bytes per client).
 
   Returns:
     The final learning state and the metrics of the last round.
   """
   initial_state = process.initialize()
   structure = collections.OrderedDict(state=initial_state, round=0)
+  if accountant is not None:
+    structure['privacy_rounds'] = 0
   saved, _ = _run(state_manager.load_latest(structure))
   if saved is None:
     state, start_round = initial_state, 0
   else:
     state, start_round = saved['state'], int(saved['round'])
+  if accountant is not None:
+    accountant.restore(0 if saved is None else int(saved['privacy_rounds']))
+
+  def checkpoint(round_num):
+    value = collections.OrderedDict(state=state, round=round_num)
+    if accountant is not None:
+      value['privacy_rounds'] = accountant.rounds
+    _run(state_manager.save(value, round_num))
+
   metrics = collections.OrderedDict()
   shown = collections.OrderedDict()  # Keeps the last validation RMSE shown.
   bar = tqdm.tqdm(total=config.total_rounds, initial=start_round,
@@ -94,6 +115,14 @@ def run_training_loop(
     bar.write(f'Resuming after round {start_round} from the checkpoint.')
   try:
     for round_num in range(start_round + 1, config.total_rounds + 1):
+      if accountant is not None and accountant.would_exceed_budget():
+        bar.write(f'Stopping before round {round_num}: it would take epsilon '
+                  f'past --stop_at_epsilon={accountant.stop_at_epsilon:g} '
+                  f'(now {accountant.epsilon:.4g}).')
+        if round_num - 1 > start_round and (
+            (round_num - 1) % config.checkpoint_every):
+          checkpoint(round_num - 1)
+        break
       clients = list(sample_clients(round_num))
       started = time.perf_counter()
       output = process.next(state, clients)
@@ -104,14 +133,17 @@ def run_training_loop(
           clients=len(clients), round_seconds=seconds,
           examples_per_second=examples / seconds if seconds > 0 else 0.0)
       metrics.update(_train_metrics(output))
+      metrics.update(static_metrics or {})
+      if accountant is not None:
+        accountant.compose()
+        metrics['privacy/epsilon'] = accountant.epsilon
       last = round_num == config.total_rounds
       if last or (config.eval_every and round_num % config.eval_every == 0):
         metrics.update(evaluate(process.get_model_weights(state), round_num))
       for manager in release_managers:
         _run(manager.release(metrics, key=round_num))
       if last or round_num % config.checkpoint_every == 0:
-        _run(state_manager.save(
-            collections.OrderedDict(state=state, round=round_num), round_num))
+        checkpoint(round_num)
       shown.update(_postfix(metrics))
       bar.set_postfix(shown, refresh=False)
       bar.update(1)
@@ -125,5 +157,7 @@ def _postfix(metrics: collections.OrderedDict) -> collections.OrderedDict:
   for key in ('train/rmse', 'val/rmse'):
     if key in metrics:
       postfix[key.replace('/', '_')] = f'{metrics[key]:.4f}'
+  if 'privacy/epsilon' in metrics:
+    postfix['eps'] = f'{metrics["privacy/epsilon"]:.3g}'
   postfix['ex/s'] = f'{metrics["examples_per_second"]:.0f}'
   return postfix

@@ -32,8 +32,13 @@ _GRACE_SECONDS = 10.0
 _exit_hook_registered = False
 
 
-def start() -> None:
-  """Makes a fresh local C++ execution context the default."""
+def start(secure_aggregation: bool = False) -> None:
+  """Makes a fresh local C++ execution context the default.
+
+  With `secure_aggregation`, TFF's test context, which runs the secure-sum
+  intrinsics as plain sums after the factories' client-side integer encoding
+  (so results are those of a real secure aggregation, without the protocol).
+  """
   global _exit_hook_registered
   if not _exit_hook_registered:
     atexit.register(_stop_workers)
@@ -42,7 +47,10 @@ def start() -> None:
       signal.getsignal(signal.SIGINT) == signal.SIG_IGN):
     # Spawned children inherit an ignored SIGINT; TFF stops its worker with it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-  tff.backends.native.set_sync_local_cpp_execution_context()
+  if secure_aggregation:
+    tff.backends.test.set_sync_test_cpp_execution_context()
+  else:
+    tff.backends.native.set_sync_local_cpp_execution_context()
 
 
 def _worker_children() -> list[psutil.Process]:
@@ -95,9 +103,9 @@ def shutdown() -> None:
 
 
 @contextlib.contextmanager
-def local_runtime():
+def local_runtime(secure_aggregation: bool = False):
   """Runs the body with a fresh local runtime and stops it afterwards."""
-  start()
+  start(secure_aggregation)
   try:
     yield
   finally:

@@ -62,9 +62,14 @@ def load_run(experiment_dir: str) -> TrainedRun:
   checkpoints = os.path.join(experiment_dir, 'checkpoints')
   store_path = client_store.create_client_store(
       split, config.cache_dir or os.path.join(config.root_output_dir, 'cache'))
-  process = experiment_lib.build_process(config, data, store_path,
-                                         model_config)
+  accountant = experiment_lib.resolve_privacy(
+      config, int(np.unique(split.train.users).size), log=lambda _: None)
+  process = experiment_lib.build_process(
+      config, data, store_path, model_config,
+      None if accountant is None else accountant.noise_multiplier)
   structure = collections.OrderedDict(state=process.initialize(), round=0)
+  if accountant is not None:
+    structure['privacy_rounds'] = 0
   manager = tff.program.FileProgramStateManager(checkpoints)
   saved, _ = asyncio.run(manager.load_latest(structure))
   if saved is None:

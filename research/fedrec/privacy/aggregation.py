@@ -1,0 +1,258 @@
+"""The model-update aggregator: DP, secure aggregation, compression, zeroing.
+
+`build_aggregator` composes TFF aggregation factories, outermost first:
+
+1. Non-finite guard: a client update holding NaN or Inf is mapped to +Inf so
+   that the zeroing below catches it (TFF's zeroing compares norms with `>`,
+   which a NaN norm never satisfies).
+2. Adaptive zeroing (`tff.learning`'s default: the zeroing norm tracks the
+   98th percentile of update norms, times 2, plus 1): a corrupted or absurdly
+   large update is replaced by zeros and counted in `zeroed_count`.
+3. The mean:
+   * `--dp=fixed` / `adaptive`: tensorflow-privacy's Gaussian query through
+     `tff.aggregators.DifferentiallyPrivateFactory` (fixed L2 clip, McMahan et
+     al. 2018; or adaptive clipping, Andrew et al. 2021). The sum of clipped
+     updates gets N(0, (z C)^2) noise and is divided by the expected number of
+     clients per round. Clients are unweighted.
+   * otherwise TFF's (weighted or unweighted) mean.
+4. The sum of (clipped) updates: with `--secure_aggregation`, TFF's
+   `SecureSumFactory` (bounded integer secure sum; under fixed-clip DP the
+   bounds are +-C, so DP noise is added to the securely summed clipped
+   updates); with `--compression=quantize`, TFF's
+   `EncodedSumFactory.quantize_above_threshold` (uniform quantization of every
+   tensor with more than 20,000 values); else the plain sum.
+
+`bytes_per_client` is the size of what one client uploads per round under
+that configuration, computed from the update's tensor shapes and the
+encodings' formats.
+"""
+
+import dataclasses
+import enum
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from research.fedrec.privacy import accounting
+
+QUANTIZE_THRESHOLD = 20_000  # Tensors at most this large stay float32.
+
+
+class Mechanism(enum.Enum):
+  NONE = 'none'
+  FIXED = 'fixed'
+  ADAPTIVE = 'adaptive'
+
+
+class Compression(enum.Enum):
+  NONE = 'none'
+  QUANTIZE = 'quantize'
+
+
+@dataclasses.dataclass(frozen=True)
+class DPConfig:
+  """User-level DP settings (`--dp` and friends)."""
+
+  mechanism: Mechanism = Mechanism.NONE
+  noise_multiplier: Optional[float] = None
+  target_epsilon: Optional[float] = None
+  target_delta: Optional[float] = None  # None: 1 / num_users^1.1.
+  clip: float = 0.5  # Fixed clip, or the adaptive clip's initial value.
+  target_quantile: float = 0.5
+  clip_learning_rate: float = 0.2
+  accountant: accounting.AccountantKind = accounting.AccountantKind.RDP
+  stop_at_epsilon: Optional[float] = None
+
+  @property
+  def enabled(self) -> bool:
+    return self.mechanism != Mechanism.NONE
+
+  def __post_init__(self):
+    if not self.enabled:
+      for name in ('noise_multiplier', 'target_epsilon', 'stop_at_epsilon'):
+        if getattr(self, name) is not None:
+          raise ValueError(f'--{name} needs --dp=fixed or --dp=adaptive.')
+      return
+    if (self.noise_multiplier is None) == (self.target_epsilon is None):
+      raise ValueError(f'--dp={self.mechanism.value} needs exactly one of '
+                       '--dp_noise_multiplier and --target_epsilon.')
+    if self.noise_multiplier is not None and self.noise_multiplier < 0:
+      raise ValueError(f'--dp_noise_multiplier={self.noise_multiplier:g} '
+                       'must be >= 0.')
+    if self.target_epsilon is not None and not self.target_epsilon > 0:
+      raise ValueError(f'--target_epsilon={self.target_epsilon:g} must be > '
+                       '0.')
+    if self.target_delta is not None and not 0 < self.target_delta < 1:
+      raise ValueError(f'--target_delta={self.target_delta:g} must be in '
+                       '(0, 1).')
+    if self.stop_at_epsilon is not None and not self.stop_at_epsilon > 0:
+      raise ValueError(f'--stop_at_epsilon={self.stop_at_epsilon:g} must be '
+                       '> 0.')
+    if not self.clip > 0:
+      raise ValueError(f'--dp_clip={self.clip:g} must be > 0.')
+    if not 0 < self.target_quantile < 1:
+      raise ValueError(f'--dp_target_quantile={self.target_quantile:g} must '
+                       'be in (0, 1).')
+    if self.clip_learning_rate < 0:
+      raise ValueError('--dp_clip_learning_rate must be >= 0.')
+
+
+@dataclasses.dataclass(frozen=True)
+class AggregationConfig:
+  """How client updates travel and are combined (besides DP)."""
+
+  secure_aggregation: bool = False
+  compression: Compression = Compression.NONE
+  quantization_bits: int = 8
+  zeroing: bool = True
+
+  def __post_init__(self):
+    if not 1 <= self.quantization_bits <= 16:
+      raise ValueError(f'--quantization_bits={self.quantization_bits} must '
+                       'be in 1..16.')
+    if self.secure_aggregation and self.compression != Compression.NONE:
+      raise ValueError('--secure_aggregation and --compression=quantize '
+                       'cannot be combined (secure aggregation sums bounded '
+                       'integers of its own).')
+
+
+def check_adaptive_noise(noise_multiplier: float,
+                         clients_per_round: float) -> None:
+  """Adaptive clipping spends part of the noise on the clipped-count estimate.
+
+  TFF's split needs clients_per_round > 10 x noise multiplier, else the
+  update's share of the noise would be infinite.
+  """
+  if clients_per_round <= 10 * noise_multiplier:
+    raise ValueError(
+        f'--dp=adaptive with noise multiplier {noise_multiplier:.4g} needs '
+        f'--clients_per_round > {10 * noise_multiplier:.4g} (10 x the noise '
+        f'multiplier); got {clients_per_round:g}.')
+
+
+class _NonFiniteToInf:
+  """Maps NaN/Inf entries of each client's update to +Inf, then `inner`."""
+
+  def __init__(self, inner):
+    self._inner = inner
+
+  def create(self, value_type, *weight_type):
+    inner = self._inner.create(value_type, *weight_type)
+
+    @tff.tensorflow.computation(value_type)
+    def sanitize(value):
+      return tf.nest.map_structure(
+          lambda t: tf.where(tf.math.is_finite(t), t,
+                             tf.constant(np.inf, t.dtype)), value)
+
+    if weight_type:
+      @tff.federated_computation(inner.next.type_signature.parameter)
+      def next_fn(state, value, weight):
+        return inner.next(state, tff.federated_map(sanitize, value), weight)
+    else:
+      @tff.federated_computation(inner.next.type_signature.parameter)
+      def next_fn(state, value):
+        return inner.next(state, tff.federated_map(sanitize, value))
+
+    return tff.templates.AggregationProcess(inner.initialize, next_fn)
+
+
+class _UnweightedGuard(_NonFiniteToInf,
+                       tff.aggregators.UnweightedAggregationFactory):
+  pass
+
+
+class _WeightedGuard(_NonFiniteToInf,
+                     tff.aggregators.WeightedAggregationFactory):
+  pass
+
+
+def _default_zeroing(inner):
+  """`tff.learning`'s adaptive zeroing (see the module docstring)."""
+  zeroing_norm = tff.aggregators.PrivateQuantileEstimationProcess.no_noise(
+      initial_estimate=10.0, target_quantile=0.98,
+      learning_rate=math.log(10.0), multiplier=2.0, increment=1.0)
+  return tff.aggregators.zeroing_factory(zeroing_norm, inner)
+
+
+def build_aggregator(dp: DPConfig, aggregation: AggregationConfig,
+                     noise_multiplier: Optional[float],
+                     clients_per_round: int, weighted: bool):
+  """The model aggregator factory (None: TFF's default weighted mean).
+
+  Args:
+    dp: DP settings.
+    aggregation: Secure aggregation, compression, zeroing.
+    noise_multiplier: The resolved (given or calibrated) noise multiplier.
+    clients_per_round: Expected clients per round (the DP denominator).
+    weighted: Whether clients are weighted by examples (never under DP).
+  """
+  if aggregation.secure_aggregation:
+    bound = dp.clip if dp.mechanism == Mechanism.FIXED else float(2**20 - 1)
+    if dp.mechanism == Mechanism.ADAPTIVE:
+      raise ValueError('--secure_aggregation with --dp=adaptive is not '
+                       'supported: the secure sum needs a fixed bound; use '
+                       '--dp=fixed.')
+    record_sum = tff.aggregators.SecureSumFactory(bound, -bound)
+  elif aggregation.compression == Compression.QUANTIZE:
+    record_sum = tff.aggregators.EncodedSumFactory.quantize_above_threshold(
+        quantization_bits=aggregation.quantization_bits,
+        threshold=QUANTIZE_THRESHOLD)
+  else:
+    record_sum = None
+
+  if dp.enabled:
+    if dp.mechanism == Mechanism.FIXED:
+      factory = tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
+          noise_multiplier, clients_per_round, dp.clip)
+    else:
+      check_adaptive_noise(noise_multiplier, clients_per_round)
+      factory = tff.aggregators.DifferentiallyPrivateFactory.gaussian_adaptive(
+          noise_multiplier, clients_per_round,
+          initial_l2_norm_clip=dp.clip,
+          target_unclipped_quantile=dp.target_quantile,
+          learning_rate=dp.clip_learning_rate)
+    if record_sum is not None:
+      # The classmethods build the tensorflow-privacy query but take no record
+      # aggregator; rebuild the factory around the same query.
+      factory = tff.aggregators.DifferentiallyPrivateFactory(
+          factory._query, record_sum)  # pylint: disable=protected-access
+  elif weighted:
+    factory = tff.aggregators.MeanFactory(value_sum_factory=record_sum)
+  else:
+    factory = tff.aggregators.UnweightedMeanFactory(value_sum_factory=record_sum)
+  if aggregation.zeroing:
+    factory = _default_zeroing(factory)
+  if isinstance(factory, tff.aggregators.WeightedAggregationFactory):
+    return _WeightedGuard(factory)
+  return _UnweightedGuard(factory)
+
+
+def bytes_per_client(update_shapes: Sequence[Sequence[int]], dp: DPConfig,
+                     aggregation: AggregationConfig, weighted: bool) -> int:
+  """Bytes one client uploads per round (payload, not protocol overhead).
+
+  float32 values take 4 bytes; a quantized tensor takes `bits` bits per value
+  packed into int32 words plus its min and max (8 bytes); secure aggregation
+  sends each value as a 32-bit integer. Adaptive clipping adds the clipped
+  indicator and zeroing the over-threshold indicator (4 bytes each); a
+  weighted mean adds the weight.
+  """
+  total = 0
+  for shape in update_shapes:
+    size = int(np.prod(shape, dtype=np.int64))
+    if (aggregation.compression == Compression.QUANTIZE and
+        size > QUANTIZE_THRESHOLD):
+      total += 4 * math.ceil(size * aggregation.quantization_bits / 32) + 8
+    else:
+      total += 4 * size
+  if dp.mechanism == Mechanism.ADAPTIVE:
+    total += 4
+  if aggregation.zeroing:
+    total += 4
+  if weighted and not dp.enabled:
+    total += 4
+  return total

@@ -1,0 +1,109 @@
+"""Tests of the user-level privacy accounting."""
+
+import math
+
+import dp_accounting
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from research.fedrec.privacy import accounting
+
+_Sampling = accounting.Sampling
+_Kind = accounting.AccountantKind
+
+
+def _gaussian_delta(epsilon, sigma):
+  """delta(epsilon) of one Gaussian release, sensitivity 1 (Balle & Wang
+  2018, Theorem 8)."""
+  phi = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))
+  return (phi(1 / (2 * sigma) - epsilon * sigma) -
+          math.exp(epsilon) * phi(-1 / (2 * sigma) - epsilon * sigma))
+
+
+def _gaussian_epsilon(delta, sigma):
+  low, high = 0.0, 100.0
+  for _ in range(200):
+    mid = (low + high) / 2
+    low, high = (mid, high) if _gaussian_delta(mid, sigma) > delta else (
+        low, mid)
+  return high
+
+
+class AccountingTest(parameterized.TestCase):
+
+  def test_default_delta(self):
+    self.assertAlmostEqual(accounting.default_delta(1000), 1000**-1.1)
+
+  def test_one_gaussian_release_matches_closed_form(self):
+    # Every user every round (q = 1), one round: a plain Gaussian mechanism.
+    setting = accounting.PrivacySetting(100, 100, _Sampling.POISSON, 1e-5,
+                                        _Kind.PLD)
+    expected = _gaussian_epsilon(1e-5, 2.0)
+    self.assertAlmostEqual(setting.epsilon(2.0, 1), expected,
+                           delta=0.01 * expected)
+    # RDP is an upper bound on the exact value.
+    rdp = accounting.PrivacySetting(100, 100, _Sampling.POISSON, 1e-5)
+    self.assertBetween(rdp.epsilon(2.0, 1), expected, 1.3 * expected)
+
+  def test_poisson_matches_dp_accounting_composed_directly(self):
+    setting = accounting.PrivacySetting(943, 50, _Sampling.POISSON, 1e-4,
+                                        _Kind.PLD)
+    direct = dp_accounting.pld.PLDAccountant(
+        value_discretization_interval=1e-3)
+    direct.compose(dp_accounting.PoissonSampledDpEvent(
+        50 / 943, dp_accounting.GaussianDpEvent(1.1)), 40)
+    self.assertEqual(setting.epsilon(1.1, 40), direct.get_epsilon(1e-4))
+    rdp = accounting.PrivacySetting(943, 50, _Sampling.POISSON, 1e-4)
+    direct = dp_accounting.rdp.RdpAccountant()  # Its default orders.
+    direct.compose(dp_accounting.PoissonSampledDpEvent(
+        50 / 943, dp_accounting.GaussianDpEvent(1.1)), 40)
+    # Our order set contains the default one, so ours is at most theirs.
+    self.assertBetween(rdp.epsilon(1.1, 40), 0.95 * direct.get_epsilon(1e-4),
+                       direct.get_epsilon(1e-4) + 1e-12)
+
+  def test_fixed_size_is_replace_one_with_half_the_noise(self):
+    setting = accounting.PrivacySetting(943, 50, _Sampling.UNIFORM, 1e-4)
+    direct = dp_accounting.rdp.RdpAccountant(
+        accounting._RDP_ORDERS, dp_accounting.NeighboringRelation.REPLACE_ONE)
+    direct.compose(dp_accounting.SampledWithoutReplacementDpEvent(
+        943, 50, dp_accounting.GaussianDpEvent(0.75)), 30)
+    self.assertEqual(setting.epsilon(1.5, 30), direct.get_epsilon(1e-4))
+    self.assertEqual(setting.epsilon(1.5, 0), 0.0)
+
+  @parameterized.parameters(
+      (_Sampling.UNIFORM, _Kind.RDP, 4.0),
+      (_Sampling.POISSON, _Kind.RDP, 2.0),
+      (_Sampling.POISSON, _Kind.PLD, 1.0),
+  )
+  def test_calibration_round_trips(self, sampling, kind, target):
+    setting = accounting.PrivacySetting(943, 50, sampling, 1e-4, kind)
+    noise = setting.calibrate(target, 50)
+    self.assertBetween(setting.epsilon(noise, 50), 0.99 * target, target)
+    self.assertGreater(setting.epsilon(0.97 * noise, 50), target)
+
+  def test_round_accountant_restores_and_stops(self):
+    setting = accounting.PrivacySetting(943, 50, _Sampling.UNIFORM, 1e-4)
+    accountant = accounting.RoundAccountant(setting, 2.0,
+                                            stop_at_epsilon=setting.epsilon(
+                                                2.0, 3))
+    for _ in range(3):
+      self.assertFalse(accountant.would_exceed_budget())
+      accountant.compose()
+    self.assertTrue(accountant.would_exceed_budget())
+    resumed = accounting.RoundAccountant(setting, 2.0)
+    resumed.restore(3)
+    self.assertEqual(resumed.epsilon, accountant.epsilon)
+    self.assertEqual(resumed.epsilon, setting.epsilon(2.0, 3))
+
+  def test_invalid_settings(self):
+    with self.assertRaisesRegex(ValueError, r'delta=1 must be in'):
+      accounting.PrivacySetting(10, 5, _Sampling.POISSON, 1.0)
+    with self.assertRaisesRegex(ValueError, 'no event for fixed-size'):
+      accounting.PrivacySetting(10, 5, _Sampling.UNIFORM, 1e-3, _Kind.PLD)
+    setting = accounting.PrivacySetting(10, 5, _Sampling.POISSON, 1e-3)
+    with self.assertRaisesRegex(ValueError, r'--target_epsilon=0 must be > 0'):
+      setting.calibrate(0.0, 10)
+
+
+if __name__ == '__main__':
+  absltest.main()
