@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 from absl import flags
 from absl.testing import absltest
@@ -32,7 +33,10 @@ def _main(*args):
     FLAGS.unparse_flags()
     FLAGS(['recommend', *args])
     code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    # Library deprecation warnings (printed once per process) are not ours.
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+        warnings.catch_warnings():
+      warnings.simplefilter('ignore')
       try:
         recommend.main(['recommend'])
       except SystemExit as e:
