@@ -104,9 +104,11 @@ class AggregationTest(absltest.TestCase):
     quantized = aggregation.AggregationConfig(
         compression=aggregation.Compression.QUANTIZE, quantization_bits=8,
         zeroing=False)
+    # 8-bit values packed 28 bits to an int32 word (3.5 values per word),
+    # plus the range (2 floats): 26,912 values -> 7,690 words.
     self.assertEqual(
         aggregation.bytes_per_client(shapes, none, quantized, False),
-        26912 + 8 + 4 * (1682 + 1))
+        4 * 7690 + 8 + 4 * (1682 + 1))
     adaptive = aggregation.DPConfig(
         mechanism=aggregation.Mechanism.ADAPTIVE, noise_multiplier=1.0)
     self.assertEqual(

@@ -190,5 +190,30 @@ class PrivacyExperimentTest(absltest.TestCase):
                       mechanism=aggregation.Mechanism.ADAPTIVE,
                       noise_multiplier=1.0)), log=lambda _: None)
 
+  def test_every_aggregation_configuration_trains(self):
+    root = self.create_tempdir().full_path
+    fixed = aggregation.DPConfig(mechanism=aggregation.Mechanism.FIXED,
+                                 noise_multiplier=0.5, clip=0.3)
+    for name, overrides, expected_bytes in (
+        ('fedavg_dp', dict(algorithm=experiment.Algorithm.FEDAVG, dp=fixed),
+         4 * (30 * 17 + 40 * 17 + 1) + 4),
+        ('secure_dp', dict(dp=fixed, aggregation=aggregation.AggregationConfig(
+            secure_aggregation=True)), 4 * (40 * 17 + 1) + 4),
+        ('quantized', dict(aggregation=aggregation.AggregationConfig(
+            compression=aggregation.Compression.QUANTIZE, zeroing=False)),
+         4 * (40 * 17 + 1) + 4),  # Small tensors stay float32 (+ weight).
+    ):
+      config = _config(root, name, run_centralized_baseline=False,
+                       loop=loop.LoopConfig(total_rounds=1, progress=False),
+                       **overrides)
+      summary = experiment.run_experiment(config, log=lambda _: None)
+      metrics = summary['test_metrics'][config.algorithm.value]
+      self.assertTrue(np.isfinite(metrics['rmse']), name)
+      with open(os.path.join(root, name, 'metrics.csv')) as f:
+        row = next(csv.DictReader(f))
+      self.assertEqual(float(row['bytes_per_client']), expected_bytes, name)
+      self.assertEqual(summary['privacy']['mechanism'],
+                       'fixed' if config.dp.enabled else 'none')
+
 if __name__ == '__main__':
   absltest.main()

@@ -231,13 +231,28 @@ def build_aggregator(dp: DPConfig, aggregation: AggregationConfig,
   return _UnweightedGuard(factory)
 
 
+def _quantized_bytes(shape: tuple[int, ...], bits: int) -> int:
+  """Size of one tensor as TFF's quantizing encoder actually encodes it."""
+  # pylint: disable=g-import-not-at-top
+  from tensorflow_model_optimization.python.core.internal import (
+      tensor_encoding as te)
+  # pylint: enable=g-import-not-at-top
+  encoder = te.encoders.as_simple_encoder(
+      te.encoders.uniform_quantization(bits), tf.TensorSpec(shape, tf.float32))
+  encoded, _ = encoder.encode(tf.random.stateless_uniform(shape, (0, 0)),
+                              encoder.initial_state())
+  return sum(int(np.prod(t.shape)) * t.dtype.size
+             for t in tf.nest.flatten(encoded))
+
+
 def bytes_per_client(update_shapes: Sequence[Sequence[int]], dp: DPConfig,
                      aggregation: AggregationConfig, weighted: bool) -> int:
   """Bytes one client uploads per round (payload, not protocol overhead).
 
-  float32 values take 4 bytes; a quantized tensor takes `bits` bits per value
-  packed into int32 words plus its min and max (8 bytes); secure aggregation
-  sends each value as a 32-bit integer. Adaptive clipping adds the clipped
+  float32 values take 4 bytes; a quantized tensor takes what TFF's encoder
+  (tensorflow-model-optimization's uniform quantization with bit packing)
+  produces for it, measured by encoding a tensor of that shape; secure
+  aggregation sends each value as a 32-bit integer. Adaptive clipping adds the clipped
   indicator and zeroing the over-threshold indicator (4 bytes each); a
   weighted mean adds the weight.
   """
@@ -246,7 +261,7 @@ def bytes_per_client(update_shapes: Sequence[Sequence[int]], dp: DPConfig,
     size = int(np.prod(shape, dtype=np.int64))
     if (aggregation.compression == Compression.QUANTIZE and
         size > QUANTIZE_THRESHOLD):
-      total += 4 * math.ceil(size * aggregation.quantization_bits / 32) + 8
+      total += _quantized_bytes(tuple(shape), aggregation.quantization_bits)
     else:
       total += 4 * size
   if dp.mechanism == Mechanism.ADAPTIVE:
