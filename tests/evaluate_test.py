@@ -4,7 +4,9 @@ import csv
 import json
 import os
 import subprocess
+import shutil
 import sys
+import tempfile
 
 from absl.testing import absltest
 
@@ -31,7 +33,7 @@ class EvaluateTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.root = absltest.get_default_test_tmpdir()
+    cls.root = tempfile.mkdtemp(prefix='fedrec_test_')
     config = experiment.ExperimentConfig(
         root_output_dir=cls.root, experiment_name='evaluate_smoke',
         data=corpus.DataConfig(synthetic_config=synthetic.SyntheticConfig(
@@ -42,6 +44,12 @@ class EvaluateTest(absltest.TestCase):
     cls.summary = experiment.run_experiment(config, log=lambda _: None)
     runtime.shutdown()
     cls.directory = config.output_dir
+
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.root, ignore_errors=True)
+    super().tearDownClass()
 
   def test_reproduces_train_metrics_and_writes_outputs(self):
     out = os.path.join(self.create_tempdir().full_path, 'eval')

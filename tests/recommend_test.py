@@ -5,7 +5,9 @@ import io
 import json
 import os
 import subprocess
+import shutil
 import sys
+import tempfile
 import warnings
 
 from absl import flags
@@ -59,7 +61,7 @@ class RecommendTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    root = absltest.get_default_test_tmpdir()
+    cls.root = root = tempfile.mkdtemp(prefix='fedrec_test_')
     config = experiment.ExperimentConfig(
         root_output_dir=root, experiment_name='recommend_smoke', data=_DATA,
         loop=loop.LoopConfig(total_rounds=2, progress=False),
@@ -71,6 +73,12 @@ class RecommendTest(absltest.TestCase):
     counts = np.bincount(cls.ratings.users)
     # The lightest users (raw ids), who leave the most items to recommend.
     cls.light = [int(u) + 1 for u in np.argsort(counts, kind='stable')[:2]]
+
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.root, ignore_errors=True)
+    super().tearDownClass()
 
   def _json(self, *args):
     code, out, err = _main(self.flag, '--format=json', *args)
