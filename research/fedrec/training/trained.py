@@ -1,4 +1,4 @@
-"""A finished run's model: loading its checkpoint, evaluating it, exporting it.
+"""A finished run's model: loading its checkpoint and evaluating it.
 
 `load_run(experiment_dir)` rebuilds everything a run used from its
 hparams.json (corpus, split, client store) and restores the global weights of
