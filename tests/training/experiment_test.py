@@ -119,6 +119,20 @@ class ExperimentTest(absltest.TestCase):
       self.assertEqual([r['round'] for r in csv.DictReader(f)],
                        ['1', '2', '3'])
 
+  def test_settings_added_since_a_run_take_their_defaults(self):
+    root = self.create_tempdir().full_path
+    config = _config(root, 'old')
+    recorded = json.loads(json.dumps(experiment.to_jsonable(config)))
+    del recorded['dp'], recorded['aggregation']  # Written before they existed.
+    path = os.path.join(root, 'hparams.json')
+    with open(path, 'w') as f:
+      json.dump({'flags': {}, 'config': recorded}, f)
+    experiment.check_same_settings(path, config)  # Resumable.
+    with self.assertRaisesRegex(ValueError, r'other settings \(dp/mechanism'):
+      experiment.check_same_settings(path, dataclasses.replace(
+          config, dp=aggregation.DPConfig(
+              mechanism=aggregation.Mechanism.FIXED, noise_multiplier=1.0)))
+
   def test_impossible_combination_is_rejected(self):
     with self.assertRaisesRegex(ValueError, 'fedavg cannot be evaluated with '
                                 '--split=user_disjoint'):

@@ -186,7 +186,14 @@ def check_same_settings(hparams_path: str, config: 'ExperimentConfig') -> None:
   if not os.path.exists(hparams_path):
     return
   with open(hparams_path) as f:
-    before = _flatten(json.load(f)['config'])
+    recorded = json.load(f)['config']
+  try:
+    # Settings added since the run was written take their defaults, which is
+    # what that run used.
+    recorded = to_jsonable(json_io.from_jsonable(ExperimentConfig, recorded))
+  except (TypeError, ValueError, KeyError):
+    pass  # Not parseable any more: compare as recorded.
+  before = _flatten(json.loads(json.dumps(recorded)))
   now = _flatten(json.loads(json.dumps(to_jsonable(config))))
   changed = sorted(k for k in set(before) | set(now)
                    if before.get(k) != now.get(k) and
