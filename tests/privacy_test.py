@@ -6,6 +6,7 @@ import sys
 
 from absl.testing import absltest
 
+from research.fedrec.algorithms import sampling
 from research.fedrec.privacy import accounting
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,7 +27,7 @@ class PrivacyBinaryTest(absltest.TestCase):
                   '--noise_multiplier=1.5')
     self.assertEqual(result.returncode, 0, result.stderr)
     lines = result.stdout.splitlines()
-    setting = accounting.PrivacySetting(943, 50, accounting.Sampling.UNIFORM,
+    setting = accounting.PrivacySetting(943, 50, sampling.SamplingScheme.UNIFORM,
                                         accounting.default_delta(943))
     self.assertEqual(lines[0], f'epsilon = {setting.epsilon(1.5, 50):.4f}')
     self.assertIn("one user's entire rating history", result.stdout)
@@ -36,7 +37,7 @@ class PrivacyBinaryTest(absltest.TestCase):
     result = _run('--num_users=943', '--clients_per_round=50', '--rounds=50',
                   '--target_epsilon=4', '--sampling=poisson', '--delta=1e-5')
     self.assertEqual(result.returncode, 0, result.stderr)
-    setting = accounting.PrivacySetting(943, 50, accounting.Sampling.POISSON,
+    setting = accounting.PrivacySetting(943, 50, sampling.SamplingScheme.POISSON,
                                         1e-5)
     self.assertStartsWith(result.stdout,
                           f'noise_multiplier = {setting.calibrate(4, 50):.4f}')

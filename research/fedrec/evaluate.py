@@ -20,10 +20,10 @@ activity bucket, and for users seen / unseen in training, and writes
 
 import collections
 import csv
+import io
 import json
 import os
 import sys
-import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
@@ -32,6 +32,7 @@ from absl import flags
 from absl import logging
 
 from research.fedrec.evaluation import slices
+from research.fedrec.utils import json_io
 from research.fedrec.utils import text_table
 
 _EXPERIMENT_DIR = flags.DEFINE_string(
@@ -98,21 +99,19 @@ def evaluate(experiment_dir: str, split_name: str, edges, output_dir: str):
       slices=result.slices,
       train_reported_test_metrics=reported)
   os.makedirs(output_dir, exist_ok=True)
-  experiment.write_json_atomically(
+  json_io.write_json_atomically(
       os.path.join(output_dir, f'{split_name}.json'), output)
   user_rows = [collections.OrderedDict(r, user=raw_users[r['user']].item())
                for r in result.users]
   for name, rows, columns in (
       ('slices', result.slices, slices.SLICE_COLUMNS),
       ('users', user_rows, tuple(user_rows[0]) if user_rows else ())):
-    path = os.path.join(output_dir, f'{split_name}_{name}.csv')
-    fd, tmp = tempfile.mkstemp(dir=output_dir, suffix='.tmp')
-    with os.fdopen(fd, 'w', newline='') as f:
-      writer = csv.DictWriter(f, fieldnames=columns)
-      writer.writeheader()
-      writer.writerows(rows)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    json_io.write_text_atomically(
+        os.path.join(output_dir, f'{split_name}_{name}.csv'), text.getvalue())
   return output
 
 

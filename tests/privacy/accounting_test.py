@@ -6,9 +6,10 @@ import dp_accounting
 from absl.testing import absltest
 from absl.testing import parameterized
 
+from research.fedrec.algorithms import sampling
 from research.fedrec.privacy import accounting
 
-_Sampling = accounting.Sampling
+_Sampling = sampling.SamplingScheme
 _Kind = accounting.AccountantKind
 
 

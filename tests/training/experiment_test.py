@@ -9,11 +9,12 @@ from absl.testing import absltest
 import numpy as np
 import tensorflow as tf
 
+from research.fedrec.algorithms import sampling
 from research.fedrec.data import corpus
-from research.fedrec.privacy import accounting
-from research.fedrec.privacy import aggregation
 from research.fedrec.data import splits
 from research.fedrec.data import synthetic
+from research.fedrec.privacy import accounting
+from research.fedrec.privacy import aggregation
 from research.fedrec.training import centralized
 from research.fedrec.training import experiment
 from research.fedrec.training import loop
@@ -161,7 +162,7 @@ class PrivacyExperimentTest(absltest.TestCase):
         dataclasses.replace(config, loop=dataclasses.replace(
             config.loop, total_rounds=4)), log=lambda _: None)
     setting = accounting.PrivacySetting(
-        30, 6, accounting.Sampling.UNIFORM, accounting.default_delta(30))
+        30, 6, sampling.SamplingScheme.UNIFORM, accounting.default_delta(30))
     expected = [setting.epsilon(2.0, r) for r in range(1, 5)]
     out = os.path.join(root, 'dp')
     self.assertEqual(self._epsilons(out), expected)

@@ -88,16 +88,23 @@ def report(users: np.ndarray, activity: np.ndarray, seen: np.ndarray,
   rows += [metrics_of(seen, 'participation', 'seen'),
            metrics_of(~seen, 'participation', 'unseen')]
 
-  per_user = []
+  # Per-user metrics as example-weighted sums over each user's ratings.
   counts = np.bincount(row, minlength=len(users))
-  order = np.argsort(row, kind='stable')
-  starts = np.concatenate([[0], np.cumsum(counts)])
-  for k, user in enumerate(users):
-    index = order[starts[k]:starts[k + 1]]
-    per_user.append(collections.OrderedDict(
-        user=int(user), activity=int(activity[k]), seen=bool(seen[k]),
-        ratings=int(counts[k]), bucket=names[bucket_of_user[k]],
-        **rating_metrics.compute(query_ratings[index], predictions[index])))
+  errors = np.asarray(predictions, np.float64) - np.asarray(query_ratings,
+                                                            np.float64)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    mse = np.bincount(row, np.square(errors), len(users)) / counts
+    mae = np.bincount(row, np.abs(errors), len(users)) / counts
+    accuracy = np.bincount(
+        row, np.abs(errors) <= rating_metrics.ACCURACY_TOLERANCE,
+        len(users)) / counts
+  per_user = [
+      collections.OrderedDict(
+          user=int(user), activity=int(activity[k]), seen=bool(seen[k]),
+          ratings=int(counts[k]), bucket=names[bucket_of_user[k]],
+          rmse=float(np.sqrt(mse[k])), mse=float(mse[k]), mae=float(mae[k]),
+          rating_accuracy=float(accuracy[k]))
+      for k, user in enumerate(users)]
   overall = collections.OrderedDict(
       (k, rows[0][k]) for k in ('users', 'ratings') + (
           rating_metrics.METRIC_NAMES))

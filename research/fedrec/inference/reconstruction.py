@@ -20,9 +20,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-# `pipelines.SHUFFLE_BUFFER`; a client holding more ratings than this would be
-# shuffled only partially by tf.data, which `shuffle_order` does not model.
-SHUFFLE_BUFFER = 10_000
+from research.fedrec.data import pipelines
+
+# A client holding more ratings than the pipeline's shuffle buffer would be
+# shuffled only partially by tf.data, which `shuffle_orders` does not model.
+SHUFFLE_BUFFER = pipelines.SHUFFLE_BUFFER
 OPTIMIZERS = ('sgd', 'sgdm', 'adam', 'adagrad', 'yogi')
 
 

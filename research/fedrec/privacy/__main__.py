@@ -24,6 +24,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from absl import app
 from absl import flags
 
+from research.fedrec.algorithms import sampling as sampling_lib
 from research.fedrec.privacy import accounting
 from research.fedrec.privacy import statement
 
@@ -37,7 +38,8 @@ _NOISE = flags.DEFINE_float('noise_multiplier', None,
 _TARGET_EPSILON = flags.DEFINE_float(
     'target_epsilon', None, 'Target epsilon: prints the noise multiplier.')
 _SAMPLING = flags.DEFINE_enum_class(
-    'sampling', accounting.Sampling.UNIFORM, accounting.Sampling,
+    'sampling', sampling_lib.SamplingScheme.UNIFORM,
+    sampling_lib.SamplingScheme,
     'Client sampling: uniform (fixed size, without replacement) or poisson.')
 _DELTA = flags.DEFINE_float('delta', None,
                             'delta (default 1 / num_users^1.1).')

@@ -29,15 +29,12 @@ from typing import Optional
 
 import dp_accounting
 
+from research.fedrec.algorithms import sampling as sampling_lib
+
 
 class AccountantKind(enum.Enum):
   RDP = 'rdp'
   PLD = 'pld'
-
-
-class Sampling(enum.Enum):  # Same values as sampling_lib.SamplingScheme.
-  UNIFORM = 'uniform'
-  POISSON = 'poisson'
 
 
 # RDP orders: dp_accounting's default set extended to large orders, which
@@ -58,7 +55,7 @@ class PrivacySetting:
 
   num_users: int
   clients_per_round: int
-  sampling: Sampling
+  sampling: sampling_lib.SamplingScheme
   delta: float
   accountant: AccountantKind = AccountantKind.RDP
 
@@ -68,7 +65,7 @@ class PrivacySetting:
     if not 1 <= self.clients_per_round <= self.num_users:
       raise ValueError(f'--clients_per_round={self.clients_per_round} must be '
                        f'between 1 and the {self.num_users} training users.')
-    if (self.sampling == Sampling.UNIFORM and
+    if (self.sampling == sampling_lib.SamplingScheme.UNIFORM and
         self.accountant == AccountantKind.PLD):
       raise ValueError(
           '--accountant=pld has no event for fixed-size sampling without '
@@ -80,7 +77,7 @@ class PrivacySetting:
 
   def round_event(self, noise_multiplier: float) -> dp_accounting.DpEvent:
     """The DP event of one training round."""
-    if self.sampling == Sampling.POISSON:
+    if self.sampling == sampling_lib.SamplingScheme.POISSON:
       return dp_accounting.PoissonSampledDpEvent(
           self.sampling_probability,
           dp_accounting.GaussianDpEvent(noise_multiplier))
@@ -91,8 +88,8 @@ class PrivacySetting:
   @property
   def neighboring_relation(self):
     relation = dp_accounting.NeighboringRelation
-    return (relation.ADD_OR_REMOVE_ONE if self.sampling == Sampling.POISSON
-            else relation.REPLACE_ONE)
+    poisson = self.sampling == sampling_lib.SamplingScheme.POISSON
+    return relation.ADD_OR_REMOVE_ONE if poisson else relation.REPLACE_ONE
 
   def new_accountant(self) -> dp_accounting.PrivacyAccountant:
     if self.accountant == AccountantKind.PLD:

@@ -288,7 +288,7 @@ def resolve_privacy(config: ExperimentConfig, num_training_users: int,
   setting = accounting.PrivacySetting(
       num_users=num_training_users,
       clients_per_round=config.clients_per_round,
-      sampling=accounting.Sampling(config.sampling.value),
+      sampling=config.sampling,
       delta=(dp.target_delta if dp.target_delta is not None else
              accounting.default_delta(num_training_users)),
       accountant=dp.accountant)

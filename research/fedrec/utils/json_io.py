@@ -2,7 +2,8 @@
 
 `to_jsonable` turns (nested) dataclasses, enums and NumPy scalars into plain
 JSON values and `from_jsonable` turns them back, given the dataclass type;
-`write_json_atomically` never leaves a half-written file. TensorFlow-free, so
+`write_json_atomically` / `write_text_atomically` never leave a half-written
+file. TensorFlow-free, so
 tools that only read results (recommend.py) stay light.
 """
 
@@ -56,16 +57,22 @@ def from_jsonable(cls: Any, value: Any) -> Any:
   return value
 
 
-def write_json_atomically(path: str, value: Any) -> None:
-  """Writes JSON to a temporary file, then renames it over `path`."""
-  directory = os.path.dirname(path)
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
+def write_text_atomically(path: str, text: str) -> None:
+  """Writes `text` to a temporary file, then renames it over `path`.
+
+  A reader never sees a half-written file, and a killed writer leaves none.
+  """
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', suffix='.tmp')
   try:
-    with os.fdopen(fd, 'w') as f:
-      json.dump(to_jsonable(value), f, indent=2)
-      f.write('\n')
+    with os.fdopen(fd, 'w', newline='') as f:
+      f.write(text)
     os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from others.
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def write_json_atomically(path: str, value: Any) -> None:
+  """Writes `value` as indented JSON, atomically."""
+  write_text_atomically(path, json.dumps(to_jsonable(value), indent=2) + '\n')
