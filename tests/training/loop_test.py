@@ -121,6 +121,17 @@ class LoopTest(absltest.TestCase):
         self.process.get_model_weights(first).trainable[0],
         self.process.get_model_weights(again).trainable[0])
 
+  def test_checkpoint_of_another_state_is_one_clear_error(self):
+    directory = self.create_tempdir().full_path
+    manager = tff.program.FileProgramStateManager(directory)
+    loop._run(manager.save({'state': np.zeros(2, np.float32)}, 1))
+    with self.assertRaisesRegex(
+        ValueError, f'^{directory}: the latest checkpoint does not match'):
+      loop.load_latest(manager, {'state': np.zeros(2, np.float32),
+                                 'privacy_rounds': 0}, directory)
+    saved = loop.load_latest(manager, {'state': np.ones(2, np.float32)})
+    np.testing.assert_array_equal(saved['state'], [0, 0])
+
   def test_flatten_metrics(self):
     self.assertEqual(
         loop.flatten_metrics({'a': {'b': np.float32(1.5), 'c': 'text'},

@@ -346,8 +346,9 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
         evaluator.evaluate(model_weights, 'val', config.eval_clients), 'val')
 
   out = config.output_dir
+  checkpoint_dir = os.path.join(out, 'checkpoints')
   state_manager = tff.program.FileProgramStateManager(
-      os.path.join(out, 'checkpoints'), keep_total=2, keep_first=False)
+      checkpoint_dir, keep_total=2, keep_first=False)
   release_managers = [
       tff.program.CSVFileReleaseManager(os.path.join(out, 'metrics.csv'),
                                         key_fieldname='round'),
@@ -355,7 +356,8 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
   ]
   state, _ = loop_lib.run_training_loop(
       process, sampler.sample, count_examples, evaluate_val, config.loop,
-      state_manager, release_managers, accountant, static_metrics)
+      state_manager, release_managers, accountant, static_metrics,
+      checkpoint_dir)
   weights = process.get_model_weights(state)
   keras_model = exporting.keras_model_of(
       model_config, data.num_items,

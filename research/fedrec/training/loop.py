@@ -41,6 +41,24 @@ def _run(coroutine):
   return asyncio.run(coroutine)
 
 
+def load_latest(state_manager: tff.program.ProgramStateManager, structure,
+                where: str = 'checkpoints'):
+  """The latest checkpoint as `structure`, or None if there is none.
+
+  Raises:
+    ValueError: the checkpoint holds a different state (one line), e.g. one
+      written by an older fedrec whose server state had another aggregator.
+  """
+  try:
+    saved, _ = _run(state_manager.load_latest(structure))
+  except ValueError:
+    raise ValueError(
+        f'{where}: the latest checkpoint does not match the training state of this '
+        'version and these settings (written by an older fedrec?); delete '
+        'the run directory or choose another --experiment_name.') from None
+  return saved
+
+
 def flatten_metrics(metrics: Any, prefix: str = '') -> collections.OrderedDict:
   """`{'a': {'b': 1}}` -> `{'a/b': 1.0}`, keeping only numeric leaves."""
   flat = collections.OrderedDict()
@@ -69,6 +87,7 @@ def run_training_loop(
     release_managers: Sequence[tff.program.ReleaseManager],
     accountant: Optional[accounting.RoundAccountant] = None,
     static_metrics: Optional[dict[str, float]] = None,
+    checkpoint_dir: str = 'checkpoints',
 ) -> tuple[Any, collections.OrderedDict]:
   """Runs (or resumes) `config.total_rounds` rounds of `process`.
 
@@ -84,6 +103,7 @@ def run_training_loop(
       stops training before a round that would exceed its budget. Its state
       (rounds composed) is saved in and restored from the checkpoints.
     static_metrics: Values reported every round (e.g. bytes per client).
+    checkpoint_dir: Where the checkpoints are, for error messages.
 
   Returns:
     The final learning state and the metrics of the last round.
@@ -92,7 +112,7 @@ def run_training_loop(
   structure = collections.OrderedDict(state=initial_state, round=0)
   if accountant is not None:
     structure['privacy_rounds'] = 0
-  saved, _ = _run(state_manager.load_latest(structure))
+  saved = load_latest(state_manager, structure, checkpoint_dir)
   if saved is None:
     state, start_round = initial_state, 0
   else:

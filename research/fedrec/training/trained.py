@@ -10,7 +10,6 @@ for the user-disjoint split the support ratings; see
 table.
 """
 
-import asyncio
 import collections
 import dataclasses
 import os
@@ -27,6 +26,7 @@ from research.fedrec.evaluation import slices
 from research.fedrec.inference import reconstruction
 from research.fedrec.training import experiment as experiment_lib
 from research.fedrec.training import exporting
+from research.fedrec.training import loop as loop_lib
 
 
 @dataclasses.dataclass
@@ -71,7 +71,7 @@ def load_run(experiment_dir: str) -> TrainedRun:
   if accountant is not None:
     structure['privacy_rounds'] = 0
   manager = tff.program.FileProgramStateManager(checkpoints)
-  saved, _ = asyncio.run(manager.load_latest(structure))
+  saved = loop_lib.load_latest(manager, structure, checkpoints)
   if saved is None:
     raise ValueError(f'{checkpoints}: no checkpoint; the run has not finished '
                      'a checkpointed round yet.')
