@@ -78,8 +78,26 @@ _SYNTHETIC_RANK = flags.DEFINE_integer(
 _SYNTHETIC_NOISE = flags.DEFINE_float(
     'synthetic_noise', synthetic.SyntheticConfig.noise_stddev,
     'Standard deviation of the rating noise before rounding.', lower_bound=0.0)
+_SYNTHETIC_AFFINITY = flags.DEFINE_float(
+    'synthetic_selection_affinity', None, 'How much a synthetic user\'s '
+    'choice of items follows their planted preferences (standard deviations '
+    'of log-odds; default 1.5 under --feedback=implicit, else 0: popularity '
+    'only).', lower_bound=0.0)
+_SYNTHETIC_MAX = flags.DEFINE_integer(
+    'synthetic_max_ratings', None, 'Most ratings a synthetic user has '
+    '(default 700 under --feedback=implicit, as ML-100K\'s most active user,'
+    ' so that every user keeps items never interacted with for sampled '
+    'ranking; else no cap).', lower_bound=1)
 _DATA_SEED = flags.DEFINE_integer('data_seed', 0,
                                   'Seed of the synthetic corpus.')
+_FEEDBACK = flags.DEFINE_enum_class(
+    'feedback', corpus.Feedback.EXPLICIT, corpus.Feedback,
+    'explicit: predict ratings (MSE). implicit: every rating is an interaction'
+    ' (a positive); models rank items, trained on positives and sampled '
+    'negatives (BCE), evaluated by top-K ranking.')
+_IMPLICIT_THRESHOLD = flags.DEFINE_float(
+    'implicit_threshold', None, 'Implicit feedback: keep only ratings >= this '
+    'as interactions (default: every rating).')
 
 # Split.
 _SPLIT = flags.DEFINE_enum_class(
@@ -101,10 +119,32 @@ _SPLIT_SEED = flags.DEFINE_integer('split_seed', 0, 'Seed of the split.')
 
 # Algorithm and model.
 _ALGORITHM = flags.DEFINE_enum(
-    'algorithm', 'fedrecon', ['fedrecon', 'fedavg', 'centralized'],
+    'algorithm', 'fedrecon', ['fedrecon', 'fedavg', 'centralized',
+                              'popularity'],
     'fedrecon: Federated Reconstruction, user embeddings never leave the '
     'client. fedavg: FedAvg over the whole model; its user table is global, '
-    'so updates leak users\' preferences. centralized: Keras fit only.')
+    'so updates leak users\' preferences. centralized: Keras fit only. '
+    'popularity: federated item counts (implicit feedback; the floor).')
+_MODEL = flags.DEFINE_enum(
+    'model', 'mf', ['mf', 'gmf', 'mlp', 'neumf', 'autorec'],
+    'mf: matrix factorization (explicit, or implicit with BCE: "FedMF"). '
+    'gmf / mlp / neumf: neural collaborative filtering (He et al. 2017). '
+    'autorec: U-AutoRec (Sedhain et al. 2015), no user part (fedavg, '
+    'centralized). All but mf need --feedback=implicit.')
+_MLP_LAYERS = flags.DEFINE_list(
+    'mlp_layers', ['32', '16', '8'], 'mlp / neumf: widths of the ReLU tower '
+    '(its embeddings are half the first width).')
+_HIDDEN_UNITS = flags.DEFINE_integer(
+    'hidden_units', 500, 'autorec: width of the hidden layer.', lower_bound=1)
+_NUM_NEGATIVES = flags.DEFINE_integer(
+    'num_negatives', 4, 'Implicit feedback: negatives sampled per positive '
+    'each local epoch, on the client.', lower_bound=1)
+_EVAL_NEGATIVES = flags.DEFINE_integer(
+    'eval_negatives', 99, 'Sampled ranking protocol: negatives per user '
+    '(without replacement, from never-interacted items; 99 or 999 usual).',
+    lower_bound=1)
+_KS = flags.DEFINE_list('ks', ['5', '10', '20'],
+                        'Ranking cut-offs K of HR@K, NDCG@K, ...')
 _ROUNDS = flags.DEFINE_integer('rounds', 50, 'Federated rounds.',
                                lower_bound=1)
 _CLIENTS_PER_ROUND = flags.DEFINE_integer(
@@ -173,8 +213,9 @@ _EMBEDDING_DIM = flags.DEFINE_integer('embedding_dim', 16,
 _USE_BIASES = flags.DEFINE_bool('use_biases', True,
                                 'Learn user, item and global biases.')
 _L2 = flags.DEFINE_float(
-    'l2', 0.05, 'Per-example L2 weight on the rated pair\'s embeddings and '
-    'biases.', lower_bound=0.0)
+    'l2', None, 'Per-example L2 weight on the rated pair\'s embeddings and '
+    'biases (autorec: on its weights). Default 0.05 for explicit feedback, 0 '
+    'for implicit.', lower_bound=0.0)
 _CLIENT_OPTIMIZER = flags.DEFINE_enum('client_optimizer', 'sgd', _OPTIMIZERS,
                                       'Client optimizer.')
 _CLIENT_LR = flags.DEFINE_float('client_learning_rate', 0.2,
@@ -248,6 +289,14 @@ def _rating_scale() -> tuple[float, float, float]:
   return low, high, step
 
 
+def _int_list(flag) -> tuple[int, ...]:
+  try:
+    return tuple(int(v) for v in flag.value)
+  except ValueError:
+    raise ValueError(f'--{flag.name} must be comma-separated integers, got '
+                     f'{",".join(flag.value)}.') from None
+
+
 def build_config():
   """Turns the flags into an `ExperimentConfig` (validated by the library)."""
   # Imported here so that `--help` does not pay for importing TFF.
@@ -258,7 +307,13 @@ def build_config():
   from research.fedrec.training import experiment  # pylint: disable=g-import-not-at-top
   from research.fedrec.training import loop  # pylint: disable=g-import-not-at-top
 
+  from research.fedrec.evaluation import ranking  # pylint: disable=g-import-not-at-top
   seed = _SEED.value
+  implicit = _FEEDBACK.value == corpus.Feedback.IMPLICIT
+  affinity = _SYNTHETIC_AFFINITY.value
+  if affinity is None:
+    affinity = 1.5 if implicit else 0.0
+  l2 = _L2.value if _L2.value is not None else (0.0 if implicit else 0.05)
   return experiment.ExperimentConfig(
       root_output_dir=_ROOT_OUTPUT_DIR.value,
       experiment_name=_EXPERIMENT_NAME.value,
@@ -277,17 +332,27 @@ def build_config():
               min_ratings_per_user=_SYNTHETIC_MIN.value,
               rank=_SYNTHETIC_RANK.value,
               noise_stddev=_SYNTHETIC_NOISE.value,
-              seed=_DATA_SEED.value)),
+              selection_affinity=affinity,
+              max_ratings_per_user=(
+                  _SYNTHETIC_MAX.value if _SYNTHETIC_MAX.value is not None
+                  else 700 if implicit else None),
+              seed=_DATA_SEED.value),
+          feedback=_FEEDBACK.value,
+          implicit_threshold=_IMPLICIT_THRESHOLD.value),
       split=splits.SplitConfig(
           kind=_SPLIT.value, order=_SPLIT_ORDER.value,
           val_fraction=_VAL_FRACTION.value, test_fraction=_TEST_FRACTION.value,
           support_fraction=_SUPPORT_FRACTION.value, seed=_SPLIT_SEED.value),
       model=mf.MFConfig(embedding_dim=_EMBEDDING_DIM.value,
-                        use_biases=_USE_BIASES.value, l2=_L2.value, seed=seed),
+                        use_biases=_USE_BIASES.value, l2=l2, seed=seed,
+                        architecture=mf.Architecture(_MODEL.value),
+                        mlp_layers=_int_list(_MLP_LAYERS),
+                        hidden_units=_HIDDEN_UNITS.value),
       pipeline=pipelines.PipelineConfig(
           batch_size=_BATCH_SIZE.value,
           max_examples_per_user=_MAX_EXAMPLES.value,
-          local_epochs=_CLIENT_EPOCHS.value, seed=seed),
+          local_epochs=_CLIENT_EPOCHS.value, seed=seed,
+          num_negatives=_NUM_NEGATIVES.value),
       recon=fed_recon.ReconConfig(
           recon_epochs=_RECON_EPOCHS.value,
           recon_steps_max=_RECON_STEPS_MAX.value,
@@ -327,7 +392,10 @@ def build_config():
           learning_rate=_CENTRALIZED_LR.value, seed=seed),
       run_centralized_baseline=_CENTRALIZED_BASELINE.value,
       cache_dir=_CACHE_DIR.value,
-      seed=seed)
+      seed=seed,
+      ranking=ranking.RankingConfig(ks=_int_list(_KS),
+                                    eval_negatives=_EVAL_NEGATIVES.value,
+                                    seed=seed))
 
 
 def _exit_on_sigterm(signum, frame):

@@ -31,7 +31,7 @@ class OptimizerTest(parameterized.TestCase):
     state = tff_optimizer.initialize(specs)
     expected = tuple(tf.constant(w) for w in weights)
     ours = [w.copy() for w in weights]
-    optimizer = reconstruction._Optimizer(name, 0.05,
+    optimizer = reconstruction.Optimizer(name, 0.05,
                                           [w.shape for w in weights])
     for _ in range(5):
       grads = [rng.normal(size=w.shape).astype(np.float32) for w in weights]
@@ -43,7 +43,7 @@ class OptimizerTest(parameterized.TestCase):
 
   def test_inactive_rows_are_frozen(self):
     weights = [np.ones((3, 2), np.float32)]
-    optimizer = reconstruction._Optimizer('sgd', 0.5, [(3, 2)])
+    optimizer = reconstruction.Optimizer('sgd', 0.5, [(3, 2)])
     optimizer.step(weights, [np.ones((3, 2), np.float32)],
                    np.array([True, False, True]))
     np.testing.assert_array_equal(weights[0][:, 0], [0.5, 1.0, 0.5])

@@ -14,6 +14,7 @@ import tensorflow_federated as tff
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.data import client_store
 from research.fedrec.data import pipelines
+from research.fedrec.models import builder
 from research.fedrec.models import mf
 
 
@@ -22,12 +23,16 @@ def build_training_process(
     optimizers: fed_recon.Optimizers, pipeline: pipelines.PipelineConfig,
     store_path: str,
     model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
-    uniform_weighting: bool = False) -> tff.learning.templates.LearningProcess:
+    uniform_weighting: bool = False,
+    implicit: bool = False) -> tff.learning.templates.LearningProcess:
   """FedAvg whose `next` takes a list of client-id strings.
 
   Clients are weighted by their number of examples unless `uniform_weighting`.
+  Under implicit feedback the ids should carry the round
+  (`client_store.round_client_ids`), so negatives differ between rounds.
   """
-  model_fn = mf.create_fedavg_model_fn(model_config, num_items, num_users)
+  model_fn = builder.create_fedavg_model_fn(model_config, num_items, num_users,
+                                            implicit)
   if uniform_weighting:
     process = tff.learning.algorithms.build_unweighted_fed_avg(
         model_fn,
@@ -41,6 +46,13 @@ def build_training_process(
         server_optimizer_fn=optimizers.server,
         model_aggregator=model_aggregator)
   data = client_store.create_client_data(store_path, client_store.TRAIN)
-  data = data.preprocess(pipelines.create_fedavg_train_fn(pipeline))
+  if model_config.architecture == mf.Architecture.AUTOREC:
+    data = data.preprocess(pipelines.create_autorec_train_fn(pipeline,
+                                                             num_items))
+  elif implicit:
+    data = data.preprocess(pipelines.create_implicit_fedavg_train_fn(
+        pipeline, num_items))
+  else:
+    data = data.preprocess(pipelines.create_fedavg_train_fn(pipeline))
   return tff.simulation.compose_dataset_computation_with_learning_process(
       data.dataset_computation, process)

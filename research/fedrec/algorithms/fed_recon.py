@@ -14,6 +14,7 @@ runtime) and an optional aggregator (DP, secure aggregation, compression are
 passed in as aggregator factories, never branched on here).
 """
 
+import collections
 import dataclasses
 from typing import Optional
 
@@ -21,7 +22,7 @@ import tensorflow_federated as tff
 
 from research.fedrec.data import client_store
 from research.fedrec.data import pipelines
-from research.fedrec.evaluation import rating_metrics
+from research.fedrec.models import builder
 from research.fedrec.models import mf
 
 
@@ -61,6 +62,20 @@ def _create_train_split_fn(config: ReconConfig):
       split_dataset=config.split_dataset)
 
 
+def _create_implicit_train_split_fn(config: ReconConfig):
+  """Splits implicit batches by their local epoch (see pipelines)."""
+  def split_fn(dataset):
+    def part(in_stage, steps_max):
+      stage = dataset.filter(lambda b: in_stage(b['x']['epoch'][0])).map(
+          lambda b: collections.OrderedDict(x=b['x']['item'], y=b['y']))
+      return stage if steps_max is None else stage.take(steps_max)
+    recon = part(lambda e: e < config.recon_epochs, config.recon_steps_max)
+    post = part(lambda e: e >= config.recon_epochs,
+                config.post_recon_steps_max)
+    return recon, post
+  return split_fn
+
+
 def create_eval_split_fn(config: ReconConfig,
                          pipeline: pipelines.PipelineConfig):
   """Evaluation split: reconstruct on support ratings, score query ratings.
@@ -82,23 +97,36 @@ def build_training_process(
     optimizers: Optimizers, pipeline: pipelines.PipelineConfig,
     store_path: str,
     model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
-    uniform_weighting: bool = False) -> tff.learning.templates.LearningProcess:
-  """FedRecon training whose `next` takes a list of client-id strings."""
-  model_fn, loss_fn = mf.create_recon_model_fns(model_config, num_items,
-                                                mf.RECON_TRAIN_SPEC)
+    uniform_weighting: bool = False,
+    implicit: bool = False) -> tff.learning.templates.LearningProcess:
+  """FedRecon training whose `next` takes a list of client-id strings.
+
+  Under implicit feedback the ids should carry the round
+  (`client_store.round_client_ids`), so negatives differ between rounds.
+  """
+  model_fn, loss_fn = builder.create_recon_model_fns(
+      model_config, num_items,
+      mf.RECON_IMPLICIT_TRAIN_SPEC if implicit else mf.RECON_TRAIN_SPEC,
+      implicit)
   process = tff.learning.algorithms.build_fed_recon(
       model_fn,
       loss_fn=loss_fn,
-      metrics_fn=rating_metrics.create_keras_metrics,
+      metrics_fn=lambda: builder.create_metrics(implicit),
       server_optimizer_fn=optimizers.server,
       client_optimizer_fn=optimizers.client,
       reconstruction_optimizer_fn=optimizers.reconstruction,
-      dataset_split_fn=_create_train_split_fn(recon),
+      dataset_split_fn=(_create_implicit_train_split_fn(recon) if implicit
+                        else _create_train_split_fn(recon)),
       client_weighting=(tff.learning.ClientWeighting.UNIFORM
                         if uniform_weighting else None),
       model_aggregator_factory=model_aggregator)
   data = client_store.create_client_data(store_path, client_store.TRAIN)
-  data = data.preprocess(pipelines.create_recon_train_fn(pipeline))
+  if implicit:
+    data = data.preprocess(pipelines.create_implicit_recon_train_fn(
+        pipeline, num_items, recon.recon_epochs, recon.post_recon_epochs,
+        recon.split_dataset))
+  else:
+    data = data.preprocess(pipelines.create_recon_train_fn(pipeline))
   return tff.simulation.compose_dataset_computation_with_learning_process(
       data.dataset_computation, process)
 
@@ -114,12 +142,12 @@ def build_evaluation(model_config: mf.MFConfig, num_items: int,
     state and client ids (after `process.set_model_weights`), and the ids of
     the split's evaluation clients.
   """
-  model_fn, loss_fn = mf.create_recon_model_fns(model_config, num_items,
-                                                mf.RECON_EVAL_SPEC)
+  model_fn, loss_fn = builder.create_recon_model_fns(model_config, num_items,
+                                                     mf.RECON_EVAL_SPEC)
   process = tff.learning.algorithms.build_fed_recon_eval(
       model_fn,
       loss_fn=loss_fn,
-      metrics_fn=rating_metrics.create_keras_metrics,
+      metrics_fn=lambda: builder.create_metrics(False),
       reconstruction_optimizer_fn=reconstruction_optimizer,
       dataset_split_fn=create_eval_split_fn(recon, pipeline))
   data = client_store.create_client_data(store_path, split_name)

@@ -38,13 +38,26 @@ TRAIN = 'train'
 EVAL_SPLITS = ('val', 'test')
 
 # Element of a raw client dataset: one rating, with `is_query` = 1 for ratings
-# to score and 0 for ratings to train / reconstruct on.
+# to score and 0 for ratings to train / reconstruct on, and the round number
+# when the client id carries one (see `round_client_ids`), else 0.
 ELEMENT_SPEC = collections.OrderedDict(
     user=tf.TensorSpec([], tf.int64),
     item=tf.TensorSpec([], tf.int64),
     rating=tf.TensorSpec([], tf.float32),
     is_query=tf.TensorSpec([], tf.int64),
+    round=tf.TensorSpec([], tf.int64),
 )
+ROUND_SEPARATOR = '/'
+
+
+def round_client_ids(client_ids, round_num: int) -> list[str]:
+  """Client ids that also tell the dataset the round (`"<id>/<round>"`).
+
+  A client's dataset is built in the TFF runtime from its id alone; the round
+  lets per-round randomness (implicit feedback's negatives) differ between the
+  rounds a client takes part in while staying a pure function of the id.
+  """
+  return [f'{c}{ROUND_SEPARATOR}{round_num}' for c in client_ids]
 
 
 def split_hash(split: splits_lib.Split) -> str:
@@ -152,14 +165,18 @@ def _build_dataset_fn(path: str, split_name: str):
     query_case = f"CASE split_name WHEN '{split_name}' THEN 1 ELSE 0 END"
 
   def dataset_fn(client_id: tf.Tensor) -> tf.data.Dataset:
+    parts = tf.concat(
+        [tf.strings.split(client_id, ROUND_SEPARATOR), ['0']], axis=0)
+    round_num = tf.strings.to_number(parts[1], tf.int64)
     query = tf.strings.join([
         f'SELECT user, item, rating, {query_case} FROM ratings WHERE '
-        "client_id = '", client_id, f"' AND {where} ORDER BY rowid"
+        "client_id = '", parts[0], f"' AND {where} ORDER BY rowid"
     ])
     rows = tf.data.experimental.SqlDataset(
         'sqlite', path, query, (tf.int64, tf.int64, tf.float64, tf.int64))
     return rows.map(lambda u, i, r, q: collections.OrderedDict(
-        user=u, item=i, rating=tf.cast(r, tf.float32), is_query=q))
+        user=u, item=i, rating=tf.cast(r, tf.float32), is_query=q,
+        round=round_num))
 
   return dataset_fn
 

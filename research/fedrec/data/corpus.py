@@ -6,6 +6,7 @@ the ground truth, which gives the noise floor).
 """
 
 import dataclasses
+import enum
 from typing import Optional
 
 import numpy as np
@@ -18,6 +19,13 @@ SYNTHETIC = 'synthetic'
 CSV = 'csv'
 MOVIELENS_AUTO = 'movielens'
 DATASET_NAMES = (SYNTHETIC, MOVIELENS_AUTO, CSV) + movielens.MOVIELENS_NAMES
+
+
+class Feedback(enum.Enum):
+  """How ratings are read: as ratings, or as interactions (positives)."""
+
+  EXPLICIT = 'explicit'
+  IMPLICIT = 'implicit'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +41,15 @@ class DataConfig:
   duplicates: ratings_lib.DuplicatePolicy = ratings_lib.DuplicatePolicy.LATEST
   synthetic_config: synthetic.SyntheticConfig = dataclasses.field(
       default_factory=synthetic.SyntheticConfig)
+  # Implicit feedback: every kept rating becomes a positive interaction (1.0);
+  # with a threshold, ratings below it are dropped before filtering and
+  # splitting (they count as no interaction at all).
+  feedback: Feedback = Feedback.EXPLICIT
+  implicit_threshold: Optional[float] = None
+
+  @property
+  def implicit(self) -> bool:
+    return self.feedback == Feedback.IMPLICIT
 
   def __post_init__(self):
     if self.dataset not in DATASET_NAMES:
@@ -49,6 +66,8 @@ class DataConfig:
     if not (low < high and step > 0):
       raise ValueError(f'--rating_scale={low:g},{high:g},{step:g} must be '
                        'min,max,step with min < max and step > 0.')
+    if self.implicit_threshold is not None and not self.implicit:
+      raise ValueError('--implicit_threshold needs --feedback=implicit.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +78,7 @@ class Corpus:
   ratings: ratings_lib.Ratings
   id_maps: ratings_lib.IdMaps
   truth: Optional[synthetic.SyntheticCorpus] = None
+  implicit: bool = False  # Ratings are interactions (all 1.0).
 
   @property
   def num_users(self) -> int:
@@ -89,7 +109,7 @@ class Corpus:
 
   def noise_floor_rmse(self, table: ratings_lib.Ratings) -> Optional[float]:
     """RMSE of the true model on `table` (dense ids); None for real data."""
-    if self.truth is None:
+    if self.truth is None or self.implicit:
       return None
     raw = ratings_lib.Ratings(self.id_maps.raw_users[table.users],
                               self.id_maps.raw_items[table.items],
@@ -117,6 +137,8 @@ def load_corpus(config: DataConfig) -> Corpus:
     if name == MOVIELENS_AUTO:
       name = movielens.detect_corpus(config.data_dir)
     table = movielens.read_movielens(name, config.data_dir)
+  if config.implicit:
+    table = to_implicit(table, config.implicit_threshold)
   table = ratings_lib.filter_min_ratings(table, config.min_ratings_per_user)
   if len(table) == 0:  # pylint: disable=g-explicit-length-test
     raise ratings_lib.DataError(
@@ -126,4 +148,20 @@ def load_corpus(config: DataConfig) -> Corpus:
   if np.unique(dense.users).size < 2:
     raise ratings_lib.DataError(f'{name}: a federated run needs at least 2 '
                                 'users.')
-  return Corpus(name, dense, id_maps, truth)
+  return Corpus(name, dense, id_maps, truth, config.implicit)
+
+
+def to_implicit(table: ratings_lib.Ratings,
+                threshold: Optional[float]) -> ratings_lib.Ratings:
+  """Interactions: ratings >= `threshold` (all if None), each as 1.0.
+
+  Raises:
+    ratings_lib.DataError: no rating reaches the threshold.
+  """
+  if threshold is not None:
+    table = table.take(table.ratings >= threshold)
+    if len(table) == 0:  # pylint: disable=g-explicit-length-test
+      raise ratings_lib.DataError(
+          f'--implicit_threshold={threshold:g}: no rating reaches it.')
+  return ratings_lib.Ratings(table.users, table.items,
+                             np.ones(len(table), np.float32), table.timestamps)

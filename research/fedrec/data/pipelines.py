@@ -28,8 +28,11 @@ class PipelineConfig:
   max_examples_per_user: Optional[int] = None
   local_epochs: int = 1
   seed: int = 0
+  num_negatives: int = 4  # Implicit feedback: sampled negatives per positive.
 
   def __post_init__(self):
+    if self.num_negatives < 1:
+      raise ValueError('--num_negatives must be >= 1.')
     if self.batch_size < 1:
       raise ValueError('--batch_size must be >= 1.')
     if self.local_epochs < 1:
@@ -97,3 +100,156 @@ def split_support_query(dataset: tf.data.Dataset, config: PipelineConfig):
   support = _shuffled(part(0), config).batch(config.batch_size)
   query = part(1).batch(config.batch_size)
   return support, query
+
+
+# Implicit feedback. A client's dataset is its training positives; each local
+# epoch pairs them with `num_negatives` negatives per positive, drawn uniformly
+# (with replacement, as in NCF) from the items the client never interacted with
+# in training, then shuffled. The randomness is stateless, keyed by (seed, user,
+# round, epoch): fresh negatives every epoch and every round, the same ones for
+# the same flags, whatever the order in which the runtime builds datasets.
+
+
+def sample_negatives(positives: tf.Tensor, count: tf.Tensor, num_items: int,
+                     seed: tf.Tensor) -> tf.Tensor:
+  """`count` items drawn uniformly from [0, num_items) minus `positives`.
+
+  Args:
+    positives: Sorted, distinct int64 item ids to exclude.
+    count: How many to draw (with replacement).
+    num_items: Size of the item vocabulary.
+    seed: A stateless seed, shape [2].
+
+  Returns:
+    int64 [count]; empty if every item is a positive.
+  """
+  excluded = tf.size(positives, out_type=tf.int64)
+  room = num_items - excluded
+  count = tf.where(room > 0, tf.cast(count, tf.int64), tf.constant(0, tf.int64))
+  draws = tf.random.stateless_uniform(
+      [count], seed, minval=0, maxval=tf.maximum(room, 1), dtype=tf.int64)
+  # The r-th non-excluded item is r + #{j : positives[j] - j <= r}.
+  shifted = positives - tf.range(excluded, dtype=tf.int64)
+  return draws + tf.searchsorted(shifted, draws, side='right',
+                                 out_type=tf.int64)
+
+
+def _client_seed(config: PipelineConfig, user, round_num, epoch):
+  seed = tf.constant([config.seed, 0x5eed], tf.int64)
+  for value in (user, round_num, epoch):
+    seed = tf.random.experimental.stateless_fold_in(seed,
+                                                    tf.cast(value, tf.int64))
+  return seed
+
+
+def _epochs(config: PipelineConfig, num_items: int, num_epochs: int,
+            make_epoch):
+  """Preprocessing that calls `make_epoch` for every local epoch.
+
+  `make_epoch(rows, epoch, positives, negatives, seed)` gets the client's rows
+  (its whole dataset as one batch), its training positives (in a fixed seeded
+  order, capped at `max_examples_per_user`), `num_negatives` negatives per
+  positive, and a seed for shuffling; it returns that epoch's batches.
+  """
+  def all_epochs(rows):
+    items = rows['item']
+    user, round_num = rows['user'][0], rows['round'][0]
+    excluded = tf.sort(tf.unique(items).y)
+    order = tf.argsort(tf.random.stateless_uniform(
+        tf.shape(items), _client_seed(config, user, -1, -1)))
+    positives = tf.gather(items, order)
+    if config.max_examples_per_user is not None:
+      positives = positives[:config.max_examples_per_user]
+
+    def epoch_dataset(epoch):
+      seed = _client_seed(config, user, round_num, epoch)
+      negatives = sample_negatives(
+          excluded, tf.size(positives) * config.num_negatives, num_items, seed)
+      return make_epoch(rows, epoch, positives, negatives,
+                        tf.random.experimental.stateless_fold_in(seed, 1))
+
+    return tf.data.Dataset.range(num_epochs).flat_map(epoch_dataset)
+
+  def preprocess(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    rows = _whole(dataset)
+    return tf.data.Dataset.from_tensors(rows).filter(
+        lambda r: tf.size(r['item']) > 0).flat_map(all_epochs)
+  return preprocess
+
+
+def _whole(dataset: tf.data.Dataset):
+  """The client's whole dataset as one structure of 1-D tensors."""
+  initial = tf.nest.map_structure(
+      lambda spec: tf.zeros([0], spec.dtype), dataset.element_spec)
+  return dataset.batch(SHUFFLE_BUFFER).reduce(
+      initial, lambda rows, batch: tf.nest.map_structure(
+          lambda a, b: tf.concat([a, b], axis=0), rows, batch))
+
+
+def _labelled(positives, negatives, seed):
+  """Positives (label 1) and negatives (0), shuffled together."""
+  items = tf.concat([positives, negatives], axis=0)
+  labels = tf.concat([tf.ones_like(positives, tf.float32),
+                      tf.zeros_like(negatives, tf.float32)], axis=0)
+  order = tf.argsort(tf.random.stateless_uniform(tf.shape(items), seed))
+  return tf.gather(items, order), tf.gather(labels, order)
+
+
+def create_implicit_recon_train_fn(config: PipelineConfig, num_items: int,
+                                   recon_epochs: int, post_recon_epochs: int,
+                                   split_dataset: bool = False):
+  """Positives -> FedRecon batches `(x={item, epoch}, y=label)`.
+
+  Epochs [0, recon_epochs) are for reconstruction and the next
+  `post_recon_epochs` for training (`fed_recon` splits them by `epoch`); with
+  `split_dataset`, reconstruction sees the even-positioned positives and
+  training the odd ones.
+  """
+  def make_epoch(rows, epoch, positives, negatives, seed):
+    del rows
+    if split_dataset:
+      start = tf.where(epoch < recon_epochs, 0, 1)
+      positives = positives[start::2]
+      negatives = negatives[:tf.size(positives) * config.num_negatives]
+    items, labels = _labelled(positives, negatives, seed)
+    epochs = tf.fill(tf.shape(items), tf.cast(epoch, tf.int64))
+    return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+        x=collections.OrderedDict(item=items, epoch=epochs),
+        y=labels)).batch(config.batch_size)
+
+  return _epochs(config, num_items, recon_epochs + post_recon_epochs,
+                 make_epoch)
+
+
+def create_implicit_fedavg_train_fn(config: PipelineConfig, num_items: int):
+  """Positives -> FedAvg batches `(x={item, user}, y=label)`, local epochs."""
+  def make_epoch(rows, epoch, positives, negatives, seed):
+    del epoch
+    items, labels = _labelled(positives, negatives, seed)
+    users = tf.fill(tf.shape(items), rows['user'][0])
+    return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+        x=collections.OrderedDict(item=items, user=users),
+        y=labels)).batch(config.batch_size)
+
+  return _epochs(config, num_items, config.local_epochs, make_epoch)
+
+
+def create_autorec_train_fn(config: PipelineConfig, num_items: int):
+  """Positives -> U-AutoRec examples, one per local epoch.
+
+  `x` is the multi-hot vector of all the client's training items; `y` labels
+  the (capped) positives 1, that epoch's negatives 0 and everything else -1.
+  """
+  def make_epoch(rows, epoch, positives, negatives, seed):
+    del epoch, seed
+    known = tf.scatter_nd(rows['item'][:, None],
+                          tf.ones_like(rows['item'], tf.float32), [num_items])
+    labels = tf.fill([num_items], -1.0)
+    labels = tf.tensor_scatter_nd_update(
+        labels, negatives[:, None], tf.zeros_like(negatives, tf.float32))
+    labels = tf.tensor_scatter_nd_update(
+        labels, positives[:, None], tf.ones_like(positives, tf.float32))
+    return tf.data.Dataset.from_tensors(collections.OrderedDict(
+        x=tf.minimum(known, 1.0), y=labels)).batch(1)
+
+  return _epochs(config, num_items, config.local_epochs, make_epoch)

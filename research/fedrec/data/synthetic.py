@@ -6,6 +6,9 @@ and biases b_u, b_i. A rating is
     r_ui = clip(round(mu + b_u + b_i + p_u . q_i + eps), 1, 5),  eps ~ N(0, s^2)
 
 Which items a user rates follows a popularity skew (Zipf-like item weights),
+optionally tilted toward the items the user likes (`selection_affinity`: the
+log-odds of choosing an item grow by that many standard deviations of p_u . q_i,
+so interactions alone carry personal preference, as implicit feedback needs),
 and how many follows a long-tailed (log-normal) activity distribution with a
 floor of `min_ratings_per_user`, like MovieLens. Timestamps increase through
 each user's history. Everything is fully determined by the seed.
@@ -17,6 +20,7 @@ can be expected to beat it, so a run can be judged against it.
 """
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 from scipy import special
@@ -42,6 +46,9 @@ class SyntheticConfig:
   factor_stddev: float = 0.4  # Per coordinate of p_u and q_i.
   popularity_exponent: float = 0.9  # Zipf exponent of item weights.
   min_ratings_per_user: int = 20
+  # 0: which items a user rates depends on popularity only (explicit default).
+  selection_affinity: float = 0.0
+  max_ratings_per_user: Optional[int] = None  # None: up to every item.
   seed: int = 0
 
   def __post_init__(self):
@@ -56,6 +63,16 @@ class SyntheticConfig:
       raise ValueError(
           f'--synthetic_ratings={self.num_ratings} is below users x minimum '
           f'({self.num_users} x {self.min_ratings_per_user}).')
+    if (self.max_ratings_per_user is not None and
+        not self.min_ratings_per_user <= self.max_ratings_per_user):
+      raise ValueError('--synthetic_max_ratings must be >= '
+                       '--synthetic_min_ratings.')
+    if (self.max_ratings_per_user is not None and
+        self.num_ratings > self.num_users * self.max_ratings_per_user):
+      raise ValueError(f'--synthetic_ratings={self.num_ratings} exceeds '
+                       'users x --synthetic_max_ratings.')
+    if self.selection_affinity < 0:
+      raise ValueError('--synthetic_selection_affinity must be >= 0.')
     if self.num_ratings > self.num_users * self.num_items:
       raise ValueError(f'--synthetic_ratings={self.num_ratings} exceeds '
                        'users x items.')
@@ -111,8 +128,9 @@ def generate(config: SyntheticConfig) -> SyntheticCorpus:
   # Activity: log-normal shares of the ratings above the per-user floor.
   extra = config.num_ratings - u * config.min_ratings_per_user
   shares = rng.lognormal(0.0, 1.2, u)
-  counts = config.min_ratings_per_user + _apportion(extra, shares,
-                                                    n - config.min_ratings_per_user)
+  most = min(n, config.max_ratings_per_user or n)
+  counts = config.min_ratings_per_user + _apportion(
+      extra, shares, most - config.min_ratings_per_user)
   # Popularity: item weights ~ 1 / rank^a over a random permutation of items;
   # more popular items are also slightly better liked, as in MovieLens.
   popularity = np.empty(n)
@@ -129,6 +147,10 @@ def generate(config: SyntheticConfig) -> SyntheticCorpus:
   for start in range(0, u, block):
     stop = min(u, start + block)
     keys = log_weights[None, :] + rng.gumbel(size=(stop - start, n))
+    if config.selection_affinity:
+      affinity = user_factors[start:stop] @ item_factors.T
+      keys += config.selection_affinity * affinity / (
+          config.factor_stddev**2 * np.sqrt(k))
     order = np.argsort(-keys, axis=1)
     # Each user's first counts[user] items by key, row by row.
     taken = np.arange(n)[None, :] < counts[start:stop, None]

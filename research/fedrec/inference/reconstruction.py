@@ -120,7 +120,7 @@ def shuffle_orders(sizes: Sequence[int], seed: int) -> dict[int, np.ndarray]:
   return {n: _ORDERS[(n, seed)] for n in wanted}
 
 
-class _Optimizer:
+class Optimizer:
   """`tff.learning.optimizers` update rules on stacked per-user weights.
 
   Every active user is at the same step count (users start together and stop
@@ -213,7 +213,7 @@ def reconstruct(model: ItemModel, items: Sequence[np.ndarray],
     item_table[u, :lengths[u]] = ordered_items[u]
     rating_table[u, :lengths[u]] = ordered_ratings[u]
   batches_per_epoch = np.maximum(-(-lengths // batch), 1)
-  optimizer = _Optimizer(settings.optimizer, settings.learning_rate,
+  optimizer = Optimizer(settings.optimizer, settings.learning_rate,
                          [vectors.shape, biases.shape])
   l2 = np.float32(settings.l2)
   columns = np.arange(batch)

@@ -25,30 +25,45 @@ to the squared error of the first: the same objective in both layouts.
 
 import collections
 import dataclasses
+import enum
 from typing import Optional
 
 import tensorflow as tf
-import tensorflow_federated as tff
 
-from research.fedrec.evaluation import rating_metrics
+
+class Architecture(enum.Enum):
+  """The recommender models (see models/builder.py)."""
+
+  MF = 'mf'  # This module; explicit (MSE) or implicit (BCE, "FedMF").
+  GMF = 'gmf'  # models/ncf.py, implicit only.
+  MLP = 'mlp'
+  NEUMF = 'neumf'
+  AUTOREC = 'autorec'  # models/autorec.py, implicit only, no user part.
 
 
 @dataclasses.dataclass(frozen=True)
 class MFConfig:
-  """Hyperparameters of the MF model."""
+  """Hyperparameters of the model (MF and the other architectures)."""
 
-  embedding_dim: int = 16
-  use_biases: bool = True
+  embedding_dim: int = 16  # MF and GMF factors.
+  use_biases: bool = True  # MF only.
   l2: float = 0.0
   init_stddev: float = 0.1
   global_mean: float = 0.0  # Initial value of g (the train mean, usually).
   seed: int = 0
+  architecture: Architecture = Architecture.MF
+  mlp_layers: tuple[int, ...] = (32, 16, 8)  # MLP / NeuMF tower.
+  hidden_units: int = 500  # U-AutoRec's hidden layer.
 
   def __post_init__(self):
     if self.embedding_dim < 1:
       raise ValueError('--embedding_dim must be >= 1.')
     if self.l2 < 0:
       raise ValueError('--l2 must be >= 0.')
+    if not self.mlp_layers or min(self.mlp_layers) < 1:
+      raise ValueError('--mlp_layers must be positive layer widths.')
+    if self.hidden_units < 1:
+      raise ValueError('--hidden_units must be >= 1.')
 
 
 class UserEmbedding(tf.keras.layers.Layer):
@@ -204,6 +219,26 @@ class RegularizedMSE(tf.keras.losses.Loss):
     return self.call(y_true, y_pred)
 
 
+class RegularizedBCE(tf.keras.losses.Loss):
+  """Binary cross-entropy of the logit `y_pred[:, 0]` plus its L2 column.
+
+  The implicit-feedback twin of `RegularizedMSE` (labels 1 for positives, 0 for
+  sampled negatives).
+  """
+
+  def __init__(self, name: str = 'regularized_bce'):
+    super().__init__(name=name)
+
+  def call(self, y_true, y_pred):
+    labels = tf.reshape(tf.cast(y_true, tf.float32), [-1])
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=labels, logits=y_pred[:, 0])) + tf.reduce_mean(y_pred[:, 1])
+
+  def __call__(self, y_true, y_pred, sample_weight=None):
+    del sample_weight
+    return self.call(y_true, y_pred)
+
+
 def _element_spec(batch: bool, with_user: bool, with_query_flag: bool):
   shape = [None] if batch else []
   x = collections.OrderedDict(item=tf.TensorSpec(shape, tf.int64))
@@ -221,39 +256,10 @@ def _element_spec(batch: bool, with_user: bool, with_query_flag: bool):
 RECON_TRAIN_SPEC = _element_spec(True, with_user=False, with_query_flag=False)
 RECON_EVAL_SPEC = _element_spec(True, with_user=False, with_query_flag=True)
 FEDAVG_SPEC = _element_spec(True, with_user=True, with_query_flag=False)
-
-
-def create_recon_model_fns(config: MFConfig, num_items: int, input_spec):
-  """The (model_fn, loss_fn) pair for TFF's Federated Reconstruction.
-
-  Args:
-    config: The MF hyperparameters.
-    num_items: Number of items.
-    input_spec: `RECON_TRAIN_SPEC` for training, `RECON_EVAL_SPEC` for
-      evaluation (the Keras model is the same; only the batch type differs).
-
-  Returns:
-    `model_fn` returning a `tff.learning.models.ReconstructionModel` and
-    `loss_fn` returning the `RegularizedMSE` loss.
-  """
-  def model_fn() -> tff.learning.models.ReconstructionModel:
-    layers = create_keras_model(config, num_items)
-    return tff.learning.models.ReconstructionModel.from_keras_model_and_layers(
-        keras_model=layers.model,
-        global_layers=layers.global_layers,
-        local_layers=layers.user_layers,
-        input_spec=input_spec)
-
-  return model_fn, RegularizedMSE
-
-
-def create_fedavg_model_fn(config: MFConfig, num_items: int, num_users: int):
-  """A no-arg function returning the classic MF as a `tff.learning` model."""
-  def model_fn() -> tff.learning.models.VariableModel:
-    layers = create_keras_model(config, num_items, num_users)
-    return tff.learning.models.from_keras_model(
-        layers.model,
-        loss=tf.keras.losses.MeanSquaredError(),
-        input_spec=FEDAVG_SPEC,
-        metrics=rating_metrics.create_keras_metrics())
-  return model_fn
+# Implicit FedRecon training: each batch carries its local epoch, so one client
+# dataset holds the reconstruction epochs and then the training epochs, each
+# with freshly drawn negatives (see pipelines.create_implicit_recon_train_fn).
+RECON_IMPLICIT_TRAIN_SPEC = collections.OrderedDict(
+    x=collections.OrderedDict(item=tf.TensorSpec([None], tf.int64),
+                              epoch=tf.TensorSpec([None], tf.int64)),
+    y=tf.TensorSpec([None], tf.float32))

@@ -20,6 +20,8 @@ from research.fedrec.algorithms import optimizers as optimizers_lib
 from research.fedrec.data import ratings as ratings_lib
 from research.fedrec.data import splits as splits_lib
 from research.fedrec.evaluation import rating_metrics
+from research.fedrec.models import autorec
+from research.fedrec.models import builder
 from research.fedrec.models import mf
 
 
@@ -106,3 +108,82 @@ def evaluate(model: tf.keras.Model,
   """Rating metrics of `model` on a partition's query ratings."""
   return rating_metrics.compute(partition.query.ratings,
                                 predict(model, partition.query))
+
+
+def sample_negatives(users: np.ndarray, num_items: int, count: int,
+                     known_keys: np.ndarray,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """`count` negatives per entry of `users`, none in the user's known items.
+
+  Args:
+    users: One entry per positive.
+    num_items: Size of the item vocabulary.
+    count: Negatives per positive (drawn with replacement, as in NCF).
+    known_keys: Sorted `user * num_items + item` of every known interaction.
+    rng: The generator.
+
+  Returns:
+    `(users, items)` of the negatives.
+  """
+  users = np.repeat(users, count)
+  items = rng.integers(0, num_items, users.size)
+  bad = np.flatnonzero(np.isin(users * num_items + items, known_keys))
+  while bad.size:  # Redraw collisions (rare unless a user knows most items).
+    items[bad] = rng.integers(0, num_items, bad.size)
+    bad = bad[np.isin(users[bad] * num_items + items[bad], known_keys)]
+  return users, items
+
+
+def train_implicit(split: splits_lib.Split, num_users: int, num_items: int,
+                   model_config: mf.MFConfig, config: CentralizedConfig,
+                   num_negatives: int, validate) -> tf.keras.Model:
+  """Fits an implicit-feedback model on the pooled interactions.
+
+  Every epoch draws fresh negatives (`num_negatives` per positive, from items
+  the user has no training interaction with). Early stopping keeps the weights
+  of the epoch with the best `validate(model)` (higher is better; None when
+  there is no validation split, then all `epochs` run).
+  """
+  tf.keras.utils.set_random_seed(config.seed)
+  rng = np.random.default_rng([config.seed, 17])
+  table = training_ratings(split)
+  keys = np.unique(table.users * num_items + table.items)
+  model = builder.create_keras_model(model_config, num_items, num_users).model
+  model.compile(
+      optimizer=KERAS_OPTIMIZERS[config.optimizer](config.learning_rate),
+      loss=builder.create_loss(model_config, True, False))
+  is_autorec = model_config.architecture == mf.Architecture.AUTOREC
+  best, best_weights, waited = -np.inf, None, 0
+  for _ in range(config.epochs):
+    neg_users, neg_items = sample_negatives(table.users, num_items,
+                                            num_negatives, keys, rng)
+    if is_autorec:
+      inputs = np.zeros((num_users, num_items), np.float32)
+      inputs[table.users, table.items] = 1.0
+      labels = np.full((num_users, num_items), autorec.MASKED, np.float32)
+      labels[neg_users, neg_items] = 0.0
+      labels[table.users, table.items] = 1.0
+      rows = np.unique(table.users)
+      model.fit(inputs[rows], labels[rows], batch_size=config.batch_size,
+                epochs=1, verbose=0, shuffle=True)
+    else:
+      users = np.concatenate([table.users, neg_users])
+      items = np.concatenate([table.items, neg_items])
+      labels = np.concatenate([np.ones(len(table), np.float32),
+                               np.zeros(neg_users.size, np.float32)])
+      order = rng.permutation(users.size)
+      model.fit(collections.OrderedDict(user=users[order], item=items[order]),
+                labels[order], batch_size=config.batch_size, epochs=1,
+                verbose=0, shuffle=False)
+    score = validate(model)
+    if score is None:
+      continue
+    if score > best:
+      best, best_weights, waited = score, model.get_weights(), 0
+    else:
+      waited += 1
+      if waited >= config.patience:
+        break
+  if best_weights is not None:
+    model.set_weights(best_weights)
+  return model

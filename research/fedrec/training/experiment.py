@@ -34,12 +34,15 @@ import tensorflow_federated as tff
 from research.fedrec.algorithms import fed_avg
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.algorithms import optimizers as optimizers_lib
+from research.fedrec.algorithms import popularity as popularity_lib
 from research.fedrec.algorithms import sampling as sampling_lib
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus as corpus_lib
 from research.fedrec.data import pipelines
 from research.fedrec.data import splits as splits_lib
+from research.fedrec.evaluation import ranking as ranking_lib
 from research.fedrec.inference import export as export_lib
+from research.fedrec.models import builder
 from research.fedrec.models import mf
 from research.fedrec.privacy import accounting
 from research.fedrec.privacy import aggregation as aggregation_lib
@@ -48,6 +51,7 @@ from research.fedrec.training import centralized as centralized_lib
 from research.fedrec.training import exporting
 from research.fedrec.training import loop as loop_lib
 from research.fedrec.training import plots
+from research.fedrec.training import ranking_eval
 from research.fedrec.training import runtime
 from research.fedrec.utils import json_io
 from research.fedrec.utils import text_table
@@ -63,6 +67,7 @@ class Algorithm(enum.Enum):
   FEDRECON = 'fedrecon'
   FEDAVG = 'fedavg'
   CENTRALIZED = 'centralized'
+  POPULARITY = 'popularity'  # Implicit feedback: federated item counts.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,8 +123,18 @@ class ExperimentConfig:
   run_centralized_baseline: bool = True
   cache_dir: Optional[str] = None  # Default: <root_output_dir>/cache.
   seed: int = 0
+  # Implicit feedback: the ranking evaluation (val every eval round, test).
+  ranking: ranking_lib.RankingConfig = dataclasses.field(
+      default_factory=ranking_lib.RankingConfig)
 
   def __post_init__(self):
+    if self.algorithm == Algorithm.POPULARITY:
+      if not self.data.implicit:
+        raise ValueError('--algorithm=popularity ranks items: add '
+                         '--feedback=implicit.')
+    else:
+      builder.check_supported(self.model, self.data.implicit,
+                              self.algorithm == Algorithm.FEDRECON)
     if not self.experiment_name or os.sep in self.experiment_name:
       raise ValueError('--experiment_name must be a non-empty name without '
                        f'{os.sep!r}.')
@@ -132,8 +147,8 @@ class ExperimentConfig:
         self.aggregation.compression != aggregation_lib.Compression.NONE):
       raise ValueError('--dp, --secure_aggregation and --compression apply to '
                        'federated algorithms, not --algorithm=centralized.')
-    if (self.algorithm == Algorithm.FEDAVG and
-        self.split.kind == splits_lib.SplitKind.USER_DISJOINT):
+    if (self.algorithm == Algorithm.FEDAVG and builder.has_user_part(
+        self.model) and self.split.kind == splits_lib.SplitKind.USER_DISJOINT):
       raise ValueError(
           '--algorithm=fedavg cannot be evaluated with --split=user_disjoint: '
           "FedAvg's global user table has no row for users unseen in "
@@ -256,6 +271,68 @@ class _Evaluator:
         (k, float(v)) for k, v in metrics.items() if k != 'loss')
 
 
+class _RankingEvaluator:
+  """Ranking metrics of a model on a split (implicit feedback)."""
+
+  def __init__(self, config: ExperimentConfig, data: corpus_lib.Corpus,
+               split: splits_lib.Split, model_config: mf.MFConfig):
+    self._config = config
+    self._data = data
+    self._split = split
+    self._model_config = model_config
+    self._partitions = {}
+    self.last_result = None  # The latest `RankingResult`, for slices.
+
+  def partition(self, split_name: str,
+                max_clients: int = 0) -> ranking_eval.Partition:
+    if split_name not in self._partitions:
+      self._partitions[split_name] = ranking_eval.build_partition(
+          self._data, self._split, split_name)
+    partition = self._partitions[split_name]
+    num_users = len(partition.task.users)
+    if max_clients and max_clients < num_users:
+      rng = np.random.default_rng([self._config.seed, 7])
+      partition = partition.subset(
+          np.sort(rng.choice(num_users, max_clients, replace=False)))
+    return partition
+
+  def _run(self, partition, score_fn) -> collections.OrderedDict:
+    self.last_result = ranking_lib.evaluate(partition.task, score_fn,
+                                            self._config.ranking)
+    return self.last_result.overall
+
+  def evaluate_keras(self, model: tf.keras.Model, split_name: str,
+                     max_clients: int = 0,
+                     reconstruct: bool = False) -> collections.OrderedDict:
+    """Metrics of a Keras model (reconstruction layout if `reconstruct`)."""
+    partition = self.partition(split_name, max_clients)
+    if reconstruct:
+      score_fn = ranking_eval.reconstruction_scores(
+          model, self._model_config, partition,
+          ranking_eval.reconstruction_settings(self._config),
+          self._config.ranking.users_per_batch)
+    elif not builder.has_user_part(self._model_config):
+      score_fn = ranking_eval.autorec_scores(model, partition)
+    else:
+      score_fn = ranking_eval.classic_scores(model, partition)
+    return self._run(partition, score_fn)
+
+  def evaluate_popularity(self, counts: np.ndarray,
+                          split_name: str) -> collections.OrderedDict:
+    partition = self.partition(split_name)
+    return self._run(partition,
+                     ranking_eval.popularity_scores(counts, partition))
+
+  def evaluate(self, model_weights, split_name: str,
+               max_clients: int = 0) -> collections.OrderedDict:
+    """Metrics of a federated process's global weights."""
+    reconstruct = self._config.algorithm == Algorithm.FEDRECON
+    model = exporting.keras_model_of(
+        self._model_config, self._data.num_items,
+        None if reconstruct else self._data.num_users, model_weights)
+    return self.evaluate_keras(model, split_name, max_clients, reconstruct)
+
+
 def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
                    store_path: str, model_config: mf.MFConfig,
                    noise_multiplier: Optional[float] = None):
@@ -268,11 +345,11 @@ def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
     return fed_recon.build_training_process(
         model_config, data.num_items, config.recon, optimizers,
         config.pipeline, store_path, model_aggregator=aggregator,
-        uniform_weighting=not config.weighted)
+        uniform_weighting=not config.weighted, implicit=data.implicit)
   return fed_avg.build_training_process(
       model_config, data.num_items, data.num_users, optimizers,
       config.pipeline, store_path, model_aggregator=aggregator,
-      uniform_weighting=not config.weighted)
+      uniform_weighting=not config.weighted, implicit=data.implicit)
 
 
 def resolve_privacy(config: ExperimentConfig, num_training_users: int,
@@ -333,10 +410,17 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
       config.clients_per_round, config.sampling, config.seed)
   counts = client_store.get_num_examples(store_path, client_store.TRAIN)
   cap = config.pipeline.max_examples_per_user or np.iinfo(np.int64).max
-  evaluator = _Evaluator(config, data, split, store_path, model_config)
+  if data.implicit:
+    evaluator = _RankingEvaluator(config, data, split, model_config)
+    # Negatives are drawn per round: the ids tell each dataset its round.
+    sample = lambda r: client_store.round_client_ids(sampler.sample(r), r)
+  else:
+    evaluator = _Evaluator(config, data, split, store_path, model_config)
+    sample = sampler.sample
 
   def count_examples(clients):
-    return sum(min(counts[c], cap) for c in clients)
+    return sum(min(counts[c.split(client_store.ROUND_SEPARATOR)[0]], cap)
+               for c in clients)
 
   def evaluate_val(model_weights, round_num):
     del round_num  # The same validation clients every time.
@@ -355,7 +439,7 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
       tff.program.TensorBoardReleaseManager(os.path.join(out, 'tensorboard')),
   ]
   state, _ = loop_lib.run_training_loop(
-      process, sampler.sample, count_examples, evaluate_val, config.loop,
+      process, sample, count_examples, evaluate_val, config.loop,
       state_manager, release_managers, accountant, static_metrics,
       checkpoint_dir)
   weights = process.get_model_weights(state)
@@ -364,6 +448,17 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
       None if config.algorithm == Algorithm.FEDRECON else data.num_users,
       weights)
   return evaluator.evaluate(weights, 'test'), keras_model
+
+
+def _run_popularity(config: ExperimentConfig, data: corpus_lib.Corpus,
+                    store_path: str, noise_multiplier: Optional[float]):
+  """Federated item counts of all training clients (one round)."""
+  clients = client_store.get_client_ids(store_path, client_store.TRAIN)
+  aggregator = aggregation_lib.build_aggregator(
+      config.dp, config.aggregation, noise_multiplier, len(clients),
+      weighted=False)
+  counts = popularity_lib.build_counts(data.num_items, store_path, aggregator)
+  return np.asarray(counts(clients), np.float64)
 
 
 def run_experiment(config: ExperimentConfig,
@@ -397,32 +492,79 @@ def run_experiment(config: ExperimentConfig,
       hparams_path,
       collections.OrderedDict(flags=flag_values or {}, config=config))
   train_mean = float(np.mean(split.train.ratings))
-  model_config = dataclasses.replace(config.model, global_mean=train_mean)
+  # Implicit models start from logit 0 (every label is 1 in training).
+  model_config = dataclasses.replace(
+      config.model, global_mean=0.0 if data.implicit else train_mean)
   log(f'{data.name}: {data.num_users} users, {data.num_items} items, '
-      f'{len(data.ratings)} ratings; split {config.split.kind.value}: '
-      f'{len(split.train)} train, {len(split.val.query)} val, '
-      f'{len(split.test.query)} test ratings.')
+      f'{len(data.ratings)} {"interactions" if data.implicit else "ratings"};'
+      f' split {config.split.kind.value}: {len(split.train)} train, '
+      f'{len(split.val.query)} val, {len(split.test.query)} test.')
 
   results = collections.OrderedDict()
-  accountant = resolve_privacy(
-      config, int(np.unique(split.train.users).size), log)
-  if config.algorithm != Algorithm.CENTRALIZED:
+  num_training_users = int(np.unique(split.train.users).size)
+  trained = None
+  if config.algorithm == Algorithm.POPULARITY:
+    # One round in which every training client takes part.
+    accountant = resolve_privacy(dataclasses.replace(
+        config, clients_per_round=num_training_users,
+        loop=dataclasses.replace(config.loop, total_rounds=1)),
+                                 num_training_users, log)
+    if accountant is not None:
+      accountant.compose(1)
+  else:
+    accountant = resolve_privacy(config, num_training_users, log)
+  needs_store = config.algorithm != Algorithm.CENTRALIZED or data.implicit
+  if needs_store:
     store_path = client_store.create_client_store(
         split, config.cache_dir or os.path.join(config.root_output_dir,
                                                 'cache'))
-    with runtime.local_runtime(config.aggregation.secure_aggregation):
+  ranking_evaluator = None
+  if data.implicit:
+    ranking_evaluator = _RankingEvaluator(config, data, split, model_config)
+    for split_name in ('val', 'test'):  # Bad settings fail before training.
+      if len(getattr(split, split_name).query):  # pylint: disable=g-explicit-length-test
+        ranking_lib.check_task(ranking_evaluator.partition(split_name).task,
+                               config.ranking)
+  with runtime.local_runtime(config.aggregation.secure_aggregation):
+    if config.algorithm in (Algorithm.FEDRECON, Algorithm.FEDAVG):
       results[config.algorithm.value], trained = _run_federated(
           config, data, split, store_path, model_config, accountant)
+    if data.implicit:
+      # The floor every model must beat (with DP only when it is the run).
+      dp_noise = (accountant.noise_multiplier if accountant is not None and
+                  config.algorithm == Algorithm.POPULARITY else None)
+      counts = _run_popularity(
+          config if dp_noise is not None else dataclasses.replace(
+              config, dp=aggregation_lib.DPConfig()),
+          data, store_path, dp_noise)
+      results['popularity'] = ranking_evaluator.evaluate_popularity(
+          counts, 'test')
   if (config.algorithm == Algorithm.CENTRALIZED or
-      config.run_centralized_baseline):
+      (config.run_centralized_baseline and
+       config.algorithm != Algorithm.POPULARITY)):
     log('Training the centralized baseline ...')
-    model = centralized_lib.train(split, data.num_users, data.num_items,
-                                  model_config, config.centralized)
-    results['centralized'] = centralized_lib.evaluate(model, split.test)
+    if data.implicit:
+      has_val = len(split.val.query) > 0  # pylint: disable=g-explicit-length-test
+
+      def validate(model):
+        if not has_val:
+          return None
+        metrics = ranking_evaluator.evaluate_keras(model, 'val')
+        return metrics[_selection_metric(config)]
+
+      model = centralized_lib.train_implicit(
+          split, data.num_users, data.num_items, model_config,
+          config.centralized, config.pipeline.num_negatives, validate)
+      results['centralized'] = ranking_evaluator.evaluate_keras(model, 'test')
+    else:
+      model = centralized_lib.train(split, data.num_users, data.num_items,
+                                    model_config, config.centralized)
+      results['centralized'] = centralized_lib.evaluate(model, split.test)
     if config.algorithm == Algorithm.CENTRALIZED:
       trained = model
-  exporting.export_model(config, data, split, trained, model_config,
-                         os.path.join(config.output_dir, EXPORT_DIRNAME))
+  if trained is not None and not data.implicit:
+    exporting.export_model(config, data, split, trained, model_config,
+                           os.path.join(config.output_dir, EXPORT_DIRNAME))
 
   summary = collections.OrderedDict(
       experiment=config.experiment_name,
@@ -433,6 +575,8 @@ def run_experiment(config: ExperimentConfig,
       num_items=data.num_items,
       num_ratings=len(data.ratings),
       test_ratings=len(split.test.query),
+      feedback=config.data.feedback.value,
+      model=config.model.architecture.value,
       test_metrics=results,
       noise_floor_test_rmse=data.noise_floor_rmse(split.test.query),
       privacy=_privacy_summary(config, accountant),
@@ -444,8 +588,19 @@ def run_experiment(config: ExperimentConfig,
   if os.path.exists(metrics_csv):
     plots.plot_learning_curves(
         metrics_csv, os.path.join(config.output_dir, 'learning_curves.png'),
-        reference_lines=_reference_lines(summary))
+        reference_lines=_reference_lines(summary),
+        **(dict(curves=plots.NDCG_CURVES, ylabel='NDCG@10')
+           if data.implicit else {}))
   return summary
+
+
+def _selection_metric(config: ExperimentConfig) -> str:
+  """The validation metric that picks the centralized baseline's epoch."""
+  protocol = (ranking_lib.Protocol.SAMPLED
+              if ranking_lib.Protocol.SAMPLED in config.ranking.protocols else
+              config.ranking.protocols[0])
+  k = 10 if 10 in config.ranking.ks else max(config.ranking.ks)
+  return f'{protocol.value}/ndcg@{k}'
 
 
 def _privacy_summary(config: ExperimentConfig,
@@ -472,7 +627,16 @@ def _privacy_summary(config: ExperimentConfig,
           setting.sampling.value, setting.accountant.value))
 
 
+# Columns of the ranking summary table (implicit feedback).
+SUMMARY_RANKING_METRICS = ('full/hr@10', 'full/ndcg@10', 'sampled/hr@10',
+                           'sampled/ndcg@10')
+
+
 def _reference_lines(summary) -> dict[str, float]:
+  if summary.get('feedback') == 'implicit':
+    return {f'{name} test NDCG@10 (full)': metrics['full/ndcg@10']
+            for name, metrics in summary['test_metrics'].items()
+            if name != summary['algorithm'] and 'full/ndcg@10' in metrics}
   lines = {}
   algorithm = summary['algorithm']
   if algorithm in summary['test_metrics'] and algorithm != 'centralized':
@@ -487,6 +651,14 @@ def _reference_lines(summary) -> dict[str, float]:
 
 def format_summary(summary) -> str:
   """A side-by-side table of the held-out test metrics."""
+  if summary.get('feedback') == 'implicit':
+    names = [m for m in SUMMARY_RANKING_METRICS
+             if all(m in v for v in summary['test_metrics'].values())]
+    rows = [('model',) + tuple(n.replace('/', ' ').upper().replace(
+        'FULL', 'full').replace('SAMPLED', 'sampled') for n in names)]
+    for name, metrics in summary['test_metrics'].items():
+      rows.append((name,) + tuple(f'{metrics[n]:.4f}' for n in names))
+    return text_table.format_rows(rows)
   rows = [('model', 'test RMSE', 'MAE', 'rating acc.')]
   for name, metrics in summary['test_metrics'].items():
     rows.append((name, f'{metrics["rmse"]:.4f}', f'{metrics["mae"]:.4f}',

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from research.fedrec.inference import export as export_lib
 from research.fedrec.inference import reconstruction
+from research.fedrec.models import builder
 from research.fedrec.models import mf
 from research.fedrec.utils import json_io
 
@@ -31,12 +32,12 @@ def reconstruction_settings(config) -> reconstruction.Settings:
 
 def keras_model_of(model_config: mf.MFConfig, num_items: int,
                    num_users: Optional[int], model_weights) -> tf.keras.Model:
-  """A Keras MF model holding a TFF process's global `model_weights`.
+  """A Keras model holding a TFF process's global `model_weights`.
 
   `num_users=None` is the FedRecon layout, whose global weights are the item
   side only (in `global_layers` order); otherwise the classic layout.
   """
-  layers = mf.create_keras_model(model_config, num_items, num_users)
+  layers = builder.create_keras_model(model_config, num_items, num_users)
   if num_users is not None:
     model_weights.assign_weights_to(layers.model)
     return layers.model

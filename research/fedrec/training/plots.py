@@ -29,20 +29,28 @@ def read_metrics_csv(path: str) -> dict[str, list[tuple[int, float]]]:
   return series
 
 
+RMSE_CURVES = (('train/rmse', 'train RMSE (sampled clients)'),
+               ('val/rmse', 'validation RMSE'))
+NDCG_CURVES = (('val/full/ndcg@10', 'validation NDCG@10 (full ranking)'),
+               ('val/sampled/ndcg@10', 'validation NDCG@10 (sampled)'))
+
+
 def plot_learning_curves(metrics_csv: str, output_png: str,
-                         reference_lines: dict[str, float]) -> None:
-  """RMSE per round (train and validation) with reference lines.
+                         reference_lines: dict[str, float],
+                         curves=RMSE_CURVES, ylabel: str = 'RMSE') -> None:
+  """A metric per round (e.g. train and validation RMSE) with reference lines.
 
   Args:
     metrics_csv: A metrics.csv written by the training loop.
     output_png: Where to write the figure (written atomically).
-    reference_lines: Horizontal lines to draw, label -> RMSE.
+    reference_lines: Horizontal lines to draw, label -> value.
+    curves: (metrics.csv column, label) pairs to draw where present.
+    ylabel: The y axis label.
   """
   series = read_metrics_csv(metrics_csv)
   plt = _pyplot()
   figure, axes = plt.subplots(figsize=(7, 4.5))
-  for name, label in (('train/rmse', 'train RMSE (sampled clients)'),
-                      ('val/rmse', 'validation RMSE')):
+  for name, label in curves:
     if name in series:
       rounds, values = zip(*series[name])
       axes.plot(rounds, values, marker='o' if len(rounds) < 30 else None,
@@ -51,7 +59,7 @@ def plot_learning_curves(metrics_csv: str, output_png: str,
     axes.axhline(value, linestyle=style, color='gray', label=f'{label} '
                  f'({value:.4f})')
   axes.set_xlabel('round')
-  axes.set_ylabel('RMSE')
+  axes.set_ylabel(ylabel)
   axes.grid(alpha=0.3)
   axes.legend()
   figure.tight_layout()

@@ -1,0 +1,149 @@
+"""Scoring every item for many users with an implicit-feedback model.
+
+Ranking evaluation and recommendation need a score for every (user, item)
+pair. The classic layout (a user table, as FedAvg and the centralized baseline
+train) scores directly. A Federated Reconstruction model has no user table: as
+on a client, each user's local embeddings are first *reconstructed* from the
+user's known interactions with the global model frozen, then the user is
+scored. `reconstruct_users` does that for many users at once, each exactly as
+its own client would (with TensorFlow only, no TFF):
+
+* every local epoch pairs the user's positives with `num_negatives` negatives
+  per positive drawn from items the user has not interacted with, shuffled;
+* batches of `batch_size`, the per-batch mean binary cross-entropy (plus the
+  model's per-example L2), one optimizer step per batch, `epochs` epochs capped
+  at `steps_max` steps;
+* the embeddings start from the model's initial user vectors.
+
+All users step together; a user whose batches have run out is frozen. The
+randomness is seeded per (seed, user, epoch), so results do not depend on how
+users are batched.
+"""
+
+import dataclasses
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from scipy import sparse
+
+from research.fedrec.inference import reconstruction
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  epochs: int = 1
+  steps_max: Optional[int] = None
+  batch_size: int = 16
+  num_negatives: int = 4
+  optimizer: str = 'sgd'
+  learning_rate: float = 0.1
+  seed: int = 0
+
+
+def _client_examples(user: int, known: np.ndarray, num_items: int,
+                     settings: Settings):
+  """(items, labels) batches of one user over all epochs: [batches, B]."""
+  rng = np.random.default_rng([settings.seed, user, 0x1c])
+  positives = np.asarray(known, np.int64)
+  shifted = positives - np.arange(len(positives))
+  batches_items, batches_labels = [], []
+  for _ in range(settings.epochs):
+    room = num_items - len(positives)
+    draws = rng.integers(0, max(room, 1),
+                         len(positives) * settings.num_negatives if room else 0)
+    negatives = draws + np.searchsorted(shifted, draws, side='right')
+    items = np.concatenate([positives, negatives])
+    labels = np.concatenate([np.ones(len(positives), np.float32),
+                             np.zeros(len(negatives), np.float32)])
+    order = rng.permutation(len(items))
+    count = -(-len(items) // settings.batch_size)
+    padded = count * settings.batch_size
+    items = np.pad(items[order], (0, padded - len(items)), constant_values=-1)
+    labels = np.pad(labels[order], (0, padded - len(labels)))
+    batches_items.append(items.reshape(count, settings.batch_size))
+    batches_labels.append(labels.reshape(count, settings.batch_size))
+  items, labels = np.concatenate(batches_items), np.concatenate(batches_labels)
+  if settings.steps_max is not None:
+    items, labels = items[:settings.steps_max], labels[:settings.steps_max]
+  return items, labels
+
+
+def reconstruct_users(model: tf.keras.Model, user_layer_names: Sequence[str],
+                      initial_vectors: Sequence[np.ndarray],
+                      users: np.ndarray, known: sparse.csr_matrix,
+                      settings: Settings) -> list[np.ndarray]:
+  """Reconstructed user embeddings, one table per user layer.
+
+  Args:
+    model: The classic layout (inputs `{user, item}`, output the logit) with
+      user tables of at least `len(users)` rows; its global layers hold the
+      trained weights. Rows [0, len(users)) of its user tables are overwritten
+      with the result.
+    user_layer_names: The model's user-embedding layers.
+    initial_vectors: Each user layer's initial vector ([dim]).
+    users: Dense user ids (seed the negatives and shuffles), one per row.
+    known: [len(users), num_items] the interactions to reconstruct from.
+    settings: How clients reconstruct.
+
+  Returns:
+    One [len(users), dim] array per user layer.
+  """
+  num_items = known.shape[1]
+  examples = [_client_examples(int(u), known[r].indices, num_items, settings)
+              for r, u in enumerate(users)]
+  steps = np.array([len(items) for items, _ in examples])
+  max_steps = int(steps.max()) if len(steps) else 0
+  batch = settings.batch_size
+  items = np.full((len(users), max(max_steps, 1), batch), -1, np.int64)
+  labels = np.zeros(items.shape, np.float32)
+  for r, (i, l) in enumerate(examples):
+    items[r, :len(i)], labels[r, :len(l)] = i, l
+  layers = [model.get_layer(name) for name in user_layer_names]
+  tables = [np.tile(np.asarray(v, np.float32)[None, :], (len(users), 1))
+            for v in initial_vectors]
+  optimizer = reconstruction.Optimizer(settings.optimizer,
+                                       settings.learning_rate,
+                                       [t.shape for t in tables])
+  rows = np.repeat(np.arange(len(users)), batch)
+
+  @tf.function
+  def gradients(item_batch, label_batch):
+    mask = tf.cast(item_batch >= 0, tf.float32)
+    count = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+    weight = tf.reshape(mask / count[:, None], [-1])
+    with tf.GradientTape() as tape:
+      logits = model({'user': rows, 'item': tf.reshape(
+          tf.maximum(item_batch, 0), [-1])}, training=False)
+      losses = tf.nn.sigmoid_cross_entropy_with_logits(
+          labels=tf.reshape(label_batch, [-1]), logits=logits)
+      # Per-user batch means (plus L2 added by the model), summed over users:
+      # each user's rows get the gradient of that user's own loss.
+      loss = tf.reduce_sum(losses * weight)
+      if model.losses:
+        loss += tf.add_n(model.losses) * tf.cast(len(users), tf.float32)
+    return tape.gradient(loss, [layer.embeddings for layer in layers])
+
+  def assign():
+    for layer, table in zip(layers, tables):
+      weights = layer.get_weights()[0]
+      weights[:len(users)] = table
+      layer.set_weights([weights])
+
+  for step in range(max_steps):
+    assign()
+    grads = gradients(tf.constant(items[:, step]), tf.constant(labels[:, step]))
+    grads = [np.asarray(tf.convert_to_tensor(g))[:len(users)] for g in grads]
+    optimizer.step(tables, grads, steps > step)
+  assign()
+  return tables
+
+
+def score_items(model: tf.keras.Model, rows: np.ndarray,
+                num_items: int) -> np.ndarray:
+  """[len(rows), num_items] logits of a classic-layout model's user rows."""
+  users = np.repeat(np.asarray(rows, np.int64), num_items)
+  items = np.tile(np.arange(num_items, dtype=np.int64), len(rows))
+  scores = model.predict({'user': users, 'item': items},
+                         batch_size=1 << 16, verbose=0)
+  return np.asarray(scores, np.float32).reshape(len(rows), num_items)

@@ -1,0 +1,124 @@
+"""Ranking evaluation of a run's models on a split (implicit feedback).
+
+Builds the `evaluation.ranking` task of a partition (val or test) and the score
+function of each kind of model:
+
+* a classic-layout model (FedAvg, centralized): its user table;
+* a FedRecon model: users reconstructed from their support interactions exactly
+  as a client does (`inference.implicit`), then scored;
+* U-AutoRec: the user's support vector through the autoencoder;
+* popularity: one score vector for everyone.
+
+What is masked in full ranking is what the user's client knows before scoring:
+the support interactions (training items under holdout / leave-one-out), and
+for the test partition also the user's validation items, which happened before
+the test items and are not what the test asks to find.
+"""
+
+import dataclasses
+
+import numpy as np
+from scipy import sparse
+import tensorflow as tf
+
+from research.fedrec.data import corpus as corpus_lib
+from research.fedrec.data import splits as splits_lib
+from research.fedrec.evaluation import ranking
+from research.fedrec.inference import implicit
+from research.fedrec.models import builder
+from research.fedrec.models import mf
+
+
+@dataclasses.dataclass(frozen=True)
+class Partition:
+  """A ranking task plus each evaluated user's support interactions."""
+
+  task: ranking.RankingTask
+  support: sparse.csr_matrix  # [users, items]: what reconstruction sees.
+
+  def subset(self, rows: np.ndarray) -> 'Partition':
+    return Partition(self.task.subset(rows), self.support[rows])
+
+
+def build_partition(data: corpus_lib.Corpus, split: splits_lib.Split,
+                    split_name: str) -> Partition:
+  partition = getattr(split, split_name)
+  known = [partition.support]
+  if split_name == 'test' and split.val.support is split.train:
+    known.append(split.val.query)  # Same users; validation came first.
+  known_users = np.concatenate([t.users for t in known])
+  known_items = np.concatenate([t.items for t in known])
+  task = ranking.build_task(
+      known_users, known_items, partition.query.users, partition.query.items,
+      data.ratings.users, data.ratings.items, split.train.items,
+      data.num_items)
+  rows = np.searchsorted(task.users, partition.support.users)
+  keep = (rows < len(task.users)) & (
+      task.users[np.minimum(rows, len(task.users) - 1)] ==
+      partition.support.users)
+  support = sparse.csr_matrix(
+      (np.ones(int(keep.sum()), bool),
+       (rows[keep], partition.support.items[keep])),
+      shape=task.known.shape)
+  support.sum_duplicates()
+  return Partition(task, support.astype(bool))
+
+
+def classic_scores(model: tf.keras.Model, partition: Partition):
+  """Score function of a model with a user table indexed by dense user id."""
+  def score(rows):
+    return implicit.score_items(model, partition.task.users[rows],
+                                partition.task.num_items)
+  return score
+
+
+def autorec_scores(model: tf.keras.Model, partition: Partition):
+  def score(rows):
+    inputs = partition.support[rows].toarray().astype(np.float32)
+    return model.predict(inputs, batch_size=256, verbose=0)
+  return score
+
+
+def popularity_scores(counts: np.ndarray, partition: Partition):
+  counts = np.asarray(counts, np.float32)
+  return lambda rows: np.tile(counts, (len(rows), 1))
+
+
+def reconstruction_scores(global_model: tf.keras.Model,
+                          model_config: mf.MFConfig, partition: Partition,
+                          settings: implicit.Settings, users_per_batch: int):
+  """Score function of a FedRecon model (reconstruction layout, trained).
+
+  Users are reconstructed in the batches the ranking evaluation asks for, in a
+  classic-layout model with one table row per user of the batch.
+  """
+  num_items = partition.task.num_items
+  classic = builder.create_keras_model(model_config, num_items,
+                                       users_per_batch)
+  recon = builder.create_keras_model(model_config, num_items)
+  for layer in recon.global_layers:
+    classic.model.get_layer(layer.name).set_weights(
+        global_model.get_layer(layer.name).get_weights())
+  names = [layer.name for layer in recon.user_layers]
+  initial = [layer.get_weights()[0][0] for layer in recon.user_layers]
+
+  def score(rows):
+    if len(rows) > users_per_batch:
+      raise ValueError('More users than reconstruction table rows.')
+    implicit.reconstruct_users(
+        classic.model, names, initial, partition.task.users[rows],
+        partition.support[rows], settings)
+    return implicit.score_items(classic.model, np.arange(len(rows)), num_items)
+  return score
+
+
+def reconstruction_settings(config) -> implicit.Settings:
+  """How the clients of an `ExperimentConfig`'s run reconstruct a user."""
+  return implicit.Settings(
+      epochs=config.recon.recon_epochs,
+      steps_max=config.recon.recon_steps_max,
+      batch_size=config.pipeline.batch_size,
+      num_negatives=config.pipeline.num_negatives,
+      optimizer=config.optimizers.reconstruction,
+      learning_rate=config.optimizers.reconstruction_learning_rate,
+      seed=config.pipeline.seed)
