@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(REQ_HASH)
 # Extra flags for the main job, e.g. make run ARGS="--rounds=10".
 ARGS ?=
 # Bazel targets CI builds and tests (a small set, so BUILD files cannot rot).
-BAZEL_TARGETS ?= //tests:build_files_test //tests/data:ratings_test //tests/data:splits_test //tests/models:mf_test //tests/algorithms:fed_recon_test //tests/inference:reconstruction_test //tests/inference:recommender_test
+BAZEL_TARGETS ?= //tests:build_files_test //tests/data:ratings_test //tests/data:splits_test //tests/models:mf_test //tests/algorithms:fed_recon_test //tests/inference:reconstruction_test //tests/inference:recommender_test //tests/evaluation:ranking_test
 
 .PHONY: setup run test bazel-test clean
 

@@ -65,5 +65,91 @@ class PipelinesTest(absltest.TestCase):
       pipelines.PipelineConfig(batch_size=0)
 
 
+def _positives(items, user=3, round_num=1):
+  n = len(items)
+  return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+      user=np.full(n, user, np.int64), item=np.array(items, np.int64),
+      rating=np.ones(n, np.float32), is_query=np.zeros(n, np.int64),
+      round=np.full(n, round_num, np.int64)))
+
+
+def _examples(dataset):
+  """Per local epoch: (items, labels) of its batches, concatenated."""
+  epochs = collections.defaultdict(lambda: ([], []))
+  for b in dataset.as_numpy_iterator():
+    x = b['x']
+    epoch = int(x['epoch'][0]) if 'epoch' in x else len(epochs)
+    epochs[epoch][0].extend(x['item'].tolist())
+    epochs[epoch][1].extend(b['y'].tolist())
+  return [epochs[e] for e in sorted(epochs)]
+
+
+class ImplicitPipelinesTest(absltest.TestCase):
+
+  def test_sample_negatives_is_uniform_over_the_complement(self):
+    negatives = pipelines.sample_negatives(
+        tf.constant([0, 2, 3, 7], tf.int64), 60_000, 9,
+        tf.constant([4, 5], tf.int64)).numpy()
+    counts = np.bincount(negatives, minlength=9)
+    np.testing.assert_array_equal(counts[[0, 2, 3, 7]], 0)
+    # 5 allowed items, 12,000 expected each; 4 standard errors is ~400.
+    self.assertLess(np.abs(counts[[1, 4, 5, 6, 8]] - 12_000).max(), 400)
+    self.assertEmpty(pipelines.sample_negatives(
+        tf.constant([0, 1], tf.int64), 5, 2, tf.constant([1, 2],
+                                                         tf.int64)).numpy())
+
+  def test_negatives_per_epoch_and_round_never_positives(self):
+    config = pipelines.PipelineConfig(batch_size=4, num_negatives=3, seed=2)
+    fn = pipelines.create_implicit_recon_train_fn(config, 50, 1, 2)
+    positives = [5, 9, 11, 30]
+    epochs = _examples(fn(_positives(positives)))
+    self.assertLen(epochs, 3)
+    negative_sets = []
+    for items, labels in epochs:
+      items, labels = np.array(items), np.array(labels)
+      self.assertCountEqual(items[labels == 1], positives)
+      negatives = items[labels == 0]
+      self.assertLen(negatives, 12)
+      self.assertFalse(np.isin(negatives, positives).any())
+      negative_sets.append(negatives.tolist())
+    self.assertNotEqual(negative_sets[0], negative_sets[1])  # Re-drawn.
+    # Seeded: the same client and round give the same data; another round
+    # gives other negatives.
+    self.assertEqual(_examples(fn(_positives(positives))), epochs)
+    other_round = _examples(fn(_positives(positives, round_num=2)))
+    self.assertNotEqual(other_round, epochs)
+
+  def test_split_dataset_uses_disjoint_positives(self):
+    config = pipelines.PipelineConfig(batch_size=64, num_negatives=1)
+    fn = pipelines.create_implicit_recon_train_fn(config, 100, 1, 1,
+                                                  split_dataset=True)
+    (recon_items, recon_labels), (post_items, post_labels) = _examples(
+        fn(_positives(list(range(10)))))
+    recon = {i for i, l in zip(recon_items, recon_labels) if l == 1}
+    post = {i for i, l in zip(post_items, post_labels) if l == 1}
+    self.assertLen(recon, 5)
+    self.assertLen(post, 5)
+    self.assertEmpty(recon & post)
+
+  def test_fedavg_and_autorec_examples(self):
+    config = pipelines.PipelineConfig(batch_size=5, num_negatives=2,
+                                      local_epochs=2)
+    batches = list(pipelines.create_implicit_fedavg_train_fn(config, 20)(
+        _positives([1, 4])).as_numpy_iterator())
+    users = np.concatenate([b['x']['user'] for b in batches])
+    self.assertLen(users, 2 * 2 * 3)
+    self.assertTrue((users == 3).all())
+    examples = list(pipelines.create_autorec_train_fn(config, 6)(
+        _positives([1, 4])).as_numpy_iterator())
+    self.assertLen(examples, 2)
+    for e in examples:
+      np.testing.assert_array_equal(e['x'][0], [0, 1, 0, 0, 1, 0])
+      self.assertEqual(e['y'][0][1], 1.0)
+      self.assertEqual(e['y'][0][4], 1.0)
+      labelled = e['y'][0][[0, 2, 3, 5]]
+      self.assertTrue(set(labelled.tolist()) <= {0.0, -1.0})
+      self.assertGreaterEqual((labelled == 0).sum(), 1)
+
+
 if __name__ == '__main__':
   absltest.main()

@@ -20,6 +20,8 @@ class Color(enum.Enum):
 class Inner:
   scale: tuple[float, float, float] = (1.0, 5.0, 1.0)
   color: Color = Color.RED
+  widths: tuple[int, ...] = (32, 16, 8)  # Variable length.
+  colors: tuple[Color, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +35,9 @@ class Outer:
 class JsonIoTest(absltest.TestCase):
 
   def test_round_trip(self):
-    value = Outer('x', Inner((0.5, 5.0, 0.5)), limit=3, other=Inner())
+    value = Outer('x', Inner((0.5, 5.0, 0.5), widths=(4, 3, 2, 1),
+                             colors=(Color.RED, Color.RED)),
+                  limit=3, other=Inner())
     text = json.dumps(json_io.to_jsonable(value))
     self.assertEqual(json_io.from_jsonable(Outer, json.loads(text)), value)
     self.assertEqual(json_io.from_jsonable(Outer, {'name': 'y'}), Outer('y'))

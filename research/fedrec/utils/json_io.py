@@ -52,8 +52,10 @@ def from_jsonable(cls: Any, value: Any) -> Any:
   if isinstance(cls, type) and issubclass(cls, enum.Enum):
     return cls(value)
   if origin is tuple:
-    return tuple(from_jsonable(a, v) for a, v in zip(typing.get_args(cls),
-                                                    value))
+    args = typing.get_args(cls)
+    if len(args) == 2 and args[1] is Ellipsis:  # tuple[T, ...]
+      return tuple(from_jsonable(args[0], v) for v in value)
+    return tuple(from_jsonable(a, v) for a, v in zip(args, value))
   return value
 
 

@@ -1,0 +1,128 @@
+"""End-to-end implicit-feedback runs on a tiny synthetic corpus."""
+
+import csv
+import os
+
+from absl.testing import absltest
+import numpy as np
+
+from research.fedrec.data import client_store
+from research.fedrec.data import corpus
+from research.fedrec.data import splits
+from research.fedrec.data import synthetic
+from research.fedrec.evaluation import ranking
+from research.fedrec.models import mf
+from research.fedrec.training import centralized
+from research.fedrec.training import experiment
+from research.fedrec.training import loop
+
+_DATA = corpus.DataConfig(
+    feedback=corpus.Feedback.IMPLICIT,
+    synthetic_config=synthetic.SyntheticConfig(
+        num_users=40, num_items=150, num_ratings=1200, min_ratings_per_user=10,
+        max_ratings_per_user=50, selection_affinity=1.5))
+_SPLIT = splits.SplitConfig(kind=splits.SplitKind.LEAVE_ONE_OUT)
+
+
+def _config(root, name, **overrides):
+  settings = dict(
+      root_output_dir=root, experiment_name=name, data=_DATA, split=_SPLIT,
+      loop=loop.LoopConfig(total_rounds=2, eval_every=1, progress=False),
+      clients_per_round=4,
+      centralized=centralized.CentralizedConfig(epochs=2, batch_size=64),
+      ranking=ranking.RankingConfig(ks=(5, 10), eval_negatives=50))
+  settings.update(overrides)
+  return experiment.ExperimentConfig(**settings)
+
+
+class ImplicitExperimentTest(absltest.TestCase):
+
+  def test_neumf_fedrecon_run_reports_ranking_metrics(self):
+    root = self.create_tempdir().full_path
+    config = _config(root, 'neumf', model=mf.MFConfig(
+        architecture=mf.Architecture.NEUMF, embedding_dim=4,
+        mlp_layers=(8, 4)))
+    summary = experiment.run_experiment(config, log=lambda _: None)
+    self.assertEqual(list(summary['test_metrics']),
+                     ['fedrecon', 'popularity', 'centralized'])
+    for metrics in summary['test_metrics'].values():
+      for protocol in ('full', 'sampled'):
+        for k in (5, 10):
+          self.assertBetween(metrics[f'{protocol}/ndcg@{k}'], 0.0, 1.0)
+          # One relevant item (leave-one-out): recall equals HR.
+          self.assertEqual(metrics[f'{protocol}/recall@{k}'],
+                           metrics[f'{protocol}/hr@{k}'])
+    self.assertIsNone(summary['noise_floor_test_rmse'])
+    with open(os.path.join(root, 'neumf', 'metrics.csv')) as f:
+      rows = list(csv.DictReader(f))
+    self.assertLen(rows, 2)
+    for row in rows:  # Ranking metrics at every evaluation round.
+      self.assertBetween(float(row['val/full/ndcg@10']), 0.0, 1.0)
+      self.assertBetween(float(row['val/sampled/hr@5']), 0.0, 1.0)
+      self.assertIn('train/bce', row)
+    self.assertTrue(os.path.exists(
+        os.path.join(root, 'neumf', 'learning_curves.png')))
+
+  def test_training_store_holds_no_test_or_validation_item(self):
+    data = corpus.load_corpus(_DATA)
+    split = splits.split(data.ratings, _SPLIT)
+    path = client_store.create_client_store(
+        split, self.create_tempdir().full_path)
+    held_out = {(int(u), int(i)) for t in (split.val.query, split.test.query)
+                for u, i in zip(t.users, t.items)}
+    self.assertLen(held_out, 2 * 40)
+    for client in client_store.get_client_ids(path, client_store.TRAIN):
+      rows = client_store.read_client_rows(path, client, client_store.TRAIN)
+      pairs = {(int(u), int(i)) for u, i, _ in rows}
+      self.assertEmpty(pairs & held_out)
+      self.assertTrue((rows[:, 2] == 1.0).all())  # Interactions are 1.0.
+    # Every interaction is in exactly one place.
+    self.assertEqual(len(split.train) + 80, len(data.ratings))
+
+  def test_popularity_run_equals_numpy_counts(self):
+    root = self.create_tempdir().full_path
+    summary = experiment.run_experiment(
+        _config(root, 'pop', algorithm=experiment.Algorithm.POPULARITY),
+        log=lambda _: None)
+    data = corpus.load_corpus(_DATA)
+    split = splits.split(data.ratings, _SPLIT)
+    evaluator = experiment._RankingEvaluator(
+        _config(root, 'x'), data, split, mf.MFConfig())
+    direct = evaluator.evaluate_popularity(
+        np.bincount(split.train.items, minlength=data.num_items), 'test')
+    self.assertEqual(list(summary['test_metrics']), ['popularity'])
+    for name, value in direct.items():
+      self.assertAlmostEqual(summary['test_metrics']['popularity'][name],
+                             value, places=12, msg=name)
+
+  def test_autorec_fedavg_and_implicit_mf_centralized(self):
+    root = self.create_tempdir().full_path
+    autorec = experiment.run_experiment(
+        _config(root, 'autorec', algorithm=experiment.Algorithm.FEDAVG,
+                model=mf.MFConfig(architecture=mf.Architecture.AUTOREC,
+                                  hidden_units=8),
+                run_centralized_baseline=False), log=lambda _: None)
+    self.assertEqual(list(autorec['test_metrics']), ['fedavg', 'popularity'])
+    fedmf = experiment.run_experiment(
+        _config(root, 'mf', algorithm=experiment.Algorithm.CENTRALIZED),
+        log=lambda _: None)
+    self.assertEqual(list(fedmf['test_metrics']),
+                     ['popularity', 'centralized'])
+
+  def test_bad_settings_are_one_line_errors(self):
+    root = self.create_tempdir().full_path
+    with self.assertRaisesRegex(ValueError, 'no user-specific part'):
+      _config(root, 'x', model=mf.MFConfig(
+          architecture=mf.Architecture.AUTOREC))
+    with self.assertRaisesRegex(ValueError, 'add --feedback=implicit'):
+      _config(root, 'x', data=corpus.DataConfig(),
+              algorithm=experiment.Algorithm.POPULARITY)
+    with self.assertRaisesRegex(ValueError, r'--eval_negatives=149: user \d+ '
+                                'has only'):
+      experiment.run_experiment(
+          _config(root, 'x', ranking=ranking.RankingConfig(
+              eval_negatives=149)), log=lambda _: None)
+
+
+if __name__ == '__main__':
+  absltest.main()
