@@ -67,6 +67,35 @@ def _format(rows) -> str:
   return text_table.format_rows(table)
 
 
+# Columns of the printed ranking table (all are in the JSON and CSVs).
+_RANKING_COLUMNS = ('full/hr@10', 'full/ndcg@10', 'sampled/hr@10',
+                    'sampled/ndcg@10')
+
+
+def _format_ranking(rows) -> str:
+  columns = [c for c in _RANKING_COLUMNS if c in rows[0]]
+  table = [('slice', 'users') + tuple(c.replace('/', ' ') for c in columns)]
+  table += [(f'{r["slice_kind"]}: {r["slice"]}' if r['slice_kind'] != 'all'
+             else 'all', str(r['users'])) +
+            tuple('-' if r['users'] == 0 else f'{r[c]:.4f}' for c in columns)
+            for r in rows]
+  return text_table.format_rows(table)
+
+
+def _ranking_rows(run, split_name: str, edges):
+  """(overall, slice rows, per-user rows) of an implicit-feedback run."""
+  # pylint: disable=g-import-not-at-top
+  from research.fedrec.training import trained
+  # pylint: enable=g-import-not-at-top
+  result = trained.evaluate_ranking(run, split_name)
+  names = list(result.per_user)
+  users = [collections.OrderedDict(
+      [('user', int(u)), ('activity', int(result.activity[k]))] +
+      [(n, float(result.per_user[n][k])) for n in names])
+           for k, u in enumerate(result.users)]
+  return result.overall, result.sliced(edges), users
+
+
 def evaluate(experiment_dir: str, split_name: str, edges, output_dir: str):
   """Evaluates and writes the outputs; returns the JSON-able result."""
   if not os.path.isdir(experiment_dir):
@@ -79,7 +108,13 @@ def evaluate(experiment_dir: str, split_name: str, edges, output_dir: str):
   secure = experiment.load_config(experiment_dir).aggregation.secure_aggregation
   with runtime.local_runtime(secure):
     run = trained.load_run(experiment_dir)
-  result = trained.evaluate_run(run, split_name, edges)
+  if run.config.data.implicit:
+    overall, slice_rows, users = _ranking_rows(run, split_name, edges)
+    slice_columns = tuple(slice_rows[0])
+  else:
+    result = trained.evaluate_run(run, split_name, edges)
+    overall, slice_rows, users = result.overall, result.slices, result.users
+    slice_columns = slices.SLICE_COLUMNS
   raw_users = run.data.id_maps.raw_users
   summary_path = os.path.join(experiment_dir, 'summary.json')
   reported = None
@@ -95,16 +130,17 @@ def evaluate(experiment_dir: str, split_name: str, edges, output_dir: str):
       split_kind=run.config.split.kind.value,
       checkpoint_round=run.round_num,
       activity_edges=list(edges),
-      metrics=result.overall,
-      slices=result.slices,
+      feedback=run.config.data.feedback.value,
+      metrics=overall,
+      slices=slice_rows,
       train_reported_test_metrics=reported)
   os.makedirs(output_dir, exist_ok=True)
   json_io.write_json_atomically(
       os.path.join(output_dir, f'{split_name}.json'), output)
   user_rows = [collections.OrderedDict(r, user=raw_users[r['user']].item())
-               for r in result.users]
+               for r in users]
   for name, rows, columns in (
-      ('slices', result.slices, slices.SLICE_COLUMNS),
+      ('slices', slice_rows, slice_columns),
       ('users', user_rows, tuple(user_rows[0]) if user_rows else ())):
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns)
@@ -136,9 +172,17 @@ def main(argv):
   print(f'{output["experiment"]}: {output["algorithm"]} on {output["dataset"]}'
         f', {output["split"]} users ({output["split_kind"]} split), '
         f'checkpoint of round {output["checkpoint_round"]}:')
-  print(_format(output['slices']))
+  implicit = output['feedback'] == 'implicit'
+  print((_format_ranking if implicit else _format)(output['slices']))
   reported = output['train_reported_test_metrics']
-  if reported:
+  if reported and implicit:
+    name = 'full/ndcg@10'
+    if name in reported and name in output['metrics']:
+      difference = abs(reported[name] - output['metrics'][name])
+      print(f'train.py reported test {name} {reported[name]:.6f}; this '
+            f'evaluation {output["metrics"][name]:.6f} (difference '
+            f'{difference:.1e}).')
+  elif reported:
     difference = abs(reported['rmse'] - output['metrics']['rmse'])
     print(f'train.py reported test RMSE {reported["rmse"]:.6f}; this '
           f'evaluation {output["metrics"]["rmse"]:.6f} (difference '

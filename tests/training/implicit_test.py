@@ -15,6 +15,8 @@ from research.fedrec.models import mf
 from research.fedrec.training import centralized
 from research.fedrec.training import experiment
 from research.fedrec.training import loop
+from research.fedrec.training import runtime
+from research.fedrec.training import trained
 
 _DATA = corpus.DataConfig(
     feedback=corpus.Feedback.IMPLICIT,
@@ -62,6 +64,14 @@ class ImplicitExperimentTest(absltest.TestCase):
       self.assertIn('train/bce', row)
     self.assertTrue(os.path.exists(
         os.path.join(root, 'neumf', 'learning_curves.png')))
+    # evaluate.py's path reloads the checkpoint and finds the same numbers.
+    with runtime.local_runtime():
+      run = trained.load_run(os.path.join(root, 'neumf'))
+    result = trained.evaluate_ranking(run, 'test')
+    self.assertEqual(dict(result.overall),
+                     dict(summary['test_metrics']['fedrecon']))
+    self.assertEqual(result.sliced((20,))[0]['full/ndcg@10'],
+                     result.overall['full/ndcg@10'])
 
   def test_training_store_holds_no_test_or_validation_item(self):
     data = corpus.load_corpus(_DATA)
@@ -86,7 +96,7 @@ class ImplicitExperimentTest(absltest.TestCase):
         log=lambda _: None)
     data = corpus.load_corpus(_DATA)
     split = splits.split(data.ratings, _SPLIT)
-    evaluator = experiment._RankingEvaluator(
+    evaluator = experiment.RankingEvaluator(
         _config(root, 'x'), data, split, mf.MFConfig())
     direct = evaluator.evaluate_popularity(
         np.bincount(split.train.items, minlength=data.num_items), 'test')

@@ -271,7 +271,7 @@ class _Evaluator:
         (k, float(v)) for k, v in metrics.items() if k != 'loss')
 
 
-class _RankingEvaluator:
+class RankingEvaluator:
   """Ranking metrics of a model on a split (implicit feedback)."""
 
   def __init__(self, config: ExperimentConfig, data: corpus_lib.Corpus,
@@ -411,7 +411,7 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
   counts = client_store.get_num_examples(store_path, client_store.TRAIN)
   cap = config.pipeline.max_examples_per_user or np.iinfo(np.int64).max
   if data.implicit:
-    evaluator = _RankingEvaluator(config, data, split, model_config)
+    evaluator = RankingEvaluator(config, data, split, model_config)
     # Negatives are drawn per round: the ids tell each dataset its round.
     sample = lambda r: client_store.round_client_ids(sampler.sample(r), r)
   else:
@@ -491,10 +491,7 @@ def run_experiment(config: ExperimentConfig,
   write_json_atomically(
       hparams_path,
       collections.OrderedDict(flags=flag_values or {}, config=config))
-  train_mean = float(np.mean(split.train.ratings))
-  # Implicit models start from logit 0 (every label is 1 in training).
-  model_config = dataclasses.replace(
-      config.model, global_mean=0.0 if data.implicit else train_mean)
+  model_config = model_config_of(config, split)
   log(f'{data.name}: {data.num_users} users, {data.num_items} items, '
       f'{len(data.ratings)} {"interactions" if data.implicit else "ratings"};'
       f' split {config.split.kind.value}: {len(split.train)} train, '
@@ -520,7 +517,7 @@ def run_experiment(config: ExperimentConfig,
                                                 'cache'))
   ranking_evaluator = None
   if data.implicit:
-    ranking_evaluator = _RankingEvaluator(config, data, split, model_config)
+    ranking_evaluator = RankingEvaluator(config, data, split, model_config)
     for split_name in ('val', 'test'):  # Bad settings fail before training.
       if len(getattr(split, split_name).query):  # pylint: disable=g-explicit-length-test
         ranking_lib.check_task(ranking_evaluator.partition(split_name).task,
@@ -592,6 +589,16 @@ def run_experiment(config: ExperimentConfig,
         **(dict(curves=plots.NDCG_CURVES, ylabel='NDCG@10')
            if data.implicit else {}))
   return summary
+
+
+def model_config_of(config: ExperimentConfig,
+                    split: splits_lib.Split) -> mf.MFConfig:
+  """The model settings with g initialized to the training mean rating.
+
+  Implicit models start from logit 0 instead (every training label is 1).
+  """
+  mean = 0.0 if config.data.implicit else float(np.mean(split.train.ratings))
+  return dataclasses.replace(config.model, global_mean=mean)
 
 
 def _selection_metric(config: ExperimentConfig) -> str:

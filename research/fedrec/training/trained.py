@@ -7,13 +7,14 @@ per user, exactly as federated evaluation does but vectorized: a FedRecon user
 is reconstructed from the ratings on that user's client (training ratings, and
 for the user-disjoint split the support ratings; see
 `inference/reconstruction.py`), FedAvg users take their row of the global user
-table.
+table. Implicit-feedback runs are ranked instead (`evaluate_ranking`), with
+the same evaluation as train.py.
 """
 
 import collections
 import dataclasses
 import os
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow_federated as tff
@@ -22,6 +23,7 @@ from research.fedrec.algorithms import sampling as sampling_lib
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus as corpus_lib
 from research.fedrec.data import splits as splits_lib
+from research.fedrec.evaluation import ranking
 from research.fedrec.evaluation import slices
 from research.fedrec.inference import reconstruction
 from research.fedrec.training import experiment as experiment_lib
@@ -36,10 +38,11 @@ class TrainedRun:
   config: experiment_lib.ExperimentConfig
   data: corpus_lib.Corpus
   split: splits_lib.Split
-  model: reconstruction.ItemModel
+  model: Optional[reconstruction.ItemModel]  # None for implicit feedback.
   round_num: int  # The checkpoint's round.
   user_vectors: Optional[np.ndarray] = None  # FedAvg: the global user table.
   user_biases: Optional[np.ndarray] = None
+  model_weights: Any = None  # The TFF process's global weights.
 
 
 def load_run(experiment_dir: str) -> TrainedRun:
@@ -57,8 +60,7 @@ def load_run(experiment_dir: str) -> TrainedRun:
                      'checkpoint (its test metrics are in summary.json).')
   data = corpus_lib.load_corpus(config.data)
   split = splits_lib.split(data.ratings, config.split)
-  model_config = dataclasses.replace(
-      config.model, global_mean=float(np.mean(split.train.ratings)))
+  model_config = experiment_lib.model_config_of(config, split)
   checkpoints = os.path.join(experiment_dir, 'checkpoints')
   store_path = client_store.create_client_store(
       split, config.cache_dir or os.path.join(config.root_output_dir, 'cache'))
@@ -75,11 +77,14 @@ def load_run(experiment_dir: str) -> TrainedRun:
   if saved is None:
     raise ValueError(f'{checkpoints}: no checkpoint; the run has not finished '
                      'a checkpointed round yet.')
+  weights = process.get_model_weights(saved['state'])
+  if config.data.implicit:
+    return TrainedRun(config, data, split, None, int(saved['round']),
+                      model_weights=weights)
   num_users = (None if config.algorithm == experiment_lib.Algorithm.FEDRECON
                else data.num_users)
   keras_model = exporting.keras_model_of(
-      model_config, data.num_items, num_users,
-      process.get_model_weights(saved['state']))
+      model_config, data.num_items, num_users, weights)
   model, vectors, biases = exporting.model_from_keras(
       keras_model, model_config, data.num_items)
   return TrainedRun(config, data, split, model, int(saved['round']), vectors,
@@ -150,3 +155,14 @@ def evaluate_run(run: TrainedRun, split_name: str,
   seen = np.isin(users, np.fromiter(participants(run), np.int64))
   return slices.report(users, activity, seen, partition.query.users,
                        partition.query.ratings, predictions, activity_edges)
+
+
+def evaluate_ranking(run: TrainedRun, split_name: str) -> ranking.RankingResult:
+  """Ranks the split's held-out items for every user, as train.py does."""
+  if not len(getattr(run.split, split_name).query):  # pylint: disable=g-explicit-length-test
+    raise ValueError(f'The {split_name} split is empty.')
+  evaluator = experiment_lib.RankingEvaluator(
+      run.config, run.data, run.split,
+      experiment_lib.model_config_of(run.config, run.split))
+  evaluator.evaluate(run.model_weights, split_name)
+  return evaluator.last_result
