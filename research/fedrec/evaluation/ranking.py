@@ -101,9 +101,17 @@ class RankingTask:
     return np.asarray(self.known.sum(axis=1)).ravel()
 
 
-def _matrix(rows: np.ndarray, items: np.ndarray, shape) -> sparse.csr_matrix:
+def interaction_matrix(users: np.ndarray, row_users: np.ndarray,
+                       items: np.ndarray, num_items: int) -> sparse.csr_matrix:
+  """[len(users), num_items] bool: the (user, item) pairs of `users`' rows.
+
+  `users` is sorted; pairs of other users are left out.
+  """
+  keep = np.isin(row_users, users)
+  rows = np.searchsorted(users, row_users[keep])
   matrix = sparse.csr_matrix(
-      (np.ones(len(rows), bool), (rows, items)), shape=shape)
+      (np.ones(len(rows), bool), (rows, items[keep])),
+      shape=(len(users), num_items))
   matrix.sum_duplicates()
   return matrix.astype(bool)
 
@@ -122,11 +130,9 @@ def build_task(known_users: np.ndarray, known_items: np.ndarray,
     num_items: Size of the item vocabulary.
   """
   users = np.unique(relevant_users)
-  shape = (len(users), num_items)
 
   def rows_of(u, i):
-    keep = np.isin(u, users)
-    return _matrix(np.searchsorted(users, u[keep]), i[keep], shape)
+    return interaction_matrix(users, u, i, num_items)
 
   return RankingTask(
       users=users, known=rows_of(known_users, known_items),

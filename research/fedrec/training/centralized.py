@@ -153,18 +153,20 @@ def train_implicit(split: splits_lib.Split, num_users: int, num_items: int,
       optimizer=KERAS_OPTIMIZERS[config.optimizer](config.learning_rate),
       loss=builder.create_loss(model_config, True, False))
   is_autorec = model_config.architecture == mf.Architecture.AUTOREC
+  if is_autorec:  # Each user's input vector: the same in every epoch.
+    rows = np.unique(table.users)
+    inputs = np.zeros((num_users, num_items), np.float32)
+    inputs[table.users, table.items] = 1.0
+    inputs = inputs[rows]
   best, best_weights, waited = -np.inf, None, 0
   for _ in range(config.epochs):
     neg_users, neg_items = sample_negatives(table.users, num_items,
                                             num_negatives, keys, rng)
     if is_autorec:
-      inputs = np.zeros((num_users, num_items), np.float32)
-      inputs[table.users, table.items] = 1.0
       labels = np.full((num_users, num_items), autorec.MASKED, np.float32)
       labels[neg_users, neg_items] = 0.0
       labels[table.users, table.items] = 1.0
-      rows = np.unique(table.users)
-      model.fit(inputs[rows], labels[rows], batch_size=config.batch_size,
+      model.fit(inputs, labels[rows], batch_size=config.batch_size,
                 epochs=1, verbose=0, shuffle=True)
     else:
       users = np.concatenate([table.users, neg_users])

@@ -52,16 +52,10 @@ def build_partition(data: corpus_lib.Corpus, split: splits_lib.Split,
       known_users, known_items, partition.query.users, partition.query.items,
       data.ratings.users, data.ratings.items, split.train.items,
       data.num_items)
-  rows = np.searchsorted(task.users, partition.support.users)
-  keep = (rows < len(task.users)) & (
-      task.users[np.minimum(rows, len(task.users) - 1)] ==
-      partition.support.users)
-  support = sparse.csr_matrix(
-      (np.ones(int(keep.sum()), bool),
-       (rows[keep], partition.support.items[keep])),
-      shape=task.known.shape)
-  support.sum_duplicates()
-  return Partition(task, support.astype(bool))
+  support = ranking.interaction_matrix(
+      task.users, partition.support.users, partition.support.items,
+      data.num_items)
+  return Partition(task, support)
 
 
 def classic_scores(model: tf.keras.Model, partition: Partition):
