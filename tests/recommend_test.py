@@ -7,6 +7,7 @@ import os
 import subprocess
 import shutil
 import sys
+import dataclasses
 import tempfile
 import warnings
 
@@ -17,7 +18,10 @@ import numpy as np
 
 from research.fedrec import recommend
 from research.fedrec.data import corpus
+from research.fedrec.data import splits
 from research.fedrec.data import synthetic
+from research.fedrec.evaluation import ranking
+from research.fedrec.models import mf
 from research.fedrec.training import experiment
 from research.fedrec.training import loop
 from research.fedrec.training import runtime
@@ -56,24 +60,22 @@ def _run(*args, code=None):
                         check=False)
 
 
-class RecommendTest(absltest.TestCase):
+class _TrainedRunTest(absltest.TestCase):
+  """Trains `_config(root)` once for the class; tests use its export."""
+
+  @classmethod
+  def _config(cls, root) -> experiment.ExperimentConfig:
+    raise NotImplementedError
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.root = root = tempfile.mkdtemp(prefix='fedrec_test_')
-    config = experiment.ExperimentConfig(
-        root_output_dir=root, experiment_name='recommend_smoke', data=_DATA,
-        loop=loop.LoopConfig(total_rounds=2, progress=False),
-        clients_per_round=4, run_centralized_baseline=False)
+    cls.root = tempfile.mkdtemp(prefix='fedrec_test_')
+    config = cls._config(cls.root)
     experiment.run_experiment(config, log=lambda _: None)
     runtime.shutdown()
     cls.flag = f'--experiment_dir={config.output_dir}'
-    cls.ratings = corpus.load_corpus(_DATA).ratings  # Dense ids = raw - 1.
-    counts = np.bincount(cls.ratings.users)
-    # The lightest users (raw ids), who leave the most items to recommend.
-    cls.light = [int(u) + 1 for u in np.argsort(counts, kind='stable')[:2]]
-
+    cls.ratings = corpus.load_corpus(config.data).ratings  # Dense = raw - 1.
 
   @classmethod
   def tearDownClass(cls):
@@ -84,6 +86,37 @@ class RecommendTest(absltest.TestCase):
     code, out, err = _main(self.flag, '--format=json', *args)
     self.assertEqual(code, 0, err)
     return json.loads(out)
+
+  def _assert_runs_without_tff(self, *args):
+    result = _run(code=(
+        'import runpy, sys\n'
+        f'sys.argv = ["recommend", "{self.flag}", *{list(args)!r}]\n'
+        'try:\n'
+        '  runpy.run_module("research.fedrec.recommend", '
+        'run_name="__main__")\n'
+        'except SystemExit:\n'
+        '  pass\n'
+        'print("tensorflow_federated" in sys.modules)\n'))
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertEqual(result.stdout.strip().splitlines()[-1], 'False')
+    return result.stdout
+
+
+class RecommendTest(_TrainedRunTest):
+
+  @classmethod
+  def _config(cls, root):
+    return experiment.ExperimentConfig(
+        root_output_dir=root, experiment_name='recommend_smoke', data=_DATA,
+        loop=loop.LoopConfig(total_rounds=2, progress=False),
+        clients_per_round=4, run_centralized_baseline=False)
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    counts = np.bincount(cls.ratings.users)
+    # The lightest users (raw ids), who leave the most items to recommend.
+    cls.light = [int(u) + 1 for u in np.argsort(counts, kind='stable')[:2]]
 
   def test_known_user_excludes_rated_items(self):
     user = self.light[0]
@@ -141,17 +174,7 @@ class RecommendTest(absltest.TestCase):
     self.assertEqual(result['excluded_items'], len(rated))
 
   def test_runs_without_tff(self):
-    result = _run(code=(
-        'import runpy, sys\n'
-        f'sys.argv = ["recommend", "{self.flag}", "--user_id=1"]\n'
-        'try:\n'
-        '  runpy.run_module("research.fedrec.recommend", '
-        'run_name="__main__")\n'
-        'except SystemExit:\n'
-        '  pass\n'
-        'print("tensorflow_federated" in sys.modules)\n'))
-    self.assertEqual(result.returncode, 0, result.stderr)
-    self.assertEqual(result.stdout.strip().splitlines()[-1], 'False')
+    self._assert_runs_without_tff('--user_id=1')
 
   def test_user_mistakes_are_one_line(self):
     for args, message in (
@@ -181,6 +204,51 @@ class RecommendTest(absltest.TestCase):
     self.assertEqual(result.stderr.strip(), 'recommend.py: error: '
                      '--experiment_dir=/nonexistent: no such directory.')
 
+
+class ImplicitRecommendTest(_TrainedRunTest):
+  """An implicit-feedback NeuMF under FedRecon (ratings >= 4 are positives)."""
+
+  @classmethod
+  def _config(cls, root):
+    return experiment.ExperimentConfig(
+        root_output_dir=root, experiment_name='implicit',
+        data=dataclasses.replace(_DATA, feedback=corpus.Feedback.IMPLICIT,
+                                 implicit_threshold=4.0),
+        split=splits.SplitConfig(kind=splits.SplitKind.LEAVE_ONE_OUT),
+        model=mf.MFConfig(architecture=mf.Architecture.NEUMF,
+                          embedding_dim=4, mlp_layers=(8, 4)),
+        loop=loop.LoopConfig(total_rounds=2, progress=False),
+        clients_per_round=4, run_centralized_baseline=False,
+        ranking=ranking.RankingConfig(ks=(5,), eval_negatives=5))
+
+  def test_known_user_is_reconstructed_from_interactions(self):
+    mine = self.ratings.items[self.ratings.users == 0] + 1
+    result = self._json('--user_id=1', '--k=5')
+    self.assertEqual(result['rated_items'], len(mine))
+    self.assertIn('reconstructed locally', result['note'])
+    rows = result['recommendations']
+    self.assertLen(rows, 5)
+    self.assertEmpty(set(mine.tolist()) & {r['item'] for r in rows})
+    probabilities = [r['probability'] for r in rows]
+    self.assertEqual(probabilities, sorted(probabilities, reverse=True))
+    self.assertTrue(all(0 < p < 1 for p in probabilities))
+    self.assertEqual(result, self._json('--user_id=1', '--k=5'))
+
+  def test_new_user_interactions_below_the_threshold_are_dropped(self):
+    bare = self._json('--ratings=1,2', '--k=4')
+    self.assertEqual(bare['given_ratings'], 2)
+    self.assertEqual(self._json('--ratings=1:5,2:4,3:1', '--k=4'), bare)
+    self.assertNotIn(1, [r['item'] for r in bare['recommendations']])
+    nothing = self._json('--ratings=3:2', '--k=4')
+    self.assertEqual(nothing['given_ratings'], 0)
+    self.assertIn('ranked by popularity', nothing['note'])
+
+  def test_table_and_no_tff(self):
+    lines = self._assert_runs_without_tff('--user_id=1',
+                                          '--k=3').strip().splitlines()
+    self.assertStartsWith(lines[0], 'Top 3 for user 1 (fedrecon on synthetic')
+    self.assertEqual(lines[1].split()[:3], ['rank', 'item', 'probability'])
+    self.assertLen(lines, 7)  # Heading, header, 3 rows, note, "False".
 
 if __name__ == '__main__':
   absltest.main()

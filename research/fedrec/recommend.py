@@ -20,6 +20,12 @@ all of that user's ratings, as the user's own device would; under FedAvg it is
 the user's row of the trained user table. A new user with no ratings gets the
 model's ranking for an average user (item bias plus global bias), ties and
 bias-free models by popularity; the output says so.
+
+Implicit-feedback runs (--feedback=implicit, any --model) work the same way and
+show the interaction probability instead of a rating. A new user's history may
+list bare items (--ratings=50,181,100); an item:rating entry below the run's
+--implicit_threshold is not an interaction and is dropped. U-AutoRec encodes
+the user's interactions; with none, items are ranked by popularity.
 """
 
 import collections
@@ -81,7 +87,12 @@ class _Context:
                          'be >= 1.')
       settings = type(settings)(**dict(settings.__dict__,
                                        epochs=_RECON_EPOCHS.value))
-    self.recommender = recommender_lib.Recommender(self.exported, settings)
+    self.implicit = isinstance(self.exported, export_lib.ImplicitExport)
+    self.recommender = (
+        recommender_lib.ImplicitRecommender(self.exported, settings)
+        if self.implicit else
+        recommender_lib.Recommender(self.exported, settings))
+    self.threshold = (meta.get('data_config') or {}).get('implicit_threshold')
     self.numeric = meta.get('raw_ids_numeric', True)
     self.item_index = {str(r): i
                        for i, r in enumerate(self.exported.raw_items.tolist())}
@@ -158,8 +169,11 @@ def _parse_new_user(context: _Context) -> recommender_lib.UserRatings:
   else:
     for entry in (e for e in _RATINGS.value.split(',') if e.strip()):
       parts = entry.split(':')
+      if len(parts) == 1 and context.implicit:
+        parts.append(None)  # An interaction without a rating.
       if len(parts) != 2:
-        raise ValueError(f'--ratings: {entry.strip()!r} is not item:rating.')
+        raise ValueError(f'--ratings: {entry.strip()!r} is not item:rating' +
+                         (' or item.' if context.implicit else '.'))
       entries.append((parts[0], parts[1], f'--ratings {entry.strip()}'))
   items, ratings, seen = [], [], {}
   for item_text, rating_text, where in entries:
@@ -168,19 +182,28 @@ def _parse_new_user(context: _Context) -> recommender_lib.UserRatings:
       raise ValueError(f'{where}: item {item_text.strip()} is rated twice '
                        f'(also at {seen[item]}).')
     seen[item] = where
+    if rating_text is None:
+      rating = 1.0
+    else:
+      rating = context.check_rating(rating_text, where)
+      if context.implicit:  # As the corpus: below the threshold is no positive.
+        if context.threshold is not None and rating < context.threshold:
+          continue
+        rating = 1.0
     items.append(item)
-    ratings.append(context.check_rating(rating_text, where))
+    ratings.append(rating)
   return recommender_lib.UserRatings(np.array(items, np.int64),
                                      np.array(ratings, np.float32))
 
 
 def _recommendations(context, items, scores, extra=None):
   rows = []
+  column = 'probability' if context.implicit else 'predicted_rating'
   for position, item in enumerate(items, start=1):
     row = collections.OrderedDict(rank=position)
     row.update(context.item_row(item))
     if scores is not None:
-      row['predicted_rating'] = round(float(scores[item]), 4)
+      row[column] = round(float(scores[item]), 4)
     for name, values in (extra or {}).items():
       row[name] = round(float(values[item]), 4)
     rows.append(row)
@@ -217,10 +240,13 @@ def run(export_dir: str) -> collections.OrderedDict:
     items = recommender.recommend(scores, history.items, k)
     result.update(mode='user', user=context.exported.raw_users[user].item(),
                   rated_items=len(history.items))
-    result['note'] = (
-        f'user vector reconstructed locally from the user\'s '
-        f'{len(history.items)} ratings' if source == export_lib.RECONSTRUCT
-        else 'user vector from the trained user table')
+    result['note'] = {
+        export_lib.RECONSTRUCT: f'user vector reconstructed locally from the '
+                                f'user\'s {len(history.items)} ratings',
+        export_lib.USER_TABLE: 'user vector from the trained user table',
+        export_lib.ENCODE: f'the user\'s {len(history.items)} interactions '
+                           'encoded by the autoencoder',
+    }[source]
     result['recommendations'] = _recommendations(context, items, scores)
   elif _GROUP.present:
     raws = [r.strip() for r in (_GROUP.value or []) if r.strip()]
@@ -254,6 +280,8 @@ def run(export_dir: str) -> collections.OrderedDict:
     if len(history.items):  # pylint: disable=g-explicit-length-test
       scores = recommender.new_user_scores(history)
       result['note'] = (
+          f'the new user\'s {len(history.items)} interaction(s) encoded by '
+          'the autoencoder' if source == export_lib.ENCODE else
           f'new user reconstructed locally from {len(history.items)} '
           f'rating(s) ({recommender.settings.epochs} epoch(s) of '
           f'{recommender.settings.optimizer}), item model frozen')

@@ -11,10 +11,15 @@ from research.fedrec.data import corpus
 from research.fedrec.data import splits
 from research.fedrec.data import synthetic
 from research.fedrec.evaluation import ranking
+from research.fedrec.inference import export
+from research.fedrec.inference import recommender
+from research.fedrec.models import builder
 from research.fedrec.models import mf
 from research.fedrec.training import centralized
 from research.fedrec.training import experiment
+from research.fedrec.training import exporting
 from research.fedrec.training import loop
+from research.fedrec.training import ranking_eval
 from research.fedrec.training import runtime
 from research.fedrec.training import trained
 
@@ -24,6 +29,47 @@ _DATA = corpus.DataConfig(
         num_users=40, num_items=150, num_ratings=1200, min_ratings_per_user=10,
         max_ratings_per_user=50, selection_affinity=1.5))
 _SPLIT = splits.SplitConfig(kind=splits.SplitKind.LEAVE_ONE_OUT)
+
+
+def _sigmoid(logits):
+  return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+
+
+def _check_export_scores(test, config, keras_model, reconstruct=False):
+  """The export's recommender scores test users as ranking evaluation does."""
+  data = corpus.load_corpus(_DATA)
+  split = splits.split(data.ratings, _SPLIT)
+  model_config = experiment.model_config_of(config, split)
+  partition = experiment.RankingEvaluator(
+      config, data, split, model_config).partition('test')
+  rows = np.arange(5)
+  if reconstruct:
+    expected = ranking_eval.reconstruction_scores(
+        keras_model, model_config, partition,
+        ranking_eval.reconstruction_settings(config), 8)(rows)
+  elif builder.has_user_part(model_config):
+    expected = ranking_eval.classic_scores(keras_model, partition)(rows)
+  else:
+    expected = ranking_eval.autorec_scores(keras_model, partition)(rows)
+  exported = export.load_export(os.path.join(config.output_dir, 'export'))
+  test.assertIsInstance(exported, export.ImplicitExport)
+  test.assertEqual(exported.model_config, model_config)
+  scorer = recommender.ImplicitRecommender(exported)
+  for row in rows:
+    history = recommender.UserRatings(
+        partition.support[row].indices,
+        np.ones(partition.support[row].nnz, np.float32))
+    scores = scorer.user_scores(int(partition.task.users[row]), history)
+    np.testing.assert_allclose(scores, _sigmoid(expected[row]), rtol=1e-5,
+                               atol=1e-7)
+  # The same history as a new user: encoded identically, or reconstructed
+  # (user-table models too) into probabilities of every item.
+  new = scorer.new_user_scores(history)
+  test.assertEqual(new.shape, (data.num_items,))
+  test.assertTrue(((new > 0) & (new < 1)).all())
+  if exported.user_source == export.ENCODE:
+    np.testing.assert_array_equal(new, scores)
+  return exported
 
 
 def _config(root, name, **overrides):
@@ -72,6 +118,16 @@ class ImplicitExperimentTest(absltest.TestCase):
                      dict(summary['test_metrics']['fedrecon']))
     self.assertEqual(result.sliced((20,))[0]['full/ndcg@10'],
                      result.overall['full/ndcg@10'])
+    # The export (no TFF) reconstructs and scores users as the evaluation.
+    keras_model = exporting.keras_model_of(
+        experiment.model_config_of(config, run.split), run.data.num_items,
+        None, run.model_weights)
+    exported = _check_export_scores(self, config, keras_model,
+                                    reconstruct=True)
+    self.assertEqual(exported.user_source, export.RECONSTRUCT)
+    self.assertEqual(sorted(n for n in exported.weights if 'initial/' in n),
+                     ['initial/gmf_user_embedding',
+                      'initial/mlp_user_embedding'])
 
   def test_training_store_holds_no_test_or_validation_item(self):
     data = corpus.load_corpus(_DATA)
@@ -118,6 +174,24 @@ class ImplicitExperimentTest(absltest.TestCase):
         log=lambda _: None)
     self.assertEqual(list(fedmf['test_metrics']),
                      ['popularity', 'centralized'])
+    # Their exports score as the evaluation: the autoencoder from the FedAvg
+    # checkpoint, MF from the exported user table itself.
+    config = _config(root, 'autorec', algorithm=experiment.Algorithm.FEDAVG,
+                     model=mf.MFConfig(architecture=mf.Architecture.AUTOREC,
+                                       hidden_units=8))
+    with runtime.local_runtime():
+      run = trained.load_run(config.output_dir)
+    model_config = experiment.model_config_of(config, run.split)
+    keras_model = exporting.keras_model_of(
+        model_config, run.data.num_items, run.data.num_users,
+        run.model_weights)
+    self.assertEqual(_check_export_scores(self, config, keras_model)
+                     .user_source, export.ENCODE)
+    config = _config(root, 'mf', algorithm=experiment.Algorithm.CENTRALIZED)
+    exported = export.load_export(os.path.join(config.output_dir, 'export'))
+    self.assertEqual(exported.user_source, export.USER_TABLE)
+    _check_export_scores(self, config, exported.keras_model(
+        len(exported.raw_users)))
 
   def test_bad_settings_are_one_line_errors(self):
     root = self.create_tempdir().full_path

@@ -14,8 +14,27 @@ import tensorflow_federated as tff
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.data import client_store
 from research.fedrec.data import pipelines
+from research.fedrec.models import autorec
 from research.fedrec.models import builder
 from research.fedrec.models import mf
+
+
+def create_model_fn(config: mf.MFConfig, num_items: int, num_users: int,
+                    implicit: bool = False):
+  """A no-arg function returning the classic layout as a `tff.learning` model."""
+  if config.architecture == mf.Architecture.AUTOREC:
+    input_spec = autorec.element_spec(num_items)
+  else:
+    input_spec = mf.FEDAVG_SPEC
+
+  def model_fn() -> tff.learning.models.VariableModel:
+    layers = builder.create_keras_model(config, num_items, num_users)
+    return tff.learning.models.from_keras_model(
+        layers.model,
+        loss=builder.create_loss(config, implicit, False),
+        input_spec=input_spec,
+        metrics=builder.create_metrics(implicit))
+  return model_fn
 
 
 def build_training_process(
@@ -31,8 +50,7 @@ def build_training_process(
   Under implicit feedback the ids should carry the round
   (`client_store.round_client_ids`), so negatives differ between rounds.
   """
-  model_fn = builder.create_fedavg_model_fn(model_config, num_items, num_users,
-                                            implicit)
+  model_fn = create_model_fn(model_config, num_items, num_users, implicit)
   if uniform_weighting:
     process = tff.learning.algorithms.build_unweighted_fed_avg(
         model_fn,

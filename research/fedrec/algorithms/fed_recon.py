@@ -92,6 +92,33 @@ def create_eval_split_fn(config: ReconConfig,
   return split_fn
 
 
+def create_model_fns(config: mf.MFConfig, num_items: int, input_spec,
+                     implicit: bool = False):
+  """The (model_fn, loss_fn) pair for TFF's Federated Reconstruction.
+
+  Args:
+    config: The model's hyperparameters.
+    num_items: Number of items.
+    input_spec: The client batches' type (`mf.RECON_TRAIN_SPEC`,
+      `mf.RECON_IMPLICIT_TRAIN_SPEC` or `mf.RECON_EVAL_SPEC`; the Keras model is
+      the same, the dataset split function turns batches into its input).
+    implicit: Implicit feedback (BCE) instead of ratings (MSE).
+
+  Returns:
+    `model_fn` returning a `tff.learning.models.ReconstructionModel` and
+    `loss_fn` returning the loss.
+  """
+  def model_fn() -> tff.learning.models.ReconstructionModel:
+    layers = builder.create_keras_model(config, num_items)
+    return tff.learning.models.ReconstructionModel.from_keras_model_and_layers(
+        keras_model=layers.model,
+        global_layers=layers.global_layers,
+        local_layers=layers.user_layers,
+        input_spec=input_spec)
+
+  return model_fn, lambda: builder.create_loss(config, implicit, True)
+
+
 def build_training_process(
     model_config: mf.MFConfig, num_items: int, recon: ReconConfig,
     optimizers: Optimizers, pipeline: pipelines.PipelineConfig,
@@ -104,7 +131,7 @@ def build_training_process(
   Under implicit feedback the ids should carry the round
   (`client_store.round_client_ids`), so negatives differ between rounds.
   """
-  model_fn, loss_fn = builder.create_recon_model_fns(
+  model_fn, loss_fn = create_model_fns(
       model_config, num_items,
       mf.RECON_IMPLICIT_TRAIN_SPEC if implicit else mf.RECON_TRAIN_SPEC,
       implicit)
@@ -142,7 +169,7 @@ def build_evaluation(model_config: mf.MFConfig, num_items: int,
     state and client ids (after `process.set_model_weights`), and the ids of
     the split's evaluation clients.
   """
-  model_fn, loss_fn = builder.create_recon_model_fns(model_config, num_items,
+  model_fn, loss_fn = create_model_fns(model_config, num_items,
                                                      mf.RECON_EVAL_SPEC)
   process = tff.learning.algorithms.build_fed_recon_eval(
       model_fn,

@@ -14,6 +14,16 @@
                   biases); FedRecon has none, user vectors are reconstructed
                   on the client from the user's own ratings.
 
+An implicit-feedback run (any --model, `"kind": "implicit"` in export.json)
+writes instead of model/ and user_table.npz:
+
+    weights.npz   the trained weights by `<layer>/<index>`: the global layers,
+                  plus the user tables (FedAvg / centralized) or the user
+                  layers' initial vectors (FedRecon, `initial/<layer>`);
+                  export.json holds the model config, so `builder` rebuilds
+                  the Keras model (TensorFlow only, no TFF) and
+                  `recommender.ImplicitRecommender` scores with it.
+
 Everything is written under a temporary name and renamed into place, so a
 killed export never leaves a half-written directory.
 """
@@ -29,30 +39,80 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from research.fedrec.inference import implicit
 from research.fedrec.inference import reconstruction
+from research.fedrec.models import builder
+from research.fedrec.models import mf
+from research.fedrec.utils import json_io
 
 FORMAT_VERSION = 1
 EXPORT_DIRNAME = 'export'
+# What the model predicts.
+RATING = 'rating'  # Explicit feedback: a rating.
+IMPLICIT = 'implicit'  # Implicit feedback: the logit of an interaction.
 # How a known user's vector is obtained.
 RECONSTRUCT = 'reconstruct'  # FedRecon: from the user's ratings, locally.
 USER_TABLE = 'user_table'  # FedAvg / centralized: the trained table row.
+ENCODE = 'encode'  # U-AutoRec: the model encodes the user's interactions.
 
 
-@dataclasses.dataclass(frozen=True)
-class Export:
-  """A loaded export: the model as arrays plus everything to use it."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Loaded:
+  """What every export holds besides the model."""
 
-  model: reconstruction.ItemModel
-  settings: reconstruction.Settings
-  user_source: str  # RECONSTRUCT or USER_TABLE
+  user_source: str  # RECONSTRUCT, USER_TABLE or (implicit only) ENCODE
   raw_users: np.ndarray
   raw_items: np.ndarray
   titles: list[str]
   item_train_counts: np.ndarray
   rating_scale: tuple[float, float, float]
   metadata: dict
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Export(_Loaded):
+  """A loaded rating export: the model as arrays plus everything to use it."""
+
+  model: reconstruction.ItemModel
+  settings: reconstruction.Settings
   user_vectors: Optional[np.ndarray] = None  # USER_TABLE only
   user_biases: Optional[np.ndarray] = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ImplicitExport(_Loaded):
+  """A loaded implicit-feedback export (see `write_implicit_export`)."""
+
+  model_config: mf.MFConfig
+  weights: dict[str, np.ndarray]
+  settings: implicit.Settings
+
+  @property
+  def num_items(self) -> int:
+    return len(self.raw_items)
+
+  def keras_model(self, num_users: Optional[int]) -> tf.keras.Model:
+    """The classic layout with `num_users` user rows, trained weights set.
+
+    User tables keep their initial values when `weights` has none (a
+    RECONSTRUCT model) or one of another size (reconstructing new users of a
+    USER_TABLE model into a smaller table).
+    """
+    model = builder.create_keras_model(self.model_config, self.num_items,
+                                       num_users).model
+    for layer in model.layers:
+      values = [self.weights.get(f'{layer.name}/{i}')
+                for i in range(len(layer.weights))]
+      if values and all(v is not None and v.shape == w.shape
+                        for v, w in zip(values, layer.weights)):
+        layer.set_weights(values)
+    return model
+
+
+def layer_weights(layers) -> dict[str, np.ndarray]:
+  """`<layer>/<index>` -> array, the form `write_implicit_export` stores."""
+  return {f'{layer.name}/{i}': np.asarray(w)
+          for layer in layers for i, w in enumerate(layer.get_weights())}
 
 
 def _build_keras_model(model: reconstruction.ItemModel):
@@ -87,47 +147,13 @@ def _build_keras_model(model: reconstruction.ItemModel):
   return keras_model
 
 
-def write_export(
-    export_dir: str, model: reconstruction.ItemModel,
-    settings: reconstruction.Settings, user_source: str,
-    raw_users: np.ndarray, raw_items: np.ndarray, titles: list[str],
-    item_train_counts: np.ndarray, rating_scale: tuple[float, float, float],
-    metadata: dict, user_vectors: Optional[np.ndarray] = None,
-    user_biases: Optional[np.ndarray] = None) -> None:
-  """Writes the export directory atomically (see the module docstring)."""
+def _write_atomically(export_dir: str, write) -> None:
+  """Calls `write(tmp_dir)`, then renames tmp_dir to `export_dir`."""
   parent = os.path.dirname(os.path.abspath(export_dir))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(dir=parent, prefix='.export-')
   try:
-    _build_keras_model(model).save(os.path.join(tmp, 'model'),
-                                   include_optimizer=False)
-    info = dict(
-        format_version=FORMAT_VERSION,
-        user_source=user_source,
-        embedding_dim=int(model.item_embeddings.shape[1]),
-        use_biases=model.use_biases,
-        initial_user_vector=model.initial_user_vector.astype(float).tolist(),
-        reconstruction=dataclasses.asdict(settings),
-        rating_scale=list(rating_scale),
-        num_users=len(raw_users),
-        num_items=len(raw_items),
-        **metadata)
-    with open(os.path.join(tmp, 'export.json'), 'w') as f:
-      json.dump(info, f, indent=2)
-      f.write('\n')
-    with open(os.path.join(tmp, 'items.csv'), 'w', newline='',
-              encoding='utf-8') as f:
-      writer = csv.writer(f)
-      writer.writerow(['item', 'raw_id', 'title', 'train_ratings'])
-      writer.writerows(zip(range(len(raw_items)), raw_items.tolist(), titles,
-                           np.asarray(item_train_counts).tolist()))
-    with open(os.path.join(tmp, 'users.csv'), 'w', newline='') as f:
-      writer = csv.writer(f)
-      writer.writerow(['user', 'raw_id'])
-      writer.writerows(zip(range(len(raw_users)), raw_users.tolist()))
-    if user_source == USER_TABLE:
-      np.savez(os.path.join(tmp, 'user_table.npz'), vectors=user_vectors,
-               biases=user_biases)
+    write(tmp)
     for root, dirs, files in os.walk(tmp):
       for name in dirs:
         os.chmod(os.path.join(root, name), 0o755)
@@ -142,14 +168,123 @@ def write_export(
       shutil.rmtree(tmp)
 
 
+def _write_common(directory: str, info: dict, raw_users: np.ndarray,
+                  raw_items: np.ndarray, titles: list[str],
+                  item_train_counts: np.ndarray) -> None:
+  """export.json, items.csv and users.csv."""
+  with open(os.path.join(directory, 'export.json'), 'w') as f:
+    json.dump(info, f, indent=2)
+    f.write('\n')
+  with open(os.path.join(directory, 'items.csv'), 'w', newline='',
+            encoding='utf-8') as f:
+    writer = csv.writer(f)
+    writer.writerow(['item', 'raw_id', 'title', 'train_ratings'])
+    writer.writerows(zip(range(len(raw_items)), raw_items.tolist(), titles,
+                         np.asarray(item_train_counts).tolist()))
+  with open(os.path.join(directory, 'users.csv'), 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['user', 'raw_id'])
+    writer.writerows(zip(range(len(raw_users)), raw_users.tolist()))
+
+
+def write_export(
+    export_dir: str, model: reconstruction.ItemModel,
+    settings: reconstruction.Settings, user_source: str,
+    raw_users: np.ndarray, raw_items: np.ndarray, titles: list[str],
+    item_train_counts: np.ndarray, rating_scale: tuple[float, float, float],
+    metadata: dict, user_vectors: Optional[np.ndarray] = None,
+    user_biases: Optional[np.ndarray] = None) -> None:
+  """Writes a rating model's export directory atomically (module docstring)."""
+  def write(tmp):
+    _build_keras_model(model).save(os.path.join(tmp, 'model'),
+                                   include_optimizer=False)
+    info = dict(
+        format_version=FORMAT_VERSION,
+        kind=RATING,
+        user_source=user_source,
+        embedding_dim=int(model.item_embeddings.shape[1]),
+        use_biases=model.use_biases,
+        initial_user_vector=model.initial_user_vector.astype(float).tolist(),
+        reconstruction=dataclasses.asdict(settings),
+        rating_scale=list(rating_scale),
+        num_users=len(raw_users),
+        num_items=len(raw_items),
+        **metadata)
+    _write_common(tmp, info, raw_users, raw_items, titles, item_train_counts)
+    if user_source == USER_TABLE:
+      np.savez(os.path.join(tmp, 'user_table.npz'), vectors=user_vectors,
+               biases=user_biases)
+  _write_atomically(export_dir, write)
+
+
+def write_implicit_export(
+    export_dir: str, model_config: dict, weights: dict[str, np.ndarray],
+    settings: implicit.Settings, user_source: str, raw_users: np.ndarray,
+    raw_items: np.ndarray, titles: list[str], item_train_counts: np.ndarray,
+    rating_scale: tuple[float, float, float], metadata: dict) -> None:
+  """Writes an implicit-feedback model's export directory atomically.
+
+  Args:
+    export_dir: Where.
+    model_config: The JSON form of the model's `mf.MFConfig`.
+    weights: `<layer>/<index>` -> array: the global layers, the user tables
+      (USER_TABLE) or the user layers' initial vectors (RECONSTRUCT).
+    settings: How a user is reconstructed (RECONSTRUCT, and new users of
+      USER_TABLE models).
+    user_source: RECONSTRUCT, USER_TABLE or ENCODE (U-AutoRec).
+    raw_users, raw_items, titles, item_train_counts, rating_scale, metadata:
+      As `write_export`.
+  """
+  def write(tmp):
+    np.savez(os.path.join(tmp, 'weights.npz'), **weights)
+    info = dict(
+        format_version=FORMAT_VERSION,
+        kind=IMPLICIT,
+        user_source=user_source,
+        model=model_config,
+        reconstruction=dataclasses.asdict(settings),
+        rating_scale=list(rating_scale),
+        num_users=len(raw_users),
+        num_items=len(raw_items),
+        **metadata)
+    _write_common(tmp, info, raw_users, raw_items, titles, item_train_counts)
+  _write_atomically(export_dir, write)
+
+
 def _read_ids(path: str, dtype) -> np.ndarray:
   with open(path, newline='', encoding='utf-8') as f:
     rows = list(csv.DictReader(f))
   return np.array([r['raw_id'] for r in rows]).astype(dtype)
 
 
-def load_export(export_dir: str) -> Export:
-  """Loads an export written by `write_export`.
+def _read_common(export_dir: str, info: dict) -> dict:
+  """The fields both export kinds share, from export.json and the CSVs."""
+  with open(os.path.join(export_dir, 'items.csv'), newline='',
+            encoding='utf-8') as f:
+    items = list(csv.DictReader(f))
+  raw_dtype = np.int64 if info.get('raw_ids_numeric', True) else str
+  return dict(
+      user_source=info['user_source'],
+      raw_users=_read_ids(os.path.join(export_dir, 'users.csv'), raw_dtype),
+      raw_items=np.array([r['raw_id'] for r in items]).astype(raw_dtype),
+      titles=[r['title'] for r in items],
+      item_train_counts=np.array([int(r['train_ratings']) for r in items]),
+      rating_scale=tuple(info['rating_scale']),
+      metadata=info)
+
+
+def _load_implicit(export_dir: str, info: dict) -> ImplicitExport:
+  with np.load(os.path.join(export_dir, 'weights.npz')) as arrays:
+    weights = {name: arrays[name] for name in arrays.files}
+  return ImplicitExport(
+      model_config=json_io.from_jsonable(mf.MFConfig, info['model']),
+      weights=weights,
+      settings=implicit.Settings(**info['reconstruction']),
+      **_read_common(export_dir, info))
+
+
+def load_export(export_dir: str) -> Export | ImplicitExport:
+  """Loads an export written by `write_export` or `write_implicit_export`.
 
   Raises:
     ValueError: `export_dir` holds no (complete) export; one line.
@@ -164,6 +299,8 @@ def load_export(export_dir: str) -> Export:
   if info.get('format_version') != FORMAT_VERSION:
     raise ValueError(f'{info_path}: export format '
                      f'{info.get("format_version")} is not {FORMAT_VERSION}.')
+  if info.get('kind', RATING) == IMPLICIT:
+    return _load_implicit(export_dir, info)
   keras_model = tf.keras.models.load_model(os.path.join(export_dir, 'model'),
                                            compile=False)
   weights = {layer.name: layer.get_weights() for layer in keras_model.layers}
@@ -173,10 +310,6 @@ def load_export(export_dir: str) -> Export:
       item_bias=weights['item_bias'][0][:, 0] if use_biases else None,
       global_bias=float(weights['global_bias'][1][0]) if use_biases else 0.0,
       initial_user_vector=np.asarray(info['initial_user_vector'], np.float32))
-  with open(os.path.join(export_dir, 'items.csv'), newline='',
-            encoding='utf-8') as f:
-    items = list(csv.DictReader(f))
-  raw_dtype = np.int64 if info.get('raw_ids_numeric', True) else str
   vectors = biases = None
   if info['user_source'] == USER_TABLE:
     with np.load(os.path.join(export_dir, 'user_table.npz')) as table:
@@ -184,12 +317,6 @@ def load_export(export_dir: str) -> Export:
   return Export(
       model=model,
       settings=reconstruction.Settings(**info['reconstruction']),
-      user_source=info['user_source'],
-      raw_users=_read_ids(os.path.join(export_dir, 'users.csv'), raw_dtype),
-      raw_items=np.array([r['raw_id'] for r in items]).astype(raw_dtype),
-      titles=[r['title'] for r in items],
-      item_train_counts=np.array([int(r['train_ratings']) for r in items]),
-      rating_scale=tuple(info['rating_scale']),
-      metadata=info,
       user_vectors=vectors,
-      user_biases=biases)
+      user_biases=biases,
+      **_read_common(export_dir, info))

@@ -19,14 +19,24 @@ NumPy only (the export is loaded with TensorFlow, never TFF):
 Items a user (any group member) already rated are never recommended. Ranking
 is by score, ties broken by the smaller item index, so results are
 deterministic.
+
+`ImplicitRecommender` does the same for implicit-feedback models (scores are
+interaction probabilities): a FedRecon user is reconstructed from the user's
+interactions with sampled negatives, exactly as in ranking evaluation
+(`inference/implicit.py`); a FedAvg / centralized user takes the trained table
+row, and a new user of such a model is reconstructed the same way; U-AutoRec
+encodes the user's interaction vector. A new user with no interaction gets the
+most popular items.
 """
 
 import dataclasses
 from typing import Optional, Sequence
 
 import numpy as np
+from scipy import sparse
 
 from research.fedrec.inference import export as export_lib
+from research.fedrec.inference import implicit
 from research.fedrec.inference import reconstruction
 
 GROUP_STRATEGIES = ('average', 'least_misery', 'most_pleasure', 'borda')
@@ -139,3 +149,76 @@ class Recommender:
     candidates[np.asarray(exclude, np.int64)] = False
     scores = group_scores(member_scores, candidates, strategy)
     return rank(scores, candidates, k), scores
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+  return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+
+
+class ImplicitRecommender(Recommender):
+  """Scores items with an implicit-feedback export (probabilities)."""
+
+  def __init__(self, exported: export_lib.ImplicitExport,
+               settings: Optional[implicit.Settings] = None):
+    super().__init__(exported, settings)
+    self._table_model = None
+    self._single_model = None
+
+  @property
+  def num_items(self) -> int:
+    return self.exported.num_items
+
+  def _model(self, with_table: bool):
+    """The classic layout: all user rows, or one row to reconstruct into."""
+    if with_table:
+      if self._table_model is None:
+        self._table_model = self.exported.keras_model(
+            len(self.exported.raw_users))
+      return self._table_model
+    if self._single_model is None:
+      self._single_model = self.exported.keras_model(1)
+    return self._single_model
+
+  def user_scores(self, user: int, history: UserRatings) -> np.ndarray:
+    """Interaction probabilities of known user `user` for all items."""
+    if self.exported.user_source == export_lib.USER_TABLE:
+      return _sigmoid(implicit.score_items(self._model(True), [user],
+                                           self.num_items)[0])
+    return self._reconstructed_scores(user, history)
+
+  def new_user_scores(self, history: UserRatings) -> np.ndarray:
+    """Probabilities for a new user from `history` (interactions).
+
+    Raises:
+      ValueError: `history` is empty (use `fallback_scores`).
+    """
+    if not len(history.items):  # pylint: disable=g-explicit-length-test
+      raise ValueError('No interactions to reconstruct a user from.')
+    # A new user's negatives and shuffles are seeded as one past the last user.
+    return self._reconstructed_scores(len(self.exported.raw_users), history)
+
+  def _reconstructed_scores(self, user: int,
+                            history: UserRatings) -> np.ndarray:
+    known = sparse.csr_matrix(
+        (np.ones(len(history.items), np.float32),
+         (np.zeros(len(history.items), np.int64), history.items)),
+        shape=(1, self.num_items))
+    known.sum_duplicates()
+    known.data[:] = 1.0
+    if self.exported.user_source == export_lib.ENCODE:
+      model = self._model(True)
+      return _sigmoid(model.predict(known.toarray(), verbose=0)[0])
+    model = self._model(False)
+    layers = [name.split('/', 1)[1] for name in self.exported.weights
+              if name.startswith('initial/')]
+    initial = [self.exported.weights[f'initial/{name}'] for name in layers]
+    implicit.reconstruct_users(model, layers, initial, np.array([user]), known,
+                               self.settings)
+    return _sigmoid(implicit.score_items(model, [0], self.num_items)[0])
+
+  def initial_scores(self) -> np.ndarray:
+    raise NotImplementedError('Implicit models rank new users by popularity.')
+
+  def fallback_scores(self) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """(ranking key, shown score) for a user with no interaction: popularity."""
+    return self.exported.item_train_counts.astype(np.float64), None

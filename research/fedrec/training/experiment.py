@@ -559,7 +559,7 @@ def run_experiment(config: ExperimentConfig,
       results['centralized'] = centralized_lib.evaluate(model, split.test)
     if config.algorithm == Algorithm.CENTRALIZED:
       trained = model
-  if trained is not None and not data.implicit:
+  if trained is not None:
     exporting.export_model(config, data, split, trained, model_config,
                            os.path.join(config.output_dir, EXPORT_DIRNAME))
 

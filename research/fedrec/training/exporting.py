@@ -14,6 +14,7 @@ from research.fedrec.inference import export as export_lib
 from research.fedrec.inference import reconstruction
 from research.fedrec.models import builder
 from research.fedrec.models import mf
+from research.fedrec.training import ranking_eval
 from research.fedrec.utils import json_io
 
 
@@ -78,9 +79,59 @@ def model_from_keras(keras_model: tf.keras.Model, model_config: mf.MFConfig,
   return model, vectors, biases
 
 
+def _metadata(config, data) -> dict:
+  raw_users, raw_items = data.id_maps.raw_users, data.id_maps.raw_items
+  return dict(
+      algorithm=config.algorithm.value, dataset=data.name,
+      experiment=config.experiment_name,
+      data_config=json_io.to_jsonable(config.data),
+      raw_ids_numeric=bool(np.issubdtype(raw_users.dtype, np.integer) and
+                           np.issubdtype(raw_items.dtype, np.integer)))
+
+
+def implicit_weights(keras_model: tf.keras.Model, model_config: mf.MFConfig,
+                     num_items: int):
+  """(user source, weights) of a trained implicit model for the export.
+
+  The reconstruction layout (FedRecon) keeps its global layers, the classic
+  layout and U-AutoRec every layer. Models with a user part also keep the
+  user layers' initial vectors (`initial/<layer>`), where the reconstruction
+  of a (new) user starts.
+  """
+  if not builder.has_user_part(model_config):
+    return export_lib.ENCODE, export_lib.layer_weights(keras_model.layers)
+  fresh = builder.create_keras_model(model_config, num_items)
+  reconstructs = any(isinstance(layer, mf.UserEmbedding)
+                     for layer in keras_model.layers)
+  weights = export_lib.layer_weights(
+      [keras_model.get_layer(layer.name) for layer in fresh.global_layers]
+      if reconstructs else keras_model.layers)
+  for layer in fresh.user_layers:
+    weights[f'initial/{layer.name}'] = layer.get_weights()[0][0]
+  return (export_lib.RECONSTRUCT if reconstructs else export_lib.USER_TABLE,
+          weights)
+
+
+def export_implicit_model(config, data, split, keras_model: tf.keras.Model,
+                          model_config: mf.MFConfig, export_dir: str) -> None:
+  """Writes a run's trained implicit-feedback model."""
+  source, weights = implicit_weights(keras_model, model_config, data.num_items)
+  scale = data.rating_scale(config.data)
+  export_lib.write_implicit_export(
+      export_dir, json_io.to_jsonable(model_config), weights,
+      ranking_eval.reconstruction_settings(config), source,
+      data.id_maps.raw_users, data.id_maps.raw_items, data.titles(config.data),
+      np.bincount(split.train.items, minlength=data.num_items),
+      (scale.minimum, scale.maximum, scale.step), _metadata(config, data))
+
+
 def export_model(config, data, split, keras_model: tf.keras.Model,
                  model_config: mf.MFConfig, export_dir: str) -> None:
   """Writes a run's trained model (`ExperimentConfig`, `Corpus`, `Split`)."""
+  if data.implicit:
+    export_implicit_model(config, data, split, keras_model, model_config,
+                          export_dir)
+    return
   model, vectors, biases = model_from_keras(keras_model, model_config,
                                             data.num_items)
   raw_users, raw_items = data.id_maps.raw_users, data.id_maps.raw_items
@@ -91,10 +142,4 @@ def export_model(config, data, split, keras_model: tf.keras.Model,
       raw_users, raw_items, data.titles(config.data),
       np.bincount(split.train.items, minlength=data.num_items),
       (scale.minimum, scale.maximum, scale.step),
-      metadata=dict(
-          algorithm=config.algorithm.value, dataset=data.name,
-          experiment=config.experiment_name,
-          data_config=json_io.to_jsonable(config.data),
-          raw_ids_numeric=bool(np.issubdtype(raw_users.dtype, np.integer) and
-                               np.issubdtype(raw_items.dtype, np.integer))),
-      user_vectors=vectors, user_biases=biases)
+      metadata=_metadata(config, data), user_vectors=vectors, user_biases=biases)
