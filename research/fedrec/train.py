@@ -38,6 +38,13 @@ from research.fedrec.privacy import accounting
 from research.fedrec.privacy import aggregation
 
 _OPTIMIZERS = [o.value for o in optimizers.OptimizerName]
+# Local optimizers when their flags are not given, by feedback.
+_EXPLICIT_OPTIMIZER_DEFAULTS = dict(
+    client='sgd', client_learning_rate=0.2, reconstruction='sgd',
+    reconstruction_learning_rate=0.2)
+_IMPLICIT_OPTIMIZER_DEFAULTS = dict(
+    client='adam', client_learning_rate=0.01, reconstruction='adam',
+    reconstruction_learning_rate=0.02)
 
 # Data.
 _DATASET = flags.DEFINE_enum(
@@ -216,19 +223,23 @@ _L2 = flags.DEFINE_float(
     'l2', None, 'Per-example L2 weight on the rated pair\'s embeddings and '
     'biases (autorec: on its weights). Default 0.05 for explicit feedback, 0 '
     'for implicit.', lower_bound=0.0)
-_CLIENT_OPTIMIZER = flags.DEFINE_enum('client_optimizer', 'sgd', _OPTIMIZERS,
-                                      'Client optimizer.')
-_CLIENT_LR = flags.DEFINE_float('client_learning_rate', 0.2,
-                                'Client learning rate.')
+_CLIENT_OPTIMIZER = flags.DEFINE_enum(
+    'client_optimizer', None, _OPTIMIZERS, 'Client optimizer (default: sgd '
+    'for explicit feedback, adam for implicit).')
+_CLIENT_LR = flags.DEFINE_float(
+    'client_learning_rate', None, 'Client learning rate (default: 0.2 for '
+    'explicit feedback, 0.01 for implicit).')
 _SERVER_OPTIMIZER = flags.DEFINE_enum('server_optimizer', 'sgd', _OPTIMIZERS,
                                       'Server optimizer.')
 _SERVER_LR = flags.DEFINE_float('server_learning_rate', 1.0,
                                 'Server learning rate.')
 _RECON_OPTIMIZER = flags.DEFINE_enum(
-    'reconstruction_optimizer', 'sgd', _OPTIMIZERS,
-    'FedRecon: optimizer of the local user embedding.')
-_RECON_LR = flags.DEFINE_float('reconstruction_learning_rate', 0.2,
-                               'FedRecon: reconstruction learning rate.')
+    'reconstruction_optimizer', None, _OPTIMIZERS,
+    'FedRecon: optimizer of the local user embedding (default: sgd for '
+    'explicit feedback, adam for implicit).')
+_RECON_LR = flags.DEFINE_float(
+    'reconstruction_learning_rate', None, 'FedRecon: reconstruction learning '
+    'rate (default: 0.2 for explicit feedback, 0.02 for implicit).')
 _RECON_EPOCHS = flags.DEFINE_integer(
     'recon_epochs', 1, 'FedRecon: epochs over a client\'s data to reconstruct '
     'its user embedding (training and evaluation).', lower_bound=1)
@@ -314,6 +325,14 @@ def build_config():
   if affinity is None:
     affinity = 1.5 if implicit else 0.0
   l2 = _L2.value if _L2.value is not None else (0.0 if implicit else 0.05)
+  # Implicit models (BCE, products of embeddings that start small) need
+  # scale-free local steps: SGD barely moves a reconstructed user embedding,
+  # and the global model then learns to ignore it.
+  defaults = (_IMPLICIT_OPTIMIZER_DEFAULTS if implicit else
+              _EXPLICIT_OPTIMIZER_DEFAULTS)
+
+  def default(flag, name):
+    return flag.value if flag.value is not None else defaults[name]
   return experiment.ExperimentConfig(
       root_output_dir=_ROOT_OUTPUT_DIR.value,
       experiment_name=_EXPERIMENT_NAME.value,
@@ -360,12 +379,13 @@ def build_config():
           post_recon_steps_max=_POST_RECON_STEPS_MAX.value,
           split_dataset=_SPLIT_DATASET.value),
       optimizers=experiment.OptimizerConfig(
-          client=_CLIENT_OPTIMIZER.value,
-          client_learning_rate=_CLIENT_LR.value,
+          client=default(_CLIENT_OPTIMIZER, 'client'),
+          client_learning_rate=default(_CLIENT_LR, 'client_learning_rate'),
           server=_SERVER_OPTIMIZER.value,
           server_learning_rate=_SERVER_LR.value,
-          reconstruction=_RECON_OPTIMIZER.value,
-          reconstruction_learning_rate=_RECON_LR.value),
+          reconstruction=default(_RECON_OPTIMIZER, 'reconstruction'),
+          reconstruction_learning_rate=default(
+              _RECON_LR, 'reconstruction_learning_rate')),
       loop=loop.LoopConfig(total_rounds=_ROUNDS.value,
                            eval_every=_EVAL_EVERY.value,
                            checkpoint_every=_CHECKPOINT_EVERY.value,

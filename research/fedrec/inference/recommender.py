@@ -184,7 +184,7 @@ class ImplicitRecommender(Recommender):
     if self.exported.user_source == export_lib.USER_TABLE:
       return _sigmoid(implicit.score_items(self._model(True), [user],
                                            self.num_items)[0])
-    return self._reconstructed_scores(user, history)
+    return self._history_scores(user, history)
 
   def new_user_scores(self, history: UserRatings) -> np.ndarray:
     """Probabilities for a new user from `history` (interactions).
@@ -195,9 +195,9 @@ class ImplicitRecommender(Recommender):
     if not len(history.items):  # pylint: disable=g-explicit-length-test
       raise ValueError('No interactions to reconstruct a user from.')
     # A new user's negatives and shuffles are seeded as one past the last user.
-    return self._reconstructed_scores(len(self.exported.raw_users), history)
+    return self._history_scores(len(self.exported.raw_users), history)
 
-  def _reconstructed_scores(self, user: int,
+  def _history_scores(self, user: int,
                             history: UserRatings) -> np.ndarray:
     known = sparse.csr_matrix(
         (np.ones(len(history.items), np.float32),
@@ -215,9 +215,6 @@ class ImplicitRecommender(Recommender):
     implicit.reconstruct_users(model, layers, initial, np.array([user]), known,
                                self.settings)
     return _sigmoid(implicit.score_items(model, [0], self.num_items)[0])
-
-  def initial_scores(self) -> np.ndarray:
-    raise NotImplementedError('Implicit models rank new users by popularity.')
 
   def fallback_scores(self) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """(ranking key, shown score) for a user with no interaction: popularity."""
