@@ -240,9 +240,10 @@ def run(export_dir: str) -> collections.OrderedDict:
     items = recommender.recommend(scores, history.items, k)
     result.update(mode='user', user=context.exported.raw_users[user].item(),
                   rated_items=len(history.items))
+    what = 'interactions' if context.implicit else 'ratings'
     result['note'] = {
         export_lib.RECONSTRUCT: f'user vector reconstructed locally from the '
-                                f'user\'s {len(history.items)} ratings',
+                                f'user\'s {len(history.items)} {what}',
         export_lib.USER_TABLE: 'user vector from the trained user table',
         export_lib.ENCODE: f'the user\'s {len(history.items)} interactions '
                            'encoded by the autoencoder',
