@@ -10,6 +10,7 @@ without TFF; the algorithms wrap these models for TFF.
 
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 
 from research.fedrec.evaluation import interaction_metrics
@@ -47,6 +48,13 @@ def create_keras_model(config: mf.MFConfig, num_items: int,
   if config.architecture == Architecture.AUTOREC:
     return autorec.create_keras_model(config, num_items)
   return ncf.create_keras_model(config, num_items, num_users)
+
+
+def initial_user_vectors(config: mf.MFConfig,
+                         num_items: int) -> dict[str, np.ndarray]:
+  """Each user layer's initial vector, where every reconstruction starts."""
+  layers = create_keras_model(config, num_items).user_layers
+  return {layer.name: layer.get_weights()[0][0] for layer in layers}
 
 
 def create_loss(config: mf.MFConfig, implicit: bool,

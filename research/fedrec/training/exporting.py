@@ -100,14 +100,14 @@ def implicit_weights(keras_model: tf.keras.Model, model_config: mf.MFConfig,
   """
   if not builder.has_user_part(model_config):
     return export_lib.ENCODE, export_lib.layer_weights(keras_model.layers)
-  fresh = builder.create_keras_model(model_config, num_items)
+  initial = builder.initial_user_vectors(model_config, num_items)
   reconstructs = any(isinstance(layer, mf.UserEmbedding)
                      for layer in keras_model.layers)
   weights = export_lib.layer_weights(
-      [keras_model.get_layer(layer.name) for layer in fresh.global_layers]
+      [layer for layer in keras_model.layers if layer.name not in initial]
       if reconstructs else keras_model.layers)
-  for layer in fresh.user_layers:
-    weights[f'initial/{layer.name}'] = layer.get_weights()[0][0]
+  weights.update({f'initial/{name}': vector
+                  for name, vector in initial.items()})
   return (export_lib.RECONSTRUCT if reconstructs else export_lib.USER_TABLE,
           weights)
 

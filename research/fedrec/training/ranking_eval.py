@@ -89,12 +89,11 @@ def reconstruction_scores(global_model: tf.keras.Model,
   num_items = partition.task.num_items
   classic = builder.create_keras_model(model_config, num_items,
                                        users_per_batch)
-  recon = builder.create_keras_model(model_config, num_items)
-  for layer in recon.global_layers:
-    classic.model.get_layer(layer.name).set_weights(
-        global_model.get_layer(layer.name).get_weights())
-  names = [layer.name for layer in recon.user_layers]
-  initial = [layer.get_weights()[0][0] for layer in recon.user_layers]
+  initial_vectors = builder.initial_user_vectors(model_config, num_items)
+  for layer in global_model.layers:
+    if layer.weights and layer.name not in initial_vectors:
+      classic.model.get_layer(layer.name).set_weights(layer.get_weights())
+  names, initial = list(initial_vectors), list(initial_vectors.values())
 
   def score(rows):
     if len(rows) > users_per_batch:
