@@ -56,14 +56,15 @@ class TrainTest(absltest.TestCase):
 
   def test_impossible_flag_combination_is_one_line(self):
     result = _run_binary('--algorithm=fedavg', '--split=user_disjoint',
-                         f'--root_output_dir={self.create_tempdir()}')
+                         f'--root_output_dir={self.create_tempdir().full_path}')
     self.assertEqual(result.returncode, 1)
     (line,) = result.stderr.strip().splitlines()
     self.assertStartsWith(line, 'train.py: error: --algorithm=fedavg cannot')
 
 
   def test_invalid_privacy_settings_are_one_line(self):
-    root = f'--root_output_dir={self.create_tempdir()}'
+    root_dir = self.create_tempdir().full_path
+    root = f'--root_output_dir={root_dir}'
     for args, message in (
         (['--dp=adaptive', '--dp_noise_multiplier=6'],
          '--dp=adaptive with noise multiplier 6 needs --clients_per_round > '
@@ -79,6 +80,9 @@ class TrainTest(absltest.TestCase):
       self.assertEqual(result.returncode, 1, args)
       self.assertEqual(result.stderr.strip().splitlines(),
                        [f'train.py: error: {message}'])
+      # Refused settings leave no run directory (no half-written output).
+      self.assertFalse(os.path.exists(os.path.join(root_dir, 'default')),
+                       args)
 
 if __name__ == '__main__':
   absltest.main()

@@ -485,12 +485,8 @@ def run_experiment(config: ExperimentConfig,
   if not len(split.test.query):  # pylint: disable=g-explicit-length-test
     raise ValueError('The test split is empty: raise --test_fraction or '
                      '--min_ratings_per_user.')
-  os.makedirs(config.output_dir, exist_ok=True)
   hparams_path = os.path.join(config.output_dir, 'hparams.json')
   check_same_settings(hparams_path, config)
-  write_json_atomically(
-      hparams_path,
-      collections.OrderedDict(flags=flag_values or {}, config=config))
   model_config = model_config_of(config, split)
   log(f'{data.name}: {data.num_users} users, {data.num_items} items, '
       f'{len(data.ratings)} {"interactions" if data.implicit else "ratings"};'
@@ -522,6 +518,11 @@ def run_experiment(config: ExperimentConfig,
       if len(getattr(split, split_name).query):  # pylint: disable=g-explicit-length-test
         ranking_lib.check_task(ranking_evaluator.partition(split_name).task,
                                config.ranking)
+  # Only settings that passed every check above leave a run directory.
+  os.makedirs(config.output_dir, exist_ok=True)
+  write_json_atomically(
+      hparams_path,
+      collections.OrderedDict(flags=flag_values or {}, config=config))
   with runtime.local_runtime(config.aggregation.secure_aggregation):
     if config.algorithm in (Algorithm.FEDRECON, Algorithm.FEDAVG):
       results[config.algorithm.value], trained = _run_federated(
