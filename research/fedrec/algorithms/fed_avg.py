@@ -12,6 +12,7 @@ from typing import Optional
 import tensorflow_federated as tff
 
 from research.fedrec.algorithms import fed_recon
+from research.fedrec.algorithms import inline
 from research.fedrec.data import client_store
 from research.fedrec.data import pipelines
 from research.fedrec.models import autorec
@@ -28,12 +29,15 @@ def create_model_fn(config: mf.MFConfig, num_items: int, num_users: int,
     input_spec = mf.FEDAVG_SPEC
 
   def model_fn() -> tff.learning.models.VariableModel:
-    layers = builder.create_keras_model(config, num_items, num_users)
-    return tff.learning.models.from_keras_model(
+    layers = builder.create_keras_model(config, num_items, num_users,
+                                        regularization_output=True)
+    model = tff.learning.models.from_keras_model(
         layers.model,
-        loss=builder.create_loss(config, implicit, False),
+        loss=builder.create_loss(config, implicit, True),
         input_spec=input_spec,
         metrics=builder.create_metrics(implicit))
+    return inline.inline_tf_functions(model,
+                                      ('forward_pass', 'predict_on_batch'))
   return model_fn
 
 

@@ -20,6 +20,7 @@ from typing import Optional
 
 import tensorflow_federated as tff
 
+from research.fedrec.algorithms import inline
 from research.fedrec.data import client_store
 from research.fedrec.data import pipelines
 from research.fedrec.models import builder
@@ -110,11 +111,12 @@ def create_model_fns(config: mf.MFConfig, num_items: int, input_spec,
   """
   def model_fn() -> tff.learning.models.ReconstructionModel:
     layers = builder.create_keras_model(config, num_items)
-    return tff.learning.models.ReconstructionModel.from_keras_model_and_layers(
+    model = tff.learning.models.ReconstructionModel.from_keras_model_and_layers(
         keras_model=layers.model,
         global_layers=layers.global_layers,
         local_layers=layers.user_layers,
         input_spec=input_spec)
+    return inline.inline_tf_functions(model, ('forward_pass',))
 
   return model_fn, lambda: builder.create_loss(config, implicit, True)
 

@@ -10,10 +10,12 @@ quality is measured by `ranking.py`, not here.
 
 import tensorflow as tf
 
+from research.fedrec.evaluation import rating_metrics
+
 METRIC_NAMES = ('bce', 'binary_accuracy')
 
 
-class _PerExampleMean(tf.keras.metrics.Mean):
+class _PerExampleMean(rating_metrics.InlineMean):
   """Mean over labelled examples of a per-example value of (label, logit)."""
 
   def _per_example(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:

@@ -11,6 +11,7 @@ evaluation). Both are example-weighted over all scored ratings, so they agree.
 """
 
 import collections
+import types
 
 import numpy as np
 import tensorflow as tf
@@ -19,7 +20,24 @@ METRIC_NAMES = ('rmse', 'mse', 'mae', 'rating_accuracy')
 ACCURACY_TOLERANCE = 0.5
 
 
-class _PerExampleMean(tf.keras.metrics.Mean):
+class InlineMean(tf.keras.metrics.Mean):
+  """A Keras `Mean` whose `update_state` traces inline into its caller.
+
+  Keras wraps a custom metric's `update_state` in a `tf.function` of its own
+  when the metric is created in graph mode, as TFF's client work creates it;
+  TF's runtime then instantiates and optimizes that nested function again for
+  every client of every round (about 0.8 s of a 100-client FedRecon round with
+  four metrics). The subclasses' `update_state` is plain TF ops, so it is left
+  unwrapped, as Keras leaves its built-in metrics; the ops are the same.
+  """
+
+  def __new__(cls, *args, **kwargs):
+    metric = super().__new__(cls, *args, **kwargs)
+    metric.update_state = types.MethodType(cls.update_state, metric)
+    return metric
+
+
+class _PerExampleMean(InlineMean):
   """Mean over all examples of a per-example value of (rating, prediction).
 
   Keras's own `MeanSquaredError` / `MeanAbsoluteError` metrics reduce a 1-D

@@ -41,13 +41,21 @@ def has_user_part(config: mf.MFConfig) -> bool:
 
 
 def create_keras_model(config: mf.MFConfig, num_items: int,
-                       num_users: Optional[int] = None) -> mf.MFLayers:
-  """The Keras model; `num_users=None` gives the reconstruction layout."""
+                       num_users: Optional[int] = None,
+                       regularization_output: bool = False) -> mf.MFLayers:
+  """The Keras model; `num_users=None` gives the reconstruction layout.
+
+  With `regularization_output`, the classic layout (`num_users` set) outputs
+  (score, regularization) columns, as the reconstruction layout always does,
+  instead of adding the regularization with `add_loss` (see mf.py).
+  """
   if config.architecture == Architecture.MF:
-    return mf.create_keras_model(config, num_items, num_users)
+    return mf.create_keras_model(config, num_items, num_users,
+                                 regularization_output)
   if config.architecture == Architecture.AUTOREC:
     return autorec.create_keras_model(config, num_items)
-  return ncf.create_keras_model(config, num_items, num_users)
+  return ncf.create_keras_model(config, num_items, num_users,
+                                regularization_output)
 
 
 def initial_user_vectors(config: mf.MFConfig,
@@ -58,11 +66,11 @@ def initial_user_vectors(config: mf.MFConfig,
 
 
 def create_loss(config: mf.MFConfig, implicit: bool,
-                reconstruction_layout: bool) -> tf.keras.losses.Loss:
-  """The training loss of the model's output in the given layout."""
+                regularization_column: bool) -> tf.keras.losses.Loss:
+  """The training loss of the model's output (with a regularization column?)."""
   if config.architecture == Architecture.AUTOREC:
     return autorec.MaskedBCE()
-  if reconstruction_layout:
+  if regularization_column:
     return mf.RegularizedBCE() if implicit else mf.RegularizedMSE()
   if implicit:
     return tf.keras.losses.BinaryCrossentropy(from_logits=True)

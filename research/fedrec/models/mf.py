@@ -16,11 +16,13 @@ Two layouts of the same model:
 
 L2 regularization is per example: l2 * (|p_u|^2 + |q_i|^2 [+ b_u^2 + b_i^2])
 for each rated pair, averaged over the batch. The classic layout adds it with
-`add_loss` (Keras `fit` and TFF's Keras-wrapped FedAvg include `model.losses`).
-TFF's Federated Reconstruction computes its loss from the model's predictions
-alone, so the reconstruction layout outputs a [batch, 2] tensor of (rating,
-regularization) and `RegularizedMSE` adds the batch mean of the second column
-to the squared error of the first: the same objective in both layouts.
+`add_loss` (Keras `fit` includes `model.losses`). TFF's Federated
+Reconstruction computes its loss from the model's predictions alone, so the
+reconstruction layout outputs a [batch, 2] tensor of (rating, regularization)
+and `RegularizedMSE` adds the batch mean of the second column to the squared
+error of the first: the same objective in both layouts. FedAvg uses the classic
+layout with that output too (`regularization_output`): an `add_loss` tensor
+built with the model cannot be read inside TFF's client computation.
 """
 
 import collections
@@ -137,7 +139,8 @@ class MFLayers:
 
 
 def create_keras_model(config: MFConfig, num_items: int,
-                       num_users: Optional[int] = None) -> MFLayers:
+                       num_users: Optional[int] = None,
+                       regularization_output: bool = False) -> MFLayers:
   """Builds the MF Keras model; see the module docstring for the layouts."""
   def init(offset):
     return tf.keras.initializers.RandomNormal(
@@ -179,7 +182,7 @@ def create_keras_model(config: MFConfig, num_items: int,
     global_layers += [item_bias, global_bias]
     user_layers += [user_bias]
   regularization = PairL2(config.l2, name='regularization')(pair)
-  if num_users is None:
+  if num_users is None or regularization_output:
     outputs = tf.keras.layers.Concatenate(name='rating_and_regularization')(
         [prediction, tf.keras.layers.Reshape((1,))(regularization)])
     model = tf.keras.Model(inputs=inputs, outputs=outputs, name='mf')

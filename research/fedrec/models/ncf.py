@@ -33,8 +33,12 @@ def _mlp_embedding_dim(config: mf.MFConfig) -> int:
 
 
 def create_keras_model(config: mf.MFConfig, num_items: int,
-                       num_users: Optional[int] = None) -> mf.MFLayers:
-  """GMF, MLP or NeuMF (by `config.architecture`) in either layout."""
+                       num_users: Optional[int] = None,
+                       regularization_output: bool = False) -> mf.MFLayers:
+  """GMF, MLP or NeuMF (by `config.architecture`) in either layout.
+
+  `regularization_output` as in `mf.create_keras_model`.
+  """
   architecture = config.architecture
   use_gmf = architecture in (mf.Architecture.GMF, mf.Architecture.NEUMF)
   use_mlp = architecture in (mf.Architecture.MLP, mf.Architecture.NEUMF)
@@ -101,7 +105,7 @@ def create_keras_model(config: mf.MFConfig, num_items: int,
   global_layers.append(output)
   regularization = mf.PairL2(config.l2, name='regularization')(pair)
   name = architecture.value
-  if num_users is None:
+  if num_users is None or regularization_output:
     outputs = tf.keras.layers.Concatenate(name='logit_and_regularization')(
         [logit, tf.keras.layers.Reshape((1,))(regularization)])
     return mf.MFLayers(tf.keras.Model(inputs, outputs, name=name),
