@@ -287,6 +287,13 @@ _EXPERIMENT_NAME = flags.DEFINE_string(
 _CACHE_DIR = flags.DEFINE_string(
     'cache_dir', None, 'Where client stores are cached (default: '
     'root_output_dir/cache).')
+_NUM_WORKERS = flags.DEFINE_integer(
+    'num_workers', 1, 'Local TFF worker processes; each round\'s clients are '
+    'spread over them (TFF\'s mergeable execution context).', lower_bound=1)
+_WORKER_ADDRESSES = flags.DEFINE_list(
+    'worker_addresses', [], 'host:port of TFF workers already running '
+    '(worker_binary --port=P) on this or other machines; used instead of '
+    'local workers. Each must read the client store at the same path.')
 _PROGRESS = flags.DEFINE_bool(
     'progress', True, 'Show a progress bar (also off when not on a terminal).')
 
@@ -432,16 +439,19 @@ def main(argv):
     # Saving checkpoints logs several INFO lines a time; --verbosity=0 shows.
     logging.set_verbosity(logging.WARNING)
   from research.fedrec.training import experiment  # pylint: disable=g-import-not-at-top
+  from research.fedrec.training import runtime  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS['verbosity'].present:
     tf.get_logger().setLevel('ERROR')
   try:
     config = build_config()
+    workers = runtime.Workers(_NUM_WORKERS.value,
+                              tuple(_WORKER_ADDRESSES.value))
     summary = experiment.run_experiment(
         config, flag_values={
             f.name: f.value
             for f in flags.FLAGS.get_key_flags_for_module(sys.modules[__name__])},
-        log=lambda message: print(message, flush=True))
+        log=lambda message: print(message, flush=True), workers=workers)
   except ValueError as e:  # DataError too: a user mistake, one clear line.
     print(f'train.py: error: {e}', file=sys.stderr)
     sys.exit(1)

@@ -463,7 +463,9 @@ def _run_popularity(config: ExperimentConfig, data: corpus_lib.Corpus,
 
 def run_experiment(config: ExperimentConfig,
                    flag_values: Optional[dict[str, Any]] = None,
-                   log=print) -> collections.OrderedDict:
+                   log=print,
+                   workers: runtime.Workers = runtime.Workers()
+                   ) -> collections.OrderedDict:
   """Runs the experiment and writes its outputs; returns the summary.
 
   Args:
@@ -471,6 +473,8 @@ def run_experiment(config: ExperimentConfig,
     flag_values: The command-line flags that produced `config`, recorded in
       hparams.json.
     log: Where progress messages go.
+    workers: Where TFF runs the rounds (results do not depend on it beyond
+      float32 rounding, so it is not a setting of the run).
 
   Returns:
     The summary also written to summary.json.
@@ -518,12 +522,13 @@ def run_experiment(config: ExperimentConfig,
       if len(getattr(split, split_name).query):  # pylint: disable=g-explicit-length-test
         ranking_lib.check_task(ranking_evaluator.partition(split_name).task,
                                config.ranking)
-  # Only settings that passed every check above leave a run directory.
-  os.makedirs(config.output_dir, exist_ok=True)
-  write_json_atomically(
-      hparams_path,
-      collections.OrderedDict(flags=flag_values or {}, config=config))
-  with runtime.local_runtime(config.aggregation.secure_aggregation):
+  with runtime.local_runtime(config.aggregation.secure_aggregation, workers):
+    # Only settings that passed every check above (and reachable workers)
+    # leave a run directory.
+    os.makedirs(config.output_dir, exist_ok=True)
+    write_json_atomically(
+        hparams_path,
+        collections.OrderedDict(flags=flag_values or {}, config=config))
     if config.algorithm in (Algorithm.FEDRECON, Algorithm.FEDAVG):
       results[config.algorithm.value], trained = _run_federated(
           config, data, split, store_path, model_config, accountant)

@@ -15,29 +15,137 @@ period), and stops them once more after releasing the old context, because a
 computation interrupted mid-call (say by SIGTERM) can restart its worker from
 a background thread. An exit hook does the same as a last resort, so no worker
 outlives the run and nothing waits on one that will not exit.
+
+Beyond one worker, TFF's own machinery spreads a round's clients:
+`Workers(num_workers=N)` starts N local `worker_binary` processes and
+`Workers(addresses=...)` connects to workers already serving elsewhere (started
+with `worker_binary --port=P`); either way a `MergeableCompExecutionContext`
+splits each computation's clients into one sub-round per worker, runs them in
+parallel over gRPC and merges the partial aggregates. Only the order in which
+floating-point partial sums are added differs from one worker, so metrics
+agree to float32 rounding (about 1e-7 relative).
 """
 
 import atexit
 import contextlib
+import dataclasses
 import gc
+import os
+import re
 import signal
+import subprocess
 import threading
 import time
 
+import grpc
+import portpicker
 import psutil
 import tensorflow_federated as tff
+from tensorflow_federated.python.core.backends.native import compiler
+from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
 from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
+from tensorflow_federated.python.core.impl.execution_contexts import async_execution_context
+from tensorflow_federated.python.core.impl.executor_stacks import executor_factory
+from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
+from tensorflow_federated.python.core.impl.executors import remote_executor
+from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
+from tensorflow_federated.python.core.impl.types import placements
 
 _GRACE_SECONDS = 10.0
+# How long a worker may take to answer before it is reported unreachable.
+_CONNECT_SECONDS = 60.0
+_ADDRESS = re.compile(r'^[^\s:]+:\d{1,5}$')
 _exit_hook_registered = False
+_started_workers: list[subprocess.Popen] = []
 
 
-def start(secure_aggregation: bool = False) -> None:
-  """Makes a fresh local C++ execution context the default.
+@dataclasses.dataclass(frozen=True)
+class Workers:
+  """Where TFF computations run: one local worker (default), N local workers,
+  or workers already serving at `addresses` (`host:port`, on any machine)."""
+
+  num_workers: int = 1
+  addresses: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    if self.num_workers < 1:
+      raise ValueError('--num_workers must be >= 1.')
+    if self.addresses and self.num_workers != 1:
+      raise ValueError('--num_workers starts local workers and '
+                       '--worker_addresses uses running ones: give one.')
+    for address in self.addresses:
+      if not _ADDRESS.match(address):
+        raise ValueError(f'--worker_addresses: {address!r} is not host:port.')
+
+  @property
+  def count(self) -> int:
+    return len(self.addresses) or self.num_workers
+
+
+def worker_binary_path() -> str:
+  """TFF's C++ worker, the program to start on each worker machine."""
+  return os.path.join(os.path.dirname(tff.__file__), 'data', 'worker_binary')
+
+
+def _start_local_workers(count: int) -> list[str]:
+  """Starts `count` worker_binary processes on loopback; their addresses."""
+  addresses = []
+  for _ in range(count):
+    port = portpicker.pick_unused_port()
+    _started_workers.append(subprocess.Popen(
+        [worker_binary_path(), f'--port={port}']))
+    addresses.append(f'localhost:{port}')
+  return addresses
+
+
+def _remote_context(address: str) -> async_execution_context.AsyncExecutionContext:
+  """An async TFF context whose computations run on the worker at `address`.
+
+  Built as TFF's own local C++ context is, with a channel to `address` in
+  place of a worker process it starts itself.
+
+  Raises:
+    ValueError: no worker answers within `_CONNECT_SECONDS` (one line).
+  """
+  channel = grpc.insecure_channel(
+      address, executor_factory._GRPC_CHANNEL_OPTIONS)  # pylint: disable=protected-access
+  try:
+    grpc.channel_ready_future(channel).result(timeout=_CONNECT_SECONDS)
+  except grpc.FutureTimeoutError:
+    channel.close()
+    raise ValueError(
+        f'--worker_addresses: no TFF worker answers at {address} within '
+        f'{_CONNECT_SECONDS:.0f} s (start one there with: worker_binary '
+        f'--port={address.rsplit(":", 1)[1]}).') from None
+  stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(channel)
+
+  def stack_fn(cardinalities):
+    cardinalities.setdefault(placements.CLIENTS, 0)
+    executor = remote_executor.RemoteExecutor(stub)
+    executor.set_cardinalities(cardinalities)
+    return executor
+
+  return async_execution_context.AsyncExecutionContext(
+      executor_fn=python_executor_stacks.ResourceManagingExecutorFactory(
+          executor_stack_fn=stack_fn),
+      compiler_fn=compiler.desugar_and_transform_to_native,
+      transform_args=tensorflow_computation.transform_args,
+      transform_result=tensorflow_computation.transform_result)
+
+
+def start(secure_aggregation: bool = False,
+          workers: Workers = Workers()) -> None:
+  """Makes a fresh C++ execution context the default.
 
   With `secure_aggregation`, TFF's test context, which runs the secure-sum
   intrinsics as plain sums after the factories' client-side integer encoding
   (so results are those of a real secure aggregation, without the protocol).
+  With more than one worker (or any address), a context that spreads each
+  round's clients over the workers (see the module docstring).
+
+  Raises:
+    ValueError: a worker cannot be reached, or secure aggregation was asked of
+      several workers (one line).
   """
   global _exit_hook_registered
   if not _exit_hook_registered:
@@ -47,10 +155,23 @@ def start(secure_aggregation: bool = False) -> None:
       signal.getsignal(signal.SIGINT) == signal.SIG_IGN):
     # Spawned children inherit an ignored SIGINT; TFF stops its worker with it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+  if workers == Workers():
+    if secure_aggregation:
+      tff.backends.test.set_sync_test_cpp_execution_context()
+    else:
+      tff.backends.native.set_sync_local_cpp_execution_context()
+    return
   if secure_aggregation:
-    tff.backends.test.set_sync_test_cpp_execution_context()
-  else:
-    tff.backends.native.set_sync_local_cpp_execution_context()
+    raise ValueError('--secure_aggregation runs on one local worker: drop '
+                     '--num_workers / --worker_addresses.')
+  addresses = list(workers.addresses) or _start_local_workers(
+      workers.num_workers)
+  try:
+    contexts = [_remote_context(address) for address in addresses]
+  except ValueError:
+    shutdown()
+    raise
+  tff.backends.native.set_mergeable_comp_execution_context(contexts)
 
 
 def _worker_children() -> list[psutil.Process]:
@@ -100,12 +221,15 @@ def shutdown() -> None:
   del old_context
   gc.collect()
   _stop_workers()
+  while _started_workers:  # Reaps the workers `start` launched itself.
+    _started_workers.pop().wait()
 
 
 @contextlib.contextmanager
-def local_runtime(secure_aggregation: bool = False):
-  """Runs the body with a fresh local runtime and stops it afterwards."""
-  start(secure_aggregation)
+def local_runtime(secure_aggregation: bool = False,
+                  workers: Workers = Workers()):
+  """Runs the body with a fresh runtime and stops it afterwards."""
+  start(secure_aggregation, workers)
   try:
     yield
   finally:
