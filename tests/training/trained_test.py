@@ -1,7 +1,8 @@
 """A finished run reloaded from its directory: evaluation and export.
 
-The vectorized evaluation must reproduce the federated evaluation train.py
-reports (TFF's `build_fed_recon_eval`, or FedAvg's global model) to 1e-6.
+The vectorized evaluation (which train.py and evaluate.py report) must
+reproduce TFF's federated evaluation (`build_fed_recon_eval`, run here on the
+run's client store) to 1e-6, and FedAvg's global model's metrics.
 """
 
 import dataclasses
@@ -11,6 +12,7 @@ from absl.testing import absltest
 import numpy as np
 
 from research.fedrec.algorithms import fed_recon
+from research.fedrec.data import client_store
 from research.fedrec.data import corpus
 from research.fedrec.data import pipelines
 from research.fedrec.data import splits
@@ -47,15 +49,37 @@ def _run(root, name, **overrides):
   return config, summary
 
 
+def _federated_evaluation(run: trained.TrainedRun) -> dict[str, float]:
+  """TFF's own FedRecon evaluation of the run's test users (the reference)."""
+  config = run.config
+  store = client_store.create_client_store(
+      run.split, config.cache_dir or os.path.join(config.root_output_dir,
+                                                  'cache'))
+  process, client_ids = fed_recon.build_evaluation(
+      experiment.model_config_of(config, run.split), run.data.num_items,
+      config.recon, config.optimizers.create().reconstruction,
+      config.pipeline, store, 'test')
+  state = process.set_model_weights(process.initialize(), run.model_weights)
+  metrics = process.next(state, list(client_ids)).metrics
+  return {k: float(v) for k, v in
+          metrics['client_work']['eval']['current_round_metrics'].items()
+          if k != 'loss'}
+
+
 class TrainedTest(absltest.TestCase):
 
   def _assert_reproduces(self, directory, summary, algorithm):
     run = trained.load_run(directory)
     self.assertEqual(run.round_num, 3)
     report = trained.evaluate_run(run, 'test')
-    for name, value in summary['test_metrics'][algorithm].items():
+    reported = summary['test_metrics'][algorithm]
+    expected = (_federated_evaluation(run) if algorithm == 'fedrecon' else
+                reported)
+    self.assertEqual(list(expected), list(reported))
+    for name, value in expected.items():
       self.assertAlmostEqual(report.overall[name], value, delta=1e-6,
                              msg=name)
+      self.assertAlmostEqual(reported[name], value, delta=1e-6, msg=name)
     self.assertEqual(report.overall['ratings'], summary['test_ratings'])
     return run, report
 

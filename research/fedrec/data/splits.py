@@ -177,3 +177,31 @@ def _user_disjoint(table: Ratings, config: SplitConfig,
                          table.take(rows & ~is_support))
 
   return Split(table.take(row_role == 0), partition(1), partition(2))
+
+
+def client_ratings(split: Split, split_name: str):
+  """Per evaluated user: the ratings on the client before scoring.
+
+  In the client store's order (training ratings, then support ratings of the
+  user-disjoint split), which the reconstruction's shuffle is applied to.
+
+  Returns:
+    `(users, items, ratings)`: the sorted user indices of the split's query
+    ratings and, per user, the arrays of the client's other ratings.
+  """
+  partition = getattr(split, split_name)
+  users = np.unique(partition.query.users)
+  parts = [split.train]
+  if partition.support is not split.train:
+    parts.append(partition.support)
+  items, ratings = [[] for _ in users], [[] for _ in users]
+  for table in parts:
+    order = np.argsort(table.users, kind='stable')
+    sorted_users = table.users[order]
+    lo = np.searchsorted(sorted_users, users)
+    hi = np.searchsorted(sorted_users, users, side='right')
+    for k, (a, b) in enumerate(zip(lo, hi)):
+      items[k].append(table.items[order[a:b]])
+      ratings[k].append(table.ratings[order[a:b]])
+  return (users, [np.concatenate(x) for x in items],
+          [np.concatenate(x) for x in ratings])

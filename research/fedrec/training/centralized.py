@@ -69,17 +69,24 @@ def training_ratings(split: splits_lib.Split) -> ratings_lib.Ratings:
   return parts[0] if len(parts) == 1 else ratings_lib.concatenate(parts)
 
 
+def compile_model(model_config: mf.MFConfig, num_items: int, num_users: int,
+                  config: CentralizedConfig) -> tf.keras.Model:
+  """The classic-layout MF, compiled as the baseline trains it."""
+  model = mf.create_keras_model(model_config, num_items, num_users).model
+  model.compile(
+      optimizer=KERAS_OPTIMIZERS[config.optimizer](config.learning_rate),
+      loss=tf.keras.losses.MeanSquaredError(),
+      metrics=rating_metrics.create_keras_metrics())
+  return model
+
+
 def train(split: splits_lib.Split, num_users: int, num_items: int,
           model_config: mf.MFConfig, config: CentralizedConfig,
           callbacks=None) -> tf.keras.Model:
   """Fits the classic MF on the pooled ratings and returns the Keras model."""
   tf.keras.utils.set_random_seed(config.seed)
   table = training_ratings(split)
-  model = mf.create_keras_model(model_config, num_items, num_users).model
-  model.compile(
-      optimizer=KERAS_OPTIMIZERS[config.optimizer](config.learning_rate),
-      loss=tf.keras.losses.MeanSquaredError(),
-      metrics=rating_metrics.create_keras_metrics())
+  model = compile_model(model_config, num_items, num_users, config)
   dataset = tf.data.Dataset.from_tensor_slices(
       (_inputs(table), table.ratings)).shuffle(
           len(table), seed=config.seed, reshuffle_each_iteration=True).batch(

@@ -62,6 +62,29 @@ def plot_learning_curves(metrics_csv: str, output_png: str,
   axes.set_ylabel(ylabel)
   axes.grid(alpha=0.3)
   axes.legend()
+  _save(plt, figure, output_png)
+
+
+def plot_round_profile(rounds, seconds, rss_mb, title: str,
+                       output_png: str) -> None:
+  """Seconds per round and resident memory per round of one long run."""
+  plt = _pyplot()
+  figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+  top.plot(rounds, seconds)
+  top.set_ylabel('seconds per round')
+  top.set_ylim(bottom=0)
+  top.set_title(title)
+  bottom.plot(rounds, rss_mb)
+  bottom.set_ylabel('RSS, process + workers (MB)')
+  bottom.set_ylim(bottom=0)
+  bottom.set_xlabel('round')
+  for axes in (top, bottom):
+    axes.grid(alpha=0.3)
+  _save(plt, figure, output_png)
+
+
+def _save(plt, figure, output_png: str) -> None:
+  """Writes the figure atomically and closes it."""
   figure.tight_layout()
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(output_png), suffix='.png')
   os.close(fd)

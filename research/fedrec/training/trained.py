@@ -88,35 +88,7 @@ def load_run(experiment_dir: str) -> TrainedRun:
   model, vectors, biases = exporting.model_from_keras(
       keras_model, model_config, data.num_items)
   return TrainedRun(config, data, split, model, int(saved['round']), vectors,
-                    biases)
-
-
-def client_ratings(split: splits_lib.Split, split_name: str):
-  """Per evaluated user: the ratings on the client before scoring.
-
-  In the client store's order (training ratings, then support ratings of the
-  user-disjoint split), which the reconstruction's shuffle is applied to.
-
-  Returns:
-    `(users, items, ratings)`: the sorted user indices of the split's query
-    ratings and, per user, the arrays of the client's other ratings.
-  """
-  partition = getattr(split, split_name)
-  users = np.unique(partition.query.users)
-  parts = [split.train]
-  if partition.support is not split.train:
-    parts.append(partition.support)
-  items, ratings = [[] for _ in users], [[] for _ in users]
-  for table in parts:
-    order = np.argsort(table.users, kind='stable')
-    sorted_users = table.users[order]
-    lo = np.searchsorted(sorted_users, users)
-    hi = np.searchsorted(sorted_users, users, side='right')
-    for k, (a, b) in enumerate(zip(lo, hi)):
-      items[k].append(table.items[order[a:b]])
-      ratings[k].append(table.ratings[order[a:b]])
-  return (users, [np.concatenate(x) for x in items],
-          [np.concatenate(x) for x in ratings])
+                    biases, weights)
 
 
 def user_vectors(run: TrainedRun, users: np.ndarray, items, ratings):
@@ -146,7 +118,7 @@ def evaluate_run(run: TrainedRun, split_name: str,
   partition = getattr(run.split, split_name)
   if not len(partition.query):  # pylint: disable=g-explicit-length-test
     raise ValueError(f'The {split_name} split is empty.')
-  users, items, ratings = client_ratings(run.split, split_name)
+  users, items, ratings = splits_lib.client_ratings(run.split, split_name)
   vectors, biases = user_vectors(run, users, items, ratings)
   row = np.searchsorted(users, partition.query.users)
   predictions = run.model.predict(vectors[row], biases[row],

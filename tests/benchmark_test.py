@@ -1,0 +1,136 @@
+"""The benchmark binary: its accounting, its report, and a --quick run."""
+
+import json
+import os
+import subprocess
+import sys
+
+from absl.testing import absltest
+import psutil
+
+from research.fedrec import benchmark
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run_binary(*args):
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+  env.pop('TF_CPP_MIN_LOG_LEVEL', None)
+  return subprocess.run(
+      [sys.executable, '-m', 'research.fedrec.benchmark', *args],
+      capture_output=True, text=True, env=env, cwd=_REPO_ROOT, timeout=900,
+      check=False)
+
+
+class AccountingTest(absltest.TestCase):
+
+  def test_round_work_counts_passes_and_partial_batches(self):
+    counts = {'a': 5, 'b': 17, 'c': 3}
+    # FedRecon: reconstruction and training each batch a client's 5 and 17
+    # ratings by 4: (2 + 5) batches per pass.
+    recon = benchmark.round_work(counts, ['a', 'b'], passes=2, batch_size=4,
+                                 repeat_then_batch=False)
+    self.assertEqual((recon.ratings, recon.client_ratings, recon.steps),
+                     (44, 22, 14))
+    # FedAvg repeats, then batches: ceil(10 / 4) + ceil(34 / 4).
+    fedavg = benchmark.round_work(counts, ['a', 'b'], passes=2, batch_size=4,
+                                  repeat_then_batch=True)
+    self.assertEqual((fedavg.ratings, fedavg.client_ratings, fedavg.steps),
+                     (44, 22, 12))
+
+  def test_summary_skips_the_first_round_and_measures_growth(self):
+    work = benchmark.Work(ratings=100, client_ratings=50, steps=7)
+    seconds = [9.0, 1.0, 4.0, 2.0] + [2.0] * 8
+    rss = [1000] * 9 + [2000, 2050, 2100]
+    row = benchmark.summarize_run('fedrecon_10', 10, 1, seconds,
+                                  [work] * 12, rss, 3000, 12.5)
+    timed = sum(seconds[1:])  # 21 s for 11 rounds.
+    self.assertEqual(row['median_round_seconds'], 2.0)
+    self.assertAlmostEqual(row['ratings_per_second'], 1100 / timed)
+    self.assertAlmostEqual(row['client_ratings_per_second'], 550 / timed)
+    self.assertAlmostEqual(row['clients_per_second'], 110 / timed)
+    self.assertEqual(row['steps_per_round'], 7)
+    self.assertEqual(row['time_to_first_round_seconds'], 12.5)
+    self.assertEqual(row['peak_rss_bytes'], 3000)
+    # From after round 10 (2000) to after the last round (2100).
+    self.assertEqual(row['rss_round_10_bytes'], 2000)
+    self.assertAlmostEqual(row['rss_growth'], 0.05)
+    short = benchmark.summarize_run('x', 10, 1, seconds[:3], [work] * 3,
+                                    rss[:3], 3000)
+    self.assertIsNone(short['rss_growth'])
+    self.assertEqual(short['median_round_seconds'], 2.5)
+
+  def test_targets(self):
+    def report(ratio, growth, first, peak):
+      return {
+          'scale': {'client_counts': [50, 100, 1000]},
+          'runs': [
+              {'name': 'fedrecon_100', 'ratio_to_centralized': ratio,
+               'rss_growth': growth, 'time_to_first_round_seconds': first},
+              {'name': 'fedrecon_all', 'peak_rss_bytes': peak},
+          ]}
+    met = benchmark.check_targets(report(0.5, 0.049, 29.9, 2**34))
+    self.assertEqual([c['met'] for c in met], [True] * 4)
+    self.assertEqual([c['name'] for c in met], [
+        'fedrecon_ratio_to_centralized', 'rss_growth_round_10_to_last',
+        'time_to_first_round_seconds', 'all_users_round_peak_rss_bytes'])
+    missed = benchmark.check_targets(report(0.49, 0.05, 30.0, 24 * 2**30))
+    self.assertEqual([c['met'] for c in missed], [False] * 4)
+
+
+class QuickRunTest(absltest.TestCase):
+
+  def test_quick_run_writes_the_report_and_leaves_no_worker(self):
+    out = self.create_tempdir().full_path
+    result = _run_binary('--quick', '--noprogress', f'--output_dir={out}')
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    with open(os.path.join(out, 'benchmark.json')) as f:
+      report = json.load(f)
+    names = [row['name'] for row in report['runs']]
+    self.assertEqual(names, [
+        'centralized', 'fedrecon_20', 'fedrecon_10', 'fedrecon_50',
+        'fedrecon_all', 'fedavg_20', 'fedavg_10', 'fedavg_50',
+        'fedrecon_dp_20', 'fedrecon_20_w2'])
+    runs = {row['name']: row for row in report['runs']}
+    self.assertEqual(report['corpus']['users'], 604)
+    self.assertEqual(report['corpus']['ratings'], 100_020)
+    self.assertEqual(runs['fedrecon_20']['rounds'], 12)
+    self.assertEqual(runs['fedrecon_all']['clients_per_round'],
+                     report['corpus']['training_clients'])
+    self.assertEqual(runs['fedrecon_20_w2']['workers'], 2)
+    # The centralized run takes as many steps as the long run's rounds 2-4
+    # (timing_rounds = 3) took: planned before, counted during.
+    profile = report['long_run_profile']
+    self.assertEqual(profile['name'], 'fedrecon_20')
+    self.assertLen(profile['rss_bytes'], 12)
+    self.assertEqual(runs['centralized']['steps'], sum(profile['steps'][1:4]))
+    for row in report['runs']:
+      self.assertGreater(row['ratings_per_second'], 0, row['name'])
+      self.assertAlmostEqual(
+          row['ratio_to_centralized'], row['ratings_per_second'] /
+          runs['centralized']['ratings_per_second'], msg=row['name'])
+    self.assertIsNotNone(runs['fedrecon_20']['rss_growth'])
+    self.assertGreater(runs['fedrecon_20']['time_to_first_round_seconds'], 0)
+    self.assertEqual(len(report['targets']), 4)
+    self.assertEqual(report['machine']['cores'], len(os.sched_getaffinity(0)))
+    self.assertTrue(os.path.exists(os.path.join(out, 'benchmark.png')))
+    self.assertIn('fedrecon_20_w2', result.stdout)
+    self.assertIn('client ratings/s', result.stdout)
+    # A worker the benchmark leaked would outlive it, orphaned (this test
+    # process's own runtime, if any, is its child and does not count).
+    leftover = [p for p in psutil.process_iter(['cmdline', 'ppid', 'status'])
+                if 'worker_binary' in ' '.join(p.info['cmdline'] or [])[:300]
+                and p.info['ppid'] != os.getpid()
+                and p.info['status'] != psutil.STATUS_ZOMBIE]
+    self.assertEmpty(leftover)
+
+  def test_bad_worker_count_is_one_line(self):
+    result = _run_binary('--num_workers=1')
+    self.assertEqual(result.returncode, 1)
+    self.assertEqual(result.stderr.strip().splitlines(), [
+        'benchmark.py: error: --num_workers=1 must list worker counts >= 2 '
+        '(one worker is always measured).'])
+
+
+if __name__ == '__main__':
+  absltest.main()
