@@ -261,7 +261,8 @@ class _Evaluator:
             self._model_config, self._data.num_items,
             self._data.num_users).model
       model_weights.assign_weights_to(self._keras_model)
-      return centralized_lib.evaluate(self._keras_model, query)
+      return centralized_lib.evaluate(self._keras_model,
+                                      getattr(self._split, split_name))
     if split_name not in self._client_ratings:
       self._client_ratings[split_name] = splits_lib.client_ratings(
           self._split, split_name)
