@@ -263,6 +263,11 @@ _EVAL_CLIENTS = flags.DEFINE_integer(
 _CHECKPOINT_EVERY = flags.DEFINE_integer(
     'checkpoint_every', 10, 'Save a checkpoint every N rounds (and after the '
     'last).', lower_bound=1)
+_FINETUNE = flags.DEFINE_bool(
+    'finetune', False, 'FedAvg (explicit feedback): also report test metrics '
+    'after each test user fine-tunes its own user-table row and bias on the '
+    'ratings its client holds (reconstruction settings, item side frozen): '
+    'the "FedAvg + fine-tuning" baseline; allows --split=user_disjoint.')
 _CENTRALIZED_BASELINE = flags.DEFINE_bool(
     'centralized_baseline', True, 'Also train the centralized baseline.')
 _CENTRALIZED_EPOCHS = flags.DEFINE_integer(
@@ -418,6 +423,7 @@ def build_config():
           optimizer=_CENTRALIZED_OPTIMIZER.value,
           learning_rate=_CENTRALIZED_LR.value, seed=seed),
       run_centralized_baseline=_CENTRALIZED_BASELINE.value,
+      finetune=_FINETUNE.value,
       cache_dir=_CACHE_DIR.value,
       seed=seed,
       ranking=ranking.RankingConfig(ks=_int_list(_KS),

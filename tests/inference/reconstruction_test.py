@@ -83,6 +83,29 @@ class ReconstructTest(absltest.TestCase):
     np.testing.assert_allclose(vectors[0], u - 0.1 * grad_u, atol=1e-6)
     np.testing.assert_allclose(biases[0], b - 0.1 * grad_b, atol=1e-6)
 
+  def test_fine_tuning_starts_from_the_given_parameters(self):
+    model = _model()
+    items, ratings = np.array([0, 3, 5]), np.array([1.0, 4.0, 2.0], np.float32)
+    settings = reconstruction.Settings(batch_size=8, learning_rate=0.1,
+                                       l2=0.01)
+    start_u = np.array([[0.3, -0.2, 0.5], [0.0, 0.0, 0.0]], np.float32)
+    start_b = np.array([0.4, 0.0], np.float32)
+    vectors, biases = reconstruction.reconstruct(
+        model, [items, items[:0]], [ratings, ratings[:0]], settings,
+        initial=(start_u, start_b))
+    u, b = start_u[0].astype(np.float64), 0.4
+    q = model.item_embeddings[items].astype(np.float64)
+    residual = q @ u + b + model.item_bias[items] + model.global_bias - ratings
+    grad_u = 2 * residual @ q / 3 + 2 * 0.01 * u
+    grad_b = 2 * residual.sum() / 3 + 2 * 0.01 * b
+    np.testing.assert_allclose(vectors[0], u - 0.1 * grad_u, atol=1e-6)
+    np.testing.assert_allclose(biases[0], b - 0.1 * grad_b, atol=1e-6)
+    # A user without ratings keeps the given parameters.
+    np.testing.assert_array_equal(vectors[1], start_u[1])
+    self.assertEqual(biases[1], 0.0)
+    # The given arrays are not modified.
+    self.assertEqual(start_u[0].tolist(), np.float32([0.3, -0.2, 0.5]).tolist())
+
   def test_users_are_independent_and_padding_is_ignored(self):
     model = _model()
     settings = reconstruction.Settings(epochs=3, batch_size=2,

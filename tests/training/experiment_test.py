@@ -101,6 +101,33 @@ class ExperimentTest(absltest.TestCase):
     self.assertFalse(os.path.exists(os.path.join(root, 'central',
                                                  'metrics.csv')))
 
+  def test_fedavg_with_fine_tuning_on_unseen_users(self):
+    root = self.create_tempdir().full_path
+    # 30 test users, each fine-tuned on half its ratings, scored on the rest.
+    data = corpus.DataConfig(synthetic_config=synthetic.SyntheticConfig(
+        num_users=150, num_items=40, num_ratings=4500, min_ratings_per_user=20))
+    summaries = {}
+    for learning_rate in (1e-9, 0.2):
+      summaries[learning_rate] = experiment.run_experiment(
+          _config(root, f'ft{learning_rate}', data=data,
+                  algorithm=experiment.Algorithm.FEDAVG, finetune=True,
+                  split=splits.SplitConfig(kind=splits.SplitKind.USER_DISJOINT,
+                                           test_fraction=0.2),
+                  optimizers=experiment.OptimizerConfig(
+                      reconstruction_learning_rate=learning_rate),
+                  run_centralized_baseline=False), log=lambda _: None)
+    frozen = summaries[1e-9]['test_metrics']
+    self.assertEqual(list(frozen), ['fedavg', 'fedavg_finetuned'])
+    # Steps of size 1e-9 leave every row as FedAvg trained it.
+    for name, value in frozen['fedavg'].items():
+      self.assertAlmostEqual(frozen['fedavg_finetuned'][name], value,
+                             delta=1e-6, msg=name)
+    tuned = summaries[0.2]['test_metrics']
+    self.assertEqual(tuned['fedavg'], frozen['fedavg'])
+    # The untrained rows of unseen users give way to rows fit to their ratings.
+    self.assertLess(tuned['fedavg_finetuned']['rmse'],
+                    tuned['fedavg']['rmse'] - 0.02)
+
   def test_rerun_with_other_settings_is_refused(self):
     root = self.create_tempdir().full_path
     config = _config(root, 'run', run_centralized_baseline=False)
@@ -139,6 +166,9 @@ class ExperimentTest(absltest.TestCase):
                                 '--split=user_disjoint'):
       _config('/unused', 'x', algorithm=experiment.Algorithm.FEDAVG,
               split=splits.SplitConfig(kind=splits.SplitKind.USER_DISJOINT))
+    with self.assertRaisesRegex(ValueError, '--finetune fine-tunes the user '
+                                'rows of explicit-feedback FedAvg'):
+      _config('/unused', 'x', finetune=True)
 
 
 

@@ -171,9 +171,14 @@ class Optimizer:
 
 
 def reconstruct(model: ItemModel, items: Sequence[np.ndarray],
-                ratings: Sequence[np.ndarray],
-                settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+                ratings: Sequence[np.ndarray], settings: Settings,
+                initial: Optional[tuple[np.ndarray, np.ndarray]] = None
+                ) -> tuple[np.ndarray, np.ndarray]:
   """Reconstructs each user's (vector, bias) from that user's ratings.
+
+  From `initial` instead of the model's initial user vector and a zero bias,
+  the same steps fine-tune given user parameters (FedAvg plus local
+  fine-tuning: each user's row of a global user table).
 
   Args:
     model: The trained global weights.
@@ -181,16 +186,21 @@ def reconstruct(model: ItemModel, items: Sequence[np.ndarray],
       in the client's storage order (before the pipeline's shuffle).
     ratings: Per user, the matching ratings.
     settings: The run's reconstruction settings.
+    initial: Optional `(vectors [U, dim], biases [U])` to start from.
 
   Returns:
     `(vectors [U, dim], biases [U])`; a user without ratings keeps the initial
-    vector and a zero bias.
+    vector and bias.
   """
   num_users = len(items)
   batch = settings.batch_size
-  vectors = np.tile(model.initial_user_vector.astype(np.float32),
-                    (num_users, 1))
-  biases = np.zeros(num_users, np.float32)
+  if initial is None:
+    vectors = np.tile(model.initial_user_vector.astype(np.float32),
+                      (num_users, 1))
+    biases = np.zeros(num_users, np.float32)
+  else:
+    vectors = np.array(initial[0], np.float32).reshape(num_users, -1)
+    biases = np.array(initial[1], np.float32).reshape(num_users)
   # Per user: the shuffled, capped ratings and their number of steps.
   ordered_items, ordered_ratings, steps = [], [], np.zeros(num_users, np.int64)
   orders = shuffle_orders([len(x) for x in items], settings.shuffle_seed)

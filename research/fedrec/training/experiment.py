@@ -123,6 +123,9 @@ class ExperimentConfig:
   centralized: centralized_lib.CentralizedConfig = dataclasses.field(
       default_factory=centralized_lib.CentralizedConfig)
   run_centralized_baseline: bool = True
+  # FedAvg: also report the test metrics after each test user fine-tunes its
+  # own row of the user table (`_Evaluator.evaluate_finetuned`).
+  finetune: bool = False
   cache_dir: Optional[str] = None  # Default: <root_output_dir>/cache.
   seed: int = 0
   # Implicit feedback: the ranking evaluation (val every eval round, test).
@@ -149,12 +152,19 @@ class ExperimentConfig:
         self.aggregation.compression != aggregation_lib.Compression.NONE):
       raise ValueError('--dp, --secure_aggregation and --compression apply to '
                        'federated algorithms, not --algorithm=centralized.')
+    if self.finetune and (self.algorithm != Algorithm.FEDAVG or
+                          self.data.implicit):
+      raise ValueError('--finetune fine-tunes the user rows of explicit-'
+                       'feedback FedAvg: add --algorithm=fedavg, drop '
+                       '--feedback=implicit.')
     if (self.algorithm == Algorithm.FEDAVG and builder.has_user_part(
-        self.model) and self.split.kind == splits_lib.SplitKind.USER_DISJOINT):
+        self.model) and self.split.kind == splits_lib.SplitKind.USER_DISJOINT
+        and not self.finetune):
       raise ValueError(
           '--algorithm=fedavg cannot be evaluated with --split=user_disjoint: '
-          "FedAvg's global user table has no row for users unseen in "
-          'training (use fedrecon, or a holdout / leave_one_out split).')
+          "FedAvg's global user table has no trained row for users unseen in "
+          'training (use fedrecon, add --finetune, or a holdout / '
+          'leave_one_out split).')
 
   @property
   def output_dir(self) -> str:
@@ -236,7 +246,9 @@ class _Evaluator:
   optimizer and steps) for all users at once in NumPy: TFF's federated
   evaluation (`fed_recon.build_evaluation`) gives the same metrics to 1e-6
   (tests/training/trained_test.py), at a second instead of about 35 s for 943
-  users. FedAvg users take their row of the global table.
+  users. FedAvg users take their row of the global table (an untrained,
+  initial row for users unseen in training), or with `evaluate_finetuned`
+  that row after local fine-tuning.
   """
 
   def __init__(self, config: ExperimentConfig, data: corpus_lib.Corpus,
@@ -256,17 +268,9 @@ class _Evaluator:
     """
     query = getattr(self._split, split_name).query
     if self._config.algorithm == Algorithm.FEDAVG:
-      if self._keras_model is None:
-        self._keras_model = mf.create_keras_model(
-            self._model_config, self._data.num_items,
-            self._data.num_users).model
-      model_weights.assign_weights_to(self._keras_model)
-      return centralized_lib.evaluate(self._keras_model,
+      return centralized_lib.evaluate(self._fedavg_model(model_weights),
                                       getattr(self._split, split_name))
-    if split_name not in self._client_ratings:
-      self._client_ratings[split_name] = splits_lib.client_ratings(
-          self._split, split_name)
-    users, items, ratings = self._client_ratings[split_name]
+    users, items, ratings = self._ratings(split_name)
     chosen = np.arange(len(users))
     if max_clients and max_clients < len(users):
       rng = np.random.default_rng([self._config.seed, 7])
@@ -283,6 +287,42 @@ class _Evaluator:
     predictions = model.predict(vectors[row], biases[row],
                                 query.items[scored])
     return rating_metrics.compute(query.ratings[scored], predictions)
+
+  def evaluate_finetuned(self, model_weights,
+                         split_name: str) -> collections.OrderedDict:
+    """FedAvg plus local fine-tuning, on every user of the split.
+
+    Each user's client first fine-tunes its own row and bias of the global
+    user table on the ratings it holds (its training ratings, or the support
+    half of an unseen user), with the item side frozen and the reconstruction
+    settings (`--recon_epochs`, `--recon_steps_max`, the reconstruction
+    optimizer): the steps of a FedRecon reconstruction, started from the
+    user's FedAvg row instead of a fresh vector.
+    """
+    model, vectors, biases = exporting.model_from_keras(
+        self._fedavg_model(model_weights), self._model_config,
+        self._data.num_items)
+    users, items, ratings = self._ratings(split_name)
+    vectors, biases = reconstruction.reconstruct(
+        model, items, ratings, exporting.reconstruction_settings(self._config),
+        initial=(vectors[users], biases[users]))
+    query = getattr(self._split, split_name).query
+    row = np.searchsorted(users, query.users)
+    return rating_metrics.compute(
+        query.ratings, model.predict(vectors[row], biases[row], query.items))
+
+  def _fedavg_model(self, model_weights) -> tf.keras.Model:
+    if self._keras_model is None:
+      self._keras_model = mf.create_keras_model(
+          self._model_config, self._data.num_items, self._data.num_users).model
+    model_weights.assign_weights_to(self._keras_model)
+    return self._keras_model
+
+  def _ratings(self, split_name: str):
+    if split_name not in self._client_ratings:
+      self._client_ratings[split_name] = splits_lib.client_ratings(
+          self._split, split_name)
+    return self._client_ratings[split_name]
 
 
 class RankingEvaluator:
@@ -409,7 +449,8 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
   """Trains the federated algorithm.
 
   Returns:
-    Its final test metrics and the trained model as a Keras model.
+    Its final test metrics by name (the algorithm's, and FedAvg's fine-tuned
+    ones with `config.finetune`) and the trained model as a Keras model.
   """
   process = build_process(
       config, data, store_path, model_config,
@@ -461,7 +502,12 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
       model_config, data.num_items,
       None if config.algorithm == Algorithm.FEDRECON else data.num_users,
       weights)
-  return evaluator.evaluate(weights, 'test'), keras_model
+  results = collections.OrderedDict(
+      [(config.algorithm.value, evaluator.evaluate(weights, 'test'))])
+  if config.finetune:
+    results[f'{config.algorithm.value}_finetuned'] = (
+        evaluator.evaluate_finetuned(weights, 'test'))
+  return results, keras_model
 
 
 def _run_popularity(config: ExperimentConfig, data: corpus_lib.Corpus,
@@ -544,8 +590,9 @@ def run_experiment(config: ExperimentConfig,
         hparams_path,
         collections.OrderedDict(flags=flag_values or {}, config=config))
     if config.algorithm in (Algorithm.FEDRECON, Algorithm.FEDAVG):
-      results[config.algorithm.value], trained = _run_federated(
-          config, data, split, store_path, model_config, accountant)
+      federated, trained = _run_federated(config, data, split, store_path,
+                                          model_config, accountant)
+      results.update(federated)
     if data.implicit:
       # The floor every model must beat (with DP only when it is the run).
       dp_noise = (accountant.noise_multiplier if accountant is not None and
