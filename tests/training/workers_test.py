@@ -31,8 +31,12 @@ def _store(cache_dir: str) -> str:
       splits.split(data.ratings, splits.SplitConfig()), cache_dir)
 
 
-def _round(store: str, workers: runtime.Workers):
-  """Metrics and item weights after two rounds of 30 clients on `workers`."""
+def _round(store: str, workers: runtime.Workers, worker_pids=None):
+  """Metrics and item weights after two rounds of 30 clients on `workers`.
+
+  With `worker_pids` (a list), the training loop's `round_done` follows each
+  round, and the pids of the workers that ran each round are appended.
+  """
   with runtime.local_runtime(workers=workers):
     process = fed_recon.build_training_process(
         mf.MFConfig(embedding_dim=4, global_mean=3.5, seed=2), _NUM_ITEMS,
@@ -47,6 +51,10 @@ def _round(store: str, workers: runtime.Workers):
     for _ in range(2):
       output = process.next(state, clients)
       state = output.state
+      if worker_pids is not None:
+        worker_pids.append(
+            [w.pid for w in runtime._worker_children()])  # pylint: disable=protected-access
+        runtime.round_done()
     metrics = {k: float(v) for k, v in
                output.metrics['client_work']['train'].items()}
     weights = [np.asarray(w) for w in
@@ -100,6 +108,31 @@ class WorkersTest(absltest.TestCase):
         server.kill()
         server.wait()
     self._assert_same_as_one_worker(result)
+
+  def test_restarting_the_worker_between_rounds_changes_nothing(self):
+    pids = []
+    with mock.patch.object(runtime, 'RESTART_EVERY_ROUNDS', 1):
+      metrics, weights, num_workers = _round(self.store, runtime.Workers(),
+                                             pids)
+    # Each round ran on a worker of its own: the first was restarted.
+    self.assertLen(pids, 2)
+    self.assertTrue(all(len(p) == 1 for p in pids), pids)
+    self.assertNotEqual(pids[0], pids[1])
+    expected_metrics, expected_weights, _ = self.expected
+    self.assertEqual(metrics, expected_metrics)  # Bit for bit.
+    for actual, expected in zip(weights, expected_weights):
+      np.testing.assert_array_equal(actual, expected)
+    self.assertEqual(num_workers, 1)
+    self.assertEmpty(runtime._worker_children())  # pylint: disable=protected-access
+
+  def test_workers_at_addresses_are_never_restarted(self):
+    with mock.patch.object(runtime, 'RESTART_EVERY_ROUNDS', 1), \
+        mock.patch.object(runtime, 'shutdown') as shutdown:
+      runtime._running = (False, runtime.Workers(addresses=('host:1',)))  # pylint: disable=protected-access
+      self.assertFalse(runtime.round_done())
+      runtime._running = None  # pylint: disable=protected-access
+      self.assertFalse(runtime.round_done())  # No runtime running.
+    shutdown.assert_not_called()
 
   def test_unreachable_worker_is_one_line(self):
     port = portpicker.pick_unused_port()

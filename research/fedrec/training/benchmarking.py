@@ -272,6 +272,7 @@ class _Benchmark:
     import tqdm  # pylint: disable=g-import-not-at-top
     from research.fedrec.algorithms import sampling  # pylint: disable=g-import-not-at-top
     from research.fedrec.training import experiment  # pylint: disable=g-import-not-at-top
+    from research.fedrec.training import runtime  # pylint: disable=g-import-not-at-top
     fedrecon = config.algorithm == experiment.Algorithm.FEDRECON
     passes = (config.recon.recon_epochs + config.recon.post_recon_epochs
               if fedrecon else config.pipeline.local_epochs)
@@ -282,6 +283,7 @@ class _Benchmark:
     state = process.initialize()
     init_seconds = time.perf_counter() - started
     seconds, works, rss_after = [], [], []
+    restarts = 0
     bar = tqdm.tqdm(total=rounds, desc=name, unit='round', leave=False,
                     dynamic_ncols=True, disable=not self.progress)
     try:
@@ -294,7 +296,8 @@ class _Benchmark:
         works.append(round_work(self.counts, clients, passes,
                                 config.pipeline.batch_size,
                                 repeat_then_batch=not fedrecon))
-        rss_after.append(_tree_rss())
+        rss_after.append(_tree_rss())  # Before a restart of the worker.
+        restarts += runtime.round_done()
         bar.set_postfix(s=f'{seconds[-1]:.2f}',
                         rss_gb=f'{rss_after[-1] / 2**30:.2f}', refresh=False)
         bar.update(1)
@@ -306,8 +309,10 @@ class _Benchmark:
       profile.update(name=name, rounds=list(range(1, rounds + 1)),
                      seconds=seconds, steps=[w.steps for w in works],
                      rss_bytes=rss_after)
-    return summarize_run(name, len(clients), workers, seconds, works,
-                         rss_after, memory.peak, first)
+    row = summarize_run(name, len(clients), workers, seconds, works,
+                        rss_after, memory.peak, first)
+    row['worker_restarts'] = restarts
+    return row
 
   def centralized(self, steps: int, memory: PeakMemory) -> dict:
     """Keras `fit` of the same MF for `steps` steps of the same batch size."""

@@ -21,6 +21,7 @@ import tensorflow_federated as tff
 import tqdm
 
 from research.fedrec.privacy import accounting
+from research.fedrec.training import runtime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +149,7 @@ def run_training_loop(
       output = process.next(state, clients)
       state = output.state
       seconds = time.perf_counter() - started
+      runtime.round_done()  # Restarts the TFF worker now and then.
       examples = count_examples(clients)
       metrics = collections.OrderedDict(
           clients=len(clients), round_seconds=seconds,

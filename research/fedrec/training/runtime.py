@@ -24,6 +24,16 @@ splits each computation's clients into one sub-round per worker, runs them in
 parallel over gRPC and merges the partial aggregates. Only the order in which
 floating-point partial sums are added differs from one worker, so metrics
 agree to float32 rounding (about 1e-7 relative).
+
+Over a long run TFF's C++ worker grows (about 0.1 MB per round of 20 small
+clients here, in the worker process only) and its rounds slow down (0.60 to
+0.79 s over 600 such rounds), as upstream users also report. The training loop
+calls `round_done` after each round, which restarts the local workers every
+`RESTART_EVERY_ROUNDS` rounds: a round's state comes back to Python after every
+round, so nothing is lost and results are unchanged; the restart costs one
+worker start-up and the re-instantiation of the computation (a second or two
+every `RESTART_EVERY_ROUNDS` rounds). Workers at `--worker_addresses` belong to
+someone else and are never restarted.
 """
 
 import atexit
@@ -36,6 +46,7 @@ import signal
 import subprocess
 import threading
 import time
+from typing import Optional
 
 import grpc
 import portpicker
@@ -57,6 +68,10 @@ _CONNECT_SECONDS = 60.0
 _ADDRESS = re.compile(r'^[^\s:]+:\d{1,5}$')
 _exit_hook_registered = False
 _started_workers: list[subprocess.Popen] = []
+RESTART_EVERY_ROUNDS = 100
+# The settings of the running context (for restarts) and its rounds so far.
+_running: Optional[tuple[bool, 'Workers']] = None
+_rounds_since_start = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +162,8 @@ def start(secure_aggregation: bool = False,
     ValueError: a worker cannot be reached, or secure aggregation was asked of
       several workers (one line).
   """
-  global _exit_hook_registered
+  global _exit_hook_registered, _running, _rounds_since_start
+  _running, _rounds_since_start = (secure_aggregation, workers), 0
   if not _exit_hook_registered:
     atexit.register(_stop_workers)
     _exit_hook_registered = True
@@ -210,8 +226,27 @@ def _stop_workers() -> None:
       return
 
 
+def round_done() -> bool:
+  """Counts a finished round; restarts local workers when they are due.
+
+  Returns:
+    Whether the workers were restarted.
+  """
+  global _rounds_since_start
+  _rounds_since_start += 1
+  if (_running is None or _running[1].addresses or
+      _rounds_since_start < RESTART_EVERY_ROUNDS):
+    return False
+  settings = _running
+  shutdown()
+  start(*settings)
+  return True
+
+
 def shutdown() -> None:
   """Stops the local worker; TFF computations raise until `start`."""
+  global _running
+  _running = None
   # Holding the old context keeps its `__del__` (which waits on the worker)
   # from running before the worker has been stopped.
   old_context = tff.framework.get_context_stack().current
