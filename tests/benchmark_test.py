@@ -2,24 +2,16 @@
 
 import json
 import os
-import subprocess
-import sys
 
 from absl.testing import absltest
 import psutil
 
 from research.fedrec.training import benchmarking
-
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import binaries
 
 
 def _run_binary(*args):
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-  env.pop('TF_CPP_MIN_LOG_LEVEL', None)
-  return subprocess.run(
-      [sys.executable, '-m', 'research.fedrec.benchmark', *args],
-      capture_output=True, text=True, env=env, cwd=_REPO_ROOT, timeout=900,
-      check=False)
+  return binaries.run_binary('benchmark', *args, timeout=900)
 
 
 class AccountingTest(absltest.TestCase):

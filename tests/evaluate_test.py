@@ -3,9 +3,7 @@
 import csv
 import json
 import os
-import subprocess
 import shutil
-import sys
 import tempfile
 
 from absl.testing import absltest
@@ -15,17 +13,11 @@ from research.fedrec.data import synthetic
 from research.fedrec.training import experiment
 from research.fedrec.training import loop
 from research.fedrec.training import runtime
-
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import binaries
 
 
 def _run_binary(*args):
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-  env.pop('TF_CPP_MIN_LOG_LEVEL', None)  # As from a user's shell.
-  return subprocess.run(
-      [sys.executable, '-m', 'research.fedrec.evaluate', *args],
-      capture_output=True, text=True, env=env, cwd=_REPO_ROOT, timeout=600,
-      check=False)
+  return binaries.run_binary('evaluate', *args)
 
 
 class EvaluateTest(absltest.TestCase):

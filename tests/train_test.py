@@ -2,27 +2,19 @@
 
 import json
 import os
-import subprocess
-import sys
 
 from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
 
 from research.fedrec import train
+from tests import binaries
 
 FLAGS = flags.FLAGS
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run_binary(*args):
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-  # As from a user's shell: jax, imported by this test process, sets it.
-  env.pop('TF_CPP_MIN_LOG_LEVEL', None)
-  return subprocess.run(
-      [sys.executable, '-m', 'research.fedrec.train', *args],
-      capture_output=True, text=True, env=env, cwd=_REPO_ROOT, timeout=600,
-      check=False)
+  return binaries.run_binary('train', *args)
 
 
 class TrainTest(absltest.TestCase):

@@ -431,6 +431,34 @@ def build_config():
                                     seed=seed))
 
 
+def _key_flags():
+  return flags.FLAGS.get_key_flags_for_module(sys.modules[__name__])
+
+
+def flag_values() -> dict:
+  """This binary's flags and their values (recorded in hparams.json)."""
+  return {f.name: f.value for f in _key_flags()}
+
+
+def config_from_args(args):
+  """The `ExperimentConfig` that `train.py ARGS` would run, built in-process.
+
+  Resets this binary's flags to their defaults, then parses `args` (other
+  binaries' flags keep their values), so a caller (reproduce.py) runs exactly
+  what the recorded command line runs.
+
+  Raises:
+    ValueError: an unknown flag or a bad value (one line).
+  """
+  for flag in _key_flags():
+    flag.unparse()
+  try:
+    flags.FLAGS(['train.py'] + list(args))
+  except flags.Error as e:
+    raise ValueError(f'train.py flags {" ".join(args)}: {e}') from None
+  return build_config()
+
+
 def _exit_on_sigterm(signum, frame):
   del frame
   # Raising SystemExit runs the `finally` blocks that stop the TFF worker.
@@ -454,9 +482,7 @@ def main(argv):
     workers = runtime.Workers(_NUM_WORKERS.value,
                               tuple(_WORKER_ADDRESSES.value))
     summary = experiment.run_experiment(
-        config, flag_values={
-            f.name: f.value
-            for f in flags.FLAGS.get_key_flags_for_module(sys.modules[__name__])},
+        config, flag_values=flag_values(),
         log=lambda message: print(message, flush=True), workers=workers)
   except ValueError as e:  # DataError too: a user mistake, one clear line.
     print(f'train.py: error: {e}', file=sys.stderr)

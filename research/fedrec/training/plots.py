@@ -83,6 +83,74 @@ def plot_round_profile(rounds, seconds, rss_mb, title: str,
   _save(plt, figure, output_png)
 
 
+def plot_seed_curves(curves, reference_lines: dict[str, float], ylabel: str,
+                     title: str, output_png: str) -> None:
+  """Learning curves of several table rows, mean over seeds with a band.
+
+  Args:
+    curves: label -> list of per-seed series, each a list of (round, value).
+      The mean is drawn over the rounds every seed has; the band spans the
+      seeds' minimum to maximum.
+    reference_lines: Horizontal lines, label -> value (rows without curves).
+    ylabel: The y axis label.
+    title: The figure's title.
+    output_png: Where to write the figure (atomically).
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  plt = _pyplot()
+  figure, axes = plt.subplots(figsize=(7.5, 4.5))
+  for label, seeds in curves.items():
+    common = sorted(set.intersection(*(set(r for r, _ in s) for s in seeds)))
+    if not common:
+      continue
+    values = np.array([[dict(s)[r] for r in common] for s in seeds])
+    line, = axes.plot(common, values.mean(axis=0),
+                      marker='o' if len(common) < 30 else None,
+                      label=f'{label} ({len(seeds)} seeds)')
+    if len(seeds) > 1:
+      axes.fill_between(common, values.min(axis=0), values.max(axis=0),
+                        color=line.get_color(), alpha=0.2)
+  for (label, value), style in zip(reference_lines.items(),
+                                   ('--', ':', '-.', (0, (1, 3)))):
+    axes.axhline(value, linestyle=style, color='gray',
+                 label=f'{label} ({value:.4f})')
+  axes.set_xlabel('round')
+  axes.set_ylabel(ylabel)
+  axes.set_title(title, fontsize=10)
+  axes.grid(alpha=0.3)
+  axes.legend(fontsize=8)
+  _save(plt, figure, output_png)
+
+
+def plot_privacy_utility(panels, title: str, output_png: str) -> None:
+  """Utility against epsilon, one curve per algorithm and a panel per metric.
+
+  Args:
+    panels: list of (ylabel, curves, reference_lines): curves maps a label to
+      (epsilons, means, ci_half_widths); reference_lines maps a label (say
+      "no DP") to a value drawn as a horizontal line.
+    title: The figure's title.
+    output_png: Where to write the figure (atomically).
+  """
+  plt = _pyplot()
+  figure, all_axes = plt.subplots(1, len(panels), squeeze=False,
+                                  figsize=(5.5 * len(panels), 4.2))
+  for axes, (ylabel, curves, reference_lines) in zip(all_axes[0], panels):
+    for label, (epsilons, means, half_widths) in curves.items():
+      axes.errorbar(epsilons, means, yerr=half_widths, marker='o', capsize=3,
+                    label=label)
+    for label, value in reference_lines.items():
+      axes.axhline(value, linestyle='--', color='gray',
+                   label=f'{label} ({value:.4f})')
+    axes.set_xscale('log', base=2)
+    axes.set_xlabel('epsilon (user-level)')
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+  figure.suptitle(title, fontsize=10)
+  _save(plt, figure, output_png)
+
+
 def _save(plt, figure, output_png: str) -> None:
   """Writes the figure atomically and closes it."""
   figure.tight_layout()

@@ -1,0 +1,99 @@
+r"""Reproduces a result table: every row over several seeds, in one command.
+
+  python -m research.fedrec.reproduce --table=fedrecon_tutorial --scale=smoke
+  python -m research.fedrec.reproduce --table=fedrecon_tutorial --scale=paper \
+      --dataset=ml-1m --data_dir=data/ml-1m
+
+Tables (research/fedrec/tables/*.json, one frozen configuration per row):
+fedrecon_tutorial, fedrecon_movielens, ranking_loo, privacy_utility. Each row
+is one or more runs of research/fedrec/train.py, repeated for --seed=0..N-1;
+`--scale=smoke` makes every run tiny (seconds; for tests and CI),
+`--scale=paper` runs the published size. The corpus is the built-in synthetic
+one (with the published corpus's shape) unless --dataset / --data_dir (the
+flags of train.py) name another.
+
+Writes <output_dir>/tables/NAME.md, NAME.tex, NAME.csv (mean, standard
+deviation and 95% confidence interval per metric, published reference values,
+the command and git commit of every row), NAME_runs.csv (every run's command
+and values) and NAME.png (learning curves, or utility against epsilon). The
+runs themselves go to <output_dir>/tables/NAME/runs/. Runs already finished
+are skipped, so an interrupted reproduction resumes where it stopped.
+"""
+
+import os
+import signal
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app
+from absl import flags
+from absl import logging
+# Before absl parses flags (see benchmark.py): Keras must see TensorFlow
+# imported outside `main`.
+import tensorflow as tf  # pylint: disable=unused-import
+
+# train.py's flags: --dataset and --data_dir choose the corpus; the others
+# are set per run from the table.
+from research.fedrec import train
+from research.fedrec.training import reproduction
+
+_TABLE = flags.DEFINE_enum('table', None, reproduction.table_names(),
+                           'The table to reproduce.')
+_SCALE = flags.DEFINE_enum('scale', 'paper', list(reproduction.SCALES),
+                           'smoke: every run tiny; paper: the published size.')
+_SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per row (--seed=0..N-1).',
+                              lower_bound=1)
+_ROWS = flags.DEFINE_list('rows', None, 'Only these rows (default: all).')
+_OUTPUT_DIR = flags.DEFINE_string('output_dir', 'runs',
+                                  'Tables go to <output_dir>/tables/.')
+flags.mark_flag_as_required('table')
+
+# train.py flags a user may give here.
+_CORPUS_FLAGS = ('dataset', 'data_dir')
+
+
+def _run(run: reproduction.Run) -> None:
+  from research.fedrec.training import experiment  # pylint: disable=g-import-not-at-top
+  config = train.config_from_args(run.args)
+  experiment.run_experiment(config, flag_values=train.flag_values(),
+                            log=lambda message: print(message, flush=True))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  signal.signal(signal.SIGTERM, train._exit_on_sigterm)  # pylint: disable=protected-access
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+    tf.get_logger().setLevel('ERROR')
+  fixed = [f'--{f.name}' for f in flags.FLAGS.get_key_flags_for_module(train)
+           if f.present and f.name not in _CORPUS_FLAGS]
+  try:
+    if fixed:
+      raise ValueError(
+          f'{", ".join(fixed)}: a table\'s settings are frozen in '
+          f'research/fedrec/tables/{_TABLE.value}.json; only --dataset and '
+          '--data_dir choose the corpus.')
+    dataset, data_dir = flags.FLAGS.dataset, flags.FLAGS.data_dir
+    if dataset != 'synthetic' and not data_dir:
+      raise ValueError(f'--dataset={dataset} needs --data_dir.')
+    table = reproduction.load_table(_TABLE.value)
+    plan = reproduction.plan(table, _SCALE.value, _SEEDS.value, dataset,
+                             data_dir, _OUTPUT_DIR.value, _ROWS.value)
+    print(f'{table.title}: {len(plan.rows)} rows x {_SEEDS.value} seeds, '
+          f'{len(plan.unique_runs())} runs (scale {_SCALE.value}).',
+          flush=True)
+    reproduction.execute(plan, _run, log=lambda m: print(m, flush=True))
+    report = reproduction.collect(plan)
+    paths = reproduction.write_outputs(report)
+  except ValueError as e:  # DataError too: a user mistake, one clear line.
+    print(f'reproduce.py: error: {e}', file=sys.stderr)
+    sys.exit(1)
+  print()
+  print(reproduction.markdown_grid(report))
+  print(f'\nWrote {", ".join(paths.values())}.')
+
+
+if __name__ == '__main__':
+  app.run(main)

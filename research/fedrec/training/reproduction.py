@@ -1,0 +1,582 @@
+"""Reproduction of result tables: frozen row configurations, seeds, statistics.
+
+A table is a JSON file in `research/fedrec/tables/` (see its README.md). Each
+row names one or more runs of `research/fedrec/train.py` by their flags; a run
+is repeated over seeds (`--seed=0..n-1`), and each metric of the row is
+reported as mean, standard deviation and 95% confidence interval (Student t)
+over the seeds, next to published reference values where the table has them.
+
+`reproduce` runs what is missing (a run whose summary.json exists is skipped,
+so an interrupted reproduction resumes; a run killed mid-way resumes from its
+own checkpoint) and writes `<output>/tables/NAME.{md,tex,csv,png}` plus
+`NAME_runs.csv`, one line per run with its exact command and values.
+
+Library code without flags: `research/fedrec/reproduce.py` is the binary.
+"""
+
+import collections
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import os
+import shlex
+import subprocess
+import time
+from typing import Callable, Optional
+
+from research.fedrec.utils import json_io
+
+TABLES_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                          'tables')
+SCALES = ('smoke', 'paper')
+SOURCES = ('test', 'val', 'privacy')
+_REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(TABLES_DIR)))
+TRAIN_COMMAND = 'python -m research.fedrec.train'
+REPRODUCE_COMMAND = 'python -m research.fedrec.reproduce'
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+  name: str
+  label: str
+  source: str  # test: summary.json; val: metrics.csv's last value; privacy.
+  key: str
+  run: str = 'main'  # Which of the row's runs it is read from.
+  digits: int = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  name: str
+  label: str
+  runs: dict  # Run name -> train.py flags (over the table's `common`).
+  result: Optional[str] = None  # test_metrics entry (default: algorithm).
+  reference: dict = dataclasses.field(default_factory=dict)
+  x: Optional[float] = None  # Privacy figure: the target epsilon.
+  group: Optional[str] = None  # Privacy figure: the curve.
+  curve: bool = True  # Learning-curve figure: draw this row's curve.
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+  name: str
+  title: str
+  about: str
+  published_corpus: str
+  synthetic: dict  # Scale -> synthetic corpus flags.
+  common: dict  # Run name -> flags shared by every row.
+  smoke: dict  # Flags that make every run tiny at --scale=smoke.
+  metrics: tuple
+  figure: dict
+  rows: tuple
+  reference_label: str = ''
+
+
+def table_names() -> list[str]:
+  return sorted(f[:-len('.json')] for f in os.listdir(TABLES_DIR)
+                if f.endswith('.json'))
+
+
+def load_table(name: str) -> Table:
+  """The table `name` (research/fedrec/tables/<name>.json).
+
+  Raises:
+    ValueError: unknown table or malformed file (one line).
+  """
+  path = os.path.join(TABLES_DIR, f'{name}.json')
+  if name not in table_names():
+    raise ValueError(f'--table={name}: no such table (choose from '
+                     f'{", ".join(table_names())}).')
+  try:
+    with open(path) as f:
+      spec = json.load(f)
+    metrics = tuple(Metric(**m) for m in spec.pop('metrics'))
+    rows = tuple(Row(**r) for r in spec.pop('rows'))
+    table = Table(name=name, metrics=metrics, rows=rows, **spec)
+  except (json.JSONDecodeError, TypeError, KeyError) as e:
+    raise ValueError(f'{path}: not a valid table file ({e}).') from None
+  run_names = set(table.common)
+  for metric in table.metrics:
+    if metric.source not in SOURCES or metric.run not in run_names:
+      raise ValueError(f'{path}: metric {metric.name!r} has source '
+                       f'{metric.source!r} / run {metric.run!r}; expected one '
+                       f'of {SOURCES} / {sorted(run_names)}.')
+  for row in table.rows:
+    if set(row.runs) != run_names:
+      raise ValueError(f'{path}: row {row.name!r} has runs {sorted(row.runs)}'
+                       f', expected {sorted(run_names)}.')
+  if len({row.name for row in table.rows}) != len(table.rows):
+    raise ValueError(f'{path}: row names repeat.')
+  if set(table.synthetic) != set(SCALES):
+    raise ValueError(f'{path}: "synthetic" needs the scales {SCALES}.')
+  return table
+
+
+def flag_args(flags: dict) -> list[str]:
+  """train.py arguments of a flag dict (True: --name; False: --noname)."""
+  args = []
+  for name, value in flags.items():
+    if value is True:
+      args.append(f'--{name}')
+    elif value is False:
+      args.append(f'--no{name}')
+    else:
+      args.append(f'--{name}={value}')
+  return args
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One train.py run: a row's run at one seed."""
+
+  experiment: str  # Its experiment name (directory under `root`).
+  root: str
+  seed: int
+  args: tuple  # Every train.py argument.
+
+  @property
+  def directory(self) -> str:
+    return os.path.join(self.root, self.experiment)
+
+  @property
+  def summary_path(self) -> str:
+    return os.path.join(self.directory, 'summary.json')
+
+  @property
+  def command(self) -> str:
+    return ' '.join([TRAIN_COMMAND] + [shlex.quote(a) for a in self.args])
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Every run of a table: (row, run name, seed) -> Run (shared if equal)."""
+
+  table: Table
+  scale: str
+  seeds: tuple
+  dataset: str
+  data_dir: Optional[str]
+  output_dir: str
+  rows: tuple  # The rows to run and report.
+  runs: dict
+
+  def unique_runs(self) -> list[Run]:
+    seen, unique = set(), []
+    for run in self.runs.values():
+      if run.experiment not in seen:
+        seen.add(run.experiment)
+        unique.append(run)
+    return unique
+
+
+def plan(table: Table, scale: str, seeds: int, dataset: str,
+         data_dir: Optional[str], output_dir: str,
+         row_names: Optional[list[str]] = None) -> Plan:
+  """The runs of `table` at `scale` for seeds 0..seeds-1.
+
+  Raises:
+    ValueError: bad scale, seeds or row names (one line).
+  """
+  if scale not in SCALES:
+    raise ValueError(f'--scale={scale}: expected one of {", ".join(SCALES)}.')
+  if seeds < 1:
+    raise ValueError('--seeds must be >= 1.')
+  rows = table.rows
+  if row_names:
+    known = {row.name: row for row in table.rows}
+    unknown = [n for n in row_names if n not in known]
+    if unknown:
+      raise ValueError(f'--rows: {", ".join(unknown)} not in table '
+                       f'{table.name} (rows: {", ".join(known)}).')
+    rows = tuple(row for row in table.rows if row.name in row_names)
+  if dataset == 'synthetic':
+    data_flags = dict(table.synthetic[scale])
+  else:
+    data_flags = dict(dataset=dataset, data_dir=data_dir)
+  root = os.path.join(output_dir, 'tables', table.name, 'runs')
+  cache = os.path.join(output_dir, 'tables', 'cache')
+  runs, prefixes = {}, {}
+  for row in rows:
+    for run_name in table.common:
+      flags = dict(table.common[run_name])
+      flags.update(row.runs[run_name])
+      if scale == 'smoke':
+        flags.update(table.smoke)
+      flags.update(data_flags)
+      # Equal flags are one run, named after the first row that asks for it.
+      digest = hashlib.sha1(json.dumps(flags, sort_keys=True).encode()
+                            ).hexdigest()[:8]
+      prefix = prefixes.setdefault(digest, f'{row.name}-{run_name}-{digest}')
+      for seed in range(seeds):
+        experiment = f'{prefix}-seed{seed}'
+        args = flag_args(flags) + [
+            f'--seed={seed}', f'--root_output_dir={root}',
+            f'--experiment_name={experiment}', f'--cache_dir={cache}']
+        runs[(row.name, run_name, seed)] = Run(experiment, root, seed,
+                                               tuple(args))
+  return Plan(table, scale, tuple(range(seeds)), dataset, data_dir,
+              output_dir, rows, runs)
+
+
+def execute(the_plan: Plan, run_fn: Callable[[Run], None],
+            log=print) -> None:
+  """Runs every run whose summary.json does not exist yet, in table order."""
+  runs = the_plan.unique_runs()
+  for number, run in enumerate(runs, 1):
+    where = f'[{number}/{len(runs)}] {run.experiment}'
+    if os.path.exists(run.summary_path):
+      log(f'{where}: done before, skipped.')
+      continue
+    log(f'{where}: {run.command}')
+    started = time.time()
+    run_fn(run)
+    log(f'{where}: finished in {time.time() - started:.0f} s.')
+
+
+def _last_value(metrics_csv: str, column: str) -> Optional[float]:
+  from research.fedrec.training import plots  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(metrics_csv):
+    return None
+  series = plots.read_metrics_csv(metrics_csv).get(column)
+  return series[-1][1] if series else None
+
+
+def metric_value(metric: Metric, row: Row, run: Run) -> Optional[float]:
+  """The metric of one finished run (None where the run has no such value)."""
+  with open(run.summary_path) as f:
+    summary = json.load(f)
+  if metric.source == 'test':
+    result = summary['test_metrics'].get(row.result or summary['algorithm'])
+    value = None if result is None else result.get(metric.key)
+  elif metric.source == 'val':
+    value = _last_value(os.path.join(run.directory, 'metrics.csv'),
+                        metric.key)
+  else:
+    value = summary['privacy'].get(metric.key)
+  return None if value is None else float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+  n: int
+  mean: float
+  std: float  # Sample standard deviation (nan for one seed).
+  ci95: float  # Half-width of the 95% confidence interval of the mean.
+
+  @classmethod
+  def of(cls, values: list[float]) -> Optional['Stats']:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from scipy import stats  # pylint: disable=g-import-not-at-top
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+      return None
+    n = len(values)
+    mean = float(np.mean(values))
+    if n == 1:
+      return cls(1, mean, math.nan, math.nan)
+    std = float(np.std(values, ddof=1))
+    return cls(n, mean, std,
+               float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)))
+
+  def contains(self, value: float) -> bool:
+    return (not math.isnan(self.ci95) and
+            self.mean - self.ci95 <= value <= self.mean + self.ci95)
+
+
+def git_commit() -> str:
+  """HEAD of this checkout, '+ uncommitted changes' when it has any."""
+  def git(*args):
+    return subprocess.run(['git', '-C', _REPO_DIR] + list(args),
+                          capture_output=True, text=True, check=True).stdout
+  try:
+    commit = git('rev-parse', '--short=12', 'HEAD').strip()
+    dirty = git('status', '--porcelain', '--untracked-files=no').strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown (not a git checkout)'
+  return commit + (' + uncommitted changes' if dirty else '')
+
+
+def reproduce_command(the_plan: Plan, row: Optional[Row] = None) -> str:
+  args = [f'--table={the_plan.table.name}', f'--scale={the_plan.scale}',
+          f'--seeds={len(the_plan.seeds)}']
+  if the_plan.dataset != 'synthetic':
+    args += [f'--dataset={the_plan.dataset}', f'--data_dir={the_plan.data_dir}']
+  if the_plan.output_dir != 'runs':
+    args.append(f'--output_dir={the_plan.output_dir}')
+  if row is not None:
+    args.append(f'--rows={row.name}')
+  return ' '.join([REPRODUCE_COMMAND] + [shlex.quote(a) for a in args])
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+  """What the outputs are written from."""
+
+  plan: Plan
+  date: str
+  commit: str
+  stats: dict  # (row name, metric name) -> Stats or None
+  values: dict  # (row name, metric name) -> per-seed values
+
+
+def collect(the_plan: Plan) -> Report:
+  """Reads every run's metrics (all runs must have finished)."""
+  stats, values = {}, {}
+  for row in the_plan.rows:
+    for metric in the_plan.table.metrics:
+      per_seed = [metric_value(metric, row,
+                               the_plan.runs[(row.name, metric.run, seed)])
+                  for seed in the_plan.seeds]
+      values[(row.name, metric.name)] = per_seed
+      stats[(row.name, metric.name)] = Stats.of(per_seed)
+  return Report(the_plan, time.strftime('%Y-%m-%d'), git_commit(), stats,
+                values)
+
+
+def _corpus(the_plan: Plan) -> str:
+  if the_plan.dataset != 'synthetic':
+    return f'{the_plan.dataset} from {the_plan.data_dir}'
+  shape = the_plan.table.synthetic[the_plan.scale]
+  if not shape:
+    return 'the built-in synthetic corpus (default shape)'
+  return ('the built-in synthetic corpus (' + ', '.join(
+      f'{k.replace("synthetic_", "")} {v:,}' for k, v in shape.items()) + ')')
+
+
+def _reference_metrics(table: Table) -> list[Metric]:
+  return [m for m in table.metrics
+          if any(m.name in row.reference for row in table.rows)]
+
+
+def _fmt(value: Optional[float], digits: int) -> str:
+  return '' if value is None or math.isnan(value) else f'{value:.{digits}f}'
+
+
+def _cell(stat: Optional[Stats], digits: int, plus_minus: str) -> str:
+  if stat is None:
+    return '-'
+  if stat.n == 1:
+    return _fmt(stat.mean, digits)
+  return f'{stat.mean:.{digits}f}{plus_minus}{stat.ci95:.{digits}f}'
+
+
+def _reference_note(report: Report, row: Row, metric: Metric) -> str:
+  """The published value, and whether our CI holds it (same corpus only)."""
+  value = row.reference.get(metric.name)
+  if value is None:
+    return ''
+  text = _fmt(value, metric.digits)
+  stat = report.stats[(row.name, metric.name)]
+  if report.plan.dataset != report.plan.table.published_corpus:
+    return text
+  if stat is None or math.isnan(stat.ci95):
+    return text
+  return text + (' (in our CI)' if stat.contains(value) else
+                 ' (outside our CI)')
+
+
+def markdown_grid(report: Report) -> str:
+  """The table's Markdown grid alone (rows x metrics, references)."""
+  the_plan, table = report.plan, report.plan.table
+  refs = _reference_metrics(table)
+  header = ['row'] + [m.label for m in table.metrics] + [
+      f'{m.label}, ref.' for m in refs]
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for row in the_plan.rows:
+    cells = [row.label] + [
+        _cell(report.stats[(row.name, m.name)], m.digits, ' ± ')
+        for m in table.metrics] + [
+            _reference_note(report, row, m) for m in refs]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def markdown(report: Report) -> str:
+  """The table as Markdown, with its provenance and commands."""
+  the_plan, table = report.plan, report.plan.table
+  refs = _reference_metrics(table)
+  lines = [
+      f'# {table.title}', '',
+      f'Regenerated {report.date} with `{reproduce_command(the_plan)}` '
+      f'(scale {the_plan.scale}) on {_corpus(the_plan)}; seeds '
+      f'{", ".join(map(str, the_plan.seeds))}; git {report.commit}.', '',
+      table.about, '', markdown_grid(report)]
+  lines += ['', f'Mean ± half-width of the 95% confidence interval (Student '
+            f't) over {len(the_plan.seeds)} seeds; the standard deviations '
+            f'are in {table.name}.csv.']
+  if refs:
+    same = the_plan.dataset == table.published_corpus
+    lines.append(
+        f'"ref." columns: {table.reference_label}. ' +
+        ('"in our CI" marks a reference value inside our 95% interval.'
+         if same else
+         f'They were measured on {table.published_corpus}; this run used '
+         'another corpus, so they are context, not a check.'))
+  lines += ['', 'Commands (a row runs each of its train.py commands once per '
+            'seed, with `--seed` set to the seed):', '']
+  for row in the_plan.rows:
+    lines.append(f'- **{row.label}**: `{reproduce_command(the_plan, row)}`')
+    for run_name in table.common:
+      run = the_plan.runs[(row.name, run_name, 0)]
+      lines.append(f'  - {run_name}: `{run.command}`')
+  return '\n'.join(lines) + '\n'
+
+
+def _tex_escape(text: str) -> str:
+  for char, escaped in (('\\', r'\textbackslash{}'), ('&', r'\&'),
+                        ('%', r'\%'), ('#', r'\#'), ('_', r'\_'),
+                        ('$', r'\$'), ('{', r'\{'), ('}', r'\}')):
+    text = text.replace(char, escaped)
+  return text
+
+
+def latex(report: Report) -> str:
+  """The table as a LaTeX (booktabs) table environment."""
+  the_plan, table = report.plan, report.plan.table
+  refs = _reference_metrics(table)
+  columns = [m.label for m in table.metrics] + [
+      f'{m.label} (ref.)' for m in refs]
+  lines = [
+      f'% {table.title}: regenerated {report.date}, git {report.commit}.',
+      f'% {reproduce_command(the_plan)}',
+      r'\begin{table}[t]', r'\centering',
+      r'\caption{' + _tex_escape(
+          f'{table.title}. Scale {the_plan.scale}, {_corpus(the_plan)}; mean '
+          f'and 95% confidence half-width over {len(the_plan.seeds)} seeds.')
+      + '}',
+      r'\label{tab:' + table.name + '}',
+      r'\begin{tabular}{l' + 'c' * len(columns) + '}', r'\toprule',
+      ' & '.join(['Method'] + [_tex_escape(c) for c in columns]) + r' \\',
+      r'\midrule']
+  for row in the_plan.rows:
+    cells = [_tex_escape(row.label)]
+    for m in table.metrics:
+      stat = report.stats[(row.name, m.name)]
+      cells.append('--' if stat is None else
+                   '$' + _cell(stat, m.digits, r' \pm ') + '$')
+    cells += [_fmt(row.reference.get(m.name), m.digits) or '--'
+              for m in refs]
+    lines.append(' & '.join(cells) + r' \\')
+  lines += [r'\bottomrule', r'\end{tabular}', r'\end{table}']
+  return '\n'.join(lines) + '\n'
+
+
+def _csv_text(header: list[str], rows: list[list]) -> str:
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator='\n')
+  writer.writerow(header)
+  writer.writerows(rows)
+  return out.getvalue()
+
+
+def summary_csv(report: Report) -> str:
+  """One line per row: per metric mean, std, 95% CI and reference."""
+  the_plan, table = report.plan, report.plan.table
+  refs = _reference_metrics(table)
+  header = ['row', 'label', 'seeds']
+  for m in table.metrics:
+    header += [f'{m.name}_mean', f'{m.name}_std', f'{m.name}_ci95_low',
+               f'{m.name}_ci95_high']
+  header += [f'{m.name}_reference' for m in refs]
+  header += ['scale', 'dataset', 'date', 'git_commit', 'command']
+  lines = []
+  for row in the_plan.rows:
+    line = [row.name, row.label, len(the_plan.seeds)]
+    for m in table.metrics:
+      stat = report.stats[(row.name, m.name)]
+      if stat is None:
+        line += ['', '', '', '']
+      else:
+        line += [_fmt(stat.mean, 10), _fmt(stat.std, 10),
+                 _fmt(stat.mean - stat.ci95, 10),
+                 _fmt(stat.mean + stat.ci95, 10)]
+    line += [row.reference.get(m.name, '') for m in refs]
+    line += [the_plan.scale, the_plan.dataset, report.date, report.commit,
+             reproduce_command(the_plan, row)]
+    lines.append(line)
+  return _csv_text(header, lines)
+
+
+def runs_csv(report: Report) -> str:
+  """One line per (row, seed): each metric's value and the exact commands."""
+  the_plan, table = report.plan, report.plan.table
+  header = ['row', 'seed'] + [m.name for m in table.metrics] + [
+      f'{run}_command' for run in table.common]
+  lines = []
+  for row in the_plan.rows:
+    for k, seed in enumerate(the_plan.seeds):
+      lines.append(
+          [row.name, seed] +
+          [_fmt(report.values[(row.name, m.name)][k], 10)
+           for m in table.metrics] +
+          [the_plan.runs[(row.name, run, seed)].command
+           for run in table.common])
+  return _csv_text(header, lines)
+
+
+def plot(report: Report, output_png: str) -> None:
+  """The table's figure: learning curves, or utility against epsilon."""
+  from research.fedrec.training import plots  # pylint: disable=g-import-not-at-top
+  the_plan, table = report.plan, report.plan.table
+  figure = table.figure
+  title = (f'{table.title} ({the_plan.scale}, {len(the_plan.seeds)} seeds, '
+           f'{the_plan.dataset})')
+  metrics = {m.name: m for m in table.metrics}
+  if figure['kind'] == 'privacy':
+    panels = []
+    for name in figure['metrics']:
+      curves = collections.OrderedDict()
+      lines = {}
+      for row in the_plan.rows:
+        stat = report.stats[(row.name, name)]
+        if stat is None:
+          continue
+        if row.x is None:
+          lines[row.label] = stat.mean
+          continue
+        xs, means, widths = curves.setdefault(row.group or 'model', ([], [],
+                                                                    []))
+        xs.append(row.x)
+        means.append(stat.mean)
+        widths.append(0.0 if math.isnan(stat.ci95) else stat.ci95)
+      panels.append((metrics[name].label, curves, lines))
+    plots.plot_privacy_utility(panels, title, output_png)
+    return
+  curves, lines = collections.OrderedDict(), {}
+  reference = figure.get('reference_metric')
+  for row in the_plan.rows:
+    if not row.curve:
+      continue
+    seeds = []
+    for seed in the_plan.seeds:
+      csv_path = os.path.join(the_plan.runs[(row.name, 'main', seed)].directory,
+                              'metrics.csv')
+      if os.path.exists(csv_path):
+        series = plots.read_metrics_csv(csv_path).get(figure['column'])
+        if series:
+          seeds.append(series)
+    if seeds:
+      curves[row.label] = seeds
+    elif reference and report.stats[(row.name, reference)] is not None:
+      lines[f'{row.label}, test'] = report.stats[(row.name, reference)].mean
+  plots.plot_seed_curves(curves, lines, figure['ylabel'], title, output_png)
+
+
+def write_outputs(report: Report) -> dict[str, str]:
+  """Writes NAME.md/.tex/.csv/.png and NAME_runs.csv; their paths."""
+  the_plan = report.plan
+  directory = os.path.join(the_plan.output_dir, 'tables')
+  os.makedirs(directory, exist_ok=True)
+  base = os.path.join(directory, the_plan.table.name)
+  paths = collections.OrderedDict(
+      md=base + '.md', tex=base + '.tex', csv=base + '.csv',
+      runs_csv=base + '_runs.csv', png=base + '.png')
+  json_io.write_text_atomically(paths['md'], markdown(report))
+  json_io.write_text_atomically(paths['tex'], latex(report))
+  json_io.write_text_atomically(paths['csv'], summary_csv(report))
+  json_io.write_text_atomically(paths['runs_csv'], runs_csv(report))
+  plot(report, paths['png'])
+  return paths
