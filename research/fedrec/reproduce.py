@@ -20,6 +20,7 @@ runs themselves go to <output_dir>/tables/NAME/runs/. Runs already finished
 are skipped, so an interrupted reproduction resumes where it stopped.
 """
 
+import dataclasses
 import os
 import signal
 import sys
@@ -33,8 +34,8 @@ from absl import logging
 # imported outside `main`.
 import tensorflow as tf  # pylint: disable=unused-import
 
-# train.py's flags: --dataset and --data_dir choose the corpus; the others
-# are set per run from the table.
+# train.py's flags: --dataset and --data_dir choose the corpus, --progress
+# shows progress bars; the others are set per run from the table.
 from research.fedrec import train
 from research.fedrec.training import reproduction
 
@@ -49,13 +50,17 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'runs',
                                   'Tables go to <output_dir>/tables/.')
 flags.mark_flag_as_required('table')
 
-# train.py flags a user may give here.
-_CORPUS_FLAGS = ('dataset', 'data_dir')
+# train.py flags a user may give here: the corpus, and whether to show
+# progress bars (not a setting of any run).
+_USER_FLAGS = ('dataset', 'data_dir', 'progress')
 
 
-def _run(run: reproduction.Run) -> None:
+def _run(run: reproduction.Run, progress: bool) -> None:
   from research.fedrec.training import experiment  # pylint: disable=g-import-not-at-top
   config = train.config_from_args(run.args)
+  if not progress:
+    config = dataclasses.replace(
+        config, loop=dataclasses.replace(config.loop, progress=False))
   experiment.run_experiment(config, flag_values=train.flag_values(),
                             log=lambda message: print(message, flush=True))
 
@@ -68,7 +73,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     tf.get_logger().setLevel('ERROR')
   fixed = [f'--{f.name}' for f in flags.FLAGS.get_key_flags_for_module(train)
-           if f.present and f.name not in _CORPUS_FLAGS]
+           if f.present and f.name not in _USER_FLAGS]
   try:
     if fixed:
       raise ValueError(
@@ -76,6 +81,7 @@ def main(argv):
           f'research/fedrec/tables/{_TABLE.value}.json; only --dataset and '
           '--data_dir choose the corpus.')
     dataset, data_dir = flags.FLAGS.dataset, flags.FLAGS.data_dir
+    progress = flags.FLAGS.progress
     if dataset != 'synthetic' and not data_dir:
       raise ValueError(f'--dataset={dataset} needs --data_dir.')
     table = reproduction.load_table(_TABLE.value)
@@ -84,7 +90,8 @@ def main(argv):
     print(f'{table.title}: {len(plan.rows)} rows x {_SEEDS.value} seeds, '
           f'{len(plan.unique_runs())} runs (scale {_SCALE.value}).',
           flush=True)
-    reproduction.execute(plan, _run, log=lambda m: print(m, flush=True))
+    reproduction.execute(plan, lambda run: _run(run, progress),
+                         log=lambda m: print(m, flush=True))
     report = reproduction.collect(plan)
     paths = reproduction.write_outputs(report)
   except ValueError as e:  # DataError too: a user mistake, one clear line.
