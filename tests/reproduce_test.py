@@ -112,6 +112,12 @@ class TablesTest(absltest.TestCase):
     self.assertEqual(the_plan.runs[('fedavg', 'main', 1)],
                      the_plan.runs[('fedavg_finetuned', 'main', 1)])
     self.assertLen(the_plan.unique_runs(), 3 * 3)
+    # Runs keep their directory when only some rows are asked for.
+    only = reproduction.plan(reproduction.load_table('fedrecon_movielens'),
+                             'paper', 3, 'synthetic', None, 'out',
+                             ['fedavg_finetuned'])
+    self.assertEqual(list(only.runs.values()),
+                     [the_plan.runs[('fedavg', 'main', s)] for s in range(3)])
     self.assertTrue(self._config('fedrecon_movielens', 'fedavg').finetune)
 
   def test_privacy_rows_target_their_epsilon(self):

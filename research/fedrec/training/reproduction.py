@@ -6,9 +6,10 @@ is repeated over seeds (`--seed=0..n-1`), and each metric of the row is
 reported as mean, standard deviation and 95% confidence interval (Student t)
 over the seeds, next to published reference values where the table has them.
 
-`reproduce` runs what is missing (a run whose summary.json exists is skipped,
-so an interrupted reproduction resumes; a run killed mid-way resumes from its
-own checkpoint) and writes `<output>/tables/NAME.{md,tex,csv,png}` plus
+`plan` lays out a table's runs, `execute` runs those not finished yet (a run
+whose summary.json exists is skipped, so an interrupted reproduction resumes;
+a run killed mid-way resumes from its own checkpoint), `collect` reads their
+metrics and `write_outputs` writes `<output>/tables/NAME.{md,tex,csv,png}` plus
 `NAME_runs.csv`, one line per run with its exact command and values.
 
 Library code without flags: `research/fedrec/reproduce.py` is the binary.
@@ -29,8 +30,8 @@ from typing import Callable, Optional
 
 from research.fedrec.utils import json_io
 
-TABLES_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)),
-                          'tables')
+TABLES_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tables')
 SCALES = ('smoke', 'paper')
 SOURCES = ('test', 'val', 'privacy')
 _REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(TABLES_DIR)))
@@ -199,7 +200,7 @@ def plan(table: Table, scale: str, seeds: int, dataset: str,
   root = os.path.join(output_dir, 'tables', table.name, 'runs')
   cache = os.path.join(output_dir, 'tables', 'cache')
   runs, prefixes = {}, {}
-  for row in rows:
+  for row in table.rows:  # All rows: names must not depend on --rows.
     for run_name in table.common:
       flags = dict(table.common[run_name])
       flags.update(row.runs[run_name])
@@ -210,6 +211,8 @@ def plan(table: Table, scale: str, seeds: int, dataset: str,
       digest = hashlib.sha1(json.dumps(flags, sort_keys=True).encode()
                             ).hexdigest()[:8]
       prefix = prefixes.setdefault(digest, f'{row.name}-{run_name}-{digest}')
+      if row not in rows:
+        continue
       for seed in range(seeds):
         experiment = f'{prefix}-seed{seed}'
         args = flag_args(flags) + [
