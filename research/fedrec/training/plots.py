@@ -104,9 +104,10 @@ def plot_seed_curves(curves, reference_lines: dict[str, float], ylabel: str,
     if not common:
       continue
     values = np.array([[dict(s)[r] for r in common] for s in seeds])
+    count = f'{len(seeds)} seed{"s" if len(seeds) != 1 else ""}'
     line, = axes.plot(common, values.mean(axis=0),
                       marker='o' if len(common) < 30 else None,
-                      label=f'{label} ({len(seeds)} seeds)')
+                      label=f'{label} ({count})')
     if len(seeds) > 1:
       axes.fill_between(common, values.min(axis=0), values.max(axis=0),
                         color=line.get_color(), alpha=0.2)

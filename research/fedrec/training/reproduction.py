@@ -349,6 +349,11 @@ def _corpus(the_plan: Plan) -> str:
       f'{k.replace("synthetic_", "")} {v:,}' for k, v in shape.items()) + ')')
 
 
+def _seeds(the_plan: Plan) -> str:
+  count = len(the_plan.seeds)
+  return f'{count} seed{"s" if count != 1 else ""}'
+
+
 def _reference_metrics(table: Table) -> list[Metric]:
   return [m for m in table.metrics
           if any(m.name in row.reference for row in table.rows)]
@@ -408,7 +413,7 @@ def markdown(report: Report) -> str:
       f'{", ".join(map(str, the_plan.seeds))}; git {report.commit}.', '',
       table.about, '', markdown_grid(report)]
   lines += ['', f'Mean ± half-width of the 95% confidence interval (Student '
-            f't) over {len(the_plan.seeds)} seeds; the standard deviations '
+            f't) over {_seeds(the_plan)}; the standard deviations '
             f'are in {table.name}.csv.']
   if refs:
     same = the_plan.dataset == table.published_corpus
@@ -448,7 +453,7 @@ def latex(report: Report) -> str:
       r'\begin{table}[t]', r'\centering',
       r'\caption{' + _tex_escape(
           f'{table.title}. Scale {the_plan.scale}, {_corpus(the_plan)}; mean '
-          f'and 95% confidence half-width over {len(the_plan.seeds)} seeds.')
+          f'and 95% confidence half-width over {_seeds(the_plan)}.')
       + '}',
       r'\label{tab:' + table.name + '}',
       r'\begin{tabular}{l' + 'c' * len(columns) + '}', r'\toprule',
@@ -525,7 +530,7 @@ def plot(report: Report, output_png: str) -> None:
   from research.fedrec.training import plots  # pylint: disable=g-import-not-at-top
   the_plan, table = report.plan, report.plan.table
   figure = table.figure
-  title = (f'{table.title} ({the_plan.scale}, {len(the_plan.seeds)} seeds, '
+  title = (f'{table.title} ({the_plan.scale}, {_seeds(the_plan)}, '
            f'{the_plan.dataset})')
   metrics = {m.name: m for m in table.metrics}
   if figure['kind'] == 'privacy':
