@@ -291,8 +291,11 @@ class Stats:
 
 def git_commit() -> str:
   """HEAD of this checkout, '+ uncommitted changes' when it has any."""
+  # Under `bazel run` this file is in the runfiles; Bazel names the checkout.
+  repo = os.environ.get('BUILD_WORKSPACE_DIRECTORY', _REPO_DIR)
+
   def git(*args):
-    return subprocess.run(['git', '-C', _REPO_DIR] + list(args),
+    return subprocess.run(['git', '-C', repo] + list(args),
                           capture_output=True, text=True, check=True).stdout
   try:
     commit = git('rev-parse', '--short=12', 'HEAD').strip()
