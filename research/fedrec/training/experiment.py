@@ -266,11 +266,10 @@ class _Evaluator:
 
     With `max_clients`, over that many users drawn with the run's seed.
     """
-    query = getattr(self._split, split_name).query
     if self._config.algorithm == Algorithm.FEDAVG:
       return centralized_lib.evaluate(self._fedavg_model(model_weights),
                                       getattr(self._split, split_name))
-    users, items, ratings = self._ratings(split_name)
+    users = self._ratings(split_name)[0]
     chosen = np.arange(len(users))
     if max_clients and max_clients < len(users):
       rng = np.random.default_rng([self._config.seed, 7])
@@ -279,14 +278,7 @@ class _Evaluator:
         exporting.keras_model_of(self._model_config, self._data.num_items,
                                  None, model_weights),
         self._model_config, self._data.num_items)
-    vectors, biases = reconstruction.reconstruct(
-        model, [items[k] for k in chosen], [ratings[k] for k in chosen],
-        exporting.reconstruction_settings(self._config))
-    scored = np.isin(query.users, users[chosen])
-    row = np.searchsorted(users[chosen], query.users[scored])
-    predictions = model.predict(vectors[row], biases[row],
-                                query.items[scored])
-    return rating_metrics.compute(query.ratings[scored], predictions)
+    return self._reconstructed_metrics(model, split_name, chosen)
 
   def evaluate_finetuned(self, model_weights,
                          split_name: str) -> collections.OrderedDict:
@@ -302,14 +294,27 @@ class _Evaluator:
     model, vectors, biases = exporting.model_from_keras(
         self._fedavg_model(model_weights), self._model_config,
         self._data.num_items)
+    users = self._ratings(split_name)[0]
+    return self._reconstructed_metrics(
+        model, split_name, np.arange(len(users)),
+        initial=(vectors[users], biases[users]))
+
+  def _reconstructed_metrics(self, model, split_name: str, chosen: np.ndarray,
+                             initial=None) -> collections.OrderedDict:
+    """Metrics of the `chosen` users after each reconstructs its vector.
+
+    From `initial` (per chosen user), the same steps fine-tune given ones.
+    """
+    query = getattr(self._split, split_name).query
     users, items, ratings = self._ratings(split_name)
     vectors, biases = reconstruction.reconstruct(
-        model, items, ratings, exporting.reconstruction_settings(self._config),
-        initial=(vectors[users], biases[users]))
-    query = getattr(self._split, split_name).query
-    row = np.searchsorted(users, query.users)
-    return rating_metrics.compute(
-        query.ratings, model.predict(vectors[row], biases[row], query.items))
+        model, [items[k] for k in chosen], [ratings[k] for k in chosen],
+        exporting.reconstruction_settings(self._config), initial)
+    scored = np.isin(query.users, users[chosen])
+    row = np.searchsorted(users[chosen], query.users[scored])
+    predictions = model.predict(vectors[row], biases[row],
+                                query.items[scored])
+    return rating_metrics.compute(query.ratings[scored], predictions)
 
   def _fedavg_model(self, model_weights) -> tf.keras.Model:
     if self._keras_model is None:
