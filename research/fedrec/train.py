@@ -233,6 +233,11 @@ _SERVER_OPTIMIZER = flags.DEFINE_enum('server_optimizer', 'sgd', _OPTIMIZERS,
                                       'Server optimizer.')
 _SERVER_LR = flags.DEFINE_float('server_learning_rate', 1.0,
                                 'Server learning rate.')
+_SERVER_LR_SCHEDULE = flags.DEFINE_enum(
+    'server_lr_schedule', 'constant', [s.value for s in optimizers.Schedule],
+    'Server learning rate over the rounds: constant, or decaying from '
+    '--server_learning_rate at round 1 towards 0 after --rounds (linear or '
+    'cosine). Reported per round as server_learning_rate in metrics.csv.')
 _RECON_OPTIMIZER = flags.DEFINE_enum(
     'reconstruction_optimizer', None, _OPTIMIZERS,
     'FedRecon: optimizer of the local user embedding (default: sgd for '
@@ -397,7 +402,8 @@ def build_config():
           server_learning_rate=_SERVER_LR.value,
           reconstruction=default(_RECON_OPTIMIZER, 'reconstruction'),
           reconstruction_learning_rate=default(
-              _RECON_LR, 'reconstruction_learning_rate')),
+              _RECON_LR, 'reconstruction_learning_rate'),
+          server_schedule=_SERVER_LR_SCHEDULE.value),
       loop=loop.LoopConfig(total_rounds=_ROUNDS.value,
                            eval_every=_EVAL_EVERY.value,
                            checkpoint_every=_CHECKPOINT_EVERY.value,

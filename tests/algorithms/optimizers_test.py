@@ -25,6 +25,21 @@ class OptimizersTest(absltest.TestCase):
     self.assertLess(_one_step('adagrad', 0.1), 1.0)
     self.assertLess(_one_step('yogi', 0.1), 1.0)
 
+  def test_schedules(self):
+    rate = optimizers.scheduled_learning_rate
+    self.assertEqual([rate('constant', 0.1, r, 4) for r in (1, 4)],
+                     [0.1, 0.1])
+    self.assertEqual([rate('linear', 2.0, r, 4) for r in (1, 2, 3, 4)],
+                     [2.0, 1.5, 1.0, 0.5])
+    cosine = [rate('cosine', 2.0, r, 4) for r in (1, 2, 3, 4)]
+    expected = [2.0, 1 + 0.5**0.5, 1.0, 1 - 0.5**0.5]
+    for got, want in zip(cosine, expected):
+      self.assertAlmostEqual(got, want, places=12)
+    with self.assertRaisesRegex(ValueError, 'outside 1..4'):
+      rate('cosine', 1.0, 5, 4)
+    with self.assertRaises(ValueError):
+      rate('step', 1.0, 1, 4)
+
   def test_bad_name_and_rate(self):
     with self.assertRaises(ValueError):
       optimizers.create_optimizer('rmsprop', 0.1)

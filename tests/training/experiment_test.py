@@ -161,6 +161,29 @@ class ExperimentTest(absltest.TestCase):
           config, dp=aggregation.DPConfig(
               mechanism=aggregation.Mechanism.FIXED, noise_multiplier=1.0)))
 
+  def test_scheduled_server_rate_spans_the_rounds(self):
+    # A decaying server learning rate depends on --rounds: more rounds do
+    # not resume that run (they do under a constant rate, as above).
+    root = self.create_tempdir().full_path
+    config = _config(root, 'cosine', optimizers=experiment.OptimizerConfig(
+        server_schedule='cosine'))
+    path = os.path.join(root, 'hparams.json')
+    with open(path, 'w') as f:
+      json.dump({'flags': {}, 'config': experiment.to_jsonable(config)}, f)
+    longer = dataclasses.replace(
+        config, loop=dataclasses.replace(config.loop, total_rounds=3))
+    with self.assertRaisesRegex(ValueError,
+                                r'other settings \(loop/total_rounds\)'):
+      experiment.check_same_settings(path, longer)
+    constant = dataclasses.replace(config, optimizers=experiment.OptimizerConfig())
+    with open(path, 'w') as f:
+      json.dump({'flags': {}, 'config': experiment.to_jsonable(constant)}, f)
+    experiment.check_same_settings(path, dataclasses.replace(
+        constant, loop=longer.loop))
+    with self.assertRaisesRegex(ValueError, '^--server_lr_schedule=step: '
+                                'expected one of constant, linear, cosine'):
+      experiment.OptimizerConfig(server_schedule='step')
+
   def test_impossible_combination_is_rejected(self):
     with self.assertRaisesRegex(ValueError, 'fedavg cannot be evaluated with '
                                 '--split=user_disjoint'):

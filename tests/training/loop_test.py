@@ -42,21 +42,30 @@ class LoopTest(absltest.TestCase):
     cls.cache_dir = tempfile.mkdtemp()
     store = client_store.create_client_store(testing_data.create_split(),
                                              cls.cache_dir)
-    cls.process = fed_recon.build_training_process(
+    cls.store = store
+    cls.process = cls._build_process(server_learning_rate=1.0)
+    cls.sampler = sampling.ClientSampler(['0', '1'], 1, seed=5)
+
+  @classmethod
+  def _build_process(cls, server_learning_rate):
+    return fed_recon.build_training_process(
         mf.MFConfig(embedding_dim=2), testing_data.NUM_ITEMS,
         fed_recon.ReconConfig(),
-        fed_recon.Optimizers(optimizers.create_optimizer('sgd', 0.2),
-                             optimizers.create_optimizer('sgd', 1.0),
-                             optimizers.create_optimizer('sgd', 0.1)),
-        pipelines.PipelineConfig(batch_size=1), store)
-    cls.sampler = sampling.ClientSampler(['0', '1'], 1, seed=5)
+        fed_recon.Optimizers(
+            optimizers.create_optimizer('sgd', 0.2),
+            optimizers.create_optimizer('sgd', server_learning_rate),
+            optimizers.create_optimizer('sgd', 0.1)),
+        pipelines.PipelineConfig(batch_size=1), cls.store)
 
   @classmethod
   def tearDownClass(cls):
     shutil.rmtree(cls.cache_dir)
     super().tearDownClass()
 
-  def _run(self, output_dir, kill_at_round=None):
+  def _run(self, output_dir, kill_at_round=None, process=None,
+           prepare_round=None):
+    process = process or self.process
+
     def sample(round_num):
       if round_num == kill_at_round:
         raise _Killed()
@@ -69,13 +78,14 @@ class LoopTest(absltest.TestCase):
       return {'val/norm': float(np.linalg.norm(weights.trainable[0]))}
 
     state, _ = loop.run_training_loop(
-        self.process, sample, lambda clients: 2 * len(clients), evaluate,
+        process, sample, lambda clients: 2 * len(clients), evaluate,
         loop.LoopConfig(total_rounds=_ROUNDS, eval_every=2,
                         checkpoint_every=2, progress=False),
         tff.program.FileProgramStateManager(
             os.path.join(output_dir, 'checkpoints')),
         [tff.program.CSVFileReleaseManager(
-            os.path.join(output_dir, 'metrics.csv'), key_fieldname='round')])
+            os.path.join(output_dir, 'metrics.csv'), key_fieldname='round')],
+        prepare_round=prepare_round)
     return state, evaluations
 
   def _rows(self, output_dir):
@@ -111,6 +121,40 @@ class LoopTest(absltest.TestCase):
     self.assertEqual(
         [[r[c] for c in deterministic] for r in self._rows(killed)],
         [[r[c] for c in deterministic] for r in self._rows(straight)])
+
+  def test_server_learning_rate_set_each_round(self):
+    # Server SGD at 1.0 with every round's rate set to 0.5 is server SGD 0.5.
+    halved, built = (self.create_tempdir().full_path for _ in range(2))
+    final_set, _ = self._run(
+        halved, prepare_round=loop.server_learning_rate_setter(
+            self.process, lambda r: 0.5))
+    final_built, _ = self._run(built, process=self._build_process(0.5))
+    for a, b in zip(self.process.get_model_weights(final_set).trainable,
+                    self.process.get_model_weights(final_built).trainable):
+      np.testing.assert_array_equal(a, b)
+    self.assertEqual(
+        [r['server_learning_rate'] for r in self._rows(halved)],
+        ['0.5'] * _ROUNDS)
+    self.assertEqual(
+        float(self.process.get_hparams(final_set)['finalizer']['learning_rate']),
+        0.5)
+
+  def test_killed_scheduled_run_resumes_to_the_same_result(self):
+    schedule = lambda r: optimizers.scheduled_learning_rate(
+        'cosine', 1.0, r, _ROUNDS)
+    straight, killed = (self.create_tempdir().full_path for _ in range(2))
+    prepare = loop.server_learning_rate_setter(self.process, schedule)
+    final_straight, _ = self._run(straight, prepare_round=prepare)
+    with self.assertRaises(_Killed):
+      self._run(killed, kill_at_round=4, prepare_round=prepare)
+    final_resumed, _ = self._run(killed, prepare_round=prepare)
+    for a, b in zip(self.process.get_model_weights(final_straight).trainable,
+                    self.process.get_model_weights(final_resumed).trainable):
+      np.testing.assert_array_equal(a, b)
+    rates = [float(r['server_learning_rate']) for r in self._rows(killed)]
+    self.assertEqual(rates, [schedule(r) for r in range(1, _ROUNDS + 1)])
+    self.assertEqual(rates, [float(r['server_learning_rate'])
+                             for r in self._rows(straight)])
 
   def test_finished_run_is_not_rerun(self):
     out = self.create_tempdir().full_path

@@ -5,6 +5,7 @@ the server state), so a checkpointed run resumes with its optimizer state.
 """
 
 import enum
+import math
 
 import tensorflow_federated as tff
 
@@ -43,3 +44,29 @@ def create_optimizer(name: OptimizerName | str,
   if name == OptimizerName.ADAGRAD:
     return tff.learning.optimizers.build_adagrad(learning_rate=learning_rate)
   return tff.learning.optimizers.build_yogi(learning_rate=learning_rate)
+
+
+class Schedule(enum.Enum):
+  """How the server learning rate changes over the rounds."""
+  CONSTANT = 'constant'
+  LINEAR = 'linear'  # From the base rate at round 1 down towards 0.
+  COSINE = 'cosine'  # Half a cosine from the base rate down towards 0.
+
+
+def scheduled_learning_rate(schedule: Schedule | str, base: float,
+                            round_num: int, total_rounds: int) -> float:
+  """The learning rate of (1-based) `round_num` of `total_rounds`.
+
+  Round 1 uses `base`; the decaying schedules reach `base / total_rounds`
+  (linear) or `base * (1 - cos(pi / total_rounds)) / 2` (cosine) in the last
+  round, never 0, so every round still moves the model.
+  """
+  schedule = Schedule(schedule)
+  if not 1 <= round_num <= total_rounds:
+    raise ValueError(f'round {round_num} is outside 1..{total_rounds}.')
+  done = (round_num - 1) / total_rounds
+  if schedule == Schedule.LINEAR:
+    return base * (1.0 - done)
+  if schedule == Schedule.COSINE:
+    return base * 0.5 * (1.0 + math.cos(math.pi * done))
+  return base

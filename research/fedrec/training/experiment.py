@@ -80,6 +80,26 @@ class OptimizerConfig:
   server_learning_rate: float = 1.0
   reconstruction: str = 'sgd'
   reconstruction_learning_rate: float = 0.1
+  # How the server learning rate decays over the rounds (optimizers.Schedule).
+  server_schedule: str = 'constant'
+
+  def __post_init__(self):
+    try:
+      optimizers_lib.Schedule(self.server_schedule)
+    except ValueError:
+      raise ValueError(
+          f'--server_lr_schedule={self.server_schedule}: expected one of '
+          f'{", ".join(s.value for s in optimizers_lib.Schedule)}.') from None
+
+  @property
+  def scheduled(self) -> bool:
+    return optimizers_lib.Schedule(
+        self.server_schedule) != optimizers_lib.Schedule.CONSTANT
+
+  def server_learning_rate_at(self, round_num: int, total_rounds: int) -> float:
+    return optimizers_lib.scheduled_learning_rate(
+        self.server_schedule, self.server_learning_rate, round_num,
+        total_rounds)
 
   def create(self) -> fed_recon.Optimizers:
     return fed_recon.Optimizers(
@@ -222,9 +242,11 @@ def check_same_settings(hparams_path: str, config: 'ExperimentConfig') -> None:
     pass  # Not parseable any more: compare as recorded.
   before = _flatten(json.loads(json.dumps(recorded)))
   now = _flatten(json.loads(json.dumps(to_jsonable(config))))
+  # A decaying server learning rate spans --rounds: more rounds, other rates.
+  resumable = tuple(k for k in _RESUMABLE_CHANGES
+                    if k != 'loop/total_rounds' or not config.optimizers.scheduled)
   changed = sorted(k for k in set(before) | set(now)
-                   if before.get(k) != now.get(k) and
-                   k not in _RESUMABLE_CHANGES)
+                   if before.get(k) != now.get(k) and k not in resumable)
   if changed:
     raise ValueError(
         f'{os.path.dirname(hparams_path)} holds a run with other settings '
@@ -498,10 +520,16 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
                                         key_fieldname='round'),
       tff.program.TensorBoardReleaseManager(os.path.join(out, 'tensorboard')),
   ]
+  prepare_round = None
+  if config.optimizers.scheduled:
+    prepare_round = loop_lib.server_learning_rate_setter(
+        process, lambda r: config.optimizers.server_learning_rate_at(
+            r, config.loop.total_rounds))
+
   state, _ = loop_lib.run_training_loop(
       process, sample, count_examples, evaluate_val, config.loop,
       state_manager, release_managers, accountant, static_metrics,
-      checkpoint_dir)
+      checkpoint_dir, prepare_round)
   weights = process.get_model_weights(state)
   keras_model = exporting.keras_model_of(
       model_config, data.num_items,

@@ -78,6 +78,25 @@ def _train_metrics(output) -> collections.OrderedDict:
   return metrics
 
 
+def server_learning_rate_setter(
+    process: tff.learning.templates.LearningProcess,
+    learning_rate_of_round: Callable[[int], float]):
+  """A `prepare_round` that sets the server optimizer's learning rate.
+
+  The rate lives in the server optimizer's state (`tff.learning.optimizers`
+  keep their hyperparameters there), so it is written with the process's
+  `set_hparams` before each round, saved in checkpoints with the rest of the
+  state, and reported as `server_learning_rate`.
+  """
+  def prepare_round(state, round_num):
+    rate = float(learning_rate_of_round(round_num))
+    hparams = process.get_hparams(state)
+    hparams['finalizer']['learning_rate'] = np.float32(rate)
+    return (process.set_hparams(state, hparams),
+            collections.OrderedDict(server_learning_rate=rate))
+  return prepare_round
+
+
 def run_training_loop(
     process: tff.learning.templates.LearningProcess,
     sample_clients: Callable[[int], Sequence[str]],
@@ -89,6 +108,8 @@ def run_training_loop(
     accountant: Optional[accounting.RoundAccountant] = None,
     static_metrics: Optional[dict[str, float]] = None,
     checkpoint_dir: str = 'checkpoints',
+    prepare_round: Optional[Callable[[Any, int], tuple[
+        Any, collections.OrderedDict]]] = None,
 ) -> tuple[Any, collections.OrderedDict]:
   """Runs (or resumes) `config.total_rounds` rounds of `process`.
 
@@ -105,6 +126,10 @@ def run_training_loop(
       (rounds composed) is saved in and restored from the checkpoints.
     static_metrics: Values reported every round (e.g. bytes per client).
     checkpoint_dir: Where the checkpoints are, for error messages.
+    prepare_round: `(state, round_num)` -> the state to run that round from
+      and metrics to report with it (e.g. a scheduled server learning rate
+      set into the state's hyperparameters). It depends only on its
+      arguments, so a resumed run prepares its rounds as the first run did.
 
   Returns:
     The final learning state and the metrics of the last round.
@@ -145,6 +170,9 @@ def run_training_loop(
           checkpoint(round_num - 1)
         break
       clients = list(sample_clients(round_num))
+      prepared = collections.OrderedDict()
+      if prepare_round is not None:
+        state, prepared = prepare_round(state, round_num)
       started = time.perf_counter()
       output = process.next(state, clients)
       state = output.state
@@ -155,6 +183,7 @@ def run_training_loop(
           clients=len(clients), round_seconds=seconds,
           examples_per_second=examples / seconds if seconds > 0 else 0.0)
       metrics.update(_train_metrics(output))
+      metrics.update(prepared)
       metrics.update(static_metrics or {})
       if accountant is not None:
         accountant.compose()
