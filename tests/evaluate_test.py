@@ -55,6 +55,7 @@ class EvaluateTest(absltest.TestCase):
     for name, value in self.summary['test_metrics']['fedrecon'].items():
       self.assertAlmostEqual(output['metrics'][name], value, delta=1e-6)
     self.assertEqual(output['checkpoint_round'], 2)
+    self.assertEqual(output['reconstruction_epochs'], 1)
     self.assertEqual(output['train_reported_test_metrics'],
                      self.summary['test_metrics']['fedrecon'])
     with open(os.path.join(out, 'test_slices.csv')) as f:
@@ -76,6 +77,22 @@ class EvaluateTest(absltest.TestCase):
     self.assertNotIn('train.py reported', result.stdout)
     with open(os.path.join(self.directory, 'evaluation', 'val.json')) as f:
       self.assertEqual(json.load(f)['split'], 'val')
+
+  def test_longer_reconstruction(self):
+    out = os.path.join(self.create_tempdir().full_path, 'eval')
+    result = _run_binary(f'--experiment_dir={self.directory}',
+                         f'--output_dir={out}', '--eval_recon_epochs=3')
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertIn('users reconstructed for 3 epochs', result.stdout)
+    self.assertNotIn('train.py reported', result.stdout)
+    with open(os.path.join(out, 'test.json')) as f:
+      output = json.load(f)
+    self.assertEqual(output['reconstruction_epochs'], 3)
+    self.assertIsNone(output['train_reported_test_metrics'])
+    # Three epochs of SGD on each user vector score differently than one.
+    self.assertNotAlmostEqual(
+        output['metrics']['rmse'],
+        self.summary['test_metrics']['fedrecon']['rmse'], places=4)
 
   def test_user_mistakes_are_one_line(self):
     for args, start in (

@@ -20,10 +20,12 @@ activity bucket, and for users seen / unseen in training, and writes
 
 import collections
 import csv
+import dataclasses
 import io
 import json
 import os
 import sys
+from typing import Optional
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
@@ -43,6 +45,10 @@ _ACTIVITY_BUCKETS = flags.DEFINE_list(
     'activity_buckets', [str(e) for e in slices.DEFAULT_ACTIVITY_EDGES],
     'Edges of the user-activity buckets (ratings on the client before '
     'scoring): 20,50,200 gives <20, 20-49, 50-199, >=200.')
+_EVAL_RECON_EPOCHS = flags.DEFINE_integer(
+    'eval_recon_epochs', None, 'FedRecon runs: reconstruct each user for this '
+    'many epochs (default: as the run did, its --eval_recon_epochs or else '
+    'its --recon_epochs).', lower_bound=1)
 _OUTPUT_DIR = flags.DEFINE_string(
     'output_dir', None, 'Where to write the results (default: '
     '<experiment_dir>/evaluation).')
@@ -96,8 +102,12 @@ def _ranking_rows(run, split_name: str, edges):
   return result.overall, result.sliced(edges), users
 
 
-def evaluate(experiment_dir: str, split_name: str, edges, output_dir: str):
-  """Evaluates and writes the outputs; returns the JSON-able result."""
+def evaluate(experiment_dir: str, split_name: str, edges, output_dir: str,
+             eval_recon_epochs: Optional[int] = None):
+  """Evaluates and writes the outputs; returns the JSON-able result.
+
+  `eval_recon_epochs` overrides the run's reconstruction epochs (FedRecon).
+  """
   if not os.path.isdir(experiment_dir):
     raise ValueError(f'--experiment_dir={experiment_dir}: no such directory.')
   # pylint: disable=g-import-not-at-top
@@ -108,6 +118,16 @@ def evaluate(experiment_dir: str, split_name: str, edges, output_dir: str):
   secure = experiment.load_config(experiment_dir).aggregation.secure_aggregation
   with runtime.local_runtime(secure):
     run = trained.load_run(experiment_dir)
+  recon = run.config.recon
+  if eval_recon_epochs is not None:
+    if run.config.algorithm != experiment.Algorithm.FEDRECON:
+      raise ValueError('--eval_recon_epochs applies to FedRecon runs; '
+                       f'{experiment_dir} is a {run.config.algorithm.value} '
+                       'run.')
+    recon = dataclasses.replace(recon, eval_recon_epochs=eval_recon_epochs)
+  as_trained = recon.evaluation_epochs == run.config.recon.evaluation_epochs
+  run = dataclasses.replace(
+      run, config=dataclasses.replace(run.config, recon=recon))
   if run.config.data.implicit:
     overall, slice_rows, users = _ranking_rows(run, split_name, edges)
     slice_columns = tuple(slice_rows[0])
@@ -119,7 +139,7 @@ def evaluate(experiment_dir: str, split_name: str, edges, output_dir: str):
   summary_path = os.path.join(experiment_dir, 'summary.json')
   reported = None
   if (split_name == 'test' and os.path.exists(summary_path) and
-      run.round_num == run.config.loop.total_rounds):
+      run.round_num == run.config.loop.total_rounds and as_trained):
     with open(summary_path) as f:
       reported = json.load(f)['test_metrics'].get(run.config.algorithm.value)
   output = collections.OrderedDict(
@@ -129,6 +149,9 @@ def evaluate(experiment_dir: str, split_name: str, edges, output_dir: str):
       split=split_name,
       split_kind=run.config.split.kind.value,
       checkpoint_round=run.round_num,
+      reconstruction_epochs=(recon.evaluation_epochs if
+                             run.config.algorithm ==
+                             experiment.Algorithm.FEDRECON else None),
       activity_edges=list(edges),
       feedback=run.config.data.feedback.value,
       metrics=overall,
@@ -165,13 +188,15 @@ def main(argv):
     output_dir = _OUTPUT_DIR.value or os.path.join(_EXPERIMENT_DIR.value,
                                                    'evaluation')
     output = evaluate(_EXPERIMENT_DIR.value, _SPLIT.value, _edges(),
-                      output_dir)
+                      output_dir, _EVAL_RECON_EPOCHS.value)
   except ValueError as e:  # DataError too: a user mistake, one clear line.
     print(f'evaluate.py: error: {e}', file=sys.stderr)
     sys.exit(1)
   print(f'{output["experiment"]}: {output["algorithm"]} on {output["dataset"]}'
         f', {output["split"]} users ({output["split_kind"]} split), '
-        f'checkpoint of round {output["checkpoint_round"]}:')
+        f'checkpoint of round {output["checkpoint_round"]}'
+        + (f', users reconstructed for {output["reconstruction_epochs"]} '
+           'epochs' if output['reconstruction_epochs'] else '') + ':')
   implicit = output['feedback'] == 'implicit'
   print((_format_ranking if implicit else _format)(output['slices']))
   reported = output['train_reported_test_metrics']

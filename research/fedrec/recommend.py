@@ -70,7 +70,8 @@ _FORMAT = flags.DEFINE_enum('format', 'table', ['table', 'json'],
                             'Output format.')
 _RECON_EPOCHS = flags.DEFINE_integer(
     'reconstruction_epochs', None, 'Epochs of local reconstruction over a '
-    'user\'s ratings (default: the run\'s --recon_epochs).')
+    'user\'s ratings (default: the run\'s --eval_recon_epochs, else its '
+    '--recon_epochs).')
 
 
 class _Context:

@@ -248,10 +248,18 @@ _RECON_LR = flags.DEFINE_float(
 _RECON_EPOCHS = flags.DEFINE_integer(
     'recon_epochs', 1, 'FedRecon: epochs over a client\'s data to reconstruct '
     'its user embedding (training and evaluation).', lower_bound=1)
+_EVAL_RECON_EPOCHS = flags.DEFINE_integer(
+    'eval_recon_epochs', None, 'FedRecon: reconstruction epochs of a '
+    'validation or test user (and of the export\'s users in recommend.py); '
+    'default: --recon_epochs. Training is unchanged.', lower_bound=1)
 _RECON_STEPS_MAX = flags.DEFINE_integer(
     'recon_steps_max', None, 'FedRecon: cap on reconstruction steps (unset: '
     'no cap).', lower_bound=1)
-_POST_RECON_STEPS_MAX = flags.DEFINE_integer(
+_POST_EVAL_RECON_EPOCHS = flags.DEFINE_integer(
+    'eval_recon_epochs', None, 'FedRecon: reconstruction epochs of a '
+    'validation or test user (and of the export\'s users in recommend.py); '
+    'default: --recon_epochs. Training is unchanged.', lower_bound=1)
+_RECON_STEPS_MAX = flags.DEFINE_integer(
     'post_recon_steps_max', None, 'FedRecon: cap on training steps after '
     'reconstruction (unset: no cap).', lower_bound=1)
 _SPLIT_DATASET = flags.DEFINE_bool(
@@ -394,7 +402,8 @@ def build_config():
           recon_steps_max=_RECON_STEPS_MAX.value,
           post_recon_epochs=_CLIENT_EPOCHS.value,
           post_recon_steps_max=_POST_RECON_STEPS_MAX.value,
-          split_dataset=_SPLIT_DATASET.value),
+          split_dataset=_SPLIT_DATASET.value,
+          eval_recon_epochs=_EVAL_RECON_EPOCHS.value),
       optimizers=experiment.OptimizerConfig(
           client=default(_CLIENT_OPTIMIZER, 'client'),
           client_learning_rate=default(_CLIENT_LR, 'client_learning_rate'),

@@ -165,6 +165,16 @@ class FedReconTest(absltest.TestCase):
     support_items = sorted(int(i) for b in support for i in b['x'])
     query_items = sorted(int(i) for b in query for i in b['x'])
     self.assertEqual((support_items, query_items), ([0, 2, 4], [1, 3]))
+    # Evaluation reconstructs for --eval_recon_epochs when set, training's
+    # --recon_epochs otherwise.
+    for recon, epochs in ((fed_recon.ReconConfig(recon_epochs=2), 2),
+                          (fed_recon.ReconConfig(recon_epochs=2,
+                                                 eval_recon_epochs=3), 3)):
+      support, _ = fed_recon.create_eval_split_fn(recon, _PIPELINE)(batches)
+      self.assertEqual(sorted(int(i) for b in support for i in b['x']),
+                       sorted([0, 2, 4] * epochs))
+    with self.assertRaisesRegex(ValueError, '--eval_recon_epochs must be >= 1'):
+      fed_recon.ReconConfig(eval_recon_epochs=0)
 
 
 if __name__ == '__main__':

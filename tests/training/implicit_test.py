@@ -6,6 +6,7 @@ import os
 from absl.testing import absltest
 import numpy as np
 
+from research.fedrec.algorithms import fed_recon
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus
 from research.fedrec.data import splits
@@ -87,9 +88,11 @@ class ImplicitExperimentTest(absltest.TestCase):
 
   def test_neumf_fedrecon_run_reports_ranking_metrics(self):
     root = self.create_tempdir().full_path
+    # Evaluated users reconstruct for 2 epochs; training's clients for 1.
     config = _config(root, 'neumf', model=mf.MFConfig(
         architecture=mf.Architecture.NEUMF, embedding_dim=4,
-        mlp_layers=(8, 4)))
+        mlp_layers=(8, 4)), recon=fed_recon.ReconConfig(eval_recon_epochs=2))
+    self.assertEqual(ranking_eval.reconstruction_settings(config).epochs, 2)
     summary = experiment.run_experiment(config, log=lambda _: None)
     self.assertEqual(list(summary['test_metrics']),
                      ['fedrecon', 'popularity', 'centralized'])
@@ -125,6 +128,7 @@ class ImplicitExperimentTest(absltest.TestCase):
     exported = _check_export_scores(self, config, keras_model,
                                     reconstruct=True)
     self.assertEqual(exported.user_source, export.RECONSTRUCT)
+    self.assertEqual(exported.settings.epochs, 2)
     self.assertEqual(sorted(n for n in exported.weights if 'initial/' in n),
                      ['initial/gmf_user_embedding',
                       'initial/mlp_user_embedding'])

@@ -37,14 +37,25 @@ class ReconConfig:
   post_recon_steps_max: Optional[int] = None
   # Reconstruct on even batches and train on odd ones (disjoint halves).
   split_dataset: bool = False
+  # Reconstruction epochs of an evaluated (or recommended-for) user; None:
+  # `recon_epochs`, as in training.
+  eval_recon_epochs: Optional[int] = None
 
   def __post_init__(self):
     if self.recon_epochs < 1 or self.post_recon_epochs < 1:
       raise ValueError('--recon_epochs and --post_recon_epochs must be >= 1.')
+    if self.eval_recon_epochs is not None and self.eval_recon_epochs < 1:
+      raise ValueError('--eval_recon_epochs must be >= 1 (or unset: '
+                       '--recon_epochs).')
     for name in ('recon_steps_max', 'post_recon_steps_max'):
       value = getattr(self, name)
       if value is not None and value < 1:
         raise ValueError(f'--{name} must be >= 1 (or unset for no limit).')
+
+  @property
+  def evaluation_epochs(self) -> int:
+    """Reconstruction epochs at evaluation and inference."""
+    return self.eval_recon_epochs or self.recon_epochs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,12 +92,13 @@ def create_eval_split_fn(config: ReconConfig,
                          pipeline: pipelines.PipelineConfig):
   """Evaluation split: reconstruct on support ratings, score query ratings.
 
-  Reconstruction runs `recon_epochs` epochs capped at `recon_steps_max` steps,
-  exactly as in training; every query rating is scored once.
+  Reconstruction runs `evaluation_epochs` epochs (training's `recon_epochs`
+  unless `eval_recon_epochs` is set) capped at `recon_steps_max` steps; every
+  query rating is scored once.
   """
   def split_fn(dataset):
     support, query = pipelines.split_support_query(dataset, pipeline)
-    support = support.repeat(config.recon_epochs)
+    support = support.repeat(config.evaluation_epochs)
     if config.recon_steps_max is not None:
       support = support.take(config.recon_steps_max)
     return support, query

@@ -21,7 +21,7 @@ from research.fedrec.utils import json_io
 def reconstruction_settings(config) -> reconstruction.Settings:
   """How the clients of an `ExperimentConfig`'s run reconstruct a user."""
   return reconstruction.Settings(
-      epochs=config.recon.recon_epochs,
+      epochs=config.recon.evaluation_epochs,
       steps_max=config.recon.recon_steps_max,
       batch_size=config.pipeline.batch_size,
       max_examples=config.pipeline.max_examples_per_user,

@@ -108,7 +108,7 @@ def reconstruction_scores(global_model: tf.keras.Model,
 def reconstruction_settings(config) -> implicit.Settings:
   """How the clients of an `ExperimentConfig`'s run reconstruct a user."""
   return implicit.Settings(
-      epochs=config.recon.recon_epochs,
+      epochs=config.recon.evaluation_epochs,
       steps_max=config.recon.recon_steps_max,
       batch_size=config.pipeline.batch_size,
       num_negatives=config.pipeline.num_negatives,
