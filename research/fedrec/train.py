@@ -247,7 +247,8 @@ _RECON_LR = flags.DEFINE_float(
     'rate (default: 0.2 for explicit feedback, 0.02 for implicit).')
 _RECON_EPOCHS = flags.DEFINE_integer(
     'recon_epochs', 1, 'FedRecon: epochs over a client\'s data to reconstruct '
-    'its user embedding (training and evaluation).', lower_bound=1)
+    'its user embedding (training, and evaluation unless --eval_recon_epochs).',
+    lower_bound=1)
 _EVAL_RECON_EPOCHS = flags.DEFINE_integer(
     'eval_recon_epochs', None, 'FedRecon: reconstruction epochs of a '
     'validation or test user (and of the export\'s users in recommend.py); '
@@ -255,11 +256,7 @@ _EVAL_RECON_EPOCHS = flags.DEFINE_integer(
 _RECON_STEPS_MAX = flags.DEFINE_integer(
     'recon_steps_max', None, 'FedRecon: cap on reconstruction steps (unset: '
     'no cap).', lower_bound=1)
-_POST_EVAL_RECON_EPOCHS = flags.DEFINE_integer(
-    'eval_recon_epochs', None, 'FedRecon: reconstruction epochs of a '
-    'validation or test user (and of the export\'s users in recommend.py); '
-    'default: --recon_epochs. Training is unchanged.', lower_bound=1)
-_RECON_STEPS_MAX = flags.DEFINE_integer(
+_POST_RECON_STEPS_MAX = flags.DEFINE_integer(
     'post_recon_steps_max', None, 'FedRecon: cap on training steps after '
     'reconstruction (unset: no cap).', lower_bound=1)
 _SPLIT_DATASET = flags.DEFINE_bool(
