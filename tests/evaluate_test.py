@@ -43,15 +43,19 @@ class EvaluateTest(absltest.TestCase):
     shutil.rmtree(cls.root, ignore_errors=True)
     super().tearDownClass()
 
-  def test_reproduces_train_metrics_and_writes_outputs(self):
+  def _evaluate_test_users(self, *args):
+    """Runs evaluate.py on the run; (result, test.json, output dir)."""
     out = os.path.join(self.create_tempdir().full_path, 'eval')
     result = _run_binary(f'--experiment_dir={self.directory}',
-                         f'--output_dir={out}', '--activity_buckets=25,35')
+                         f'--output_dir={out}', *args)
     self.assertEqual(result.returncode, 0, result.stderr)
+    with open(os.path.join(out, 'test.json')) as f:
+      return result, json.load(f), out
+
+  def test_reproduces_train_metrics_and_writes_outputs(self):
+    result, output, out = self._evaluate_test_users('--activity_buckets=25,35')
     self.assertIn('train.py reported test RMSE', result.stdout)
     self.assertIn('activity: 25-34', result.stdout)
-    with open(os.path.join(out, 'test.json')) as f:
-      output = json.load(f)
     for name, value in self.summary['test_metrics']['fedrecon'].items():
       self.assertAlmostEqual(output['metrics'][name], value, delta=1e-6)
     self.assertEqual(output['checkpoint_round'], 2)
@@ -79,14 +83,9 @@ class EvaluateTest(absltest.TestCase):
       self.assertEqual(json.load(f)['split'], 'val')
 
   def test_longer_reconstruction(self):
-    out = os.path.join(self.create_tempdir().full_path, 'eval')
-    result = _run_binary(f'--experiment_dir={self.directory}',
-                         f'--output_dir={out}', '--eval_recon_epochs=3')
-    self.assertEqual(result.returncode, 0, result.stderr)
+    result, output, _ = self._evaluate_test_users('--eval_recon_epochs=3')
     self.assertIn('users reconstructed for 3 epochs', result.stdout)
     self.assertNotIn('train.py reported', result.stdout)
-    with open(os.path.join(out, 'test.json')) as f:
-      output = json.load(f)
     self.assertEqual(output['reconstruction_epochs'], 3)
     self.assertIsNone(output['train_reported_test_metrics'])
     # Three epochs of SGD on each user vector score differently than one.

@@ -175,7 +175,8 @@ class ExperimentTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError,
                                 r'other settings \(loop/total_rounds\)'):
       experiment.check_same_settings(path, longer)
-    constant = dataclasses.replace(config, optimizers=experiment.OptimizerConfig())
+    constant = dataclasses.replace(config,
+                                   optimizers=experiment.OptimizerConfig())
     with open(path, 'w') as f:
       json.dump({'flags': {}, 'config': experiment.to_jsonable(constant)}, f)
     experiment.check_same_settings(path, dataclasses.replace(

@@ -135,9 +135,8 @@ class LoopTest(absltest.TestCase):
     self.assertEqual(
         [r['server_learning_rate'] for r in self._rows(halved)],
         ['0.5'] * _ROUNDS)
-    self.assertEqual(
-        float(self.process.get_hparams(final_set)['finalizer']['learning_rate']),
-        0.5)
+    hparams = self.process.get_hparams(final_set)
+    self.assertEqual(float(hparams['finalizer']['learning_rate']), 0.5)
 
   def test_killed_scheduled_run_resumes_to_the_same_result(self):
     schedule = lambda r: optimizers.scheduled_learning_rate(

@@ -243,8 +243,9 @@ def check_same_settings(hparams_path: str, config: 'ExperimentConfig') -> None:
   before = _flatten(json.loads(json.dumps(recorded)))
   now = _flatten(json.loads(json.dumps(to_jsonable(config))))
   # A decaying server learning rate spans --rounds: more rounds, other rates.
-  resumable = tuple(k for k in _RESUMABLE_CHANGES
-                    if k != 'loop/total_rounds' or not config.optimizers.scheduled)
+  resumable = tuple(
+      k for k in _RESUMABLE_CHANGES
+      if k != 'loop/total_rounds' or not config.optimizers.scheduled)
   changed = sorted(k for k in set(before) | set(now)
                    if before.get(k) != now.get(k) and k not in resumable)
   if changed:
