@@ -120,6 +120,21 @@ class TablesTest(absltest.TestCase):
                      [the_plan.runs[('fedavg', 'main', s)] for s in range(3)])
     self.assertTrue(self._config('fedrecon_movielens', 'fedavg').finetune)
 
+  def test_the_fedrecon_neumf_row_is_the_readme_setting(self):
+    config = self._config('ranking_loo', 'neumf_fedrecon')
+    self.assertTrue(config.data.implicit)
+    self.assertEqual((config.model.architecture.value,
+                      config.clients_per_round, config.loop.total_rounds),
+                     ('neumf', 50, 100))
+    optimizers = config.optimizers
+    self.assertEqual(
+        (optimizers.client, optimizers.client_learning_rate,
+         optimizers.server, optimizers.server_learning_rate,
+         optimizers.server_schedule),
+        ('sgd', 0.1, 'adam', 0.1, 'cosine'))
+    self.assertEqual((config.recon.recon_epochs,
+                      config.recon.evaluation_epochs), (3, 3))
+
   def test_privacy_rows_target_their_epsilon(self):
     for epsilon in (1, 2, 4, 8, 16):
       for run in ('explicit', 'implicit'):
