@@ -4,7 +4,6 @@ import json
 import os
 
 from absl.testing import absltest
-import psutil
 
 from research.fedrec.training import benchmarking
 from tests import binaries
@@ -75,7 +74,10 @@ class QuickRunTest(absltest.TestCase):
 
   def test_quick_run_writes_the_report_and_leaves_no_worker(self):
     out = self.create_tempdir().full_path
-    result = _run_binary('--quick', '--noprogress', f'--output_dir={out}')
+    token = f'benchmark-{os.getpid()}-{id(self)}'
+    result = binaries.run_binary('benchmark', '--quick', '--noprogress',
+                                 f"--output_dir={out}", timeout=900,
+                                 token=token)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     with open(os.path.join(out, 'benchmark.json')) as f:
       report = json.load(f)
@@ -109,13 +111,9 @@ class QuickRunTest(absltest.TestCase):
     self.assertTrue(os.path.exists(os.path.join(out, 'benchmark.png')))
     self.assertIn('fedrecon_20_w2', result.stdout)
     self.assertIn('client ratings/s', result.stdout)
-    # A worker the benchmark leaked would outlive it, orphaned (this test
-    # process's own runtime, if any, is its child and does not count).
-    leftover = [p for p in psutil.process_iter(['cmdline', 'ppid', 'status'])
-                if 'worker_binary' in ' '.join(p.info['cmdline'] or [])[:300]
-                and p.info['ppid'] != os.getpid()
-                and p.info['status'] != psutil.STATUS_ZOMBIE]
-    self.assertEmpty(leftover)
+    # A worker the benchmark leaked would outlive it; only the processes it
+    # started carry the token (other workers on the machine do not count).
+    self.assertEmpty(binaries.leftover_workers(token))
 
   def test_bad_worker_count_is_one_line(self):
     result = _run_binary('--num_workers=1')

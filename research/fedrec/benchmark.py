@@ -36,9 +36,10 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-from absl import app
 from absl import flags
 from absl import logging
+
+from research.fedrec.utils import cli
 # Imported before absl parses flags: TensorFlow first imported inside an absl
 # `main` leaves Keras building graph tensors (`tf.keras.Input` returns a
 # SymbolicTensor and functional models fail to build).
@@ -67,8 +68,7 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Corpus, sampling and model seed.')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar.')
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments.
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   try:
@@ -105,4 +105,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, 'benchmark.py')

@@ -29,9 +29,10 @@ from typing import Optional
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-from absl import app
 from absl import flags
 from absl import logging
+
+from research.fedrec.utils import cli
 
 from research.fedrec.evaluation import slices
 from research.fedrec.utils import json_io
@@ -175,8 +176,7 @@ def evaluate(experiment_dir: str, split_name: str, edges, output_dir: str,
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments.
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -189,9 +189,8 @@ def main(argv):
                                                    'evaluation')
     output = evaluate(_EXPERIMENT_DIR.value, _SPLIT.value, _edges(),
                       output_dir, _EVAL_RECON_EPOCHS.value)
-  except ValueError as e:  # DataError too: a user mistake, one clear line.
-    print(f'evaluate.py: error: {e}', file=sys.stderr)
-    sys.exit(1)
+  except cli.user_errors() as e:  # A user mistake or an I/O failure.
+    cli.fail('evaluate.py', e)
   print(f'{output["experiment"]}: {output["algorithm"]} on {output["dataset"]}'
         f', {output["split"]} users ({output["split_kind"]} split), '
         f'checkpoint of round {output["checkpoint_round"]}'
@@ -216,4 +215,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, 'evaluate.py')

@@ -36,8 +36,9 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-from absl import app
 from absl import flags
+
+from research.fedrec.utils import cli
 import numpy as np
 
 from research.fedrec.data import corpus as corpus_lib
@@ -331,8 +332,7 @@ def format_table(result) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.get_logger().setLevel('ERROR')
   try:
@@ -345,9 +345,8 @@ def main(argv):
       raise ValueError(f'--experiment_dir={_EXPERIMENT_DIR.value}: no such '
                        'directory.')
     result = run(export_dir)
-  except ValueError as e:  # DataError too: a user mistake, one clear line.
-    print(f'recommend.py: error: {e}', file=sys.stderr)
-    sys.exit(1)
+  except cli.user_errors() as e:  # A user mistake or an I/O failure.
+    cli.fail('recommend.py', e)
   if _FORMAT.value == 'json':
     print(json.dumps(result, indent=2))
   else:
@@ -355,4 +354,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, 'recommend.py')

@@ -22,14 +22,14 @@ are skipped, so an interrupted reproduction resumes where it stopped.
 
 import dataclasses
 import os
-import signal
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-from absl import app
 from absl import flags
 from absl import logging
+
+from research.fedrec.utils import cli
 # Before absl parses flags (see benchmark.py): Keras must see TensorFlow
 # imported outside `main`.
 import tensorflow as tf  # pylint: disable=unused-import
@@ -66,9 +66,7 @@ def _run(run: reproduction.Run, progress: bool) -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  signal.signal(signal.SIGTERM, train._exit_on_sigterm)  # pylint: disable=protected-access
+  del argv  # cli.run refuses positional arguments.
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
     tf.get_logger().setLevel('ERROR')
@@ -94,13 +92,12 @@ def main(argv):
                          log=lambda m: print(m, flush=True))
     report = reproduction.collect(plan)
     paths = reproduction.write_outputs(report)
-  except ValueError as e:  # DataError too: a user mistake, one clear line.
-    print(f'reproduce.py: error: {e}', file=sys.stderr)
-    sys.exit(1)
+  except cli.user_errors() as e:  # A user mistake or an I/O failure.
+    cli.fail('reproduce.py', e)
   print()
   print(reproduction.markdown_grid(report))
   print(f'\nWrote {", ".join(paths.values())}.')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, 'reproduce.py')

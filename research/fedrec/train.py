@@ -16,7 +16,6 @@ the same flags. Outputs go to <root_output_dir>/<experiment_name>/.
 """
 
 import os
-import signal
 import sys
 
 # TensorFlow's C++ start-up chatter (including spurious "Unable to register
@@ -24,9 +23,10 @@ import sys
 # TF_CPP_MIN_LOG_LEVEL yourself to see it.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-from absl import app
 from absl import flags
 from absl import logging
+
+from research.fedrec.utils import cli
 
 from research.fedrec.algorithms import optimizers
 from research.fedrec.algorithms import sampling
@@ -66,7 +66,7 @@ _RATING_SCALE = flags.DEFINE_list(
     'corpus (MovieLens corpora know their own scale).')
 _DUPLICATES = flags.DEFINE_enum_class(
     'duplicates', ratings.DuplicatePolicy.LATEST, ratings.DuplicatePolicy,
-    'Repeated (user, item) pairs in a csv corpus: keep the latest, or error.')
+    'Repeated (user, item) pairs in the corpus: keep the latest, or error.')
 _SYNTHETIC_USERS = flags.DEFINE_integer(
     'synthetic_users', synthetic.SyntheticConfig.num_users,
     'Users of the synthetic corpus (default: as ML-100K).', lower_bound=1)
@@ -471,16 +471,8 @@ def config_from_args(args):
   return build_config()
 
 
-def _exit_on_sigterm(signum, frame):
-  del frame
-  # Raising SystemExit runs the `finally` blocks that stop the TFF worker.
-  sys.exit(128 + signum)
-
-
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  signal.signal(signal.SIGTERM, _exit_on_sigterm)
+  del argv  # cli.run refuses positional arguments.
   if not flags.FLAGS['verbosity'].present:
     # Saving checkpoints logs several INFO lines a time; --verbosity=0 shows.
     logging.set_verbosity(logging.WARNING)
@@ -496,9 +488,8 @@ def main(argv):
     summary = experiment.run_experiment(
         config, flag_values=flag_values(),
         log=lambda message: print(message, flush=True), workers=workers)
-  except ValueError as e:  # DataError too: a user mistake, one clear line.
-    print(f'train.py: error: {e}', file=sys.stderr)
-    sys.exit(1)
+  except cli.user_errors() as e:  # A user mistake or an I/O failure.
+    cli.fail('train.py', e)
   print(f'\nHeld-out test metrics ({summary["dataset"]}, '
         f'{summary["test_ratings"]} ratings):')
   print(experiment.format_summary(summary))
@@ -507,4 +498,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, 'train.py')

@@ -172,8 +172,10 @@ class LoopTest(absltest.TestCase):
         ValueError, f'^{directory}: the latest checkpoint does not match'):
       loop.load_latest(manager, {'state': np.zeros(2, np.float32),
                                  'privacy_rounds': 0}, directory)
-    saved = loop.load_latest(manager, {'state': np.ones(2, np.float32)})
+    saved, version = loop.load_latest(manager,
+                                      {'state': np.ones(2, np.float32)})
     np.testing.assert_array_equal(saved['state'], [0, 0])
+    self.assertEqual(version, 1)
 
   def test_flatten_metrics(self):
     self.assertEqual(

@@ -21,11 +21,14 @@ serialized from Python each round.
 """
 
 import collections
+import contextlib
 import hashlib
 import json
 import os
 import sqlite3
+import sys
 import tempfile
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -77,37 +80,90 @@ def _rows(table, split_name: str):
              table.ratings[order].astype(np.float64).tolist())
 
 
-def create_client_store(split: splits_lib.Split, cache_dir: str) -> str:
+def _parts(split: splits_lib.Split):
+  """`(split_name, table)` of every stored table."""
+  parts = [(TRAIN, split.train)]
+  for name in EVAL_SPLITS:
+    partition = getattr(split, name)
+    parts.append((name, partition.query))
+    # Holdout / leave-one-out support is the train split itself.
+    if partition.support is not split.train:
+      parts.append((f'{name}_support', partition.support))
+  return parts
+
+
+def check_store(path: str, content_hash: str,
+                num_rows: int) -> Optional[str]:
+  """Why the store at `path` cannot be trusted, or None if it is sound.
+
+  Checks SQLite's own page and index consistency (`PRAGMA quick_check`), the
+  recorded content hash and format, and the number of rating rows.
+  """
+  try:
+    con = sqlite3.connect(f'file:{path}?mode=ro', uri=True)
+    try:
+      check = con.execute('PRAGMA quick_check').fetchone()[0]
+      if check != 'ok':
+        return f'integrity check failed: {check}'
+      info = dict(con.execute('SELECT key, value FROM store_info').fetchall())
+      if info.get('content_hash') != content_hash:
+        return 'it records another content hash'
+      if info.get('format_version') != json.dumps(_FORMAT_VERSION):
+        return f'format version {info.get("format_version")}'
+      rows = con.execute('SELECT COUNT(*) FROM ratings').fetchone()[0]
+      if rows != num_rows:
+        return f'{rows} rating rows, expected {num_rows}'
+    finally:
+      con.close()
+  except sqlite3.Error as e:
+    return str(e)
+  return None
+
+
+def _log_to_stderr(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
+
+
+def create_client_store(split: splits_lib.Split, cache_dir: str,
+                        log=_log_to_stderr) -> str:
   """Writes `split` to `<cache_dir>/<hash>.sqlite` unless already there.
 
-  The file is written under a temporary name and renamed into place, so an
-  interrupted write never leaves a store that looks complete.
+  A cached store is verified before it is reused (`check_store`); a damaged
+  one (truncated, overwritten, from another version) is rebuilt, with one
+  line through `log`. The file is written under a temporary name and renamed
+  into place, so an interrupted write never leaves a store that looks
+  complete.
 
   Returns:
     The database path.
+
+  Raises:
+    ValueError: the cache folder cannot be written (one line).
   """
   content_hash = split_hash(split)
   path = os.path.join(cache_dir, f'client_store_{content_hash[:16]}.sqlite')
+  parts = _parts(split)
+  num_rows = sum(len(table) for _, table in parts)
   if os.path.exists(path):
-    return path
-  os.makedirs(cache_dir, exist_ok=True)
-  fd, tmp_path = tempfile.mkstemp(suffix='.sqlite.tmp', dir=cache_dir)
+    problem = check_store(path, content_hash, num_rows)
+    if problem is None:
+      return path
+    log(f'{path}: damaged client store ({problem}); rebuilding it.')
+  try:
+    os.makedirs(cache_dir, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(suffix='.sqlite.tmp', dir=cache_dir)
+  except OSError as e:
+    raise ValueError(f'{cache_dir}: cannot write the client store cache '
+                     f'({e.strerror}); give a writable --cache_dir.') from None
   os.close(fd)
   try:
-    with sqlite3.connect(tmp_path) as con:
+    with contextlib.closing(sqlite3.connect(tmp_path)) as con, con:
       con.execute('CREATE TABLE ratings (client_id TEXT NOT NULL, split_name '
                   'TEXT NOT NULL, user INTEGER NOT NULL, item INTEGER NOT '
                   'NULL, rating REAL NOT NULL)')
       con.execute('CREATE TABLE client_metadata (client_id TEXT NOT NULL, '
                   'split_name TEXT NOT NULL, num_examples INTEGER NOT NULL)')
       con.execute('CREATE TABLE store_info (key TEXT PRIMARY KEY, value TEXT)')
-      parts = [(TRAIN, split.train)]
-      for name in EVAL_SPLITS:
-        partition = getattr(split, name)
-        parts.append((name, partition.query))
-        # Holdout / leave-one-out support is the train split itself.
-        if partition.support is not split.train:
-          parts.append((f'{name}_support', partition.support))
       for split_name, table in parts:
         con.executemany('INSERT INTO ratings VALUES (?, ?, ?, ?, ?)',
                         _rows(table, split_name))
@@ -123,6 +179,9 @@ def create_client_store(split: splits_lib.Split, cache_dir: str) -> str:
                   ('format_version', json.dumps(_FORMAT_VERSION)))
     os.chmod(tmp_path, 0o644)
     os.replace(tmp_path, path)
+  except (OSError, sqlite3.OperationalError) as e:
+    raise ValueError(f'{cache_dir}: cannot write the client store ({e}); '
+                     'give a writable --cache_dir with free space.') from None
   finally:
     if os.path.exists(tmp_path):
       os.remove(tmp_path)

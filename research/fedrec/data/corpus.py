@@ -136,7 +136,8 @@ def load_corpus(config: DataConfig) -> Corpus:
   else:
     if name == MOVIELENS_AUTO:
       name = movielens.detect_corpus(config.data_dir)
-    table = movielens.read_movielens(name, config.data_dir)
+    table = movielens.read_movielens(name, config.data_dir,
+                                     config.duplicates)
   if config.implicit:
     table = to_implicit(table, config.implicit_threshold)
   table = ratings_lib.filter_min_ratings(table, config.min_ratings_per_user)

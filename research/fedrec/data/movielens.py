@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import io
 import os
+import re
 from typing import Optional
 
 import numpy as np
@@ -113,43 +114,112 @@ def detect_corpus(data_dir: str) -> str:
                   '(u.data, ratings.dat or ratings.csv).')
 
 
+_BOM = b'\xef\xbb\xbf'
+_BLANK = r'[ \t\r]*'
+# One field of each kind, as the strict line check matches it. Ids are decimal
+# integers below 10^18 (so they fit int64 and never wrap); ratings decimals.
+_INTEGER = r' *\d{1,18} *'
+_NUMBER = r' *[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)? *'
+_TIMESTAMP = r' *-?\d{1,18}(?:\.\d*)? *'  # CSV: seconds, maybe '.0'.
+_STRING = r' *[^,\s#][^,\n]*?'  # A non-empty id that does not start with '#'.
+
+
 def _read_text(path: str, separator: str) -> str:
-  """Reads a file as text with a single-character separator."""
+  """Reads a ratings file as text (a leading UTF-8 BOM is dropped).
+
+  Raises:
+    DataError: unreadable, or not text (a NUL byte); names the file.
+  """
   try:
     with open(path, 'rb') as f:
       raw = f.read()
   except OSError as e:
     raise DataError(f'{path}: cannot read ({e.strerror}).') from e
-  if separator == '::':
-    raw = raw.replace(b'::', b'\t')
+  if raw.startswith(_BOM):
+    raw = raw[len(_BOM):]
+  if b'\x00' in raw:
+    line = raw.count(b'\n', 0, raw.index(b'\x00')) + 1
+    raise DataError(f'{path}:{line}: not a text file (NUL byte); expected '
+                    f'{_describe_separator(separator)}-separated ratings.')
   # MovieLens files are Latin-1; ids and numbers are ASCII either way.
   return raw.decode('latin-1')
 
 
-def _first_bad_line(text: str, sep: str, num_fields: tuple[int, ...],
-                    numeric_fields: tuple[int, ...], skip: int) -> str:
-  """Returns `line N: problem` for the first line `loadtxt` choked on."""
-  for number, line in enumerate(text.splitlines(), start=1):
-    if number <= skip or not line.strip():
-      continue
-    fields = line.split(sep)
-    if len(fields) not in num_fields:
-      want = ' or '.join(map(str, num_fields))
-      return (f'{number}: expected {want} fields separated by {sep!r}, found '
-              f'{len(fields)} in {line.strip()!r}')
-    for index in numeric_fields:
-      if index >= len(fields):
-        continue
-      try:
-        float(fields[index])
-      except ValueError:
-        return (f'{number}: field {index + 1} is not a number: '
-                f'{fields[index].strip()!r}')
-  return '?: malformed content'
+def _describe_separator(separator: str) -> str:
+  return {'\t': 'tab', ',': 'comma'}.get(separator, repr(separator))
 
 
-def read_movielens(name: str, data_dir: str) -> ratings_lib.Ratings:
+def _field_problem(line: str, separator: str, kinds: tuple[str, ...],
+                   counts: tuple[int, ...]) -> str:
+  """Why `line` is not `kinds` fields separated by `separator`."""
+  fields = line.rstrip('\r').split(separator)
+  if len(fields) not in counts:
+    want = ' or '.join(map(str, counts))
+    return (f'expected {want} fields separated by '
+            f'{_describe_separator(separator)}, found {len(fields)} in '
+            f'{line.strip()[:80]!r}')
+  names = {_INTEGER: 'an integer below 10^18', _NUMBER: 'a number',
+           _TIMESTAMP: 'a timestamp (integer seconds)',
+           _STRING: 'a non-empty id (not starting with #)'}
+  for index, (field, kind) in enumerate(zip(fields, kinds)):
+    if not re.fullmatch(kind, field):
+      if kind == _NUMBER:
+        return f'field {index + 1} is not a number: {field.strip()!r}'
+      return f'field {index + 1} is not {names[kind]}: {field.strip()[:40]!r}'
+  return f'malformed line {line.strip()[:80]!r}'
+
+
+def _check_lines(text: str, path: str, separator: str, kinds: tuple[str, ...],
+                 skip: int, optional_last: bool = False):
+  """Rejects the first line that is not exactly `kinds` fields.
+
+  Blank lines are allowed (and skipped); nothing is a comment.
+
+  Returns:
+    `line_of`: data row index -> its line number in the file (1-based).
+
+  Raises:
+    DataError: naming the file, the line and what is wrong with it.
+  """
+  sep = re.escape(separator)
+  full = sep.join(kinds)
+  alternatives = [full]
+  if optional_last:
+    alternatives.append(sep.join(kinds[:-1]))
+  valid = '|'.join(f'(?:{a})' for a in alternatives)
+  body_start = 0
+  for _ in range(skip):
+    body_start = text.find('\n', body_start) + 1 or len(text)
+  bad = re.compile(rf'^(?!{_BLANK}$)(?!(?:{valid})\r?$).*$', re.M)
+  match = bad.search(text, body_start)
+  if match is not None:
+    number = text.count('\n', 0, match.start()) + 1
+    counts = (len(kinds) - 1, len(kinds)) if optional_last else (len(kinds),)
+    raise DataError(f'{path}:{number}: '
+                    f'{_field_problem(match.group(0), separator, kinds, counts)}.')
+  blank_lines = [text.count('\n', 0, m.start()) + 1
+                 for m in re.compile(rf'^{_BLANK}$', re.M).finditer(
+                     text, body_start)]
+
+  def line_of(row: int) -> int:
+    line = row + 1 + skip
+    for blank in blank_lines:
+      if blank <= line:
+        line += 1
+    return line
+
+  return line_of
+
+
+def read_movielens(name: str, data_dir: str,
+                   duplicates: ratings_lib.DuplicatePolicy = (
+                       ratings_lib.DuplicatePolicy.LATEST)
+                   ) -> ratings_lib.Ratings:
   """Reads and validates corpus `name` (a key of `FORMATS`) from `data_dir`.
+
+  Every line must be exactly user, item, rating, timestamp (integer ids and
+  timestamp, numeric rating) with the corpus's separator; blank lines are
+  skipped, nothing is a comment.
 
   Raises:
     DataError: missing, empty or malformed file, or a rating off the corpus's
@@ -157,7 +227,6 @@ def read_movielens(name: str, data_dir: str) -> ratings_lib.Ratings:
   """
   fmt = FORMATS[name]
   path = find_ratings_file(name, data_dir)
-  sep = '\t' if fmt.separator in ('\t', '::') else fmt.separator
   text = _read_text(path, fmt.separator)
   if not text.strip():
     raise DataError(f'{path}: no ratings found (the file is empty).')
@@ -168,15 +237,27 @@ def read_movielens(name: str, data_dir: str) -> ratings_lib.Ratings:
       raise DataError(f'{path}:1: expected the header {fmt.header!r}, found '
                       f'{first[:80]!r}.')
     skip = 1
-  try:
-    table = np.loadtxt(io.StringIO(text), delimiter=sep, dtype=_NUMERIC_DTYPE,
-                       skiprows=skip, ndmin=1, usecols=(0, 1, 2, 3))
-  except ValueError as e:
-    where = _first_bad_line(text, sep, (4,), (0, 1, 2, 3), skip)
-    raise DataError(f'{path}:{where}.') from e
+  line_of = _check_lines(text, path, fmt.separator,
+                         (_INTEGER, _INTEGER, _NUMBER, _INTEGER), skip)
+  if fmt.separator == '::':
+    text = text.replace('::', '\t')
+  sep = '\t' if fmt.separator in ('\t', '::') else fmt.separator
+  table = np.loadtxt(io.StringIO(text), delimiter=sep, dtype=_NUMERIC_DTYPE,
+                     skiprows=skip, ndmin=1, comments=None)
+  if table.size == 0:
+    raise DataError(f'{path}: no ratings found (the file is empty).')
   table = ratings_lib.Ratings(table['user'], table['item'], table['rating'],
                               table['timestamp'])
-  return ratings_lib.validate(table, fmt.scale, path, line_offset=skip + 1)
+  return ratings_lib.validate(table, fmt.scale, path, duplicates,
+                              line_of=line_of)
+
+
+def _is_number(field: str) -> bool:
+  try:
+    float(field)
+    return True
+  except ValueError:
+    return False
 
 
 def read_csv(path: str, scale: ratings_lib.RatingScale,
@@ -184,9 +265,13 @@ def read_csv(path: str, scale: ratings_lib.RatingScale,
                  ratings_lib.DuplicatePolicy.LATEST)) -> ratings_lib.Ratings:
   """Reads a user's own `user,item,rating[,timestamp]` CSV and validates it.
 
-  Ids are kept as strings (any spelling works); a first line whose rating field
-  is not a number is taken as a header. A missing timestamp column gives every
-  rating timestamp 0 (temporal splits then fall back to the seeded tie-break).
+  Ids are kept as strings (any spelling that does not start with `#`). A first
+  line is a header only when none of its 3 or 4 fields is a number (e.g.
+  `user,item,rating,timestamp`); every other line must have as many fields as
+  the first, a numeric rating and an integer timestamp. A missing timestamp
+  column gives every rating timestamp 0 (temporal splits then fall back to
+  the seeded tie-break). Blank lines are skipped; a leading UTF-8 BOM is
+  dropped.
 
   Raises:
     DataError: the file is missing, empty or malformed, or a rating is off
@@ -200,41 +285,25 @@ def read_csv(path: str, scale: ratings_lib.RatingScale,
   text = _read_text(path, ',')
   if not text.strip():
     raise DataError(f'{path}: no ratings found (the file is empty).')
-  lines = text.split('\n', 1)
-  skip = 0
-  first_fields = lines[0].strip().split(',')
-  if len(first_fields) >= 3:
-    try:
-      float(first_fields[2])
-    except ValueError:
-      skip = 1
+  first_fields = text.split('\n', 1)[0].rstrip('\r').split(',')
   num_columns = len(first_fields)
   if num_columns not in (3, 4):
-    where = _first_bad_line(text, ',', (3, 4), (2,), 0)
-    raise DataError(f'{path}:{where}.')
-  try:
-    columns = np.loadtxt(io.StringIO(text), delimiter=',', dtype=str,
-                         skiprows=skip, ndmin=2)
-  except ValueError as e:
-    where = _first_bad_line(text, ',', (num_columns,), (2,), skip)
-    raise DataError(f'{path}:{where}.') from e
+    problem = _field_problem(text.split('\n', 1)[0], ',', (), (3, 4))
+    raise DataError(f'{path}:1: {problem}.')
+  skip = 0 if any(_is_number(f) for f in first_fields) else 1
+  kinds = (_STRING, _STRING, _NUMBER, _TIMESTAMP)[:num_columns]
+  line_of = _check_lines(text, path, ',', kinds, skip)
+  columns = np.loadtxt(io.StringIO(text), delimiter=',', dtype=str,
+                       skiprows=skip, ndmin=2, comments=None)
   if columns.size == 0:
-    raise DataError(f'{path}: no ratings found (the file is empty).')
-  if columns.shape[1] != num_columns:
-    where = _first_bad_line(text, ',', (num_columns,), (2,), skip)
-    raise DataError(f'{path}:{where}.')
-  try:
-    values = columns[:, 2].astype(np.float32)
-    stamps = (columns[:, 3].astype(np.float64).astype(np.int64)
-              if num_columns == 4 else np.zeros(len(columns), np.int64))
-  except ValueError as e:
-    where = _first_bad_line(text, ',', (num_columns,),
-                            (2, 3) if num_columns == 4 else (2,), skip)
-    raise DataError(f'{path}:{where}.') from e
+    raise DataError(f'{path}: no ratings found (only a header).')
+  values = columns[:, 2].astype(np.float32)
+  stamps = (columns[:, 3].astype(np.float64).astype(np.int64)
+            if num_columns == 4 else
+            np.zeros(len(columns), np.int64))
   table = ratings_lib.Ratings(np.char.strip(columns[:, 0]),
                               np.char.strip(columns[:, 1]), values, stamps)
-  return ratings_lib.validate(table, scale, path, duplicates,
-                              line_offset=skip + 1)
+  return ratings_lib.validate(table, scale, path, duplicates, line_of=line_of)
 
 
 # Where each corpus keeps its movie titles: (file, separator, encoding).

@@ -14,7 +14,7 @@ so an ML-20M-sized table (20M rows) is handled in seconds.
 import dataclasses
 import enum
 import hashlib
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -99,7 +99,8 @@ def concatenate(parts: list[Ratings]) -> Ratings:
 
 def validate(ratings: Ratings, scale: RatingScale, source: str,
              duplicates: DuplicatePolicy = DuplicatePolicy.LATEST,
-             line_offset: int = 1) -> Ratings:
+             line_offset: int = 1,
+             line_of: Optional[Callable[[int], int]] = None) -> Ratings:
   """Checks a freshly read table and applies the duplicate policy.
 
   Args:
@@ -108,6 +109,8 @@ def validate(ratings: Ratings, scale: RatingScale, source: str,
     source: The file the rows came from, for error messages.
     duplicates: What to do with repeated (user, item) pairs.
     line_offset: The file line number of row 0 (2 when there is a header).
+    line_of: Row index -> its file line number (overrides `line_offset`;
+      readers that skip blank lines pass it).
 
   Returns:
     The table with duplicates resolved, rows in file order.
@@ -116,13 +119,15 @@ def validate(ratings: Ratings, scale: RatingScale, source: str,
     DataError: empty table, ratings off the scale, or duplicates under
       `DuplicatePolicy.ERROR`; the message names the file and line.
   """
+  if line_of is None:
+    line_of = lambda row: row + line_offset
   if len(ratings) == 0:  # pylint: disable=g-explicit-length-test
     raise DataError(f'{source}: no ratings found (the file is empty).')
   bad = np.flatnonzero(~scale.contains(ratings.ratings))
   if bad.size:
     row = int(bad[0])
     raise DataError(
-        f'{source}:{row + line_offset}: rating {ratings.ratings[row]:g} is '
+        f'{source}:{line_of(row)}: rating {ratings.ratings[row]:g} is '
         f'outside the scale {scale.describe()} ({bad.size} such rows).')
   # Stable sort by (user, item, timestamp) keeps file order within ties, so the
   # last row of each run of equal pairs is the latest one (later line on ties).
@@ -134,7 +139,7 @@ def validate(ratings: Ratings, scale: RatingScale, source: str,
   if duplicates == DuplicatePolicy.ERROR:
     first = order[np.flatnonzero(same_as_next)[0] + 1]
     raise DataError(
-        f'{source}:{int(first) + line_offset}: duplicate rating of item '
+        f'{source}:{line_of(int(first))}: duplicate rating of item '
         f'{ratings.items[first]} by user {ratings.users[first]} '
         f'({int(same_as_next.sum())} duplicates; use the duplicate policy '
         '"latest" to keep the most recent).')

@@ -294,8 +294,28 @@ def load_export(export_dir: str) -> Export | ImplicitExport:
     raise ValueError(f'{export_dir}: no exported model (export.json missing); '
                      'train.py writes one at the end of a run (rerun it with '
                      'the same flags to export a finished run).')
-  with open(info_path) as f:
-    info = json.load(f)
+  try:
+    with open(info_path) as f:
+      info = json.load(f)
+    if not isinstance(info, dict):
+      raise ValueError('not a JSON object')
+  except (OSError, ValueError) as e:  # JSONDecodeError / UnicodeError too.
+    raise ValueError(f'{info_path}: not an export.json written by train.py '
+                     f'({" ".join(str(e).split())[:100]}); rerun train.py '
+                     'with the same flags to export again.') from None
+  try:
+    return _load_checked(export_dir, info_path, info)
+  except Exception as e:  # pylint: disable=broad-except
+    # A damaged SavedModel raises OSError, DecodeError, OpError, KeyError ...
+    if isinstance(e, ValueError) and str(e).startswith(info_path):
+      raise
+    raise ValueError(f'{export_dir}: damaged export ({type(e).__name__}: '
+                     f'{" ".join(str(e).split())[:100]}); rerun train.py '
+                     'with the same flags to export again.') from None
+
+
+def _load_checked(export_dir: str, info_path: str, info: dict):
+  """`load_export` after export.json has been read."""
   if info.get('format_version') != FORMAT_VERSION:
     raise ValueError(f'{info_path}: export format '
                      f'{info.get("format_version")} is not {FORMAT_VERSION}.')

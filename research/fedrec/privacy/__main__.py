@@ -21,8 +21,9 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
-from absl import app
 from absl import flags
+
+from research.fedrec.utils import cli
 
 from research.fedrec.algorithms import sampling as sampling_lib
 from research.fedrec.privacy import accounting
@@ -97,14 +98,12 @@ def run() -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.run refuses positional arguments.
   try:
     print(run())
-  except ValueError as e:
-    print(f'privacy.py: error: {e}', file=sys.stderr)
-    sys.exit(1)
+  except cli.user_errors() as e:
+    cli.fail('privacy.py', e)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, 'privacy.py')

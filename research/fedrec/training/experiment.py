@@ -20,10 +20,14 @@ The library never reads flags; `train.py` turns flags into these configs.
 """
 
 import collections
+import contextlib
 import dataclasses
 import enum
+import fcntl
 import json
+import math
 import os
+import shutil
 import time
 from typing import Any, Optional
 
@@ -84,6 +88,11 @@ class OptimizerConfig:
   server_schedule: str = 'constant'
 
   def __post_init__(self):
+    for name in ('client_learning_rate', 'server_learning_rate',
+                 'reconstruction_learning_rate'):
+      value = getattr(self, name)
+      if not (math.isfinite(value) and value > 0):
+        raise ValueError(f'--{name}={value}: expected a finite number > 0.')
     try:
       optimizers_lib.Schedule(self.server_schedule)
     except ValueError:
@@ -223,15 +232,34 @@ def _flatten(value) -> dict[str, Any]:
   return dict(tff.program.structure_utils.flatten_with_name(value))
 
 
-def check_same_settings(hparams_path: str, config: 'ExperimentConfig') -> None:
+def check_same_settings(hparams_path: str, config: 'ExperimentConfig',
+                        split: Optional[splits_lib.Split] = None) -> None:
   """Refuses to resume an output directory written with other settings.
 
   Raises:
     ValueError: naming the settings that differ (only the number of rounds and
-      the progress bar may change between a run and its resumption).
+      the progress bar may change between a run and its resumption), or the
+      data (with `split`: the corpus or split content changed), or
+      `--rounds` below the rounds already trained.
   """
   if not os.path.exists(hparams_path):
     return
+  if split is not None:
+    check_same_data(os.path.dirname(hparams_path), split)
+  trained = loop_lib.trained_rounds(
+      os.path.join(os.path.dirname(hparams_path), 'checkpoints'))
+  if trained > config.loop.total_rounds:
+    raise ValueError(
+        f'--rounds={config.loop.total_rounds} is below the {trained} rounds '
+        f'{os.path.dirname(hparams_path)} has already trained; give '
+        f'--rounds={trained} or more, or another --experiment_name.')
+  try:
+    with open(hparams_path) as f:
+      json.load(f)['config']
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f'{hparams_path}: unreadable ({e}); delete '
+                     f'{os.path.dirname(hparams_path)} or choose another '
+                     '--experiment_name.') from None
   with open(hparams_path) as f:
     recorded = json.load(f)['config']
   try:
@@ -253,6 +281,79 @@ def check_same_settings(hparams_path: str, config: 'ExperimentConfig') -> None:
         f'{os.path.dirname(hparams_path)} holds a run with other settings '
         f'({", ".join(changed)}); choose another --experiment_name or delete '
         'that directory.')
+
+
+def data_hash(split: splits_lib.Split) -> str:
+  """The content hash of the corpus and split a run trains on."""
+  return client_store.split_hash(split)
+
+
+def check_same_data(experiment_dir: str, split: splits_lib.Split) -> None:
+  """Refuses a run directory whose recorded data differs from `split`'s.
+
+  Raises:
+    ValueError: the corpus or its split changed since the run was written
+      (one line). Runs written before the hash was recorded pass.
+  """
+  path = os.path.join(experiment_dir, 'hparams.json')
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    recorded = json.load(f).get('data_hash')
+  now = data_hash(split)
+  if recorded is not None and recorded != now:
+    raise ValueError(
+        f'{experiment_dir} was trained on other data: the corpus or its split '
+        f'changed since (content hash {recorded[:12]}, now {now[:12]}); '
+        'restore the corpus it was trained on, or choose another '
+        '--experiment_name.')
+
+
+@contextlib.contextmanager
+def _run_directory(output_dir: str):
+  """Creates (if new) and locks the run directory for this process.
+
+  A second run into the same directory is refused while the first holds it.
+  A run that fails with ValueError (a user mistake, a diverged model) before
+  its first checkpoint leaves no directory it created, so that the corrected
+  command starts afresh.
+
+  Raises:
+    ValueError: another process holds the directory, or it cannot be
+      written (one line).
+  """
+  try:
+    os.makedirs(os.path.dirname(os.path.abspath(output_dir)), exist_ok=True)
+    try:
+      os.mkdir(output_dir)
+      created = True
+    except FileExistsError:
+      created = False
+    fd = os.open(output_dir, os.O_RDONLY)
+  except OSError as e:
+    raise ValueError(f'{output_dir}: cannot create the run directory '
+                     f'({e.strerror}); choose a writable --root_output_dir.'
+                     ) from None
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise ValueError(
+          f'{output_dir} is in use by another run right now; wait for it to '
+          'finish or choose another --experiment_name.') from None
+    if not os.access(output_dir, os.W_OK):
+      raise ValueError(f'{output_dir}: the run directory is not writable; '
+                       'choose another --root_output_dir.')
+    try:
+      yield
+    except ValueError as e:
+      checkpoints = os.path.join(output_dir, 'checkpoints')
+      if created and (isinstance(e, loop_lib.TrainingDiverged) or
+                      not loop_lib.trained_rounds(checkpoints)):
+        shutil.rmtree(output_dir, ignore_errors=True)
+      raise
+  finally:
+    os.close(fd)
 
 
 def _prefixed(metrics: collections.OrderedDict,
@@ -584,7 +685,7 @@ def run_experiment(config: ExperimentConfig,
     raise ValueError('The test split is empty: raise --test_fraction or '
                      '--min_ratings_per_user.')
   hparams_path = os.path.join(config.output_dir, 'hparams.json')
-  check_same_settings(hparams_path, config)
+  check_same_settings(hparams_path, config, split)
   model_config = model_config_of(config, split)
   log(f'{data.name}: {data.num_users} users, {data.num_items} items, '
       f'{len(data.ratings)} {"interactions" if data.implicit else "ratings"};'
@@ -593,6 +694,11 @@ def run_experiment(config: ExperimentConfig,
 
   results = collections.OrderedDict()
   num_training_users = int(np.unique(split.train.users).size)
+  if config.algorithm in (Algorithm.FEDRECON, Algorithm.FEDAVG):
+    # Validates the sampling settings before anything is written.
+    sampling_lib.ClientSampler(
+        [str(u) for u in np.unique(split.train.users)],
+        config.clients_per_round, config.sampling, config.seed)
   trained = None
   if config.algorithm == Algorithm.POPULARITY:
     # One round in which every training client takes part.
@@ -608,7 +714,7 @@ def run_experiment(config: ExperimentConfig,
   if needs_store:
     store_path = client_store.create_client_store(
         split, config.cache_dir or os.path.join(config.root_output_dir,
-                                                'cache'))
+                                                'cache'), log=log)
   ranking_evaluator = None
   if data.implicit:
     ranking_evaluator = RankingEvaluator(config, data, split, model_config)
@@ -616,79 +722,81 @@ def run_experiment(config: ExperimentConfig,
       if len(getattr(split, split_name).query):  # pylint: disable=g-explicit-length-test
         ranking_lib.check_task(ranking_evaluator.partition(split_name).task,
                                config.ranking)
-  with runtime.local_runtime(config.aggregation.secure_aggregation, workers):
-    # Only settings that passed every check above (and reachable workers)
-    # leave a run directory.
-    os.makedirs(config.output_dir, exist_ok=True)
-    write_json_atomically(
-        hparams_path,
-        collections.OrderedDict(flags=flag_values or {}, config=config))
-    if config.algorithm in (Algorithm.FEDRECON, Algorithm.FEDAVG):
-      federated, trained = _run_federated(config, data, split, store_path,
-                                          model_config, accountant)
-      results.update(federated)
-    if data.implicit:
-      # The floor every model must beat (with DP only when it is the run).
-      dp_noise = (accountant.noise_multiplier if accountant is not None and
-                  config.algorithm == Algorithm.POPULARITY else None)
-      counts = _run_popularity(
-          config if dp_noise is not None else dataclasses.replace(
-              config, dp=aggregation_lib.DPConfig()),
-          data, store_path, dp_noise)
-      results['popularity'] = ranking_evaluator.evaluate_popularity(
-          counts, 'test')
-  if (config.algorithm == Algorithm.CENTRALIZED or
-      (config.run_centralized_baseline and
-       config.algorithm != Algorithm.POPULARITY)):
-    log('Training the centralized baseline ...')
-    if data.implicit:
-      has_val = len(split.val.query) > 0  # pylint: disable=g-explicit-length-test
+  with contextlib.ExitStack() as run_directory:
+    with runtime.local_runtime(config.aggregation.secure_aggregation, workers):
+      # Only settings that passed every check above (and reachable workers)
+      # leave a run directory; it stays locked until the summary is written.
+      run_directory.enter_context(_run_directory(config.output_dir))
+      write_json_atomically(
+          hparams_path,
+          collections.OrderedDict(flags=flag_values or {}, config=config,
+                                  data_hash=data_hash(split)))
+      if config.algorithm in (Algorithm.FEDRECON, Algorithm.FEDAVG):
+        federated, trained = _run_federated(config, data, split, store_path,
+                                            model_config, accountant)
+        results.update(federated)
+      if data.implicit:
+        # The floor every model must beat (with DP only when it is the run).
+        dp_noise = (accountant.noise_multiplier if accountant is not None and
+                    config.algorithm == Algorithm.POPULARITY else None)
+        counts = _run_popularity(
+            config if dp_noise is not None else dataclasses.replace(
+                config, dp=aggregation_lib.DPConfig()),
+            data, store_path, dp_noise)
+        results['popularity'] = ranking_evaluator.evaluate_popularity(
+            counts, 'test')
+    if (config.algorithm == Algorithm.CENTRALIZED or
+        (config.run_centralized_baseline and
+         config.algorithm != Algorithm.POPULARITY)):
+      log('Training the centralized baseline ...')
+      if data.implicit:
+        has_val = len(split.val.query) > 0  # pylint: disable=g-explicit-length-test
 
-      def validate(model):
-        if not has_val:
-          return None
-        metrics = ranking_evaluator.evaluate_keras(model, 'val')
-        return metrics[_selection_metric(config)]
+        def validate(model):
+          if not has_val:
+            return None
+          metrics = ranking_evaluator.evaluate_keras(model, 'val')
+          return metrics[_selection_metric(config)]
 
-      model = centralized_lib.train_implicit(
-          split, data.num_users, data.num_items, model_config,
-          config.centralized, config.pipeline.num_negatives, validate)
-      results['centralized'] = ranking_evaluator.evaluate_keras(model, 'test')
-    else:
-      model = centralized_lib.train(split, data.num_users, data.num_items,
-                                    model_config, config.centralized)
-      results['centralized'] = centralized_lib.evaluate(model, split.test)
-    if config.algorithm == Algorithm.CENTRALIZED:
-      trained = model
-  if trained is not None:
-    exporting.export_model(config, data, split, trained, model_config,
-                           os.path.join(config.output_dir, EXPORT_DIRNAME))
+        model = centralized_lib.train_implicit(
+            split, data.num_users, data.num_items, model_config,
+            config.centralized, config.pipeline.num_negatives, validate)
+        results['centralized'] = ranking_evaluator.evaluate_keras(model, 'test')
+      else:
+        model = centralized_lib.train(split, data.num_users, data.num_items,
+                                      model_config, config.centralized)
+        results['centralized'] = centralized_lib.evaluate(model, split.test)
+      if config.algorithm == Algorithm.CENTRALIZED:
+        trained = model
+    if trained is not None:
+      exporting.export_model(config, data, split, trained, model_config,
+                             os.path.join(config.output_dir, EXPORT_DIRNAME))
 
-  summary = collections.OrderedDict(
-      experiment=config.experiment_name,
-      dataset=data.name,
-      algorithm=config.algorithm.value,
-      seed=config.seed,
-      num_users=data.num_users,
-      num_items=data.num_items,
-      num_ratings=len(data.ratings),
-      test_ratings=len(split.test.query),
-      feedback=config.data.feedback.value,
-      model=config.model.architecture.value,
-      test_metrics=results,
-      noise_floor_test_rmse=data.noise_floor_rmse(split.test.query),
-      privacy=_privacy_summary(config, accountant),
-      wall_seconds=time.time() - started,
-  )
-  write_json_atomically(os.path.join(config.output_dir, 'summary.json'),
-                        summary)
-  metrics_csv = os.path.join(config.output_dir, 'metrics.csv')
-  if os.path.exists(metrics_csv):
-    plots.plot_learning_curves(
-        metrics_csv, os.path.join(config.output_dir, 'learning_curves.png'),
-        reference_lines=_reference_lines(summary),
-        **(dict(curves=plots.NDCG_CURVES, ylabel='NDCG@10')
-           if data.implicit else {}))
+    summary = collections.OrderedDict(
+        experiment=config.experiment_name,
+        dataset=data.name,
+        algorithm=config.algorithm.value,
+        seed=config.seed,
+        num_users=data.num_users,
+        num_items=data.num_items,
+        num_ratings=len(data.ratings),
+        test_ratings=len(split.test.query),
+        feedback=config.data.feedback.value,
+        model=config.model.architecture.value,
+        test_metrics=results,
+        noise_floor_test_rmse=data.noise_floor_rmse(split.test.query),
+        privacy=_privacy_summary(config, accountant),
+        wall_seconds=time.time() - started,
+    )
+    write_json_atomically(os.path.join(config.output_dir, 'summary.json'),
+                          summary)
+    metrics_csv = os.path.join(config.output_dir, 'metrics.csv')
+    if os.path.exists(metrics_csv):
+      plots.plot_learning_curves(
+          metrics_csv, os.path.join(config.output_dir, 'learning_curves.png'),
+          reference_lines=_reference_lines(summary),
+          **(dict(curves=plots.NDCG_CURVES, ylabel='NDCG@10')
+             if data.implicit else {}))
   return summary
 
 

@@ -13,6 +13,8 @@ drops any rows the killed run wrote after its last checkpoint.
 import asyncio
 import collections
 import dataclasses
+import math
+import os
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -42,22 +44,74 @@ def _run(coroutine):
   return asyncio.run(coroutine)
 
 
-def load_latest(state_manager: tff.program.ProgramStateManager, structure,
-                where: str = 'checkpoints'):
-  """The latest checkpoint as `structure`, or None if there is none.
+DAMAGED_PREFIX = 'damaged_'
+
+
+class TrainingDiverged(ValueError):
+  """The training loss became non-finite, or no client update was ever used."""
+
+
+def load_latest(state_manager: tff.program.FileProgramStateManager, structure,
+                where: str = 'checkpoints', log=print,
+                set_aside_damaged: bool = False):
+  """The newest readable checkpoint as `(value, version)`, or `(None, 0)`.
+
+  A checkpoint that cannot be read (a file missing, truncated or overwritten,
+  say by a kill during its write) is skipped for the next older one, with one
+  line through `log`; with `set_aside_damaged` its folder is renamed to
+  `damaged_program_state_N`, so that training can write round N again.
 
   Raises:
-    ValueError: the checkpoint holds a different state (one line), e.g. one
-      written by an older fedrec whose server state had another aggregator.
+    ValueError: checkpoints exist but none matches the training state of
+      these settings (e.g. written by an older fedrec whose server state had
+      another aggregator), or none can be read (one line).
   """
-  try:
-    saved, _ = _run(state_manager.load_latest(structure))
-  except ValueError:
+  versions = _run(state_manager.get_versions()) or []
+  mismatched, damaged = [], []
+  for version in reversed(versions):
+    try:
+      return _run(state_manager.load(version, structure)), version
+    except ValueError:
+      mismatched.append(version)
+    except Exception as e:  # pylint: disable=broad-except
+      # TF raises OSError, OpError, IndexError, DecodeError, ... by the damage.
+      reason = ' '.join(str(e).split())[:120] or type(e).__name__
+      damaged.append(version)
+      folder = os.path.join(where, f'program_state_{version}')
+      older = [v for v in versions if v < version]
+      then = (f'trying program_state_{older[-1]}' if older else
+              'no older checkpoint')
+      if set_aside_damaged:
+        os.replace(folder, os.path.join(
+            where, f'{DAMAGED_PREFIX}program_state_{version}'))
+        log(f'{folder}: damaged checkpoint ({reason}); set aside as '
+            f'{DAMAGED_PREFIX}program_state_{version}, {then}.')
+      else:
+        log(f'{folder}: damaged checkpoint ({reason}); {then}.')
+  if mismatched:
     raise ValueError(
-        f'{where}: the latest checkpoint does not match the training state of this '
-        'version and these settings (written by an older fedrec?); delete '
-        'the run directory or choose another --experiment_name.') from None
-  return saved
+        f'{where}: the latest checkpoint does not match the training state of '
+        'this version and these settings (written by an older fedrec?); '
+        'delete the run directory or choose another --experiment_name.')
+  if damaged and not set_aside_damaged:
+    raise ValueError(f'{where}: no readable checkpoint (all '
+                     f'{len(damaged)} are damaged); rerun train.py with the '
+                     'same flags to retrain from round 0.')
+  if damaged:
+    log(f'{where}: no readable checkpoint left; training starts again from '
+        'round 0.')
+  return None, 0
+
+
+def trained_rounds(checkpoint_dir: str) -> int:
+  """The newest checkpointed round in `checkpoint_dir` (0 if none)."""
+  if not os.path.isdir(checkpoint_dir):
+    return 0
+  rounds = [int(name[len('program_state_'):])
+            for name in os.listdir(checkpoint_dir)
+            if name.startswith('program_state_') and
+            name[len('program_state_'):].isdigit()]
+  return max(rounds, default=0)
 
 
 def flatten_metrics(metrics: Any, prefix: str = '') -> collections.OrderedDict:
@@ -138,11 +192,17 @@ def run_training_loop(
   structure = collections.OrderedDict(state=initial_state, round=0)
   if accountant is not None:
     structure['privacy_rounds'] = 0
-  saved = load_latest(state_manager, structure, checkpoint_dir)
+  saved, _ = load_latest(state_manager, structure, checkpoint_dir,
+                         log=tqdm.tqdm.write, set_aside_damaged=True)
   if saved is None:
     state, start_round = initial_state, 0
   else:
     state, start_round = saved['state'], int(saved['round'])
+  if start_round > config.total_rounds:
+    raise ValueError(
+        f'--rounds={config.total_rounds} is below the {start_round} rounds '
+        f'already trained in {checkpoint_dir}; give --rounds={start_round} or '
+        'more, or another --experiment_name.')
   if accountant is not None:
     accountant.restore(0 if saved is None else int(saved['privacy_rounds']))
 
@@ -154,6 +214,7 @@ def run_training_loop(
 
   metrics = collections.OrderedDict()
   shown = collections.OrderedDict()  # Keeps the last validation RMSE shown.
+  never_used = True  # Every client update of every round so far was zeroed.
   bar = tqdm.tqdm(total=config.total_rounds, initial=start_round,
                   desc='rounds', unit='round', dynamic_ncols=True,
                   disable=not config.progress)
@@ -183,6 +244,10 @@ def run_training_loop(
           clients=len(clients), round_seconds=seconds,
           examples_per_second=examples / seconds if seconds > 0 else 0.0)
       metrics.update(_train_metrics(output))
+      never_used = never_used and _all_zeroed(metrics)
+      _check_diverged(metrics, round_num, never_used,
+                      round_num - start_round >= 3 or
+                      round_num == config.total_rounds)
       metrics.update(prepared)
       metrics.update(static_metrics or {})
       if accountant is not None:
@@ -201,6 +266,31 @@ def run_training_loop(
   finally:
     bar.close()
   return state, metrics
+
+
+def _all_zeroed(metrics: collections.OrderedDict) -> bool:
+  zeroed = [v for k, v in metrics.items() if k.endswith('zeroed_count')]
+  return bool(zeroed) and metrics['clients'] > 0 and all(
+      v >= metrics['clients'] for v in zeroed)
+
+
+def _check_diverged(metrics: collections.OrderedDict, round_num: int,
+                    never_used: bool, enough_rounds: bool) -> None:
+  """Raises `TrainingDiverged` for a non-finite loss or a run that is stuck.
+
+  Stuck: adaptive zeroing replaced every client update of every round so far
+  (for at least 3 rounds, or the whole run), so the model never changed.
+  """
+  loss = metrics.get('train/loss')
+  if loss is not None and not math.isfinite(loss):
+    raise TrainingDiverged(
+        f'round {round_num}: the training loss is {loss} (the model '
+        'diverged); lower --client_learning_rate / --server_learning_rate.')
+  if never_used and enough_rounds:
+    raise TrainingDiverged(
+        f'round {round_num}: every client update of every round so far was '
+        'zeroed as too large or non-finite, so the model never changed; '
+        'lower --client_learning_rate / --server_learning_rate.')
 
 
 def _postfix(metrics: collections.OrderedDict) -> collections.OrderedDict:

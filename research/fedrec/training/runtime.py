@@ -44,6 +44,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from typing import Optional
@@ -102,13 +103,49 @@ def worker_binary_path() -> str:
   return os.path.join(os.path.dirname(tff.__file__), 'data', 'worker_binary')
 
 
+_GUARD_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           'worker_guard.py')
+
+
+def guarded_command(args: list[str]) -> list[str]:
+  """`args` (a worker_binary command) run through `worker_guard.py`.
+
+  The guard kills the worker as soon as this process is gone, however it
+  ended (SIGKILL included), so no worker is ever left behind.
+  """
+  return [sys.executable, _GUARD_PATH, str(os.getpid())] + list(args)
+
+
+class _GuardedPopen(subprocess.Popen):
+  """`subprocess.Popen` that starts a worker_binary through its guard."""
+
+  def __init__(self, args, *popen_args, **kwargs):
+    if args and os.path.basename(str(args[0])) == 'worker_binary':
+      args = guarded_command(args)
+    super().__init__(args, *popen_args, **kwargs)
+
+
+class _GuardedSubprocess:
+  """`subprocess` as TFF's executor factory sees it: workers get a guard."""
+
+  Popen = _GuardedPopen
+
+  def __getattr__(self, name):
+    return getattr(subprocess, name)
+
+
+# TFF's local C++ context starts its worker with `subprocess.Popen` from this
+# module; every worker it starts is guarded.
+executor_factory.subprocess = _GuardedSubprocess()
+
+
 def _start_local_workers(count: int) -> list[str]:
   """Starts `count` worker_binary processes on loopback; their addresses."""
   addresses = []
   for _ in range(count):
     port = portpicker.pick_unused_port()
     _started_workers.append(subprocess.Popen(
-        [worker_binary_path(), f'--port={port}']))
+        guarded_command([worker_binary_path(), f'--port={port}'])))
     addresses.append(f'localhost:{port}')
   return addresses
 
@@ -191,10 +228,12 @@ def start(secure_aggregation: bool = False,
 
 
 def _worker_children() -> list[psutil.Process]:
+  """This process's workers and their guards (children and grandchildren)."""
   workers = []
-  for child in psutil.Process().children():
+  for child in psutil.Process().children(recursive=True):
     try:
-      if 'worker_binary' in ' '.join(child.cmdline()[:1]):
+      command = ' '.join(child.cmdline()[:3])
+      if 'worker_binary' in command or 'worker_guard.py' in command:
         workers.append(child)
     except psutil.Error:
       continue

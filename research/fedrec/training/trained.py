@@ -14,6 +14,7 @@ the same evaluation as train.py.
 import collections
 import dataclasses
 import os
+import sys
 from typing import Any, Optional
 
 import numpy as np
@@ -29,6 +30,10 @@ from research.fedrec.inference import reconstruction
 from research.fedrec.training import experiment as experiment_lib
 from research.fedrec.training import exporting
 from research.fedrec.training import loop as loop_lib
+
+
+def _log(message: str) -> None:
+  print(message, file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass
@@ -62,8 +67,10 @@ def load_run(experiment_dir: str) -> TrainedRun:
   split = splits_lib.split(data.ratings, config.split)
   model_config = experiment_lib.model_config_of(config, split)
   checkpoints = os.path.join(experiment_dir, 'checkpoints')
+  experiment_lib.check_same_data(experiment_dir, split)
   store_path = client_store.create_client_store(
-      split, config.cache_dir or os.path.join(config.root_output_dir, 'cache'))
+      split, config.cache_dir or os.path.join(config.root_output_dir, 'cache'),
+      log=_log)
   accountant = experiment_lib.resolve_privacy(
       config, int(np.unique(split.train.users).size), log=lambda _: None)
   process = experiment_lib.build_process(
@@ -73,7 +80,7 @@ def load_run(experiment_dir: str) -> TrainedRun:
   if accountant is not None:
     structure['privacy_rounds'] = 0
   manager = tff.program.FileProgramStateManager(checkpoints)
-  saved = loop_lib.load_latest(manager, structure, checkpoints)
+  saved, _ = loop_lib.load_latest(manager, structure, checkpoints, log=_log)
   if saved is None:
     raise ValueError(f'{checkpoints}: no checkpoint; the run has not finished '
                      'a checkpointed round yet.')

@@ -11,6 +11,7 @@ import collections
 import dataclasses
 import enum
 import json
+import math
 import os
 import tempfile
 import types
@@ -21,7 +22,7 @@ import numpy as np
 
 
 def to_jsonable(value: Any) -> Any:
-  """Dataclasses / enums / tuples -> plain JSON values."""
+  """Dataclasses / enums / tuples -> plain JSON values (NaN / inf -> None)."""
   if dataclasses.is_dataclass(value):
     return collections.OrderedDict(
         (f.name, to_jsonable(getattr(value, f.name)))
@@ -33,7 +34,9 @@ def to_jsonable(value: Any) -> Any:
   if isinstance(value, dict):
     return collections.OrderedDict((k, to_jsonable(v)) for k, v in value.items())
   if isinstance(value, (np.floating, np.integer)):
-    return value.item()
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return None  # JSON has no NaN or infinity: null.
   return value
 
 
@@ -77,4 +80,4 @@ def write_text_atomically(path: str, text: str) -> None:
 
 def write_json_atomically(path: str, value: Any) -> None:
   """Writes `value` as indented JSON, atomically."""
-  write_text_atomically(path, json.dumps(to_jsonable(value), indent=2) + '\n')
+  write_text_atomically(path, json.dumps(to_jsonable(value), indent=2, allow_nan=False) + '\n')
