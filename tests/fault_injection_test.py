@@ -261,6 +261,15 @@ class RunDirectoryTest(absltest.TestCase):
 class ReaderTest(parameterized.TestCase):
   """Cases 6 and 11: malformed lines are one error naming file:line."""
 
+  def _assert_error(self, filename, text, line, message, read):
+    """`read(path)` of `text` raises `<path>:<line>: <message>`."""
+    path = os.path.join(self.create_tempdir().full_path, filename)
+    with open(path, 'w', encoding='latin-1') as f:
+      f.write(text)
+    with self.assertRaisesRegex(
+        ratings.DataError, f'^{re.escape(path)}:{line}: {re.escape(message)}'):
+      read(path)
+
   @parameterized.named_parameters(
       ('id_beyond_int64', '1\t2\t3\t4\n99999999999999999999\t2\t3\t4\n', 2,
        'field 1 is not an integer below 10^18'),
@@ -274,31 +283,21 @@ class ReaderTest(parameterized.TestCase):
       ('binary_file', '1\t2\t3\t4\n\x00\x01\x02', 2, 'not a text file'),
   )
   def test_u_data(self, text, line, message):
-    folder = self.create_tempdir().full_path
-    path = os.path.join(folder, 'u.data')
-    with open(path, 'w', encoding='latin-1') as f:
-      f.write(text)
-    with self.assertRaisesRegex(
-        ratings.DataError, f'^{re.escape(path)}:{line}: {re.escape(message)}'):
-      movielens.read_movielens('ml-100k', folder)
+    self._assert_error(
+        'u.data', text, line, message,
+        lambda path: movielens.read_movielens('ml-100k', os.path.dirname(path)))
 
   def test_wrong_separator_in_a_double_colon_file(self):
-    folder = self.create_tempdir().full_path
-    path = os.path.join(folder, 'ratings.dat')
-    with open(path, 'w') as f:
-      f.write('1::2::3::4\n1,3,3,4\n')
-    with self.assertRaisesRegex(ratings.DataError, f"^{path}:2: expected 4 "
-                                "fields separated by '::', found 1"):
-      movielens.read_movielens('ml-1m', folder)
+    self._assert_error(
+        'ratings.dat', '1::2::3::4\n1,3,3,4\n', 2,
+        "expected 4 fields separated by '::', found 1",
+        lambda path: movielens.read_movielens('ml-1m', os.path.dirname(path)))
 
   def test_duplicates_error_applies_to_movielens(self):
-    folder = self.create_tempdir().full_path
-    path = os.path.join(folder, 'u.data')
-    with open(path, 'w') as f:
-      f.write('1\t2\t3\t4\n1\t2\t4\t5\n')
-    with self.assertRaisesRegex(ratings.DataError, f'^{path}:2: duplicate'):
-      movielens.read_movielens('ml-100k', folder,
-                               ratings.DuplicatePolicy.ERROR)
+    self._assert_error(
+        'u.data', '1\t2\t3\t4\n1\t2\t4\t5\n', 2, 'duplicate rating',
+        lambda path: movielens.read_movielens(
+            'ml-100k', os.path.dirname(path), ratings.DuplicatePolicy.ERROR))
 
   @parameterized.named_parameters(
       ('malformed_first_line', '1,2,x\n1,3,4\n', 1,
@@ -308,12 +307,9 @@ class ReaderTest(parameterized.TestCase):
       ('extra_field', 'a,b,4\na,c,3,1,9\n', 2, 'expected 3 fields'),
   )
   def test_csv(self, text, line, message):
-    path = os.path.join(self.create_tempdir().full_path, 'ratings.csv')
-    with open(path, 'w') as f:
-      f.write(text)
-    with self.assertRaisesRegex(
-        ratings.DataError, f'^{re.escape(path)}:{line}: {re.escape(message)}'):
-      movielens.read_csv(path, ratings.STARS_1_TO_5)
+    self._assert_error(
+        'ratings.csv', text, line, message,
+        lambda path: movielens.read_csv(path, ratings.STARS_1_TO_5))
 
   def test_bom_is_dropped_not_a_user(self):
     path = os.path.join(self.create_tempdir().full_path, 'ratings.csv')

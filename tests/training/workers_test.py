@@ -98,14 +98,14 @@ class WorkersTest(absltest.TestCase):
 
   def test_workers_by_address_give_the_one_worker_result(self):
     ports = [portpicker.pick_unused_port() for _ in range(2)]
-    servers = [subprocess.Popen([runtime.worker_binary_path(), f'--port={p}'])
-               for p in ports]
+    servers = [subprocess.Popen(runtime.guarded_command(
+        [runtime.worker_binary_path(), f'--port={p}'])) for p in ports]
     try:
       result = _round(self.store, runtime.Workers(
           addresses=tuple(f'localhost:{p}' for p in ports)))
     finally:
       for server in servers:
-        server.kill()
+        server.terminate()  # The guard passes it on to its worker.
         server.wait()
     self._assert_same_as_one_worker(result)
 

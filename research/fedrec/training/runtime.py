@@ -227,13 +227,18 @@ def start(secure_aggregation: bool = False,
   tff.backends.native.set_mergeable_comp_execution_context(contexts)
 
 
-def _worker_children() -> list[psutil.Process]:
-  """This process's workers and their guards (children and grandchildren)."""
+def _worker_children(include_guards: bool = False) -> list[psutil.Process]:
+  """This process's TFF workers (children or, under a guard, grandchildren).
+
+  With `include_guards`, their `worker_guard.py` processes too.
+  """
   workers = []
   for child in psutil.Process().children(recursive=True):
     try:
-      command = ' '.join(child.cmdline()[:3])
-      if 'worker_binary' in command or 'worker_guard.py' in command:
+      command = child.cmdline()[:2]
+      if (os.path.basename(command[0]) == 'worker_binary' or
+          (include_guards and any(c.endswith('worker_guard.py')
+                                  for c in command))):
         workers.append(child)
     except psutil.Error:
       continue
@@ -252,7 +257,7 @@ def _stop_workers() -> None:
 
   Leaves them as zombies for TFF's own `Popen.wait` to reap.
   """
-  workers = _worker_children()
+  workers = _worker_children(include_guards=True)
   for signum in (signal.SIGINT, signal.SIGKILL):
     for worker in workers:
       with contextlib.suppress(psutil.Error):
@@ -308,3 +313,10 @@ def local_runtime(secure_aggregation: bool = False,
     yield
   finally:
     shutdown()
+
+
+# TFF installs a local C++ context when it is imported. Releasing it at exit,
+# while every module is still intact, lets its `__del__` run cleanly (during
+# interpreter teardown it would print "Exception ignored ... 'NoneType' object
+# has no attribute 'Popen'") and stops any worker still running.
+atexit.register(shutdown)
