@@ -362,6 +362,25 @@ class BinariesTest(absltest.TestCase):
       (line,) = result.stderr.strip().splitlines()
       self.assertStartsWith(line, message)
 
+  def test_train_flag_mistakes_come_before_tensorflow(self):
+    # A `tensorflow` that cannot be imported, first on the path: train.py
+    # must report the bad flag without reaching for it.
+    fake = self.create_tempdir().full_path
+    os.makedirs(os.path.join(fake, 'tensorflow'))
+    with open(os.path.join(fake, 'tensorflow', '__init__.py'), 'w') as f:
+      f.write('raise ImportError("tensorflow imported")\n')
+    for args, message in (
+        (['--bogus'], "train.py: error: Unknown command line flag 'bogus'"),
+        (['--client_learning_rate=inf'], 'train.py: error: '
+         '--client_learning_rate=inf: expected a finite number.')):
+      result = subprocess.run(
+          [sys.executable, '-m', 'research.fedrec.train', *args],
+          capture_output=True, text=True, cwd=binaries.REPO_ROOT,
+          env=dict(os.environ, PYTHONPATH=os.pathsep.join([fake] + sys.path)),
+          check=False, timeout=60)
+      self.assertEqual(result.returncode, 1, args)
+      self.assertEqual(result.stderr.strip().splitlines(), [message])
+
   def test_nan_flag_is_one_line(self):
     root = self.create_tempdir().full_path
     result = binaries.run_binary('train', *_SMALL_FLAGS,

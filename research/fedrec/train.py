@@ -34,8 +34,7 @@ from research.fedrec.data import corpus
 from research.fedrec.data import ratings
 from research.fedrec.data import splits
 from research.fedrec.data import synthetic
-from research.fedrec.privacy import accounting
-from research.fedrec.privacy import aggregation
+from research.fedrec.privacy import settings as privacy_settings
 
 _OPTIMIZERS = [o.value for o in optimizers.OptimizerName]
 # Local optimizers when their flags are not given, by feedback.
@@ -159,7 +158,7 @@ _CLIENTS_PER_ROUND = flags.DEFINE_integer(
     'sampling: the expected number).', lower_bound=1)
 # Differential privacy, secure aggregation, compression.
 _DP = flags.DEFINE_enum_class(
-    'dp', aggregation.Mechanism.NONE, aggregation.Mechanism,
+    'dp', privacy_settings.Mechanism.NONE, privacy_settings.Mechanism,
     'User-level DP: "fixed" (Gaussian mechanism, fixed L2 clip of each '
     'client\'s update; DP-FedAvg) or "adaptive" (adaptive clipping, Andrew et '
     'al. 2021). Forces uniform client weighting.')
@@ -173,16 +172,16 @@ _TARGET_DELTA = flags.DEFINE_float(
     'target_delta', None, 'delta of the guarantee (default 1 / '
     'number_of_training_users^1.1).')
 _DP_CLIP = flags.DEFINE_float(
-    'dp_clip', aggregation.DPConfig.clip, 'L2 clip of a client update (the '
+    'dp_clip', privacy_settings.DPConfig.clip, 'L2 clip of a client update (the '
     'initial clip under --dp=adaptive).')
 _DP_QUANTILE = flags.DEFINE_float(
-    'dp_target_quantile', aggregation.DPConfig.target_quantile,
+    'dp_target_quantile', privacy_settings.DPConfig.target_quantile,
     'Adaptive clipping: the fraction of updates left unclipped.')
 _DP_CLIP_LR = flags.DEFINE_float(
-    'dp_clip_learning_rate', aggregation.DPConfig.clip_learning_rate,
+    'dp_clip_learning_rate', privacy_settings.DPConfig.clip_learning_rate,
     'Adaptive clipping: learning rate of the (geometric) clip update.')
 _ACCOUNTANT = flags.DEFINE_enum_class(
-    'accountant', accounting.AccountantKind.RDP, accounting.AccountantKind,
+    'accountant', privacy_settings.AccountantKind.RDP, privacy_settings.AccountantKind,
     'Privacy accountant: rdp, or pld (Poisson sampling only).')
 _STOP_AT_EPSILON = flags.DEFINE_float(
     'stop_at_epsilon', None, 'End training before a round that would take '
@@ -192,7 +191,7 @@ _SECURE_AGGREGATION = flags.DEFINE_bool(
     'aggregation (bounded integer sums; with --dp=fixed the noise is added to '
     'the securely summed clipped updates).')
 _COMPRESSION = flags.DEFINE_enum_class(
-    'compression', aggregation.Compression.NONE, aggregation.Compression,
+    'compression', privacy_settings.Compression.NONE, privacy_settings.Compression,
     'Update compression: "quantize" (uniform quantization of large tensors, '
     'TFF\'s EncodedSumFactory).')
 _QUANTIZATION_BITS = flags.DEFINE_integer(
@@ -417,14 +416,14 @@ def build_config():
       clients_per_round=_CLIENTS_PER_ROUND.value,
       sampling=_CLIENT_SAMPLING.value,
       uniform_weighting=_UNIFORM_WEIGHTING.value,
-      dp=aggregation.DPConfig(
+      dp=privacy_settings.DPConfig(
           mechanism=_DP.value, noise_multiplier=_DP_NOISE.value,
           target_epsilon=_TARGET_EPSILON.value,
           target_delta=_TARGET_DELTA.value, clip=_DP_CLIP.value,
           target_quantile=_DP_QUANTILE.value,
           clip_learning_rate=_DP_CLIP_LR.value, accountant=_ACCOUNTANT.value,
           stop_at_epsilon=_STOP_AT_EPSILON.value),
-      aggregation=aggregation.AggregationConfig(
+      aggregation=privacy_settings.AggregationConfig(
           secure_aggregation=_SECURE_AGGREGATION.value,
           compression=_COMPRESSION.value,
           quantization_bits=_QUANTIZATION_BITS.value, zeroing=_ZEROING.value),

@@ -7,8 +7,6 @@ the server state), so a checkpointed run resumes with its optimizer state.
 import enum
 import math
 
-import tensorflow_federated as tff
-
 
 class OptimizerName(enum.Enum):
   SGD = 'sgd'
@@ -22,7 +20,7 @@ MOMENTUM = 0.9
 
 
 def create_optimizer(name: OptimizerName | str,
-                     learning_rate: float) -> tff.learning.optimizers.Optimizer:
+                     learning_rate: float) -> 'tff.learning.optimizers.Optimizer':
   """Returns the named TFF optimizer with `learning_rate`.
 
   `sgdm` uses momentum 0.9; `adam` and `yogi` their published defaults.
@@ -30,6 +28,9 @@ def create_optimizer(name: OptimizerName | str,
   Raises:
     ValueError: unknown name or a non-positive learning rate.
   """
+  # Imported here: the binaries read this module's enums for their flags
+  # before they pay for importing TFF.
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   name = OptimizerName(name)
   if learning_rate <= 0:
     raise ValueError(f'learning rate of {name.value} must be > 0, got '

@@ -106,4 +106,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run(main, 'privacy.py')
+  cli.run(main, 'privacy.py', preload='')

@@ -23,18 +23,16 @@ run relies on.
 """
 
 import dataclasses
-import enum
 import math
 from typing import Optional
 
 import dp_accounting
 
 from research.fedrec.algorithms import sampling as sampling_lib
+from research.fedrec.privacy import settings
 
 
-class AccountantKind(enum.Enum):
-  RDP = 'rdp'
-  PLD = 'pld'
+AccountantKind = settings.AccountantKind
 
 
 # RDP orders: dp_accounting's default set extended to large orders, which

@@ -17,6 +17,7 @@ Standard library and absl only.
 """
 
 import atexit
+import importlib
 import math
 import os
 import signal
@@ -43,7 +44,7 @@ def check_finite_floats() -> None:
       raise ValueError(f'--{name}={flag.value}: expected a finite number.')
 
 
-def _flags_parser(binary: str):
+def _flags_parser(binary: str, preload: str):
   def parse(argv):
     try:
       rest = flags.FLAGS(argv)
@@ -56,6 +57,12 @@ def _flags_parser(binary: str):
       check_finite_floats()
     except ValueError as e:
       fail(binary, e)
+    if preload:
+      # The flags are sound: now the heavy import. TensorFlow must be first
+      # imported here, before `main`: imported inside absl's `main` call,
+      # Keras later builds models with graph tensors ("'SymbolicTensor'
+      # object has no attribute 'node'"), verified on TF 2.14 / Keras 2.14.
+      importlib.import_module(preload)
     return rest
   return parse
 
@@ -86,11 +93,16 @@ def user_errors() -> tuple[type[BaseException], ...]:
   return errors
 
 
-def run(main: Callable[[list[str]], None], binary: str) -> None:
-  """`app.run(main)` with this module's flag parsing and signal handling."""
+def run(main: Callable[[list[str]], None], binary: str,
+        preload: str = 'tensorflow') -> None:
+  """`app.run(main)` with this module's flag parsing and signal handling.
+
+  `preload` is imported once the flags have parsed and passed their checks
+  (empty: nothing), so a flag mistake is reported before that cost.
+  """
   install_signal_handlers()
   try:
-    app.run(main, flags_parser=_flags_parser(binary))
+    app.run(main, flags_parser=_flags_parser(binary, preload))
   except SystemExit:
     if not _received:
       raise
