@@ -170,7 +170,7 @@ def _field_problem(line: str, separator: str, kinds: tuple[str, ...],
 
 
 def _check_lines(text: str, path: str, separator: str, kinds: tuple[str, ...],
-                 skip: int, optional_last: bool = False):
+                 skip: int):
   """Rejects the first line that is not exactly `kinds` fields.
 
   Blank lines are allowed (and skipped); nothing is a comment.
@@ -181,12 +181,7 @@ def _check_lines(text: str, path: str, separator: str, kinds: tuple[str, ...],
   Raises:
     DataError: naming the file, the line and what is wrong with it.
   """
-  sep = re.escape(separator)
-  full = sep.join(kinds)
-  alternatives = [full]
-  if optional_last:
-    alternatives.append(sep.join(kinds[:-1]))
-  valid = '|'.join(f'(?:{a})' for a in alternatives)
+  valid = re.escape(separator).join(kinds)
   body_start = 0
   for _ in range(skip):
     body_start = text.find('\n', body_start) + 1 or len(text)
@@ -194,9 +189,8 @@ def _check_lines(text: str, path: str, separator: str, kinds: tuple[str, ...],
   match = bad.search(text, body_start)
   if match is not None:
     number = text.count('\n', 0, match.start()) + 1
-    counts = (len(kinds) - 1, len(kinds)) if optional_last else (len(kinds),)
-    raise DataError(f'{path}:{number}: '
-                    f'{_field_problem(match.group(0), separator, kinds, counts)}.')
+    problem = _field_problem(match.group(0), separator, kinds, (len(kinds),))
+    raise DataError(f'{path}:{number}: {problem}.')
   blank_lines = [text.count('\n', 0, m.start()) + 1
                  for m in re.compile(rf'^{_BLANK}$', re.M).finditer(
                      text, body_start)]

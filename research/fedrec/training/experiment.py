@@ -253,15 +253,7 @@ def check_same_settings(hparams_path: str, config: 'ExperimentConfig',
         f'--rounds={config.loop.total_rounds} is below the {trained} rounds '
         f'{os.path.dirname(hparams_path)} has already trained; give '
         f'--rounds={trained} or more, or another --experiment_name.')
-  try:
-    with open(hparams_path) as f:
-      json.load(f)['config']
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f'{hparams_path}: unreadable ({e}); delete '
-                     f'{os.path.dirname(hparams_path)} or choose another '
-                     '--experiment_name.') from None
-  with open(hparams_path) as f:
-    recorded = json.load(f)['config']
+  recorded = _read_hparams(hparams_path)['config']
   try:
     # Settings added since the run was written take their defaults, which is
     # what that run used.
@@ -283,6 +275,23 @@ def check_same_settings(hparams_path: str, config: 'ExperimentConfig',
         'that directory.')
 
 
+def _read_hparams(path: str) -> dict[str, Any]:
+  """A run's hparams.json.
+
+  Raises:
+    ValueError: unreadable or not written by train.py (one line).
+  """
+  try:
+    with open(path) as f:
+      hparams = json.load(f)
+    hparams['config']  # pylint: disable=pointless-statement
+    return hparams
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f'{path}: unreadable ({e}); delete '
+                     f'{os.path.dirname(path)} or choose another '
+                     '--experiment_name.') from None
+
+
 def data_hash(split: splits_lib.Split) -> str:
   """The content hash of the corpus and split a run trains on."""
   return client_store.split_hash(split)
@@ -298,8 +307,7 @@ def check_same_data(experiment_dir: str, split: splits_lib.Split) -> None:
   path = os.path.join(experiment_dir, 'hparams.json')
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    recorded = json.load(f).get('data_hash')
+  recorded = _read_hparams(path).get('data_hash')
   now = data_hash(split)
   if recorded is not None and recorded != now:
     raise ValueError(
@@ -693,12 +701,13 @@ def run_experiment(config: ExperimentConfig,
       f'{len(split.val.query)} val, {len(split.test.query)} test.')
 
   results = collections.OrderedDict()
-  num_training_users = int(np.unique(split.train.users).size)
+  training_users = np.unique(split.train.users)
+  num_training_users = int(training_users.size)
   if config.algorithm in (Algorithm.FEDRECON, Algorithm.FEDAVG):
     # Validates the sampling settings before anything is written.
-    sampling_lib.ClientSampler(
-        [str(u) for u in np.unique(split.train.users)],
-        config.clients_per_round, config.sampling, config.seed)
+    sampling_lib.ClientSampler(training_users.astype(str).tolist(),
+                               config.clients_per_round, config.sampling,
+                               config.seed)
   trained = None
   if config.algorithm == Algorithm.POPULARITY:
     # One round in which every training client takes part.

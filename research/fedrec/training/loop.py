@@ -15,6 +15,7 @@ import collections
 import dataclasses
 import math
 import os
+import shutil
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -82,8 +83,9 @@ def load_latest(state_manager: tff.program.FileProgramStateManager, structure,
       then = (f'trying program_state_{older[-1]}' if older else
               'no older checkpoint')
       if set_aside_damaged:
-        os.replace(folder, os.path.join(
-            where, f'{DAMAGED_PREFIX}program_state_{version}'))
+        aside = os.path.join(where, f'{DAMAGED_PREFIX}program_state_{version}')
+        shutil.rmtree(aside, ignore_errors=True)  # Damaged once before.
+        os.replace(folder, aside)
         log(f'{folder}: damaged checkpoint ({reason}); set aside as '
             f'{DAMAGED_PREFIX}program_state_{version}, {then}.')
       else:
@@ -198,11 +200,6 @@ def run_training_loop(
     state, start_round = initial_state, 0
   else:
     state, start_round = saved['state'], int(saved['round'])
-  if start_round > config.total_rounds:
-    raise ValueError(
-        f'--rounds={config.total_rounds} is below the {start_round} rounds '
-        f'already trained in {checkpoint_dir}; give --rounds={start_round} or '
-        'more, or another --experiment_name.')
   if accountant is not None:
     accountant.restore(0 if saved is None else int(saved['privacy_rounds']))
 
