@@ -1,6 +1,9 @@
 # fedrec: the two commands of README.md.
 #   make run    set up, then train FedRecon on the built-in synthetic corpus
-#   make test   set up, then run the whole test suite with pytest
+#   make test   set up, then run the whole test suite with pytest, on as
+#               many pytest-xdist workers as the machine has cores
+#   make test-fast  the tests not marked slow (no TFF process, binary or
+#               multi-round training): minutes, for while you work
 # Set-up creates .venv/ in the repo and installs the pinned requirements once;
 # it reinstalls only when requirements.txt changes.
 
@@ -14,7 +17,7 @@ ARGS ?=
 # Bazel targets CI builds and tests (a small set, so BUILD files cannot rot).
 BAZEL_TARGETS ?= //tests:build_files_test //tests/data:ratings_test //tests/data:splits_test //tests/models:mf_test //tests/algorithms:fed_recon_test //tests/inference:reconstruction_test //tests/inference:recommender_test //tests/evaluation:ranking_test
 
-.PHONY: setup run test bazel-test clean
+.PHONY: setup run test test-fast bazel-test clean
 
 setup: $(STAMP) .bazelrc.venv
 
@@ -33,8 +36,13 @@ $(STAMP): requirements.txt
 run: setup
 	$(VENV_PYTHON) -m research.fedrec.train $(ARGS)
 
+# Whole test classes go to one worker (--dist loadscope), so a class's
+# shared trained run is built once.
 test: setup
-	$(VENV_PYTHON) -m pytest tests -q -p no:cacheprovider -W ignore::DeprecationWarning
+	$(VENV_PYTHON) -m pytest tests -q -p no:cacheprovider -W ignore::DeprecationWarning -n auto --dist loadscope
+
+test-fast: setup
+	$(VENV_PYTHON) -m pytest tests -q -p no:cacheprovider -W ignore::DeprecationWarning -m "not slow"
 
 bazel-test: setup
 	bazel test $(BAZEL_TARGETS)

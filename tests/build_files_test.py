@@ -8,10 +8,13 @@ from absl.testing import absltest
 
 # realpath: under Bazel, follow the runfiles symlink back to the source tree.
 _ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+# A test module marks slow tests with the decorator or a module `pytestmark`.
+_SLOW = re.compile(
+    r'^ *(@pytest\.mark\.slow|pytestmark = pytest\.mark\.slow)$', re.MULTILINE)
 
 
-def _targets(build_file, rule):
-  """(name, srcs) of every `rule(...)` in a BUILD file."""
+def _target_args(build_file, rule):
+  """name -> {srcs, size} of every `rule(...)` in a BUILD file."""
   with open(build_file) as f:
     tree = ast.parse(f.read())
   found = {}
@@ -19,9 +22,15 @@ def _targets(build_file, rule):
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and
         node.func.id == rule):
       args = {k.arg: ast.literal_eval(k.value) for k in node.keywords
-              if k.arg in ('name', 'srcs')}
-      found[args['name']] = args.get('srcs', [])
+              if k.arg in ('name', 'srcs', 'size')}
+      found[args.pop('name')] = args
   return found
+
+
+def _targets(build_file, rule):
+  """(name, srcs) of every `rule(...)` in a BUILD file."""
+  return {name: args.get('srcs', [])
+          for name, args in _target_args(build_file, rule).items()}
 
 
 def _python_files(top, pattern):
@@ -53,6 +62,21 @@ class BuildFilesTest(absltest.TestCase):
   def test_every_library_module_has_a_target(self):
     self._assert_covered('research/fedrec', r'(?!__init__).+\.py',
                          ['py_library', 'py_binary'])
+
+  def test_bazel_sizes_mirror_the_slow_marker(self):
+    # `bazel test --test_size_filters=small //tests/...` is the fast subset:
+    # a module with any test marked slow is medium or large, the others
+    # small.
+    wrong = []
+    for build in _python_files('tests', 'BUILD'):
+      for name, args in _target_args(build, 'py_test').items():
+        (src,) = args['srcs']
+        with open(os.path.join(os.path.dirname(build), src)) as f:
+          slow = bool(_SLOW.search(f.read()))
+        if (args.get('size') == 'small') == slow:
+          wrong.append(f'{os.path.relpath(build, _ROOT)}:{name} '
+                       f'size={args.get("size")} slow={slow}')
+    self.assertEmpty(wrong)
 
   def test_test_helpers_have_a_py_library(self):
     self._assert_covered('tests', r'(?!__init__|conftest)(?!.*_test\.py).+\.py',

@@ -6,8 +6,11 @@ from absl import flags
 
 
 def pytest_configure(config):
-  """absltest helpers (create_tempdir, flagsaver) need parsed absl flags."""
-  del config
+  """Registers the `slow` marker; absltest helpers need parsed absl flags."""
+  config.addinivalue_line(
+      'markers', 'slow: runs a TFF learning process, a binary or a '
+      'multi-round training (deselect with -m "not slow", as make test-fast '
+      'does)')
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 

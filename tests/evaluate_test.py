@@ -7,6 +7,7 @@ import shutil
 import tempfile
 
 from absl.testing import absltest
+import pytest
 
 from research.fedrec.data import corpus
 from research.fedrec.data import synthetic
@@ -14,6 +15,9 @@ from research.fedrec.training import experiment
 from research.fedrec.training import loop
 from research.fedrec.training import runtime
 from tests import binaries
+
+# Every test here runs a TFF process, a binary or a training run.
+pytestmark = pytest.mark.slow
 
 
 def _run_binary(*args):

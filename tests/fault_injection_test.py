@@ -21,6 +21,7 @@ import time
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
+import pytest
 
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus
@@ -36,6 +37,9 @@ from research.fedrec.training import runtime
 from research.fedrec.training import trained
 from research.fedrec.utils import json_io
 from tests import binaries
+
+# Every test here runs a TFF process, a binary or a training run.
+pytestmark = pytest.mark.slow
 
 _DATA = corpus.DataConfig(synthetic_config=synthetic.SyntheticConfig(
     num_users=30, num_items=40, num_ratings=900, min_ratings_per_user=20))
@@ -180,6 +184,36 @@ class ChangedDataTest(parameterized.TestCase):
       _load_run(os.path.join(root, 'run'))
     # The next correct command: a new run on the new data.
     experiment.run_experiment(_config(root, 'new', data=data), log=_quiet)
+
+
+  def test_recommend_refuses_a_renamed_item(self):
+    # Same numbers of users and items, one item renamed (5 -> 31): the dense
+    # indices behind the export shift, so every recommendation would be
+    # wrong. recommend.py compares the corpus content hash and refuses.
+    root = self.create_tempdir().full_path
+    path = os.path.join(root, 'ratings.csv')
+    rng = np.random.default_rng(0)
+    rows = [(u, i, int(rng.integers(1, 6)), u * 100 + i)
+            for u in range(12) for i in range(10) if (u + i) % 3]
+    self._write(path, rows)
+    config = _config(root, 'run', data=corpus.DataConfig(
+        dataset=corpus.CSV, data_dir=path))
+    experiment.run_experiment(config, log=_quiet)
+    run = f'--experiment_dir={os.path.join(root, "run")}'
+    self._write(path, [(u, 31 if i == 5 else i, r, t) for u, i, r, t in rows])
+    result = binaries.run_binary('recommend', run, '--user_id=1')
+    self.assertEqual(result.returncode, 1)
+    self.assertEqual(result.stderr.strip().splitlines(), [
+        f'recommend.py: error: The corpus in {path} changed since the model '
+        'was exported: restore the corpus it was trained on, or retrain.'])
+    self._write(path, rows)  # Restored: the same command works.
+    result = binaries.run_binary('recommend', run, '--user_id=1',
+                                 '--format=json')
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    rated = {i for u, i, _, _ in rows if u == 1}
+    recommended = {r['item'] for r in
+                   json.loads(result.stdout)['recommendations']}
+    self.assertEmpty(rated & recommended)
 
 
 class RunDirectoryTest(absltest.TestCase):
@@ -343,7 +377,7 @@ class ExportTest(parameterized.TestCase):
       export_lib.load_export(export_dir)
 
 
-class BinariesTest(absltest.TestCase):
+class BinariesTest(parameterized.TestCase):
   """Cases 9, 10 and 12: exit codes, signals and processes of the binaries."""
 
   def test_flag_mistakes_are_one_line(self):
@@ -362,23 +396,25 @@ class BinariesTest(absltest.TestCase):
       (line,) = result.stderr.strip().splitlines()
       self.assertStartsWith(line, message)
 
-  def test_train_flag_mistakes_come_before_tensorflow(self):
-    # A `tensorflow` that cannot be imported, first on the path: train.py
-    # must report the bad flag without reaching for it.
+  def test_flag_mistakes_come_before_tensorflow(self):
+    # A `tensorflow` that cannot be imported, first on the path: no binary
+    # may reach for it before it has reported the bad flag.
     fake = self.create_tempdir().full_path
     os.makedirs(os.path.join(fake, 'tensorflow'))
     with open(os.path.join(fake, 'tensorflow', '__init__.py'), 'w') as f:
       f.write('raise ImportError("tensorflow imported")\n')
-    for args, message in (
-        (['--bogus'], "train.py: error: Unknown command line flag 'bogus'"),
-        (['--client_learning_rate=inf'], 'train.py: error: '
-         '--client_learning_rate=inf: expected a finite number.')):
+    cases = [('train', ['--client_learning_rate=inf'], 'train.py: error: '
+              '--client_learning_rate=inf: expected a finite number.')]
+    for binary in ('train', 'evaluate', 'recommend', 'benchmark', 'reproduce'):
+      cases.append((binary, ['--bogus'], f'{binary}.py: error: Unknown '
+                    "command line flag 'bogus'"))
+    for binary, args, message in cases:
       result = subprocess.run(
-          [sys.executable, '-m', 'research.fedrec.train', *args],
+          [sys.executable, '-m', f'research.fedrec.{binary}', *args],
           capture_output=True, text=True, cwd=binaries.REPO_ROOT,
           env=dict(os.environ, PYTHONPATH=os.pathsep.join([fake] + sys.path)),
           check=False, timeout=60)
-      self.assertEqual(result.returncode, 1, args)
+      self.assertEqual(result.returncode, 1, (binary, args))
       self.assertEqual(result.stderr.strip().splitlines(), [message])
 
   def test_nan_flag_is_one_line(self):
@@ -392,14 +428,17 @@ class BinariesTest(absltest.TestCase):
         'number.'])
     self.assertEmpty(os.listdir(root))
 
-  def _start_training(self, root, token):
+  def _start_training(self, root, token, own_group=False):
+    # own_group: in a new session and process group (setsid), as a shell
+    # job is, so that a signal can go to the whole group as a terminal's
+    # Ctrl-C does.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     env[binaries.TOKEN_VARIABLE] = token
     process = subprocess.Popen(
         [sys.executable, '-m', 'research.fedrec.train', *_SMALL_FLAGS,
          '--rounds=100000', f'--root_output_dir={root}'],
         cwd=binaries.REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
+        stderr=subprocess.PIPE, text=True, start_new_session=own_group)
     deadline = time.monotonic() + 120
     while not os.path.exists(os.path.join(root, 'default', 'metrics.csv')):
       self.assertLess(time.monotonic(), deadline, 'training never started')
@@ -430,6 +469,24 @@ class BinariesTest(absltest.TestCase):
     _, stderr = process.communicate(timeout=60)
     self.assertEqual(process.returncode, 128 + signal.SIGINT)
     self.assertNotIn('Traceback', stderr)
+    self._assert_no_worker_left(token)
+
+  @parameterized.parameters(signal.SIGINT, signal.SIGTERM)
+  def test_signal_to_the_process_group_stops_cleanly(self, signum):
+    # Ctrl-C in a terminal signals every process of the job at once: the
+    # binary, its worker guards and its workers.
+    token = f'group-{signum}-{os.getpid()}'
+    root = self.create_tempdir().full_path
+    process = self._start_training(root, token, own_group=True)
+    os.killpg(process.pid, signum)
+    _, stderr = process.communicate(timeout=60)
+    self.assertEqual(process.returncode, 128 + signum, stderr[-3000:])
+    self.assertNotIn('Traceback', stderr)
+    self._assert_no_worker_left(token)
+    # The interrupted run resumes with the same command.
+    rerun = binaries.run_binary('train', *_SMALL_FLAGS, '--rounds=3',
+                                f'--root_output_dir={root}', token=token)
+    self.assertEqual(rerun.returncode, 0, rerun.stderr[-3000:])
     self._assert_no_worker_left(token)
 
 

@@ -5,9 +5,13 @@ import subprocess
 import sys
 
 from absl.testing import absltest
+import pytest
 
 from research.fedrec.algorithms import sampling
 from research.fedrec.privacy import accounting
+
+# Every test here runs a TFF process, a binary or a training run.
+pytestmark = pytest.mark.slow
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

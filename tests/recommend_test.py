@@ -15,6 +15,7 @@ from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
 import numpy as np
+import pytest
 
 from research.fedrec import recommend
 from research.fedrec.data import corpus
@@ -25,6 +26,9 @@ from research.fedrec.models import mf
 from research.fedrec.training import experiment
 from research.fedrec.training import loop
 from research.fedrec.training import runtime
+
+# Every test here runs a TFF process, a binary or a training run.
+pytestmark = pytest.mark.slow
 
 FLAGS = flags.FLAGS
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,29 +1,21 @@
-"""reproduce.py: the frozen tables, their statistics and outputs, resuming.
+"""reproduce.py end to end: every table at --scale=smoke, resuming, mistakes.
 
-Every table runs end to end at --scale=smoke (the tutorial table on a
-self-written fixture in ML-1M's ratings.dat format, the others on the
-synthetic corpus).
+The tutorial table runs on a self-written fixture in ML-1M's ratings.dat
+format, the others on the synthetic corpus. The tables' plans, statistics and
+outputs are tested in tests/training/reproduction_test.py.
 """
 
 import csv
 import glob
-import json
 import math
 import os
-import subprocess
 
 from absl.testing import absltest
-from absl.testing import flagsaver
 import numpy as np
+import pytest
 
-from research.fedrec import train
 from research.fedrec.training import reproduction
 from tests import binaries
-
-_TABLES = ['fedrecon_movielens', 'fedrecon_tutorial', 'privacy_utility',
-           'ranking_loo']
-# t quantile 0.975 with 2 degrees of freedom (a printed t table's value).
-_T_975_2 = 4.302652729749464
 
 
 def _run_binary(*args):
@@ -52,223 +44,8 @@ def _read_csv(path):
     return list(csv.DictReader(f))
 
 
-class TablesTest(absltest.TestCase):
-
-  def test_the_four_tables(self):
-    self.assertEqual(reproduction.table_names(), _TABLES)
-
-  def test_every_run_of_every_table_is_a_valid_train_command(self):
-    for name in _TABLES:
-      table = reproduction.load_table(name)
-      for scale in reproduction.SCALES:
-        the_plan = reproduction.plan(table, scale, 2, 'synthetic', None, 'out')
-        self.assertLen(the_plan.runs, len(table.rows) * len(table.common) * 2)
-        for run in the_plan.unique_runs():
-          with flagsaver.flagsaver():
-            config = train.config_from_args(run.args)
-          self.assertEqual(config.seed, run.seed)
-          self.assertEqual(config.output_dir, run.directory)
-
-  def _config(self, table, row, scale='paper', run='main'):
-    the_plan = reproduction.plan(reproduction.load_table(table), scale, 1,
-                                 'synthetic', None, 'out')
-    with flagsaver.flagsaver():
-      return train.config_from_args(the_plan.runs[(row, run, 0)].args)
-
-  def test_the_tutorial_row_is_the_tutorial(self):
-    config = self._config('fedrecon_tutorial', 'tutorial')
-    self.assertEqual(config.data.max_users, 2000)
-    self.assertEqual(config.pipeline.max_examples_per_user, 300)
-    self.assertEqual((config.split.kind.value, config.split.val_fraction,
-                      config.split.test_fraction),
-                     ('user_disjoint', 0.1, 0.1))
-    self.assertEqual((config.model.embedding_dim, config.model.use_biases,
-                      config.model.l2), (50, False, 0.0))
-    self.assertEqual((config.clients_per_round, config.loop.total_rounds,
-                      config.pipeline.batch_size), (50, 20, 5))
-    optimizers = config.optimizers
-    self.assertEqual(
-        (optimizers.client, optimizers.client_learning_rate,
-         optimizers.server, optimizers.server_learning_rate,
-         optimizers.reconstruction, optimizers.reconstruction_learning_rate),
-        ('sgd', 0.5, 'sgd', 1.0, 'sgd', 0.1))
-    self.assertEqual((config.recon.recon_epochs, config.recon.post_recon_epochs,
-                      config.recon.split_dataset), (1, 1, False))
-    synthetic = config.data.synthetic_config
-    self.assertEqual((synthetic.num_users, synthetic.num_items,
-                      synthetic.num_ratings), (6040, 3706, 1000209))
-
-  def test_the_movielens_rows(self):
-    config = self._config('fedrecon_movielens', 'fedrecon')
-    self.assertEqual((config.clients_per_round, config.loop.total_rounds,
-                      config.pipeline.batch_size), (100, 500, 5))
-    self.assertEqual((config.recon.recon_epochs, config.recon.recon_steps_max,
-                      config.recon.post_recon_epochs,
-                      config.recon.post_recon_steps_max,
-                      config.recon.split_dataset), (5, 50, 1, 50, True))
-    the_plan = reproduction.plan(reproduction.load_table('fedrecon_movielens'),
-                                 'paper', 3, 'synthetic', None, 'out')
-    # FedAvg and FedAvg + fine-tuning are two results of one run.
-    self.assertEqual(the_plan.runs[('fedavg', 'main', 1)],
-                     the_plan.runs[('fedavg_finetuned', 'main', 1)])
-    self.assertLen(the_plan.unique_runs(), 3 * 3)
-    # Runs keep their directory when only some rows are asked for.
-    only = reproduction.plan(reproduction.load_table('fedrecon_movielens'),
-                             'paper', 3, 'synthetic', None, 'out',
-                             ['fedavg_finetuned'])
-    self.assertEqual(list(only.runs.values()),
-                     [the_plan.runs[('fedavg', 'main', s)] for s in range(3)])
-    self.assertTrue(self._config('fedrecon_movielens', 'fedavg').finetune)
-
-  def test_the_fedrecon_neumf_row_is_the_readme_setting(self):
-    config = self._config('ranking_loo', 'neumf_fedrecon')
-    self.assertTrue(config.data.implicit)
-    self.assertEqual((config.model.architecture.value,
-                      config.clients_per_round, config.loop.total_rounds),
-                     ('neumf', 50, 100))
-    optimizers = config.optimizers
-    self.assertEqual(
-        (optimizers.client, optimizers.client_learning_rate,
-         optimizers.server, optimizers.server_learning_rate,
-         optimizers.server_schedule),
-        ('sgd', 0.1, 'adam', 0.1, 'cosine'))
-    self.assertEqual((config.recon.recon_epochs,
-                      config.recon.evaluation_epochs), (3, 3))
-
-  def test_privacy_rows_target_their_epsilon(self):
-    for epsilon in (1, 2, 4, 8, 16):
-      for run in ('explicit', 'implicit'):
-        config = self._config('privacy_utility', f'eps{epsilon}', run=run)
-        self.assertEqual(config.dp.mechanism.value, 'adaptive')
-        self.assertEqual(config.dp.target_epsilon, epsilon)
-        self.assertEqual(config.data.implicit, run == 'implicit')
-    self.assertFalse(self._config('privacy_utility', 'nodp',
-                                  run='explicit').dp.enabled)
-
-  def test_bad_names_are_one_line(self):
-    with self.assertRaisesRegex(ValueError, r'^--table=nope: no such table '
-                                r'\(choose from fedrecon_movielens, '):
-      reproduction.load_table('nope')
-    table = reproduction.load_table('ranking_loo')
-    with self.assertRaisesRegex(ValueError, r'^--rows: x not in table '
-                                'ranking_loo'):
-      reproduction.plan(table, 'smoke', 1, 'synthetic', None, 'o', ['x'])
-    with self.assertRaisesRegex(ValueError, '^--scale=huge'):
-      reproduction.plan(table, 'huge', 1, 'synthetic', None, 'o')
-
-
-class StatsTest(absltest.TestCase):
-
-  def test_mean_std_and_student_t_interval(self):
-    stats = reproduction.Stats.of([0.30, 0.32, 0.31])
-    self.assertEqual(stats.n, 3)
-    self.assertAlmostEqual(stats.mean, 0.31, places=12)
-    self.assertAlmostEqual(stats.std, 0.01, places=12)
-    self.assertAlmostEqual(stats.ci95, _T_975_2 * 0.01 / math.sqrt(3),
-                           places=9)
-    self.assertTrue(stats.contains(0.31 + 0.024))
-    self.assertFalse(stats.contains(0.31 + 0.025))
-
-  def test_one_seed_and_missing_values(self):
-    one = reproduction.Stats.of([0.5, None])
-    self.assertEqual((one.n, one.mean), (1, 0.5))
-    self.assertTrue(math.isnan(one.std) and math.isnan(one.ci95))
-    self.assertFalse(one.contains(0.5))
-    self.assertIsNone(reproduction.Stats.of([None, None]))
-
-
-class OutputsTest(absltest.TestCase):
-  """Outputs of a table from finished runs (written here, not trained)."""
-
-  def _finish(self, run, test_metrics, val_mse):
-    os.makedirs(run.directory)
-    with open(run.summary_path, 'w') as f:
-      json.dump({'algorithm': 'fedrecon', 'test_metrics': test_metrics,
-                 'privacy': {'mechanism': 'none'}}, f)
-    with open(os.path.join(run.directory, 'metrics.csv'), 'w') as f:
-      f.write('round,val/mse,val/rating_accuracy\n')
-      f.write(f'5,{val_mse + 1},0.2\n10,{val_mse},0.3\n')
-
-  def test_tutorial_table_on_its_published_corpus(self):
-    out = self.create_tempdir().full_path
-    the_plan = reproduction.plan(
-        reproduction.load_table('fedrecon_tutorial'), 'paper', 3, 'ml-1m',
-        'data/ml-1m', out)
-    accuracy = {'tutorial': [0.312, 0.314, 0.316], 'tuned': [0.40, 0.41, 0.42]}
-    for row in ('tutorial', 'tuned'):
-      for seed in range(3):
-        metrics = {'rating_accuracy': accuracy[row][seed], 'mse': 1.9 + seed,
-                   'rmse': 1.4}
-        self._finish(the_plan.runs[(row, 'main', seed)],
-                     {'fedrecon': metrics}, 2.5 + 0.01 * seed)
-    ran = []
-    reproduction.execute(the_plan, ran.append, log=lambda m: None)
-    self.assertEqual(ran, [])  # Everything had finished: nothing re-runs.
-    report = reproduction.collect(the_plan)
-    paths = reproduction.write_outputs(report)
-
-    rows = _read_csv(paths['csv'])
-    self.assertEqual([r['row'] for r in rows], ['tutorial', 'tuned'])
-    self.assertAlmostEqual(float(rows[0]['rating_accuracy_mean']), 0.314)
-    self.assertAlmostEqual(float(rows[0]['rating_accuracy_std']), 0.002)
-    half = _T_975_2 * 0.002 / math.sqrt(3)
-    self.assertAlmostEqual(float(rows[0]['rating_accuracy_ci95_low']),
-                           0.314 - half, places=9)
-    self.assertAlmostEqual(float(rows[0]['val_mse_mean']), 2.51)  # Last round.
-    self.assertEqual(rows[0]['rating_accuracy_reference'], '0.313')
-    self.assertEqual(rows[1]['rating_accuracy_reference'], '')
-    self.assertEqual(rows[0]['command'],
-                     'python -m research.fedrec.reproduce '
-                     '--table=fedrecon_tutorial --scale=paper --seeds=3 '
-                     f'--dataset=ml-1m --data_dir=data/ml-1m --output_dir={out}'
-                     ' --rows=tutorial')
-    self.assertEqual(rows[0]['git_commit'], report.commit)
-    try:
-      head = subprocess.run(['git', '-C', binaries.REPO_ROOT, 'rev-parse',
-                             '--short=12', 'HEAD'], capture_output=True,
-                            text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-      head = 'unknown (not a git checkout)'
-    self.assertEqual(report.commit.split(' + ')[0], head)
-
-    runs = _read_csv(paths['runs_csv'])
-    self.assertLen(runs, 6)
-    self.assertEqual(runs[4]['seed'], '1')
-    self.assertEqual(float(runs[4]['rating_accuracy']), 0.41)
-    self.assertIn('--seed=1 ', runs[4]['main_command'])
-    self.assertStartsWith(runs[4]['main_command'],
-                          'python -m research.fedrec.train ')
-
-    with open(paths['md']) as f:
-      md = f.read()
-    # Published values inside / outside our interval are marked as such.
-    self.assertIn('| FedRecon, the tutorial\'s settings | 0.3140 ± '
-                  f'{half:.4f} |', md)
-    self.assertIn('| 0.3130 (in our CI) | 1.9430 (in our CI) | '
-                  '0.3126 (outside our CI) | 2.0305 (outside our CI) |', md)
-    self.assertIn('Regenerated ', md)
-    with open(paths['tex']) as f:
-      tex = f.read()
-    self.assertIn(r'\toprule', tex)
-    self.assertIn(r'$0.3140 \pm ' + f'{half:.4f}$', tex)
-    self.assertGreater(os.path.getsize(paths['png']), 10_000)
-
-  def test_references_on_another_corpus_are_not_checked(self):
-    the_plan = reproduction.plan(
-        reproduction.load_table('fedrecon_tutorial'), 'smoke', 3,
-        'synthetic', None, self.create_tempdir().full_path, ['tutorial'])
-    for seed in range(3):
-      self._finish(the_plan.runs[('tutorial', 'main', seed)],
-                   {'fedrecon': {'rating_accuracy': 0.313, 'mse': 1.943,
-                                 'rmse': 1.39}}, 2.0)
-    md = reproduction.markdown(reproduction.collect(the_plan))
-    self.assertIn('| 0.3130 | 1.9430 | 0.3126 | 2.0305 |', md)
-    self.assertIn('this run used another corpus, so they are context', md)
-    self.assertNotIn('in our CI)', md)
-
-
-class ReproduceBinaryTest(absltest.TestCase):
-  """Each table at --scale=smoke, as a user runs it."""
+class _TableTestCase(absltest.TestCase):
+  """Runs tables as a user does and checks their outputs."""
 
   def _check_outputs(self, out, name, seeds):
     table = reproduction.load_table(name)
@@ -288,6 +65,41 @@ class ReproduceBinaryTest(absltest.TestCase):
       grid = [line for line in f if line.startswith('| ')]
     self.assertLen(grid, 1 + len(table.rows))
     self.assertGreater(os.path.getsize(base + '.png'), 10_000)
+
+  def _assert_smoke_table(self, name):
+    out = self.create_tempdir().full_path
+    # --noprogress is not a setting of the runs: allowed.
+    result = _run_binary(f'--table={name}', '--scale=smoke', '--seeds=1',
+                         f'--output_dir={out}', '--noprogress')
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self._check_outputs(out, name, 1)
+
+
+# One class per table, so that pytest-xdist spreads them over its workers.
+@pytest.mark.slow
+class MovieLensTableTest(_TableTestCase):
+
+  def test_fedrecon_movielens_at_smoke_scale(self):
+    self._assert_smoke_table('fedrecon_movielens')
+
+
+@pytest.mark.slow
+class RankingTableTest(_TableTestCase):
+
+  def test_ranking_loo_at_smoke_scale(self):
+    self._assert_smoke_table('ranking_loo')
+
+
+@pytest.mark.slow
+class PrivacyTableTest(_TableTestCase):
+
+  def test_privacy_utility_at_smoke_scale(self):
+    self._assert_smoke_table('privacy_utility')
+
+
+@pytest.mark.slow
+class ReproduceBinaryTest(_TableTestCase):
+  """The tutorial table on an ML-1M fixture, resuming, and user mistakes."""
 
   def test_tutorial_on_an_ml_1m_fixture_and_resuming(self):
     out = self.create_tempdir().full_path
@@ -317,15 +129,6 @@ class ReproduceBinaryTest(absltest.TestCase):
     self.assertEqual(resumed.stdout.count(': finished in '), 1)
     self.assertIn('tuned-', resumed.stdout.split(': finished in ')[0]
                   .splitlines()[-1])
-
-  def test_the_other_tables_at_smoke_scale(self):
-    out = self.create_tempdir().full_path
-    for name in ('fedrecon_movielens', 'ranking_loo', 'privacy_utility'):
-      # --noprogress is not a setting of the runs: allowed.
-      result = _run_binary(f'--table={name}', '--scale=smoke', '--seeds=1',
-                           f'--output_dir={out}', '--noprogress')
-      self.assertEqual(result.returncode, 0, result.stderr[-3000:])
-      self._check_outputs(out, name, 1)
 
   def test_user_mistakes_are_one_line(self):
     out = self.create_tempdir().full_path

@@ -6,9 +6,13 @@ import os
 from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
+import pytest
 
 from research.fedrec import train
 from tests import binaries
+
+# Every test here runs a TFF process, a binary or a training run.
+pytestmark = pytest.mark.slow
 
 FLAGS = flags.FLAGS
 

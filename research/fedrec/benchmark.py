@@ -40,11 +40,6 @@ from absl import flags
 from absl import logging
 
 from research.fedrec.utils import cli
-# Imported before absl parses flags: TensorFlow first imported inside an absl
-# `main` leaves Keras building graph tensors (`tf.keras.Input` returns a
-# SymbolicTensor and functional models fail to build).
-import tensorflow as tf  # pylint: disable=unused-import
-
 from research.fedrec.training import benchmarking
 
 _QUICK = flags.DEFINE_bool(

@@ -28,6 +28,8 @@ list bare items (--ratings=50,181,100); an item:rating entry below the run's
 the user's interactions; with none, items are ranked by popularity.
 """
 
+from __future__ import annotations
+
 import collections
 import csv
 import json
@@ -43,10 +45,13 @@ import numpy as np
 
 from research.fedrec.data import corpus as corpus_lib
 from research.fedrec.data import ratings as ratings_lib
-from research.fedrec.inference import export as export_lib
-from research.fedrec.inference import recommender as recommender_lib
+from research.fedrec.inference import groups
 from research.fedrec.utils import json_io
 from research.fedrec.utils import text_table
+
+# TensorFlow-heavy: executed when first used, after the flags have passed.
+export_lib = cli.lazy_import('research.fedrec.inference.export')
+recommender_lib = cli.lazy_import('research.fedrec.inference.recommender')
 
 _EXPERIMENT_DIR = flags.DEFINE_string(
     'experiment_dir', None, 'A run directory written by train.py (its export/ '
@@ -64,7 +69,7 @@ _RATINGS_FILE = flags.DEFINE_string(
 _GROUP = flags.DEFINE_list('group', None,
                            'Recommend for this group of known users.')
 _GROUP_STRATEGY = flags.DEFINE_enum(
-    'group_strategy', 'average', list(recommender_lib.GROUP_STRATEGIES),
+    'group_strategy', 'average', list(groups.GROUP_STRATEGIES),
     'How members\' predicted ratings combine into the group score.')
 _K = flags.DEFINE_integer('k', 10, 'Number of items to recommend.')
 _FORMAT = flags.DEFINE_enum('format', 'table', ['table', 'json'],
@@ -103,10 +108,14 @@ class _Context:
       config = json_io.from_jsonable(corpus_lib.DataConfig,
                                      meta['data_config'])
       self.corpus = corpus_lib.load_corpus(config)
+      recorded = meta.get('corpus_hash')  # Exports before 2026-12-04: none.
       if (self.corpus.num_users != len(self.exported.raw_users) or
-          self.corpus.num_items != len(self.exported.raw_items)):
+          self.corpus.num_items != len(self.exported.raw_items) or
+          (recorded is not None and
+           recorded != self.corpus.content_hash())):
         raise ValueError(f'The corpus in {config.data_dir or self.dataset} '
-                         'changed since the model was exported.')
+                         'changed since the model was exported: restore the '
+                         'corpus it was trained on, or retrain.')
       self.user_index = {str(r): i for i, r in enumerate(
           self.exported.raw_users.tolist())}
       order = np.argsort(self.corpus.ratings.users, kind='stable')

@@ -30,9 +30,6 @@ from absl import flags
 from absl import logging
 
 from research.fedrec.utils import cli
-# Before absl parses flags (see benchmark.py): Keras must see TensorFlow
-# imported outside `main`.
-import tensorflow as tf  # pylint: disable=unused-import
 
 # train.py's flags: --dataset and --data_dir choose the corpus, --progress
 # shows progress bars; the others are set per run from the table.
@@ -67,6 +64,7 @@ def _run(run: reproduction.Run, progress: bool) -> None:
 
 def main(argv):
   del argv  # cli.run refuses positional arguments.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
     tf.get_logger().setLevel('ERROR')

@@ -9,6 +9,7 @@ import tempfile
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 
 from research.fedrec.algorithms import fed_avg
 from research.fedrec.algorithms import fed_recon
@@ -18,6 +19,9 @@ from research.fedrec.data import pipelines
 from research.fedrec.models import mf
 from research.fedrec.training import runtime
 from tests.algorithms import testing_data
+
+# Every test here runs a TFF process, a binary or a training run.
+pytestmark = pytest.mark.slow
 
 _CLIENT_LR = 0.3
 _MODEL = mf.MFConfig(embedding_dim=2, use_biases=False, init_stddev=0.5,

@@ -13,6 +13,7 @@ import tempfile
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -23,6 +24,9 @@ from research.fedrec.data import pipelines
 from research.fedrec.models import mf
 from research.fedrec.training import runtime
 from tests.algorithms import testing_data
+
+# Every test here runs a TFF process, a binary or a training run.
+pytestmark = pytest.mark.slow
 
 _RECON_LR, _CLIENT_LR = 0.1, 0.2
 _MODEL = mf.MFConfig(embedding_dim=2, use_biases=False, init_stddev=0.5,

@@ -84,10 +84,6 @@ class RecommenderTest(parameterized.TestCase):
                                                 'average')
     self.assertEqual(items.tolist(), [2, 1, 0])
 
-  def test_unknown_strategy(self):
-    with self.assertRaisesRegex(ValueError, 'not one of'):
-      recommender_lib.group_scores(PREDICTIONS, np.ones(4, bool), 'median')
-
   def test_cold_start_moves_toward_given_ratings(self):
     recommender = recommender_lib.Recommender(
         _exported(export_lib.RECONSTRUCT, use_biases=True))

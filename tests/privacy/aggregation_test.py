@@ -128,6 +128,10 @@ class AggregationTest(absltest.TestCase):
                            target_delta=1.0)
     with self.assertRaisesRegex(ValueError, 'needs --dp=fixed or'):
       aggregation.DPConfig(target_epsilon=1.0)
+    # The message names the flag train.py has.
+    with self.assertRaisesRegex(ValueError, '^--dp_noise_multiplier needs '
+                                '--dp=fixed or --dp=adaptive.$'):
+      aggregation.DPConfig(noise_multiplier=1.0)
     with self.assertRaisesRegex(ValueError, 'cannot be combined'):
       aggregation.AggregationConfig(
           secure_aggregation=True, compression=aggregation.Compression.QUANTIZE)

@@ -2,6 +2,7 @@
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 
 from research.fedrec.data import ratings
 from research.fedrec.data import splits
@@ -29,6 +30,7 @@ class CentralizedTest(absltest.TestCase):
     holdout = _split(splits.SplitKind.HOLDOUT)
     self.assertIs(centralized.training_ratings(holdout), holdout.train)
 
+  @pytest.mark.slow
   def test_learns_and_evaluates_with_the_shared_metrics(self):
     split = _split(splits.SplitKind.HOLDOUT)
     model_config = mf.MFConfig(embedding_dim=4,

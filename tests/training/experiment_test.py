@@ -7,6 +7,7 @@ import os
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from research.fedrec.algorithms import sampling
@@ -35,6 +36,7 @@ def _config(root, name, **overrides):
 
 class ExperimentTest(absltest.TestCase):
 
+  @pytest.mark.slow
   def test_fedrecon_run_writes_every_output(self):
     root = self.create_tempdir().full_path
     config = _config(root, 'recon')
@@ -64,6 +66,7 @@ class ExperimentTest(absltest.TestCase):
     with open(os.path.join(out, 'learning_curves.png'), 'rb') as f:
       self.assertEqual(f.read(8), b'\x89PNG\r\n\x1a\n')
 
+  @pytest.mark.slow
   def test_checkpoint_holds_no_user_embedding(self):
     root = self.create_tempdir().full_path
     experiment.run_experiment(
@@ -80,6 +83,7 @@ class ExperimentTest(absltest.TestCase):
     self.assertContainsSubset({(num_items, dim), (num_items, 1)}, shapes)
     self.assertEmpty(shapes - {(num_items, dim), (num_items, 1), ()})
 
+  @pytest.mark.slow
   def test_same_seed_same_metrics(self):
     root = self.create_tempdir().full_path
     first = experiment.run_experiment(
@@ -88,6 +92,7 @@ class ExperimentTest(absltest.TestCase):
         _config(root, 'b', run_centralized_baseline=False), log=lambda _: None)
     self.assertEqual(first['test_metrics'], second['test_metrics'])
 
+  @pytest.mark.slow
   def test_fedavg_and_centralized_only(self):
     root = self.create_tempdir().full_path
     summary = experiment.run_experiment(
@@ -101,6 +106,7 @@ class ExperimentTest(absltest.TestCase):
     self.assertFalse(os.path.exists(os.path.join(root, 'central',
                                                  'metrics.csv')))
 
+  @pytest.mark.slow
   def test_fedavg_with_fine_tuning_on_unseen_users(self):
     root = self.create_tempdir().full_path
     # 30 test users, each fine-tuned on half its ratings, scored on the rest.
@@ -128,6 +134,7 @@ class ExperimentTest(absltest.TestCase):
     self.assertLess(tuned['fedavg_finetuned']['rmse'],
                     tuned['fedavg']['rmse'] - 0.02)
 
+  @pytest.mark.slow
   def test_rerun_with_other_settings_is_refused(self):
     root = self.create_tempdir().full_path
     config = _config(root, 'run', run_centralized_baseline=False)
@@ -202,6 +209,7 @@ class PrivacyExperimentTest(absltest.TestCase):
     with open(os.path.join(out, 'metrics.csv')) as f:
       return [float(r['privacy/epsilon']) for r in csv.DictReader(f)]
 
+  @pytest.mark.slow
   def test_dp_run_reports_epsilon_resumes_and_stops_at_budget(self):
     root = self.create_tempdir().full_path
     dp = aggregation.DPConfig(mechanism=aggregation.Mechanism.FIXED,
@@ -241,6 +249,7 @@ class PrivacyExperimentTest(absltest.TestCase):
                      expected[:2])
     self.assertEqual(summary['privacy']['rounds'], 2)
 
+  @pytest.mark.slow
   def test_target_epsilon_is_met_and_weighting_forced_uniform(self):
     root = self.create_tempdir().full_path
     config = _config(
@@ -259,6 +268,24 @@ class PrivacyExperimentTest(absltest.TestCase):
                       mechanism=aggregation.Mechanism.ADAPTIVE,
                       noise_multiplier=1.0)), log=lambda _: None)
 
+  def test_no_noise_and_unreachable_targets_are_refused_before_training(self):
+    root = self.create_tempdir().full_path
+    for mechanism in (aggregation.Mechanism.FIXED,
+                      aggregation.Mechanism.ADAPTIVE):
+      config = _config(root, 'z0', dp=aggregation.DPConfig(
+          mechanism=mechanism, noise_multiplier=0.0))
+      with self.assertRaisesRegex(
+          ValueError, r'^--dp_noise_multiplier=0 gives no privacy \(epsilon '
+          r'is infinite\): give a multiplier > 0, or train without --dp.$'):
+        experiment.resolve_privacy(config, 30, log=lambda _: None)
+    config = _config(root, 'huge', dp=aggregation.DPConfig(
+        mechanism=aggregation.Mechanism.FIXED, target_epsilon=1e5))
+    with self.assertRaisesRegex(ValueError, r'^--target_epsilon=100000 is '
+                                'above the epsilon of the least noise'):
+      experiment.resolve_privacy(config, 30, log=lambda _: None)
+    self.assertFalse(os.listdir(root))
+
+  @pytest.mark.slow
   def test_every_aggregation_configuration_trains(self):
     root = self.create_tempdir().full_path
     fixed = aggregation.DPConfig(mechanism=aggregation.Mechanism.FIXED,

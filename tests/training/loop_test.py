@@ -7,6 +7,7 @@ import tempfile
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 import tensorflow_federated as tff
 
 from research.fedrec.algorithms import fed_recon
@@ -92,6 +93,7 @@ class LoopTest(absltest.TestCase):
     with open(os.path.join(output_dir, 'metrics.csv')) as f:
       return list(csv.DictReader(f))
 
+  @pytest.mark.slow
   def test_metrics_rows_and_evaluation_cadence(self):
     out = self.create_tempdir().full_path
     _, evaluations = self._run(out)
@@ -105,6 +107,7 @@ class LoopTest(absltest.TestCase):
                    'examples_per_second'):
       self.assertTrue(all(float(r[column]) > 0 for r in rows), column)
 
+  @pytest.mark.slow
   def test_killed_run_resumes_to_the_same_result(self):
     straight, killed = (self.create_tempdir().full_path for _ in range(2))
     final_straight, _ = self._run(straight)
@@ -122,6 +125,7 @@ class LoopTest(absltest.TestCase):
         [[r[c] for c in deterministic] for r in self._rows(killed)],
         [[r[c] for c in deterministic] for r in self._rows(straight)])
 
+  @pytest.mark.slow
   def test_server_learning_rate_set_each_round(self):
     # Server SGD at 1.0 with every round's rate set to 0.5 is server SGD 0.5.
     halved, built = (self.create_tempdir().full_path for _ in range(2))
@@ -138,6 +142,7 @@ class LoopTest(absltest.TestCase):
     hparams = self.process.get_hparams(final_set)
     self.assertEqual(float(hparams['finalizer']['learning_rate']), 0.5)
 
+  @pytest.mark.slow
   def test_killed_scheduled_run_resumes_to_the_same_result(self):
     schedule = lambda r: optimizers.scheduled_learning_rate(
         'cosine', 1.0, r, _ROUNDS)
@@ -155,6 +160,7 @@ class LoopTest(absltest.TestCase):
     self.assertEqual(rates, [float(r['server_learning_rate'])
                              for r in self._rows(straight)])
 
+  @pytest.mark.slow
   def test_finished_run_is_not_rerun(self):
     out = self.create_tempdir().full_path
     first, _ = self._run(out)
@@ -164,6 +170,7 @@ class LoopTest(absltest.TestCase):
         self.process.get_model_weights(first).trainable[0],
         self.process.get_model_weights(again).trainable[0])
 
+  @pytest.mark.slow
   def test_checkpoint_of_another_state_is_one_clear_error(self):
     directory = self.create_tempdir().full_path
     manager = tff.program.FileProgramStateManager(directory)

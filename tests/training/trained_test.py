@@ -10,6 +10,7 @@ import os
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.data import client_store
@@ -23,6 +24,9 @@ from research.fedrec.training import experiment
 from research.fedrec.training import loop
 from research.fedrec.training import runtime
 from research.fedrec.training import trained
+
+# Every test here runs a TFF process, a binary or a training run.
+pytestmark = pytest.mark.slow
 
 _DATA = corpus.DataConfig(synthetic_config=synthetic.SyntheticConfig(
     num_users=40, num_items=50, num_ratings=1500, min_ratings_per_user=10))

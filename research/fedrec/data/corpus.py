@@ -7,6 +7,7 @@ the ground truth, which gives the noise floor).
 
 import dataclasses
 import enum
+import hashlib
 from typing import Optional
 
 import numpy as np
@@ -87,6 +88,17 @@ class Corpus:
   @property
   def num_items(self) -> int:
     return self.id_maps.num_items
+
+  def content_hash(self) -> str:
+    """A SHA-256 of the ratings and of the raw ids behind the dense ones.
+
+    Renaming an item (same counts, other ids) changes it: an export is only
+    used with the corpus it was trained on.
+    """
+    digest = hashlib.sha256(self.ratings.content_hash().encode())
+    for raw in (self.id_maps.raw_users, self.id_maps.raw_items):
+      digest.update(b'\x00' + '\x00'.join(map(str, raw.tolist())).encode())
+    return digest.hexdigest()
 
   def titles(self, config: DataConfig) -> list[str]:
     """Titles of the dense item ids ('' where the corpus ships none)."""

@@ -1,6 +1,6 @@
 """Training metrics of implicit-feedback models: cross-entropy and accuracy.
 
-Keras metrics (summed across clients by TFF, like `rating_metrics`) of a logit
+Keras metrics (summed across clients by TFF, like `keras_metrics`) of a logit
 against a label in {1 positive, 0 sampled negative}, example-weighted. They
 accept every model's output: `[batch]` logits, `[batch, 2]` (logit, L2) of the
 reconstruction layout, and U-AutoRec's `[batch, items]` logits with labels of
@@ -10,12 +10,12 @@ quality is measured by `ranking.py`, not here.
 
 import tensorflow as tf
 
-from research.fedrec.evaluation import rating_metrics
+from research.fedrec.evaluation import keras_metrics
 
 METRIC_NAMES = ('bce', 'binary_accuracy')
 
 
-class _PerExampleMean(rating_metrics.InlineMean):
+class _PerExampleMean(keras_metrics.InlineMean):
   """Mean over labelled examples of a per-example value of (label, logit)."""
 
   def _per_example(self, labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:

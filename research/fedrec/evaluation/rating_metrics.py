@@ -4,108 +4,18 @@ Rating accuracy is the fraction of predictions within 0.5 of the true rating,
 the metric of Federated Reconstruction (Singhal et al., NeurIPS 2021) and of
 TFF's "Federated Reconstruction for Matrix Factorization" tutorial.
 
-The same metrics exist twice: as Keras metrics (for TFF's federated training
-and evaluation, which sum their unfinalized states across clients) and as a
-NumPy function over pooled arrays (for the centralized baseline and server-side
-evaluation). Both are example-weighted over all scored ratings, so they agree.
+This module is the NumPy function over pooled arrays (for the centralized
+baseline and server-side evaluation; no TensorFlow). The same metrics as Keras
+metrics, which TFF sums across clients, are in `keras_metrics.py`. Both are
+example-weighted over all scored ratings, so they agree.
 """
 
 import collections
-import types
 
 import numpy as np
-import tensorflow as tf
 
 METRIC_NAMES = ('rmse', 'mse', 'mae', 'rating_accuracy')
 ACCURACY_TOLERANCE = 0.5
-
-
-class InlineMean(tf.keras.metrics.Mean):
-  """A Keras `Mean` whose `update_state` traces inline into its caller.
-
-  Keras wraps a custom metric's `update_state` in a `tf.function` of its own
-  when the metric is created in graph mode, as TFF's client work creates it;
-  TF's runtime then instantiates and optimizes that nested function again for
-  every client of every round (about 0.8 s of a 100-client FedRecon round with
-  four metrics). The subclasses' `update_state` is plain TF ops, so it is left
-  unwrapped, as Keras leaves its built-in metrics; the ops are the same.
-  """
-
-  def __new__(cls, *args, **kwargs):
-    metric = super().__new__(cls, *args, **kwargs)
-    metric.update_state = types.MethodType(cls.update_state, metric)
-    return metric
-
-
-class _PerExampleMean(InlineMean):
-  """Mean over all examples of a per-example value of (rating, prediction).
-
-  Keras's own `MeanSquaredError` / `MeanAbsoluteError` metrics reduce a 1-D
-  batch to one number per batch, which would weight batches, not examples.
-  Predictions are [batch] ratings, or [batch, k] with the rating first.
-  """
-
-  def _per_example(self, errors: tf.Tensor) -> tf.Tensor:
-    raise NotImplementedError
-
-  def update_state(self, y_true, y_pred, sample_weight=None):
-    y_pred = tf.convert_to_tensor(y_pred)
-    if y_pred.shape.rank == 2:  # (rating, regularization) columns.
-      y_pred = y_pred[:, 0]
-    errors = (tf.reshape(tf.cast(y_pred, self.dtype), [-1]) -
-              tf.reshape(tf.cast(y_true, self.dtype), [-1]))
-    return super().update_state(self._per_example(errors),
-                                sample_weight=sample_weight)
-
-
-class RootMeanSquaredError(_PerExampleMean):
-
-  def __init__(self, name: str = 'rmse', dtype=tf.float32):
-    super().__init__(name=name, dtype=dtype)
-
-  def _per_example(self, errors):
-    return tf.square(errors)
-
-  def result(self):
-    return tf.sqrt(super().result())
-
-
-class MeanSquaredError(_PerExampleMean):
-
-  def __init__(self, name: str = 'mse', dtype=tf.float32):
-    super().__init__(name=name, dtype=dtype)
-
-  def _per_example(self, errors):
-    return tf.square(errors)
-
-
-class MeanAbsoluteError(_PerExampleMean):
-
-  def __init__(self, name: str = 'mae', dtype=tf.float32):
-    super().__init__(name=name, dtype=dtype)
-
-  def _per_example(self, errors):
-    return tf.abs(errors)
-
-
-class RatingAccuracy(_PerExampleMean):
-  """Fraction of predictions with |prediction - rating| <= 0.5."""
-
-  def __init__(self, name: str = 'rating_accuracy', dtype=tf.float32):
-    super().__init__(name=name, dtype=dtype)
-
-  def _per_example(self, errors):
-    return tf.cast(tf.abs(errors) <= ACCURACY_TOLERANCE, self.dtype)
-
-
-def create_keras_metrics() -> list[tf.keras.metrics.Metric]:
-  """Fresh Keras metrics named as in `METRIC_NAMES`, all example-weighted."""
-  return [
-      RootMeanSquaredError(),
-      MeanSquaredError(),
-      MeanAbsoluteError(),
-      RatingAccuracy(),
-  ]
 
 
 def compute(ratings: np.ndarray,

@@ -11,10 +11,7 @@ NumPy only (the export is loaded with TensorFlow, never TFF):
   rating for an average user, b_i + g (zero user vector and bias), ties and
   models without biases by the number of training ratings (popularity).
 * Group recommendation scores each candidate item from the members' predicted
-  ratings: `average` (mean), `least_misery` (minimum), `most_pleasure`
-  (maximum) or `borda` (each member ranks the candidates; an item gets, per
-  member, the number of candidates that member ranks below it, tied items
-  sharing the mean of their positions; points are summed).
+  ratings with one of `groups.GROUP_STRATEGIES` (`groups.py`).
 
 Items a user (any group member) already rated are never recommended. Ranking
 is by score, ties broken by the smaller item index, so results are
@@ -36,10 +33,9 @@ import numpy as np
 from scipy import sparse
 
 from research.fedrec.inference import export as export_lib
+from research.fedrec.inference import groups
 from research.fedrec.inference import implicit
 from research.fedrec.inference import reconstruction
-
-GROUP_STRATEGIES = ('average', 'least_misery', 'most_pleasure', 'borda')
 
 
 def rank(scores: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
@@ -47,32 +43,6 @@ def rank(scores: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
   index = np.flatnonzero(candidates)
   order = np.lexsort((index, -scores[index]))
   return index[order[:k]]
-
-
-def _borda_points(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-  """Per item: candidates ranked strictly below it (ties share the mean)."""
-  values = scores[candidates]
-  order = np.sort(values)
-  below = np.searchsorted(order, values, side='left')
-  not_above = np.searchsorted(order, values, side='right')
-  points = np.zeros(scores.shape, np.float64)
-  points[candidates] = (below + not_above - 1) / 2.0
-  return points
-
-
-def group_scores(member_scores: np.ndarray, candidates: np.ndarray,
-                 strategy: str) -> np.ndarray:
-  """The group's score of every item from members' predictions [M, items]."""
-  if strategy == 'average':
-    return member_scores.mean(axis=0)
-  if strategy == 'least_misery':
-    return member_scores.min(axis=0)
-  if strategy == 'most_pleasure':
-    return member_scores.max(axis=0)
-  if strategy == 'borda':
-    return sum(_borda_points(s, candidates) for s in member_scores)
-  raise ValueError(f'--group_strategy={strategy} is not one of '
-                   f'{", ".join(GROUP_STRATEGIES)}.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +117,7 @@ class Recommender:
     """(top-k items, group scores) for a group's member predictions."""
     candidates = np.ones(self.num_items, bool)
     candidates[np.asarray(exclude, np.int64)] = False
-    scores = group_scores(member_scores, candidates, strategy)
+    scores = groups.group_scores(member_scores, candidates, strategy)
     return rank(scores, candidates, k), scores
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from research.fedrec.evaluation import interaction_metrics
-from research.fedrec.evaluation import rating_metrics
+from research.fedrec.evaluation import keras_metrics
 from research.fedrec.models import autorec
 from research.fedrec.models import mf
 from research.fedrec.models import ncf
@@ -80,4 +80,4 @@ def create_loss(config: mf.MFConfig, implicit: bool,
 def create_metrics(implicit: bool) -> list[tf.keras.metrics.Metric]:
   if implicit:
     return interaction_metrics.create_keras_metrics()
-  return rating_metrics.create_keras_metrics()
+  return keras_metrics.create_keras_metrics()

@@ -46,9 +46,11 @@ class DPConfig:
 
   def __post_init__(self):
     if not self.enabled:
-      for name in ('noise_multiplier', 'target_epsilon', 'stop_at_epsilon'):
+      for name, flag in (('noise_multiplier', 'dp_noise_multiplier'),
+                         ('target_epsilon', 'target_epsilon'),
+                         ('stop_at_epsilon', 'stop_at_epsilon')):
         if getattr(self, name) is not None:
-          raise ValueError(f'--{name} needs --dp=fixed or --dp=adaptive.')
+          raise ValueError(f'--{flag} needs --dp=fixed or --dp=adaptive.')
       return
     if (self.noise_multiplier is None) == (self.target_epsilon is None):
       raise ValueError(f'--dp={self.mechanism.value} needs exactly one of '

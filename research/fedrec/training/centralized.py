@@ -19,6 +19,7 @@ import tensorflow as tf
 from research.fedrec.algorithms import optimizers as optimizers_lib
 from research.fedrec.data import ratings as ratings_lib
 from research.fedrec.data import splits as splits_lib
+from research.fedrec.evaluation import keras_metrics
 from research.fedrec.evaluation import rating_metrics
 from research.fedrec.models import autorec
 from research.fedrec.models import builder
@@ -76,7 +77,7 @@ def compile_model(model_config: mf.MFConfig, num_items: int, num_users: int,
   model.compile(
       optimizer=KERAS_OPTIMIZERS[config.optimizer](config.learning_rate),
       loss=tf.keras.losses.MeanSquaredError(),
-      metrics=rating_metrics.create_keras_metrics())
+      metrics=keras_metrics.create_keras_metrics())
   return model
 
 

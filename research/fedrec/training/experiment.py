@@ -562,6 +562,10 @@ def resolve_privacy(config: ExperimentConfig, num_training_users: int,
       accountant=dp.accountant)
   if dp.noise_multiplier is not None:
     noise = dp.noise_multiplier
+    if not noise > 0:  # Clipping alone is for tests of the aggregator.
+      raise ValueError(f'--dp_noise_multiplier={noise:g} gives no privacy '
+                       '(epsilon is infinite): give a multiplier > 0, or '
+                       'train without --dp.')
   else:
     noise = setting.calibrate(dp.target_epsilon, config.loop.total_rounds)
   if dp.mechanism == aggregation_lib.Mechanism.ADAPTIVE:

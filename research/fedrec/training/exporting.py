@@ -85,6 +85,7 @@ def _metadata(config, data) -> dict:
       algorithm=config.algorithm.value, dataset=data.name,
       experiment=config.experiment_name,
       data_config=json_io.to_jsonable(config.data),
+      corpus_hash=data.content_hash(),
       raw_ids_numeric=bool(np.issubdtype(raw_users.dtype, np.integer) and
                            np.issubdtype(raw_items.dtype, np.integer)))
 

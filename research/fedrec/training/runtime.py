@@ -236,6 +236,8 @@ def _worker_children(include_guards: bool = False) -> list[psutil.Process]:
   for child in psutil.Process().children(recursive=True):
     try:
       command = child.cmdline()[:2]
+      if not command:  # A zombie (already exited) has no command line.
+        continue
       if (os.path.basename(command[0]) == 'worker_binary' or
           (include_guards and any(c.endswith('worker_guard.py')
                                   for c in command))):

@@ -18,10 +18,12 @@ Standard library and absl only.
 
 import atexit
 import importlib
+import importlib.util
 import math
 import os
 import signal
 import sys
+import types
 from typing import Callable, NoReturn
 
 from absl import app
@@ -33,6 +35,26 @@ def fail(binary: str, message: str) -> NoReturn:
   print(f'{binary}: error: {" ".join(str(message).split())}',
         file=sys.stderr, flush=True)
   sys.exit(1)
+
+
+def lazy_import(name: str) -> types.ModuleType:
+  """The module `name`, executed on its first attribute access.
+
+  A binary binds its TensorFlow-heavy library modules this way, so that
+  defining and checking its flags costs nothing and a flag mistake is
+  reported at once (the standard library's `importlib.util.LazyLoader`).
+  Annotations naming such a module need `from __future__ import annotations`.
+  """
+  if name in sys.modules:
+    return sys.modules[name]
+  spec = importlib.util.find_spec(name)
+  if spec is None:
+    raise ModuleNotFoundError(f'No module named {name!r}', name=name)
+  spec.loader = importlib.util.LazyLoader(spec.loader)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module
+  spec.loader.exec_module(module)
+  return module
 
 
 def check_finite_floats() -> None:

@@ -5,6 +5,7 @@ import os
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.data import client_store
@@ -86,6 +87,7 @@ def _config(root, name, **overrides):
 
 class ImplicitExperimentTest(absltest.TestCase):
 
+  @pytest.mark.slow
   def test_neumf_fedrecon_run_reports_ranking_metrics(self):
     root = self.create_tempdir().full_path
     # Evaluated users reconstruct for 2 epochs; training's clients for 1.
@@ -149,6 +151,7 @@ class ImplicitExperimentTest(absltest.TestCase):
     # Every interaction is in exactly one place.
     self.assertEqual(len(split.train) + 80, len(data.ratings))
 
+  @pytest.mark.slow
   def test_popularity_run_equals_numpy_counts(self):
     root = self.create_tempdir().full_path
     summary = experiment.run_experiment(
@@ -165,6 +168,7 @@ class ImplicitExperimentTest(absltest.TestCase):
       self.assertAlmostEqual(summary['test_metrics']['popularity'][name],
                              value, places=12, msg=name)
 
+  @pytest.mark.slow
   def test_autorec_fedavg_and_implicit_mf_centralized(self):
     root = self.create_tempdir().full_path
     autorec = experiment.run_experiment(

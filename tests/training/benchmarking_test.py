@@ -1,0 +1,66 @@
+"""The benchmark's accounting: ratings, steps, medians, growth and targets."""
+
+from absl.testing import absltest
+
+from research.fedrec.training import benchmarking
+
+
+class AccountingTest(absltest.TestCase):
+
+  def test_round_work_counts_passes_and_partial_batches(self):
+    counts = {'a': 5, 'b': 17, 'c': 3}
+    # FedRecon: reconstruction and training each batch a client's 5 and 17
+    # ratings by 4: (2 + 5) batches per pass.
+    recon = benchmarking.round_work(counts, ['a', 'b'], passes=2,
+                                    batch_size=4, repeat_then_batch=False)
+    self.assertEqual((recon.ratings, recon.client_ratings, recon.steps),
+                     (44, 22, 14))
+    # FedAvg repeats, then batches: ceil(10 / 4) + ceil(34 / 4).
+    fedavg = benchmarking.round_work(counts, ['a', 'b'], passes=2,
+                                     batch_size=4, repeat_then_batch=True)
+    self.assertEqual((fedavg.ratings, fedavg.client_ratings, fedavg.steps),
+                     (44, 22, 12))
+
+  def test_summary_skips_the_first_round_and_measures_growth(self):
+    work = benchmarking.Work(ratings=100, client_ratings=50, steps=7)
+    seconds = [9.0, 1.0, 4.0, 2.0] + [2.0] * 8
+    rss = [1000] * 9 + [2000, 2050, 2100]
+    row = benchmarking.summarize_run('fedrecon_10', 10, 1, seconds,
+                                     [work] * 12, rss, 3000, 12.5)
+    timed = sum(seconds[1:])  # 21 s for 11 rounds.
+    self.assertEqual(row['median_round_seconds'], 2.0)
+    self.assertAlmostEqual(row['ratings_per_second'], 1100 / timed)
+    self.assertAlmostEqual(row['client_ratings_per_second'], 550 / timed)
+    self.assertAlmostEqual(row['clients_per_second'], 110 / timed)
+    self.assertEqual(row['steps_per_round'], 7)
+    self.assertEqual(row['time_to_first_round_seconds'], 12.5)
+    self.assertEqual(row['peak_rss_bytes'], 3000)
+    # From after round 10 (2000) to after the last round (2100).
+    self.assertEqual(row['rss_round_10_bytes'], 2000)
+    self.assertAlmostEqual(row['rss_growth'], 0.05)
+    short = benchmarking.summarize_run('x', 10, 1, seconds[:3], [work] * 3,
+                                       rss[:3], 3000)
+    self.assertIsNone(short['rss_growth'])
+    self.assertEqual(short['median_round_seconds'], 2.5)
+
+  def test_targets(self):
+    def report(ratio, growth, first, peak):
+      return {
+          'scale': {'client_counts': [50, 100, 1000]},
+          'runs': [
+              {'name': 'fedrecon_100', 'ratio_to_centralized': ratio,
+               'rss_growth': growth, 'time_to_first_round_seconds': first},
+              {'name': 'fedrecon_all', 'peak_rss_bytes': peak},
+          ]}
+    met = benchmarking.check_targets(report(0.5, 0.049, 29.9, 2**34))
+    self.assertEqual([c['met'] for c in met], [True] * 4)
+    self.assertEqual([c['name'] for c in met], [
+        'fedrecon_ratio_to_centralized', 'rss_growth_round_10_to_last',
+        'time_to_first_round_seconds', 'all_users_round_peak_rss_bytes'])
+    missed = benchmarking.check_targets(
+        report(0.49, 0.05, 30.0, 24 * 2**30))
+    self.assertEqual([c['met'] for c in missed], [False] * 4)
+
+
+if __name__ == '__main__':
+  absltest.main()
