@@ -1,7 +1,5 @@
 """Smoke tests of the recommend.py binary on a tiny trained run's export."""
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -9,11 +7,8 @@ import shutil
 import sys
 import dataclasses
 import tempfile
-import warnings
 
-from absl import flags
 from absl.testing import absltest
-from absl.testing import flagsaver
 import numpy as np
 import pytest
 
@@ -26,11 +21,11 @@ from research.fedrec.models import mf
 from research.fedrec.training import experiment
 from research.fedrec.training import loop
 from research.fedrec.training import runtime
+from tests import binaries
 
 # Every test here runs a TFF process, a binary or a training run.
 pytestmark = pytest.mark.slow
 
-FLAGS = flags.FLAGS
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DATA = corpus.DataConfig(synthetic_config=synthetic.SyntheticConfig(
     num_users=30, num_items=40, num_ratings=900, min_ratings_per_user=10))
@@ -38,20 +33,7 @@ _DATA = corpus.DataConfig(synthetic_config=synthetic.SyntheticConfig(
 
 def _main(*args):
   """Runs recommend.py's main in this process: (exit code, stdout, stderr)."""
-  out, err = io.StringIO(), io.StringIO()
-  with flagsaver.flagsaver():
-    FLAGS.unparse_flags()
-    FLAGS(['recommend', *args])
-    code = 0
-    # Library deprecation warnings (printed once per process) are not ours.
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-        warnings.catch_warnings():
-      warnings.simplefilter('ignore')
-      try:
-        recommend.main(['recommend'])
-      except SystemExit as e:
-        code = e.code
-  return code, out.getvalue(), err.getvalue()
+  return binaries.run_main(recommend, *args)
 
 
 def _run(*args, code=None):

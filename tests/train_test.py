@@ -44,6 +44,8 @@ class TrainTest(absltest.TestCase):
     self.assertIn('learning_curves.png', os.listdir(out))
 
   def test_missing_data_dir_is_one_line_and_nonzero_exit(self):
+    # The binary's one subprocess smoke test of a user mistake; the others
+    # run its main in this process (binaries.run_main).
     result = _run_binary('--dataset=ml-1m', '--data_dir=/nonexistent')
     self.assertEqual(result.returncode, 1)
     self.assertEqual(result.stderr.strip().splitlines(), [
@@ -51,10 +53,11 @@ class TrainTest(absltest.TestCase):
         'ml-1m with: python data/download_movielens.py --corpus=ml-1m).'])
 
   def test_impossible_flag_combination_is_one_line(self):
-    result = _run_binary('--algorithm=fedavg', '--split=user_disjoint',
-                         f'--root_output_dir={self.create_tempdir().full_path}')
-    self.assertEqual(result.returncode, 1)
-    (line,) = result.stderr.strip().splitlines()
+    code, _, stderr = binaries.run_main(
+        train, '--algorithm=fedavg', '--split=user_disjoint',
+        f'--root_output_dir={self.create_tempdir().full_path}')
+    self.assertEqual(code, 1)
+    (line,) = stderr.strip().splitlines()
     self.assertStartsWith(line, 'train.py: error: --algorithm=fedavg cannot')
 
 
@@ -72,9 +75,9 @@ class TrainTest(absltest.TestCase):
         (['--target_epsilon=1'], '--target_epsilon needs --dp=fixed or '
          '--dp=adaptive.'),
     ):
-      result = _run_binary(root, *args)
-      self.assertEqual(result.returncode, 1, args)
-      self.assertEqual(result.stderr.strip().splitlines(),
+      code, _, stderr = binaries.run_main(train, root, *args)
+      self.assertEqual(code, 1, args)
+      self.assertEqual(stderr.strip().splitlines(),
                        [f'train.py: error: {message}'])
       # Refused settings leave no run directory (no half-written output).
       self.assertFalse(os.path.exists(os.path.join(root_dir, 'default')),

@@ -303,7 +303,8 @@ _CACHE_DIR = flags.DEFINE_string(
     'root_output_dir/cache).')
 _NUM_WORKERS = flags.DEFINE_integer(
     'num_workers', 1, 'Local TFF worker processes; each round\'s clients are '
-    'spread over them (TFF\'s mergeable execution context).', lower_bound=1)
+    'spread over them (TFF\'s mergeable execution context).', lower_bound=1,
+    upper_bound=64)
 _WORKER_ADDRESSES = flags.DEFINE_list(
     'worker_addresses', [], 'host:port of TFF workers already running '
     '(worker_binary --port=P) on this or other machines; used instead of '

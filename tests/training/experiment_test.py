@@ -141,7 +141,8 @@ class ExperimentTest(absltest.TestCase):
     experiment.run_experiment(config, log=lambda _: None)
     with self.assertRaisesRegex(
         ValueError, r'holds a run with other settings \(clients_per_round, '
-        r'seed\); choose another --experiment_name'):
+        r'seed\); rerun it with its own settings, or choose another '
+        r'--experiment_name for these.$'):
       experiment.run_experiment(
           _config(root, 'run', run_centralized_baseline=False,
                   clients_per_round=2, seed=1), log=lambda _: None)

@@ -271,8 +271,8 @@ def check_same_settings(hparams_path: str, config: 'ExperimentConfig',
   if changed:
     raise ValueError(
         f'{os.path.dirname(hparams_path)} holds a run with other settings '
-        f'({", ".join(changed)}); choose another --experiment_name or delete '
-        'that directory.')
+        f'({", ".join(changed)}); rerun it with its own settings, or choose '
+        'another --experiment_name for these.')
 
 
 def _read_hparams(path: str) -> dict[str, Any]:
@@ -287,9 +287,9 @@ def _read_hparams(path: str) -> dict[str, Any]:
     hparams['config']  # pylint: disable=pointless-statement
     return hparams
   except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f'{path}: unreadable ({e}); delete '
-                     f'{os.path.dirname(path)} or choose another '
-                     '--experiment_name.') from None
+    raise ValueError(f'{path}: unreadable ({e}): not a run directory '
+                     'written by train.py, or a damaged one (it is left as '
+                     'it is).') from None
 
 
 def data_hash(split: splits_lib.Split) -> str:
@@ -313,8 +313,8 @@ def check_same_data(experiment_dir: str, split: splits_lib.Split) -> None:
     raise ValueError(
         f'{experiment_dir} was trained on other data: the corpus or its split '
         f'changed since (content hash {recorded[:12]}, now {now[:12]}); '
-        'restore the corpus it was trained on, or choose another '
-        '--experiment_name.')
+        'restore the corpus it was trained on, or train a new run '
+        '(train.py --experiment_name=...).')
 
 
 @contextlib.contextmanager

@@ -94,7 +94,8 @@ def load_latest(state_manager: tff.program.FileProgramStateManager, structure,
     raise ValueError(
         f'{where}: the latest checkpoint does not match the training state of '
         'this version and these settings (written by an older fedrec?); '
-        'delete the run directory or choose another --experiment_name.')
+        'train it anew under another --experiment_name (this run is left as '
+        'it is).')
   if damaged and not set_aside_damaged:
     raise ValueError(f'{where}: no readable checkpoint (all '
                      f'{len(damaged)} are damaged); rerun train.py with the '
