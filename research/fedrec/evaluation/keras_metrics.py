@@ -50,18 +50,6 @@ class _PerExampleMean(InlineMean):
                                 sample_weight=sample_weight)
 
 
-class RootMeanSquaredError(_PerExampleMean):
-
-  def __init__(self, name: str = 'rmse', dtype=tf.float32):
-    super().__init__(name=name, dtype=dtype)
-
-  def _per_example(self, errors):
-    return tf.square(errors)
-
-  def result(self):
-    return tf.sqrt(super().result())
-
-
 class MeanSquaredError(_PerExampleMean):
 
   def __init__(self, name: str = 'mse', dtype=tf.float32):
@@ -69,6 +57,16 @@ class MeanSquaredError(_PerExampleMean):
 
   def _per_example(self, errors):
     return tf.square(errors)
+
+
+class RootMeanSquaredError(MeanSquaredError):
+  """The square root of the example-weighted mean squared error."""
+
+  def __init__(self, name: str = 'rmse', dtype=tf.float32):
+    super().__init__(name=name, dtype=dtype)
+
+  def result(self):
+    return tf.sqrt(super().result())
 
 
 class MeanAbsoluteError(_PerExampleMean):
@@ -87,11 +85,12 @@ class RatingAccuracy(_PerExampleMean):
     super().__init__(name=name, dtype=dtype)
 
   def _per_example(self, errors):
-    return tf.cast(tf.abs(errors) <= rating_metrics.ACCURACY_TOLERANCE, self.dtype)
+    return tf.cast(tf.abs(errors) <= rating_metrics.ACCURACY_TOLERANCE,
+                   self.dtype)
 
 
 def create_keras_metrics() -> list[tf.keras.metrics.Metric]:
-  """Fresh example-weighted Keras metrics, named as `rating_metrics.METRIC_NAMES`."""
+  """Fresh example-weighted metrics, named as `rating_metrics.METRIC_NAMES`."""
   return [
       RootMeanSquaredError(),
       MeanSquaredError(),
