@@ -1,10 +1,11 @@
 """Tests of the user-level privacy accounting."""
 
 import math
+from unittest import mock
 
-import dp_accounting
 from absl.testing import absltest
 from absl.testing import parameterized
+import dp_accounting
 
 from research.fedrec.algorithms import sampling
 from research.fedrec.privacy import accounting
@@ -81,6 +82,19 @@ class AccountingTest(parameterized.TestCase):
     noise = setting.calibrate(target, 50)
     self.assertBetween(setting.epsilon(noise, 50), 0.99 * target, target)
     self.assertGreater(setting.epsilon(0.97 * noise, 50), target)
+
+  def test_an_equal_setting_calibrates_once_per_process(self):
+    # Explicit and implicit runs of a table (and every seed) share an event.
+    first = accounting.PrivacySetting(777, 40, _Sampling.UNIFORM, 1e-4)
+    again = accounting.PrivacySetting(777, 40, _Sampling.UNIFORM, 1e-4)
+    with mock.patch.object(dp_accounting, 'calibrate_dp_mechanism',
+                           wraps=dp_accounting.calibrate_dp_mechanism) as spy:
+      noise = first.calibrate(8.0, 3)
+      self.assertEqual(again.calibrate(8.0, 3), noise)
+      self.assertEqual(spy.call_count, 1)
+      other = accounting.PrivacySetting(777, 40, _Sampling.UNIFORM, 2e-4)
+      self.assertLess(other.calibrate(8.0, 3), noise)  # Larger delta.
+      self.assertEqual(spy.call_count, 2)
 
   def test_round_accountant_restores_and_stops(self):
     setting = accounting.PrivacySetting(943, 50, _Sampling.UNIFORM, 1e-4)
