@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 from absl import flags
 from absl.testing import absltest
@@ -82,6 +83,23 @@ class TrainTest(absltest.TestCase):
       # Refused settings leave no run directory (no half-written output).
       self.assertFalse(os.path.exists(os.path.join(root_dir, 'default')),
                        args)
+
+  def test_method_choices_and_settings_come_from_the_registry(self):
+    root = f'--root_output_dir={self.create_tempdir().full_path}'
+    code, _, stderr = binaries.run_main(train, root, '--algorithm=fedavg',
+                                        '--proximal_strength=0.1')
+    self.assertEqual(code, 1)
+    self.assertEqual(stderr.strip().splitlines(), [
+        'train.py: error: --proximal_strength is not a setting of '
+        '--algorithm=fedavg.'])
+    with self.assertRaisesRegex(ValueError, re.escape(
+        'flag --algorithm=fedsgd: value should be one of <fedrecon|fedavg|'
+        'fedprox|centralized|popularity>')):
+      train.config_from_args(['--algorithm=fedsgd'])
+    with flagsaver.flagsaver(algorithm='fedprox', proximal_strength=0.2):
+      config = train.build_config()
+    self.assertEqual(config.method_settings, {'proximal_strength': 0.2})
+
 
 if __name__ == '__main__':
   absltest.main()

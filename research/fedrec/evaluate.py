@@ -121,10 +121,10 @@ def evaluate(experiment_dir: str, split_name: str, edges, output_dir: str,
     run = trained.load_run(experiment_dir)
   recon = run.config.recon
   if eval_recon_epochs is not None:
-    if run.config.algorithm != experiment.Algorithm.FEDRECON:
-      raise ValueError('--eval_recon_epochs applies to FedRecon runs; '
-                       f'{experiment_dir} is a {run.config.algorithm.value} '
-                       'run.')
+    if not run.config.method.reconstructs_users:
+      raise ValueError('--eval_recon_epochs applies to runs that reconstruct '
+                       f'users (fedrecon); {experiment_dir} is a '
+                       f'{run.config.algorithm} run.')
     recon = dataclasses.replace(recon, eval_recon_epochs=eval_recon_epochs)
   as_trained = recon.evaluation_epochs == run.config.recon.evaluation_epochs
   run = dataclasses.replace(
@@ -142,17 +142,16 @@ def evaluate(experiment_dir: str, split_name: str, edges, output_dir: str,
   if (split_name == 'test' and os.path.exists(summary_path) and
       run.round_num == run.config.loop.total_rounds and as_trained):
     with open(summary_path) as f:
-      reported = json.load(f)['test_metrics'].get(run.config.algorithm.value)
+      reported = json.load(f)['test_metrics'].get(run.config.algorithm)
   output = collections.OrderedDict(
       experiment=run.config.experiment_name,
-      algorithm=run.config.algorithm.value,
+      algorithm=run.config.algorithm,
       dataset=run.data.name,
       split=split_name,
       split_kind=run.config.split.kind.value,
       checkpoint_round=run.round_num,
       reconstruction_epochs=(recon.evaluation_epochs if
-                             run.config.algorithm ==
-                             experiment.Algorithm.FEDRECON else None),
+                             run.config.method.reconstructs_users else None),
       activity_edges=list(edges),
       feedback=run.config.data.feedback.value,
       metrics=overall,

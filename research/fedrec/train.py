@@ -29,6 +29,7 @@ from absl import logging
 from research.fedrec.utils import cli
 
 from research.fedrec.algorithms import optimizers
+from research.fedrec.algorithms import registry
 from research.fedrec.algorithms import sampling
 from research.fedrec.data import corpus
 from research.fedrec.data import ratings
@@ -124,13 +125,14 @@ _SUPPORT_FRACTION = flags.DEFINE_float(
 _SPLIT_SEED = flags.DEFINE_integer('split_seed', 0, 'Seed of the split.')
 
 # Algorithm and model.
-_ALGORITHM = flags.DEFINE_enum(
-    'algorithm', 'fedrecon', ['fedrecon', 'fedavg', 'centralized',
-                              'popularity'],
-    'fedrecon: Federated Reconstruction, user embeddings never leave the '
-    'client. fedavg: FedAvg over the whole model; its user table is global, '
-    'so updates leak users\' preferences. centralized: Keras fit only. '
-    'popularity: federated item counts (implicit feedback; the floor).')
+_ALGORITHM = flags.DEFINE_enum('algorithm', 'fedrecon', registry.names(),
+                               registry.help_text())
+# Each method's own settings (algorithms/registry.py), unset: its default.
+_METHOD_SETTINGS = {
+    name: flags.DEFINE_float(
+        name, None, f'{setting.help} Default {setting.default:g}; only with '
+        f'--algorithm={method}.', lower_bound=setting.lower_bound)
+    for name, (method, setting) in registry.all_settings().items()}
 _MODEL = flags.DEFINE_enum(
     'model', 'mf', ['mf', 'gmf', 'mlp', 'neumf', 'autorec'],
     'mf: matrix factorization (explicit, or implicit with BCE: "FedMF"). '
@@ -358,7 +360,10 @@ def build_config():
   return experiment.ExperimentConfig(
       root_output_dir=_ROOT_OUTPUT_DIR.value,
       experiment_name=_EXPERIMENT_NAME.value,
-      algorithm=experiment.Algorithm(_ALGORITHM.value),
+      algorithm=_ALGORITHM.value,
+      method_settings={name: flag.value
+                       for name, flag in _METHOD_SETTINGS.items()
+                       if flag.value is not None},
       data=corpus.DataConfig(
           dataset=_DATASET.value,
           data_dir=_DATA_DIR.value,

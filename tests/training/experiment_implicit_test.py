@@ -155,7 +155,7 @@ class ImplicitExperimentTest(absltest.TestCase):
   def test_popularity_run_equals_numpy_counts(self):
     root = self.create_tempdir().full_path
     summary = experiment.run_experiment(
-        _config(root, 'pop', algorithm=experiment.Algorithm.POPULARITY),
+        _config(root, 'pop', algorithm='popularity'),
         log=lambda _: None)
     data = corpus.load_corpus(_DATA)
     split = splits.split(data.ratings, _SPLIT)
@@ -172,19 +172,19 @@ class ImplicitExperimentTest(absltest.TestCase):
   def test_autorec_fedavg_and_implicit_mf_centralized(self):
     root = self.create_tempdir().full_path
     autorec = experiment.run_experiment(
-        _config(root, 'autorec', algorithm=experiment.Algorithm.FEDAVG,
+        _config(root, 'autorec', algorithm='fedavg',
                 model=mf.MFConfig(architecture=mf.Architecture.AUTOREC,
                                   hidden_units=8),
                 run_centralized_baseline=False), log=lambda _: None)
     self.assertEqual(list(autorec['test_metrics']), ['fedavg', 'popularity'])
     fedmf = experiment.run_experiment(
-        _config(root, 'mf', algorithm=experiment.Algorithm.CENTRALIZED),
+        _config(root, 'mf', algorithm='centralized'),
         log=lambda _: None)
     self.assertEqual(list(fedmf['test_metrics']),
                      ['popularity', 'centralized'])
     # Their exports score as the evaluation: the autoencoder from the FedAvg
     # checkpoint, MF from the exported user table itself.
-    config = _config(root, 'autorec', algorithm=experiment.Algorithm.FEDAVG,
+    config = _config(root, 'autorec', algorithm='fedavg',
                      model=mf.MFConfig(architecture=mf.Architecture.AUTOREC,
                                        hidden_units=8))
     with runtime.local_runtime():
@@ -195,7 +195,7 @@ class ImplicitExperimentTest(absltest.TestCase):
         run.model_weights)
     self.assertEqual(_check_export_scores(self, config, keras_model)
                      .user_source, export.ENCODE)
-    config = _config(root, 'mf', algorithm=experiment.Algorithm.CENTRALIZED)
+    config = _config(root, 'mf', algorithm='centralized')
     exported = export.load_export(os.path.join(config.output_dir, 'export'))
     self.assertEqual(exported.user_source, export.USER_TABLE)
     _check_export_scores(self, config, exported.keras_model(
@@ -208,7 +208,7 @@ class ImplicitExperimentTest(absltest.TestCase):
           architecture=mf.Architecture.AUTOREC))
     with self.assertRaisesRegex(ValueError, 'add --feedback=implicit'):
       _config(root, 'x', data=corpus.DataConfig(),
-              algorithm=experiment.Algorithm.POPULARITY)
+              algorithm='popularity')
     with self.assertRaisesRegex(ValueError, r'--eval_negatives=149: user \d+ '
                                 'has only'):
       experiment.run_experiment(

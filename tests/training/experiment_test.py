@@ -96,11 +96,11 @@ class ExperimentTest(absltest.TestCase):
   def test_fedavg_and_centralized_only(self):
     root = self.create_tempdir().full_path
     summary = experiment.run_experiment(
-        _config(root, 'avg', algorithm=experiment.Algorithm.FEDAVG,
+        _config(root, 'avg', algorithm='fedavg',
                 run_centralized_baseline=False), log=lambda _: None)
     self.assertEqual(list(summary['test_metrics']), ['fedavg'])
     summary = experiment.run_experiment(
-        _config(root, 'central', algorithm=experiment.Algorithm.CENTRALIZED),
+        _config(root, 'central', algorithm='centralized'),
         log=lambda _: None)
     self.assertEqual(list(summary['test_metrics']), ['centralized'])
     self.assertFalse(os.path.exists(os.path.join(root, 'central',
@@ -116,7 +116,7 @@ class ExperimentTest(absltest.TestCase):
     for learning_rate in (1e-9, 0.2):
       summaries[learning_rate] = experiment.run_experiment(
           _config(root, f'ft{learning_rate}', data=data,
-                  algorithm=experiment.Algorithm.FEDAVG, finetune=True,
+                  algorithm='fedavg', finetune=True,
                   split=splits.SplitConfig(kind=splits.SplitKind.USER_DISJOINT,
                                            test_fraction=0.2),
                   optimizers=experiment.OptimizerConfig(
@@ -196,10 +196,12 @@ class ExperimentTest(absltest.TestCase):
   def test_impossible_combination_is_rejected(self):
     with self.assertRaisesRegex(ValueError, 'fedavg cannot be evaluated with '
                                 '--split=user_disjoint'):
-      _config('/unused', 'x', algorithm=experiment.Algorithm.FEDAVG,
+      _config('/unused', 'x', algorithm='fedavg',
               split=splits.SplitConfig(kind=splits.SplitKind.USER_DISJOINT))
-    with self.assertRaisesRegex(ValueError, '--finetune fine-tunes the user '
-                                'rows of explicit-feedback FedAvg'):
+    with self.assertRaisesRegex(
+        ValueError, '^--finetune fine-tunes the user rows of explicit-'
+        'feedback federated training: add --algorithm=fedavg or '
+        '--algorithm=fedprox, drop --feedback=implicit.$'):
       _config('/unused', 'x', finetune=True)
 
 
@@ -292,8 +294,10 @@ class PrivacyExperimentTest(absltest.TestCase):
     fixed = aggregation.DPConfig(mechanism=aggregation.Mechanism.FIXED,
                                  noise_multiplier=0.5, clip=0.3)
     for name, overrides, expected_bytes in (
-        ('fedavg_dp', dict(algorithm=experiment.Algorithm.FEDAVG, dp=fixed),
+        ('fedavg_dp', dict(algorithm='fedavg', dp=fixed),
          4 * (30 * 17 + 40 * 17 + 1) + 4),
+        ('fedprox_dp', dict(algorithm='fedprox', dp=fixed, method_settings=dict(
+            proximal_strength=0.1)), 4 * (30 * 17 + 40 * 17 + 1) + 4),
         ('secure_dp', dict(dp=fixed, aggregation=aggregation.AggregationConfig(
             secure_aggregation=True)), 4 * (40 * 17 + 1) + 4),
         ('quantized', dict(aggregation=aggregation.AggregationConfig(
@@ -304,13 +308,16 @@ class PrivacyExperimentTest(absltest.TestCase):
                        loop=loop.LoopConfig(total_rounds=1, progress=False),
                        **overrides)
       summary = experiment.run_experiment(config, log=lambda _: None)
-      metrics = summary['test_metrics'][config.algorithm.value]
+      metrics = summary['test_metrics'][config.algorithm]
       self.assertTrue(np.isfinite(metrics['rmse']), name)
       with open(os.path.join(root, name, 'metrics.csv')) as f:
         row = next(csv.DictReader(f))
       self.assertEqual(float(row['bytes_per_client']), expected_bytes, name)
       self.assertEqual(summary['privacy']['mechanism'],
                        'fixed' if config.dp.enabled else 'none')
+      self.assertIn(config.method.privacy_note(config.dp.enabled),
+                    summary['privacy']['statement'])
+
 
 if __name__ == '__main__':
   absltest.main()

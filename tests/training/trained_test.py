@@ -134,7 +134,7 @@ class TrainedTest(absltest.TestCase):
 
   def test_fedavg_reproduces_and_exports_its_user_table(self):
     root = self.create_tempdir().full_path
-    _, summary = _run(root, 'avg', algorithm=experiment.Algorithm.FEDAVG)
+    _, summary = _run(root, 'avg', algorithm='fedavg')
     run, _ = self._assert_reproduces(os.path.join(root, 'avg'), summary,
                                      'fedavg')
     exported = export_lib.load_export(os.path.join(root, 'avg', 'export'))
@@ -143,7 +143,7 @@ class TrainedTest(absltest.TestCase):
 
   def test_not_a_federated_run(self):
     root = self.create_tempdir().full_path
-    _run(root, 'central', algorithm=experiment.Algorithm.CENTRALIZED)
+    _run(root, 'central', algorithm='centralized')
     with self.assertRaisesRegex(ValueError, 'centralized run'):
       trained.load_run(os.path.join(root, 'central'))
     with self.assertRaisesRegex(ValueError, 'hparams.json: no such file'):

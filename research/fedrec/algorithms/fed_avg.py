@@ -13,6 +13,7 @@ import tensorflow_federated as tff
 
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.algorithms import inline
+from research.fedrec.algorithms import registry
 from research.fedrec.data import client_store
 from research.fedrec.data import pipelines
 from research.fedrec.models import autorec
@@ -55,18 +56,21 @@ def build_training_process(
   (`client_store.round_client_ids`), so negatives differ between rounds.
   """
   model_fn = create_model_fn(model_config, num_items, num_users, implicit)
-  if uniform_weighting:
-    process = tff.learning.algorithms.build_unweighted_fed_avg(
-        model_fn,
-        client_optimizer_fn=optimizers.client,
-        server_optimizer_fn=optimizers.server,
-        model_aggregator=model_aggregator)
-  else:
-    process = tff.learning.algorithms.build_weighted_fed_avg(
-        model_fn,
-        client_optimizer_fn=optimizers.client,
-        server_optimizer_fn=optimizers.server,
-        model_aggregator=model_aggregator)
+  build = (tff.learning.algorithms.build_unweighted_fed_avg
+           if uniform_weighting else
+           tff.learning.algorithms.build_weighted_fed_avg)
+  process = build(model_fn, client_optimizer_fn=optimizers.client,
+                  server_optimizer_fn=optimizers.server,
+                  model_aggregator=model_aggregator)
+  return with_client_data(process, model_config, num_items, pipeline,
+                          store_path, implicit)
+
+
+def with_client_data(process: tff.learning.templates.LearningProcess,
+                     model_config: mf.MFConfig, num_items: int,
+                     pipeline: pipelines.PipelineConfig, store_path: str,
+                     implicit: bool) -> tff.learning.templates.LearningProcess:
+  """`process` fed the classic layout's batches of client-store ids."""
   data = client_store.create_client_data(store_path, client_store.TRAIN)
   if model_config.architecture == mf.Architecture.AUTOREC:
     data = data.preprocess(pipelines.create_autorec_train_fn(pipeline,
@@ -78,3 +82,20 @@ def build_training_process(
     data = data.preprocess(pipelines.create_fedavg_train_fn(pipeline))
   return tff.simulation.compose_dataset_computation_with_learning_process(
       data.dataset_computation, process)
+
+
+class FedAvg(registry.Method):
+  """The method object of FedAvg (see the module doc)."""
+
+  name = 'fedavg'
+  label = 'FedAvg'
+
+  def build_process(self, inputs: registry.ProcessInputs):
+    return build_training_process(
+        inputs.model_config, inputs.num_items, inputs.num_users,
+        inputs.optimizers, inputs.pipeline, inputs.store_path,
+        model_aggregator=inputs.aggregator,
+        uniform_weighting=inputs.uniform_weighting, implicit=inputs.implicit)
+
+
+METHOD = FedAvg()

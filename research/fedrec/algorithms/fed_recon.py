@@ -21,6 +21,7 @@ from typing import Optional
 import tensorflow_federated as tff
 
 from research.fedrec.algorithms import inline
+from research.fedrec.algorithms import registry
 from research.fedrec.data import client_store
 from research.fedrec.data import pipelines
 from research.fedrec.models import builder
@@ -196,3 +197,21 @@ def build_evaluation(model_config: mf.MFConfig, num_items: int,
   composed = tff.simulation.compose_dataset_computation_with_learning_process(
       data.dataset_computation, process)
   return composed, data.client_ids
+
+
+class FedRecon(registry.Method):
+  """The method object of Federated Reconstruction (see the module doc)."""
+
+  name = 'fedrecon'
+  label = 'FedRecon'
+  reconstructs_users = True
+
+  def build_process(self, inputs: registry.ProcessInputs):
+    return build_training_process(
+        inputs.model_config, inputs.num_items, inputs.recon, inputs.optimizers,
+        inputs.pipeline, inputs.store_path,
+        model_aggregator=inputs.aggregator,
+        uniform_weighting=inputs.uniform_weighting, implicit=inputs.implicit)
+
+
+METHOD = FedRecon()

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from research.fedrec.algorithms import registry
 from research.fedrec.data import client_store
 
 
@@ -39,3 +40,20 @@ def build_counts(num_items: int, store_path: str,
 
   return tff.simulation.compose_dataset_computation_with_computation(
       data.dataset_computation, counts)
+
+
+class Popularity(registry.Method):
+  """The method object: one round of every training client's item set."""
+
+  name = 'popularity'
+  label = 'popularity'
+  kind = registry.Kind.COUNTS
+
+  def validate(self, config) -> None:
+    if not config.data.implicit:
+      raise ValueError('--algorithm=popularity ranks items: add '
+                       '--feedback=implicit.')
+    super().validate(config)
+
+
+METHOD = Popularity()

@@ -25,6 +25,7 @@ from absl import flags
 
 from research.fedrec.utils import cli
 
+from research.fedrec.algorithms import registry
 from research.fedrec.algorithms import sampling as sampling_lib
 from research.fedrec.privacy import accounting
 from research.fedrec.privacy import statement
@@ -47,8 +48,10 @@ _DELTA = flags.DEFINE_float('delta', None,
 _ACCOUNTANT = flags.DEFINE_enum_class(
     'accountant', accounting.AccountantKind.RDP, accounting.AccountantKind,
     'rdp, or pld (Poisson sampling only).')
-_ALGORITHM = flags.DEFINE_enum('algorithm', 'fedrecon', ['fedrecon', 'fedavg'],
-                               'The algorithm the statement describes.')
+_ALGORITHM = flags.DEFINE_enum(
+    'algorithm', 'fedrecon',
+    registry.names(private_only=True),
+    'The method the statement describes.')
 _MECHANISM = flags.DEFINE_enum('dp', 'adaptive', ['fixed', 'adaptive'],
                                'The clipping the statement describes.')
 
@@ -92,7 +95,7 @@ def run() -> str:
                  f'{10 * noise:.4g} at this noise multiplier.')
   lines.append('')
   lines.append(statement.privacy_statement(
-      _ALGORITHM.value, _MECHANISM.value, epsilon, setting.delta, rounds,
+      registry.privacy_note(_ALGORITHM.value, dp=True), _MECHANISM.value, epsilon, setting.delta, rounds,
       setting.sampling.value, setting.accountant.value))
   return '\n'.join(lines)
 

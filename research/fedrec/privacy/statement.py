@@ -3,13 +3,16 @@
 from typing import Optional
 
 
-def privacy_statement(algorithm: str, mechanism: str,
+def privacy_statement(method_note: str, mechanism: str,
                       epsilon: Optional[float] = None,
                       delta: Optional[float] = None,
                       rounds: Optional[int] = None,
                       sampling: Optional[str] = None,
                       accountant: Optional[str] = None) -> str:
-  """What is protected, by how much, and what is not covered."""
+  """What is protected, by how much, and what is not covered.
+
+  `method_note` is what the training method adds (`registry.privacy_note`).
+  """
   if mechanism == 'none':
     text = ('No differential privacy: the trained model carries no formal '
             'guarantee about any user\'s ratings.')
@@ -25,15 +28,7 @@ def privacy_statement(algorithm: str, mechanism: str,
         f'by at most that much when {relation}. It assumes the simulated '
         'sampling and noise are the real ones and that the noise stays secret '
         'from clients.')
-  if algorithm == 'fedrecon':
-    text += (' Under Federated Reconstruction each user\'s embedding is '
-             'rebuilt on the client and never sent, so it needs no noise.')
-  elif algorithm == 'fedavg':
-    text += (' Under FedAvg the global user table is part of the noised update '
-             'and so covered too, but each row is noised like every other '
-             'parameter and learns little.' if mechanism != 'none' else
-             ' FedAvg\'s global user table is unprotected: it reveals each '
-             'participating user\'s preferences directly.')
+  text += method_note
   text += (' Not covered: choosing hyperparameters (including these) on the '
            'same users, the centralized baseline and evaluation, which read '
            'raw ratings, and reconstructed embeddings, which stay on the '

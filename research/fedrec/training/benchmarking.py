@@ -243,7 +243,7 @@ class _Benchmark:
     from research.fedrec.privacy import aggregation  # pylint: disable=g-import-not-at-top
     from research.fedrec.training import experiment  # pylint: disable=g-import-not-at-top
     config = dataclasses.replace(
-        self.config, algorithm=experiment.Algorithm(algorithm),
+        self.config, algorithm=algorithm,
         clients_per_round=clients_per_round,
         dp=(aggregation.DPConfig(mechanism=aggregation.Mechanism.ADAPTIVE,
                                  noise_multiplier=1.0)
@@ -271,11 +271,10 @@ class _Benchmark:
     """Times `rounds` rounds of `process` (fresh state) and summarizes them."""
     import tqdm  # pylint: disable=g-import-not-at-top
     from research.fedrec.algorithms import sampling  # pylint: disable=g-import-not-at-top
-    from research.fedrec.training import experiment  # pylint: disable=g-import-not-at-top
     from research.fedrec.training import runtime  # pylint: disable=g-import-not-at-top
-    fedrecon = config.algorithm == experiment.Algorithm.FEDRECON
+    reconstructs = config.method.reconstructs_users
     passes = (config.recon.recon_epochs + config.recon.post_recon_epochs
-              if fedrecon else config.pipeline.local_epochs)
+              if reconstructs else config.pipeline.local_epochs)
     sampler = sampling.ClientSampler(self.client_ids, config.clients_per_round,
                                      seed=self.seed)
     memory.reset()
@@ -295,7 +294,7 @@ class _Benchmark:
         seconds.append(time.perf_counter() - started)
         works.append(round_work(self.counts, clients, passes,
                                 config.pipeline.batch_size,
-                                repeat_then_batch=not fedrecon))
+                                repeat_then_batch=not reconstructs))
         rss_after.append(_tree_rss())  # Before a restart of the worker.
         restarts += runtime.round_done()
         bar.set_postfix(s=f'{seconds[-1]:.2f}',

@@ -22,7 +22,6 @@ The library never reads flags; `train.py` turns flags into these configs.
 import collections
 import contextlib
 import dataclasses
-import enum
 import fcntl
 import json
 import math
@@ -35,10 +34,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from research.fedrec.algorithms import fed_avg
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.algorithms import optimizers as optimizers_lib
 from research.fedrec.algorithms import popularity as popularity_lib
+from research.fedrec.algorithms import registry
 from research.fedrec.algorithms import sampling as sampling_lib
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus as corpus_lib
@@ -67,13 +66,6 @@ write_json_atomically = json_io.write_json_atomically
 
 
 EXPORT_DIRNAME = export_lib.EXPORT_DIRNAME
-
-
-class Algorithm(enum.Enum):
-  FEDRECON = 'fedrecon'
-  FEDAVG = 'fedavg'
-  CENTRALIZED = 'centralized'
-  POPULARITY = 'popularity'  # Implicit feedback: federated item counts.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +118,9 @@ class ExperimentConfig:
 
   root_output_dir: str
   experiment_name: str
-  algorithm: Algorithm = Algorithm.FEDRECON
+  algorithm: str = 'fedrecon'  # A method of algorithms/registry.py.
+  # The method's own settings (registry.Setting) by name; unset: defaults.
+  method_settings: dict = dataclasses.field(default_factory=dict)
   data: corpus_lib.DataConfig = dataclasses.field(
       default_factory=corpus_lib.DataConfig)
   split: splits_lib.SplitConfig = dataclasses.field(
@@ -162,13 +156,10 @@ class ExperimentConfig:
       default_factory=ranking_lib.RankingConfig)
 
   def __post_init__(self):
-    if self.algorithm == Algorithm.POPULARITY:
-      if not self.data.implicit:
-        raise ValueError('--algorithm=popularity ranks items: add '
-                         '--feedback=implicit.')
-    else:
-      builder.check_supported(self.model, self.data.implicit,
-                              self.algorithm == Algorithm.FEDRECON)
+    # Recorded with every value, so that hparams.json says what ran.
+    object.__setattr__(self, 'method_settings',
+                       self.method.settings(self.method_settings))
+    self.method.validate(self)
     if not self.experiment_name or os.sep in self.experiment_name:
       raise ValueError('--experiment_name must be a non-empty name without '
                        f'{os.sep!r}.')
@@ -176,24 +167,10 @@ class ExperimentConfig:
       raise ValueError('--clients_per_round must be >= 1.')
     if self.eval_clients < 0:
       raise ValueError('--eval_clients must be >= 0.')
-    if self.algorithm == Algorithm.CENTRALIZED and (
-        self.dp.enabled or self.aggregation.secure_aggregation or
-        self.aggregation.compression != aggregation_lib.Compression.NONE):
-      raise ValueError('--dp, --secure_aggregation and --compression apply to '
-                       'federated algorithms, not --algorithm=centralized.')
-    if self.finetune and (self.algorithm != Algorithm.FEDAVG or
-                          self.data.implicit):
-      raise ValueError('--finetune fine-tunes the user rows of explicit-'
-                       'feedback FedAvg: add --algorithm=fedavg, drop '
-                       '--feedback=implicit.')
-    if (self.algorithm == Algorithm.FEDAVG and builder.has_user_part(
-        self.model) and self.split.kind == splits_lib.SplitKind.USER_DISJOINT
-        and not self.finetune):
-      raise ValueError(
-          '--algorithm=fedavg cannot be evaluated with --split=user_disjoint: '
-          "FedAvg's global user table has no trained row for users unseen in "
-          'training (use fedrecon, add --finetune, or a holdout / '
-          'leave_one_out split).')
+
+  @property
+  def method(self) -> registry.Method:
+    return registry.get(self.algorithm)
 
   @property
   def output_dir(self) -> str:
@@ -398,7 +375,7 @@ class _Evaluator:
 
     With `max_clients`, over that many users drawn with the run's seed.
     """
-    if self._config.algorithm == Algorithm.FEDAVG:
+    if not self._config.method.reconstructs_users:  # A global user table.
       return centralized_lib.evaluate(self._fedavg_model(model_weights),
                                       getattr(self._split, split_name))
     users = self._ratings(split_name)[0]
@@ -517,7 +494,7 @@ class RankingEvaluator:
   def evaluate(self, model_weights, split_name: str,
                max_clients: int = 0) -> collections.OrderedDict:
     """Metrics of a federated process's global weights."""
-    reconstruct = self._config.algorithm == Algorithm.FEDRECON
+    reconstruct = self._config.method.reconstructs_users
     model = exporting.keras_model_of(
         self._model_config, self._data.num_items,
         None if reconstruct else self._data.num_users, model_weights)
@@ -528,19 +505,15 @@ def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
                    store_path: str, model_config: mf.MFConfig,
                    noise_multiplier: Optional[float] = None):
   """The training process, with the configured model-update aggregator."""
-  optimizers = config.optimizers.create()
   aggregator = aggregation_lib.build_aggregator(
       config.dp, config.aggregation, noise_multiplier,
       config.clients_per_round, weighted=config.weighted)
-  if config.algorithm == Algorithm.FEDRECON:
-    return fed_recon.build_training_process(
-        model_config, data.num_items, config.recon, optimizers,
-        config.pipeline, store_path, model_aggregator=aggregator,
-        uniform_weighting=not config.weighted, implicit=data.implicit)
-  return fed_avg.build_training_process(
-      model_config, data.num_items, data.num_users, optimizers,
-      config.pipeline, store_path, model_aggregator=aggregator,
-      uniform_weighting=not config.weighted, implicit=data.implicit)
+  return config.method.build_process(registry.ProcessInputs(
+      model_config=model_config, num_items=data.num_items,
+      num_users=data.num_users, optimizers=config.optimizers.create(),
+      recon=config.recon, pipeline=config.pipeline, store_path=store_path,
+      aggregator=aggregator, uniform_weighting=not config.weighted,
+      implicit=data.implicit, settings=config.method_settings))
 
 
 def resolve_privacy(config: ExperimentConfig, num_training_users: int,
@@ -647,12 +620,11 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
   weights = process.get_model_weights(state)
   keras_model = exporting.keras_model_of(
       model_config, data.num_items,
-      None if config.algorithm == Algorithm.FEDRECON else data.num_users,
-      weights)
+      None if config.method.reconstructs_users else data.num_users, weights)
   results = collections.OrderedDict(
-      [(config.algorithm.value, evaluator.evaluate(weights, 'test'))])
+      [(config.algorithm, evaluator.evaluate(weights, 'test'))])
   if config.finetune:
-    results[f'{config.algorithm.value}_finetuned'] = (
+    results[f'{config.algorithm}_finetuned'] = (
         evaluator.evaluate_finetuned(weights, 'test'))
   return results, keras_model
 
@@ -705,15 +677,16 @@ def run_experiment(config: ExperimentConfig,
       f'{len(split.val.query)} val, {len(split.test.query)} test.')
 
   results = collections.OrderedDict()
+  kind = config.method.kind
   training_users = np.unique(split.train.users)
   num_training_users = int(training_users.size)
-  if config.algorithm in (Algorithm.FEDRECON, Algorithm.FEDAVG):
+  if kind == registry.Kind.PROCESS:
     # Validates the sampling settings before anything is written.
     sampling_lib.ClientSampler(training_users.astype(str).tolist(),
                                config.clients_per_round, config.sampling,
                                config.seed)
   trained = None
-  if config.algorithm == Algorithm.POPULARITY:
+  if kind == registry.Kind.COUNTS:
     # One round in which every training client takes part.
     accountant = resolve_privacy(dataclasses.replace(
         config, clients_per_round=num_training_users,
@@ -723,7 +696,7 @@ def run_experiment(config: ExperimentConfig,
       accountant.compose(1)
   else:
     accountant = resolve_privacy(config, num_training_users, log)
-  needs_store = config.algorithm != Algorithm.CENTRALIZED or data.implicit
+  needs_store = kind != registry.Kind.CENTRAL or data.implicit
   if needs_store:
     store_path = client_store.create_client_store(
         split, config.cache_dir or os.path.join(config.root_output_dir,
@@ -744,23 +717,22 @@ def run_experiment(config: ExperimentConfig,
           hparams_path,
           collections.OrderedDict(flags=flag_values or {}, config=config,
                                   data_hash=data_hash(split)))
-      if config.algorithm in (Algorithm.FEDRECON, Algorithm.FEDAVG):
+      if kind == registry.Kind.PROCESS:
         federated, trained = _run_federated(config, data, split, store_path,
                                             model_config, accountant)
         results.update(federated)
       if data.implicit:
         # The floor every model must beat (with DP only when it is the run).
         dp_noise = (accountant.noise_multiplier if accountant is not None and
-                    config.algorithm == Algorithm.POPULARITY else None)
+                    kind == registry.Kind.COUNTS else None)
         counts = _run_popularity(
             config if dp_noise is not None else dataclasses.replace(
                 config, dp=aggregation_lib.DPConfig()),
             data, store_path, dp_noise)
         results['popularity'] = ranking_evaluator.evaluate_popularity(
             counts, 'test')
-    if (config.algorithm == Algorithm.CENTRALIZED or
-        (config.run_centralized_baseline and
-         config.algorithm != Algorithm.POPULARITY)):
+    if (kind == registry.Kind.CENTRAL or
+        (config.run_centralized_baseline and kind == registry.Kind.PROCESS)):
       log('Training the centralized baseline ...')
       if data.implicit:
         has_val = len(split.val.query) > 0  # pylint: disable=g-explicit-length-test
@@ -779,7 +751,7 @@ def run_experiment(config: ExperimentConfig,
         model = centralized_lib.train(split, data.num_users, data.num_items,
                                       model_config, config.centralized)
         results['centralized'] = centralized_lib.evaluate(model, split.test)
-      if config.algorithm == Algorithm.CENTRALIZED:
+      if kind == registry.Kind.CENTRAL:
         trained = model
     if trained is not None:
       exporting.export_model(config, data, split, trained, model_config,
@@ -788,7 +760,7 @@ def run_experiment(config: ExperimentConfig,
     summary = collections.OrderedDict(
         experiment=config.experiment_name,
         dataset=data.name,
-        algorithm=config.algorithm.value,
+        algorithm=config.algorithm,
         seed=config.seed,
         num_users=data.num_users,
         num_items=data.num_items,
@@ -838,7 +810,8 @@ def _privacy_summary(config: ExperimentConfig,
   if accountant is None:
     return collections.OrderedDict(
         mechanism='none',
-        statement=statement.privacy_statement(config.algorithm.value, 'none'))
+        statement=statement.privacy_statement(
+            config.method.privacy_note(dp=False), 'none'))
   setting = accountant.setting
   return collections.OrderedDict(
       mechanism=config.dp.mechanism.value,
@@ -851,7 +824,7 @@ def _privacy_summary(config: ExperimentConfig,
       sampling_probability=setting.sampling_probability,
       accountant=setting.accountant.value,
       statement=statement.privacy_statement(
-          config.algorithm.value, config.dp.mechanism.value,
+          config.method.privacy_note(dp=True), config.dp.mechanism.value,
           accountant.epsilon, setting.delta, accountant.rounds,
           setting.sampling.value, setting.accountant.value))
 
@@ -868,7 +841,7 @@ def _reference_lines(summary) -> dict[str, float]:
             if name != summary['algorithm'] and 'full/ndcg@10' in metrics}
   lines = {}
   algorithm = summary['algorithm']
-  if algorithm in summary['test_metrics'] and algorithm != 'centralized':
+  if algorithm in summary['test_metrics']:  # (Once if it is centralized.)
     lines[f'{algorithm} test RMSE'] = summary['test_metrics'][algorithm]['rmse']
   if 'centralized' in summary['test_metrics']:
     lines['centralized test RMSE'] = summary['test_metrics']['centralized'][

@@ -82,7 +82,7 @@ def model_from_keras(keras_model: tf.keras.Model, model_config: mf.MFConfig,
 def _metadata(config, data) -> dict:
   raw_users, raw_items = data.id_maps.raw_users, data.id_maps.raw_items
   return dict(
-      algorithm=config.algorithm.value, dataset=data.name,
+      algorithm=config.algorithm, dataset=data.name,
       experiment=config.experiment_name,
       data_config=json_io.to_jsonable(config.data),
       corpus_hash=data.content_hash(),

@@ -20,6 +20,7 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow_federated as tff
 
+from research.fedrec.algorithms import registry
 from research.fedrec.algorithms import sampling as sampling_lib
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus as corpus_lib
@@ -60,9 +61,9 @@ def load_run(experiment_dir: str) -> TrainedRun:
   config = dataclasses.replace(
       config, root_output_dir=os.path.dirname(os.path.abspath(experiment_dir)),
       experiment_name=os.path.basename(os.path.abspath(experiment_dir)))
-  if config.algorithm == experiment_lib.Algorithm.CENTRALIZED:
-    raise ValueError(f'{experiment_dir} is a centralized run: it keeps no '
-                     'checkpoint (its test metrics are in summary.json).')
+  if config.method.kind != registry.Kind.PROCESS:
+    raise ValueError(f'{experiment_dir} is a {config.algorithm} run: it keeps '
+                     'no checkpoint (its test metrics are in summary.json).')
   data = corpus_lib.load_corpus(config.data)
   split = splits_lib.split(data.ratings, config.split)
   model_config = experiment_lib.model_config_of(config, split)
@@ -88,8 +89,7 @@ def load_run(experiment_dir: str) -> TrainedRun:
   if config.data.implicit:
     return TrainedRun(config, data, split, None, int(saved['round']),
                       model_weights=weights)
-  num_users = (None if config.algorithm == experiment_lib.Algorithm.FEDRECON
-               else data.num_users)
+  num_users = None if config.method.reconstructs_users else data.num_users
   keras_model = exporting.keras_model_of(
       model_config, data.num_items, num_users, weights)
   model, vectors, biases = exporting.model_from_keras(

@@ -1,0 +1,263 @@
+"""The registry of training methods: `--algorithm` names -> `Method` objects.
+
+A method is one object, in its own module of algorithms/, that
+
+  * validates the settings of a run it is asked to train (`validate`),
+  * builds its TFF learning process from the registered model, the client
+    store and an aggregator factory (`build_process`, for `Kind.PROCESS`),
+  * says how the users it trained are scored (`reconstructs_users`: each user
+    rebuilds its own vector from its ratings, or takes its row of a trained
+    global user table), and
+  * states what its privacy guarantee covers (`privacy_note`).
+
+Orchestration (training/) asks a method what it is and never compares
+algorithm names. Adding a method is one module plus one line in `_BUILT_IN`
+(or a `register` call, e.g. in a test); its own settings are declared in the
+registration (`Setting`), and train.py turns them into flags.
+
+The registry itself is light (no TensorFlow): the binaries list the names and
+settings for --help without importing TFF; a method's module is imported the
+first time the method is looked up.
+"""
+
+import dataclasses
+import enum
+import importlib
+from typing import Any, Optional
+
+
+class Kind(enum.Enum):
+  PROCESS = 'process'  # A tff.learning process trained round by round.
+  COUNTS = 'counts'  # One federated round of item counts, all clients.
+  CENTRAL = 'central'  # Trained on the pooled ratings (the baseline).
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """A method's own hyperparameter (train.py: a flag of the same name)."""
+
+  name: str
+  default: float
+  help: str
+  lower_bound: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessInputs:
+  """What a method builds its learning process from."""
+
+  model_config: Any  # models/mf.MFConfig: the registered model's settings.
+  num_items: int
+  num_users: int
+  optimizers: Any  # fed_recon.Optimizers: client, server, reconstruction.
+  recon: Any  # fed_recon.ReconConfig (reconstruction methods).
+  pipeline: Any  # data/pipelines.PipelineConfig.
+  store_path: str  # The client store (data/client_store.py).
+  aggregator: Any  # A tff.aggregators factory (DP, secure sum, compression).
+  uniform_weighting: bool
+  implicit: bool
+  settings: dict  # The method's own settings by name (`Method.settings`).
+
+
+class Method:
+  """A training method; subclasses override what differs from FedAvg-like.
+
+  Attributes:
+    name: the --algorithm value.
+    label: how tables and messages name it (e.g. 'FedAvg').
+    kind: how orchestration runs it (`Kind`).
+    reconstructs_users: users are scored after rebuilding their own vector
+      from their ratings (Federated Reconstruction); otherwise they take their
+      row of the trained global user table (if the model has a user part).
+    help: one line for --help.
+  """
+
+  name: str = ''
+  label: str = ''
+  kind: Kind = Kind.PROCESS
+  reconstructs_users: bool = False
+  help: str = ''
+
+  def validate(self, config) -> None:
+    """Raises ValueError (one line) for settings this method cannot train.
+
+    Args:
+      config: the run's training/experiment.ExperimentConfig.
+    """
+    from research.fedrec.data import splits  # pylint: disable=g-import-not-at-top
+    from research.fedrec.models import builder  # pylint: disable=g-import-not-at-top
+    builder.check_supported(config.model, config.data.implicit,
+                            self.reconstructs_users)
+    if config.finetune and not self.finetunes(config.data.implicit):
+      methods = ' or '.join(
+          f'--algorithm={m.name}' for m in map(get, names())
+          if m.finetunes(False))
+      raise ValueError('--finetune fine-tunes the user rows of explicit-'
+                       f'feedback federated training: add {methods}, drop '
+                       '--feedback=implicit.')
+    if (self.kind == Kind.PROCESS and not self.reconstructs_users and
+        builder.has_user_part(config.model) and
+        config.split.kind == splits.SplitKind.USER_DISJOINT and
+        not config.finetune):
+      raise ValueError(
+          f'--algorithm={self.name} cannot be evaluated with '
+          f"--split=user_disjoint: {self.label}'s global user table has no "
+          'trained row for users unseen in training (use fedrecon, add '
+          '--finetune, or a holdout / leave_one_out split).')
+
+  def finetunes(self, implicit: bool) -> bool:
+    """Whether --finetune applies: rows of a global table, explicit ratings."""
+    return (self.kind == Kind.PROCESS and not self.reconstructs_users and
+            not implicit)
+
+  def settings(self, given: dict) -> dict:
+    """This method's settings: `given` over the registered defaults."""
+    unknown = sorted(set(given) - {s.name for s in _settings_of(self.name)})
+    if unknown:
+      raise ValueError(f'--{unknown[0]} is not a setting of '
+                       f'--algorithm={self.name}.')
+    values = {s.name: s.default for s in _settings_of(self.name)}
+    values.update(given)
+    for setting in _settings_of(self.name):
+      value = values[setting.name]
+      if setting.lower_bound is not None and not value >= setting.lower_bound:
+        raise ValueError(f'--{setting.name}={value:g}: expected a number >= '
+                         f'{setting.lower_bound:g}.')
+    return values
+
+  def build_process(self, inputs: ProcessInputs):
+    """The tff.learning process; its `next` takes client-id strings."""
+    raise NotImplementedError(f'{self.name} trains no learning process.')
+
+  def privacy_note(self, dp: bool) -> str:
+    """What the privacy statement adds about this method ('' if nothing)."""
+    return privacy_note(self.name, dp)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Registration:
+  """What is known of a method without importing its module."""
+
+  name: str
+  module: Optional[str]  # Defines METHOD; None: registered as an object.
+  help: str
+  settings: tuple = ()
+  # Appended to the privacy statement, under DP and without (None: as under
+  # DP). Here rather than in the module, so that the privacy calculator
+  # states them without importing TFF.
+  privacy_note: str = ''
+  privacy_note_without_dp: Optional[str] = None
+  private: bool = True  # Trains under --dp (the privacy calculator lists it).
+
+
+_GLOBAL_TABLE_NOTE = (
+    ' Under {name} the global user table is part of the noised update and so '
+    'covered too, but each row is noised like every other parameter and '
+    'learns little.')
+_UNPROTECTED_TABLE_NOTE = (
+    ' {name}\'s global user table is unprotected: it reveals each '
+    'participating user\'s preferences directly.')
+
+# The built-in methods, in --help order.
+_BUILT_IN = (
+    _Registration(
+        'fedrecon', 'research.fedrec.algorithms.fed_recon',
+        'Federated Reconstruction: user embeddings never leave the client.',
+        privacy_note=(
+            ' Under Federated Reconstruction each user\'s embedding is '
+            'rebuilt on the client and never sent, so it needs no noise.')),
+    _Registration(
+        'fedavg', 'research.fedrec.algorithms.fed_avg',
+        'FedAvg over the whole model; its user table is global, so updates '
+        'leak users\' preferences.',
+        privacy_note=_GLOBAL_TABLE_NOTE.format(name='FedAvg'),
+        privacy_note_without_dp=_UNPROTECTED_TABLE_NOTE.format(name='FedAvg')),
+    _Registration(
+        'fedprox', 'research.fedrec.algorithms.fed_prox',
+        'FedProx (Li et al., MLSys 2020): FedAvg whose clients are pulled '
+        'towards the global model (--proximal_strength).',
+        (Setting('proximal_strength', 0.01,
+                 'FedProx: mu of the proximal term mu/2 |w - w_global|^2 '
+                 'added to each client\'s loss (0 trains as FedAvg).', 0.0),),
+        privacy_note=_GLOBAL_TABLE_NOTE.format(name='FedProx'),
+        privacy_note_without_dp=_UNPROTECTED_TABLE_NOTE.format(
+            name='FedProx')),
+    _Registration(
+        'centralized', 'research.fedrec.algorithms.centralized',
+        'Keras fit on the pooled ratings only (the baseline).',
+        private=False),
+    _Registration(
+        'popularity', 'research.fedrec.algorithms.popularity',
+        'federated item counts (implicit feedback; the floor).'),
+)
+_REGISTRATIONS = {r.name: r for r in _BUILT_IN}
+_METHODS: dict[str, Method] = {}
+
+
+def register(method: Method, settings: tuple = (),
+             privacy_note: str = '') -> None:
+  """Adds `method` (e.g. from a test or a user's own module).
+
+  Raises:
+    ValueError: a method of that name is registered already.
+  """
+  if method.name in _REGISTRATIONS:
+    raise ValueError(f'A method named {method.name!r} is registered already.')
+  _REGISTRATIONS[method.name] = _Registration(
+      method.name, None, method.help, tuple(settings), privacy_note)
+  _METHODS[method.name] = method
+
+
+def unregister(name: str) -> None:
+  """Removes a method added with `register` (built-in ones stay)."""
+  if _REGISTRATIONS.get(name) is not None and _REGISTRATIONS[name].module:
+    raise ValueError(f'{name} is built in.')
+  _REGISTRATIONS.pop(name, None)
+  _METHODS.pop(name, None)
+
+
+def names(private_only: bool = False) -> list[str]:
+  """The registered methods (`private_only`: those that train under DP)."""
+  return [r.name for r in _REGISTRATIONS.values()
+          if r.private or not private_only]
+
+
+def help_text() -> str:
+  """One sentence per method, for --algorithm's help."""
+  return ' '.join(f'{r.name}: {r.help}' for r in _REGISTRATIONS.values())
+
+
+def all_settings() -> dict[str, tuple[str, Setting]]:
+  """Every method's own settings: name -> (method name, Setting)."""
+  return {s.name: (r.name, s) for r in _REGISTRATIONS.values()
+          for s in r.settings}
+
+
+def privacy_note(name: str, dp: bool) -> str:
+  """The method's addition to the privacy statement (no import of it)."""
+  registration = _REGISTRATIONS[name]
+  if not dp and registration.privacy_note_without_dp is not None:
+    return registration.privacy_note_without_dp
+  return registration.privacy_note
+
+
+def _settings_of(name: str) -> tuple:
+  return _REGISTRATIONS[name].settings
+
+
+def get(name: str) -> Method:
+  """The method registered as `name`.
+
+  Raises:
+    ValueError: no such method (one line listing the registered ones).
+  """
+  if name not in _REGISTRATIONS:
+    raise ValueError(f'--algorithm={name}: no such method (registered: '
+                     f'{", ".join(names())}).')
+  if name not in _METHODS:
+    method = importlib.import_module(_REGISTRATIONS[name].module).METHOD
+    if method.name != name:
+      raise ValueError(f'{_REGISTRATIONS[name].module}.METHOD is named '
+                       f'{method.name!r}, registered as {name!r}.')
+    _METHODS[name] = method
+  return _METHODS[name]
