@@ -7,6 +7,7 @@ works. Most cases run the library in-process (the same code the binaries
 call); the cases about exit codes, signals and processes run the binaries.
 """
 
+import csv
 import fcntl
 import json
 import math
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -30,6 +32,7 @@ from research.fedrec.data import ratings
 from research.fedrec.data import splits
 from research.fedrec.data import synthetic
 from research.fedrec.inference import export as export_lib
+from research.fedrec.models import mf
 from research.fedrec.training import centralized
 from research.fedrec.training import experiment
 from research.fedrec.training import loop
@@ -81,7 +84,8 @@ class DamagedFilesTest(parameterized.TestCase):
     cls.summary = experiment.run_experiment(
         _config(cls.root, 'six', 6, cache_dir=cls.cache), log=_quiet)
     cls.store = [os.path.join(cls.root, 'cache', f)
-                 for f in os.listdir(os.path.join(cls.root, 'cache'))][0]
+                 for f in os.listdir(os.path.join(cls.root, 'cache'))
+                 if f.endswith('.sqlite')][0]
     with open(cls.store, 'rb') as f:
       cls.store_bytes = f.read()
 
@@ -98,7 +102,7 @@ class DamagedFilesTest(parameterized.TestCase):
     lines = []
     experiment.run_experiment(
         _config(self.root, f'after_{new_size(10)}', cache_dir=self.cache),
-        log=lines.append)
+        log=_quiet, warn=lines.append)
     self.assertTrue(any(line.startswith(f'{self.store}: damaged client store')
                         for line in lines), lines)
     split = splits.split(corpus.load_corpus(_DATA).ratings,
@@ -141,6 +145,59 @@ class DamagedFilesTest(parameterized.TestCase):
     finally:
       shutil.rmtree(out)
       os.replace(backup, out)
+
+  @parameterized.named_parameters(('renamed', 'renamed'),
+                                  ('from_another_run', 'foreign'))
+  def test_a_checkpoint_that_is_not_this_runs_round_falls_back(self, kind):
+    out = os.path.join(self.root, 'six')
+    backup = os.path.join(self.root, f'backup_{kind}')
+    shutil.copytree(out, backup)
+    latest = os.path.join(out, 'checkpoints', 'program_state_6')
+    try:
+      shutil.rmtree(latest)
+      if kind == 'renamed':  # Round 3's state in round 6's folder.
+        source = os.path.join(out, 'checkpoints', 'program_state_3')
+        reason = 'it records round 3 in a folder of round 6'
+      else:  # Round 6 of a run with other shapes (embedding_dim 4).
+        experiment.run_experiment(
+            _config(self.root, f'other_{kind}', 6, cache_dir=self.cache,
+                    model=mf.MFConfig(embedding_dim=4)), log=_quiet)
+        source = os.path.join(self.root, f'other_{kind}', 'checkpoints',
+                              'program_state_6')
+        reason = ("its tensors' shapes are not this run's: copied from "
+                  'another run?')
+      shutil.copytree(source, latest)
+      lines = []
+      with mock.patch.object(trained, '_log', lines.append):
+        self.assertEqual(_load_run(out).round_num, 3)
+      self.assertEqual(lines, [f'{latest}: damaged checkpoint ({reason}); '
+                               'trying program_state_3.'])
+      summary = experiment.run_experiment(
+          _config(self.root, 'six', 6, cache_dir=self.cache), log=_quiet)
+      self.assertEqual(summary['test_metrics'], self.summary['test_metrics'])
+      self.assertCountEqual(
+          os.listdir(os.path.join(out, 'checkpoints')),
+          ['program_state_3', 'program_state_6', 'damaged_program_state_6'])
+    finally:
+      shutil.rmtree(out)
+      os.replace(backup, out)
+
+  def test_an_empty_metrics_csv_is_set_aside_on_resuming(self):
+    out = os.path.join(self.root, 'empty_metrics')
+    shutil.copytree(os.path.join(self.root, 'six'), out)
+    open(os.path.join(out, 'metrics.csv'), 'w').close()  # 0 bytes.
+    lines = []
+    experiment.run_experiment(
+        _config(self.root, 'empty_metrics', 7, cache_dir=self.cache),
+        log=_quiet, warn=lines.append)
+    self.assertEqual(lines, [
+        f'{out}/metrics.csv: damaged (no header row); set aside as '
+        'damaged_metrics.csv. The resumed rounds start a new metrics.csv '
+        "(earlier rounds' metrics are not in the checkpoints)."])
+    with open(os.path.join(out, 'metrics.csv')) as f:
+      self.assertEqual([r['round'] for r in csv.DictReader(f)], ['7'])
+    self.assertEqual(os.path.getsize(os.path.join(out,
+                                                  'damaged_metrics.csv')), 0)
 
   def test_no_readable_checkpoint_is_one_line_for_evaluation(self):
     out = os.path.join(self.root, 'none_readable')
@@ -416,6 +473,27 @@ class BinariesTest(parameterized.TestCase):
           check=False, timeout=60)
       self.assertEqual(result.returncode, 1, (binary, args))
       self.assertEqual(result.stderr.strip().splitlines(), [message])
+
+  def test_out_of_memory_in_the_worker_is_one_line_and_rolled_back(self):
+    root = self.create_tempdir().full_path
+    tmp = self.create_tempdir().full_path
+    with mock.patch.dict(os.environ, {'TMPDIR': tmp}):
+      result = binaries.run_binary('train', *_SMALL_FLAGS, '--rounds=2',
+                                   '--embedding_dim=1000000000',
+                                   f'--root_output_dir={root}')
+    self.assertEqual(result.returncode, 1)
+    (line,) = result.stderr.strip().splitlines()
+    match = re.fullmatch(
+        r'train.py: error: out of memory while training \(fedrecon\) \(OOM '
+        r'when allocating tensor with shape\[40,1000000000\]\): a smaller '
+        r'model \(e.g. --embedding_dim\) or fewer --clients_per_round may '
+        r'fit \(the full traceback is in (\S+)\).', line)
+    self.assertIsNotNone(match, line)
+    with open(match.group(1)) as f:
+      self.assertIn('Traceback (most recent call last)', f.read())
+    self.assertEqual(os.path.dirname(match.group(1)), tmp)
+    # Rolled back: the corrected command is not blocked by its hparams.json.
+    self.assertEqual(os.listdir(root), ['cache'])
 
   def test_nan_flag_is_one_line(self):
     root = self.create_tempdir().full_path

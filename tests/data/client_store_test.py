@@ -1,6 +1,7 @@
 """Tests of the SQLite client store: round trip, caching, TFF dataset reads."""
 
 import os
+import sqlite3
 
 from absl.testing import absltest
 import numpy as np
@@ -71,10 +72,34 @@ class ClientStoreTest(absltest.TestCase):
     other.train.ratings[0] = 3.0
     self.assertNotEqual(client_store.create_client_store(other, self.cache),
                         path)
-    self.assertEqual(sorted(os.listdir(self.cache)),
-                     sorted([os.path.basename(path),
-                             os.path.basename(client_store.create_client_store(
-                                 other, self.cache))]))
+    stores = [path, client_store.create_client_store(other, self.cache)]
+    self.assertEqual(sorted(os.listdir(self.cache)), sorted(
+        os.path.basename(p) + suffix for p in stores
+        for suffix in ('', '.sha256')))
+
+  def test_an_edited_store_is_not_trusted(self):
+    split = _holdout_split()
+    path = client_store.create_client_store(split, self.cache)
+    content_hash = client_store.split_hash(split)
+    self.assertIsNone(client_store.check_store(path, content_hash, 8))
+    with sqlite3.connect(path) as con:  # One rating changed, same row count.
+      con.execute('UPDATE ratings SET rating = 1 WHERE rowid = 1')
+    con.close()
+    self.assertEqual(client_store.check_store(path, content_hash, 8),
+                     'its bytes changed since it was written (SHA-256)')
+    messages = []
+    self.assertEqual(client_store.create_client_store(split, self.cache,
+                                                      log=messages.append),
+                     path)
+    self.assertEqual(messages, [f'{path}: damaged client store (its bytes '
+                                'changed since it was written (SHA-256)); '
+                                'rebuilding it.'])
+    np.testing.assert_array_equal(
+        client_store.read_client_rows(path, '0', 'train')[:, 2], [5, 4])
+    self.assertIsNone(client_store.check_store(path, content_hash, 8))
+    os.remove(client_store.checksum_path(path))
+    self.assertEqual(client_store.check_store(path, content_hash, 8),
+                     'no checksum recorded beside it')
 
   def test_train_dataset_of_a_client(self):
     path = client_store.create_client_store(_holdout_split(), self.cache)

@@ -190,6 +190,37 @@ class CsvTest(absltest.TestCase):
       movielens.read_csv(path, ratings.STARS_1_TO_5,
                          ratings.DuplicatePolicy.ERROR)
 
+  def test_blank_lines_before_the_header_are_skipped(self):
+    path = self._write('\n  \nuser,item,rating\na,b,4\n\na,c,2\n')
+    table = movielens.read_csv(path, ratings.STARS_1_TO_5,
+                               ratings.DuplicatePolicy.ERROR)
+    np.testing.assert_array_equal(table.items, ['b', 'c'])
+    np.testing.assert_array_equal(table.ratings, [4, 2])
+    path = self._write('\n1,2,3\n1,3,x\n')  # No header; lines still count.
+    with self.assertRaisesRegex(ratings.DataError,
+                                f"^{path}:3: field 3 is not a number: 'x'"):
+      movielens.read_csv(path, ratings.STARS_1_TO_5)
+
+  def test_rfc_4180_quoted_fields_are_values(self):
+    # A quoted first line of numbers is a rating, not a header.
+    path = self._write('"1","2","4.5",100\n"1","3","2",200\n')
+    table = movielens.read_csv(path, ratings.HALF_STARS)
+    np.testing.assert_array_equal(table.users, ['1', '1'])
+    np.testing.assert_array_equal(table.items, ['2', '3'])
+    np.testing.assert_array_equal(table.ratings, [4.5, 2])
+    np.testing.assert_array_equal(table.timestamps, [100, 200])
+    path = self._write('"user","item","rating"\nalice,"tt 01",4\n')
+    table = movielens.read_csv(path, ratings.STARS_1_TO_5)
+    np.testing.assert_array_equal(table.items, ['tt 01'])
+    path = self._write('user,item,rating\na,"b,c",4\n')
+    with self.assertRaisesRegex(ratings.DataError, f'^{path}:2: a quoted '
+                                'field holds a comma'):
+      movielens.read_csv(path, ratings.STARS_1_TO_5)
+    path = self._write('user,item,rating\na,b,4\na,"c,3\n')
+    with self.assertRaisesRegex(ratings.DataError,
+                                f'^{path}:3: unbalanced quotes'):
+      movielens.read_csv(path, ratings.STARS_1_TO_5)
+
   def test_missing_file(self):
     with self.assertRaisesRegex(ratings.DataError, 'no such file'):
       movielens.read_csv(os.path.join(self.root, 'none.csv'),

@@ -4,6 +4,8 @@ import csv
 import dataclasses
 import json
 import os
+import re
+from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
@@ -19,6 +21,7 @@ from research.fedrec.privacy import aggregation
 from research.fedrec.training import centralized
 from research.fedrec.training import experiment
 from research.fedrec.training import loop
+from research.fedrec.utils import phases
 
 _DATA = corpus.DataConfig(synthetic_config=synthetic.SyntheticConfig(
     num_users=30, num_items=40, num_ratings=900, min_ratings_per_user=20))
@@ -169,6 +172,59 @@ class ExperimentTest(absltest.TestCase):
           config, dp=aggregation.DPConfig(
               mechanism=aggregation.Mechanism.FIXED, noise_multiplier=1.0)))
 
+  def test_the_run_directory_is_the_run_however_its_root_is_spelled(self):
+    root = self.create_tempdir().full_path
+    run_dir = os.path.join(root, 'runs', 'run')
+    os.makedirs(run_dir)
+    os.symlink(os.path.join(root, 'runs'), os.path.join(root, 'link'))
+    config = _config(os.path.join(root, 'runs'), 'run')
+    path = os.path.join(run_dir, 'hparams.json')
+    with open(path, 'w') as f:
+      json.dump({'flags': {}, 'config': experiment.to_jsonable(config)}, f)
+    cwd = os.getcwd()
+    self.addCleanup(os.chdir, cwd)
+    os.chdir(root)
+    for spelling in ('runs', 'runs/', './runs', os.path.join(root, 'link'),
+                     os.path.join(root, 'runs', '..', 'runs')):
+      respelled = dataclasses.replace(config, root_output_dir=spelling)
+      experiment.check_same_settings(
+          os.path.join(respelled.output_dir, 'hparams.json'), respelled)
+    # A moved run tree, with its own client store elsewhere, is the same run.
+    moved = os.path.join(root, 'moved')
+    os.rename(os.path.join(root, 'runs'), moved)
+    experiment.check_same_settings(
+        os.path.join(moved, 'run', 'hparams.json'),
+        dataclasses.replace(config, root_output_dir=moved,
+                            cache_dir=os.path.join(root, 'cache')))
+    with self.assertRaisesRegex(ValueError, r'other settings \(seed\)'):
+      experiment.check_same_settings(
+          os.path.join(moved, 'run', 'hparams.json'),
+          dataclasses.replace(config, root_output_dir=moved, seed=1))
+
+  @pytest.mark.slow
+  def test_an_unexpected_failure_rolls_back_the_new_run_directory(self):
+    root = self.create_tempdir().full_path
+    config = _config(root, 'crash', algorithm='centralized')
+    with mock.patch.object(experiment, '_run_centralized',
+                           side_effect=ZeroDivisionError('a bug')):
+      with self.assertRaises(ZeroDivisionError) as caught:
+        experiment.run_experiment(config, log=lambda _: None)
+    self.assertEqual(phases.phase_of(caught.exception),
+                     'training the centralized baseline')
+    self.assertFalse(os.path.exists(config.output_dir))
+    # The next command (other settings) is not blocked by a half-written run.
+    summary = experiment.run_experiment(
+        dataclasses.replace(config, seed=1), log=lambda _: None)
+    self.assertEqual(list(summary['test_metrics']), ['centralized'])
+
+  def test_experiment_names_stay_inside_the_root(self):
+    for name in ('', '.', '..', 'a/b'):
+      with self.assertRaisesRegex(
+          ValueError, f'^--experiment_name={re.escape(name)}: expected the '
+          'name of a directory inside --root_output_dir \\(non-empty, no '
+          "'/', not '.' or '..'\\).$"):
+        _config('/unused', name)
+
   def test_scheduled_server_rate_spans_the_rounds(self):
     # A decaying server learning rate depends on --rounds: more rounds do
     # not resume that run (they do under a constant rate, as above).
@@ -285,6 +341,16 @@ class PrivacyExperimentTest(absltest.TestCase):
         mechanism=aggregation.Mechanism.FIXED, target_epsilon=1e5))
     with self.assertRaisesRegex(ValueError, r'^--target_epsilon=100000 is '
                                 'above the epsilon of the least noise'):
+      experiment.resolve_privacy(config, 30, log=lambda _: None)
+    config = _config(root, 'tiny_budget', dp=aggregation.DPConfig(
+        mechanism=aggregation.Mechanism.FIXED, noise_multiplier=1.0,
+        stop_at_epsilon=0.01))
+    one_round = accounting.PrivacySetting(
+        30, 3, config.sampling, accounting.default_delta(30)).epsilon(1.0, 1)
+    with self.assertRaisesRegex(
+        ValueError, '^--stop_at_epsilon=0.01 is below the epsilon of one '
+        f'round \\({one_round:.4g} at noise multiplier 1\\): no round could '
+        'be trained; raise it, or add noise.$'):
       experiment.resolve_privacy(config, 30, log=lambda _: None)
     self.assertFalse(os.listdir(root))
 

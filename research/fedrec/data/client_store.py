@@ -35,6 +35,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from research.fedrec.data import splits as splits_lib
+from research.fedrec.utils import json_io
 
 _FORMAT_VERSION = 1
 TRAIN = 'train'
@@ -96,9 +97,21 @@ def check_store(path: str, content_hash: str,
                 num_rows: int) -> Optional[str]:
   """Why the store at `path` cannot be trusted, or None if it is sound.
 
-  Checks SQLite's own page and index consistency (`PRAGMA quick_check`), the
-  recorded content hash and format, and the number of rating rows.
+  Checks the file's bytes against the SHA-256 recorded beside it when it was
+  written (any edit of a rating), SQLite's own page and index consistency
+  (`PRAGMA quick_check`), the recorded content hash and format, and the
+  number of rating rows.
   """
+  try:
+    with open(checksum_path(path)) as f:
+      recorded = f.read().strip()
+  except OSError:
+    return 'no checksum recorded beside it'
+  try:
+    if file_digest(path) != recorded:
+      return 'its bytes changed since it was written (SHA-256)'
+  except OSError as e:
+    return e.strerror
   try:
     con = sqlite3.connect(f'file:{path}?mode=ro', uri=True)
     try:
@@ -120,12 +133,26 @@ def check_store(path: str, content_hash: str,
   return None
 
 
-def _log_to_stderr(message: str) -> None:
+def checksum_path(path: str) -> str:
+  """Where the SHA-256 of the store at `path` is recorded."""
+  return path + '.sha256'
+
+
+def file_digest(path: str) -> str:
+  """The SHA-256 of a file's bytes (about 1 s per GB)."""
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def log_to_stderr(message: str) -> None:
   print(message, file=sys.stderr, flush=True)
 
 
 def create_client_store(split: splits_lib.Split, cache_dir: str,
-                        log=_log_to_stderr) -> str:
+                        log=log_to_stderr) -> str:
   """Writes `split` to `<cache_dir>/<hash>.sqlite` unless already there.
 
   A cached store is verified before it is reused (`check_store`); a damaged
@@ -178,7 +205,10 @@ def create_client_store(split: splits_lib.Split, cache_dir: str,
       con.execute('INSERT INTO store_info VALUES (?, ?)',
                   ('format_version', json.dumps(_FORMAT_VERSION)))
     os.chmod(tmp_path, 0o644)
+    digest = file_digest(tmp_path)
     os.replace(tmp_path, path)
+    # After the store: a store without its checksum is rebuilt, never trusted.
+    json_io.write_text_atomically(checksum_path(path), digest + '\n')
   except (OSError, sqlite3.OperationalError) as e:
     raise ValueError(f'{cache_dir}: cannot write the client store ({e}); '
                      'give a writable --cache_dir with free space.') from None

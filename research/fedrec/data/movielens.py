@@ -254,15 +254,38 @@ def _is_number(field: str) -> bool:
     return False
 
 
+def _unquoted(text: str, path: str) -> str:
+  """`text` with RFC 4180 quoting removed, line by line (same line numbers).
+
+  Raises:
+    DataError: a quoted field holds a comma or a line break (ids cannot).
+  """
+  lines = text.split('\n')
+  for number, line in enumerate(lines):
+    if '"' not in line:
+      continue
+    try:
+      (fields,) = csv.reader([line], strict=True)
+    except (csv.Error, ValueError):
+      raise DataError(f'{path}:{number + 1}: unbalanced quotes in '
+                      f'{line.strip()[:80]!r}.') from None
+    if any(',' in f or '\r' in f for f in fields):
+      raise DataError(f'{path}:{number + 1}: a quoted field holds a comma: '
+                      f'{line.strip()[:80]!r} (ids and ratings cannot).')
+    lines[number] = ','.join(fields)
+  return '\n'.join(lines)
+
+
 def read_csv(path: str, scale: ratings_lib.RatingScale,
              duplicates: ratings_lib.DuplicatePolicy = (
                  ratings_lib.DuplicatePolicy.LATEST)) -> ratings_lib.Ratings:
   """Reads a user's own `user,item,rating[,timestamp]` CSV and validates it.
 
   Ids are kept as strings (any spelling that does not start with `#`). A first
-  line is a header only when none of its 3 or 4 fields is a number (e.g.
-  `user,item,rating,timestamp`); every other line must have as many fields as
-  the first, a numeric rating and an integer timestamp. A missing timestamp
+  (non-blank) line is a header only when none of its 3 or 4 fields is a
+  number (e.g. `user,item,rating,timestamp`); every other line must have as
+  many fields as the first, a numeric rating and an integer timestamp. Fields
+  may be quoted as RFC 4180 writes them (`"1","2","4.5"` is a rating). A missing timestamp
   column gives every rating timestamp 0 (temporal splits then fall back to
   the seeded tie-break). Blank lines are skipped; a leading UTF-8 BOM is
   dropped.
@@ -279,12 +302,17 @@ def read_csv(path: str, scale: ratings_lib.RatingScale,
   text = _read_text(path, ',')
   if not text.strip():
     raise DataError(f'{path}: no ratings found (the file is empty).')
-  first_fields = text.split('\n', 1)[0].rstrip('\r').split(',')
+  if '"' in text:
+    text = _unquoted(text, path)
+  # The first line that is not blank: a header, or the first rating.
+  first = re.compile(rf'^(?!{_BLANK}$).*$', re.M).search(text)
+  first_number = text.count('\n', 0, first.start()) + 1
+  first_fields = first.group(0).rstrip('\r').split(',')
   num_columns = len(first_fields)
   if num_columns not in (3, 4):
-    problem = _field_problem(text.split('\n', 1)[0], ',', (), (3, 4))
-    raise DataError(f'{path}:1: {problem}.')
-  skip = 0 if any(_is_number(f) for f in first_fields) else 1
+    problem = _field_problem(first.group(0), ',', (), (3, 4))
+    raise DataError(f'{path}:{first_number}: {problem}.')
+  skip = 0 if any(_is_number(f) for f in first_fields) else first_number
   kinds = (_STRING, _STRING, _NUMBER, _TIMESTAMP)[:num_columns]
   line_of = _check_lines(text, path, ',', kinds, skip)
   columns = np.loadtxt(io.StringIO(text), delimiter=',', dtype=str,

@@ -21,6 +21,7 @@ The library never reads flags; `train.py` turns flags into these configs.
 
 import collections
 import contextlib
+import csv
 import dataclasses
 import fcntl
 import json
@@ -59,6 +60,7 @@ from research.fedrec.training import plots
 from research.fedrec.training import ranking_eval
 from research.fedrec.training import runtime
 from research.fedrec.utils import json_io
+from research.fedrec.utils import phases
 from research.fedrec.utils import text_table
 
 to_jsonable = json_io.to_jsonable
@@ -160,9 +162,12 @@ class ExperimentConfig:
     object.__setattr__(self, 'method_settings',
                        self.method.settings(self.method_settings))
     self.method.validate(self)
-    if not self.experiment_name or os.sep in self.experiment_name:
-      raise ValueError('--experiment_name must be a non-empty name without '
-                       f'{os.sep!r}.')
+    if (not self.experiment_name or os.sep in self.experiment_name or
+        self.experiment_name in (os.curdir, os.pardir)):
+      raise ValueError(
+          f'--experiment_name={self.experiment_name}: expected the name of a '
+          f'directory inside --root_output_dir (non-empty, no {os.sep!r}, not '
+          f'{os.curdir!r} or {os.pardir!r}).')
     if self.clients_per_round < 1:
       raise ValueError('--clients_per_round must be >= 1.')
     if self.eval_clients < 0:
@@ -201,8 +206,12 @@ def load_config(experiment_dir: str) -> 'ExperimentConfig':
                      f'({e}).') from None
 
 
-# Settings a rerun may change without invalidating the run's checkpoints.
-_RESUMABLE_CHANGES = ('loop/total_rounds', 'loop/progress')
+# Settings a rerun may change without invalidating the run's checkpoints:
+# the number of rounds, the progress bar, and where the run and the client
+# store are (the directory that holds hparams.json is the run, however its
+# root is spelled: relative or absolute, through a symlink, or moved).
+_RESUMABLE_CHANGES = ('loop/total_rounds', 'loop/progress', 'root_output_dir',
+                      'experiment_name', 'cache_dir')
 
 
 def _flatten(value) -> dict[str, Any]:
@@ -299,9 +308,9 @@ def _run_directory(output_dir: str):
   """Creates (if new) and locks the run directory for this process.
 
   A second run into the same directory is refused while the first holds it.
-  A run that fails with ValueError (a user mistake, a diverged model) before
-  its first checkpoint leaves no directory it created, so that the corrected
-  command starts afresh.
+  A run that fails (a user mistake, a bug, memory exhausted) before its first
+  checkpoint, or diverges, leaves no directory it created, so that the
+  corrected command starts afresh.
 
   Raises:
     ValueError: another process holds the directory, or it cannot be
@@ -331,7 +340,8 @@ def _run_directory(output_dir: str):
                        'choose another --root_output_dir.')
     try:
       yield
-    except ValueError as e:
+    except Exception as e:  # pylint: disable=broad-except
+      # Any failure: a mistake, a diverged model, a bug, memory exhausted.
       checkpoints = os.path.join(output_dir, 'checkpoints')
       if created and (isinstance(e, loop_lib.TrainingDiverged) or
                       not loop_lib.trained_rounds(checkpoints)):
@@ -543,6 +553,12 @@ def resolve_privacy(config: ExperimentConfig, num_training_users: int,
     noise = setting.calibrate(dp.target_epsilon, config.loop.total_rounds)
   if dp.mechanism == aggregation_lib.Mechanism.ADAPTIVE:
     aggregation_lib.check_adaptive_noise(noise, config.clients_per_round)
+  first_round = setting.epsilon(noise, 1)
+  if dp.stop_at_epsilon is not None and first_round > dp.stop_at_epsilon:
+    raise ValueError(
+        f'--stop_at_epsilon={dp.stop_at_epsilon:g} is below the epsilon of '
+        f'one round ({first_round:.4g} at noise multiplier {noise:.4g}): no '
+        'round could be trained; raise it, or add noise.')
   accountant = accounting.RoundAccountant(setting, noise,
                                           dp.stop_at_epsilon)
   planned = setting.epsilon(noise, config.loop.total_rounds)
@@ -640,10 +656,56 @@ def _run_popularity(config: ExperimentConfig, data: corpus_lib.Corpus,
   return np.asarray(counts(clients), np.float64)
 
 
+def _set_aside_damaged_metrics(output_dir: str, warn) -> None:
+  """Moves a metrics.csv without its header (e.g. 0 bytes) out of the way.
+
+  TFF's CSV release manager cannot append to it; the rounds it held are
+  not in the checkpoints, so resuming starts a new metrics.csv.
+  """
+  path = os.path.join(output_dir, 'metrics.csv')
+  try:
+    with open(path, newline='') as f:
+      header = next(csv.reader(f), [])
+  except FileNotFoundError:
+    return
+  except (OSError, UnicodeDecodeError, csv.Error):
+    header = []
+  if 'round' in header:
+    return
+  aside = os.path.join(output_dir, 'damaged_metrics.csv')
+  os.replace(path, aside)
+  warn(f'{path}: damaged (no header row); set aside as damaged_metrics.csv. '
+       'The resumed rounds start a new metrics.csv (earlier rounds\' metrics '
+       'are not in the checkpoints).')
+
+
+def _run_centralized(config: ExperimentConfig, data: corpus_lib.Corpus,
+                     split: splits_lib.Split, model_config: mf.MFConfig,
+                     ranking_evaluator: Optional['RankingEvaluator']):
+  """The centralized model's test metrics, and the model."""
+  if not data.implicit:
+    model = centralized_lib.train(split, data.num_users, data.num_items,
+                                  model_config, config.centralized)
+    return centralized_lib.evaluate(model, split.test), model
+  has_val = len(split.val.query) > 0  # pylint: disable=g-explicit-length-test
+
+  def validate(model):
+    if not has_val:
+      return None
+    metrics = ranking_evaluator.evaluate_keras(model, 'val')
+    return metrics[_selection_metric(config)]
+
+  model = centralized_lib.train_implicit(
+      split, data.num_users, data.num_items, model_config,
+      config.centralized, config.pipeline.num_negatives, validate)
+  return ranking_evaluator.evaluate_keras(model, 'test'), model
+
+
 def run_experiment(config: ExperimentConfig,
                    flag_values: Optional[dict[str, Any]] = None,
                    log=print,
-                   workers: runtime.Workers = runtime.Workers()
+                   workers: runtime.Workers = runtime.Workers(),
+                   warn=client_store.log_to_stderr
                    ) -> collections.OrderedDict:
   """Runs the experiment and writes its outputs; returns the summary.
 
@@ -652,6 +714,7 @@ def run_experiment(config: ExperimentConfig,
     flag_values: The command-line flags that produced `config`, recorded in
       hparams.json.
     log: Where progress messages go.
+    warn: Where notices of recovered damage go (default stderr).
     workers: Where TFF runs the rounds (results do not depend on it beyond
       float32 rounding, so it is not a setting of the run).
 
@@ -663,8 +726,9 @@ def run_experiment(config: ExperimentConfig,
   """
   started = time.time()
   tf.keras.utils.set_random_seed(config.seed)
-  data = corpus_lib.load_corpus(config.data)
-  split = splits_lib.split(data.ratings, config.split)
+  with phases.phase('loading the corpus'):
+    data = corpus_lib.load_corpus(config.data)
+    split = splits_lib.split(data.ratings, config.split)
   if not len(split.test.query):  # pylint: disable=g-explicit-length-test
     raise ValueError('The test split is empty: raise --test_fraction or '
                      '--min_ratings_per_user.')
@@ -698,9 +762,10 @@ def run_experiment(config: ExperimentConfig,
     accountant = resolve_privacy(config, num_training_users, log)
   needs_store = kind != registry.Kind.CENTRAL or data.implicit
   if needs_store:
-    store_path = client_store.create_client_store(
-        split, config.cache_dir or os.path.join(config.root_output_dir,
-                                                'cache'), log=log)
+    with phases.phase('building the client store'):
+      store_path = client_store.create_client_store(
+          split, config.cache_dir or os.path.join(config.root_output_dir,
+                                                  'cache'), log=warn)
   ranking_evaluator = None
   if data.implicit:
     ranking_evaluator = RankingEvaluator(config, data, split, model_config)
@@ -718,44 +783,35 @@ def run_experiment(config: ExperimentConfig,
           collections.OrderedDict(flags=flag_values or {}, config=config,
                                   data_hash=data_hash(split)))
       if kind == registry.Kind.PROCESS:
-        federated, trained = _run_federated(config, data, split, store_path,
-                                            model_config, accountant)
+        _set_aside_damaged_metrics(config.output_dir, warn)
+        with phases.phase(f'training ({config.algorithm})'):
+          federated, trained = _run_federated(config, data, split, store_path,
+                                              model_config, accountant)
         results.update(federated)
       if data.implicit:
         # The floor every model must beat (with DP only when it is the run).
         dp_noise = (accountant.noise_multiplier if accountant is not None and
                     kind == registry.Kind.COUNTS else None)
-        counts = _run_popularity(
-            config if dp_noise is not None else dataclasses.replace(
-                config, dp=aggregation_lib.DPConfig()),
-            data, store_path, dp_noise)
+        with phases.phase('counting item popularity'):
+          counts = _run_popularity(
+              config if dp_noise is not None else dataclasses.replace(
+                  config, dp=aggregation_lib.DPConfig()),
+              data, store_path, dp_noise)
         results['popularity'] = ranking_evaluator.evaluate_popularity(
             counts, 'test')
     if (kind == registry.Kind.CENTRAL or
         (config.run_centralized_baseline and kind == registry.Kind.PROCESS)):
       log('Training the centralized baseline ...')
-      if data.implicit:
-        has_val = len(split.val.query) > 0  # pylint: disable=g-explicit-length-test
-
-        def validate(model):
-          if not has_val:
-            return None
-          metrics = ranking_evaluator.evaluate_keras(model, 'val')
-          return metrics[_selection_metric(config)]
-
-        model = centralized_lib.train_implicit(
-            split, data.num_users, data.num_items, model_config,
-            config.centralized, config.pipeline.num_negatives, validate)
-        results['centralized'] = ranking_evaluator.evaluate_keras(model, 'test')
-      else:
-        model = centralized_lib.train(split, data.num_users, data.num_items,
-                                      model_config, config.centralized)
-        results['centralized'] = centralized_lib.evaluate(model, split.test)
+      with phases.phase('training the centralized baseline'):
+        results['centralized'], model = _run_centralized(
+            config, data, split, model_config, ranking_evaluator)
       if kind == registry.Kind.CENTRAL:
         trained = model
     if trained is not None:
-      exporting.export_model(config, data, split, trained, model_config,
-                             os.path.join(config.output_dir, EXPORT_DIRNAME))
+      with phases.phase('exporting the model'):
+        exporting.export_model(config, data, split, trained, model_config,
+                               os.path.join(config.output_dir,
+                                            EXPORT_DIRNAME))
 
     summary = collections.OrderedDict(
         experiment=config.experiment_name,

@@ -16,6 +16,7 @@ import dataclasses
 import math
 import os
 import shutil
+import sys
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -69,27 +70,36 @@ def load_latest(state_manager: tff.program.FileProgramStateManager, structure,
   """
   versions = _run(state_manager.get_versions()) or []
   mismatched, damaged = [], []
+
+  def set_aside(version: int, reason: str) -> None:
+    damaged.append(version)
+    folder = os.path.join(where, f'program_state_{version}')
+    older = [v for v in versions if v < version]
+    then = (f'trying program_state_{older[-1]}' if older else
+            'no older checkpoint')
+    if set_aside_damaged:
+      aside = os.path.join(where, f'{DAMAGED_PREFIX}program_state_{version}')
+      shutil.rmtree(aside, ignore_errors=True)  # Damaged once before.
+      os.replace(folder, aside)
+      log(f'{folder}: damaged checkpoint ({reason}); set aside as '
+          f'{DAMAGED_PREFIX}program_state_{version}, {then}.')
+    else:
+      log(f'{folder}: damaged checkpoint ({reason}); {then}.')
+
   for version in reversed(versions):
     try:
-      return _run(state_manager.load(version, structure)), version
+      value = _run(state_manager.load(version, structure))
     except ValueError:
       mismatched.append(version)
+      continue
     except Exception as e:  # pylint: disable=broad-except
       # TF raises OSError, OpError, IndexError, DecodeError, ... by the damage.
-      reason = ' '.join(str(e).split())[:120] or type(e).__name__
-      damaged.append(version)
-      folder = os.path.join(where, f'program_state_{version}')
-      older = [v for v in versions if v < version]
-      then = (f'trying program_state_{older[-1]}' if older else
-              'no older checkpoint')
-      if set_aside_damaged:
-        aside = os.path.join(where, f'{DAMAGED_PREFIX}program_state_{version}')
-        shutil.rmtree(aside, ignore_errors=True)  # Damaged once before.
-        os.replace(folder, aside)
-        log(f'{folder}: damaged checkpoint ({reason}); set aside as '
-            f'{DAMAGED_PREFIX}program_state_{version}, {then}.')
-      else:
-        log(f'{folder}: damaged checkpoint ({reason}); {then}.')
+      set_aside(version, ' '.join(str(e).split())[:120] or type(e).__name__)
+      continue
+    foreign = _foreign(value, structure, version)
+    if foreign is None:
+      return value, version
+    set_aside(version, foreign)
   if mismatched:
     raise ValueError(
         f'{where}: the latest checkpoint does not match the training state of '
@@ -104,6 +114,24 @@ def load_latest(state_manager: tff.program.FileProgramStateManager, structure,
     log(f'{where}: no readable checkpoint left; training starts again from '
         'round 0.')
   return None, 0
+
+
+def _foreign(value, structure, version: int) -> Optional[str]:
+  """Why a loaded checkpoint is not this run's round `version`, or None.
+
+  A checkpoint copied in from another run (other shapes), or renamed to
+  another round, loads without error; the folder's name is the round.
+  """
+  loaded = tff.program.structure_utils.flatten(value)
+  expected = tff.program.structure_utils.flatten(structure)
+  shapes = [np.shape(v) for v in loaded]
+  if shapes != [np.shape(v) for v in expected]:
+    return ("its tensors' shapes are not this run's: copied from another "
+            'run?')
+  if 'round' in value and int(value['round']) != version:
+    return (f"it records round {int(value['round'])} in a folder of round "
+            f'{version}')
+  return None
 
 
 def trained_rounds(checkpoint_dir: str) -> int:
@@ -196,7 +224,8 @@ def run_training_loop(
   if accountant is not None:
     structure['privacy_rounds'] = 0
   saved, _ = load_latest(state_manager, structure, checkpoint_dir,
-                         log=tqdm.tqdm.write, set_aside_damaged=True)
+                         log=lambda m: tqdm.tqdm.write(m, file=sys.stderr),
+                         set_aside_damaged=True)
   if saved is None:
     state, start_round = initial_state, 0
   else:

@@ -12,6 +12,14 @@
 * `user_errors()` is the tuple of exceptions that are a user's mistake or a
   file-system problem (a read-only output directory, a damaged file), which a
   binary prints as one line.
+* Any other exception that escapes `main` (a bug, an out-of-memory error in
+  the TFF worker) is also one line, `train.py: error: unexpected ...`, naming
+  the phase it happened in (utils/phases.py) and a log file that holds the
+  command and the full traceback; exit status 1. The library has already
+  rolled back a run directory the failed command created. Running out of
+  memory says so, with the allocation that failed.
+* Python warnings of the libraries (NumPy, TensorFlow) are not shown, so a
+  user's mistake stays one line; `python -W default -m ...` shows them.
 
 Standard library and absl only.
 """
@@ -21,13 +29,21 @@ import importlib
 import importlib.util
 import math
 import os
+import re
+import shlex
 import signal
 import sys
+import tempfile
+import time
+import traceback
 import types
+import warnings
 from typing import Callable, NoReturn
 
 from absl import app
 from absl import flags
+
+from research.fedrec.utils import phases
 
 
 def fail(binary: str, message: str) -> NoReturn:
@@ -115,6 +131,51 @@ def user_errors() -> tuple[type[BaseException], ...]:
   return errors
 
 
+def crash_log_path(binary: str) -> str:
+  """Where an unexpected failure's traceback is written."""
+  name = binary[:-len('.py')] if binary.endswith('.py') else binary
+  return os.path.join(tempfile.gettempdir(), f'fedrec-{name}-'
+                      f'{time.strftime("%Y%m%d-%H%M%S")}-{os.getpid()}.log')
+
+
+def report_unexpected(binary: str, error: BaseException) -> NoReturn:
+  """One line for an unexpected exception; its traceback goes to a file."""
+  path = crash_log_path(binary)
+  try:
+    with open(path, 'w') as f:
+      f.write(' '.join(shlex.quote(a) for a in sys.argv) + '\n\n')
+      f.write(''.join(traceback.format_exception(
+          type(error), error, error.__traceback__)))
+    where = f'the full traceback is in {path}'
+  except OSError as e:
+    where = f'no traceback file ({e.strerror})'
+  during = phases.phase_of(error)
+  message = ' '.join(str(error).split())
+  oom = re.search(r'OOM when allocating tensor with shape\[[^\]]*\]', message)
+  if oom or isinstance(error, MemoryError):
+    fail(binary, 'out of memory' + (f' while {during}' if during else '')
+         + (f' ({oom.group(0)})' if oom else '') + ': a smaller model (e.g. '
+         '--embedding_dim) or fewer --clients_per_round may fit '
+         f'({where}).')
+  if len(message) > 200:
+    message = message[:200] + ' ...'
+  fail(binary, f'unexpected {type(error).__name__}'
+       + (f' while {during}' if during else '')
+       + (f': {message}' if message else '')
+       + f' ({where}; please report it with that file).')
+
+
+def guarded(main: Callable[[list[str]], None],
+            binary: str) -> Callable[[list[str]], None]:
+  """`main` whose unexpected exceptions are `report_unexpected`."""
+  def guarded_main(argv):
+    try:
+      return main(argv)
+    except Exception as e:  # pylint: disable=broad-except
+      report_unexpected(binary, e)
+  return guarded_main
+
+
 def run(main: Callable[[list[str]], None], binary: str,
         preload: str = 'tensorflow') -> None:
   """`app.run(main)` with this module's flag parsing and signal handling.
@@ -123,8 +184,11 @@ def run(main: Callable[[list[str]], None], binary: str,
   (empty: nothing), so a flag mistake is reported before that cost.
   """
   install_signal_handlers()
+  if not sys.warnoptions:  # Libraries' warnings are not the user's concern
+    warnings.simplefilter('ignore')  # (python -W default shows them).
   try:
-    app.run(main, flags_parser=_flags_parser(binary, preload))
+    app.run(guarded(main, binary),
+            flags_parser=_flags_parser(binary, preload))
   except SystemExit:
     if not _received:
       raise
