@@ -1,5 +1,6 @@
 """Smoke tests of the train.py binary: a tiny run, and user-mistake exits."""
 
+import dataclasses
 import json
 import os
 import re
@@ -99,6 +100,24 @@ class TrainTest(absltest.TestCase):
     with flagsaver.flagsaver(algorithm='fedprox', proximal_strength=0.2):
       config = train.build_config()
     self.assertEqual(config.method_settings, {'proximal_strength': 0.2})
+
+  def test_no_flags_build_exactly_the_library_defaults(self):
+    from research.fedrec.data import corpus  # pylint: disable=g-import-not-at-top
+    from research.fedrec.training import experiment  # pylint: disable=g-import-not-at-top
+    for args, feedback in (([], corpus.Feedback.EXPLICIT),
+                           (['--feedback=implicit'], corpus.Feedback.IMPLICIT)):
+      with flagsaver.flagsaver():  # The other tests keep their flags.
+        config = train.config_from_args(args)
+      expected = experiment.default_config('runs', 'default', feedback)
+      # The progress bar is not a setting: on only on a terminal.
+      expected = dataclasses.replace(expected, loop=dataclasses.replace(
+          expected.loop, progress=config.loop.progress))
+      self.assertEqual(config, expected, args)
+    # And the library's own objects carry the explicit defaults.
+    self.assertEqual(
+        experiment.default_config('runs', 'default'),
+        experiment.ExperimentConfig(root_output_dir='runs',
+                                    experiment_name='default'))
 
 
 if __name__ == '__main__':

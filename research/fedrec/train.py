@@ -26,6 +26,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from absl import flags
 from absl import logging
 
+from research.fedrec import defaults
 from research.fedrec.utils import cli
 
 from research.fedrec.algorithms import optimizers
@@ -38,13 +39,6 @@ from research.fedrec.data import synthetic
 from research.fedrec.privacy import settings as privacy_settings
 
 _OPTIMIZERS = [o.value for o in optimizers.OptimizerName]
-# Local optimizers when their flags are not given, by feedback.
-_EXPLICIT_OPTIMIZER_DEFAULTS = dict(
-    client='sgd', client_learning_rate=0.2, reconstruction='sgd',
-    reconstruction_learning_rate=0.2)
-_IMPLICIT_OPTIMIZER_DEFAULTS = dict(
-    client='adam', client_learning_rate=0.01, reconstruction='adam',
-    reconstruction_learning_rate=0.02)
 
 # Data.
 _DATASET = flags.DEFINE_enum(
@@ -88,13 +82,14 @@ _SYNTHETIC_NOISE = flags.DEFINE_float(
 _SYNTHETIC_AFFINITY = flags.DEFINE_float(
     'synthetic_selection_affinity', None, 'How much a synthetic user\'s '
     'choice of items follows their planted preferences (standard deviations '
-    'of log-odds; default 1.5 under --feedback=implicit, else 0: popularity '
-    'only).', lower_bound=0.0)
+    'of log-odds; 0: popularity only). Default '
+    f'{defaults.by_feedback("synthetic_selection_affinity")}.',
+    lower_bound=0.0)
 _SYNTHETIC_MAX = flags.DEFINE_integer(
     'synthetic_max_ratings', None, 'Most ratings a synthetic user has '
-    '(default 700 under --feedback=implicit, as ML-100K\'s most active user,'
-    ' so that every user keeps items never interacted with for sampled '
-    'ranking; else no cap).', lower_bound=1)
+    '(implicit: every user keeps items never interacted with, for sampled '
+    f'ranking). Default {defaults.by_feedback("synthetic_max_ratings")}.',
+    lower_bound=1)
 _DATA_SEED = flags.DEFINE_integer('data_seed', 0,
                                   'Seed of the synthetic corpus.')
 _FEEDBACK = flags.DEFINE_enum_class(
@@ -153,10 +148,10 @@ _EVAL_NEGATIVES = flags.DEFINE_integer(
     lower_bound=1)
 _KS = flags.DEFINE_list('ks', ['5', '10', '20'],
                         'Ranking cut-offs K of HR@K, NDCG@K, ...')
-_ROUNDS = flags.DEFINE_integer('rounds', 50, 'Federated rounds.',
-                               lower_bound=1)
+_ROUNDS = flags.DEFINE_integer('rounds', defaults.ROUNDS,
+                               'Federated rounds.', lower_bound=1)
 _CLIENTS_PER_ROUND = flags.DEFINE_integer(
-    'clients_per_round', 50, 'Clients sampled per round (under poisson '
+    'clients_per_round', defaults.CLIENTS_PER_ROUND, 'Clients sampled per round (under poisson '
     'sampling: the expected number).', lower_bound=1)
 # Differential privacy, secure aggregation, compression.
 _DP = flags.DEFINE_enum_class(
@@ -208,10 +203,10 @@ _CLIENT_SAMPLING = flags.DEFINE_enum_class(
 _UNIFORM_WEIGHTING = flags.DEFINE_bool(
     'uniform_weighting', False, 'Weigh clients equally in the server average '
     '(default: by number of ratings).')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 16, 'Client batch size.',
-                                   lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', defaults.BATCH_SIZE,
+                                   'Client batch size.', lower_bound=1)
 _CLIENT_EPOCHS = flags.DEFINE_integer(
-    'client_epochs', 2, 'Local epochs per round (FedRecon: epochs of training '
+    'client_epochs', defaults.CLIENT_EPOCHS, 'Local epochs per round (FedRecon: epochs of training '
     'the global model after reconstruction).', lower_bound=1)
 _MAX_EXAMPLES = flags.DEFINE_integer(
     'max_examples_per_user', None, 'Cap on a client\'s ratings per round '
@@ -222,17 +217,19 @@ _USE_BIASES = flags.DEFINE_bool('use_biases', True,
                                 'Learn user, item and global biases.')
 _L2 = flags.DEFINE_float(
     'l2', None, 'Per-example L2 weight on the rated pair\'s embeddings and '
-    'biases (autorec: on its weights). Default 0.05 for explicit feedback, 0 '
-    'for implicit.', lower_bound=0.0)
+    'biases (autorec: on its weights). Default '
+    f'{defaults.by_feedback("l2")}.', lower_bound=0.0)
 _CLIENT_OPTIMIZER = flags.DEFINE_enum(
-    'client_optimizer', None, _OPTIMIZERS, 'Client optimizer (default: sgd '
-    'for explicit feedback, adam for implicit).')
+    'client_optimizer', None, _OPTIMIZERS, 'Client optimizer (default '
+    f'{defaults.by_feedback("client_optimizer")}).')
 _CLIENT_LR = flags.DEFINE_float(
-    'client_learning_rate', None, 'Client learning rate (default: 0.2 for '
-    'explicit feedback, 0.01 for implicit).')
-_SERVER_OPTIMIZER = flags.DEFINE_enum('server_optimizer', 'sgd', _OPTIMIZERS,
-                                      'Server optimizer.')
-_SERVER_LR = flags.DEFINE_float('server_learning_rate', 1.0,
+    'client_learning_rate', None, 'Client learning rate (default '
+    f'{defaults.by_feedback("client_learning_rate")}).')
+_SERVER_OPTIMIZER = flags.DEFINE_enum(
+    'server_optimizer', defaults.SERVER_OPTIMIZER, _OPTIMIZERS,
+    'Server optimizer.')
+_SERVER_LR = flags.DEFINE_float('server_learning_rate',
+                                defaults.SERVER_LEARNING_RATE,
                                 'Server learning rate.')
 _SERVER_LR_SCHEDULE = flags.DEFINE_enum(
     'server_lr_schedule', 'constant', [s.value for s in optimizers.Schedule],
@@ -241,13 +238,13 @@ _SERVER_LR_SCHEDULE = flags.DEFINE_enum(
     'cosine). Reported per round as server_learning_rate in metrics.csv.')
 _RECON_OPTIMIZER = flags.DEFINE_enum(
     'reconstruction_optimizer', None, _OPTIMIZERS,
-    'FedRecon: optimizer of the local user embedding (default: sgd for '
-    'explicit feedback, adam for implicit).')
+    'FedRecon: optimizer of the local user embedding (default '
+    f'{defaults.by_feedback("reconstruction_optimizer")}).')
 _RECON_LR = flags.DEFINE_float(
     'reconstruction_learning_rate', None, 'FedRecon: reconstruction learning '
-    'rate (default: 0.2 for explicit feedback, 0.02 for implicit).')
+    f'rate (default {defaults.by_feedback("reconstruction_learning_rate")}).')
 _RECON_EPOCHS = flags.DEFINE_integer(
-    'recon_epochs', 1, 'FedRecon: epochs over a client\'s data to reconstruct '
+    'recon_epochs', defaults.RECON_EPOCHS, 'FedRecon: epochs over a client\'s data to reconstruct '
     'its user embedding (training, and evaluation unless --eval_recon_epochs).',
     lower_bound=1)
 _EVAL_RECON_EPOCHS = flags.DEFINE_integer(
@@ -266,13 +263,13 @@ _SPLIT_DATASET = flags.DEFINE_bool(
 
 # Evaluation, baseline, outputs.
 _EVAL_EVERY = flags.DEFINE_integer(
-    'eval_every', 25, 'Evaluate on validation users every N rounds (0: only '
+    'eval_every', defaults.EVAL_EVERY, 'Evaluate on validation users every N rounds (0: only '
     'after the last round).', lower_bound=0)
 _EVAL_CLIENTS = flags.DEFINE_integer(
-    'eval_clients', 100, 'Validation clients per periodic evaluation (0: all); '
+    'eval_clients', defaults.EVAL_CLIENTS, 'Validation clients per periodic evaluation (0: all); '
     'a fixed, seeded subset.', lower_bound=0)
 _CHECKPOINT_EVERY = flags.DEFINE_integer(
-    'checkpoint_every', 10, 'Save a checkpoint every N rounds (and after the '
+    'checkpoint_every', defaults.CHECKPOINT_EVERY, 'Save a checkpoint every N rounds (and after the '
     'last).', lower_bound=1)
 _FINETUNE = flags.DEFINE_bool(
     'finetune', False, 'FedAvg (explicit feedback): also report test metrics '
@@ -282,17 +279,17 @@ _FINETUNE = flags.DEFINE_bool(
 _CENTRALIZED_BASELINE = flags.DEFINE_bool(
     'centralized_baseline', True, 'Also train the centralized baseline.')
 _CENTRALIZED_EPOCHS = flags.DEFINE_integer(
-    'centralized_epochs', 20, 'Most epochs of the centralized baseline (it '
+    'centralized_epochs', defaults.CENTRALIZED_EPOCHS, 'Most epochs of the centralized baseline (it '
     'stops early when validation RMSE stops improving).',
     lower_bound=1)
 _CENTRALIZED_OPTIMIZER = flags.DEFINE_enum(
-    'centralized_optimizer', 'adam', ['sgd', 'sgdm', 'adam', 'adagrad'],
+    'centralized_optimizer', defaults.CENTRALIZED_OPTIMIZER, ['sgd', 'sgdm', 'adam', 'adagrad'],
     'Optimizer of the centralized baseline (Keras; it has no yogi).')
 _CENTRALIZED_LR = flags.DEFINE_float(
-    'centralized_learning_rate', 0.003,
+    'centralized_learning_rate', defaults.CENTRALIZED_LEARNING_RATE,
     'Learning rate of the centralized baseline.')
 _CENTRALIZED_BATCH_SIZE = flags.DEFINE_integer(
-    'centralized_batch_size', 64, 'Batch size of the centralized baseline.',
+    'centralized_batch_size', defaults.CENTRALIZED_BATCH_SIZE, 'Batch size of the centralized baseline.',
     lower_bound=1)
 _SEED = flags.DEFINE_integer(
     'seed', 0, 'Seed of model initialization, client sampling and shuffling.')
@@ -344,19 +341,11 @@ def build_config():
 
   from research.fedrec.evaluation import ranking  # pylint: disable=g-import-not-at-top
   seed = _SEED.value
-  implicit = _FEEDBACK.value == corpus.Feedback.IMPLICIT
-  affinity = _SYNTHETIC_AFFINITY.value
-  if affinity is None:
-    affinity = 1.5 if implicit else 0.0
-  l2 = _L2.value if _L2.value is not None else (0.0 if implicit else 0.05)
-  # Implicit models (BCE, products of embeddings that start small) need
-  # scale-free local steps: SGD barely moves a reconstructed user embedding,
-  # and the global model then learns to ignore it.
-  defaults = (_IMPLICIT_OPTIMIZER_DEFAULTS if implicit else
-              _EXPLICIT_OPTIMIZER_DEFAULTS)
+  # Flags left unset take the per-feedback defaults (defaults.py).
+  chosen = defaults.BY_FEEDBACK[_FEEDBACK.value.value]
 
   def default(flag, name):
-    return flag.value if flag.value is not None else defaults[name]
+    return flag.value if flag.value is not None else chosen[name]
   return experiment.ExperimentConfig(
       root_output_dir=_ROOT_OUTPUT_DIR.value,
       experiment_name=_EXPERIMENT_NAME.value,
@@ -378,10 +367,10 @@ def build_config():
               min_ratings_per_user=_SYNTHETIC_MIN.value,
               rank=_SYNTHETIC_RANK.value,
               noise_stddev=_SYNTHETIC_NOISE.value,
-              selection_affinity=affinity,
-              max_ratings_per_user=(
-                  _SYNTHETIC_MAX.value if _SYNTHETIC_MAX.value is not None
-                  else 700 if implicit else None),
+              selection_affinity=default(_SYNTHETIC_AFFINITY,
+                                         'synthetic_selection_affinity'),
+              max_ratings_per_user=default(_SYNTHETIC_MAX,
+                                           'synthetic_max_ratings'),
               seed=_DATA_SEED.value),
           feedback=_FEEDBACK.value,
           implicit_threshold=_IMPLICIT_THRESHOLD.value),
@@ -390,7 +379,8 @@ def build_config():
           val_fraction=_VAL_FRACTION.value, test_fraction=_TEST_FRACTION.value,
           support_fraction=_SUPPORT_FRACTION.value, seed=_SPLIT_SEED.value),
       model=mf.MFConfig(embedding_dim=_EMBEDDING_DIM.value,
-                        use_biases=_USE_BIASES.value, l2=l2, seed=seed,
+                        use_biases=_USE_BIASES.value,
+                        l2=default(_L2, 'l2'), seed=seed,
                         architecture=mf.Architecture(_MODEL.value),
                         mlp_layers=_int_list(_MLP_LAYERS),
                         hidden_units=_HIDDEN_UNITS.value),
@@ -407,11 +397,11 @@ def build_config():
           split_dataset=_SPLIT_DATASET.value,
           eval_recon_epochs=_EVAL_RECON_EPOCHS.value),
       optimizers=experiment.OptimizerConfig(
-          client=default(_CLIENT_OPTIMIZER, 'client'),
+          client=default(_CLIENT_OPTIMIZER, 'client_optimizer'),
           client_learning_rate=default(_CLIENT_LR, 'client_learning_rate'),
           server=_SERVER_OPTIMIZER.value,
           server_learning_rate=_SERVER_LR.value,
-          reconstruction=default(_RECON_OPTIMIZER, 'reconstruction'),
+          reconstruction=default(_RECON_OPTIMIZER, 'reconstruction_optimizer'),
           reconstruction_learning_rate=default(
               _RECON_LR, 'reconstruction_learning_rate'),
           server_schedule=_SERVER_LR_SCHEDULE.value),

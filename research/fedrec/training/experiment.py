@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from research.fedrec import defaults
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.algorithms import optimizers as optimizers_lib
 from research.fedrec.algorithms import popularity as popularity_lib
@@ -44,6 +45,7 @@ from research.fedrec.data import client_store
 from research.fedrec.data import corpus as corpus_lib
 from research.fedrec.data import pipelines
 from research.fedrec.data import splits as splits_lib
+from research.fedrec.data import synthetic as synthetic_lib
 from research.fedrec.evaluation import ranking as ranking_lib
 from research.fedrec.evaluation import rating_metrics
 from research.fedrec.inference import export as export_lib
@@ -70,14 +72,20 @@ write_json_atomically = json_io.write_json_atomically
 EXPORT_DIRNAME = export_lib.EXPORT_DIRNAME
 
 
+_EXPLICIT = defaults.BY_FEEDBACK['explicit']
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-  client: str = 'sgd'
-  client_learning_rate: float = 0.5
-  server: str = 'sgd'
-  server_learning_rate: float = 1.0
-  reconstruction: str = 'sgd'
-  reconstruction_learning_rate: float = 0.1
+  """Client, server and reconstruction optimizers (explicit defaults)."""
+
+  client: str = _EXPLICIT['client_optimizer']
+  client_learning_rate: float = _EXPLICIT['client_learning_rate']
+  server: str = defaults.SERVER_OPTIMIZER
+  server_learning_rate: float = defaults.SERVER_LEARNING_RATE
+  reconstruction: str = _EXPLICIT['reconstruction_optimizer']
+  reconstruction_learning_rate: float = _EXPLICIT[
+      'reconstruction_learning_rate']
   # How the server learning rate decays over the rounds (optimizers.Schedule).
   server_schedule: str = 'constant'
 
@@ -127,16 +135,24 @@ class ExperimentConfig:
       default_factory=corpus_lib.DataConfig)
   split: splits_lib.SplitConfig = dataclasses.field(
       default_factory=splits_lib.SplitConfig)
-  model: mf.MFConfig = dataclasses.field(default_factory=mf.MFConfig)
+  # Defaults: research/fedrec/defaults.py (explicit feedback; see
+  # `default_config` for implicit).
+  model: mf.MFConfig = dataclasses.field(
+      default_factory=lambda: mf.MFConfig(l2=_EXPLICIT['l2']))
   pipeline: pipelines.PipelineConfig = dataclasses.field(
-      default_factory=pipelines.PipelineConfig)
+      default_factory=lambda: pipelines.PipelineConfig(
+          batch_size=defaults.BATCH_SIZE, local_epochs=defaults.CLIENT_EPOCHS))
   recon: fed_recon.ReconConfig = dataclasses.field(
-      default_factory=fed_recon.ReconConfig)
+      default_factory=lambda: fed_recon.ReconConfig(
+          recon_epochs=defaults.RECON_EPOCHS,
+          post_recon_epochs=defaults.CLIENT_EPOCHS))
   optimizers: OptimizerConfig = dataclasses.field(
       default_factory=OptimizerConfig)
   loop: loop_lib.LoopConfig = dataclasses.field(
-      default_factory=lambda: loop_lib.LoopConfig(total_rounds=100))
-  clients_per_round: int = 50
+      default_factory=lambda: loop_lib.LoopConfig(
+          total_rounds=defaults.ROUNDS, eval_every=defaults.EVAL_EVERY,
+          checkpoint_every=defaults.CHECKPOINT_EVERY))
+  clients_per_round: int = defaults.CLIENTS_PER_ROUND
   sampling: sampling_lib.SamplingScheme = sampling_lib.SamplingScheme.UNIFORM
   uniform_weighting: bool = False  # Always uniform under DP.
   dp: aggregation_lib.DPConfig = dataclasses.field(
@@ -144,9 +160,13 @@ class ExperimentConfig:
   aggregation: aggregation_lib.AggregationConfig = dataclasses.field(
       default_factory=aggregation_lib.AggregationConfig)
   # 0 = all validation clients at each periodic evaluation.
-  eval_clients: int = 0
+  eval_clients: int = defaults.EVAL_CLIENTS
   centralized: centralized_lib.CentralizedConfig = dataclasses.field(
-      default_factory=centralized_lib.CentralizedConfig)
+      default_factory=lambda: centralized_lib.CentralizedConfig(
+          epochs=defaults.CENTRALIZED_EPOCHS,
+          batch_size=defaults.CENTRALIZED_BATCH_SIZE,
+          optimizer=defaults.CENTRALIZED_OPTIMIZER,
+          learning_rate=defaults.CENTRALIZED_LEARNING_RATE))
   run_centralized_baseline: bool = True
   # FedAvg: also report the test metrics after each test user fine-tunes its
   # own row of the user table (`_Evaluator.evaluate_finetuned`).
@@ -185,6 +205,33 @@ class ExperimentConfig:
   def weighted(self) -> bool:
     """Clients weighted by examples: never under DP (one user, one vote)."""
     return not (self.uniform_weighting or self.dp.enabled)
+
+
+def default_config(root_output_dir: str, experiment_name: str,
+                   feedback: corpus_lib.Feedback = corpus_lib.Feedback.EXPLICIT,
+                   **overrides) -> 'ExperimentConfig':
+  """A run's default settings for `feedback` (defaults.py), with `overrides`.
+
+  train.py with no flags runs exactly this (tests/train_test.py).
+  """
+  chosen = defaults.BY_FEEDBACK[feedback.value]
+  synthetic_config = dataclasses.replace(
+      synthetic_lib.SyntheticConfig(),
+      selection_affinity=chosen['synthetic_selection_affinity'],
+      max_ratings_per_user=chosen['synthetic_max_ratings'])
+  settings = dict(
+      root_output_dir=root_output_dir, experiment_name=experiment_name,
+      data=corpus_lib.DataConfig(feedback=feedback,
+                                 synthetic_config=synthetic_config),
+      model=mf.MFConfig(l2=chosen['l2']),
+      optimizers=OptimizerConfig(
+          client=chosen['client_optimizer'],
+          client_learning_rate=chosen['client_learning_rate'],
+          reconstruction=chosen['reconstruction_optimizer'],
+          reconstruction_learning_rate=chosen[
+              'reconstruction_learning_rate']))
+  settings.update(overrides)
+  return ExperimentConfig(**settings)
 
 
 def load_config(experiment_dir: str) -> 'ExperimentConfig':
