@@ -16,6 +16,7 @@ from research.fedrec.algorithms import inline
 from research.fedrec.algorithms import registry
 from research.fedrec.data import client_store
 from research.fedrec.data import pipelines
+from research.fedrec.evaluation import training_metrics
 from research.fedrec.models import autorec
 from research.fedrec.models import builder
 from research.fedrec.models import mf
@@ -36,7 +37,7 @@ def create_model_fn(config: mf.MFConfig, num_items: int, num_users: int,
         layers.model,
         loss=builder.create_loss(config, implicit, True),
         input_spec=input_spec,
-        metrics=builder.create_metrics(implicit))
+        metrics=training_metrics.create_metrics(implicit))
     return inline.inline_tf_functions(model,
                                       ('forward_pass', 'predict_on_batch'))
   return model_fn

@@ -24,6 +24,7 @@ from research.fedrec.algorithms import inline
 from research.fedrec.algorithms import registry
 from research.fedrec.data import client_store
 from research.fedrec.data import pipelines
+from research.fedrec.evaluation import training_metrics
 from research.fedrec.models import builder
 from research.fedrec.models import mf
 
@@ -153,7 +154,7 @@ def build_training_process(
   process = tff.learning.algorithms.build_fed_recon(
       model_fn,
       loss_fn=loss_fn,
-      metrics_fn=lambda: builder.create_metrics(implicit),
+      metrics_fn=lambda: training_metrics.create_metrics(implicit),
       server_optimizer_fn=optimizers.server,
       client_optimizer_fn=optimizers.client,
       reconstruction_optimizer_fn=optimizers.reconstruction,
@@ -189,7 +190,7 @@ def build_evaluation(model_config: mf.MFConfig, num_items: int,
   process = tff.learning.algorithms.build_fed_recon_eval(
       model_fn,
       loss_fn=loss_fn,
-      metrics_fn=lambda: builder.create_metrics(False),
+      metrics_fn=lambda: training_metrics.create_metrics(False),
       reconstruction_optimizer_fn=reconstruction_optimizer,
       dataset_split_fn=create_eval_split_fn(recon, pipeline))
   data = client_store.create_client_data(store_path, split_name)

@@ -1,4 +1,4 @@
-"""From a model config to Keras models, losses and metrics.
+"""From a model config to Keras models and losses.
 
 The one place that knows which architecture lives where (mf.py, ncf.py,
 autorec.py) and which loss goes with which feedback: MSE for explicit ratings,
@@ -13,8 +13,6 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from research.fedrec.evaluation import interaction_metrics
-from research.fedrec.evaluation import keras_metrics
 from research.fedrec.models import autorec
 from research.fedrec.models import mf
 from research.fedrec.models import ncf
@@ -75,9 +73,3 @@ def create_loss(config: mf.MFConfig, implicit: bool,
   if implicit:
     return tf.keras.losses.BinaryCrossentropy(from_logits=True)
   return tf.keras.losses.MeanSquaredError()
-
-
-def create_metrics(implicit: bool) -> list[tf.keras.metrics.Metric]:
-  if implicit:
-    return interaction_metrics.create_keras_metrics()
-  return keras_metrics.create_keras_metrics()
