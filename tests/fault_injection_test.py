@@ -273,7 +273,7 @@ class ChangedDataTest(parameterized.TestCase):
     self.assertEmpty(rated & recommended)
 
 
-class RunDirectoryTest(absltest.TestCase):
+class RunDirectoryTest(parameterized.TestCase):
   """Cases 4, 5, 7 and 8: what a run leaves and refuses."""
 
   def test_rejected_command_leaves_nothing(self):
@@ -312,6 +312,24 @@ class RunDirectoryTest(absltest.TestCase):
       experiment.run_experiment(config, log=_quiet)
     self.assertFalse(os.path.exists(os.path.join(root, 'huge')))
     experiment.run_experiment(_config(root, 'huge', 3), log=_quiet)
+
+  @parameterized.named_parameters(
+      ('beyond_float32', 1e6, r'val/mse is [0-9.]+e\+[0-9]+'),
+      ('nan', 1e30, 'val/rmse is nan'))
+  def test_a_server_step_that_diverges_in_the_last_round(self, rate, what):
+    # The last round's training loss is computed before its update, so only
+    # the evaluation after it shows the blown-up model; without the check
+    # the run "finished" with null test metrics (nan) or failed inside the
+    # TensorBoard release (beyond float32).
+    root = self.create_tempdir().full_path
+    config = _config(root, 'last', 1, optimizers=experiment.OptimizerConfig(
+        server_learning_rate=rate))
+    with self.assertRaisesRegex(
+        loop.TrainingDiverged, f"^round 1: the {what} after the round's "
+        r'update \(the model diverged\); lower --server_learning_rate / '
+        '--client_learning_rate.$'):
+      experiment.run_experiment(config, log=_quiet)
+    self.assertFalse(os.path.exists(os.path.join(root, 'last')))
 
   def test_non_finite_learning_rate_is_refused(self):
     with self.assertRaisesRegex(

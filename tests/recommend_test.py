@@ -184,6 +184,14 @@ class RecommendTest(_TrainedRunTest):
       self.assertEqual((code, out), (1, ''), args)
       self.assertEqual(err.strip().splitlines(),
                        [f'recommend.py: error: {message}'])
+    binary_file = os.path.join(self.create_tempdir().full_path, 'r.csv')
+    with open(binary_file, 'wb') as f:
+      f.write(b'1,4\n\xff\xfe,5\n')
+    code, _, err = _main(self.flag, f'--ratings_file={binary_file}')
+    self.assertEqual(code, 1)
+    self.assertEqual(err.strip().splitlines(), [
+        f'recommend.py: error: {binary_file}: not a UTF-8 text CSV of '
+        'item,rating (byte 4: invalid start byte).'])
     # And from the shell, with TensorFlow's start-up output around it:
     result = _run('--experiment_dir=/nonexistent', '--user_id=1')
     self.assertEqual(result.returncode, 1)

@@ -167,16 +167,23 @@ def _parse_new_user(context: _Context) -> recommender_lib.UserRatings:
     path = _RATINGS_FILE.value
     if not os.path.isfile(path):
       raise ValueError(f'--ratings_file={path}: no such file.')
-    with open(path, newline='', encoding='utf-8') as f:
-      for number, row in enumerate(csv.reader(f), start=1):
-        if not row or not ''.join(row).strip() or row[0].startswith('#'):
-          continue
-        if len(row) != 2:
-          raise ValueError(f'{path}:{number}: expected item,rating, got '
-                           f'{len(row)} fields.')
-        if number == 1 and row[1].strip().lower() == 'rating':
-          continue  # Header.
-        entries.append((row[0], row[1], f'{path}:{number}'))
+    try:
+      with open(path, newline='', encoding='utf-8-sig') as f:
+        rows = list(csv.reader(f))
+    except UnicodeDecodeError as e:
+      raise ValueError(f'{path}: not a UTF-8 text CSV of item,rating (byte '
+                       f'{e.start}: {e.reason}).') from None
+    except csv.Error as e:
+      raise ValueError(f'{path}: not a CSV of item,rating ({e}).') from None
+    for number, row in enumerate(rows, start=1):
+      if not row or not ''.join(row).strip() or row[0].startswith('#'):
+        continue
+      if len(row) != 2:
+        raise ValueError(f'{path}:{number}: expected item,rating, got '
+                         f'{len(row)} fields.')
+      if number == 1 and row[1].strip().lower() == 'rating':
+        continue  # Header.
+      entries.append((row[0], row[1], f'{path}:{number}'))
   else:
     for entry in (e for e in _RATINGS.value.split(',') if e.strip()):
       parts = entry.split(':')

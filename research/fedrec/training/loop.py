@@ -282,7 +282,9 @@ def run_training_loop(
         metrics['privacy/epsilon'] = accountant.epsilon
       last = round_num == config.total_rounds
       if last or (config.eval_every and round_num % config.eval_every == 0):
-        metrics.update(evaluate(process.get_model_weights(state), round_num))
+        evaluated = evaluate(process.get_model_weights(state), round_num)
+        _check_evaluation(evaluated, round_num)
+        metrics.update(evaluated)
       for manager in release_managers:
         _run(manager.release(metrics, key=round_num))
       if last or round_num % config.checkpoint_every == 0:
@@ -318,6 +320,26 @@ def _check_diverged(metrics: collections.OrderedDict, round_num: int,
         f'round {round_num}: every client update of every round so far was '
         'zeroed as too large or non-finite, so the model never changed; '
         'lower --client_learning_rate / --server_learning_rate.')
+
+
+def _check_evaluation(metrics: collections.OrderedDict,
+                      round_num: int) -> None:
+  """Raises `TrainingDiverged` for a validation metric beyond float32.
+
+  A round's training loss is computed before its update: a server step that
+  blows the model up (even in the last round) shows first here.
+  """
+  largest = float(np.finfo(np.float32).max)  # What the metric files hold.
+  for name, value in metrics.items():
+    try:
+      finite = abs(float(value)) <= largest
+    except (OverflowError, TypeError, ValueError):
+      finite = False
+    if not finite:
+      raise TrainingDiverged(
+          f'round {round_num}: the {name} is {value} after the round\'s update '
+          '(the model diverged); lower --server_learning_rate / '
+          '--client_learning_rate.')
 
 
 def _postfix(metrics: collections.OrderedDict) -> collections.OrderedDict:
