@@ -104,8 +104,8 @@ def load_latest(state_manager: tff.program.FileProgramStateManager, structure,
     raise ValueError(
         f'{where}: the latest checkpoint does not match the training state of '
         'this version and these settings (written by an older fedrec?); '
-        'train it anew under another --experiment_name (this run is left as '
-        'it is).')
+        'train it anew with train.py under another --experiment_name (this '
+        'run is left as it is).')
   if damaged and not set_aside_damaged:
     raise ValueError(f'{where}: no readable checkpoint (all '
                      f'{len(damaged)} are damaged); rerun train.py with the '
