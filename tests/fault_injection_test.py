@@ -7,6 +7,7 @@ works. Most cases run the library in-process (the same code the binaries
 call); the cases about exit codes, signals and processes run the binaries.
 """
 
+import contextlib
 import csv
 import fcntl
 import json
@@ -114,15 +115,34 @@ class DamagedFilesTest(parameterized.TestCase):
     run = _load_run(os.path.join(self.root, 'six'))
     self.assertEqual(run.round_num, 6)
 
+  @contextlib.contextmanager
+  def _six_to_damage(self, label):
+    """The 'six' run, to damage; restored afterwards for the next case."""
+    out = os.path.join(self.root, 'six')
+    backup = os.path.join(self.root, f'backup_{label}')
+    shutil.copytree(out, backup)
+    try:
+      yield out
+    finally:
+      shutil.rmtree(out)
+      os.replace(backup, out)
+
+  def _assert_retrains_to_the_same_result(self, out):
+    """train.py's path: the bad checkpoint set aside, rounds 4-6 retrained
+    to exactly the uninterrupted run's results."""
+    summary = experiment.run_experiment(
+        _config(self.root, 'six', 6, cache_dir=self.cache), log=_quiet)
+    self.assertEqual(summary['test_metrics'], self.summary['test_metrics'])
+    self.assertCountEqual(
+        os.listdir(os.path.join(out, 'checkpoints')),
+        ['program_state_3', 'program_state_6', 'damaged_program_state_6'])
+
   @parameterized.named_parameters(
       ('saved_model_removed', 'saved_model.pb', 'remove'),
       ('data_truncated', 'variables/variables.data-00000-of-00001', 'truncate'),
       ('index_overwritten', 'variables/variables.index', 'garbage'))
   def test_damaged_latest_checkpoint_falls_back(self, name, damage):
-    out = os.path.join(self.root, 'six')
-    backup = os.path.join(self.root, f'backup_{damage}')
-    shutil.copytree(out, backup)
-    try:
+    with self._six_to_damage(damage) as out:
       path = os.path.join(out, 'checkpoints', 'program_state_6', name)
       if damage == 'remove':
         os.remove(path)
@@ -134,26 +154,13 @@ class DamagedFilesTest(parameterized.TestCase):
           f.write(b'garbage\n')
       # evaluate.py's path: the older checkpoint, said in one line.
       self.assertEqual(_load_run(out).round_num, 3)
-      # train.py's path: the damaged one is set aside, rounds 4-6 retrained
-      # to exactly the uninterrupted run's results.
-      summary = experiment.run_experiment(
-          _config(self.root, 'six', 6, cache_dir=self.cache), log=_quiet)
-      self.assertEqual(summary['test_metrics'], self.summary['test_metrics'])
-      self.assertCountEqual(
-          os.listdir(os.path.join(out, 'checkpoints')),
-          ['program_state_3', 'program_state_6', 'damaged_program_state_6'])
-    finally:
-      shutil.rmtree(out)
-      os.replace(backup, out)
+      self._assert_retrains_to_the_same_result(out)
 
   @parameterized.named_parameters(('renamed', 'renamed'),
                                   ('from_another_run', 'foreign'))
   def test_a_checkpoint_that_is_not_this_runs_round_falls_back(self, kind):
-    out = os.path.join(self.root, 'six')
-    backup = os.path.join(self.root, f'backup_{kind}')
-    shutil.copytree(out, backup)
-    latest = os.path.join(out, 'checkpoints', 'program_state_6')
-    try:
+    with self._six_to_damage(kind) as out:
+      latest = os.path.join(out, 'checkpoints', 'program_state_6')
       shutil.rmtree(latest)
       if kind == 'renamed':  # Round 3's state in round 6's folder.
         source = os.path.join(out, 'checkpoints', 'program_state_3')
@@ -172,15 +179,7 @@ class DamagedFilesTest(parameterized.TestCase):
         self.assertEqual(_load_run(out).round_num, 3)
       self.assertEqual(lines, [f'{latest}: damaged checkpoint ({reason}); '
                                'trying program_state_3.'])
-      summary = experiment.run_experiment(
-          _config(self.root, 'six', 6, cache_dir=self.cache), log=_quiet)
-      self.assertEqual(summary['test_metrics'], self.summary['test_metrics'])
-      self.assertCountEqual(
-          os.listdir(os.path.join(out, 'checkpoints')),
-          ['program_state_3', 'program_state_6', 'damaged_program_state_6'])
-    finally:
-      shutil.rmtree(out)
-      os.replace(backup, out)
+      self._assert_retrains_to_the_same_result(out)
 
   def test_an_empty_metrics_csv_is_set_aside_on_resuming(self):
     out = os.path.join(self.root, 'empty_metrics')
