@@ -11,6 +11,9 @@ depends on the feedback are in `BY_FEEDBACK`; everything else is one value.
 ROUNDS = 50
 CLIENTS_PER_ROUND = 50
 EVAL_EVERY = 25  # Rounds between validation evaluations (0: only the last).
+# Users simulated in cohorts wherever the method supports the run
+# (training/experiment.py EXECUTIONS).
+EXECUTION = 'auto'
 EVAL_CLIENTS = 100  # Validation users per periodic evaluation (0: all).
 CHECKPOINT_EVERY = 10
 

@@ -200,6 +200,15 @@ _CLIENT_SAMPLING = flags.DEFINE_enum_class(
     'client_sampling', sampling.SamplingScheme.UNIFORM, sampling.SamplingScheme,
     'uniform: a fixed number without replacement; poisson: each client '
     'independently with probability clients_per_round/num_clients.')
+_EXECUTION = flags.DEFINE_enum(
+    'execution', defaults.EXECUTION, ['auto', 'cohort', 'per_client'],
+    'How the sampled users are simulated: per_client (each its own TFF '
+    'client, the reference), cohort (many users per TFF client, the same '
+    'numbers much faster; FedRecon of explicit MF with SGD so far), auto '
+    '(cohort where supported).')
+_COHORT_SIZE = flags.DEFINE_integer(
+    'cohort_size', 0, 'Users per cohort at most under cohort execution (0: '
+    'automatic).', lower_bound=0)
 _UNIFORM_WEIGHTING = flags.DEFINE_bool(
     'uniform_weighting', False, 'Weigh clients equally in the server average '
     '(default: by number of ratings).')
@@ -412,6 +421,7 @@ def build_config():
       clients_per_round=_CLIENTS_PER_ROUND.value,
       sampling=_CLIENT_SAMPLING.value,
       uniform_weighting=_UNIFORM_WEIGHTING.value,
+      execution=_EXECUTION.value, cohort_size=_COHORT_SIZE.value,
       dp=privacy_settings.DPConfig(
           mechanism=_DP.value, noise_multiplier=_DP_NOISE.value,
           target_epsilon=_TARGET_EPSILON.value,

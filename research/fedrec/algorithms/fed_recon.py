@@ -20,6 +20,7 @@ from typing import Optional
 
 import tensorflow_federated as tff
 
+from research.fedrec.algorithms import cohorts
 from research.fedrec.algorithms import inline
 from research.fedrec.algorithms import registry
 from research.fedrec.data import client_store
@@ -174,6 +175,32 @@ def build_training_process(
       data.dataset_computation, process)
 
 
+def build_cohort_training_process(
+    model_config: mf.MFConfig, num_items: int, recon: ReconConfig,
+    optimizers: Optimizers, optimizer_settings, pipeline:
+    pipelines.PipelineConfig, store_path: str,
+    model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory],
+    uniform_weighting: bool, cohort_size: int = 0) -> cohorts.CohortProcess:
+  """FedRecon training run in cohorts (`--execution=cohort`).
+
+  Its `next` takes client ids, and its state, weights and metrics are those
+  of `build_training_process` (to float rounding; tests/algorithms/
+  fed_recon_cohort_test.py). Explicit MF with SGD only
+  (`FedRecon.cohort_unsupported`). `model_aggregator` must be weighted: a
+  cohort is weighted by its users' summed weight.
+  """
+  # Imported here: the cohort client work is only built when it is used.
+  from research.fedrec.algorithms import fed_recon_cohort  # pylint: disable=g-import-not-at-top
+  model_fn, _ = create_model_fns(model_config, num_items, mf.RECON_TRAIN_SPEC)
+  process = fed_recon_cohort.build_training_process(
+      model_fn, model_config, num_items, recon, optimizers,
+      pipeline.batch_size, optimizer_settings.client_learning_rate,
+      optimizer_settings.reconstruction_learning_rate, model_aggregator,
+      uniform_weighting)
+  return cohorts.CohortProcess(
+      process, cohorts.CohortPacker(store_path, pipeline, cohort_size))
+
+
 def build_evaluation(model_config: mf.MFConfig, num_items: int,
                      recon: ReconConfig, reconstruction_optimizer,
                      pipeline: pipelines.PipelineConfig, store_path: str,
@@ -207,7 +234,35 @@ class FedRecon(registry.Method):
   label = 'FedRecon'
   reconstructs_users = True
 
+  def cohort_unsupported(self, config) -> Optional[str]:
+    """Cohorts reproduce FedRecon of explicit MF with SGD, plain means."""
+    optimizers = config.optimizers
+    return cohorts.unsupported((
+        config.model.architecture != mf.Architecture.MF and
+        f'--model={config.model.architecture.value} has no cohort client '
+        'work yet (MF only)',
+        config.data.implicit and
+        'implicit feedback has no cohort client work yet',
+        (optimizers.client != 'sgd' or optimizers.reconstruction != 'sgd') and
+        'cohorts train with --client_optimizer=sgd and '
+        '--reconstruction_optimizer=sgd only (stateful optimizers: not yet)',
+        config.dp.enabled and
+        'DP clipping per user in cohorts is not there yet (--dp)',
+        config.aggregation.secure_aggregation and
+        '--secure_aggregation bounds are not scaled to cohorts yet',
+        config.aggregation.compression.value != 'none' and
+        '--compression has no per-user form in cohorts yet',
+        config.aggregation.zeroing and
+        'adaptive zeroing per user in cohorts is not there yet (add '
+        '--nozeroing)'))
+
   def build_process(self, inputs: registry.ProcessInputs):
+    if inputs.in_cohorts:
+      return build_cohort_training_process(
+          inputs.model_config, inputs.num_items, inputs.recon,
+          inputs.optimizers, inputs.optimizer_settings, inputs.pipeline,
+          inputs.store_path, inputs.aggregator, inputs.uniform_weighting,
+          inputs.cohort_size)
     return build_training_process(
         inputs.model_config, inputs.num_items, inputs.recon, inputs.optimizers,
         inputs.pipeline, inputs.store_path,

@@ -57,6 +57,12 @@ class ProcessInputs:
   uniform_weighting: bool
   implicit: bool
   settings: dict  # The method's own settings by name (`Method.settings`).
+  # Cohort execution (algorithms/cohorts.py): many users per TFF client; the
+  # aggregator is then a weighted one, each cohort weighted by its users'
+  # summed weight (the users themselves by `uniform_weighting`).
+  in_cohorts: bool = False
+  cohort_size: int = 0  # Users per cohort at most (0: automatic).
+  optimizer_settings: Any = None  # experiment.OptimizerConfig (names, rates).
 
 
 class Method:
@@ -124,6 +130,15 @@ class Method:
         raise ValueError(f'--{setting.name}={value:g}: expected a number >= '
                          f'{setting.lower_bound:g}.')
     return values
+
+  def cohort_unsupported(self, config) -> Optional[str]:
+    """Why `config` cannot train in cohorts yet (None: it can).
+
+    A method that runs in cohorts overrides this with the combinations its
+    cohort client work reproduces exactly (tested against per_client).
+    """
+    del config
+    return f'{self.label} has no cohort client work yet'
 
   def build_process(self, inputs: ProcessInputs):
     """The tff.learning process; its `next` takes client-id strings."""

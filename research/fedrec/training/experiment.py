@@ -73,6 +73,7 @@ EXPORT_DIRNAME = export_lib.EXPORT_DIRNAME
 
 
 _EXPLICIT = defaults.BY_FEEDBACK['explicit']
+EXECUTIONS = ('auto', 'cohort', 'per_client')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +177,12 @@ class ExperimentConfig:
   # Implicit feedback: the ranking evaluation (val every eval round, test).
   ranking: ranking_lib.RankingConfig = dataclasses.field(
       default_factory=ranking_lib.RankingConfig)
+  # How the sampled users are simulated (EXECUTIONS): each as its own TFF
+  # client (per_client, the reference), many per TFF client (cohort:
+  # algorithms/cohorts.py, the same numbers to float rounding, much faster),
+  # or cohort wherever the method supports the run (auto).
+  execution: str = defaults.EXECUTION
+  cohort_size: int = 0  # Users per cohort at most (0: automatic).
 
   def __post_init__(self):
     # Recorded with every value, so that hparams.json says what ran.
@@ -192,6 +199,30 @@ class ExperimentConfig:
       raise ValueError('--clients_per_round must be >= 1.')
     if self.eval_clients < 0:
       raise ValueError('--eval_clients must be >= 0.')
+    if self.execution not in EXECUTIONS:
+      raise ValueError(f'--execution={self.execution}: expected one of '
+                       f'{", ".join(EXECUTIONS)}.')
+    if self.cohort_size < 0:
+      raise ValueError(f'--cohort_size={self.cohort_size}: expected >= 0 '
+                       '(0: automatic).')
+    if self.execution == 'cohort':
+      reason = self.cohort_unsupported
+      if reason:
+        raise ValueError(f'--execution=cohort: {reason}; use '
+                         '--execution=per_client or auto.')
+
+  @property
+  def cohort_unsupported(self) -> Optional[str]:
+    """Why this run cannot train in cohorts (None: it can)."""
+    if self.method.kind != registry.Kind.PROCESS:
+      return f'{self.method.label} trains no learning process'
+    return self.method.cohort_unsupported(self)
+
+  @property
+  def in_cohorts(self) -> bool:
+    """Whether the run trains in cohorts (`execution`, resolved)."""
+    return self.execution == 'cohort' or (
+        self.execution == 'auto' and not self.cohort_unsupported)
 
   @property
   def method(self) -> registry.Method:
@@ -256,9 +287,11 @@ def load_config(experiment_dir: str) -> 'ExperimentConfig':
 # Settings a rerun may change without invalidating the run's checkpoints:
 # the number of rounds, the progress bar, and where the run and the client
 # store are (the directory that holds hparams.json is the run, however its
-# root is spelled: relative or absolute, through a symlink, or moved).
+# root is spelled: relative or absolute, through a symlink, or moved), and the
+# users per cohort. (--execution is not: under uniform weighting the
+# aggregator's state differs between per_client and cohort.)
 _RESUMABLE_CHANGES = ('loop/total_rounds', 'loop/progress', 'root_output_dir',
-                      'experiment_name', 'cache_dir')
+                      'experiment_name', 'cache_dir', 'cohort_size')
 
 
 def _flatten(value) -> dict[str, Any]:
@@ -562,15 +595,20 @@ def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
                    store_path: str, model_config: mf.MFConfig,
                    noise_multiplier: Optional[float] = None):
   """The training process, with the configured model-update aggregator."""
+  in_cohorts = config.in_cohorts
+  # In cohorts the users are weighted inside each cohort, and the cohorts by
+  # their users' summed weight.
   aggregator = aggregation_lib.build_aggregator(
       config.dp, config.aggregation, noise_multiplier,
-      config.clients_per_round, weighted=config.weighted)
+      config.clients_per_round, weighted=config.weighted or in_cohorts)
   return config.method.build_process(registry.ProcessInputs(
       model_config=model_config, num_items=data.num_items,
       num_users=data.num_users, optimizers=config.optimizers.create(),
       recon=config.recon, pipeline=config.pipeline, store_path=store_path,
       aggregator=aggregator, uniform_weighting=not config.weighted,
-      implicit=data.implicit, settings=config.method_settings))
+      implicit=data.implicit, settings=config.method_settings,
+      in_cohorts=in_cohorts, cohort_size=config.cohort_size,
+      optimizer_settings=config.optimizers))
 
 
 def resolve_privacy(config: ExperimentConfig, num_training_users: int,
@@ -796,6 +834,11 @@ def run_experiment(config: ExperimentConfig,
     sampling_lib.ClientSampler(training_users.astype(str).tolist(),
                                config.clients_per_round, config.sampling,
                                config.seed)
+    log('Users simulated in cohorts (many per TFF client).' if
+        config.in_cohorts else
+        'Users simulated one per TFF client (per_client'
+        + ('' if config.execution == 'per_client' else
+           f'; not in cohorts: {config.cohort_unsupported}') + ').')
   trained = None
   if kind == registry.Kind.COUNTS:
     # One round in which every training client takes part.

@@ -1,0 +1,293 @@
+"""Federated Reconstruction of matrix factorization, run in cohorts.
+
+The cohort client work computes, for each of a cohort's K users, exactly what
+TFF's FedRecon client work (`tff.learning.algorithms.build_fed_recon`) computes
+for that user alone with this project's MF model and SGD, and returns the
+users' weighted mean update with their summed weight:
+
+1. Reconstruction: every user's vector (p_u, b_u) starts at the model's
+   initial value and takes `recon_epochs` epochs of SGD steps on its own
+   batches, the global item model frozen. All K users step together: one
+   gradient of the sum of their masked batch losses is each user's own
+   gradient, since users share no parameter.
+2. Training: with p_u, b_u frozen, each user trains its own copy of the rows
+   it rated (q_i, b_i, one per rating: a user rates an item once) and of the
+   global bias g for `post_recon_epochs` epochs. The rows of step s of every
+   user are held, step-major, in a TensorArray ([K, B, d] per step).
+3. A user's update is its initial rows minus its final rows; a non-finite one
+   is zeroed with weight 0, as TFF does per client. Users are weighted by
+   their training examples (or uniformly), and the cohort's update is their
+   weighted mean, scattered to the item table's shape, with the summed weight:
+   the server's weighted mean over cohorts is then the mean over users.
+
+Training metrics are the per-client ones summed over users (the Keras metrics
+are updated with a mask for padded and idle positions). The process is
+composed from TFF's broadcast, the configured aggregator and the server
+optimizer's finalizer, so its state is the per-client process's.
+"""
+
+import collections
+
+import numpy as np
+
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from research.fedrec.algorithms import cohorts as cohorts_lib
+from research.fedrec.evaluation import training_metrics
+from research.fedrec.models import mf
+
+
+def _phase_active(counts, num_steps, batch_size, epochs, steps_max, parity):
+  """Per-slot activity of a phase: slot t = epoch * num_steps + step.
+
+  Returns a function of t giving, for each user, whether its batch `step` is
+  trained in that slot (it exists, has the phase's parity under
+  `split_dataset`, and falls within `steps_max` of the phase's steps).
+  """
+  del epochs
+  batches = (counts + batch_size - 1) // batch_size
+  if parity is None:
+    per_epoch = batches
+  elif parity == 0:
+    per_epoch = (batches + 1) // 2
+  else:
+    per_epoch = batches // 2
+
+  def active(t):
+    epoch, step = t // num_steps, t % num_steps
+    valid = step < batches
+    rank = step
+    if parity is not None:
+      valid = tf.logical_and(valid, tf.equal(step % 2, parity))
+      rank = step // 2
+    if steps_max is not None:
+      valid = tf.logical_and(valid, epoch * per_epoch + rank < steps_max)
+    return valid
+  return active
+
+
+def build_client_work(model_fn, model_config: mf.MFConfig, num_items: int,
+                      recon, batch_size: int, client_learning_rate: float,
+                      reconstruction_learning_rate: float,
+                      uniform_weighting: bool):
+  """The cohort `ClientWorkProcess` of FedRecon MF (explicit, SGD)."""
+  weights_type = tff.tensorflow.computation(
+      lambda: tff.learning.models.ReconstructionModel.get_global_variables(
+          model_fn())).type_signature.result
+  cohort_type = tff.SequenceType(
+      tff.types.tensorflow_to_type(cohorts_lib.ELEMENT_SPEC))
+  biases = model_config.use_biases
+  l2 = model_config.l2
+  parity = (0, 1) if recon.split_dataset else (None, None)
+  finalizers = collections.OrderedDict()
+
+  @tff.tensorflow.computation(weights_type, cohort_type)
+  @tf.function
+  def client_update(initial_weights, dataset):
+    with tf.init_scope():
+      model = model_fn()
+      metrics = training_metrics.create_metrics(False) + [
+          tf.keras.metrics.MeanMetricWrapper(
+              mf.RegularizedMSE(), name='loss')]
+      for metric in metrics:
+        finalizers[metric.name] = (
+            tff.learning.metrics.create_keras_metric_finalizer(metric))
+    local = tff.learning.models.ReconstructionModel.get_local_variables(
+        model).trainable
+    cohort = dataset.get_single_element()
+    counts, items, ratings = (cohort['counts'], cohort['items'],
+                              cohort['ratings'])
+    num_users = tf.shape(items)[0]
+    num_steps = tf.shape(items)[1] // batch_size
+    # Step-major views: [S, K, B].
+    items_by_step = tf.transpose(
+        tf.reshape(items, [num_users, num_steps, batch_size]), [1, 0, 2])
+    ratings_by_step = tf.transpose(
+        tf.reshape(ratings, [num_users, num_steps, batch_size]), [1, 0, 2])
+    offsets = tf.range(batch_size)
+
+    def position_mask(step, active):
+      inside = (step * batch_size + offsets)[None, :] < counts[:, None]
+      return tf.cast(tf.logical_and(inside, active[:, None]), tf.float32)
+
+    def user_losses(step_ratings, mask, user, user_bias, rows, row_biases,
+                    global_bias):
+      """Per-user masked batch losses and predictions, as RegularizedMSE."""
+      prediction = tf.reduce_sum(user[:, None, :] * rows, axis=-1)
+      squares = (tf.reduce_sum(tf.square(user), axis=-1)[:, None] +
+                 tf.reduce_sum(tf.square(rows), axis=-1))
+      if biases:
+        prediction += user_bias + row_biases + global_bias[:, None]
+        squares += tf.square(user_bias) + tf.square(row_biases)
+      size = tf.reduce_sum(mask, axis=1)
+      per_batch = tf.math.divide_no_nan(
+          tf.reduce_sum(mask * tf.square(step_ratings - prediction), axis=1),
+          size) + tf.math.divide_no_nan(
+              tf.reduce_sum(mask * l2 * squares, axis=1), size)
+      return per_batch, prediction
+
+    item_table = initial_weights.trainable[0]
+    item_bias_table = initial_weights.trainable[1] if biases else None
+    global_bias0 = initial_weights.trainable[2] if biases else tf.constant(0.)
+    global_bias = tf.fill([num_users], global_bias0)
+
+    # 1. Reconstruction of every user's vector.
+    user = tf.tile(local[0], [num_users, 1])
+    user_bias = tf.tile(local[1], [num_users, 1]) if biases else tf.zeros(
+        [num_users, 1])
+    recon_active = _phase_active(counts, num_steps, batch_size,
+                                 recon.recon_epochs, recon.recon_steps_max,
+                                 parity[0])
+    for t in tf.range(recon.recon_epochs * num_steps):
+      step = t % num_steps
+      mask = position_mask(step, recon_active(t))
+      step_items = items_by_step[step]
+      rows = tf.gather(item_table, step_items)
+      row_biases = (tf.gather(item_bias_table, step_items)[..., 0] if biases
+                    else tf.zeros_like(mask))
+      with tf.GradientTape() as tape:
+        tape.watch([user, user_bias])
+        losses, _ = user_losses(ratings_by_step[step], mask, user, user_bias,
+                                rows, row_biases, global_bias)
+        total = tf.reduce_sum(losses)
+      grad_user, grad_bias = tape.gradient(total, [user, user_bias])
+      user -= reconstruction_learning_rate * grad_user
+      if biases:
+        user_bias -= reconstruction_learning_rate * grad_bias
+
+    # 2. Training of each user's copies of its rows and of g.
+    row_array = tf.TensorArray(tf.float32, size=num_steps,
+                               element_shape=[None, batch_size,
+                                              model_config.embedding_dim])
+    bias_array = tf.TensorArray(tf.float32, size=num_steps,
+                                element_shape=[None, batch_size])
+    row_array = row_array.unstack(tf.gather(item_table, items_by_step))
+    if biases:
+      bias_array = bias_array.unstack(
+          tf.gather(item_bias_table, items_by_step)[..., 0])
+    else:
+      bias_array = bias_array.unstack(tf.zeros(tf.shape(items_by_step)))
+    train_active = _phase_active(counts, num_steps, batch_size,
+                                 recon.post_recon_epochs,
+                                 recon.post_recon_steps_max, parity[1])
+    examples = tf.zeros([num_users], tf.float32)
+    for t in tf.range(recon.post_recon_epochs * num_steps):
+      step = t % num_steps
+      active = train_active(t)
+      mask = position_mask(step, active)
+      rows, row_biases = row_array.read(step), bias_array.read(step)
+      with tf.GradientTape() as tape:
+        tape.watch([rows, row_biases, global_bias])
+        losses, prediction = user_losses(ratings_by_step[step], mask, user,
+                                         user_bias, rows, row_biases,
+                                         global_bias)
+        total = tf.reduce_sum(losses)
+      grad_rows, grad_biases, grad_global = tape.gradient(
+          total, [rows, row_biases, global_bias])
+      row_array = row_array.write(
+          step, rows - client_learning_rate * grad_rows)
+      if biases:
+        bias_array = bias_array.write(
+            step, row_biases - client_learning_rate * grad_biases)
+        global_bias -= client_learning_rate * grad_global
+      flat_mask = tf.reshape(mask, [-1])
+      for metric in metrics[:-1]:
+        metric.update_state(tf.reshape(ratings_by_step[step], [-1]),
+                            tf.reshape(prediction, [-1]),
+                            sample_weight=flat_mask)
+      tf.keras.metrics.Mean.update_state(
+          metrics[-1], losses, sample_weight=tf.cast(active, tf.float32))
+      examples += tf.reduce_sum(mask, axis=1)
+
+    # 3. Per-user updates, weighted and summed.
+    def per_user(array):  # [S, K, B, ...] -> [K, L, ...]
+      stacked = array.stack()
+      rank = len(stacked.shape)
+      moved = tf.transpose(stacked, [1, 0, 2] + list(range(3, rank)))
+      return tf.reshape(moved, tf.concat(
+          [[num_users, -1], tf.shape(stacked)[3:]], axis=0))
+
+    row_deltas = tf.gather(item_table, items) - per_user(row_array)
+    deltas = [row_deltas]
+    if biases:
+      deltas.append(tf.gather(item_bias_table, items)[..., 0] -
+                    per_user(bias_array))
+      deltas.append(global_bias0 - global_bias)
+    finite = tf.reduce_all(tf.stack([
+        tf.reduce_all(tf.math.is_finite(tf.reshape(d, [num_users, -1])),
+                      axis=1) for d in deltas]), axis=0)
+    weights = tf.ones([num_users]) if uniform_weighting else examples
+    weights = tf.where(finite, weights, 0.0)
+    total_weight = tf.reduce_sum(weights)
+
+    def weighted_sum(delta, num_segments):
+      delta = tf.where(
+          tf.reshape(finite, [-1] + [1] * (len(delta.shape) - 1)), delta, 0.0)
+      scaled = delta * tf.reshape(weights, [-1] + [1] * (len(delta.shape) - 1))
+      if num_segments is None:
+        return tf.reduce_sum(scaled, axis=0)
+      flat = tf.reshape(scaled, tf.concat([[-1], tf.shape(scaled)[2:]], 0))
+      return tf.math.unsorted_segment_sum(flat, tf.reshape(items, [-1]),
+                                          num_segments)
+
+    update = [weighted_sum(row_deltas, num_items)]
+    if biases:
+      update.append(weighted_sum(deltas[1], num_items)[:, None])
+      update.append(weighted_sum(deltas[2], None))
+    update = [tf.math.divide_no_nan(u, total_weight) for u in update]
+    unfinalized = tff.learning.models.ReconstructionModel.read_metric_variables(
+        metrics)
+    return tff.learning.templates.ClientResult(update, total_weight), (
+        unfinalized)
+
+  @tff.federated_computation
+  def initialize():
+    return tff.federated_value((), tff.SERVER)
+
+  @tff.federated_computation(
+      tff.FederatedType((), tff.SERVER),
+      tff.FederatedType(weights_type, tff.CLIENTS),
+      tff.FederatedType(cohort_type, tff.CLIENTS))
+  def next_fn(state, weights, cohorts):
+    del state
+    result, unfinalized = tff.federated_map(client_update, (weights, cohorts))
+    aggregate_metrics = tff.learning.metrics.sum_then_finalize(
+        finalizers, unfinalized.type_signature.member)
+    measurements = tff.federated_zip(collections.OrderedDict(
+        train=aggregate_metrics(unfinalized)))
+    return tff.templates.MeasuredProcessOutput(
+        state=tff.federated_value((), tff.SERVER), result=result,
+        measurements=measurements)
+
+  return tff.learning.templates.ClientWorkProcess(initialize, next_fn)
+
+
+def build_training_process(model_fn, model_config: mf.MFConfig,
+                           num_items: int, recon, optimizers, batch_size: int,
+                           client_learning_rate: float,
+                           reconstruction_learning_rate: float, aggregator,
+                           uniform_weighting: bool):
+  """FedRecon MF whose clients are cohorts (`cohorts.CohortPacker`).
+
+  Composed like `tff.learning.algorithms.build_fed_recon`, with the same
+  initial weights, broadcast, aggregator and server finalizer, so the state
+  is the per-client process's.
+  """
+  initial_weights = tff.tensorflow.computation(
+      lambda: tff.learning.models.ReconstructionModel.get_global_variables(
+          model_fn()))
+  weights_type = initial_weights.type_signature.result
+  if aggregator is None:
+    aggregator = tff.aggregators.MeanFactory()
+  if isinstance(aggregator, tff.aggregators.UnweightedAggregationFactory):
+    aggregator = tff.aggregators.as_weighted_aggregator(aggregator)
+  return tff.learning.templates.compose_learning_process(
+      initial_weights,
+      tff.learning.templates.build_broadcast_process(weights_type),
+      build_client_work(model_fn, model_config, num_items, recon, batch_size,
+                        client_learning_rate, reconstruction_learning_rate,
+                        uniform_weighting),
+      aggregator.create(weights_type.trainable, tff.TensorType(np.float32)),
+      tff.learning.templates.build_apply_optimizer_finalizer(
+          optimizers.server, weights_type))

@@ -1,0 +1,182 @@
+"""The cohort packer: the per-client batch order, cohort limits, refusals."""
+
+import os
+import shutil
+import tempfile
+from unittest import mock
+
+from absl.testing import absltest
+import numpy as np
+import tensorflow as tf
+
+from research.fedrec.algorithms import cohorts
+from research.fedrec.data import client_store
+from research.fedrec.data import corpus
+from research.fedrec.data import pipelines
+from research.fedrec.data import splits
+from research.fedrec.models import mf
+from research.fedrec.privacy import settings
+from research.fedrec.training import experiment
+from tests.algorithms import testing_data
+
+# Users 0..9 with 1, 3, 5, ..., 19 ratings each.
+_COUNTS = list(range(1, 20, 2))
+_NUM_ITEMS = 25
+
+
+def _corpus(duplicate=False):
+  rng = np.random.default_rng(0)
+  users, items, values = [], [], []
+  for user, count in enumerate(_COUNTS):
+    users += [user] * count
+    items += rng.choice(_NUM_ITEMS, count, replace=False).tolist()
+    values += rng.integers(1, 6, count).tolist()
+  if duplicate:
+    users.append(4)
+    items.append(items[users.index(4)])
+    values.append(1)
+  train = testing_data.table(users, items, values)
+  return splits.Split(train, testing_data.TEST, testing_data.TEST)
+
+
+def _pipeline_batches(store, client_id, pipeline):
+  """The per-client pipeline's training batches, built as the runtime does.
+
+  In a fresh graph with no global seed, like the TFF runtime's.
+  """
+  graph = tf.Graph()
+  with graph.as_default():
+    dataset = pipelines.create_recon_train_fn(pipeline)(
+        client_store._build_dataset_fn(store, client_store.TRAIN)(  # pylint: disable=protected-access
+            tf.constant(client_id)))
+    # Batches of the pipeline's size, the last one partial.
+    sizes = dataset.map(lambda b: tf.size(b['y'])).batch(1000)
+    batches = (dataset.unbatch().batch(1000).get_single_element(),
+               sizes.get_single_element())
+  with tf.compat.v1.Session(graph=graph) as session:
+    elements, sizes = session.run(batches)
+  return elements, sizes
+
+
+class CohortPackerTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.cache_dir = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, self.cache_dir)
+    self.store = client_store.create_client_store(_corpus(), self.cache_dir,
+                                                  log=lambda _: None)
+
+  def test_each_user_is_laid_out_in_the_per_client_batch_order(self):
+    for pipeline in (pipelines.PipelineConfig(batch_size=4, seed=3),
+                     pipelines.PipelineConfig(batch_size=3, seed=11,
+                                              max_examples_per_user=7)):
+      packer = cohorts.CohortPacker(self.store, pipeline)
+      users = [str(u) for u in range(len(_COUNTS))]
+      (cohort,) = packer.cohorts(users)
+      # Sorted by size, largest first; L is a multiple of the batch size.
+      order = sorted(users, key=lambda c: -packer.examples(c))
+      self.assertEqual(cohort['items'].shape[1] % pipeline.batch_size, 0)
+      for row, user in enumerate(order):
+        expected, sizes = _pipeline_batches(self.store, user, pipeline)
+        count = len(expected['x'])
+        # Full batches but the last: packed rows cut at the batch size are
+        # the pipeline's batches.
+        self.assertTrue(all(s == pipeline.batch_size for s in sizes[:-1]))
+        self.assertEqual(cohort['counts'][row], count)
+        self.assertEqual(count, min(_COUNTS[int(user)],
+                                    pipeline.max_examples_per_user or 99))
+        np.testing.assert_array_equal(cohort['items'][row, :count],
+                                      expected['x'])
+        np.testing.assert_array_equal(cohort['ratings'][row, :count],
+                                      expected['y'])
+        # Padding is zeros (masked out by the client work).
+        self.assertFalse(np.any(cohort['items'][row, count:]))
+
+  def test_a_global_seed_does_not_change_the_order(self):
+    pipeline = pipelines.PipelineConfig(batch_size=4, seed=3)
+    before = cohorts.CohortPacker(self.store, pipeline).cohorts(['9'])
+    tf.random.set_seed(1234)
+    after = cohorts.CohortPacker(self.store, pipeline).cohorts(['9'])
+    np.testing.assert_array_equal(before[0]['items'], after[0]['items'])
+
+  def test_cohorts_respect_the_size_limits_and_are_never_empty(self):
+    pipeline = pipelines.PipelineConfig(batch_size=2)
+    users = [str(u) for u in range(len(_COUNTS))]
+    packer = cohorts.CohortPacker(self.store, pipeline, cohort_size=3)
+    packed = packer.cohorts(users)
+    self.assertEqual([len(c['counts']) for c in packed], [3, 3, 3, 1])
+    self.assertEqual(sorted(np.concatenate([c['counts'] for c in packed])),
+                     sorted(_COUNTS))
+    # The padded length is that of each cohort's largest user: 19 -> 20, ...
+    self.assertEqual([c['items'].shape[1] for c in packed], [20, 14, 8, 2])
+    # At most COHORT_RATINGS padded ratings, unless one user holds more.
+    with mock.patch.object(cohorts, 'COHORT_RATINGS', 30):
+      packed = cohorts.CohortPacker(self.store, pipeline).cohorts(users)
+    self.assertEqual([c['counts'].tolist() for c in packed],
+                     [[19], [17], [15], [13, 11], [9, 7, 5], [3, 1]])
+    self.assertTrue(all(len(c['counts']) * c['items'].shape[1] <= 30 or
+                        len(c['counts']) == 1 for c in packed))
+    self.assertEqual(packer.cohorts([]), [])
+    with self.assertRaisesRegex(ValueError, '--cohort_size=-1: expected >= 0'):
+      cohorts.CohortPacker(self.store, pipeline, cohort_size=-1)
+
+  def test_a_repeated_rating_is_refused_in_one_line(self):
+    store = client_store.create_client_store(
+        _corpus(duplicate=True), os.path.join(self.cache_dir, 'dup'),
+        log=lambda _: None)
+    with self.assertRaisesRegex(
+        ValueError, r'^--execution=cohort: a user rated an item more than '
+        r'once in the training split; use --execution=per_client[^\n]*$'):
+      cohorts.CohortPacker(store, pipelines.PipelineConfig())
+
+
+class ExecutionSettingTest(absltest.TestCase):
+
+  def _config(self, **overrides):
+    return experiment.default_config(
+        '/tmp/unused', 'run',
+        aggregation=settings.AggregationConfig(zeroing=False), **overrides)
+
+  def test_auto_runs_in_cohorts_where_supported(self):
+    self.assertTrue(self._config().in_cohorts)
+    self.assertFalse(self._config(execution='per_client').in_cohorts)
+    # Unsupported under auto: per_client, silently (the reference).
+    config = experiment.default_config('/tmp/unused', 'run')  # zeroing
+    self.assertFalse(config.in_cohorts)
+    self.assertFalse(self._config(algorithm='fedavg').in_cohorts)
+
+  def test_an_unsupported_combination_is_refused_in_one_line(self):
+    implicit = corpus.Feedback.IMPLICIT
+    no_zeroing = settings.AggregationConfig(zeroing=False)
+    for overrides, reason in (
+        (dict(algorithm='fedavg'), 'FedAvg has no cohort client work yet'),
+        (dict(feedback=implicit,
+              model=mf.MFConfig(architecture=mf.Architecture.GMF)),
+         '--model=gmf has no cohort client work yet'),
+        (dict(feedback=implicit), 'implicit feedback has no cohort client'),
+        (dict(optimizers=experiment.OptimizerConfig(client='adam')),
+         'cohorts train with --client_optimizer=sgd'),
+        (dict(aggregation=settings.AggregationConfig()),
+         'adaptive zeroing per user in cohorts is not there yet'),
+        (dict(aggregation=settings.AggregationConfig(
+            zeroing=False, secure_aggregation=True)), '--secure_aggregation'),
+        (dict(algorithm='centralized'),
+         'centralized trains no learning process'),
+    ):
+      with self.subTest(reason):
+        given = dict(execution='cohort', aggregation=no_zeroing)
+        given.update(overrides)
+        with self.assertRaisesRegex(
+            ValueError, r'^--execution=cohort: [^\n]*' + reason +
+            r'[^\n]*; use --execution=per_client or auto\.$'):
+          experiment.default_config('/tmp/unused', 'run', **given)
+    with self.assertRaisesRegex(ValueError, '--execution=fast: expected one '
+                                'of auto, cohort, per_client'):
+      self._config(execution='fast')
+    with self.assertRaisesRegex(ValueError, '--cohort_size=-2'):
+      self._config(cohort_size=-2)
+
+
+if __name__ == '__main__':
+  absltest.main()

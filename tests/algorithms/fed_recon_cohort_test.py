@@ -1,0 +1,173 @@
+"""FedRecon in cohorts against the per-client process (the reference).
+
+The per-client process is TFF's own `build_fed_recon`, one TFF client per
+user; the cohort process trains many users in one TFF client. On a random
+corpus whose users have 1 to 14 ratings (so partial last batches, one-batch
+users and idle steps all occur) both run the same three rounds from the same
+state, and the global weights and training metrics must agree to 1e-5
+relative, under several settings: biases and L2, several epochs of both
+phases, `split_dataset`, step caps, `max_examples_per_user`, uniform
+weighting and small cohorts.
+"""
+
+import shutil
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from research.fedrec.algorithms import cohorts
+from research.fedrec.algorithms import fed_recon
+from research.fedrec.data import client_store
+from research.fedrec.data import pipelines
+from research.fedrec.data import splits
+from research.fedrec.models import mf
+from research.fedrec.privacy import aggregation
+from research.fedrec.privacy import settings
+from research.fedrec.training import experiment
+from research.fedrec.training import runtime
+from tests.algorithms import testing_data
+
+# Every test here runs TFF processes.
+pytestmark = pytest.mark.slow
+
+_NUM_USERS, _NUM_ITEMS = 30, 25
+_ROUNDS = (['0', '3', '4', '7', '9', '12', '15', '16', '20', '21', '25', '28'],
+           [str(u) for u in range(0, 30, 2)],
+           ['1', '2', '5', '8', '11', '13', '17', '19', '22', '23', '26', '29'])
+
+
+def _random_corpus(seed=7):
+  rng = np.random.default_rng(seed)
+  users, items, values = [], [], []
+  for user in range(_NUM_USERS):
+    count = int(rng.integers(1, 15))
+    users += [user] * count
+    items += rng.choice(_NUM_ITEMS, count, replace=False).tolist()
+    values += rng.integers(1, 6, count).tolist()
+  train = testing_data.table(users, items, values)
+  return splits.Split(train, testing_data.TEST, testing_data.TEST)
+
+
+class FedReconCohortTest(parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    runtime.start()
+    cls.cache_dir = tempfile.mkdtemp()
+    cls.store = client_store.create_client_store(_random_corpus(),
+                                                 cls.cache_dir, log=print)
+
+  @classmethod
+  def tearDownClass(cls):
+    runtime.shutdown()
+    shutil.rmtree(cls.cache_dir)
+    super().tearDownClass()
+
+  @parameterized.named_parameters(
+      dict(testcase_name='biases_l2_two_epochs_each',
+           model=mf.MFConfig(embedding_dim=3, l2=0.05, seed=1),
+           recon=fed_recon.ReconConfig(recon_epochs=2, post_recon_epochs=2),
+           pipeline=pipelines.PipelineConfig(batch_size=4, seed=3),
+           uniform=False, cohort_size=0),
+      dict(testcase_name='split_dataset_step_caps_uniform_small_cohorts',
+           model=mf.MFConfig(embedding_dim=2, l2=0.1, seed=2),
+           recon=fed_recon.ReconConfig(
+               recon_epochs=2, recon_steps_max=3, post_recon_epochs=3,
+               post_recon_steps_max=4, split_dataset=True),
+           pipeline=pipelines.PipelineConfig(batch_size=3, seed=5),
+           uniform=True, cohort_size=4),
+      dict(testcase_name='capped_examples_no_biases',
+           model=mf.MFConfig(embedding_dim=4, use_biases=False, seed=4),
+           recon=fed_recon.ReconConfig(post_recon_epochs=2),
+           pipeline=pipelines.PipelineConfig(batch_size=2,
+                                             max_examples_per_user=5, seed=1),
+           uniform=False, cohort_size=5),
+  )
+  def test_three_rounds_equal_the_per_client_process(
+      self, model, recon, pipeline, uniform, cohort_size):
+    optimizer_settings = experiment.OptimizerConfig(
+        client='sgd', client_learning_rate=0.3, server='sgd',
+        server_learning_rate=0.7, reconstruction='sgd',
+        reconstruction_learning_rate=0.2)
+    aggregator_args = (settings.DPConfig(),
+                       settings.AggregationConfig(zeroing=False), None, 12)
+    reference = fed_recon.build_training_process(
+        model, _NUM_ITEMS, recon, optimizer_settings.create(), pipeline,
+        self.store, aggregation.build_aggregator(
+            *aggregator_args, weighted=not uniform),
+        uniform_weighting=uniform)
+    in_cohorts = fed_recon.build_cohort_training_process(
+        model, _NUM_ITEMS, recon, optimizer_settings.create(),
+        optimizer_settings, pipeline, self.store,
+        aggregation.build_aggregator(*aggregator_args, weighted=True),
+        uniform, cohort_size)
+    state = reference.initialize()
+    cohort_state = in_cohorts.initialize()
+    if not uniform:
+      # The same state: a run resumes from either's checkpoints.
+      tf.nest.assert_same_structure(state, cohort_state)
+      cohort_state = state
+    # (Uniform weighting: per_client averages its users with an unweighted
+    # mean, cohorts with a weighted mean of cohorts; the aggregator states
+    # differ, so each process runs from its own.)
+    for client_ids in _ROUNDS:
+      expected = reference.next(state, client_ids)
+      got = in_cohorts.next(cohort_state, client_ids)
+      state, cohort_state = expected.state, got.state
+      for want, have in zip(
+          reference.get_model_weights(expected.state).trainable,
+          in_cohorts.get_model_weights(got.state).trainable):
+        np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6)
+      want_metrics = expected.metrics['client_work']['train']
+      have_metrics = got.metrics['client_work']['train']
+      self.assertEqual(sorted(have_metrics), sorted(want_metrics))
+      for name, value in want_metrics.items():
+        np.testing.assert_allclose(have_metrics[name], value, rtol=1e-5,
+                                   err_msg=name)
+    # Small cohorts: several per round, never an empty one.
+    size = cohort_size or cohorts.DEFAULT_COHORT_SIZE
+    self.assertEqual(in_cohorts.last_round_cohorts,
+                     -(-len(_ROUNDS[-1]) // size))
+
+  def test_a_user_whose_update_is_not_finite_is_left_out(self):
+    # A huge client learning rate blows up every user with more than one
+    # training step (batches of 2): its second step overflows. TFF zeroes
+    # such a client's update with weight 0, and so must the cohort; users of
+    # one or two ratings take one step and stay finite.
+    optimizer_settings = experiment.OptimizerConfig(
+        client='sgd', client_learning_rate=1e25, server='sgd',
+        server_learning_rate=1.0, reconstruction='sgd',
+        reconstruction_learning_rate=0.1)
+    model = mf.MFConfig(embedding_dim=2, seed=1)
+    recon = fed_recon.ReconConfig()
+    pipeline = pipelines.PipelineConfig(batch_size=2)
+    everyone = [str(u) for u in range(_NUM_USERS)]
+    args = (settings.DPConfig(), settings.AggregationConfig(zeroing=False),
+            None, 12)
+    reference = fed_recon.build_training_process(
+        model, _NUM_ITEMS, recon, optimizer_settings.create(), pipeline,
+        self.store, aggregation.build_aggregator(*args, weighted=True))
+    in_cohorts = fed_recon.build_cohort_training_process(
+        model, _NUM_ITEMS, recon, optimizer_settings.create(),
+        optimizer_settings, pipeline, self.store,
+        aggregation.build_aggregator(*args, weighted=True), False)
+    state = reference.initialize()
+    expected = reference.get_model_weights(
+        reference.next(state, everyone).state).trainable
+    got = in_cohorts.get_model_weights(
+        in_cohorts.next(state, everyone).state).trainable
+    for want, have in zip(expected, got):
+      self.assertTrue(np.all(np.isfinite(have)))
+      np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6)
+    # The case is real: some users' updates were not finite, some were.
+    initial = reference.get_model_weights(state).trainable
+    self.assertFalse(np.allclose(expected[0], initial[0]))
+
+
+if __name__ == '__main__':
+  absltest.main()
