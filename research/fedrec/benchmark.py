@@ -12,6 +12,11 @@ one process:
   fedrecon_all     one round with every training user as a client
   fedavg_N         FedAvg at the same client counts
   fedrecon_dp_100  FedRecon under DP with adaptive clipping
+  fedrecon_100_per_client, fedrecon_100_cohort
+                   the same 100-user rounds simulated one user per TFF client
+                   and in cohorts (--execution; both --nozeroing)
+  fedrecon_all_cohort
+                   rounds of every training user in cohorts
   fedrecon_100_wK  FedRecon on K local TFF workers (--num_workers)
 
 Exactly what train.py runs (same processes, aggregators, client datasets read
@@ -22,6 +27,10 @@ peak RSS of this process and its TFF workers, and RSS growth from round 10 to
 the last. Ratings/s counts every rating a gradient step sees (FedRecon's
 reconstruction pass too), the quantity the step-matched centralized run
 reports; client ratings/s counts each client's ratings once per round.
+Top-level keys of the report give cohort execution's measurements
+(cohort_speedup_fedrecon_100, cohort_all_users_round_seconds,
+cohort_all_users_peak_rss_gb, cohort_fedrecon_100_vs_centralized, and times
+to the first round); the targets are printed with the others.
 
   python -m research.fedrec.benchmark              # full: about 50 min here
   python -m research.fedrec.benchmark --quick      # CI-sized: under 3 min

@@ -21,6 +21,13 @@ TARGET_RATIO = 0.5  # FedRecon at the middle count vs centralized ratings/s.
 TARGET_RSS_GROWTH = 0.05  # From round 10 to the last of the long run.
 TARGET_FIRST_ROUND_SECONDS = 30.0
 MEMORY_BUDGET_BYTES = 24 * 2**30
+# Targets of the cohort-execution issue (algorithms/cohorts.py).
+COHORT_CLIENTS = 100  # Users per round of the side-by-side comparison.
+TARGET_COHORT_SPEEDUP = 80.0  # FedRecon, per_client over cohort s/round.
+TARGET_COHORT_ALL_USERS_SECONDS = 1.0  # One round of every training user.
+TARGET_COHORT_ALL_USERS_RSS_GB = 2.0
+TARGET_COHORT_VS_CENTRALIZED = 2.0  # Ratings/s over centralized Keras fit.
+_COHORT_ALL_USERS_ROUNDS = 3  # The first is warm-up (tracing).
 _GROWTH_FROM_ROUND = 10
 
 
@@ -190,8 +197,46 @@ def check_targets(report: dict) -> list[dict]:
        f'< {MEMORY_BUDGET_BYTES}',
        all_users['peak_rss_bytes'] < MEMORY_BUDGET_BYTES),
   ]
+  cohort = report
+  checks += [
+      ('cohort_speedup_fedrecon_100', cohort['cohort_speedup_fedrecon_100'],
+       f'>= {TARGET_COHORT_SPEEDUP:g}',
+       cohort['cohort_speedup_fedrecon_100'] >= TARGET_COHORT_SPEEDUP),
+      ('cohort_all_users_round_seconds',
+       cohort['cohort_all_users_round_seconds'],
+       f'<= {TARGET_COHORT_ALL_USERS_SECONDS:g}',
+       cohort['cohort_all_users_round_seconds'] <=
+       TARGET_COHORT_ALL_USERS_SECONDS),
+      ('cohort_all_users_peak_rss_gb', cohort['cohort_all_users_peak_rss_gb'],
+       f'<= {TARGET_COHORT_ALL_USERS_RSS_GB:g}',
+       cohort['cohort_all_users_peak_rss_gb'] <=
+       TARGET_COHORT_ALL_USERS_RSS_GB),
+      ('cohort_fedrecon_100_vs_centralized',
+       cohort['cohort_fedrecon_100_vs_centralized'],
+       f'>= {TARGET_COHORT_VS_CENTRALIZED:g}',
+       cohort['cohort_fedrecon_100_vs_centralized'] >=
+       TARGET_COHORT_VS_CENTRALIZED),
+  ]
   return [collections.OrderedDict(name=n, value=v, target=t, met=bool(m))
           for n, v, t, m in checks]
+
+
+def cohort_summary(runs: dict, centralized_rate: float) -> dict:
+  """The cohort-execution keys from the side-by-side runs (by name)."""
+  per_client = runs[f'fedrecon_{COHORT_CLIENTS}_per_client']
+  cohort = runs[f'fedrecon_{COHORT_CLIENTS}_cohort']
+  all_users = runs['fedrecon_all_cohort']
+  return collections.OrderedDict(
+      cohort_speedup_fedrecon_100=(per_client['median_round_seconds'] /
+                                   cohort['median_round_seconds']),
+      cohort_all_users_round_seconds=all_users['median_round_seconds'],
+      cohort_all_users_peak_rss_gb=all_users['peak_rss_bytes'] / 2**30,
+      cohort_fedrecon_100_vs_centralized=(cohort['ratings_per_second'] /
+                                          centralized_rate),
+      cohort_time_to_first_round_seconds=cohort[
+          'time_to_first_round_seconds'],
+      cohort_all_users_time_to_first_round_seconds=all_users[
+          'time_to_first_round_seconds'])
 
 
 class _Benchmark:
@@ -237,8 +282,14 @@ class _Benchmark:
         training_ratings_per_client_max=int(per_user.max()))
 
   def process(self, algorithm: str, clients_per_round: int,
-              dp: bool = False):
-    """(process, seconds to build it): exactly train.py's process."""
+              dp: bool = False, execution: Optional[str] = None):
+    """(process, seconds to build it): exactly train.py's process.
+
+    With `execution`, train.py's `--execution=<execution> --nozeroing` (the
+    side-by-side comparison of cohort and per_client execution; adaptive
+    zeroing does not run per user in cohorts yet). Without it, train.py's
+    defaults (one user per TFF client: zeroing is on).
+    """
     from research.fedrec.privacy import aggregation  # pylint: disable=g-import-not-at-top
     from research.fedrec.training import experiment  # pylint: disable=g-import-not-at-top
     config = dataclasses.replace(
@@ -247,6 +298,10 @@ class _Benchmark:
         dp=(aggregation.DPConfig(mechanism=aggregation.Mechanism.ADAPTIVE,
                                  noise_multiplier=1.0)
             if dp else aggregation.DPConfig()))
+    if execution is not None:
+      config = dataclasses.replace(
+          config, execution=execution,
+          aggregation=aggregation.AggregationConfig(zeroing=False))
     started = time.perf_counter()
     process = experiment.build_process(config, self.data, self.store,
                                        self.model_config,
@@ -414,6 +469,19 @@ def run_benchmark(scale: Scale, seed: int, worker_counts: list[int],
       dp, build, config = bench.process('fedrecon', middle, dp=True)
       add(bench.run(f'fedrecon_dp_{middle}', dp, config, scale.timing_rounds,
                     memory, build_seconds=build))
+      # Cohort execution side by side with per_client: the same rounds of
+      # the same users, then one round of every user (after a warm-up one).
+      for execution in ('per_client', 'cohort'):
+        process, build, config = bench.process(
+            'fedrecon', COHORT_CLIENTS, execution=execution)
+        add(bench.run(f'fedrecon_{COHORT_CLIENTS}_{execution}', process,
+                      config, scale.timing_rounds + 1, memory,
+                      build_seconds=build))
+      process, build, config = bench.process(
+          'fedrecon', len(bench.client_ids), execution='cohort')
+      add(bench.run('fedrecon_all_cohort', process, config,
+                    _COHORT_ALL_USERS_ROUNDS, memory, build_seconds=build,
+                    all_clients=True))
     for count in worker_counts:
       with runtime.local_runtime(workers=runtime.Workers(num_workers=count)):
         add(bench.run(f'fedrecon_{middle}_w{count}', fedrecon, recon_config,
@@ -439,6 +507,9 @@ def run_benchmark(scale: Scale, seed: int, worker_counts: list[int],
       runs=[central] + runs,
       long_run_profile=profile,
       wall_seconds=time.time() - started)
+  # Top-level keys: the cohort-execution issue's measurements.
+  report.update(cohort_summary({row['name']: row for row in runs},
+                               central['ratings_per_second']))
   report['targets'] = check_targets(report)
   os.makedirs(output_dir, exist_ok=True)
   json_io.write_json_atomically(os.path.join(output_dir, 'benchmark.json'),
