@@ -469,8 +469,11 @@ def run_benchmark(scale: Scale, seed: int, worker_counts: list[int],
       dp, build, config = bench.process('fedrecon', middle, dp=True)
       add(bench.run(f'fedrecon_dp_{middle}', dp, config, scale.timing_rounds,
                     memory, build_seconds=build))
-      # Cohort execution side by side with per_client: the same rounds of
-      # the same users, then one round of every user (after a warm-up one).
+    # Cohort execution side by side with per_client: the same rounds of the
+    # same users, then rounds of every user (after a warm-up one). On a fresh
+    # worker: the per-client all-users round above leaves gigabytes allocated
+    # in the old one, which would count in these runs' peak RSS.
+    with runtime.local_runtime():
       for execution in ('per_client', 'cohort'):
         process, build, config = bench.process(
             'fedrecon', COHORT_CLIENTS, execution=execution)
