@@ -147,13 +147,15 @@ class CohortPacker:
 
   def _pack(self, users, length: int) -> collections.OrderedDict:
     counts = np.array([self._counts[c] for c in users], np.int32)
-    items = np.zeros([len(users), length], np.int32)
-    ratings = np.zeros([len(users), length], np.float32)
-    for row, (user, count) in enumerate(zip(users, counts)):
-      start = self._offsets[user]
-      items[row, :count] = self._items[start:start + count]
-      ratings[row, :count] = self._ratings[start:start + count]
-    return collections.OrderedDict(counts=counts, items=items, ratings=ratings)
+    offsets = np.array([self._offsets[c] for c in users], np.int64)
+    positions = np.arange(length)
+    inside = positions[None, :] < counts[:, None]
+    # Padded positions read index 0 and are then zeroed.
+    index = np.where(inside, offsets[:, None] + positions[None, :], 0)
+    return collections.OrderedDict(
+        counts=counts,
+        items=np.where(inside, self._items[index], 0).astype(np.int32),
+        ratings=np.where(inside, self._ratings[index], 0).astype(np.float32))
 
 
 class CohortProcess:

@@ -38,14 +38,13 @@ from research.fedrec.evaluation import training_metrics
 from research.fedrec.models import mf
 
 
-def _phase_active(counts, num_steps, batch_size, epochs, steps_max, parity):
+def _phase_active(counts, num_steps, batch_size, steps_max, parity):
   """Per-slot activity of a phase: slot t = epoch * num_steps + step.
 
   Returns a function of t giving, for each user, whether its batch `step` is
   trained in that slot (it exists, has the phase's parity under
   `split_dataset`, and falls within `steps_max` of the phase's steps).
   """
-  del epochs
   batches = (counts + batch_size - 1) // batch_size
   if parity is None:
     per_epoch = batches
@@ -67,14 +66,15 @@ def _phase_active(counts, num_steps, batch_size, epochs, steps_max, parity):
   return active
 
 
-def build_client_work(model_fn, model_config: mf.MFConfig, num_items: int,
-                      recon, batch_size: int, client_learning_rate: float,
+def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
+                      num_items: int, recon, batch_size: int,
+                      client_learning_rate: float,
                       reconstruction_learning_rate: float,
                       uniform_weighting: bool):
-  """The cohort `ClientWorkProcess` of FedRecon MF (explicit, SGD)."""
-  weights_type = tff.tensorflow.computation(
-      lambda: tff.learning.models.ReconstructionModel.get_global_variables(
-          model_fn())).type_signature.result
+  """The cohort `ClientWorkProcess` of FedRecon MF (explicit, SGD).
+
+  `weights_type` is the TFF type of the model's global weights.
+  """
   cohort_type = tff.SequenceType(
       tff.types.tensorflow_to_type(cohorts_lib.ELEMENT_SPEC))
   biases = model_config.use_biases
@@ -137,8 +137,7 @@ def build_client_work(model_fn, model_config: mf.MFConfig, num_items: int,
     user_bias = tf.tile(local[1], [num_users, 1]) if biases else tf.zeros(
         [num_users, 1])
     recon_active = _phase_active(counts, num_steps, batch_size,
-                                 recon.recon_epochs, recon.recon_steps_max,
-                                 parity[0])
+                                 recon.recon_steps_max, parity[0])
     for t in tf.range(recon.recon_epochs * num_steps):
       step = t % num_steps
       mask = position_mask(step, recon_active(t))
@@ -169,7 +168,6 @@ def build_client_work(model_fn, model_config: mf.MFConfig, num_items: int,
     else:
       bias_array = bias_array.unstack(tf.zeros(tf.shape(items_by_step)))
     train_active = _phase_active(counts, num_steps, batch_size,
-                                 recon.post_recon_epochs,
                                  recon.post_recon_steps_max, parity[1])
     examples = tf.zeros([num_users], tf.float32)
     for t in tf.range(recon.post_recon_epochs * num_steps):
@@ -285,9 +283,9 @@ def build_training_process(model_fn, model_config: mf.MFConfig,
   return tff.learning.templates.compose_learning_process(
       initial_weights,
       tff.learning.templates.build_broadcast_process(weights_type),
-      build_client_work(model_fn, model_config, num_items, recon, batch_size,
-                        client_learning_rate, reconstruction_learning_rate,
-                        uniform_weighting),
+      build_client_work(model_fn, weights_type, model_config, num_items,
+                        recon, batch_size, client_learning_rate,
+                        reconstruction_learning_rate, uniform_weighting),
       aggregator.create(weights_type.trainable, tff.TensorType(np.float32)),
       tff.learning.templates.build_apply_optimizer_finalizer(
           optimizers.server, weights_type))
