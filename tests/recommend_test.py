@@ -17,7 +17,7 @@ from research.fedrec.data import corpus
 from research.fedrec.data import splits
 from research.fedrec.data import synthetic
 from research.fedrec.evaluation import ranking
-from research.fedrec.models import mf
+from research.fedrec.models import ncf
 from research.fedrec.training import experiment
 from research.fedrec.training import loop
 from research.fedrec.training import runtime
@@ -209,8 +209,7 @@ class ImplicitRecommendTest(_TrainedRunTest):
         data=dataclasses.replace(_DATA, feedback=corpus.Feedback.IMPLICIT,
                                  implicit_threshold=4.0),
         split=splits.SplitConfig(kind=splits.SplitKind.LEAVE_ONE_OUT),
-        model=mf.MFConfig(architecture=mf.Architecture.NEUMF,
-                          embedding_dim=4, mlp_layers=(8, 4)),
+        model=ncf.NeuMFConfig(embedding_dim=4, mlp_layers=(8, 4)),
         loop=loop.LoopConfig(total_rounds=2, progress=False),
         clients_per_round=4, run_centralized_baseline=False,
         ranking=ranking.RankingConfig(ks=(5,), eval_negatives=5))

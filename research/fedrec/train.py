@@ -36,6 +36,7 @@ from research.fedrec.data import corpus
 from research.fedrec.data import ratings
 from research.fedrec.data import splits
 from research.fedrec.data import synthetic
+from research.fedrec.models import registry as models_registry
 from research.fedrec.privacy import settings as privacy_settings
 
 _OPTIMIZERS = [o.value for o in optimizers.OptimizerName]
@@ -128,12 +129,8 @@ _METHOD_SETTINGS = {
         name, None, f'{setting.help} Default {setting.default:g}; only with '
         f'--algorithm={method}.', lower_bound=setting.lower_bound)
     for name, (method, setting) in registry.all_settings().items()}
-_MODEL = flags.DEFINE_enum(
-    'model', 'mf', ['mf', 'gmf', 'mlp', 'neumf', 'autorec'],
-    'mf: matrix factorization (explicit, or implicit with BCE: "FedMF"). '
-    'gmf / mlp / neumf: neural collaborative filtering (He et al. 2017). '
-    'autorec: U-AutoRec (Sedhain et al. 2015), no user part (fedavg, '
-    'centralized). All but mf need --feedback=implicit.')
+_MODEL = flags.DEFINE_enum('model', 'mf', models_registry.names(),
+                           models_registry.help_text())
 _MLP_LAYERS = flags.DEFINE_list(
     'mlp_layers', ['32', '16', '8'], 'mlp / neumf: widths of the ReLU tower '
     '(its embeddings are half the first width).')
@@ -343,7 +340,6 @@ def build_config():
   # Imported here so that `--help` does not pay for importing TFF.
   from research.fedrec.algorithms import fed_recon  # pylint: disable=g-import-not-at-top
   from research.fedrec.data import pipelines  # pylint: disable=g-import-not-at-top
-  from research.fedrec.models import mf  # pylint: disable=g-import-not-at-top
   from research.fedrec.training import centralized  # pylint: disable=g-import-not-at-top
   from research.fedrec.training import experiment  # pylint: disable=g-import-not-at-top
   from research.fedrec.training import loop  # pylint: disable=g-import-not-at-top
@@ -387,12 +383,11 @@ def build_config():
           kind=_SPLIT.value, order=_SPLIT_ORDER.value,
           val_fraction=_VAL_FRACTION.value, test_fraction=_TEST_FRACTION.value,
           support_fraction=_SUPPORT_FRACTION.value, seed=_SPLIT_SEED.value),
-      model=mf.MFConfig(embedding_dim=_EMBEDDING_DIM.value,
-                        use_biases=_USE_BIASES.value,
-                        l2=default(_L2, 'l2'), seed=seed,
-                        architecture=mf.Architecture(_MODEL.value),
-                        mlp_layers=_int_list(_MLP_LAYERS),
-                        hidden_units=_HIDDEN_UNITS.value),
+      # The chosen model's config takes the flags of its fields' names.
+      model=models_registry.get(_MODEL.value).config(
+          embedding_dim=_EMBEDDING_DIM.value, use_biases=_USE_BIASES.value,
+          l2=default(_L2, 'l2'), seed=seed, mlp_layers=_int_list(_MLP_LAYERS),
+          hidden_units=_HIDDEN_UNITS.value),
       pipeline=pipelines.PipelineConfig(
           batch_size=_BATCH_SIZE.value,
           max_examples_per_user=_MAX_EXAMPLES.value,

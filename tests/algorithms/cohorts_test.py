@@ -14,7 +14,7 @@ from research.fedrec.data import client_store
 from research.fedrec.data import corpus
 from research.fedrec.data import pipelines
 from research.fedrec.data import splits
-from research.fedrec.models import mf
+from research.fedrec.models import ncf
 from research.fedrec.privacy import settings
 from research.fedrec.training import experiment
 from tests.algorithms import testing_data
@@ -152,7 +152,7 @@ class ExecutionSettingTest(absltest.TestCase):
     for overrides, reason in (
         (dict(algorithm='fedavg'), 'FedAvg has no cohort client work yet'),
         (dict(feedback=implicit,
-              model=mf.MFConfig(architecture=mf.Architecture.GMF)),
+              model=ncf.GMFConfig()),
          '--model=gmf has no cohort client work yet'),
         (dict(feedback=implicit), 'implicit feedback has no cohort client'),
         (dict(optimizers=experiment.OptimizerConfig(client='adam')),

@@ -5,7 +5,7 @@ from absl.testing import absltest
 from research.fedrec.algorithms import registry
 from research.fedrec.data import corpus
 from research.fedrec.data import splits
-from research.fedrec.models import mf
+from research.fedrec.models import autorec
 from research.fedrec.privacy import settings as privacy_settings
 from research.fedrec.training import experiment
 
@@ -79,7 +79,7 @@ class RegistryTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, '^--model=autorec has no user-'
                                 'specific part to reconstruct'):
       _config(algorithm='fedrecon',
-              model=mf.MFConfig(architecture=mf.Architecture.AUTOREC),
+              model=autorec.AutoRecConfig(),
               data=corpus.DataConfig(feedback=corpus.Feedback.IMPLICIT))
     # FedProx fine-tunes its global table's rows like FedAvg.
     self.assertTrue(_config(algorithm='fedprox', finetune=True).finetune)

@@ -7,16 +7,15 @@ import tensorflow as tf
 from research.fedrec.models import autorec
 from research.fedrec.models import builder
 from research.fedrec.models import mf
-
-Arch = mf.Architecture
+from research.fedrec.models import ncf
 
 
 class NCFTest(absltest.TestCase):
 
   def test_layouts_agree_and_user_part_is_local(self):
-    for arch in (Arch.GMF, Arch.MLP, Arch.NEUMF):
-      config = mf.MFConfig(architecture=arch, embedding_dim=4,
-                           mlp_layers=(8, 4), l2=0.1)
+    for config in (ncf.GMFConfig(embedding_dim=4, l2=0.1),
+                   ncf.MLPConfig(mlp_layers=(8, 4), l2=0.1),
+                   ncf.NeuMFConfig(embedding_dim=4, mlp_layers=(8, 4), l2=0.1)):
       recon = builder.create_keras_model(config, num_items=7)
       classic = builder.create_keras_model(config, num_items=7, num_users=3)
       for layer in recon.global_layers:
@@ -34,10 +33,11 @@ class NCFTest(absltest.TestCase):
                                  recon_out[:, 1].mean(), rtol=1e-6)
       # Only user embeddings are local; no item-shaped tensor among them.
       self.assertTrue(all('user' in layer.name for layer in recon.user_layers))
-      self.assertLen(recon.user_layers, 2 if arch == Arch.NEUMF else 1)
+      self.assertLen(recon.user_layers,
+                     2 if isinstance(config, ncf.NeuMFConfig) else 1)
 
   def test_gmf_logit_by_hand(self):
-    config = mf.MFConfig(architecture=Arch.GMF, embedding_dim=2)
+    config = ncf.GMFConfig(embedding_dim=2)
     layers = builder.create_keras_model(config, num_items=2)
     layers.model.get_layer('gmf_user_embedding').set_weights(
         [np.array([[1.0, 2.0]])])
@@ -67,7 +67,7 @@ class AutoRecTest(absltest.TestCase):
                            expected, places=6)
 
   def test_whole_model_is_global(self):
-    config = mf.MFConfig(architecture=Arch.AUTOREC, hidden_units=5)
+    config = autorec.AutoRecConfig(hidden_units=5)
     layers = builder.create_keras_model(config, num_items=9, num_users=4)
     self.assertEqual(layers.user_layers, [])
     self.assertEqual(layers.model.count_params(), 9 * 5 + 5 + 5 * 9 + 9)
@@ -78,10 +78,10 @@ class BuilderTest(absltest.TestCase):
   def test_unsupported_settings_are_one_line_errors(self):
     with self.assertRaisesRegex(ValueError, '--model=neumf learns from '
                                 'implicit feedback'):
-      builder.check_supported(mf.MFConfig(architecture=Arch.NEUMF), False,
+      builder.check_supported(ncf.NeuMFConfig(), False,
                               False)
     with self.assertRaisesRegex(ValueError, 'no user-specific part'):
-      builder.check_supported(mf.MFConfig(architecture=Arch.AUTOREC), True,
+      builder.check_supported(autorec.AutoRecConfig(), True,
                               True)
     builder.check_supported(mf.MFConfig(), True, True)  # FedMF is fine.
 

@@ -11,78 +11,22 @@ from research.fedrec.algorithms import fed_recon
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus
 from research.fedrec.data import splits
-from research.fedrec.data import synthetic
 from research.fedrec.evaluation import ranking
 from research.fedrec.inference import export
-from research.fedrec.inference import recommender
-from research.fedrec.models import builder
+from research.fedrec.models import autorec as autorec_lib
 from research.fedrec.models import mf
-from research.fedrec.training import centralized
+from research.fedrec.models import ncf
 from research.fedrec.training import experiment
 from research.fedrec.training import exporting
-from research.fedrec.training import loop
 from research.fedrec.training import ranking_eval
 from research.fedrec.training import runtime
 from research.fedrec.training import trained
+from tests.training import implicit_testing
 
-_DATA = corpus.DataConfig(
-    feedback=corpus.Feedback.IMPLICIT,
-    synthetic_config=synthetic.SyntheticConfig(
-        num_users=40, num_items=150, num_ratings=1200, min_ratings_per_user=10,
-        max_ratings_per_user=50, selection_affinity=1.5))
-_SPLIT = splits.SplitConfig(kind=splits.SplitKind.LEAVE_ONE_OUT)
-
-
-def _sigmoid(logits):
-  return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
-
-
-def _check_export_scores(test, config, keras_model, reconstruct=False):
-  """The export's recommender scores test users as ranking evaluation does."""
-  data = corpus.load_corpus(_DATA)
-  split = splits.split(data.ratings, _SPLIT)
-  model_config = experiment.model_config_of(config, split)
-  partition = experiment.RankingEvaluator(
-      config, data, split, model_config).partition('test')
-  rows = np.arange(5)
-  if reconstruct:
-    expected = ranking_eval.reconstruction_scores(
-        keras_model, model_config, partition,
-        ranking_eval.reconstruction_settings(config), 8)(rows)
-  elif builder.has_user_part(model_config):
-    expected = ranking_eval.classic_scores(keras_model, partition)(rows)
-  else:
-    expected = ranking_eval.autorec_scores(keras_model, partition)(rows)
-  exported = export.load_export(os.path.join(config.output_dir, 'export'))
-  test.assertIsInstance(exported, export.ImplicitExport)
-  test.assertEqual(exported.model_config, model_config)
-  scorer = recommender.ImplicitRecommender(exported)
-  for row in rows:
-    history = recommender.UserRatings(
-        partition.support[row].indices,
-        np.ones(partition.support[row].nnz, np.float32))
-    scores = scorer.user_scores(int(partition.task.users[row]), history)
-    np.testing.assert_allclose(scores, _sigmoid(expected[row]), rtol=1e-5,
-                               atol=1e-7)
-  # The same history as a new user: encoded identically, or reconstructed
-  # (user-table models too) into probabilities of every item.
-  new = scorer.new_user_scores(history)
-  test.assertEqual(new.shape, (data.num_items,))
-  test.assertTrue(((new > 0) & (new < 1)).all())
-  if exported.user_source == export.ENCODE:
-    np.testing.assert_array_equal(new, scores)
-  return exported
-
-
-def _config(root, name, **overrides):
-  settings = dict(
-      root_output_dir=root, experiment_name=name, data=_DATA, split=_SPLIT,
-      loop=loop.LoopConfig(total_rounds=2, eval_every=1, progress=False),
-      clients_per_round=4,
-      centralized=centralized.CentralizedConfig(epochs=2, batch_size=64),
-      ranking=ranking.RankingConfig(ks=(5, 10), eval_negatives=50))
-  settings.update(overrides)
-  return experiment.ExperimentConfig(**settings)
+_DATA = implicit_testing.DATA
+_SPLIT = implicit_testing.SPLIT
+_config = implicit_testing.config
+_check_export_scores = implicit_testing.check_export_scores
 
 
 class ImplicitExperimentTest(absltest.TestCase):
@@ -91,9 +35,8 @@ class ImplicitExperimentTest(absltest.TestCase):
   def test_neumf_fedrecon_run_reports_ranking_metrics(self):
     root = self.create_tempdir().full_path
     # Evaluated users reconstruct for 2 epochs; training's clients for 1.
-    config = _config(root, 'neumf', model=mf.MFConfig(
-        architecture=mf.Architecture.NEUMF, embedding_dim=4,
-        mlp_layers=(8, 4)), recon=fed_recon.ReconConfig(eval_recon_epochs=2))
+    config = _config(root, 'neumf', model=ncf.NeuMFConfig(
+        embedding_dim=4, mlp_layers=(8, 4)), recon=fed_recon.ReconConfig(eval_recon_epochs=2))
     self.assertEqual(ranking_eval.reconstruction_settings(config).epochs, 2)
     summary = experiment.run_experiment(config, log=lambda _: None)
     self.assertEqual(list(summary['test_metrics']),
@@ -173,8 +116,7 @@ class ImplicitExperimentTest(absltest.TestCase):
     root = self.create_tempdir().full_path
     autorec = experiment.run_experiment(
         _config(root, 'autorec', algorithm='fedavg',
-                model=mf.MFConfig(architecture=mf.Architecture.AUTOREC,
-                                  hidden_units=8),
+                model=autorec_lib.AutoRecConfig(hidden_units=8),
                 run_centralized_baseline=False), log=lambda _: None)
     self.assertEqual(list(autorec['test_metrics']), ['fedavg', 'popularity'])
     fedmf = experiment.run_experiment(
@@ -185,8 +127,7 @@ class ImplicitExperimentTest(absltest.TestCase):
     # Their exports score as the evaluation: the autoencoder from the FedAvg
     # checkpoint, MF from the exported user table itself.
     config = _config(root, 'autorec', algorithm='fedavg',
-                     model=mf.MFConfig(architecture=mf.Architecture.AUTOREC,
-                                       hidden_units=8))
+                     model=autorec_lib.AutoRecConfig(hidden_units=8))
     with runtime.local_runtime():
       run = trained.load_run(config.output_dir)
     model_config = experiment.model_config_of(config, run.split)
@@ -204,8 +145,7 @@ class ImplicitExperimentTest(absltest.TestCase):
   def test_bad_settings_are_one_line_errors(self):
     root = self.create_tempdir().full_path
     with self.assertRaisesRegex(ValueError, 'no user-specific part'):
-      _config(root, 'x', model=mf.MFConfig(
-          architecture=mf.Architecture.AUTOREC))
+      _config(root, 'x', model=autorec_lib.AutoRecConfig())
     with self.assertRaisesRegex(ValueError, 'add --feedback=implicit'):
       _config(root, 'x', data=corpus.DataConfig(),
               algorithm='popularity')

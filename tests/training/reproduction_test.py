@@ -99,7 +99,7 @@ class TablesTest(absltest.TestCase):
   def test_the_fedrecon_neumf_row_is_the_readme_setting(self):
     config = self._config('ranking_loo', 'neumf_fedrecon')
     self.assertTrue(config.data.implicit)
-    self.assertEqual((config.model.architecture.value,
+    self.assertEqual((config.model_name,
                       config.clients_per_round, config.loop.total_rounds),
                      ('neumf', 50, 100))
     optimizers = config.optimizers

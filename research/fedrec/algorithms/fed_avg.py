@@ -22,10 +22,10 @@ from research.fedrec.models import builder
 from research.fedrec.models import mf
 
 
-def create_model_fn(config: mf.MFConfig, num_items: int, num_users: int,
+def create_model_fn(config: builder.ModelConfig, num_items: int, num_users: int,
                     implicit: bool = False):
   """A no-arg function returning the classic layout as a `tff.learning` model."""
-  if config.architecture == mf.Architecture.AUTOREC:
+  if builder.user_vector_inputs(config):
     input_spec = autorec.element_spec(num_items)
   else:
     input_spec = mf.FEDAVG_SPEC
@@ -44,7 +44,7 @@ def create_model_fn(config: mf.MFConfig, num_items: int, num_users: int,
 
 
 def build_training_process(
-    model_config: mf.MFConfig, num_items: int, num_users: int,
+    model_config: builder.ModelConfig, num_items: int, num_users: int,
     optimizers: fed_recon.Optimizers, pipeline: pipelines.PipelineConfig,
     store_path: str,
     model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
@@ -68,12 +68,12 @@ def build_training_process(
 
 
 def with_client_data(process: tff.learning.templates.LearningProcess,
-                     model_config: mf.MFConfig, num_items: int,
+                     model_config: builder.ModelConfig, num_items: int,
                      pipeline: pipelines.PipelineConfig, store_path: str,
                      implicit: bool) -> tff.learning.templates.LearningProcess:
   """`process` fed the classic layout's batches of client-store ids."""
   data = client_store.create_client_data(store_path, client_store.TRAIN)
-  if model_config.architecture == mf.Architecture.AUTOREC:
+  if builder.user_vector_inputs(model_config):
     data = data.preprocess(pipelines.create_autorec_train_fn(pipeline,
                                                              num_items))
   elif implicit:

@@ -28,7 +28,7 @@ from research.fedrec.algorithms import fed_avg
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.algorithms import registry
 from research.fedrec.data import pipelines
-from research.fedrec.models import mf
+from research.fedrec.models import builder
 
 
 def _client_update(model_fn, optimizer: tff.learning.optimizers.Optimizer,
@@ -107,7 +107,7 @@ def _client_work(model_fn, optimizer, proximal_strength: float,
 
 
 def build_training_process(
-    model_config: mf.MFConfig, num_items: int, num_users: int,
+    model_config: builder.ModelConfig, num_items: int, num_users: int,
     optimizers: fed_recon.Optimizers, pipeline: pipelines.PipelineConfig,
     store_path: str, proximal_strength: float,
     model_aggregator=None,

@@ -108,7 +108,7 @@ def create_eval_split_fn(config: ReconConfig,
   return split_fn
 
 
-def create_model_fns(config: mf.MFConfig, num_items: int, input_spec,
+def create_model_fns(config: builder.ModelConfig, num_items: int, input_spec,
                      implicit: bool = False):
   """The (model_fn, loss_fn) pair for TFF's Federated Reconstruction.
 
@@ -137,7 +137,7 @@ def create_model_fns(config: mf.MFConfig, num_items: int, input_spec,
 
 
 def build_training_process(
-    model_config: mf.MFConfig, num_items: int, recon: ReconConfig,
+    model_config: builder.ModelConfig, num_items: int, recon: ReconConfig,
     optimizers: Optimizers, pipeline: pipelines.PipelineConfig,
     store_path: str,
     model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
@@ -176,7 +176,7 @@ def build_training_process(
 
 
 def build_cohort_training_process(
-    model_config: mf.MFConfig, num_items: int, recon: ReconConfig,
+    model_config: builder.ModelConfig, num_items: int, recon: ReconConfig,
     optimizers: Optimizers, optimizer_settings, pipeline:
     pipelines.PipelineConfig, store_path: str,
     model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory],
@@ -201,7 +201,7 @@ def build_cohort_training_process(
       process, cohorts.CohortPacker(store_path, pipeline, cohort_size))
 
 
-def build_evaluation(model_config: mf.MFConfig, num_items: int,
+def build_evaluation(model_config: builder.ModelConfig, num_items: int,
                      recon: ReconConfig, reconstruction_optimizer,
                      pipeline: pipelines.PipelineConfig, store_path: str,
                      split_name: str):
@@ -238,9 +238,9 @@ class FedRecon(registry.Method):
     """Cohorts reproduce FedRecon of explicit MF with SGD, plain means."""
     optimizers = config.optimizers
     return cohorts.unsupported((
-        config.model.architecture != mf.Architecture.MF and
-        f'--model={config.model.architecture.value} has no cohort client '
-        'work yet (MF only)',
+        not isinstance(config.model, mf.MFConfig) and
+        f'--model={config.model_name} has no cohort client work yet (MF '
+        'only)',
         config.data.implicit and
         'implicit feedback has no cohort client work yet',
         (optimizers.client != 'sgd' or optimizers.reconstruction != 'sgd') and

@@ -46,7 +46,7 @@ class Setting:
 class ProcessInputs:
   """What a method builds its learning process from."""
 
-  model_config: Any  # models/mf.MFConfig: the registered model's settings.
+  model_config: Any  # models/registry.py: the registered model's config.
   num_items: int
   num_users: int
   optimizers: Any  # fed_recon.Optimizers: client, server, reconstruction.

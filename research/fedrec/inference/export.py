@@ -34,7 +34,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -42,7 +42,7 @@ import tensorflow as tf
 from research.fedrec.inference import implicit
 from research.fedrec.inference import reconstruction
 from research.fedrec.models import builder
-from research.fedrec.models import mf
+from research.fedrec.models import registry as models_registry
 from research.fedrec.utils import json_io
 
 FORMAT_VERSION = 1
@@ -83,7 +83,7 @@ class Export(_Loaded):
 class ImplicitExport(_Loaded):
   """A loaded implicit-feedback export (see `write_implicit_export`)."""
 
-  model_config: mf.MFConfig
+  model_config: Any  # The registered model's config (models/registry.py).
   weights: dict[str, np.ndarray]
   settings: implicit.Settings
 
@@ -218,7 +218,7 @@ def write_export(
 
 
 def write_implicit_export(
-    export_dir: str, model_config: dict, weights: dict[str, np.ndarray],
+    export_dir: str, model_config, weights: dict[str, np.ndarray],
     settings: implicit.Settings, user_source: str, raw_users: np.ndarray,
     raw_items: np.ndarray, titles: list[str], item_train_counts: np.ndarray,
     rating_scale: tuple[float, float, float], metadata: dict) -> None:
@@ -226,7 +226,8 @@ def write_implicit_export(
 
   Args:
     export_dir: Where.
-    model_config: The JSON form of the model's `mf.MFConfig`.
+    model_config: The registered model's config (its name is recorded as
+      `model_name`, so the loader rebuilds that model).
     weights: `<layer>/<index>` -> array: the global layers, the user tables
       (USER_TABLE) or the user layers' initial vectors (RECONSTRUCT).
     settings: How a user is reconstructed (RECONSTRUCT, and new users of
@@ -241,7 +242,8 @@ def write_implicit_export(
         format_version=FORMAT_VERSION,
         kind=IMPLICIT,
         user_source=user_source,
-        model=model_config,
+        model_name=type(model_config).model_name,
+        model=json_io.to_jsonable(model_config),
         reconstruction=dataclasses.asdict(settings),
         rating_scale=list(rating_scale),
         num_users=len(raw_users),
@@ -276,8 +278,11 @@ def _read_common(export_dir: str, info: dict) -> dict:
 def _load_implicit(export_dir: str, info: dict) -> ImplicitExport:
   with np.load(os.path.join(export_dir, 'weights.npz')) as arrays:
     weights = {name: arrays[name] for name in arrays.files}
+  # Exports of before the model registry name the model in the config.
+  name = info.get('model_name') or info['model'].get('architecture', 'mf')
   return ImplicitExport(
-      model_config=json_io.from_jsonable(mf.MFConfig, info['model']),
+      model_config=json_io.from_jsonable(models_registry.get(name).config_class,
+                                         info['model']),
       weights=weights,
       settings=implicit.Settings(**info['reconstruction']),
       **_read_common(export_dir, info))

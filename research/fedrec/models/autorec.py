@@ -18,15 +18,32 @@ L2 (`l2`) regularizes both weight matrices (Keras kernel regularizers, which
 """
 
 import collections
+import dataclasses
+from typing import ClassVar
 
 import tensorflow as tf
 
 from research.fedrec.models import mf
+from research.fedrec.models import registry
 
 MASKED = -1.0  # Label of an entry that is neither a positive nor a negative.
 
 
-def create_keras_model(config: mf.MFConfig, num_items: int) -> mf.MFLayers:
+@dataclasses.dataclass(frozen=True)
+class AutoRecConfig:
+  """Hyperparameters of U-AutoRec."""
+
+  model_name: ClassVar[str] = 'autorec'
+
+  hidden_units: int = 500
+  l2: float = 0.0
+  seed: int = 0
+
+  def __post_init__(self):
+    mf.check_common(self)
+
+
+def create_keras_model(config: AutoRecConfig, num_items: int) -> registry.ModelLayers:
   """The autoencoder: input `x` [batch, num_items] -> logits of the same shape."""
   regularizer = (tf.keras.regularizers.L2(config.l2) if config.l2 > 0 else
                  None)
@@ -41,7 +58,7 @@ def create_keras_model(config: mf.MFConfig, num_items: int) -> mf.MFLayers:
           seed=config.seed + 1),
       kernel_regularizer=regularizer, name='decoder')
   model = tf.keras.Model(inputs, decoder(encoder(inputs)), name='autorec')
-  return mf.MFLayers(model, [encoder, decoder], [])
+  return registry.ModelLayers(model, [encoder, decoder], [])
 
 
 class MaskedBCE(tf.keras.losses.Loss):
@@ -67,3 +84,25 @@ def element_spec(num_items: int):
   return collections.OrderedDict(
       x=tf.TensorSpec([None, num_items], tf.float32),
       y=tf.TensorSpec([None, num_items], tf.float32))
+
+
+class AutoRec(registry.Model):
+  """U-AutoRec as a registered model: no user part, one example per user."""
+
+  name = 'autorec'
+  label = 'U-AutoRec'
+  config_class = AutoRecConfig
+  has_user_part = False
+  inputs = registry.Inputs.USER_VECTORS
+
+  def create_keras_model(self, config, num_items, num_users=None,
+                         regularization_output=False):
+    del num_users, regularization_output  # One layout; L2 on the kernels.
+    return create_keras_model(config, num_items)
+
+  def create_loss(self, config, implicit, regularization_column):
+    del config, implicit, regularization_column
+    return MaskedBCE()
+
+
+MODEL = AutoRec()

@@ -1,75 +1,75 @@
-"""From a model config to Keras models and losses.
+"""From a model config to Keras models, losses and what the model is.
 
-The one place that knows which architecture lives where (mf.py, ncf.py,
-autorec.py) and which loss goes with which feedback: MSE for explicit ratings,
-binary cross-entropy on positives and sampled negatives for implicit feedback.
-Algorithms and training code call these functions and never branch on the
-architecture themselves. TensorFlow only (no TFF), so exported models load
-without TFF; the algorithms wrap these models for TFF.
+Each function asks the config's registered model (models/registry.py), so
+algorithms, training and inference code call these and never branch on the
+model themselves. TensorFlow only (no TFF), so exported models load without
+TFF; the algorithms wrap these models for TFF.
 """
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
 
-from research.fedrec.models import autorec
-from research.fedrec.models import mf
-from research.fedrec.models import ncf
+from research.fedrec.models import registry
 
-Architecture = mf.Architecture
-IMPLICIT_ONLY = (Architecture.GMF, Architecture.MLP, Architecture.NEUMF,
-                 Architecture.AUTOREC)
+# A registered model's config (a frozen dataclass; models/registry.py).
+ModelConfig = Any
 
 
-def check_supported(config: mf.MFConfig, implicit: bool,
-                    reconstruction: bool) -> None:
+def check_supported(config, implicit: bool, reconstruction: bool) -> None:
   """Raises ValueError (one line) for a model the setting cannot train."""
-  name = config.architecture.value
-  if not implicit and config.architecture in IMPLICIT_ONLY:
-    raise ValueError(f'--model={name} learns from implicit feedback: add '
-                     '--feedback=implicit.')
-  if reconstruction and not has_user_part(config):
-    raise ValueError(f'--model={name} has no user-specific part to '
+  model = registry.of(config)
+  if not implicit and registry.EXPLICIT not in model.feedbacks:
+    raise ValueError(f'--model={model.name} learns from implicit feedback: '
+                     'add --feedback=implicit.')
+  if reconstruction and not model.has_user_part:
+    raise ValueError(f'--model={model.name} has no user-specific part to '
                      'reconstruct: use --algorithm=fedavg or centralized.')
 
 
-def has_user_part(config: mf.MFConfig) -> bool:
-  return config.architecture != Architecture.AUTOREC
+def has_user_part(config) -> bool:
+  return registry.of(config).has_user_part
 
 
-def create_keras_model(config: mf.MFConfig, num_items: int,
+def user_vector_inputs(config) -> bool:
+  """Whether one example is a user's multi-hot vector (else a rated pair)."""
+  return registry.of(config).inputs == registry.Inputs.USER_VECTORS
+
+
+def create_keras_model(config, num_items: int,
                        num_users: Optional[int] = None,
-                       regularization_output: bool = False) -> mf.MFLayers:
+                       regularization_output: bool = False
+                       ) -> registry.ModelLayers:
   """The Keras model; `num_users=None` gives the reconstruction layout.
 
-  With `regularization_output`, the classic layout (`num_users` set) outputs
-  (score, regularization) columns, as the reconstruction layout always does,
-  instead of adding the regularization with `add_loss` (see mf.py).
+  With `regularization_output`, the table layout outputs (score,
+  regularization) columns, as the reconstruction layout always does, instead
+  of adding the regularization with `add_loss` (see mf.py).
   """
-  if config.architecture == Architecture.MF:
-    return mf.create_keras_model(config, num_items, num_users,
-                                 regularization_output)
-  if config.architecture == Architecture.AUTOREC:
-    return autorec.create_keras_model(config, num_items)
-  return ncf.create_keras_model(config, num_items, num_users,
-                                regularization_output)
+  return registry.of(config).create_keras_model(
+      config, num_items, num_users, regularization_output)
 
 
-def initial_user_vectors(config: mf.MFConfig,
-                         num_items: int) -> dict[str, np.ndarray]:
+def initial_user_vectors(config, num_items: int) -> dict[str, np.ndarray]:
   """Each user layer's initial vector, where every reconstruction starts."""
   layers = create_keras_model(config, num_items).user_layers
   return {layer.name: layer.get_weights()[0][0] for layer in layers}
 
 
-def create_loss(config: mf.MFConfig, implicit: bool,
+def create_loss(config, implicit: bool,
                 regularization_column: bool) -> tf.keras.losses.Loss:
   """The training loss of the model's output (with a regularization column?)."""
-  if config.architecture == Architecture.AUTOREC:
-    return autorec.MaskedBCE()
-  if regularization_column:
-    return mf.RegularizedBCE() if implicit else mf.RegularizedMSE()
-  if implicit:
-    return tf.keras.losses.BinaryCrossentropy(from_logits=True)
-  return tf.keras.losses.MeanSquaredError()
+  return registry.of(config).create_loss(config, implicit,
+                                         regularization_column)
+
+
+def prepared(config, train_mean: float):
+  """The config fitted to the training data (e.g. MF's g at the mean)."""
+  return registry.of(config).prepared(config, train_mean)
+
+
+def rating_parts(config, keras_model: tf.keras.Model,
+                 num_items: int) -> registry.RatingParts:
+  """The bilinear rating model of a trained explicit-feedback model."""
+  return registry.of(config).rating_parts(keras_model, config, num_items)

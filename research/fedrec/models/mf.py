@@ -27,45 +27,41 @@ built with the model cannot be read inside TFF's client computation.
 
 import collections
 import dataclasses
-import enum
-from typing import Optional
+from typing import ClassVar, Optional
 
+import numpy as np
 import tensorflow as tf
 
+from research.fedrec.models import registry
 
-class Architecture(enum.Enum):
-  """The recommender models (see models/builder.py)."""
 
-  MF = 'mf'  # This module; explicit (MSE) or implicit (BCE, "FedMF").
-  GMF = 'gmf'  # models/ncf.py, implicit only.
-  MLP = 'mlp'
-  NEUMF = 'neumf'
-  AUTOREC = 'autorec'  # models/autorec.py, implicit only, no user part.
+def check_common(config) -> None:
+  """One-line errors for the settings every model's config may have."""
+  for name in ('embedding_dim', 'hidden_units'):
+    if getattr(config, name, 1) < 1:
+      raise ValueError(f'--{name} must be >= 1.')
+  if getattr(config, 'l2', 0.0) < 0:
+    raise ValueError('--l2 must be >= 0.')
+  layers = getattr(config, 'mlp_layers', (1,))
+  if not layers or min(layers) < 1:
+    raise ValueError('--mlp_layers must be positive layer widths.')
 
 
 @dataclasses.dataclass(frozen=True)
 class MFConfig:
-  """Hyperparameters of the model (MF and the other architectures)."""
+  """Hyperparameters of matrix factorization."""
 
-  embedding_dim: int = 16  # MF and GMF factors.
-  use_biases: bool = True  # MF only.
+  model_name: ClassVar[str] = 'mf'
+
+  embedding_dim: int = 16
+  use_biases: bool = True
   l2: float = 0.0
   init_stddev: float = 0.1
   global_mean: float = 0.0  # Initial value of g (the train mean, usually).
   seed: int = 0
-  architecture: Architecture = Architecture.MF
-  mlp_layers: tuple[int, ...] = (32, 16, 8)  # MLP / NeuMF tower.
-  hidden_units: int = 500  # U-AutoRec's hidden layer.
 
   def __post_init__(self):
-    if self.embedding_dim < 1:
-      raise ValueError('--embedding_dim must be >= 1.')
-    if self.l2 < 0:
-      raise ValueError('--l2 must be >= 0.')
-    if not self.mlp_layers or min(self.mlp_layers) < 1:
-      raise ValueError('--mlp_layers must be positive layer widths.')
-    if self.hidden_units < 1:
-      raise ValueError('--hidden_units must be >= 1.')
+    check_common(self)
 
 
 class UserEmbedding(tf.keras.layers.Layer):
@@ -129,18 +125,9 @@ def get_rating(predictions: tf.Tensor) -> tf.Tensor:
   return predictions[:, 0] if predictions.shape.rank == 2 else predictions
 
 
-@dataclasses.dataclass
-class MFLayers:
-  """The Keras model and its layers grouped by where they live."""
-
-  model: tf.keras.Model
-  global_layers: list[tf.keras.layers.Layer]
-  user_layers: list[tf.keras.layers.Layer]
-
-
 def create_keras_model(config: MFConfig, num_items: int,
                        num_users: Optional[int] = None,
-                       regularization_output: bool = False) -> MFLayers:
+                       regularization_output: bool = False) -> registry.ModelLayers:
   """Builds the MF Keras model; see the module docstring for the layouts."""
   def init(offset):
     return tf.keras.initializers.RandomNormal(
@@ -191,7 +178,7 @@ def create_keras_model(config: MFConfig, num_items: int,
     model = tf.keras.Model(inputs=inputs, outputs=prediction, name='mf')
     if config.l2 > 0:
       model.add_loss(tf.reduce_mean(regularization))
-  return MFLayers(model, global_layers, user_layers)
+  return registry.ModelLayers(model, global_layers, user_layers)
 
 
 def count_parameters(config: MFConfig, num_items: int,
@@ -240,6 +227,50 @@ class RegularizedBCE(tf.keras.losses.Loss):
   def __call__(self, y_true, y_pred, sample_weight=None):
     del sample_weight
     return self.call(y_true, y_pred)
+
+
+class MF(registry.Model):
+  """Matrix factorization as a registered model (see the module doc)."""
+
+  name = 'mf'
+  label = 'MF'
+  config_class = MFConfig
+  feedbacks = (registry.EXPLICIT, registry.IMPLICIT)
+
+  def create_keras_model(self, config, num_items, num_users=None,
+                         regularization_output=False):
+    return create_keras_model(config, num_items, num_users,
+                              regularization_output)
+
+  def prepared(self, config, train_mean):
+    """g starts at the training mean (logit 0 under implicit feedback)."""
+    return dataclasses.replace(config, global_mean=train_mean)
+
+  def rating_parts(self, keras_model, config, num_items):
+    """The arrays of either layout (user table only in the table layout)."""
+    layer_names = {layer.name for layer in keras_model.layers}
+
+    def weight(name):
+      return keras_model.get_layer(name).get_weights()[0]
+
+    initial = create_keras_model(config, num_items).model.get_layer(
+        'user_embedding').get_weights()[0][0]
+    use_biases = 'item_bias' in layer_names
+    parts = dict(
+        item_embeddings=weight('item_embedding'),
+        item_bias=weight('item_bias')[:, 0] if use_biases else None,
+        global_bias=float(weight('global_bias')) if use_biases else 0.0,
+        initial_user_vector=initial)
+    if isinstance(keras_model.get_layer('user_embedding'),
+                  tf.keras.layers.Embedding):  # The table layout.
+      vectors = weight('user_embedding')
+      parts.update(user_vectors=vectors, user_biases=(
+          weight('user_bias')[:, 0] if use_biases else
+          np.zeros(vectors.shape[0], np.float32)))
+    return registry.RatingParts(**parts)
+
+
+MODEL = MF()
 
 
 def _element_spec(batch: bool, with_user: bool, with_query_flag: bool):

@@ -21,29 +21,66 @@ GMF's have `embedding_dim`.
 """
 
 import collections
-from typing import Optional
+import dataclasses
+from typing import ClassVar, Optional
 
 import tensorflow as tf
 
 from research.fedrec.models import mf
+from research.fedrec.models import registry
 
 
-def _mlp_embedding_dim(config: mf.MFConfig) -> int:
+@dataclasses.dataclass(frozen=True)
+class _NCFConfig:
+  """The settings the three NCF models share."""
+
+  l2: float = 0.0
+  init_stddev: float = 0.1
+  seed: int = 0
+
+  def __post_init__(self):
+    mf.check_common(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class GMFConfig(_NCFConfig):
+  """Hyperparameters of GMF."""
+
+  model_name: ClassVar[str] = 'gmf'
+  embedding_dim: int = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPConfig(_NCFConfig):
+  """Hyperparameters of the MLP model (embeddings half the first width)."""
+
+  model_name: ClassVar[str] = 'mlp'
+  mlp_layers: tuple[int, ...] = (32, 16, 8)
+
+
+@dataclasses.dataclass(frozen=True)
+class NeuMFConfig(_NCFConfig):
+  """Hyperparameters of NeuMF: GMF's and the MLP's."""
+
+  model_name: ClassVar[str] = 'neumf'
+  embedding_dim: int = 16
+  mlp_layers: tuple[int, ...] = (32, 16, 8)
+
+
+def _mlp_embedding_dim(config) -> int:
   return max(1, config.mlp_layers[0] // 2)
 
 
-def create_keras_model(config: mf.MFConfig, num_items: int,
+def create_keras_model(config, num_items: int,
                        num_users: Optional[int] = None,
-                       regularization_output: bool = False) -> mf.MFLayers:
-  """GMF, MLP or NeuMF (by `config.architecture`) in either layout.
+                       regularization_output: bool = False
+                       ) -> registry.ModelLayers:
+  """GMF, MLP or NeuMF (by the config's class) in either layout.
 
   `regularization_output` as in `mf.create_keras_model`.
   """
-  architecture = config.architecture
-  use_gmf = architecture in (mf.Architecture.GMF, mf.Architecture.NEUMF)
-  use_mlp = architecture in (mf.Architecture.MLP, mf.Architecture.NEUMF)
-  if not (use_gmf or use_mlp):
-    raise ValueError(f'{architecture.value} is not an NCF architecture.')
+  use_gmf = hasattr(config, 'embedding_dim')
+  use_mlp = hasattr(config, 'mlp_layers')
 
   def init(offset):
     return tf.keras.initializers.RandomNormal(
@@ -104,14 +141,31 @@ def create_keras_model(config: mf.MFConfig, num_items: int,
   logit = output(joined)
   global_layers.append(output)
   regularization = mf.PairL2(config.l2, name='regularization')(pair)
-  name = architecture.value
+  name = config.model_name
   if num_users is None or regularization_output:
     outputs = tf.keras.layers.Concatenate(name='logit_and_regularization')(
         [logit, tf.keras.layers.Reshape((1,))(regularization)])
-    return mf.MFLayers(tf.keras.Model(inputs, outputs, name=name),
+    return registry.ModelLayers(tf.keras.Model(inputs, outputs, name=name),
                        global_layers, user_layers)
   logit = tf.keras.layers.Reshape((), name='score')(logit)
   model = tf.keras.Model(inputs, logit, name=name)
   if config.l2 > 0:
     model.add_loss(tf.reduce_mean(regularization))
-  return mf.MFLayers(model, global_layers, user_layers)
+  return registry.ModelLayers(model, global_layers, user_layers)
+
+
+class NCF(registry.Model):
+  """GMF, MLP or NeuMF as a registered model (implicit feedback)."""
+
+  def __init__(self, name: str, label: str, config_class: type):
+    self.name, self.label, self.config_class = name, label, config_class
+
+  def create_keras_model(self, config, num_items, num_users=None,
+                         regularization_output=False):
+    return create_keras_model(config, num_items, num_users,
+                              regularization_output)
+
+
+GMF = NCF('gmf', 'GMF', GMFConfig)
+MLP = NCF('mlp', 'MLP', MLPConfig)
+NEUMF = NCF('neumf', 'NeuMF', NeuMFConfig)

@@ -23,7 +23,6 @@ from research.fedrec.evaluation import keras_metrics
 from research.fedrec.evaluation import rating_metrics
 from research.fedrec.models import autorec
 from research.fedrec.models import builder
-from research.fedrec.models import mf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,10 +69,11 @@ def training_ratings(split: splits_lib.Split) -> ratings_lib.Ratings:
   return parts[0] if len(parts) == 1 else ratings_lib.concatenate(parts)
 
 
-def compile_model(model_config: mf.MFConfig, num_items: int, num_users: int,
+def compile_model(model_config: builder.ModelConfig, num_items: int, num_users: int,
                   config: CentralizedConfig) -> tf.keras.Model:
   """The classic-layout MF, compiled as the baseline trains it."""
-  model = mf.create_keras_model(model_config, num_items, num_users).model
+  model = builder.create_keras_model(model_config, num_items,
+                                     num_users).model
   model.compile(
       optimizer=KERAS_OPTIMIZERS[config.optimizer](config.learning_rate),
       loss=tf.keras.losses.MeanSquaredError(),
@@ -82,7 +82,7 @@ def compile_model(model_config: mf.MFConfig, num_items: int, num_users: int,
 
 
 def train(split: splits_lib.Split, num_users: int, num_items: int,
-          model_config: mf.MFConfig, config: CentralizedConfig,
+          model_config: builder.ModelConfig, config: CentralizedConfig,
           callbacks=None) -> tf.keras.Model:
   """Fits the classic MF on the pooled ratings and returns the Keras model."""
   tf.keras.utils.set_random_seed(config.seed)
@@ -143,7 +143,7 @@ def sample_negatives(users: np.ndarray, num_items: int, count: int,
 
 
 def train_implicit(split: splits_lib.Split, num_users: int, num_items: int,
-                   model_config: mf.MFConfig, config: CentralizedConfig,
+                   model_config: builder.ModelConfig, config: CentralizedConfig,
                    num_negatives: int, validate) -> tf.keras.Model:
   """Fits an implicit-feedback model on the pooled interactions.
 
@@ -160,8 +160,8 @@ def train_implicit(split: splits_lib.Split, num_users: int, num_items: int,
   model.compile(
       optimizer=KERAS_OPTIMIZERS[config.optimizer](config.learning_rate),
       loss=builder.create_loss(model_config, True, False))
-  is_autorec = model_config.architecture == mf.Architecture.AUTOREC
-  if is_autorec:  # Each user's input vector: the same in every epoch.
+  user_vectors = builder.user_vector_inputs(model_config)
+  if user_vectors:  # Each user's input vector: the same in every epoch.
     rows = np.unique(table.users)
     inputs = np.zeros((num_users, num_items), np.float32)
     inputs[table.users, table.items] = 1.0
@@ -170,7 +170,7 @@ def train_implicit(split: splits_lib.Split, num_users: int, num_items: int,
   for _ in range(config.epochs):
     neg_users, neg_items = sample_negatives(table.users, num_items,
                                             num_negatives, keys, rng)
-    if is_autorec:
+    if user_vectors:
       labels = np.full((num_users, num_items), autorec.MASKED, np.float32)
       labels[neg_users, neg_items] = 0.0
       labels[table.users, table.items] = 1.0

@@ -51,6 +51,7 @@ from research.fedrec.evaluation import rating_metrics
 from research.fedrec.inference import export as export_lib
 from research.fedrec.inference import reconstruction
 from research.fedrec.models import builder
+from research.fedrec.models import registry as models_registry
 from research.fedrec.models import mf
 from research.fedrec.privacy import accounting
 from research.fedrec.privacy import aggregation as aggregation_lib
@@ -138,8 +139,11 @@ class ExperimentConfig:
       default_factory=splits_lib.SplitConfig)
   # Defaults: research/fedrec/defaults.py (explicit feedback; see
   # `default_config` for implicit).
-  model: mf.MFConfig = dataclasses.field(
+  # The registered model's config (models/registry.py); its class names the
+  # model, recorded as `model_name` (the --model value).
+  model: builder.ModelConfig = dataclasses.field(
       default_factory=lambda: mf.MFConfig(l2=_EXPLICIT['l2']))
+  model_name: str = ''
   pipeline: pipelines.PipelineConfig = dataclasses.field(
       default_factory=lambda: pipelines.PipelineConfig(
           batch_size=defaults.BATCH_SIZE, local_epochs=defaults.CLIENT_EPOCHS))
@@ -185,6 +189,17 @@ class ExperimentConfig:
   cohort_size: int = 0  # Users per cohort at most (0: automatic).
 
   def __post_init__(self):
+    if isinstance(self.model, dict):  # Read back from hparams.json.
+      object.__setattr__(self, 'model', json_io.from_jsonable(
+          models_registry.get(self.model_name or self.model.get(
+              'architecture', 'mf')).config_class,
+          self.model))
+    recorded = getattr(type(self.model), 'model_name', None)
+    if recorded is None or (self.model_name and
+                            self.model_name != recorded):
+      raise ValueError(f'model={type(self.model).__name__} is not the config '
+                       f'of --model={self.model_name or "?"}.')
+    object.__setattr__(self, 'model_name', recorded)
     # Recorded with every value, so that hparams.json says what ran.
     object.__setattr__(self, 'method_settings',
                        self.method.settings(self.method_settings))
@@ -451,7 +466,7 @@ class _Evaluator:
   """
 
   def __init__(self, config: ExperimentConfig, data: corpus_lib.Corpus,
-               split: splits_lib.Split, model_config: mf.MFConfig):
+               split: splits_lib.Split, model_config: builder.ModelConfig):
     self._config = config
     self._split = split
     self._data = data
@@ -517,7 +532,7 @@ class _Evaluator:
 
   def _fedavg_model(self, model_weights) -> tf.keras.Model:
     if self._keras_model is None:
-      self._keras_model = mf.create_keras_model(
+      self._keras_model = builder.create_keras_model(
           self._model_config, self._data.num_items, self._data.num_users).model
     model_weights.assign_weights_to(self._keras_model)
     return self._keras_model
@@ -533,7 +548,7 @@ class RankingEvaluator:
   """Ranking metrics of a model on a split (implicit feedback)."""
 
   def __init__(self, config: ExperimentConfig, data: corpus_lib.Corpus,
-               split: splits_lib.Split, model_config: mf.MFConfig):
+               split: splits_lib.Split, model_config: builder.ModelConfig):
     self._config = config
     self._data = data
     self._split = split
@@ -569,8 +584,8 @@ class RankingEvaluator:
           model, self._model_config, partition,
           ranking_eval.reconstruction_settings(self._config),
           self._config.ranking.users_per_batch)
-    elif not builder.has_user_part(self._model_config):
-      score_fn = ranking_eval.autorec_scores(model, partition)
+    elif builder.user_vector_inputs(self._model_config):
+      score_fn = ranking_eval.user_vector_scores(model, partition)
     else:
       score_fn = ranking_eval.classic_scores(model, partition)
     return self._run(partition, score_fn)
@@ -592,7 +607,7 @@ class RankingEvaluator:
 
 
 def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
-                   store_path: str, model_config: mf.MFConfig,
+                   store_path: str, model_config: builder.ModelConfig,
                    noise_multiplier: Optional[float] = None):
   """The training process, with the configured model-update aggregator."""
   in_cohorts = config.in_cohorts
@@ -659,7 +674,7 @@ def resolve_privacy(config: ExperimentConfig, num_training_users: int,
 
 def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
                    split: splits_lib.Split, store_path: str,
-                   model_config: mf.MFConfig,
+                   model_config: builder.ModelConfig,
                    accountant: Optional[accounting.RoundAccountant]):
   """Trains the federated algorithm.
 
@@ -765,7 +780,7 @@ def _set_aside_damaged_metrics(output_dir: str, warn) -> None:
 
 
 def _run_centralized(config: ExperimentConfig, data: corpus_lib.Corpus,
-                     split: splits_lib.Split, model_config: mf.MFConfig,
+                     split: splits_lib.Split, model_config: builder.ModelConfig,
                      ranking_evaluator: Optional['RankingEvaluator']):
   """The centralized model's test metrics, and the model."""
   if not data.implicit:
@@ -913,7 +928,7 @@ def run_experiment(config: ExperimentConfig,
         num_ratings=len(data.ratings),
         test_ratings=len(split.test.query),
         feedback=config.data.feedback.value,
-        model=config.model.architecture.value,
+        model=config.model_name,
         test_metrics=results,
         noise_floor_test_rmse=data.noise_floor_rmse(split.test.query),
         privacy=_privacy_summary(config, accountant),
@@ -932,13 +947,14 @@ def run_experiment(config: ExperimentConfig,
 
 
 def model_config_of(config: ExperimentConfig,
-                    split: splits_lib.Split) -> mf.MFConfig:
-  """The model settings with g initialized to the training mean rating.
+                    split: splits_lib.Split) -> builder.ModelConfig:
+  """The model's config fitted to the training data (`Model.prepared`).
 
-  Implicit models start from logit 0 instead (every training label is 1).
+  Given the training mean rating (e.g. MF's g starts there), or 0 under
+  implicit feedback (logit 0: every training label is 1).
   """
   mean = 0.0 if config.data.implicit else float(np.mean(split.train.ratings))
-  return dataclasses.replace(config.model, global_mean=mean)
+  return builder.prepared(config.model, mean)
 
 
 def _selection_metric(config: ExperimentConfig) -> str:

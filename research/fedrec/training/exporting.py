@@ -31,7 +31,7 @@ def reconstruction_settings(config) -> reconstruction.Settings:
       l2=config.model.l2)
 
 
-def keras_model_of(model_config: mf.MFConfig, num_items: int,
+def keras_model_of(model_config: builder.ModelConfig, num_items: int,
                    num_users: Optional[int], model_weights) -> tf.keras.Model:
   """A Keras model holding a TFF process's global `model_weights`.
 
@@ -50,33 +50,19 @@ def keras_model_of(model_config: mf.MFConfig, num_items: int,
   return layers.model
 
 
-def model_from_keras(keras_model: tf.keras.Model, model_config: mf.MFConfig,
+def model_from_keras(keras_model: tf.keras.Model, model_config,
                      num_items: int):
-  """`(ItemModel, user vectors, user biases)` of either MF layout.
+  """`(ItemModel, user vectors, user biases)` of an explicit-feedback model.
 
-  The user arrays are None for the FedRecon layout (no user table).
+  From the registered model's bilinear parts (`registry.RatingParts`); the
+  user arrays are None for the FedRecon layout (no user table).
   """
-  layer_names = {layer.name for layer in keras_model.layers}
-
-  def weight(name):
-    return keras_model.get_layer(name).get_weights()[0]
-
-  initial = mf.create_keras_model(model_config, num_items).model.get_layer(
-      'user_embedding').get_weights()[0][0]
-  use_biases = 'item_bias' in layer_names
+  parts = builder.rating_parts(model_config, keras_model, num_items)
   model = reconstruction.ItemModel(
-      item_embeddings=weight('item_embedding'),
-      item_bias=weight('item_bias')[:, 0] if use_biases else None,
-      global_bias=float(weight('global_bias')) if use_biases else 0.0,
-      initial_user_vector=initial)
-  has_table = isinstance(keras_model.get_layer('user_embedding'),
-                         tf.keras.layers.Embedding)
-  if not has_table:
-    return model, None, None
-  vectors = weight('user_embedding')
-  biases = (weight('user_bias')[:, 0] if use_biases else
-            np.zeros(vectors.shape[0], np.float32))
-  return model, vectors, biases
+      item_embeddings=parts.item_embeddings, item_bias=parts.item_bias,
+      global_bias=parts.global_bias,
+      initial_user_vector=parts.initial_user_vector)
+  return model, parts.user_vectors, parts.user_biases
 
 
 def _metadata(config, data) -> dict:
@@ -90,7 +76,7 @@ def _metadata(config, data) -> dict:
                            np.issubdtype(raw_items.dtype, np.integer)))
 
 
-def implicit_weights(keras_model: tf.keras.Model, model_config: mf.MFConfig,
+def implicit_weights(keras_model: tf.keras.Model, model_config: builder.ModelConfig,
                      num_items: int):
   """(user source, weights) of a trained implicit model for the export.
 
@@ -114,12 +100,12 @@ def implicit_weights(keras_model: tf.keras.Model, model_config: mf.MFConfig,
 
 
 def export_implicit_model(config, data, split, keras_model: tf.keras.Model,
-                          model_config: mf.MFConfig, export_dir: str) -> None:
+                          model_config: builder.ModelConfig, export_dir: str) -> None:
   """Writes a run's trained implicit-feedback model."""
   source, weights = implicit_weights(keras_model, model_config, data.num_items)
   scale = data.rating_scale(config.data)
   export_lib.write_implicit_export(
-      export_dir, json_io.to_jsonable(model_config), weights,
+      export_dir, model_config, weights,
       ranking_eval.reconstruction_settings(config), source,
       data.id_maps.raw_users, data.id_maps.raw_items, data.titles(config.data),
       np.bincount(split.train.items, minlength=data.num_items),
@@ -127,7 +113,7 @@ def export_implicit_model(config, data, split, keras_model: tf.keras.Model,
 
 
 def export_model(config, data, split, keras_model: tf.keras.Model,
-                 model_config: mf.MFConfig, export_dir: str) -> None:
+                 model_config: builder.ModelConfig, export_dir: str) -> None:
   """Writes a run's trained model (`ExperimentConfig`, `Corpus`, `Split`)."""
   if data.implicit:
     export_implicit_model(config, data, split, keras_model, model_config,

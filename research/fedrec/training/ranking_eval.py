@@ -6,7 +6,7 @@ function of each kind of model:
 * a classic-layout model (FedAvg, centralized): its user table;
 * a FedRecon model: users reconstructed from their support interactions exactly
   as a client does (`inference.implicit`), then scored;
-* U-AutoRec: the user's support vector through the autoencoder;
+* a model of user vectors (U-AutoRec): the user's support vector through it;
 * popularity: one score vector for everyone.
 
 What is masked in full ranking is what the user's client knows before scoring:
@@ -26,7 +26,6 @@ from research.fedrec.data import splits as splits_lib
 from research.fedrec.evaluation import ranking
 from research.fedrec.inference import implicit
 from research.fedrec.models import builder
-from research.fedrec.models import mf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +65,8 @@ def classic_scores(model: tf.keras.Model, partition: Partition):
   return score
 
 
-def autorec_scores(model: tf.keras.Model, partition: Partition):
+def user_vector_scores(model: tf.keras.Model, partition: Partition):
+  """Score function of a model whose input is a user's multi-hot vector."""
   def score(rows):
     inputs = partition.support[rows].toarray().astype(np.float32)
     return model.predict(inputs, batch_size=256, verbose=0)
@@ -79,7 +79,7 @@ def popularity_scores(counts: np.ndarray, partition: Partition):
 
 
 def reconstruction_scores(global_model: tf.keras.Model,
-                          model_config: mf.MFConfig, partition: Partition,
+                          model_config: builder.ModelConfig, partition: Partition,
                           settings: implicit.Settings, users_per_batch: int):
   """Score function of a FedRecon model (reconstruction layout, trained).
 
