@@ -1,7 +1,7 @@
 """The benchmark binary: a --quick run's report, and its flag mistakes.
 
 The accounting behind the report is tested in
-tests/training/benchmarking_test.py.
+tests/reporting/benchmarking_test.py.
 """
 
 import json

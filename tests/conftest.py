@@ -19,4 +19,4 @@ def pytest_sessionfinish(session, exitstatus):
   del session, exitstatus
   if 'tensorflow_federated' in sys.modules:
     from research.fedrec.training import runtime  # pylint: disable=g-import-not-at-top
-    runtime.shutdown()
+    runtime.release()

@@ -38,7 +38,7 @@ class EvaluateTest(absltest.TestCase):
         loop=loop.LoopConfig(total_rounds=2, progress=False),
         clients_per_round=4, run_centralized_baseline=False)
     cls.summary = experiment.run_experiment(config, log=lambda _: None)
-    runtime.shutdown()
+    runtime.release()
     cls.directory = config.output_dir
 
 

@@ -1,9 +1,12 @@
 """The library's layers: which package may import which (imports read, not run).
 
-data/ is the bottom (it must not reach up into models/, algorithms/ or
-training/); models/ are Keras only (no TFF, no evaluation/, algorithms/ or
-training/); no library module reads flags or imports a binary: only the
-binaries (and utils/cli.py, their start-up) use absl.flags.
+data/ is the bottom (it must not reach up into models/, algorithms/,
+training/ or reporting/); models/ are Keras only (no TFF, no evaluation/,
+algorithms/, training/ or reporting/); the building blocks (algorithms/,
+evaluation/, inference/, privacy/) never import the orchestration (training/)
+or reporting/ (tables, benchmarks, plots); training/ draws plots but never
+runs tables or benchmarks; no library module reads flags or imports a
+binary: only the binaries (and utils/cli.py, their start-up) use absl.flags.
 """
 
 import ast
@@ -21,12 +24,21 @@ _BINARIES = ('train', 'evaluate', 'recommend', 'benchmark', 'reproduce',
 _FLAG_USERS = tuple(f'{_PACKAGE}.{b}' for b in _BINARIES) + (
     f'{_PACKAGE}.utils.cli',)
 # Package -> the imports (module name prefixes) it must not have.
+_ORCHESTRATION = tuple(f'{_PACKAGE}.{p}' for p in ('training', 'reporting'))
 _FORBIDDEN = {
     'data': tuple(f'{_PACKAGE}.{p}' for p in ('models', 'algorithms',
-                                               'training')),
+                                               'training', 'reporting')),
     'models': tuple(f'{_PACKAGE}.{p}' for p in ('evaluation', 'algorithms',
-                                                 'training')) + (
+                                                 'training', 'reporting')) + (
                                                      'tensorflow_federated',),
+    # The building blocks never reach up into orchestration or reporting.
+    'algorithms': _ORCHESTRATION,
+    'evaluation': _ORCHESTRATION,
+    'inference': _ORCHESTRATION,
+    'privacy': _ORCHESTRATION,
+    # Orchestration draws its plots but never runs tables or benchmarks.
+    'training': tuple(f'{_PACKAGE}.reporting.{m}' for m in ('reproduction',
+                                                            'benchmarking')),
 }
 _EVERYWHERE = ('absl.flags',) + tuple(f'{_PACKAGE}.{b}' for b in _BINARIES)
 

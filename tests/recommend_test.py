@@ -59,7 +59,7 @@ class _TrainedRunTest(absltest.TestCase):
     cls.root = tempfile.mkdtemp(prefix='fedrec_test_')
     config = cls._config(cls.root)
     experiment.run_experiment(config, log=lambda _: None)
-    runtime.shutdown()
+    runtime.release()
     cls.flag = f'--experiment_dir={config.output_dir}'
     cls.ratings = corpus.load_corpus(config.data).ratings  # Dense = raw - 1.
 

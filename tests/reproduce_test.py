@@ -2,7 +2,7 @@
 
 The tutorial table runs on a self-written fixture in ML-1M's ratings.dat
 format, the others on the synthetic corpus. The tables' plans, statistics and
-outputs are tested in tests/training/reproduction_test.py.
+outputs are tested in tests/reporting/reproduction_test.py.
 """
 
 import csv
@@ -14,7 +14,7 @@ from absl.testing import absltest
 import numpy as np
 import pytest
 
-from research.fedrec.training import reproduction
+from research.fedrec.reporting import reproduction
 from tests import binaries
 
 

@@ -49,7 +49,7 @@ from absl import flags
 from absl import logging
 
 from research.fedrec.utils import cli
-from research.fedrec.training import benchmarking
+from research.fedrec.reporting import benchmarking
 
 _QUICK = flags.DEFINE_bool(
     'quick', False, 'A CI-sized run: a corpus a tenth of ML-1M, 10/20/50 '

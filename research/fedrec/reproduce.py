@@ -34,7 +34,7 @@ from research.fedrec.utils import cli
 # train.py's flags: --dataset and --data_dir choose the corpus, --progress
 # shows progress bars; the others are set per run from the table.
 from research.fedrec import train
-from research.fedrec.training import reproduction
+from research.fedrec.reporting import reproduction
 
 _TABLE = flags.DEFINE_enum('table', None, reproduction.table_names(),
                            'The table to reproduce.')

@@ -33,7 +33,7 @@ def setUpModule():
 
 
 def tearDownModule():
-  runtime.shutdown()
+  runtime.release()
 
 
 def _client_delta(users_matrix, items_matrix, user, items, values, l2=0.0):

@@ -41,7 +41,7 @@ def setUpModule():
 
 
 def tearDownModule():
-  runtime.shutdown()
+  runtime.release()
 
 
 def _gradients(users, items, user, rated, values):

@@ -64,7 +64,7 @@ class FedReconCohortTest(parameterized.TestCase):
 
   @classmethod
   def tearDownClass(cls):
-    runtime.shutdown()
+    runtime.release()
     shutil.rmtree(cls.cache_dir)
     super().tearDownClass()
 

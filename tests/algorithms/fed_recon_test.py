@@ -40,7 +40,7 @@ def setUpModule():
 
 
 def tearDownModule():
-  runtime.shutdown()
+  runtime.release()
 
 
 def _initial_user_vector():

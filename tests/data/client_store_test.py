@@ -40,7 +40,7 @@ def setUpModule():
 
 
 def tearDownModule():
-  runtime.shutdown()
+  runtime.release()
 
 
 class ClientStoreTest(absltest.TestCase):

@@ -19,13 +19,13 @@ import tensorflow as tf
 
 from research.fedrec.data import corpus
 from research.fedrec.inference import export
+from research.fedrec.inference import from_keras
 from research.fedrec.models import autorec
 from research.fedrec.models import builder
 from research.fedrec.models import mf
 from research.fedrec.models import ncf
 from research.fedrec.models import registry
 from research.fedrec.training import experiment
-from research.fedrec.training import exporting
 from research.fedrec.training import runtime
 from research.fedrec.training import trained
 from tests.training import implicit_testing
@@ -195,7 +195,7 @@ class RegisteredModelTest(absltest.TestCase):
           with runtime.local_runtime():
             run = trained.load_run(config.output_dir)
           reconstruct = algorithm == 'fedrecon'
-          keras_model = exporting.keras_model_of(
+          keras_model = from_keras.keras_model_of(
               experiment.model_config_of(config, run.split),
               run.data.num_items, None if reconstruct else run.data.num_users,
               run.model_weights)

@@ -16,7 +16,7 @@ def setUpModule():
 
 
 def tearDownModule():
-  runtime.shutdown()
+  runtime.release()
 
 
 def _aggregate(factory, values, weights=None):

@@ -7,6 +7,7 @@ import pytest
 from research.fedrec.data import ratings
 from research.fedrec.data import splits
 from research.fedrec.data import synthetic
+from research.fedrec.evaluation import evaluators
 from research.fedrec.evaluation import rating_metrics
 from research.fedrec.models import mf
 from research.fedrec.training import centralized
@@ -38,16 +39,16 @@ class CentralizedTest(absltest.TestCase):
     config = centralized.CentralizedConfig(epochs=30, batch_size=32,
                                            learning_rate=0.01)
     model = centralized.train(split, 40, 50, model_config, config)
-    metrics = centralized.evaluate(model, split.test)
+    metrics = evaluators.rating_metrics_of(model, split.test)
     self.assertEqual(metrics, rating_metrics.compute(
-        split.test.query.ratings, centralized.predict(model, split.test.query)))
+        split.test.query.ratings, evaluators.predict_ratings(model, split.test.query)))
     # Better than predicting the training mean for everyone.
     mean_only = rating_metrics.compute(
         split.test.query.ratings,
         np.full(len(split.test.query), split.train.ratings.mean()))
     self.assertLess(metrics['rmse'], mean_only['rmse'])
     again = centralized.train(split, 40, 50, model_config, config)
-    self.assertEqual(centralized.evaluate(again, split.test), metrics)
+    self.assertEqual(evaluators.rating_metrics_of(again, split.test), metrics)
 
 
 class CentralizedConfigTest(absltest.TestCase):

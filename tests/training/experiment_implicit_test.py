@@ -11,14 +11,15 @@ from research.fedrec.algorithms import fed_recon
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus
 from research.fedrec.data import splits
+from research.fedrec.evaluation import evaluators
 from research.fedrec.evaluation import ranking
 from research.fedrec.inference import export
+from research.fedrec.inference import from_keras
+from research.fedrec.inference import implicit
 from research.fedrec.models import autorec as autorec_lib
 from research.fedrec.models import mf
 from research.fedrec.models import ncf
 from research.fedrec.training import experiment
-from research.fedrec.training import exporting
-from research.fedrec.training import ranking_eval
 from research.fedrec.training import runtime
 from research.fedrec.training import trained
 from tests.training import implicit_testing
@@ -37,7 +38,7 @@ class ImplicitExperimentTest(absltest.TestCase):
     # Evaluated users reconstruct for 2 epochs; training's clients for 1.
     config = _config(root, 'neumf', model=ncf.NeuMFConfig(
         embedding_dim=4, mlp_layers=(8, 4)), recon=fed_recon.ReconConfig(eval_recon_epochs=2))
-    self.assertEqual(ranking_eval.reconstruction_settings(config).epochs, 2)
+    self.assertEqual(implicit.Settings.of_run(config).epochs, 2)
     summary = experiment.run_experiment(config, log=lambda _: None)
     self.assertEqual(list(summary['test_metrics']),
                      ['fedrecon', 'popularity', 'centralized'])
@@ -67,7 +68,7 @@ class ImplicitExperimentTest(absltest.TestCase):
     self.assertEqual(result.sliced((20,))[0]['full/ndcg@10'],
                      result.overall['full/ndcg@10'])
     # The export (no TFF) reconstructs and scores users as the evaluation.
-    keras_model = exporting.keras_model_of(
+    keras_model = from_keras.keras_model_of(
         experiment.model_config_of(config, run.split), run.data.num_items,
         None, run.model_weights)
     exported = _check_export_scores(self, config, keras_model,
@@ -102,7 +103,7 @@ class ImplicitExperimentTest(absltest.TestCase):
         log=lambda _: None)
     data = corpus.load_corpus(_DATA)
     split = splits.split(data.ratings, _SPLIT)
-    evaluator = experiment.RankingEvaluator(
+    evaluator = evaluators.RankingEvaluator(
         _config(root, 'x'), data, split, mf.MFConfig())
     direct = evaluator.evaluate_popularity(
         np.bincount(split.train.items, minlength=data.num_items), 'test')
@@ -131,7 +132,7 @@ class ImplicitExperimentTest(absltest.TestCase):
     with runtime.local_runtime():
       run = trained.load_run(config.output_dir)
     model_config = experiment.model_config_of(config, run.split)
-    keras_model = exporting.keras_model_of(
+    keras_model = from_keras.keras_model_of(
         model_config, run.data.num_items, run.data.num_users,
         run.model_weights)
     self.assertEqual(_check_export_scores(self, config, keras_model)

@@ -7,14 +7,16 @@ import numpy as np
 from research.fedrec.data import corpus
 from research.fedrec.data import splits
 from research.fedrec.data import synthetic
+from research.fedrec.evaluation import evaluators
 from research.fedrec.evaluation import ranking
+from research.fedrec.evaluation import scoring
 from research.fedrec.inference import export
+from research.fedrec.inference import implicit
 from research.fedrec.inference import recommender
 from research.fedrec.models import builder
 from research.fedrec.training import centralized
 from research.fedrec.training import experiment
 from research.fedrec.training import loop
-from research.fedrec.training import ranking_eval
 
 DATA = corpus.DataConfig(
     feedback=corpus.Feedback.IMPLICIT,
@@ -33,17 +35,17 @@ def check_export_scores(test, config, keras_model, reconstruct=False):
   data = corpus.load_corpus(DATA)
   split = splits.split(data.ratings, SPLIT)
   model_config = experiment.model_config_of(config, split)
-  partition = experiment.RankingEvaluator(
+  partition = evaluators.RankingEvaluator(
       config, data, split, model_config).partition('test')
   rows = np.arange(5)
   if reconstruct:
-    expected = ranking_eval.reconstruction_scores(
+    expected = scoring.reconstruction_scores(
         keras_model, model_config, partition,
-        ranking_eval.reconstruction_settings(config), 8)(rows)
+        implicit.Settings.of_run(config), 8)(rows)
   elif builder.user_vector_inputs(model_config):
-    expected = ranking_eval.user_vector_scores(keras_model, partition)(rows)
+    expected = scoring.user_vector_scores(keras_model, partition)(rows)
   else:
-    expected = ranking_eval.classic_scores(keras_model, partition)(rows)
+    expected = scoring.classic_scores(keras_model, partition)(rows)
   exported = export.load_export(os.path.join(config.output_dir, 'export'))
   test.assertIsInstance(exported, export.ImplicitExport)
   test.assertEqual(exported.model_config, model_config)

@@ -88,7 +88,7 @@ def _round(store: str, workers: runtime.Workers, worker_pids=None):
   With `worker_pids` (a list), the training loop's `round_done` follows each
   round, and the pids of the workers that ran each round are appended.
   """
-  with runtime.local_runtime(workers=workers):
+  with runtime.local_runtime(workers=workers) as tff_runtime:
     process = fed_recon.build_training_process(
         mf.MFConfig(embedding_dim=4, global_mean=3.5, seed=2), _NUM_ITEMS,
         fed_recon.ReconConfig(),
@@ -105,7 +105,7 @@ def _round(store: str, workers: runtime.Workers, worker_pids=None):
       if worker_pids is not None:
         worker_pids.append(
             [w.pid for w in runtime._worker_children()])  # pylint: disable=protected-access
-        runtime.round_done()
+        tff_runtime.round_done()
     metrics = {k: float(v) for k, v in
                output.metrics['client_work']['train'].items()}
     weights = [np.asarray(w) for w in
@@ -119,7 +119,7 @@ class WorkersTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    runtime.shutdown()  # Each case starts its own runtime.
+    runtime.release()  # Each case starts its own runtime.
     cls.cache_dir = tempfile.mkdtemp()
     cls.store = _store(cls.cache_dir)
     cls.expected = _round(cls.store, runtime.Workers())
@@ -177,13 +177,16 @@ class WorkersTest(absltest.TestCase):
     self.assertEmpty(runtime._worker_children())  # pylint: disable=protected-access
 
   def test_workers_at_addresses_are_never_restarted(self):
+    remote = runtime.Runtime(workers=runtime.Workers(addresses=('host:1',)))
+    remote.running = True  # As if started (nothing listens at host:1).
+    idle = runtime.Runtime()  # Never started.
     with mock.patch.object(runtime, 'RESTART_EVERY_ROUNDS', 1), \
-        mock.patch.object(runtime, 'shutdown') as shutdown:
-      runtime._running = (False, runtime.Workers(addresses=('host:1',)))  # pylint: disable=protected-access
-      self.assertFalse(runtime.round_done())
-      runtime._running = None  # pylint: disable=protected-access
-      self.assertFalse(runtime.round_done())  # No runtime running.
-    shutdown.assert_not_called()
+        mock.patch.object(runtime, 'release') as release:
+      self.assertFalse(remote.round_done())
+      self.assertFalse(idle.round_done())
+    release.assert_not_called()
+    self.assertEqual((remote.rounds_since_start, idle.rounds_since_start),
+                     (1, 1))
 
   def test_unreachable_worker_is_one_line(self):
     port = portpicker.pick_unused_port()

@@ -37,7 +37,7 @@ def setUpModule():
 
 
 def tearDownModule():
-  runtime.shutdown()
+  runtime.release()
 
 
 def _run(root, name, **overrides):

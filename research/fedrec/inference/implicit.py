@@ -40,6 +40,18 @@ class Settings:
   learning_rate: float = 0.1
   seed: int = 0
 
+  @classmethod
+  def of_run(cls, config) -> 'Settings':
+    """How the clients of a run (an `ExperimentConfig`) reconstruct a user."""
+    return cls(
+        epochs=config.recon.evaluation_epochs,
+        steps_max=config.recon.recon_steps_max,
+        batch_size=config.pipeline.batch_size,
+        num_negatives=config.pipeline.num_negatives,
+        optimizer=config.optimizers.reconstruction,
+        learning_rate=config.optimizers.reconstruction_learning_rate,
+        seed=config.pipeline.seed)
+
 
 def _client_examples(user: int, known: np.ndarray, num_items: int,
                      settings: Settings):

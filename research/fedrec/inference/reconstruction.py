@@ -41,6 +41,19 @@ class Settings:
   learning_rate: float = 0.1
   l2: float = 0.0
 
+  @classmethod
+  def of_run(cls, config) -> 'Settings':
+    """How the clients of a run (an `ExperimentConfig`) reconstruct a user."""
+    return cls(
+        epochs=config.recon.evaluation_epochs,
+        steps_max=config.recon.recon_steps_max,
+        batch_size=config.pipeline.batch_size,
+        max_examples=config.pipeline.max_examples_per_user,
+        shuffle_seed=config.pipeline.seed,
+        optimizer=config.optimizers.reconstruction,
+        learning_rate=config.optimizers.reconstruction_learning_rate,
+        l2=config.model.l2)
+
   def __post_init__(self):
     if self.optimizer not in OPTIMIZERS:
       raise ValueError(f'Unknown reconstruction optimizer {self.optimizer!r}.')

@@ -20,7 +20,6 @@ from research.fedrec.algorithms import optimizers as optimizers_lib
 from research.fedrec.data import ratings as ratings_lib
 from research.fedrec.data import splits as splits_lib
 from research.fedrec.evaluation import keras_metrics
-from research.fedrec.evaluation import rating_metrics
 from research.fedrec.models import autorec
 from research.fedrec.models import builder
 
@@ -102,20 +101,6 @@ def train(split: splits_lib.Split, num_users: int, num_items: int,
   model.fit(dataset, epochs=config.epochs, verbose=0, callbacks=callbacks,
             validation_data=validation, validation_batch_size=8192)
   return model
-
-
-def predict(model: tf.keras.Model, table: ratings_lib.Ratings) -> np.ndarray:
-  """Predicted ratings of `table`'s (user, item) pairs."""
-  if len(table) == 0:  # pylint: disable=g-explicit-length-test
-    return np.zeros(0, np.float32)
-  return model.predict(_inputs(table), batch_size=8192, verbose=0)
-
-
-def evaluate(model: tf.keras.Model,
-             partition: splits_lib.EvalPartition) -> collections.OrderedDict:
-  """Rating metrics of `model` on a partition's query ratings."""
-  return rating_metrics.compute(partition.query.ratings,
-                                predict(model, partition.query))
 
 
 def sample_negatives(users: np.ndarray, num_items: int, count: int,

@@ -46,9 +46,10 @@ from research.fedrec.data import corpus as corpus_lib
 from research.fedrec.data import pipelines
 from research.fedrec.data import splits as splits_lib
 from research.fedrec.data import synthetic as synthetic_lib
+from research.fedrec.evaluation import evaluators
 from research.fedrec.evaluation import ranking as ranking_lib
-from research.fedrec.evaluation import rating_metrics
 from research.fedrec.inference import export as export_lib
+from research.fedrec.inference import from_keras
 from research.fedrec.inference import reconstruction
 from research.fedrec.models import builder
 from research.fedrec.models import registry as models_registry
@@ -56,11 +57,9 @@ from research.fedrec.models import mf
 from research.fedrec.privacy import accounting
 from research.fedrec.privacy import aggregation as aggregation_lib
 from research.fedrec.privacy import statement
+from research.fedrec.reporting import plots
 from research.fedrec.training import centralized as centralized_lib
-from research.fedrec.training import exporting
 from research.fedrec.training import loop as loop_lib
-from research.fedrec.training import plots
-from research.fedrec.training import ranking_eval
 from research.fedrec.training import runtime
 from research.fedrec.utils import json_io
 from research.fedrec.utils import phases
@@ -174,7 +173,7 @@ class ExperimentConfig:
           learning_rate=defaults.CENTRALIZED_LEARNING_RATE))
   run_centralized_baseline: bool = True
   # FedAvg: also report the test metrics after each test user fine-tunes its
-  # own row of the user table (`_Evaluator.evaluate_finetuned`).
+  # own row of the user table (`RatingEvaluator.evaluate_finetuned`).
   finetune: bool = False
   cache_dir: Optional[str] = None  # Default: <root_output_dir>/cache.
   seed: int = 0
@@ -452,160 +451,6 @@ def _prefixed(metrics: collections.OrderedDict,
                                  for k, v in metrics.items())
 
 
-class _Evaluator:
-  """Evaluates a federated model's weights on a split (val or test).
-
-  FedRecon users are reconstructed by `inference/reconstruction.py`, which
-  replays each client's reconstruction (same ratings, shuffle, batches,
-  optimizer and steps) for all users at once in NumPy: TFF's federated
-  evaluation (`fed_recon.build_evaluation`) gives the same metrics to 1e-6
-  (tests/training/trained_test.py), at a second instead of about 35 s for 943
-  users. FedAvg users take their row of the global table (an untrained,
-  initial row for users unseen in training), or with `evaluate_finetuned`
-  that row after local fine-tuning.
-  """
-
-  def __init__(self, config: ExperimentConfig, data: corpus_lib.Corpus,
-               split: splits_lib.Split, model_config: builder.ModelConfig):
-    self._config = config
-    self._split = split
-    self._data = data
-    self._model_config = model_config
-    self._client_ratings = {}
-    self._keras_model = None  # FedAvg: the global model, evaluated centrally.
-
-  def evaluate(self, model_weights, split_name: str,
-               max_clients: int = 0) -> collections.OrderedDict:
-    """Example-weighted metrics over the split's query ratings.
-
-    With `max_clients`, over that many users drawn with the run's seed.
-    """
-    if not self._config.method.reconstructs_users:  # A global user table.
-      return centralized_lib.evaluate(self._fedavg_model(model_weights),
-                                      getattr(self._split, split_name))
-    users = self._ratings(split_name)[0]
-    chosen = np.arange(len(users))
-    if max_clients and max_clients < len(users):
-      rng = np.random.default_rng([self._config.seed, 7])
-      chosen = np.sort(rng.choice(len(users), max_clients, replace=False))
-    model, _, _ = exporting.model_from_keras(
-        exporting.keras_model_of(self._model_config, self._data.num_items,
-                                 None, model_weights),
-        self._model_config, self._data.num_items)
-    return self._reconstructed_metrics(model, split_name, chosen)
-
-  def evaluate_finetuned(self, model_weights,
-                         split_name: str) -> collections.OrderedDict:
-    """FedAvg plus local fine-tuning, on every user of the split.
-
-    Each user's client first fine-tunes its own row and bias of the global
-    user table on the ratings it holds (its training ratings, or the support
-    half of an unseen user), with the item side frozen and the reconstruction
-    settings (`--recon_epochs`, `--recon_steps_max`, the reconstruction
-    optimizer): the steps of a FedRecon reconstruction, started from the
-    user's FedAvg row instead of a fresh vector.
-    """
-    model, vectors, biases = exporting.model_from_keras(
-        self._fedavg_model(model_weights), self._model_config,
-        self._data.num_items)
-    users = self._ratings(split_name)[0]
-    return self._reconstructed_metrics(
-        model, split_name, np.arange(len(users)),
-        initial=(vectors[users], biases[users]))
-
-  def _reconstructed_metrics(self, model, split_name: str, chosen: np.ndarray,
-                             initial=None) -> collections.OrderedDict:
-    """Metrics of the `chosen` users after each reconstructs its vector.
-
-    From `initial` (per chosen user), the same steps fine-tune given ones.
-    """
-    query = getattr(self._split, split_name).query
-    users, items, ratings = self._ratings(split_name)
-    vectors, biases = reconstruction.reconstruct(
-        model, [items[k] for k in chosen], [ratings[k] for k in chosen],
-        exporting.reconstruction_settings(self._config), initial)
-    scored = np.isin(query.users, users[chosen])
-    row = np.searchsorted(users[chosen], query.users[scored])
-    predictions = model.predict(vectors[row], biases[row],
-                                query.items[scored])
-    return rating_metrics.compute(query.ratings[scored], predictions)
-
-  def _fedavg_model(self, model_weights) -> tf.keras.Model:
-    if self._keras_model is None:
-      self._keras_model = builder.create_keras_model(
-          self._model_config, self._data.num_items, self._data.num_users).model
-    model_weights.assign_weights_to(self._keras_model)
-    return self._keras_model
-
-  def _ratings(self, split_name: str):
-    if split_name not in self._client_ratings:
-      self._client_ratings[split_name] = splits_lib.client_ratings(
-          self._split, split_name)
-    return self._client_ratings[split_name]
-
-
-class RankingEvaluator:
-  """Ranking metrics of a model on a split (implicit feedback)."""
-
-  def __init__(self, config: ExperimentConfig, data: corpus_lib.Corpus,
-               split: splits_lib.Split, model_config: builder.ModelConfig):
-    self._config = config
-    self._data = data
-    self._split = split
-    self._model_config = model_config
-    self._partitions = {}
-    self.last_result = None  # The latest `RankingResult`, for slices.
-
-  def partition(self, split_name: str,
-                max_clients: int = 0) -> ranking_eval.Partition:
-    if split_name not in self._partitions:
-      self._partitions[split_name] = ranking_eval.build_partition(
-          self._data, self._split, split_name)
-    partition = self._partitions[split_name]
-    num_users = len(partition.task.users)
-    if max_clients and max_clients < num_users:
-      rng = np.random.default_rng([self._config.seed, 7])
-      partition = partition.subset(
-          np.sort(rng.choice(num_users, max_clients, replace=False)))
-    return partition
-
-  def _run(self, partition, score_fn) -> collections.OrderedDict:
-    self.last_result = ranking_lib.evaluate(partition.task, score_fn,
-                                            self._config.ranking)
-    return self.last_result.overall
-
-  def evaluate_keras(self, model: tf.keras.Model, split_name: str,
-                     max_clients: int = 0,
-                     reconstruct: bool = False) -> collections.OrderedDict:
-    """Metrics of a Keras model (reconstruction layout if `reconstruct`)."""
-    partition = self.partition(split_name, max_clients)
-    if reconstruct:
-      score_fn = ranking_eval.reconstruction_scores(
-          model, self._model_config, partition,
-          ranking_eval.reconstruction_settings(self._config),
-          self._config.ranking.users_per_batch)
-    elif builder.user_vector_inputs(self._model_config):
-      score_fn = ranking_eval.user_vector_scores(model, partition)
-    else:
-      score_fn = ranking_eval.classic_scores(model, partition)
-    return self._run(partition, score_fn)
-
-  def evaluate_popularity(self, counts: np.ndarray,
-                          split_name: str) -> collections.OrderedDict:
-    partition = self.partition(split_name)
-    return self._run(partition,
-                     ranking_eval.popularity_scores(counts, partition))
-
-  def evaluate(self, model_weights, split_name: str,
-               max_clients: int = 0) -> collections.OrderedDict:
-    """Metrics of a federated process's global weights."""
-    reconstruct = self._config.method.reconstructs_users
-    model = exporting.keras_model_of(
-        self._model_config, self._data.num_items,
-        None if reconstruct else self._data.num_users, model_weights)
-    return self.evaluate_keras(model, split_name, max_clients, reconstruct)
-
-
 def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
                    store_path: str, model_config: builder.ModelConfig,
                    noise_multiplier: Optional[float] = None):
@@ -675,8 +520,9 @@ def resolve_privacy(config: ExperimentConfig, num_training_users: int,
 def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
                    split: splits_lib.Split, store_path: str,
                    model_config: builder.ModelConfig,
-                   accountant: Optional[accounting.RoundAccountant]):
-  """Trains the federated algorithm.
+                   accountant: Optional[accounting.RoundAccountant],
+                   tff_runtime: runtime.Runtime):
+  """Trains the federated algorithm on the running `tff_runtime`.
 
   Returns:
     Its final test metrics by name (the algorithm's, and FedAvg's fine-tuned
@@ -696,11 +542,11 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
   counts = client_store.get_num_examples(store_path, client_store.TRAIN)
   cap = config.pipeline.max_examples_per_user or np.iinfo(np.int64).max
   if data.implicit:
-    evaluator = RankingEvaluator(config, data, split, model_config)
+    evaluator = evaluators.RankingEvaluator(config, data, split, model_config)
     # Negatives are drawn per round: the ids tell each dataset its round.
     sample = lambda r: client_store.round_client_ids(sampler.sample(r), r)
   else:
-    evaluator = _Evaluator(config, data, split, model_config)
+    evaluator = evaluators.RatingEvaluator(config, data, split, model_config)
     sample = sampler.sample
 
   def count_examples(clients):
@@ -732,9 +578,9 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
   state, _ = loop_lib.run_training_loop(
       process, sample, count_examples, evaluate_val, config.loop,
       state_manager, release_managers, accountant, static_metrics,
-      checkpoint_dir, prepare_round)
+      checkpoint_dir, prepare_round, tff_runtime)
   weights = process.get_model_weights(state)
-  keras_model = exporting.keras_model_of(
+  keras_model = from_keras.keras_model_of(
       model_config, data.num_items,
       None if config.method.reconstructs_users else data.num_users, weights)
   results = collections.OrderedDict(
@@ -781,12 +627,12 @@ def _set_aside_damaged_metrics(output_dir: str, warn) -> None:
 
 def _run_centralized(config: ExperimentConfig, data: corpus_lib.Corpus,
                      split: splits_lib.Split, model_config: builder.ModelConfig,
-                     ranking_evaluator: Optional['RankingEvaluator']):
+                     ranking_evaluator: Optional[evaluators.RankingEvaluator]):
   """The centralized model's test metrics, and the model."""
   if not data.implicit:
     model = centralized_lib.train(split, data.num_users, data.num_items,
                                   model_config, config.centralized)
-    return centralized_lib.evaluate(model, split.test), model
+    return evaluators.rating_metrics_of(model, split.test), model
   has_val = len(split.val.query) > 0  # pylint: disable=g-explicit-length-test
 
   def validate(model):
@@ -873,13 +719,15 @@ def run_experiment(config: ExperimentConfig,
                                                   'cache'), log=warn)
   ranking_evaluator = None
   if data.implicit:
-    ranking_evaluator = RankingEvaluator(config, data, split, model_config)
+    ranking_evaluator = evaluators.RankingEvaluator(config, data, split,
+                                                    model_config)
     for split_name in ('val', 'test'):  # Bad settings fail before training.
       if len(getattr(split, split_name).query):  # pylint: disable=g-explicit-length-test
         ranking_lib.check_task(ranking_evaluator.partition(split_name).task,
                                config.ranking)
   with contextlib.ExitStack() as run_directory:
-    with runtime.local_runtime(config.aggregation.secure_aggregation, workers):
+    with runtime.local_runtime(config.aggregation.secure_aggregation,
+                               workers) as tff_runtime:
       # Only settings that passed every check above (and reachable workers)
       # leave a run directory; it stays locked until the summary is written.
       run_directory.enter_context(_run_directory(config.output_dir))
@@ -891,7 +739,8 @@ def run_experiment(config: ExperimentConfig,
         _set_aside_damaged_metrics(config.output_dir, warn)
         with phases.phase(f'training ({config.algorithm})'):
           federated, trained = _run_federated(config, data, split, store_path,
-                                              model_config, accountant)
+                                              model_config, accountant,
+                                              tff_runtime)
         results.update(federated)
       if data.implicit:
         # The floor every model must beat (with DP only when it is the run).
@@ -914,7 +763,7 @@ def run_experiment(config: ExperimentConfig,
         trained = model
     if trained is not None:
       with phases.phase('exporting the model'):
-        exporting.export_model(config, data, split, trained, model_config,
+        from_keras.export_model(config, data, split, trained, model_config,
                                os.path.join(config.output_dir,
                                             EXPORT_DIRNAME))
 

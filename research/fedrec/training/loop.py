@@ -195,6 +195,7 @@ def run_training_loop(
     checkpoint_dir: str = 'checkpoints',
     prepare_round: Optional[Callable[[Any, int], tuple[
         Any, collections.OrderedDict]]] = None,
+    tff_runtime: Optional[runtime.Runtime] = None,
 ) -> tuple[Any, collections.OrderedDict]:
   """Runs (or resumes) `config.total_rounds` rounds of `process`.
 
@@ -215,6 +216,8 @@ def run_training_loop(
       and metrics to report with it (e.g. a scheduled server learning rate
       set into the state's hyperparameters). It depends only on its
       arguments, so a resumed run prepares its rounds as the first run did.
+    tff_runtime: The running TFF runtime, told of every finished round (it
+      restarts its workers now and then); None: not told.
 
   Returns:
     The final learning state and the metrics of the last round.
@@ -265,7 +268,8 @@ def run_training_loop(
       output = process.next(state, clients)
       state = output.state
       seconds = time.perf_counter() - started
-      runtime.round_done()  # Restarts the TFF worker now and then.
+      if tff_runtime is not None:
+        tff_runtime.round_done()  # Restarts the TFF worker now and then.
       examples = count_examples(clients)
       metrics = collections.OrderedDict(
           clients=len(clients), round_seconds=seconds,

@@ -8,8 +8,9 @@ open (a shell pipeline or CI then hangs); and a process started in the
 background by a non-interactive shell inherits SIGINT as *ignored*, so the
 worker never exits and the wait hangs forever.
 
-`start` makes SIGINT interrupt again before a worker is spawned. `shutdown`
-first swaps in a context that owns no worker (so no new computation starts),
+A `Runtime` is one execution runtime, started per run and given to the
+training loop. `Runtime.start` makes SIGINT interrupt again before a worker is
+spawned. `release` (which `Runtime.shutdown` calls) first swaps in a context that owns no worker (so no new computation starts),
 then stops this process's workers itself (SIGINT, then SIGKILL after a grace
 period), and stops them once more after releasing the old context, because a
 computation interrupted mid-call (say by SIGTERM) can restart its worker from
@@ -28,7 +29,7 @@ agree to float32 rounding (about 1e-7 relative).
 Over a long run TFF's C++ worker grows (about 0.1 MB per round of 20 small
 clients here, in the worker process only) and its rounds slow down (0.60 to
 0.79 s over 600 such rounds), as upstream users also report. The training loop
-calls `round_done` after each round, which restarts the local workers every
+calls `Runtime.round_done` after each round, which restarts the local workers every
 `RESTART_EVERY_ROUNDS` rounds: a round's state comes back to Python after every
 round, so nothing is lost and results are unchanged; the restart costs one
 worker start-up and the re-instantiation of the computation (a second or two
@@ -47,7 +48,6 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Optional
 
 import grpc
 import portpicker
@@ -67,12 +67,7 @@ _GRACE_SECONDS = 10.0
 # How long a worker may take to answer before it is reported unreachable.
 _CONNECT_SECONDS = 60.0
 _ADDRESS = re.compile(r'^[^\s:]+:\d{1,5}$')
-_exit_hook_registered = False
-_started_workers: list[subprocess.Popen] = []
 RESTART_EVERY_ROUNDS = 100
-# The settings of the running context (for restarts) and its rounds so far.
-_running: Optional[tuple[bool, 'Workers']] = None
-_rounds_since_start = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,15 +134,20 @@ class _GuardedSubprocess:
 executor_factory.subprocess = _GuardedSubprocess()
 
 
-def _start_local_workers(count: int) -> list[str]:
-  """Starts `count` worker_binary processes on loopback; their addresses."""
-  addresses = []
+def _start_local_workers(count: int) -> tuple[list[str],
+                                               list[subprocess.Popen]]:
+  """Starts `count` worker_binary processes on loopback.
+
+  Returns:
+    Their addresses and processes.
+  """
+  addresses, processes = [], []
   for _ in range(count):
     port = portpicker.pick_unused_port()
-    _started_workers.append(subprocess.Popen(
+    processes.append(subprocess.Popen(
         guarded_command([worker_binary_path(), f'--port={port}'])))
     addresses.append(f'localhost:{port}')
-  return addresses
+  return addresses, processes
 
 
 def _remote_context(address: str) -> async_execution_context.AsyncExecutionContext:
@@ -185,46 +185,95 @@ def _remote_context(address: str) -> async_execution_context.AsyncExecutionConte
       transform_result=tensorflow_computation.transform_result)
 
 
-def start(secure_aggregation: bool = False,
-          workers: Workers = Workers()) -> None:
-  """Makes a fresh C++ execution context the default.
+class Runtime:
+  """One TFF execution runtime: started, counted round by round, shut down.
 
-  With `secure_aggregation`, TFF's test context, which runs the secure-sum
-  intrinsics as plain sums after the factories' client-side integer encoding
-  (so results are those of a real secure aggregation, without the protocol).
-  With more than one worker (or any address), a context that spreads each
-  round's clients over the workers (see the module docstring).
-
-  Raises:
-    ValueError: a worker cannot be reached, or secure aggregation was asked of
-      several workers (one line).
+  The training loop is given the running `Runtime` and calls `round_done`
+  after each round; `local_runtime` is the usual way to hold one. TFF's
+  default execution context is one per process, so one Runtime runs at a
+  time.
   """
-  global _exit_hook_registered, _running, _rounds_since_start
-  _running, _rounds_since_start = (secure_aggregation, workers), 0
-  if not _exit_hook_registered:
-    atexit.register(_stop_workers)
-    _exit_hook_registered = True
-  if (threading.current_thread() is threading.main_thread() and
-      signal.getsignal(signal.SIGINT) == signal.SIG_IGN):
-    # Spawned children inherit an ignored SIGINT; TFF stops its worker with it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-  if workers == Workers():
-    if secure_aggregation:
-      tff.backends.test.set_sync_test_cpp_execution_context()
-    else:
-      tff.backends.native.set_sync_local_cpp_execution_context()
-    return
-  if secure_aggregation:
-    raise ValueError('--secure_aggregation runs on one local worker: drop '
-                     '--num_workers / --worker_addresses.')
-  addresses = list(workers.addresses) or _start_local_workers(
-      workers.num_workers)
-  try:
-    contexts = [_remote_context(address) for address in addresses]
-  except ValueError:
-    shutdown()
-    raise
-  tff.backends.native.set_mergeable_comp_execution_context(contexts)
+
+  def __init__(self, secure_aggregation: bool = False,
+               workers: Workers = Workers()):
+    self.secure_aggregation = secure_aggregation
+    self.workers = workers
+    self.running = False
+    self.rounds_since_start = 0
+    self._started: list[subprocess.Popen] = []  # Local workers it launched.
+
+  def start(self) -> 'Runtime':
+    """Makes a fresh C++ execution context the default.
+
+    With `secure_aggregation`, TFF's test context, which runs the secure-sum
+    intrinsics as plain sums after the factories' client-side integer
+    encoding (so results are those of a real secure aggregation, without the
+    protocol). With more than one worker (or any address), a context that
+    spreads each round's clients over the workers (see the module docstring).
+
+    Raises:
+      ValueError: a worker cannot be reached, or secure aggregation was asked
+        of several workers (one line).
+    """
+    self.running, self.rounds_since_start = True, 0
+    if (threading.current_thread() is threading.main_thread() and
+        signal.getsignal(signal.SIGINT) == signal.SIG_IGN):
+      # Spawned children inherit an ignored SIGINT; TFF stops its worker
+      # with it.
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+    if self.workers == Workers():
+      if self.secure_aggregation:
+        tff.backends.test.set_sync_test_cpp_execution_context()
+      else:
+        tff.backends.native.set_sync_local_cpp_execution_context()
+      return self
+    if self.secure_aggregation:
+      self.running = False
+      raise ValueError('--secure_aggregation runs on one local worker: drop '
+                       '--num_workers / --worker_addresses.')
+    addresses = list(self.workers.addresses)
+    if not addresses:
+      addresses, self._started = _start_local_workers(self.workers.num_workers)
+    try:
+      contexts = [_remote_context(address) for address in addresses]
+    except ValueError:
+      self.shutdown()
+      raise
+    tff.backends.native.set_mergeable_comp_execution_context(contexts)
+    return self
+
+  def round_done(self) -> bool:
+    """Counts a finished round; restarts local workers when they are due.
+
+    Returns:
+      Whether the workers were restarted.
+    """
+    self.rounds_since_start += 1
+    if (not self.running or self.workers.addresses or
+        self.rounds_since_start < RESTART_EVERY_ROUNDS):
+      return False
+    self.shutdown()
+    self.start()
+    return True
+
+  def shutdown(self) -> None:
+    """Stops the workers; TFF computations raise until a runtime starts."""
+    self.running = False
+    release()
+    while self._started:  # Reaps the workers `start` launched itself.
+      self._started.pop().wait()
+
+  def __enter__(self) -> 'Runtime':
+    return self.start()
+
+  def __exit__(self, *exc_info) -> None:
+    self.shutdown()
+
+
+def start(secure_aggregation: bool = False,
+          workers: Workers = Workers()) -> Runtime:
+  """A started `Runtime` (see `Runtime.start`)."""
+  return Runtime(secure_aggregation, workers).start()
 
 
 def _worker_children(include_guards: bool = False) -> list[psutil.Process]:
@@ -272,27 +321,12 @@ def _stop_workers() -> None:
       return
 
 
-def round_done() -> bool:
-  """Counts a finished round; restarts local workers when they are due.
+def release() -> None:
+  """Stops this process's TFF workers, whichever runtime started them.
 
-  Returns:
-    Whether the workers were restarted.
+  First swaps in a context that owns no worker (so no new computation
+  starts), then stops the workers (see the module docstring).
   """
-  global _rounds_since_start
-  _rounds_since_start += 1
-  if (_running is None or _running[1].addresses or
-      _rounds_since_start < RESTART_EVERY_ROUNDS):
-    return False
-  settings = _running
-  shutdown()
-  start(*settings)
-  return True
-
-
-def shutdown() -> None:
-  """Stops the local worker; TFF computations raise until `start`."""
-  global _running
-  _running = None
   # Holding the old context keeps its `__del__` (which waits on the worker)
   # from running before the worker has been stopped.
   old_context = tff.framework.get_context_stack().current
@@ -302,23 +336,18 @@ def shutdown() -> None:
   del old_context
   gc.collect()
   _stop_workers()
-  while _started_workers:  # Reaps the workers `start` launched itself.
-    _started_workers.pop().wait()
 
 
 @contextlib.contextmanager
 def local_runtime(secure_aggregation: bool = False,
                   workers: Workers = Workers()):
-  """Runs the body with a fresh runtime and stops it afterwards."""
-  start(secure_aggregation, workers)
-  try:
-    yield
-  finally:
-    shutdown()
+  """Runs the body with a fresh `Runtime` (yielded) and stops it afterwards."""
+  with Runtime(secure_aggregation, workers) as runtime:
+    yield runtime
 
 
 # TFF installs a local C++ context when it is imported. Releasing it at exit,
 # while every module is still intact, lets its `__del__` run cleanly (during
 # interpreter teardown it would print "Exception ignored ... 'NoneType' object
 # has no attribute 'Popen'") and stops any worker still running.
-atexit.register(shutdown)
+atexit.register(release)

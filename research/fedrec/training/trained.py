@@ -25,11 +25,12 @@ from research.fedrec.algorithms import sampling as sampling_lib
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus as corpus_lib
 from research.fedrec.data import splits as splits_lib
+from research.fedrec.evaluation import evaluators
 from research.fedrec.evaluation import ranking
 from research.fedrec.evaluation import slices
+from research.fedrec.inference import from_keras
 from research.fedrec.inference import reconstruction
 from research.fedrec.training import experiment as experiment_lib
-from research.fedrec.training import exporting
 from research.fedrec.training import loop as loop_lib
 
 
@@ -90,9 +91,9 @@ def load_run(experiment_dir: str) -> TrainedRun:
     return TrainedRun(config, data, split, None, int(saved['round']),
                       model_weights=weights)
   num_users = None if config.method.reconstructs_users else data.num_users
-  keras_model = exporting.keras_model_of(
+  keras_model = from_keras.keras_model_of(
       model_config, data.num_items, num_users, weights)
-  model, vectors, biases = exporting.model_from_keras(
+  model, vectors, biases = from_keras.model_from_keras(
       keras_model, model_config, data.num_items)
   return TrainedRun(config, data, split, model, int(saved['round']), vectors,
                     biases, weights)
@@ -103,7 +104,7 @@ def user_vectors(run: TrainedRun, users: np.ndarray, items, ratings):
   if run.user_vectors is not None:
     return run.user_vectors[users], run.user_biases[users]
   return reconstruction.reconstruct(run.model, items, ratings,
-                                    exporting.reconstruction_settings(
+                                    reconstruction.Settings.of_run(
                                         run.config))
 
 
@@ -140,7 +141,7 @@ def evaluate_ranking(run: TrainedRun, split_name: str) -> ranking.RankingResult:
   """Ranks the split's held-out items for every user, as train.py does."""
   if not len(getattr(run.split, split_name).query):  # pylint: disable=g-explicit-length-test
     raise ValueError(f'The {split_name} split is empty.')
-  evaluator = experiment_lib.RankingEvaluator(
+  evaluator = evaluators.RankingEvaluator(
       run.config, run.data, run.split,
       experiment_lib.model_config_of(run.config, run.split))
   evaluator.evaluate(run.model_weights, split_name)

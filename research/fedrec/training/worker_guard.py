@@ -1,7 +1,7 @@
 """Runs TFF's `worker_binary` so that it never outlives the process it serves.
 
 TFF starts its C++ worker as a plain child process and stops it only from
-Python (a `__del__`, or this project's `runtime.shutdown`). When the parent is
+Python (a `__del__`, or this project's `runtime.release`). When the parent is
 killed outright (SIGKILL, the out-of-memory killer) nothing runs, and the
 worker would serve on forever with parent 1, holding the parent's stdout and
 stderr open. `runtime` therefore starts every local worker through this guard:

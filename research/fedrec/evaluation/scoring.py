@@ -1,4 +1,4 @@
-"""Ranking evaluation of a run's models on a split (implicit feedback).
+"""Score functions of every kind of model for ranking evaluation (implicit).
 
 Builds the `evaluation.ranking` task of a partition (val or test) and the score
 function of each kind of model:
@@ -103,15 +103,3 @@ def reconstruction_scores(global_model: tf.keras.Model,
         partition.support[rows], settings)
     return implicit.score_items(classic.model, np.arange(len(rows)), num_items)
   return score
-
-
-def reconstruction_settings(config) -> implicit.Settings:
-  """How the clients of an `ExperimentConfig`'s run reconstruct a user."""
-  return implicit.Settings(
-      epochs=config.recon.evaluation_epochs,
-      steps_max=config.recon.recon_steps_max,
-      batch_size=config.pipeline.batch_size,
-      num_negatives=config.pipeline.num_negatives,
-      optimizer=config.optimizers.reconstruction,
-      learning_rate=config.optimizers.reconstruction_learning_rate,
-      seed=config.pipeline.seed)

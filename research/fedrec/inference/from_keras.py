@@ -1,4 +1,4 @@
-"""From a run's trained Keras MF model to the TFF-free export.
+"""From a run's trained Keras model to the TFF-free export.
 
 `export_model` writes `<experiment_dir>/export/` (see `inference/export.py`)
 at the end of every run, so `recommend.py` and a user's own code can use the
@@ -11,24 +11,11 @@ import numpy as np
 import tensorflow as tf
 
 from research.fedrec.inference import export as export_lib
+from research.fedrec.inference import implicit
 from research.fedrec.inference import reconstruction
 from research.fedrec.models import builder
 from research.fedrec.models import mf
-from research.fedrec.training import ranking_eval
 from research.fedrec.utils import json_io
-
-
-def reconstruction_settings(config) -> reconstruction.Settings:
-  """How the clients of an `ExperimentConfig`'s run reconstruct a user."""
-  return reconstruction.Settings(
-      epochs=config.recon.evaluation_epochs,
-      steps_max=config.recon.recon_steps_max,
-      batch_size=config.pipeline.batch_size,
-      max_examples=config.pipeline.max_examples_per_user,
-      shuffle_seed=config.pipeline.seed,
-      optimizer=config.optimizers.reconstruction,
-      learning_rate=config.optimizers.reconstruction_learning_rate,
-      l2=config.model.l2)
 
 
 def keras_model_of(model_config: builder.ModelConfig, num_items: int,
@@ -106,7 +93,7 @@ def export_implicit_model(config, data, split, keras_model: tf.keras.Model,
   scale = data.rating_scale(config.data)
   export_lib.write_implicit_export(
       export_dir, model_config, weights,
-      ranking_eval.reconstruction_settings(config), source,
+      implicit.Settings.of_run(config), source,
       data.id_maps.raw_users, data.id_maps.raw_items, data.titles(config.data),
       np.bincount(split.train.items, minlength=data.num_items),
       (scale.minimum, scale.maximum, scale.step), _metadata(config, data))
@@ -124,7 +111,7 @@ def export_model(config, data, split, keras_model: tf.keras.Model,
   raw_users, raw_items = data.id_maps.raw_users, data.id_maps.raw_items
   scale = data.rating_scale(config.data)
   export_lib.write_export(
-      export_dir, model, reconstruction_settings(config),
+      export_dir, model, reconstruction.Settings.of_run(config),
       export_lib.RECONSTRUCT if vectors is None else export_lib.USER_TABLE,
       raw_users, raw_items, data.titles(config.data),
       np.bincount(split.train.items, minlength=data.num_items),

@@ -2,7 +2,7 @@
 
 from absl.testing import absltest
 
-from research.fedrec.training import benchmarking
+from research.fedrec.reporting import benchmarking
 
 
 class AccountingTest(absltest.TestCase):

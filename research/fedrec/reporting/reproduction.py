@@ -240,7 +240,7 @@ def execute(the_plan: Plan, run_fn: Callable[[Run], None],
 
 
 def _last_value(metrics_csv: str, column: str) -> Optional[float]:
-  from research.fedrec.training import plots  # pylint: disable=g-import-not-at-top
+  from research.fedrec.reporting import plots  # pylint: disable=g-import-not-at-top
   if not os.path.exists(metrics_csv):
     return None
   series = plots.read_metrics_csv(metrics_csv).get(column)
@@ -530,7 +530,7 @@ def runs_csv(report: Report) -> str:
 
 def plot(report: Report, output_png: str) -> None:
   """The table's figure: learning curves, or utility against epsilon."""
-  from research.fedrec.training import plots  # pylint: disable=g-import-not-at-top
+  from research.fedrec.reporting import plots  # pylint: disable=g-import-not-at-top
   the_plan, table = report.plan, report.plan.table
   figure = table.figure
   title = (f'{table.title} ({the_plan.scale}, {_seeds(the_plan)}, '

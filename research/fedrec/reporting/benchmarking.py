@@ -252,6 +252,7 @@ class _Benchmark:
 
     self.scale = scale
     self.seed = seed
+    self.tff_runtime = None  # The running training/runtime.Runtime.
     self.progress = progress
     self.data = corpus.load_corpus(corpus.DataConfig(
         synthetic_config=synthetic.SyntheticConfig(
@@ -325,7 +326,6 @@ class _Benchmark:
     """Times `rounds` rounds of `process` (fresh state) and summarizes them."""
     import tqdm  # pylint: disable=g-import-not-at-top
     from research.fedrec.algorithms import sampling  # pylint: disable=g-import-not-at-top
-    from research.fedrec.training import runtime  # pylint: disable=g-import-not-at-top
     reconstructs = config.method.reconstructs_users
     passes = (config.recon.recon_epochs + config.recon.post_recon_epochs
               if reconstructs else config.pipeline.local_epochs)
@@ -350,7 +350,7 @@ class _Benchmark:
                                 config.pipeline.batch_size,
                                 repeat_then_batch=not reconstructs))
         rss_after.append(_tree_rss())  # Before a restart of the worker.
-        restarts += runtime.round_done()
+        restarts += self.tff_runtime.round_done()
         bar.set_postfix(s=f'{seconds[-1]:.2f}',
                         rss_gb=f'{rss_after[-1] / 2**30:.2f}', refresh=False)
         bar.update(1)
@@ -423,7 +423,7 @@ def run_benchmark(scale: Scale, seed: int, worker_counts: list[int],
                   output_dir: str, cache_dir: str, progress: bool,
                   log=print) -> dict:
   """Runs every measurement and writes benchmark.json / .png."""
-  from research.fedrec.training import plots  # pylint: disable=g-import-not-at-top
+  from research.fedrec.reporting import plots  # pylint: disable=g-import-not-at-top
   from research.fedrec.training import runtime  # pylint: disable=g-import-not-at-top
   started = time.time()
   memory = PeakMemory()
@@ -446,7 +446,7 @@ def run_benchmark(scale: Scale, seed: int, worker_counts: list[int],
         bench.planned_steps(middle, range(2, scale.timing_rounds + 2)),
         memory)
     log(f'  centralized: {central["ratings_per_second"]:,.0f} ratings/s')
-    with runtime.local_runtime():
+    with runtime.local_runtime() as bench.tff_runtime:
       fedrecon, build, recon_config = bench.process('fedrecon', middle)
       add(bench.run(f'fedrecon_{middle}', fedrecon, recon_config,
                     scale.rounds, memory, build_seconds=build,
@@ -473,7 +473,7 @@ def run_benchmark(scale: Scale, seed: int, worker_counts: list[int],
     # same users, then rounds of every user (after a warm-up one). On a fresh
     # worker: the per-client all-users round above leaves gigabytes allocated
     # in the old one, which would count in these runs' peak RSS.
-    with runtime.local_runtime():
+    with runtime.local_runtime() as bench.tff_runtime:
       for execution in ('per_client', 'cohort'):
         process, build, config = bench.process(
             'fedrecon', COHORT_CLIENTS, execution=execution)
@@ -486,7 +486,8 @@ def run_benchmark(scale: Scale, seed: int, worker_counts: list[int],
                     _COHORT_ALL_USERS_ROUNDS, memory, build_seconds=build,
                     all_clients=True))
     for count in worker_counts:
-      with runtime.local_runtime(workers=runtime.Workers(num_workers=count)):
+      with runtime.local_runtime(workers=runtime.Workers(
+          num_workers=count)) as bench.tff_runtime:
         add(bench.run(f'fedrecon_{middle}_w{count}', fedrecon, recon_config,
                       scale.timing_rounds, memory, workers=count))
   finally:

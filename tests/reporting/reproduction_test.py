@@ -14,7 +14,7 @@ from absl.testing import absltest
 from absl.testing import flagsaver
 
 from research.fedrec import train
-from research.fedrec.training import reproduction
+from research.fedrec.reporting import reproduction
 from tests import binaries
 
 _TABLES = ['fedrecon_movielens', 'fedrecon_tutorial', 'privacy_utility',

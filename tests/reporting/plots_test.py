@@ -4,7 +4,7 @@ import os
 
 from absl.testing import absltest
 
-from research.fedrec.training import plots
+from research.fedrec.reporting import plots
 
 
 class PlotsTest(absltest.TestCase):
