@@ -9,6 +9,7 @@ from absl.testing import absltest
 import numpy as np
 import tensorflow as tf
 
+from research.fedrec.algorithms import client_data
 from research.fedrec.algorithms import cohorts
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus
@@ -46,7 +47,7 @@ def _pipeline_batches(store, client_id, pipeline):
   """
   graph = tf.Graph()
   with graph.as_default():
-    dataset = pipelines.create_recon_train_fn(pipeline)(
+    dataset = client_data.create_recon_train_fn(pipeline)(
         client_store._build_dataset_fn(store, client_store.TRAIN)(  # pylint: disable=protected-access
             tf.constant(client_id)))
     # Batches of the pipeline's size, the last one partial.

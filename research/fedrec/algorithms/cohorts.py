@@ -50,7 +50,7 @@ ELEMENT_SPEC = collections.OrderedDict(
 def shuffle_orders(counts: Sequence[int], seed: int) -> dict[int, np.ndarray]:
   """The per-client pipeline's permutation of a user's n ratings, by n.
 
-  `pipelines._shuffled` shuffles each client's rows with a fixed op seed and a
+  `pipelines.shuffled` shuffles each client's rows with a fixed op seed and a
   buffer larger than any client, in the TFF runtime's own graph (no global
   seed); its permutation depends only on n. It is computed here in a fresh
   graph, as the runtime does, so a global seed set by the caller cannot change

@@ -11,24 +11,23 @@ from typing import Optional
 
 import tensorflow_federated as tff
 
+from research.fedrec.algorithms import client_data
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.algorithms import inline
 from research.fedrec.algorithms import registry
 from research.fedrec.data import client_store
 from research.fedrec.data import pipelines
 from research.fedrec.evaluation import training_metrics
-from research.fedrec.models import autorec
 from research.fedrec.models import builder
-from research.fedrec.models import mf
 
 
 def create_model_fn(config: builder.ModelConfig, num_items: int, num_users: int,
                     implicit: bool = False):
   """A no-arg function returning the classic layout as a `tff.learning` model."""
   if builder.user_vector_inputs(config):
-    input_spec = autorec.element_spec(num_items)
+    input_spec = client_data.user_vector_spec(num_items)
   else:
-    input_spec = mf.FEDAVG_SPEC
+    input_spec = client_data.FEDAVG_SPEC
 
   def model_fn() -> tff.learning.models.VariableModel:
     layers = builder.create_keras_model(config, num_items, num_users,
@@ -74,13 +73,13 @@ def with_client_data(process: tff.learning.templates.LearningProcess,
   """`process` fed the classic layout's batches of client-store ids."""
   data = client_store.create_client_data(store_path, client_store.TRAIN)
   if builder.user_vector_inputs(model_config):
-    data = data.preprocess(pipelines.create_autorec_train_fn(pipeline,
+    data = data.preprocess(client_data.create_user_vector_train_fn(pipeline,
                                                              num_items))
   elif implicit:
-    data = data.preprocess(pipelines.create_implicit_fedavg_train_fn(
+    data = data.preprocess(client_data.create_implicit_fedavg_train_fn(
         pipeline, num_items))
   else:
-    data = data.preprocess(pipelines.create_fedavg_train_fn(pipeline))
+    data = data.preprocess(client_data.create_fedavg_train_fn(pipeline))
   return tff.simulation.compose_dataset_computation_with_learning_process(
       data.dataset_computation, process)
 

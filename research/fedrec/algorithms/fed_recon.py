@@ -20,6 +20,7 @@ from typing import Optional
 
 import tensorflow_federated as tff
 
+from research.fedrec.algorithms import client_data
 from research.fedrec.algorithms import cohorts
 from research.fedrec.algorithms import inline
 from research.fedrec.algorithms import registry
@@ -100,7 +101,7 @@ def create_eval_split_fn(config: ReconConfig,
   query rating is scored once.
   """
   def split_fn(dataset):
-    support, query = pipelines.split_support_query(dataset, pipeline)
+    support, query = client_data.split_support_query(dataset, pipeline)
     support = support.repeat(config.evaluation_epochs)
     if config.recon_steps_max is not None:
       support = support.take(config.recon_steps_max)
@@ -115,8 +116,8 @@ def create_model_fns(config: builder.ModelConfig, num_items: int, input_spec,
   Args:
     config: The model's hyperparameters.
     num_items: Number of items.
-    input_spec: The client batches' type (`mf.RECON_TRAIN_SPEC`,
-      `mf.RECON_IMPLICIT_TRAIN_SPEC` or `mf.RECON_EVAL_SPEC`; the Keras model is
+    input_spec: The client batches' type (`client_data.RECON_TRAIN_SPEC`,
+      `client_data.RECON_IMPLICIT_TRAIN_SPEC` or `client_data.RECON_EVAL_SPEC`; the Keras model is
       the same, the dataset split function turns batches into its input).
     implicit: Implicit feedback (BCE) instead of ratings (MSE).
 
@@ -150,7 +151,7 @@ def build_training_process(
   """
   model_fn, loss_fn = create_model_fns(
       model_config, num_items,
-      mf.RECON_IMPLICIT_TRAIN_SPEC if implicit else mf.RECON_TRAIN_SPEC,
+      client_data.RECON_IMPLICIT_TRAIN_SPEC if implicit else client_data.RECON_TRAIN_SPEC,
       implicit)
   process = tff.learning.algorithms.build_fed_recon(
       model_fn,
@@ -166,11 +167,11 @@ def build_training_process(
       model_aggregator_factory=model_aggregator)
   data = client_store.create_client_data(store_path, client_store.TRAIN)
   if implicit:
-    data = data.preprocess(pipelines.create_implicit_recon_train_fn(
+    data = data.preprocess(client_data.create_implicit_recon_train_fn(
         pipeline, num_items, recon.recon_epochs, recon.post_recon_epochs,
         recon.split_dataset))
   else:
-    data = data.preprocess(pipelines.create_recon_train_fn(pipeline))
+    data = data.preprocess(client_data.create_recon_train_fn(pipeline))
   return tff.simulation.compose_dataset_computation_with_learning_process(
       data.dataset_computation, process)
 
@@ -191,7 +192,7 @@ def build_cohort_training_process(
   """
   # Imported here: the cohort client work is only built when it is used.
   from research.fedrec.algorithms import fed_recon_cohort  # pylint: disable=g-import-not-at-top
-  model_fn, _ = create_model_fns(model_config, num_items, mf.RECON_TRAIN_SPEC)
+  model_fn, _ = create_model_fns(model_config, num_items, client_data.RECON_TRAIN_SPEC)
   process = fed_recon_cohort.build_training_process(
       model_fn, model_config, num_items, recon, optimizers,
       pipeline.batch_size, optimizer_settings.client_learning_rate,
@@ -213,7 +214,7 @@ def build_evaluation(model_config: builder.ModelConfig, num_items: int,
     the split's evaluation clients.
   """
   model_fn, loss_fn = create_model_fns(model_config, num_items,
-                                                     mf.RECON_EVAL_SPEC)
+                                                     client_data.RECON_EVAL_SPEC)
   process = tff.learning.algorithms.build_fed_recon_eval(
       model_fn,
       loss_fn=loss_fn,
@@ -221,7 +222,7 @@ def build_evaluation(model_config: builder.ModelConfig, num_items: int,
       reconstruction_optimizer_fn=reconstruction_optimizer,
       dataset_split_fn=create_eval_split_fn(recon, pipeline))
   data = client_store.create_client_data(store_path, split_name)
-  data = data.preprocess(pipelines.create_recon_eval_fn(pipeline))
+  data = data.preprocess(client_data.create_recon_eval_fn(pipeline))
   composed = tff.simulation.compose_dataset_computation_with_learning_process(
       data.dataset_computation, process)
   return composed, data.client_ids

@@ -1,9 +1,12 @@
 """Per-client `tf.data` pipelines, applied inside the TFF runtime.
 
-Each function maps a raw client dataset from the client store (one element per
-rating: user, item, rating, is_query) to the batches a model consumes. They are
-applied with `ClientData.preprocess`, so they become part of the client store's
-dataset computation and run in the TFF runtime for each sampled client id.
+The building blocks of the functions that map a raw client dataset from the
+client store (one element per rating: user, item, rating, is_query) to the
+batches a model consumes: the seeded shuffle and example cap, negative
+sampling, and epochs of fresh negatives. Each method's own preprocessing
+(algorithms/client_data.py) is applied with `ClientData.preprocess`, so it
+becomes part of the client store's dataset computation and runs in the TFF
+runtime for each sampled client id.
 
 Shuffles use a fixed seed with `reshuffle_each_iteration=False`: every pass over
 a client's data sees the same order, so splitting a client's batches by
@@ -11,7 +14,6 @@ position (Federated Reconstruction's `split_dataset`) never makes the parts
 overlap, and runs are reproducible bit for bit.
 """
 
-import collections
 import dataclasses
 from typing import Optional
 
@@ -41,65 +43,13 @@ class PipelineConfig:
       raise ValueError('--max_examples_per_user must be >= 1.')
 
 
-def _shuffled(dataset: tf.data.Dataset, config: PipelineConfig):
+def shuffled(dataset: tf.data.Dataset, config: PipelineConfig):
+  """A client's rows in its fixed seeded order, capped at the example cap."""
   dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=config.seed,
                             reshuffle_each_iteration=False)
   if config.max_examples_per_user is not None:
     dataset = dataset.take(config.max_examples_per_user)
   return dataset
-
-
-def create_recon_train_fn(config: PipelineConfig):
-  """Raw ratings -> FedRecon training batches `(x=item, y=rating)`.
-
-  Epochs are applied by FedRecon's dataset split function, not here.
-  """
-  def preprocess(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    return _shuffled(dataset, config).batch(config.batch_size).map(
-        lambda e: collections.OrderedDict(x=e['item'], y=e['rating']))
-  return preprocess
-
-
-def create_recon_eval_fn(config: PipelineConfig):
-  """Raw ratings -> evaluation batches `(x={item, is_query}, y=rating)`.
-
-  `max_examples_per_user` is applied to the support ratings by the evaluation
-  split function (`fed_recon.create_eval_split_fn`), not here.
-  """
-  def preprocess(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    return dataset.batch(config.batch_size).map(
-        lambda e: collections.OrderedDict(
-            x=collections.OrderedDict(item=e['item'], is_query=e['is_query']),
-            y=e['rating']))
-  return preprocess
-
-
-def create_fedavg_train_fn(config: PipelineConfig):
-  """Raw ratings -> FedAvg batches `(x={item, user}, y=rating)`, repeated."""
-  def preprocess(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    dataset = _shuffled(dataset, config).repeat(config.local_epochs)
-    return dataset.batch(config.batch_size).map(
-        lambda e: collections.OrderedDict(
-            x=collections.OrderedDict(item=e['item'], user=e['user']),
-            y=e['rating']))
-  return preprocess
-
-
-def split_support_query(dataset: tf.data.Dataset, config: PipelineConfig):
-  """Splits evaluation batches into (support, query) rating batches.
-
-  Both keep the input order; support is shuffled and capped as in training.
-  Returns datasets of `(x=item, y=rating)` batches.
-  """
-  flat = dataset.unbatch()
-
-  def part(is_query: int) -> tf.data.Dataset:
-    return flat.filter(lambda e: tf.equal(e['x']['is_query'], is_query)).map(
-        lambda e: collections.OrderedDict(x=e['x']['item'], y=e['y']))
-
-  support = _shuffled(part(0), config).batch(config.batch_size)
-  query = part(1).batch(config.batch_size)
-  return support, query
 
 
 # Implicit feedback. A client's dataset is its training positives; each local
@@ -142,7 +92,7 @@ def _client_seed(config: PipelineConfig, user, round_num, epoch):
   return seed
 
 
-def _epochs(config: PipelineConfig, num_items: int, num_epochs: int,
+def each_epoch(config: PipelineConfig, num_items: int, num_epochs: int,
             make_epoch):
   """Preprocessing that calls `make_epoch` for every local epoch.
 
@@ -186,70 +136,10 @@ def _whole(dataset: tf.data.Dataset):
           lambda a, b: tf.concat([a, b], axis=0), rows, batch))
 
 
-def _labelled(positives, negatives, seed):
+def labelled(positives, negatives, seed):
   """Positives (label 1) and negatives (0), shuffled together."""
   items = tf.concat([positives, negatives], axis=0)
   labels = tf.concat([tf.ones_like(positives, tf.float32),
                       tf.zeros_like(negatives, tf.float32)], axis=0)
   order = tf.argsort(tf.random.stateless_uniform(tf.shape(items), seed))
   return tf.gather(items, order), tf.gather(labels, order)
-
-
-def create_implicit_recon_train_fn(config: PipelineConfig, num_items: int,
-                                   recon_epochs: int, post_recon_epochs: int,
-                                   split_dataset: bool = False):
-  """Positives -> FedRecon batches `(x={item, epoch}, y=label)`.
-
-  Epochs [0, recon_epochs) are for reconstruction and the next
-  `post_recon_epochs` for training (`fed_recon` splits them by `epoch`); with
-  `split_dataset`, reconstruction sees the even-positioned positives and
-  training the odd ones.
-  """
-  def make_epoch(rows, epoch, positives, negatives, seed):
-    del rows
-    if split_dataset:
-      start = tf.where(epoch < recon_epochs, 0, 1)
-      positives = positives[start::2]
-      negatives = negatives[:tf.size(positives) * config.num_negatives]
-    items, labels = _labelled(positives, negatives, seed)
-    epochs = tf.fill(tf.shape(items), tf.cast(epoch, tf.int64))
-    return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
-        x=collections.OrderedDict(item=items, epoch=epochs),
-        y=labels)).batch(config.batch_size)
-
-  return _epochs(config, num_items, recon_epochs + post_recon_epochs,
-                 make_epoch)
-
-
-def create_implicit_fedavg_train_fn(config: PipelineConfig, num_items: int):
-  """Positives -> FedAvg batches `(x={item, user}, y=label)`, local epochs."""
-  def make_epoch(rows, epoch, positives, negatives, seed):
-    del epoch
-    items, labels = _labelled(positives, negatives, seed)
-    users = tf.fill(tf.shape(items), rows['user'][0])
-    return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
-        x=collections.OrderedDict(item=items, user=users),
-        y=labels)).batch(config.batch_size)
-
-  return _epochs(config, num_items, config.local_epochs, make_epoch)
-
-
-def create_autorec_train_fn(config: PipelineConfig, num_items: int):
-  """Positives -> U-AutoRec examples, one per local epoch.
-
-  `x` is the multi-hot vector of all the client's training items; `y` labels
-  the (capped) positives 1, that epoch's negatives 0 and everything else -1.
-  """
-  def make_epoch(rows, epoch, positives, negatives, seed):
-    del epoch, seed
-    known = tf.scatter_nd(rows['item'][:, None],
-                          tf.ones_like(rows['item'], tf.float32), [num_items])
-    labels = tf.fill([num_items], -1.0)
-    labels = tf.tensor_scatter_nd_update(
-        labels, negatives[:, None], tf.zeros_like(negatives, tf.float32))
-    labels = tf.tensor_scatter_nd_update(
-        labels, positives[:, None], tf.ones_like(positives, tf.float32))
-    return tf.data.Dataset.from_tensors(collections.OrderedDict(
-        x=tf.minimum(known, 1.0), y=labels)).batch(1)
-
-  return _epochs(config, num_items, config.local_epochs, make_epoch)

@@ -81,7 +81,7 @@ class RatingEvaluator:
       chosen = np.sort(rng.choice(len(users), max_clients, replace=False))
     model, _, _ = from_keras.model_from_keras(
         from_keras.keras_model_of(self._model_config, self._data.num_items,
-                                 None, model_weights),
+                                  None, model_weights),
         self._model_config, self._data.num_items)
     return self._reconstructed_metrics(model, split_name, chosen)
 

@@ -17,7 +17,6 @@ L2 (`l2`) regularizes both weight matrices (Keras kernel regularizers, which
 `model.fit` and TFF's `from_keras_model` both include).
 """
 
-import collections
 import dataclasses
 from typing import ClassVar
 
@@ -77,13 +76,6 @@ class MaskedBCE(tf.keras.losses.Loss):
   def __call__(self, y_true, y_pred, sample_weight=None):
     del sample_weight
     return self.call(y_true, y_pred)
-
-
-def element_spec(num_items: int):
-  """Batches of users: `(x=[batch, items] inputs, y=[batch, items] labels)`."""
-  return collections.OrderedDict(
-      x=tf.TensorSpec([None, num_items], tf.float32),
-      y=tf.TensorSpec([None, num_items], tf.float32))
 
 
 class AutoRec(registry.Model):

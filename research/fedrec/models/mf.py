@@ -271,29 +271,3 @@ class MF(registry.Model):
 
 
 MODEL = MF()
-
-
-def _element_spec(batch: bool, with_user: bool, with_query_flag: bool):
-  shape = [None] if batch else []
-  x = collections.OrderedDict(item=tf.TensorSpec(shape, tf.int64))
-  if with_user:
-    x['user'] = tf.TensorSpec(shape, tf.int64)
-  if with_query_flag:
-    x['is_query'] = tf.TensorSpec(shape, tf.int64)
-  if not with_user and not with_query_flag:
-    x = x['item']
-  return collections.OrderedDict(x=x, y=tf.TensorSpec(shape, tf.float32))
-
-
-# Batches fed to the models: FedRecon training, FedRecon evaluation (the query
-# flag tells reconstruction ratings from scored ones) and FedAvg.
-RECON_TRAIN_SPEC = _element_spec(True, with_user=False, with_query_flag=False)
-RECON_EVAL_SPEC = _element_spec(True, with_user=False, with_query_flag=True)
-FEDAVG_SPEC = _element_spec(True, with_user=True, with_query_flag=False)
-# Implicit FedRecon training: each batch carries its local epoch, so one client
-# dataset holds the reconstruction epochs and then the training epochs, each
-# with freshly drawn negatives (see pipelines.create_implicit_recon_train_fn).
-RECON_IMPLICIT_TRAIN_SPEC = collections.OrderedDict(
-    x=collections.OrderedDict(item=tf.TensorSpec([None], tf.int64),
-                              epoch=tf.TensorSpec([None], tf.int64)),
-    y=tf.TensorSpec([None], tf.float32))

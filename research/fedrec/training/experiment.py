@@ -764,8 +764,8 @@ def run_experiment(config: ExperimentConfig,
     if trained is not None:
       with phases.phase('exporting the model'):
         from_keras.export_model(config, data, split, trained, model_config,
-                               os.path.join(config.output_dir,
-                                            EXPORT_DIRNAME))
+                                os.path.join(config.output_dir,
+                                             EXPORT_DIRNAME))
 
     summary = collections.OrderedDict(
         experiment=config.experiment_name,
