@@ -647,6 +647,23 @@ def _run_centralized(config: ExperimentConfig, data: corpus_lib.Corpus,
   return ranking_evaluator.evaluate_keras(model, 'test'), model
 
 
+@dataclasses.dataclass
+class _Run:
+  """What a run works on, loaded and checked before anything is written."""
+
+  config: ExperimentConfig
+  data: corpus_lib.Corpus
+  split: splits_lib.Split
+  model_config: builder.ModelConfig
+  accountant: Optional[accounting.RoundAccountant]
+  store_path: Optional[str]  # The client store, if the method needs one.
+  ranking_evaluator: Optional[evaluators.RankingEvaluator]  # Implicit only.
+
+  @property
+  def kind(self) -> registry.Kind:
+    return self.config.method.kind
+
+
 def run_experiment(config: ExperimentConfig,
                    flag_values: Optional[dict[str, Any]] = None,
                    log=print,
@@ -671,6 +688,35 @@ def run_experiment(config: ExperimentConfig,
     ratings_lib.DataError / ValueError: bad data or settings (one clear line).
   """
   started = time.time()
+  run = _prepare(config, log, warn)
+  with contextlib.ExitStack() as run_directory:
+    with runtime.local_runtime(config.aggregation.secure_aggregation,
+                               workers) as tff_runtime:
+      # Only settings that passed every check (and reachable workers) leave a
+      # run directory; it stays locked until the summary is written.
+      run_directory.enter_context(_run_directory(config.output_dir))
+      write_json_atomically(
+          os.path.join(config.output_dir, 'hparams.json'),
+          collections.OrderedDict(flags=flag_values or {}, config=config,
+                                  data_hash=data_hash(run.split)))
+      results, trained = _train_method(run, tff_runtime, warn)
+      results.update(_popularity_floor(run))
+    baseline, trained = _centralized_baseline(run, log, trained)
+    results.update(baseline)
+    if trained is not None:
+      with phases.phase('exporting the model'):
+        from_keras.export_model(config, run.data, run.split, trained,
+                                run.model_config, os.path.join(
+                                    config.output_dir, EXPORT_DIRNAME))
+    summary = _summary(run, results, time.time() - started)
+    write_json_atomically(os.path.join(config.output_dir, 'summary.json'),
+                          summary)
+    _plot_learning_curves(run, summary)
+  return summary
+
+
+def _prepare(config: ExperimentConfig, log, warn) -> _Run:
+  """Loads and splits the corpus, checks every setting, builds the store."""
   tf.keras.utils.set_random_seed(config.seed)
   with phases.phase('loading the corpus'):
     data = corpus_lib.load_corpus(config.data)
@@ -678,15 +724,13 @@ def run_experiment(config: ExperimentConfig,
   if not len(split.test.query):  # pylint: disable=g-explicit-length-test
     raise ValueError('The test split is empty: raise --test_fraction or '
                      '--min_ratings_per_user.')
-  hparams_path = os.path.join(config.output_dir, 'hparams.json')
-  check_same_settings(hparams_path, config, split)
+  check_same_settings(os.path.join(config.output_dir, 'hparams.json'), config,
+                      split)
   model_config = model_config_of(config, split)
   log(f'{data.name}: {data.num_users} users, {data.num_items} items, '
       f'{len(data.ratings)} {"interactions" if data.implicit else "ratings"};'
       f' split {config.split.kind.value}: {len(split.train)} train, '
       f'{len(split.val.query)} val, {len(split.test.query)} test.')
-
-  results = collections.OrderedDict()
   kind = config.method.kind
   training_users = np.unique(split.train.users)
   num_training_users = int(training_users.size)
@@ -700,7 +744,6 @@ def run_experiment(config: ExperimentConfig,
         'Users simulated one per TFF client (per_client'
         + ('' if config.execution == 'per_client' else
            f'; not in cohorts: {config.cohort_unsupported}') + ').')
-  trained = None
   if kind == registry.Kind.COUNTS:
     # One round in which every training client takes part.
     accountant = resolve_privacy(dataclasses.replace(
@@ -711,8 +754,8 @@ def run_experiment(config: ExperimentConfig,
       accountant.compose(1)
   else:
     accountant = resolve_privacy(config, num_training_users, log)
-  needs_store = kind != registry.Kind.CENTRAL or data.implicit
-  if needs_store:
+  store_path = None
+  if kind != registry.Kind.CENTRAL or data.implicit:
     with phases.phase('building the client store'):
       store_path = client_store.create_client_store(
           split, config.cache_dir or os.path.join(config.root_output_dir,
@@ -725,74 +768,91 @@ def run_experiment(config: ExperimentConfig,
       if len(getattr(split, split_name).query):  # pylint: disable=g-explicit-length-test
         ranking_lib.check_task(ranking_evaluator.partition(split_name).task,
                                config.ranking)
-  with contextlib.ExitStack() as run_directory:
-    with runtime.local_runtime(config.aggregation.secure_aggregation,
-                               workers) as tff_runtime:
-      # Only settings that passed every check above (and reachable workers)
-      # leave a run directory; it stays locked until the summary is written.
-      run_directory.enter_context(_run_directory(config.output_dir))
-      write_json_atomically(
-          hparams_path,
-          collections.OrderedDict(flags=flag_values or {}, config=config,
-                                  data_hash=data_hash(split)))
-      if kind == registry.Kind.PROCESS:
-        _set_aside_damaged_metrics(config.output_dir, warn)
-        with phases.phase(f'training ({config.algorithm})'):
-          federated, trained = _run_federated(config, data, split, store_path,
-                                              model_config, accountant,
-                                              tff_runtime)
-        results.update(federated)
-      if data.implicit:
-        # The floor every model must beat (with DP only when it is the run).
-        dp_noise = (accountant.noise_multiplier if accountant is not None and
-                    kind == registry.Kind.COUNTS else None)
-        with phases.phase('counting item popularity'):
-          counts = _run_popularity(
-              config if dp_noise is not None else dataclasses.replace(
-                  config, dp=aggregation_lib.DPConfig()),
-              data, store_path, dp_noise)
-        results['popularity'] = ranking_evaluator.evaluate_popularity(
-            counts, 'test')
-    if (kind == registry.Kind.CENTRAL or
-        (config.run_centralized_baseline and kind == registry.Kind.PROCESS)):
-      log('Training the centralized baseline ...')
-      with phases.phase('training the centralized baseline'):
-        results['centralized'], model = _run_centralized(
-            config, data, split, model_config, ranking_evaluator)
-      if kind == registry.Kind.CENTRAL:
-        trained = model
-    if trained is not None:
-      with phases.phase('exporting the model'):
-        from_keras.export_model(config, data, split, trained, model_config,
-                                os.path.join(config.output_dir,
-                                             EXPORT_DIRNAME))
+  return _Run(config, data, split, model_config, accountant, store_path,
+              ranking_evaluator)
 
-    summary = collections.OrderedDict(
-        experiment=config.experiment_name,
-        dataset=data.name,
-        algorithm=config.algorithm,
-        seed=config.seed,
-        num_users=data.num_users,
-        num_items=data.num_items,
-        num_ratings=len(data.ratings),
-        test_ratings=len(split.test.query),
-        feedback=config.data.feedback.value,
-        model=config.model_name,
-        test_metrics=results,
-        noise_floor_test_rmse=data.noise_floor_rmse(split.test.query),
-        privacy=_privacy_summary(config, accountant),
-        wall_seconds=time.time() - started,
-    )
-    write_json_atomically(os.path.join(config.output_dir, 'summary.json'),
-                          summary)
-    metrics_csv = os.path.join(config.output_dir, 'metrics.csv')
-    if os.path.exists(metrics_csv):
-      plots.plot_learning_curves(
-          metrics_csv, os.path.join(config.output_dir, 'learning_curves.png'),
-          reference_lines=_reference_lines(summary),
-          **(dict(curves=plots.NDCG_CURVES, ylabel='NDCG@10')
-             if data.implicit else {}))
-  return summary
+
+def _train_method(run: _Run, tff_runtime: runtime.Runtime, warn):
+  """(test metrics, trained Keras model or None) of a learning process."""
+  if run.kind != registry.Kind.PROCESS:
+    return collections.OrderedDict(), None
+  config = run.config
+  _set_aside_damaged_metrics(config.output_dir, warn)
+  with phases.phase(f'training ({config.algorithm})'):
+    return _run_federated(config, run.data, run.split, run.store_path,
+                          run.model_config, run.accountant, tff_runtime)
+
+
+def _popularity_floor(run: _Run) -> collections.OrderedDict:
+  """Implicit feedback: the popularity ranking every model must beat.
+
+  With DP only when popularity is the run's method.
+  """
+  if not run.data.implicit:
+    return collections.OrderedDict()
+  config = run.config
+  dp_noise = (run.accountant.noise_multiplier if run.accountant is not None
+              and run.kind == registry.Kind.COUNTS else None)
+  with phases.phase('counting item popularity'):
+    counts = _run_popularity(
+        config if dp_noise is not None else dataclasses.replace(
+            config, dp=aggregation_lib.DPConfig()),
+        run.data, run.store_path, dp_noise)
+  return collections.OrderedDict(
+      popularity=run.ranking_evaluator.evaluate_popularity(counts, 'test'))
+
+
+def _centralized_baseline(run: _Run, log, trained):
+  """(its test metrics, the model to export) after the centralized baseline.
+
+  The baseline trains when it is the method, or beside a learning process
+  unless --nocentralized_baseline; as the method, it is the model exported.
+  """
+  config = run.config
+  if not (run.kind == registry.Kind.CENTRAL or
+          (config.run_centralized_baseline and
+           run.kind == registry.Kind.PROCESS)):
+    return collections.OrderedDict(), trained
+  log('Training the centralized baseline ...')
+  with phases.phase('training the centralized baseline'):
+    metrics, model = _run_centralized(config, run.data, run.split,
+                                      run.model_config, run.ranking_evaluator)
+  return (collections.OrderedDict(centralized=metrics),
+          model if run.kind == registry.Kind.CENTRAL else trained)
+
+
+def _summary(run: _Run, results: collections.OrderedDict,
+             wall_seconds: float) -> collections.OrderedDict:
+  """The run's summary.json."""
+  config, data, split = run.config, run.data, run.split
+  return collections.OrderedDict(
+      experiment=config.experiment_name,
+      dataset=data.name,
+      algorithm=config.algorithm,
+      seed=config.seed,
+      num_users=data.num_users,
+      num_items=data.num_items,
+      num_ratings=len(data.ratings),
+      test_ratings=len(split.test.query),
+      feedback=config.data.feedback.value,
+      model=config.model_name,
+      test_metrics=results,
+      noise_floor_test_rmse=data.noise_floor_rmse(split.test.query),
+      privacy=_privacy_summary(config, run.accountant),
+      wall_seconds=wall_seconds,
+  )
+
+
+def _plot_learning_curves(run: _Run, summary) -> None:
+  """learning_curves.png beside metrics.csv, if the run trained rounds."""
+  output_dir = run.config.output_dir
+  metrics_csv = os.path.join(output_dir, 'metrics.csv')
+  if os.path.exists(metrics_csv):
+    plots.plot_learning_curves(
+        metrics_csv, os.path.join(output_dir, 'learning_curves.png'),
+        reference_lines=_reference_lines(summary),
+        **(dict(curves=plots.NDCG_CURVES, ylabel='NDCG@10')
+           if run.data.implicit else {}))
 
 
 def model_config_of(config: ExperimentConfig,
