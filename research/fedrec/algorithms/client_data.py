@@ -81,7 +81,8 @@ def create_fedavg_train_fn(config: pipelines.PipelineConfig):
             y=e['rating']))
   return preprocess
 
-def split_support_query(dataset: tf.data.Dataset, config: pipelines.PipelineConfig):
+def split_support_query(dataset: tf.data.Dataset,
+                        config: pipelines.PipelineConfig):
   """Splits evaluation batches into (support, query) rating batches.
 
   Both keep the input order; support is shuffled and capped as in training.
@@ -97,7 +98,8 @@ def split_support_query(dataset: tf.data.Dataset, config: pipelines.PipelineConf
   query = part(1).batch(config.batch_size)
   return support, query
 
-def create_implicit_recon_train_fn(config: pipelines.PipelineConfig, num_items: int,
+def create_implicit_recon_train_fn(config: pipelines.PipelineConfig,
+                                   num_items: int,
                                    recon_epochs: int, post_recon_epochs: int,
                                    split_dataset: bool = False):
   """Positives -> FedRecon batches `(x={item, epoch}, y=label)`.
@@ -119,11 +121,13 @@ def create_implicit_recon_train_fn(config: pipelines.PipelineConfig, num_items: 
         x=collections.OrderedDict(item=items, epoch=epochs),
         y=labels)).batch(config.batch_size)
 
-  return pipelines.each_epoch(config, num_items, recon_epochs + post_recon_epochs,
+  return pipelines.each_epoch(config, num_items,
+                              recon_epochs + post_recon_epochs,
                  make_epoch)
 
 
-def create_implicit_fedavg_train_fn(config: pipelines.PipelineConfig, num_items: int):
+def create_implicit_fedavg_train_fn(config: pipelines.PipelineConfig,
+                                    num_items: int):
   """Positives -> FedAvg batches `(x={item, user}, y=label)`, local epochs."""
   def make_epoch(rows, epoch, positives, negatives, seed):
     del epoch
@@ -133,7 +137,8 @@ def create_implicit_fedavg_train_fn(config: pipelines.PipelineConfig, num_items:
         x=collections.OrderedDict(item=items, user=users),
         y=labels)).batch(config.batch_size)
 
-  return pipelines.each_epoch(config, num_items, config.local_epochs, make_epoch)
+  return pipelines.each_epoch(config, num_items, config.local_epochs,
+                              make_epoch)
 
 
 def create_user_vector_train_fn(config: pipelines.PipelineConfig,
@@ -155,4 +160,5 @@ def create_user_vector_train_fn(config: pipelines.PipelineConfig,
     return tf.data.Dataset.from_tensors(collections.OrderedDict(
         x=tf.minimum(known, 1.0), y=labels)).batch(1)
 
-  return pipelines.each_epoch(config, num_items, config.local_epochs, make_epoch)
+  return pipelines.each_epoch(config, num_items, config.local_epochs,
+                              make_epoch)

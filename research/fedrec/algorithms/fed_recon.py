@@ -117,7 +117,8 @@ def create_model_fns(config: builder.ModelConfig, num_items: int, input_spec,
     config: The model's hyperparameters.
     num_items: Number of items.
     input_spec: The client batches' type (`client_data.RECON_TRAIN_SPEC`,
-      `client_data.RECON_IMPLICIT_TRAIN_SPEC` or `client_data.RECON_EVAL_SPEC`; the Keras model is
+      `client_data.RECON_IMPLICIT_TRAIN_SPEC` or
+      `client_data.RECON_EVAL_SPEC`; the Keras model is
       the same, the dataset split function turns batches into its input).
     implicit: Implicit feedback (BCE) instead of ratings (MSE).
 
@@ -151,7 +152,8 @@ def build_training_process(
   """
   model_fn, loss_fn = create_model_fns(
       model_config, num_items,
-      client_data.RECON_IMPLICIT_TRAIN_SPEC if implicit else client_data.RECON_TRAIN_SPEC,
+      client_data.RECON_IMPLICIT_TRAIN_SPEC if implicit else
+      client_data.RECON_TRAIN_SPEC,
       implicit)
   process = tff.learning.algorithms.build_fed_recon(
       model_fn,
@@ -192,7 +194,8 @@ def build_cohort_training_process(
   """
   # Imported here: the cohort client work is only built when it is used.
   from research.fedrec.algorithms import fed_recon_cohort  # pylint: disable=g-import-not-at-top
-  model_fn, _ = create_model_fns(model_config, num_items, client_data.RECON_TRAIN_SPEC)
+  model_fn, _ = create_model_fns(model_config, num_items,
+                                 client_data.RECON_TRAIN_SPEC)
   process = fed_recon_cohort.build_training_process(
       model_fn, model_config, num_items, recon, optimizers,
       pipeline.batch_size, optimizer_settings.client_learning_rate,
@@ -214,7 +217,7 @@ def build_evaluation(model_config: builder.ModelConfig, num_items: int,
     the split's evaluation clients.
   """
   model_fn, loss_fn = create_model_fns(model_config, num_items,
-                                                     client_data.RECON_EVAL_SPEC)
+                                       client_data.RECON_EVAL_SPEC)
   process = tff.learning.algorithms.build_fed_recon_eval(
       model_fn,
       loss_fn=loss_fn,

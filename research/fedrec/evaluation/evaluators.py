@@ -27,7 +27,7 @@ from research.fedrec.models import builder
 
 def predict_ratings(model: tf.keras.Model,
                     table: ratings_lib.Ratings) -> np.ndarray:
-  """Predicted ratings of `table`'s (user, item) pairs by a table-layout model."""
+  """Predicted ratings of `table`'s (user, item) pairs (table layout)."""
   if len(table) == 0:  # pylint: disable=g-explicit-length-test
     return np.zeros(0, np.float32)
   return model.predict(

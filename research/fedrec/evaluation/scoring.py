@@ -79,7 +79,8 @@ def popularity_scores(counts: np.ndarray, partition: Partition):
 
 
 def reconstruction_scores(global_model: tf.keras.Model,
-                          model_config: builder.ModelConfig, partition: Partition,
+                          model_config: builder.ModelConfig,
+                          partition: Partition,
                           settings: implicit.Settings, users_per_batch: int):
   """Score function of a FedRecon model (reconstruction layout, trained).
 

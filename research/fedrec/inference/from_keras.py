@@ -63,7 +63,8 @@ def _metadata(config, data) -> dict:
                            np.issubdtype(raw_items.dtype, np.integer)))
 
 
-def implicit_weights(keras_model: tf.keras.Model, model_config: builder.ModelConfig,
+def implicit_weights(keras_model: tf.keras.Model,
+                     model_config: builder.ModelConfig,
                      num_items: int):
   """(user source, weights) of a trained implicit model for the export.
 
@@ -87,7 +88,8 @@ def implicit_weights(keras_model: tf.keras.Model, model_config: builder.ModelCon
 
 
 def export_implicit_model(config, data, split, keras_model: tf.keras.Model,
-                          model_config: builder.ModelConfig, export_dir: str) -> None:
+                          model_config: builder.ModelConfig,
+                          export_dir: str) -> None:
   """Writes a run's trained implicit-feedback model."""
   source, weights = implicit_weights(keras_model, model_config, data.num_items)
   scale = data.rating_scale(config.data)

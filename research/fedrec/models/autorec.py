@@ -42,7 +42,8 @@ class AutoRecConfig:
     mf.check_common(self)
 
 
-def create_keras_model(config: AutoRecConfig, num_items: int) -> registry.ModelLayers:
+def create_keras_model(config: AutoRecConfig,
+                       num_items: int) -> registry.ModelLayers:
   """The autoencoder: input `x` [batch, num_items] -> logits of the same shape."""
   regularizer = (tf.keras.regularizers.L2(config.l2) if config.l2 > 0 else
                  None)

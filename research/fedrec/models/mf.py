@@ -127,7 +127,8 @@ def get_rating(predictions: tf.Tensor) -> tf.Tensor:
 
 def create_keras_model(config: MFConfig, num_items: int,
                        num_users: Optional[int] = None,
-                       regularization_output: bool = False) -> registry.ModelLayers:
+                       regularization_output: bool = False
+                       ) -> registry.ModelLayers:
   """Builds the MF Keras model; see the module docstring for the layouts."""
   def init(offset):
     return tf.keras.initializers.RandomNormal(

@@ -68,7 +68,8 @@ def training_ratings(split: splits_lib.Split) -> ratings_lib.Ratings:
   return parts[0] if len(parts) == 1 else ratings_lib.concatenate(parts)
 
 
-def compile_model(model_config: builder.ModelConfig, num_items: int, num_users: int,
+def compile_model(model_config: builder.ModelConfig, num_items: int,
+                  num_users: int,
                   config: CentralizedConfig) -> tf.keras.Model:
   """The classic-layout MF, compiled as the baseline trains it."""
   model = builder.create_keras_model(model_config, num_items,

@@ -10,9 +10,10 @@ worker never exits and the wait hangs forever.
 
 A `Runtime` is one execution runtime, started per run and given to the
 training loop. `Runtime.start` makes SIGINT interrupt again before a worker is
-spawned. `release` (which `Runtime.shutdown` calls) first swaps in a context that owns no worker (so no new computation starts),
-then stops this process's workers itself (SIGINT, then SIGKILL after a grace
-period), and stops them once more after releasing the old context, because a
+spawned. `release` (which `Runtime.shutdown` calls) first swaps in a context
+that owns no worker (so no new computation starts), then stops this
+process's workers itself (SIGINT, then SIGKILL after a grace period), and
+stops them once more after releasing the old context, because a
 computation interrupted mid-call (say by SIGTERM) can restart its worker from
 a background thread. An exit hook does the same as a last resort, so no worker
 outlives the run and nothing waits on one that will not exit.
@@ -29,8 +30,8 @@ agree to float32 rounding (about 1e-7 relative).
 Over a long run TFF's C++ worker grows (about 0.1 MB per round of 20 small
 clients here, in the worker process only) and its rounds slow down (0.60 to
 0.79 s over 600 such rounds), as upstream users also report. The training loop
-calls `Runtime.round_done` after each round, which restarts the local workers every
-`RESTART_EVERY_ROUNDS` rounds: a round's state comes back to Python after every
+calls `Runtime.round_done` after each round, which restarts the local workers
+every `RESTART_EVERY_ROUNDS` rounds: a round's state comes back to Python after every
 round, so nothing is lost and results are unchanged; the restart costs one
 worker start-up and the re-instantiation of the computation (a second or two
 every `RESTART_EVERY_ROUNDS` rounds). Workers at `--worker_addresses` belong to
