@@ -53,7 +53,7 @@ class TrainTest(absltest.TestCase):
           root_output_dir=root, experiment_name=execution, rounds=2,
           clients_per_round=8, synthetic_users=40, synthetic_items=30,
           synthetic_ratings=800, eval_every=1, centralized_baseline=False,
-          zeroing=False, execution=execution, progress=False):
+          execution=execution, progress=False):
         train.main(['train'])
       with open(os.path.join(root, execution, 'summary.json')) as f:
         metrics[execution] = json.load(f)['test_metrics']['fedrecon']
@@ -63,12 +63,12 @@ class TrainTest(absltest.TestCase):
                              msg=name)
     # A combination cohorts do not reproduce yet is refused in one line.
     code, _, stderr = binaries.run_main(
-        train, f'--root_output_dir={root}', '--execution=cohort')
+        train, f'--root_output_dir={root}', '--execution=cohort', '--dp=fixed',
+        '--dp_noise_multiplier=1')
     self.assertEqual(code, 1)
     self.assertEqual(stderr.strip().splitlines(), [
-        'train.py: error: --execution=cohort: adaptive zeroing per user in '
-        'cohorts is not there yet (add --nozeroing); use '
-        '--execution=per_client or auto.'])
+        'train.py: error: --execution=cohort: DP clipping per user in cohorts '
+        'is not there yet (--dp); use --execution=per_client or auto.'])
 
   def test_missing_data_dir_is_one_line_and_nonzero_exit(self):
     # The binary's one subprocess smoke test of a user mistake; the others

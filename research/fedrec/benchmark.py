@@ -14,7 +14,8 @@ one process:
   fedrecon_dp_100  FedRecon under DP with adaptive clipping
   fedrecon_100_per_client, fedrecon_100_cohort
                    the same 100-user rounds simulated one user per TFF client
-                   and in cohorts (--execution; both --nozeroing)
+                   and in cohorts (--execution; adaptive zeroing on, as
+                   train.py's default)
   fedrecon_all_cohort
                    rounds of every training user in cohorts
   fedrecon_100_wK  FedRecon on K local TFF workers (--num_workers)

@@ -132,24 +132,28 @@ class CohortPackerTest(absltest.TestCase):
       cohorts.CohortPacker(store, pipelines.PipelineConfig())
 
 
+_DP = settings.DPConfig(mechanism=settings.Mechanism.FIXED,
+                        noise_multiplier=1.0)
+
+
 class ExecutionSettingTest(absltest.TestCase):
 
   def _config(self, **overrides):
-    return experiment.default_config(
-        '/tmp/unused', 'run',
-        aggregation=settings.AggregationConfig(zeroing=False), **overrides)
+    return experiment.default_config('/tmp/unused', 'run', **overrides)
 
   def test_auto_runs_in_cohorts_where_supported(self):
+    # The main job's defaults (adaptive zeroing, per user in cohorts) and
+    # without zeroing.
     self.assertTrue(self._config().in_cohorts)
+    self.assertTrue(self._config(aggregation=settings.AggregationConfig(
+        zeroing=False)).in_cohorts)
     self.assertFalse(self._config(execution='per_client').in_cohorts)
     # Unsupported under auto: per_client, silently (the reference).
-    config = experiment.default_config('/tmp/unused', 'run')  # zeroing
-    self.assertFalse(config.in_cohorts)
     self.assertFalse(self._config(algorithm='fedavg').in_cohorts)
+    self.assertFalse(self._config(dp=_DP).in_cohorts)
 
   def test_an_unsupported_combination_is_refused_in_one_line(self):
     implicit = corpus.Feedback.IMPLICIT
-    no_zeroing = settings.AggregationConfig(zeroing=False)
     for overrides, reason in (
         (dict(algorithm='fedavg'), 'FedAvg has no cohort client work yet'),
         (dict(feedback=implicit,
@@ -158,15 +162,14 @@ class ExecutionSettingTest(absltest.TestCase):
         (dict(feedback=implicit), 'implicit feedback has no cohort client'),
         (dict(optimizers=experiment.OptimizerConfig(client='adam')),
          'cohorts train with --client_optimizer=sgd'),
-        (dict(aggregation=settings.AggregationConfig()),
-         'adaptive zeroing per user in cohorts is not there yet'),
+        (dict(dp=_DP), 'DP clipping per user in cohorts is not there yet'),
         (dict(aggregation=settings.AggregationConfig(
             zeroing=False, secure_aggregation=True)), '--secure_aggregation'),
         (dict(algorithm='centralized'),
          'centralized trains no learning process'),
     ):
       with self.subTest(reason):
-        given = dict(execution='cohort', aggregation=no_zeroing)
+        given = dict(execution='cohort')
         given.update(overrides)
         with self.assertRaisesRegex(
             ValueError, r'^--execution=cohort: [^\n]*' + reason +

@@ -7,7 +7,8 @@ users and idle steps all occur) both run the same three rounds from the same
 state, and the global weights and training metrics must agree to 1e-5
 relative, under several settings: biases and L2, several epochs of both
 phases, `split_dataset`, step caps, `max_examples_per_user`, uniform
-weighting and small cohorts.
+weighting and small cohorts; and with adaptive zeroing, on a case where it
+zeroes some users of a cohort but not all.
 """
 
 import shutil
@@ -35,6 +36,8 @@ from tests.algorithms import testing_data
 pytestmark = pytest.mark.slow
 
 _NUM_USERS, _NUM_ITEMS = 30, 25
+# Large enough that some users' updates exceed the zeroing norm, not all.
+_ZEROING_LEARNING_RATE = 2.0
 _ROUNDS = (['0', '3', '4', '7', '9', '12', '15', '16', '20', '21', '25', '28'],
            [str(u) for u in range(0, 30, 2)],
            ['1', '2', '5', '8', '11', '13', '17', '19', '22', '23', '26', '29'])
@@ -133,6 +136,58 @@ class FedReconCohortTest(parameterized.TestCase):
     size = cohort_size or cohorts.DEFAULT_COHORT_SIZE
     self.assertEqual(in_cohorts.last_round_cohorts,
                      -(-len(_ROUNDS[-1]) // size))
+
+  def test_adaptive_zeroing_acts_on_each_user(self):
+    # A client learning rate that makes the heavier users' updates exceed the
+    # zeroing norm (2 * 10 + 1 at first) while lighter users' stay below: a
+    # cohort zeroed as one client would lose them all, or keep them all.
+    optimizer_settings = experiment.OptimizerConfig(
+        client='sgd', client_learning_rate=_ZEROING_LEARNING_RATE,
+        server='sgd', server_learning_rate=0.5, reconstruction='sgd',
+        reconstruction_learning_rate=0.1)
+    model = mf.MFConfig(embedding_dim=2, seed=3)
+    recon = fed_recon.ReconConfig(post_recon_epochs=3)
+    pipeline = pipelines.PipelineConfig(batch_size=2, seed=2)
+    zeroing = settings.AggregationConfig()  # tff.learning's default.
+    reference = fed_recon.build_training_process(
+        model, _NUM_ITEMS, recon, optimizer_settings.create(), pipeline,
+        self.store, aggregation.build_aggregator(
+            settings.DPConfig(), zeroing, None, 12, weighted=True))
+    in_cohorts = fed_recon.build_cohort_training_process(
+        model, _NUM_ITEMS, recon, optimizer_settings.create(),
+        optimizer_settings, pipeline, self.store,
+        aggregation.build_aggregator(
+            settings.DPConfig(), settings.AggregationConfig(zeroing=False),
+            None, 12, weighted=True), False, cohort_size=0, zeroing=True)
+    state, cohort_state = reference.initialize(), in_cohorts.initialize()
+    norms, zeroed = [], []
+    for client_ids in _ROUNDS:
+      expected = reference.next(state, client_ids)
+      got = in_cohorts.next(cohort_state, client_ids)
+      state, cohort_state = expected.state, got.state
+      for want, have in zip(
+          reference.get_model_weights(expected.state).trainable,
+          in_cohorts.get_model_weights(got.state).trainable):
+        np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6)
+      want, have = expected.metrics, got.metrics
+      for name, value in want['client_work']['train'].items():
+        np.testing.assert_allclose(have['client_work']['train'][name], value,
+                                   rtol=1e-5, err_msg=name)
+      # Measured under the same names as the per-client aggregator's.
+      self.assertEqual(have['aggregator']['zeroed_count'],
+                       want['aggregator']['zeroed_count'])
+      np.testing.assert_allclose(have['aggregator']['zeroing_norm'],
+                                 want['aggregator']['zeroing_norm'],
+                                 rtol=1e-6)
+      norms.append(float(want['aggregator']['zeroing_norm']))
+      zeroed.append(int(want['aggregator']['zeroed_count']))
+    # The case is real: some users of a round zeroed, not all (the whole
+    # round is one cohort), and the zeroing norm adapted between rounds.
+    self.assertTrue(any(0 < z < len(ids) for z, ids in zip(zeroed, _ROUNDS)),
+                    zeroed)
+    self.assertEqual(norms[0], 21.0)
+    self.assertNotEqual(norms[1], norms[0])
+    self.assertEqual(in_cohorts.last_round_cohorts, 1)
 
   def test_a_user_whose_update_is_not_finite_is_left_out(self):
     # A huge client learning rate blows up every user with more than one

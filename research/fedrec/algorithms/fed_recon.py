@@ -183,14 +183,17 @@ def build_cohort_training_process(
     optimizers: Optimizers, optimizer_settings, pipeline:
     pipelines.PipelineConfig, store_path: str,
     model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory],
-    uniform_weighting: bool, cohort_size: int = 0) -> cohorts.CohortProcess:
+    uniform_weighting: bool, cohort_size: int = 0,
+    zeroing: bool = False) -> cohorts.CohortProcess:
   """FedRecon training run in cohorts (`--execution=cohort`).
 
   Its `next` takes client ids, and its state, weights and metrics are those
   of `build_training_process` (to float rounding; tests/algorithms/
   fed_recon_cohort_test.py). Explicit MF with SGD only
   (`FedRecon.cohort_unsupported`). `model_aggregator` must be weighted: a
-  cohort is weighted by its users' summed weight.
+  cohort is weighted by its users' summed weight. With `zeroing`, adaptive
+  zeroing acts on each user in the client work (and `model_aggregator` must
+  not zero).
   """
   # Imported here: the cohort client work is only built when it is used.
   from research.fedrec.algorithms import fed_recon_cohort  # pylint: disable=g-import-not-at-top
@@ -200,7 +203,7 @@ def build_cohort_training_process(
       model_fn, model_config, num_items, recon, optimizers,
       pipeline.batch_size, optimizer_settings.client_learning_rate,
       optimizer_settings.reconstruction_learning_rate, model_aggregator,
-      uniform_weighting)
+      uniform_weighting, zeroing)
   return cohorts.CohortProcess(
       process, cohorts.CohortPacker(store_path, pipeline, cohort_size))
 
@@ -255,10 +258,7 @@ class FedRecon(registry.Method):
         config.aggregation.secure_aggregation and
         '--secure_aggregation bounds are not scaled to cohorts yet',
         config.aggregation.compression.value != 'none' and
-        '--compression has no per-user form in cohorts yet',
-        config.aggregation.zeroing and
-        'adaptive zeroing per user in cohorts is not there yet (add '
-        '--nozeroing)'))
+        '--compression has no per-user form in cohorts yet'))
 
   def build_process(self, inputs: registry.ProcessInputs):
     if inputs.in_cohorts:
@@ -266,7 +266,7 @@ class FedRecon(registry.Method):
           inputs.model_config, inputs.num_items, inputs.recon,
           inputs.optimizers, inputs.optimizer_settings, inputs.pipeline,
           inputs.store_path, inputs.aggregator, inputs.uniform_weighting,
-          inputs.cohort_size)
+          inputs.cohort_size, inputs.zeroing_per_user)
     return build_training_process(
         inputs.model_config, inputs.num_items, inputs.recon, inputs.optimizers,
         inputs.pipeline, inputs.store_path,

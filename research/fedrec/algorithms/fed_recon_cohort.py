@@ -15,8 +15,14 @@ users' weighted mean update with their summed weight:
    global bias g for `post_recon_epochs` epochs. The rows of step s of every
    user are held, step-major, in a TensorArray ([K, B, d] per step).
 3. A user's update is its initial rows minus its final rows; a non-finite one
-   is zeroed with weight 0, as TFF does per client. Users are weighted by
-   their training examples (or uniformly), and the cohort's update is their
+   is zeroed with weight 0, as TFF does per client. With adaptive zeroing
+   (`zeroing`), a user's update whose max-abs norm exceeds the zeroing norm
+   is zeroed and keeps its weight, and every user's norm updates the
+   quantile estimate behind the zeroing norm: what TFF's `zeroing_factory`
+   does to each client's update in the per-client process (tff.learning's
+   default aggregator), applied per user, since zeroing a cohort's summed
+   update would zero all its users at once. Users are weighted by their
+   training examples (or uniformly), and the cohort's update is their
    weighted mean, scattered to the item table's shape, with the summed weight:
    the server's weighted mean over cohorts is then the mean over users.
 
@@ -36,6 +42,7 @@ import tensorflow_federated as tff
 from research.fedrec.algorithms import cohorts as cohorts_lib
 from research.fedrec.evaluation import training_metrics
 from research.fedrec.models import mf
+from research.fedrec.privacy import aggregation
 
 
 def _phase_active(counts, num_steps, batch_size, steps_max, parity):
@@ -70,21 +77,31 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
                       num_items: int, recon, batch_size: int,
                       client_learning_rate: float,
                       reconstruction_learning_rate: float,
-                      uniform_weighting: bool):
+                      uniform_weighting: bool, zeroing: bool = False):
   """The cohort `ClientWorkProcess` of FedRecon MF (explicit, SGD).
 
-  `weights_type` is the TFF type of the model's global weights.
+  `weights_type` is the TFF type of the model's global weights. With
+  `zeroing`, adaptive zeroing per user (see the module doc): the process's
+  state is the zeroing quantile estimator's, and its measurements carry
+  `zeroing` (`zeroing_norm`, `zeroed_count`) beside `train`.
   """
   cohort_type = tff.SequenceType(
       tff.types.tensorflow_to_type(cohorts_lib.ELEMENT_SPEC))
+  zeroing_work = _ZeroingWork() if zeroing else None
+  if zeroing:
+    params_type = zeroing_work.params_type
+    norm_type = tff.TensorType(np.float32)
+  else:
+    params_type = norm_type = tff.StructType([])
   biases = model_config.use_biases
   l2 = model_config.l2
   parity = (0, 1) if recon.split_dataset else (None, None)
   finalizers = collections.OrderedDict()
 
-  @tff.tensorflow.computation(weights_type, cohort_type)
+  @tff.tensorflow.computation(weights_type, cohort_type, params_type,
+                              norm_type)
   @tf.function
-  def client_update(initial_weights, dataset):
+  def client_update(initial_weights, dataset, quantile_params, zeroing_norm):
     with tf.init_scope():
       model = model_fn()
       metrics = training_metrics.create_metrics(False) + [
@@ -218,10 +235,26 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
     weights = tf.ones([num_users]) if uniform_weighting else examples
     weights = tf.where(finite, weights, 0.0)
     total_weight = tf.reduce_sum(weights)
+    kept = finite  # Users whose update enters the sum.
+    quantile_record = ()
+    zeroed_count = ()
+    if zeroing:
+      # As TFF's zeroing of a client: the max-abs norm of the (finite, else
+      # zero) update against the zeroing norm; a zeroed user keeps its
+      # weight. Every user's norm updates the quantile estimate.
+      norms = tf.reduce_max(tf.stack([
+          tf.reduce_max(tf.abs(tf.reshape(
+              tf.where(tf.reshape(finite, [-1] + [1] * (len(d.shape) - 1)),
+                       d, 0.0), [num_users, -1])), axis=1)
+          for d in deltas]), axis=0)
+      zeroed = norms > zeroing_norm
+      kept = tf.logical_and(finite, tf.logical_not(zeroed))
+      zeroed_count = tf.reduce_sum(tf.cast(zeroed, tf.int32))
+      quantile_record = zeroing_work.record_sum(quantile_params, norms)
 
     def weighted_sum(delta, num_segments):
       delta = tf.where(
-          tf.reshape(finite, [-1] + [1] * (len(delta.shape) - 1)), delta, 0.0)
+          tf.reshape(kept, [-1] + [1] * (len(delta.shape) - 1)), delta, 0.0)
       scaled = delta * tf.reshape(weights, [-1] + [1] * (len(delta.shape) - 1))
       if num_segments is None:
         return tf.reduce_sum(scaled, axis=0)
@@ -236,41 +269,104 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
     update = [tf.math.divide_no_nan(u, total_weight) for u in update]
     unfinalized = tff.learning.models.ReconstructionModel.read_metric_variables(
         metrics)
-    return tff.learning.templates.ClientResult(update, total_weight), (
-        unfinalized)
+    return (tff.learning.templates.ClientResult(update, total_weight),
+            unfinalized, quantile_record, zeroed_count)
 
-  @tff.federated_computation
-  def initialize():
-    return tff.federated_value((), tff.SERVER)
+  if zeroing:
+    initialize = zeroing_work.initialize
+    state_type = zeroing_work.state_type
+  else:
+    initialize = tff.federated_computation(
+        lambda: tff.federated_value((), tff.SERVER))
+    state_type = tff.StructType([])
 
   @tff.federated_computation(
-      tff.FederatedType((), tff.SERVER),
+      tff.FederatedType(state_type, tff.SERVER),
       tff.FederatedType(weights_type, tff.CLIENTS),
       tff.FederatedType(cohort_type, tff.CLIENTS))
   def next_fn(state, weights, cohorts):
-    del state
-    result, unfinalized = tff.federated_map(client_update, (weights, cohorts))
+    if zeroing:
+      params = tff.federated_broadcast(
+          tff.federated_map(zeroing_work.derive_params, state))
+      zeroing_norm = tff.federated_map(zeroing_work.norm, state)
+      norms = tff.federated_broadcast(zeroing_norm)
+    else:
+      params = norms = tff.federated_value((), tff.CLIENTS)
+    result, unfinalized, records, zeroed = tff.federated_map(
+        client_update, (weights, cohorts, params, norms))
     aggregate_metrics = tff.learning.metrics.sum_then_finalize(
         finalizers, unfinalized.type_signature.member)
-    measurements = tff.federated_zip(collections.OrderedDict(
-        train=aggregate_metrics(unfinalized)))
+    measurements = collections.OrderedDict(
+        train=aggregate_metrics(unfinalized))
+    if zeroing:
+      state = tff.federated_map(zeroing_work.next_state,
+                                (tff.federated_sum(records), state))
+      measurements['zeroing'] = tff.federated_zip(collections.OrderedDict(
+          zeroing_norm=zeroing_norm, zeroed_count=tff.federated_sum(zeroed)))
     return tff.templates.MeasuredProcessOutput(
-        state=tff.federated_value((), tff.SERVER), result=result,
-        measurements=measurements)
+        state=state, result=result,
+        measurements=tff.federated_zip(measurements))
 
   return tff.learning.templates.ClientWorkProcess(initialize, next_fn)
+
+
+class _ZeroingWork:
+  """The TFF computations of adaptive zeroing per user (the server side).
+
+  The quantile estimator is `aggregation.zeroing_quantile_query`, the one
+  TFF's zeroing of per-client updates runs: its state is the client work's
+  state, its sample params and the zeroing norm (multiplier * estimate +
+  increment) are broadcast to the cohorts, each cohort sums its users'
+  preprocessed records, and the summed records update the estimate.
+  """
+
+  def __init__(self):
+    query = aggregation.zeroing_quantile_query()
+    self._query = query
+    initial_state = tff.tensorflow.computation(query.initial_global_state)
+    self.state_type = initial_state.type_signature.result
+    self.initialize = tff.federated_computation(
+        lambda: tff.federated_eval(initial_state, tff.SERVER))
+    self.derive_params = tff.tensorflow.computation(
+        query.derive_sample_params, self.state_type)
+    self.params_type = self.derive_params.type_signature.result
+    record_type = tff.tensorflow.computation(
+        query.preprocess_record, self.params_type,
+        np.float32).type_signature.result
+
+    @tff.tensorflow.computation(self.state_type)
+    def norm(state):
+      return (aggregation.ZEROING_MULTIPLIER * state.current_estimate +
+              aggregation.ZEROING_INCREMENT)
+    self.norm = norm
+
+    @tff.tensorflow.computation(record_type, self.state_type)
+    def next_state(record_sum, state):
+      return query.get_noised_result(record_sum, state)[1]
+    self.next_state = next_state
+
+  def record_sum(self, params, norms: tf.Tensor):
+    """The sum of every user's preprocessed record (in the client work)."""
+    example = self._query.preprocess_record(params, tf.constant(0.0))
+    records = tf.map_fn(
+        lambda norm: self._query.preprocess_record(params, norm), norms,
+        fn_output_signature=tf.nest.map_structure(
+            lambda t: tf.TensorSpec(t.shape, t.dtype), example))
+    return tf.nest.map_structure(lambda t: tf.reduce_sum(t, axis=0), records)
 
 
 def build_training_process(model_fn, model_config: mf.MFConfig,
                            num_items: int, recon, optimizers, batch_size: int,
                            client_learning_rate: float,
                            reconstruction_learning_rate: float, aggregator,
-                           uniform_weighting: bool):
+                           uniform_weighting: bool, zeroing: bool = False):
   """FedRecon MF whose clients are cohorts (`cohorts.CohortPacker`).
 
   Composed like `tff.learning.algorithms.build_fed_recon`, with the same
   initial weights, broadcast, aggregator and server finalizer, so the state
-  is the per-client process's.
+  is the per-client process's. With `zeroing`, the client work zeroes each
+  user's update as the per-client aggregator's adaptive zeroing would (so
+  `aggregator` must not zero: it would zero whole cohorts).
   """
   initial_weights = tff.tensorflow.computation(
       lambda: tff.learning.models.ReconstructionModel.get_global_variables(
@@ -285,7 +381,8 @@ def build_training_process(model_fn, model_config: mf.MFConfig,
       tff.learning.templates.build_broadcast_process(weights_type),
       build_client_work(model_fn, weights_type, model_config, num_items,
                         recon, batch_size, client_learning_rate,
-                        reconstruction_learning_rate, uniform_weighting),
+                        reconstruction_learning_rate, uniform_weighting,
+                        zeroing),
       aggregator.create(weights_type.trainable, tff.TensorType(np.float32)),
       tff.learning.templates.build_apply_optimizer_finalizer(
           optimizers.server, weights_type))

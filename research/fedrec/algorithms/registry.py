@@ -63,6 +63,9 @@ class ProcessInputs:
   in_cohorts: bool = False
   cohort_size: int = 0  # Users per cohort at most (0: automatic).
   optimizer_settings: Any = None  # experiment.OptimizerConfig (names, rates).
+  # Cohorts: adaptive zeroing acts on each user in the client work (then
+  # `aggregator` does not zero: it would zero a whole cohort).
+  zeroing_per_user: bool = False
 
 
 class Method:

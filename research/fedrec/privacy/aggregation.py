@@ -33,6 +33,7 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
+import tensorflow_privacy as tfp
 
 from research.fedrec.privacy import accounting
 from research.fedrec.privacy import settings
@@ -86,11 +87,30 @@ class _WeightedGuard(_NonFiniteToInf,
   pass
 
 
+# `tff.learning`'s adaptive zeroing: the norm tracks the 98th percentile C of
+# update norms (max-abs) and a client is zeroed above ZEROING_MULTIPLIER * C +
+# ZEROING_INCREMENT. Cohort execution applies the same rule to each user
+# (algorithms/fed_recon_cohort.py), with the same quantile query.
+_ZEROING_QUANTILE = dict(initial_estimate=10.0, target_quantile=0.98,
+                         learning_rate=math.log(10.0))
+ZEROING_MULTIPLIER = 2.0
+ZEROING_INCREMENT = 1.0
+
+
+def zeroing_quantile_query() -> tfp.NoPrivacyQuantileEstimatorQuery:
+  """The quantile estimator of adaptive zeroing (no noise: not a DP query).
+
+  The query `PrivateQuantileEstimationProcess.no_noise` builds.
+  """
+  return tfp.NoPrivacyQuantileEstimatorQuery(geometric_update=True,
+                                             **_ZEROING_QUANTILE)
+
+
 def _default_zeroing(inner):
   """`tff.learning`'s adaptive zeroing (see the module docstring)."""
   zeroing_norm = tff.aggregators.PrivateQuantileEstimationProcess.no_noise(
-      initial_estimate=10.0, target_quantile=0.98,
-      learning_rate=math.log(10.0), multiplier=2.0, increment=1.0)
+      multiplier=ZEROING_MULTIPLIER, increment=ZEROING_INCREMENT,
+      **_ZEROING_QUANTILE)
   return tff.aggregators.zeroing_factory(zeroing_norm, inner)
 
 

@@ -283,13 +283,12 @@ class _Benchmark:
         training_ratings_per_client_max=int(per_user.max()))
 
   def process(self, algorithm: str, clients_per_round: int,
-              dp: bool = False, execution: Optional[str] = None):
+              dp: bool = False, execution: str = 'per_client'):
     """(process, seconds to build it): exactly train.py's process.
 
-    With `execution`, train.py's `--execution=<execution> --nozeroing` (the
-    side-by-side comparison of cohort and per_client execution; adaptive
-    zeroing does not run per user in cohorts yet). Without it, train.py's
-    defaults (one user per TFF client: zeroing is on).
+    train.py's defaults with `--execution=<execution>`: one user per TFF
+    client unless asked (the per-client timings every benchmark since 2026-11
+    has reported), or cohorts for the side-by-side comparison.
     """
     from research.fedrec.privacy import aggregation  # pylint: disable=g-import-not-at-top
     from research.fedrec.training import experiment  # pylint: disable=g-import-not-at-top
@@ -299,10 +298,7 @@ class _Benchmark:
         dp=(aggregation.DPConfig(mechanism=aggregation.Mechanism.ADAPTIVE,
                                  noise_multiplier=1.0)
             if dp else aggregation.DPConfig()))
-    if execution is not None:
-      config = dataclasses.replace(
-          config, execution=execution,
-          aggregation=aggregation.AggregationConfig(zeroing=False))
+    config = dataclasses.replace(config, execution=execution)
     started = time.perf_counter()
     process = experiment.build_process(config, self.data, self.store,
                                        self.model_config,

@@ -457,9 +457,11 @@ def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
   """The training process, with the configured model-update aggregator."""
   in_cohorts = config.in_cohorts
   # In cohorts the users are weighted inside each cohort, and the cohorts by
-  # their users' summed weight.
+  # their users' summed weight; adaptive zeroing acts on each user there.
+  zeroing_per_user = in_cohorts and config.aggregation.zeroing
   aggregator = aggregation_lib.build_aggregator(
-      config.dp, config.aggregation, noise_multiplier,
+      config.dp, dataclasses.replace(config.aggregation, zeroing=False)
+      if zeroing_per_user else config.aggregation, noise_multiplier,
       config.clients_per_round, weighted=config.weighted or in_cohorts)
   return config.method.build_process(registry.ProcessInputs(
       model_config=model_config, num_items=data.num_items,
@@ -468,7 +470,7 @@ def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
       aggregator=aggregator, uniform_weighting=not config.weighted,
       implicit=data.implicit, settings=config.method_settings,
       in_cohorts=in_cohorts, cohort_size=config.cohort_size,
-      optimizer_settings=config.optimizers))
+      optimizer_settings=config.optimizers, zeroing_per_user=zeroing_per_user))
 
 
 def resolve_privacy(config: ExperimentConfig, num_training_users: int,
