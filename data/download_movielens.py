@@ -2,6 +2,15 @@ r"""Downloads a MovieLens corpus from GroupLens, verifies it, and unpacks it.
 
   python data/download_movielens.py --corpus=ml-1m          # into data/ml-1m/
   python data/download_movielens.py --corpus=ml-20m --data_dir=/big/disk
+  python data/download_movielens.py --corpus=ml-100k --source=recbole
+                                          # into data/ml-100k-atomic/
+
+With `--source=recbole` (ml-100k only) the corpus comes from the package index
+instead of GroupLens: the `recbole` wheel (pinned version and SHA-256, fetched
+with `pip download --no-deps`) ships MovieLens-100K as RecBole atomic files
+(ml-100k.inter, .item, .user, .kg, .link; train with --dataset=atomic). Its
+interactions are GroupLens's u.data with a typed header line. The files are
+checked (100,000 ratings, 943 users, 1,682 items) before they are moved in.
 
 The zip's SHA-256 and size are pinned below (as published in TensorFlow
 Datasets' checksum registry). ml-10m has no pinned digest we could verify and
@@ -17,6 +26,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import urllib.error
@@ -41,6 +51,17 @@ CORPORA = {
         '696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436'),
     'ml-latest': ('ml-latest.zip', 'ml-latest', None, None),
 }
+
+
+# The recbole wheel that ships MovieLens-100K as atomic files.
+RECBOLE_WHEEL = ('recbole', '1.2.1', 'recbole-1.2.1-py3-none-any.whl',
+                 '9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407')
+RECBOLE_FOLDER = 'recbole/dataset_example/ml-100k/'
+RECBOLE_FILES = tuple(f'ml-100k.{suffix}' for suffix in
+                      ('inter', 'item', 'user', 'kg', 'link'))
+# (interactions, users, items) of ml-100k.inter.
+RECBOLE_COUNTS = (100_000, 943, 1_682)
+SOURCES = ('grouplens', 'recbole')
 
 
 class DownloadError(Exception):
@@ -110,18 +131,100 @@ def download(corpus: str, data_dir: str) -> str:
   return target
 
 
+def _pip_download(requirement: str, directory: str) -> None:
+  """`pip download --no-deps` of one wheel into `directory` (the package index
+  pip is configured with)."""
+  command = [sys.executable, '-m', 'pip', 'download', '--no-deps',
+             '--only-binary=:all:', '--disable-pip-version-check', '--quiet',
+             '-d', directory, requirement]
+  result = subprocess.run(command, capture_output=True, text=True, check=False)
+  if result.returncode != 0:
+    lines = (result.stderr or result.stdout).strip().splitlines()
+    raise DownloadError(f'pip download {requirement} failed '
+                        f'({lines[-1] if lines else "no output"}); is the '
+                        'package index reachable?')
+
+
+def _check_atomic_counts(path: str, expected: tuple[int, int, int]) -> None:
+  """Raises DownloadError unless NAME.inter has the expected counts."""
+  users, items, rows = set(), set(), 0
+  with open(path, encoding='utf-8') as f:
+    next(f)  # The typed header.
+    for line in f:
+      if line.strip():
+        user, item = line.split('\t', 2)[:2]
+        users.add(user)
+        items.add(item)
+        rows += 1
+  found = (rows, len(users), len(items))
+  if found != tuple(expected):
+    raise DownloadError(
+        f'{os.path.basename(path)} has {found[0]:,} ratings, {found[1]:,} '
+        f'users and {found[2]:,} items; expected {expected[0]:,}, '
+        f'{expected[1]:,} and {expected[2]:,}.')
+
+
+def download_recbole(data_dir: str) -> str:
+  """MovieLens-100K as RecBole atomic files in `data_dir`/ml-100k-atomic/.
+
+  Raises:
+    DownloadError: pip cannot fetch the wheel, its SHA-256 differs from the
+      pinned one, or the files are missing or have other counts.
+  """
+  name, version, wheel, sha256 = RECBOLE_WHEEL
+  target = os.path.join(data_dir, 'ml-100k-atomic')
+  if os.path.isdir(target):
+    return target
+  os.makedirs(data_dir, exist_ok=True)
+  with tempfile.TemporaryDirectory(dir=data_dir, prefix='.download-') as tmp:
+    _pip_download(f'{name}=={version}', tmp)
+    wheel_path = os.path.join(tmp, wheel)
+    if not os.path.isfile(wheel_path):
+      raise DownloadError(f'pip download {name}=={version} gave no {wheel}.')
+    verify(wheel_path, None, sha256)
+    folder = os.path.join(tmp, 'ml-100k-atomic')
+    os.makedirs(folder)
+    try:
+      with zipfile.ZipFile(wheel_path) as archive:
+        for filename in RECBOLE_FILES:
+          with archive.open(RECBOLE_FOLDER + filename) as source, open(
+              os.path.join(folder, filename), 'wb') as out:
+            shutil.copyfileobj(source, out)
+    except KeyError as e:
+      raise DownloadError(f'{wheel} holds no {e.args[0]}.') from None
+    except zipfile.BadZipFile as e:
+      raise DownloadError(f'{wheel} is not a valid zip.') from e
+    _check_atomic_counts(os.path.join(folder, 'ml-100k.inter'),
+                         RECBOLE_COUNTS)
+    os.replace(folder, target)
+  return target
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--corpus', required=True, choices=sorted(CORPORA))
   parser.add_argument('--data_dir', default=os.path.dirname(
       os.path.abspath(__file__)), help='where to unpack (default: data/)')
+  parser.add_argument(
+      '--source', default='grouplens', choices=SOURCES,
+      help='grouplens (default: the zip from files.grouplens.org) or recbole '
+      '(ml-100k only: RecBole atomic files from the pinned recbole wheel on '
+      'the package index)')
   args = parser.parse_args(argv)
+  if args.source == 'recbole' and args.corpus != 'ml-100k':
+    print('download_movielens.py: error: --source=recbole has ml-100k only '
+          f'(asked for {args.corpus}).', file=sys.stderr)
+    return 1
   try:
-    path = download(args.corpus, args.data_dir)
+    if args.source == 'recbole':
+      path = download_recbole(args.data_dir)
+    else:
+      path = download(args.corpus, args.data_dir)
   except DownloadError as e:
     print(f'download_movielens.py: error: {e}', file=sys.stderr)
     return 1
-  print(f'{args.corpus} is in {path} (train with --dataset={args.corpus} '
+  dataset = 'atomic' if args.source == 'recbole' else args.corpus
+  print(f'{args.corpus} is in {path} (train with --dataset={dataset} '
         f'--data_dir={path}).')
   return 0
 

@@ -45,11 +45,13 @@ _OPTIMIZERS = [o.value for o in optimizers.OptimizerName]
 _DATASET = flags.DEFINE_enum(
     'dataset', corpus.SYNTHETIC, list(corpus.DATASET_NAMES),
     'Corpus: "synthetic" (built in, generated from --data_seed), a MovieLens '
-    'name (its files in --data_dir), "movielens" (detect which from the files)'
-    ' or "csv" (your own user,item,rating[,timestamp] file).')
+    'name (its files in --data_dir), "movielens" (detect which from the files),'
+    ' "csv" (your own user,item,rating[,timestamp] file) or "atomic" (a RecBole'
+    ' dataset folder: NAME.inter, typed header).')
 _DATA_DIR = flags.DEFINE_string(
     'data_dir', None, 'Folder holding the corpus files (for csv: the file or '
-    'a folder with ratings.csv). Unused for synthetic.')
+    'a folder with ratings.csv; for atomic: the folder of NAME.inter). Unused '
+    'for synthetic.')
 _MIN_RATINGS = flags.DEFINE_integer(
     'min_ratings_per_user', 1, 'Drop users with fewer ratings (1 keeps all).',
     lower_bound=1)
@@ -57,8 +59,8 @@ _MAX_USERS = flags.DEFINE_integer(
     'max_users', None, 'Keep only the users with the N smallest ids (unset: '
     'all).', lower_bound=1)
 _RATING_SCALE = flags.DEFINE_list(
-    'rating_scale', ['1', '5', '1'], 'min,max,step of the ratings in a csv '
-    'corpus (MovieLens corpora know their own scale).')
+    'rating_scale', ['1', '5', '1'], 'min,max,step of the ratings in a csv or '
+    'atomic corpus (MovieLens corpora know their own scale).')
 _DUPLICATES = flags.DEFINE_enum_class(
     'duplicates', ratings.DuplicatePolicy.LATEST, ratings.DuplicatePolicy,
     'Repeated (user, item) pairs in the corpus: keep the latest, or error.')

@@ -12,14 +12,17 @@ from typing import Optional
 
 import numpy as np
 
+from research.fedrec.data import atomic
 from research.fedrec.data import movielens
 from research.fedrec.data import ratings as ratings_lib
 from research.fedrec.data import synthetic
 
 SYNTHETIC = 'synthetic'
 CSV = 'csv'
+ATOMIC = 'atomic'  # RecBole atomic files (data/atomic.py).
 MOVIELENS_AUTO = 'movielens'
-DATASET_NAMES = (SYNTHETIC, MOVIELENS_AUTO, CSV) + movielens.MOVIELENS_NAMES
+DATASET_NAMES = (SYNTHETIC, MOVIELENS_AUTO, CSV, ATOMIC) + (
+    movielens.MOVIELENS_NAMES)
 
 
 class Feedback(enum.Enum):
@@ -37,7 +40,8 @@ class DataConfig:
   data_dir: Optional[str] = None
   min_ratings_per_user: int = 1
   max_users: Optional[int] = None
-  # Scale of a user's own CSV as (min, max, step); MovieLens knows its own.
+  # Scale of a user's own CSV or atomic files as (min, max, step); MovieLens
+  # knows its own.
   rating_scale: tuple[float, float, float] = (1.0, 5.0, 1.0)
   duplicates: ratings_lib.DuplicatePolicy = ratings_lib.DuplicatePolicy.LATEST
   synthetic_config: synthetic.SyntheticConfig = dataclasses.field(
@@ -106,6 +110,9 @@ class Corpus:
       names = synthetic.generate_titles(self.truth.config.num_items,
                                         self.truth.config.seed)
       return [names[int(i) - 1] for i in self.id_maps.raw_items]
+    if config.dataset == ATOMIC:
+      known = atomic.read_titles(config.data_dir)
+      return [known.get(i, '') for i in self.id_maps.raw_items.tolist()]
     if self.name not in movielens.MOVIELENS_NAMES:
       return [''] * self.num_items
     known = movielens.read_titles(self.name, config.data_dir)
@@ -145,6 +152,11 @@ def load_corpus(config: DataConfig) -> Corpus:
     table = movielens.read_csv(config.data_dir,
                                ratings_lib.RatingScale(*config.rating_scale),
                                config.duplicates)
+  elif name == ATOMIC:
+    name = f'{atomic.dataset_name(config.data_dir)} (RecBole atomic)'
+    table = atomic.read_interactions(
+        config.data_dir, ratings_lib.RatingScale(*config.rating_scale),
+        config.implicit, config.duplicates)
   else:
     if name == MOVIELENS_AUTO:
       name = movielens.detect_corpus(config.data_dir)
