@@ -55,6 +55,31 @@ def _random_corpus(seed=7):
   return splits.Split(train, testing_data.TEST, testing_data.TEST)
 
 
+def _assert_rounds_agree(test, reference, state, in_cohorts, cohort_state):
+  """Runs `_ROUNDS` on both; weights and training metrics agree to 1e-5.
+
+  Returns:
+    Each round's (reference output, cohort output).
+  """
+  outputs = []
+  for client_ids in _ROUNDS:
+    expected = reference.next(state, client_ids)
+    got = in_cohorts.next(cohort_state, client_ids)
+    state, cohort_state = expected.state, got.state
+    outputs.append((expected, got))
+    for want, have in zip(
+        reference.get_model_weights(expected.state).trainable,
+        in_cohorts.get_model_weights(got.state).trainable):
+      np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6)
+    want_metrics = expected.metrics['client_work']['train']
+    have_metrics = got.metrics['client_work']['train']
+    test.assertEqual(sorted(have_metrics), sorted(want_metrics))
+    for name, value in want_metrics.items():
+      np.testing.assert_allclose(have_metrics[name], value, rtol=1e-5,
+                                 err_msg=name)
+  return outputs
+
+
 class FedReconCohortTest(parameterized.TestCase):
 
   @classmethod
@@ -118,20 +143,7 @@ class FedReconCohortTest(parameterized.TestCase):
     # (Uniform weighting: per_client averages its users with an unweighted
     # mean, cohorts with a weighted mean of cohorts; the aggregator states
     # differ, so each process runs from its own.)
-    for client_ids in _ROUNDS:
-      expected = reference.next(state, client_ids)
-      got = in_cohorts.next(cohort_state, client_ids)
-      state, cohort_state = expected.state, got.state
-      for want, have in zip(
-          reference.get_model_weights(expected.state).trainable,
-          in_cohorts.get_model_weights(got.state).trainable):
-        np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6)
-      want_metrics = expected.metrics['client_work']['train']
-      have_metrics = got.metrics['client_work']['train']
-      self.assertEqual(sorted(have_metrics), sorted(want_metrics))
-      for name, value in want_metrics.items():
-        np.testing.assert_allclose(have_metrics[name], value, rtol=1e-5,
-                                   err_msg=name)
+    _assert_rounds_agree(self, reference, state, in_cohorts, cohort_state)
     # Small cohorts: several per round, never an empty one.
     size = cohort_size or cohorts.DEFAULT_COHORT_SIZE
     self.assertEqual(in_cohorts.last_round_cohorts,
@@ -159,20 +171,11 @@ class FedReconCohortTest(parameterized.TestCase):
         aggregation.build_aggregator(
             settings.DPConfig(), settings.AggregationConfig(zeroing=False),
             None, 12, weighted=True), False, cohort_size=0, zeroing=True)
-    state, cohort_state = reference.initialize(), in_cohorts.initialize()
+    outputs = _assert_rounds_agree(self, reference, reference.initialize(),
+                                   in_cohorts, in_cohorts.initialize())
     norms, zeroed = [], []
-    for client_ids in _ROUNDS:
-      expected = reference.next(state, client_ids)
-      got = in_cohorts.next(cohort_state, client_ids)
-      state, cohort_state = expected.state, got.state
-      for want, have in zip(
-          reference.get_model_weights(expected.state).trainable,
-          in_cohorts.get_model_weights(got.state).trainable):
-        np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6)
+    for expected, got in outputs:
       want, have = expected.metrics, got.metrics
-      for name, value in want['client_work']['train'].items():
-        np.testing.assert_allclose(have['client_work']['train'][name], value,
-                                   rtol=1e-5, err_msg=name)
       # Measured under the same names as the per-client aggregator's.
       self.assertEqual(have['aggregator']['zeroed_count'],
                        want['aggregator']['zeroed_count'])

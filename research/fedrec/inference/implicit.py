@@ -43,14 +43,8 @@ class Settings:
   @classmethod
   def of_run(cls, config) -> 'Settings':
     """How the clients of a run (an `ExperimentConfig`) reconstruct a user."""
-    return cls(
-        epochs=config.recon.evaluation_epochs,
-        steps_max=config.recon.recon_steps_max,
-        batch_size=config.pipeline.batch_size,
-        num_negatives=config.pipeline.num_negatives,
-        optimizer=config.optimizers.reconstruction,
-        learning_rate=config.optimizers.reconstruction_learning_rate,
-        seed=config.pipeline.seed)
+    return cls(num_negatives=config.pipeline.num_negatives,
+               seed=config.pipeline.seed, **reconstruction.run_steps(config))
 
 
 def _client_examples(user: int, known: np.ndarray, num_items: int,

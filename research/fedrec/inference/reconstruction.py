@@ -28,6 +28,15 @@ SHUFFLE_BUFFER = pipelines.SHUFFLE_BUFFER
 OPTIMIZERS = ('sgd', 'sgdm', 'adam', 'adagrad', 'yogi')
 
 
+def run_steps(config) -> dict:
+  """The reconstruction steps of a run's clients (both feedbacks' settings)."""
+  return dict(epochs=config.recon.evaluation_epochs,
+              steps_max=config.recon.recon_steps_max,
+              batch_size=config.pipeline.batch_size,
+              optimizer=config.optimizers.reconstruction,
+              learning_rate=config.optimizers.reconstruction_learning_rate)
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """How a client reconstructs its user vector (from the run's settings)."""
@@ -44,15 +53,9 @@ class Settings:
   @classmethod
   def of_run(cls, config) -> 'Settings':
     """How the clients of a run (an `ExperimentConfig`) reconstruct a user."""
-    return cls(
-        epochs=config.recon.evaluation_epochs,
-        steps_max=config.recon.recon_steps_max,
-        batch_size=config.pipeline.batch_size,
-        max_examples=config.pipeline.max_examples_per_user,
-        shuffle_seed=config.pipeline.seed,
-        optimizer=config.optimizers.reconstruction,
-        learning_rate=config.optimizers.reconstruction_learning_rate,
-        l2=config.model.l2)
+    return cls(max_examples=config.pipeline.max_examples_per_user,
+               shuffle_seed=config.pipeline.seed, l2=config.model.l2,
+               **run_steps(config))
 
   def __post_init__(self):
     if self.optimizer not in OPTIMIZERS:
