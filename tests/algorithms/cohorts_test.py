@@ -132,8 +132,8 @@ class CohortPackerTest(absltest.TestCase):
       cohorts.CohortPacker(store, pipelines.PipelineConfig())
 
 
-_DP = settings.DPConfig(mechanism=settings.Mechanism.FIXED,
-                        noise_multiplier=1.0)
+_ADAPTIVE_DP = settings.DPConfig(mechanism=settings.Mechanism.ADAPTIVE,
+                                 noise_multiplier=1.0)
 
 
 class ExecutionSettingTest(absltest.TestCase):
@@ -147,10 +147,12 @@ class ExecutionSettingTest(absltest.TestCase):
     self.assertTrue(self._config().in_cohorts)
     self.assertTrue(self._config(aggregation=settings.AggregationConfig(
         zeroing=False)).in_cohorts)
+    self.assertTrue(self._config(dp=settings.DPConfig(
+        mechanism=settings.Mechanism.FIXED, noise_multiplier=1.0)).in_cohorts)
     self.assertFalse(self._config(execution='per_client').in_cohorts)
     # Unsupported under auto: per_client, silently (the reference).
     self.assertFalse(self._config(algorithm='fedavg').in_cohorts)
-    self.assertFalse(self._config(dp=_DP).in_cohorts)
+    self.assertFalse(self._config(dp=_ADAPTIVE_DP).in_cohorts)
 
   def test_an_unsupported_combination_is_refused_in_one_line(self):
     implicit = corpus.Feedback.IMPLICIT
@@ -162,7 +164,8 @@ class ExecutionSettingTest(absltest.TestCase):
         (dict(feedback=implicit), 'implicit feedback has no cohort client'),
         (dict(optimizers=experiment.OptimizerConfig(client='adam')),
          'cohorts train with --client_optimizer=sgd'),
-        (dict(dp=_DP), 'DP clipping per user in cohorts is not there yet'),
+        (dict(dp=_ADAPTIVE_DP),
+         'adaptive DP clipping per user in cohorts is not there yet'),
         (dict(aggregation=settings.AggregationConfig(
             zeroing=False, secure_aggregation=True)), '--secure_aggregation'),
         (dict(algorithm='centralized'),

@@ -192,6 +192,62 @@ class FedReconCohortTest(parameterized.TestCase):
     self.assertNotEqual(norms[1], norms[0])
     self.assertEqual(in_cohorts.last_round_cohorts, 1)
 
+  def _dp_processes(self, noise_multiplier, clip, zeroing):
+    """Per-client and cohort FedRecon under --dp=fixed (uniform weighting)."""
+    optimizer_settings = experiment.OptimizerConfig(
+        client='sgd', client_learning_rate=0.3, server='sgd',
+        server_learning_rate=1.0, reconstruction='sgd',
+        reconstruction_learning_rate=0.2)
+    model = mf.MFConfig(embedding_dim=3, l2=0.05, seed=5)
+    recon = fed_recon.ReconConfig(post_recon_epochs=2)
+    pipeline = pipelines.PipelineConfig(batch_size=3, seed=4)
+    dp = settings.DPConfig(mechanism=settings.Mechanism.FIXED,
+                           noise_multiplier=noise_multiplier, clip=clip)
+    reference = fed_recon.build_training_process(
+        model, _NUM_ITEMS, recon, optimizer_settings.create(), pipeline,
+        self.store, aggregation.build_aggregator(
+            dp, settings.AggregationConfig(zeroing=zeroing), noise_multiplier,
+            12, weighted=False), uniform_weighting=True)
+    in_cohorts = fed_recon.build_cohort_training_process(
+        model, _NUM_ITEMS, recon, optimizer_settings.create(),
+        optimizer_settings, pipeline, self.store,
+        aggregation.build_aggregator(
+            dp, settings.AggregationConfig(zeroing=False), noise_multiplier,
+            12, weighted=True, preclipped=True), True, cohort_size=5,
+        zeroing=zeroing, clip_query=aggregation.fixed_clip_query(
+            noise_multiplier, 12, clip))
+    return reference, in_cohorts
+
+  def test_dp_clips_each_user_not_the_cohort(self):
+    # Without noise the DP rounds are deterministic: the cohort process must
+    # match per-client DP-FedRecon (each user's update clipped to 0.2, the
+    # sum divided by the expected 12 clients per round), with zeroing too.
+    clip = 0.2
+    reference, in_cohorts = self._dp_processes(0.0, clip, zeroing=True)
+    state = reference.initialize()
+    outputs = _assert_rounds_agree(self, reference, state, in_cohorts,
+                                   in_cohorts.initialize())
+    # The case is real: the round's summed clipped updates are far longer
+    # than one clip, so clipping a cohort's sum as one record (cohorts of 5
+    # users here) would have changed it.
+    before = reference.get_model_weights(state).trainable
+    after = reference.get_model_weights(outputs[0][0].state).trainable
+    summed = 12 * np.sqrt(sum(np.sum(np.square(a - b))
+                              for a, b in zip(after, before)))
+    self.assertGreater(summed, 2 * clip)
+
+  def test_dp_event_and_noise_scale_are_the_per_client_ones(self):
+    reference, in_cohorts = self._dp_processes(1.0, 0.5, zeroing=False)
+    states = [process.next(process.initialize(), _ROUNDS[0]).state.aggregator
+              for process in (reference, in_cohorts)]
+    # The same DP event (what the accountant composes) and query state: the
+    # noise N(0, (z C)^2) on the sum, divided by the expected clients.
+    self.assertEqual(states[1].dp_event, states[0].dp_event)
+    self.assertEqual(states[1].query_state, states[0].query_state)
+    self.assertEqual(states[0].dp_event.noise_multiplier, 1.0)
+    self.assertEqual(states[0].query_state.numerator_state.stddev, 0.5)
+    self.assertEqual(states[0].query_state.denominator, 12.0)
+
   def test_a_user_whose_update_is_not_finite_is_left_out(self):
     # A huge client learning rate blows up every user with more than one
     # training step (batches of 2): its second step overflows. TFF zeroes

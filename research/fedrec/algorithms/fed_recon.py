@@ -29,6 +29,7 @@ from research.fedrec.data import pipelines
 from research.fedrec.evaluation import training_metrics
 from research.fedrec.models import builder
 from research.fedrec.models import mf
+from research.fedrec.privacy import settings as privacy_settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +185,7 @@ def build_cohort_training_process(
     pipelines.PipelineConfig, store_path: str,
     model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory],
     uniform_weighting: bool, cohort_size: int = 0,
-    zeroing: bool = False) -> cohorts.CohortProcess:
+    zeroing: bool = False, clip_query=None) -> cohorts.CohortProcess:
   """FedRecon training run in cohorts (`--execution=cohort`).
 
   Its `next` takes client ids, and its state, weights and metrics are those
@@ -193,7 +194,8 @@ def build_cohort_training_process(
   (`FedRecon.cohort_unsupported`). `model_aggregator` must be weighted: a
   cohort is weighted by its users' summed weight. With `zeroing`, adaptive
   zeroing acts on each user in the client work (and `model_aggregator` must
-  not zero).
+  not zero). With `clip_query` (`--dp=fixed`), each user is clipped in the
+  client work and `model_aggregator` is built with `preclipped=True`.
   """
   # Imported here: the cohort client work is only built when it is used.
   from research.fedrec.algorithms import fed_recon_cohort  # pylint: disable=g-import-not-at-top
@@ -203,7 +205,7 @@ def build_cohort_training_process(
       model_fn, model_config, num_items, recon, optimizers,
       pipeline.batch_size, optimizer_settings.client_learning_rate,
       optimizer_settings.reconstruction_learning_rate, model_aggregator,
-      uniform_weighting, zeroing)
+      uniform_weighting, zeroing, clip_query)
   return cohorts.CohortProcess(
       process, cohorts.CohortPacker(store_path, pipeline, cohort_size))
 
@@ -253,8 +255,9 @@ class FedRecon(registry.Method):
         (optimizers.client != 'sgd' or optimizers.reconstruction != 'sgd') and
         'cohorts train with --client_optimizer=sgd and '
         '--reconstruction_optimizer=sgd only (stateful optimizers: not yet)',
-        config.dp.enabled and
-        'DP clipping per user in cohorts is not there yet (--dp)',
+        config.dp.mechanism == privacy_settings.Mechanism.ADAPTIVE and
+        'adaptive DP clipping per user in cohorts is not there yet '
+        '(--dp=adaptive; --dp=fixed trains in cohorts)',
         config.aggregation.secure_aggregation and
         '--secure_aggregation bounds are not scaled to cohorts yet',
         config.aggregation.compression.value != 'none' and
@@ -266,7 +269,7 @@ class FedRecon(registry.Method):
           inputs.model_config, inputs.num_items, inputs.recon,
           inputs.optimizers, inputs.optimizer_settings, inputs.pipeline,
           inputs.store_path, inputs.aggregator, inputs.uniform_weighting,
-          inputs.cohort_size, inputs.zeroing_per_user)
+          inputs.cohort_size, inputs.zeroing_per_user, inputs.clip_query)
     return build_training_process(
         inputs.model_config, inputs.num_items, inputs.recon, inputs.optimizers,
         inputs.pipeline, inputs.store_path,

@@ -77,13 +77,17 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
                       num_items: int, recon, batch_size: int,
                       client_learning_rate: float,
                       reconstruction_learning_rate: float,
-                      uniform_weighting: bool, zeroing: bool = False):
+                      uniform_weighting: bool, zeroing: bool = False,
+                      clip_query=None):
   """The cohort `ClientWorkProcess` of FedRecon MF (explicit, SGD).
 
   `weights_type` is the TFF type of the model's global weights. With
   `zeroing`, adaptive zeroing per user (see the module doc): the process's
   state is the zeroing quantile estimator's, and its measurements carry
-  `zeroing` (`zeroing_norm`, `zeroed_count`) beside `train`.
+  `zeroing` (`zeroing_norm`, `zeroed_count`) beside `train`. With
+  `clip_query` (user-level DP with a fixed clip: `aggregation.fixed_clip_query`)
+  each user's update is clipped by it and the cohort's result is the sum of
+  the clipped updates, for an aggregator over `aggregation.PreclippedQuery`.
   """
   cohort_type = tff.SequenceType(
       tff.types.tensorflow_to_type(cohorts_lib.ELEMENT_SPEC))
@@ -252,10 +256,28 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
       zeroed_count = tf.reduce_sum(tf.cast(zeroed, tf.int32))
       quantile_record = zeroing_work.record_sum(quantile_params, norms)
 
+    def per_user(mask, delta):  # A [K] mask shaped to broadcast over delta.
+      return tf.reshape(mask, [-1] + [1] * (len(delta.shape) - 1))
+
+    if clip_query is not None:
+      # User-level DP: each user's update clipped by the DP query's own
+      # preprocess_record (rows the user never rated are zero, so the norm
+      # is the dense record's); the cohort returns the plain sum, which the
+      # server's DP aggregator noises and normalizes (uniform weighting).
+      params = clip_query.derive_sample_params(
+          clip_query.initial_global_state())
+      kept_deltas = tuple(tf.where(per_user(kept, d), d, 0.0) for d in deltas)
+      deltas = list(tf.map_fn(
+          lambda record: clip_query.preprocess_record(params, record),
+          kept_deltas, fn_output_signature=tuple(
+              tf.TensorSpec(d.shape[1:], d.dtype) for d in kept_deltas)))
+      row_deltas = deltas[0]
+      weights = tf.ones([num_users])
+      total_weight = tf.constant(1.0)  # The sum passes through undivided.
+
     def weighted_sum(delta, num_segments):
-      delta = tf.where(
-          tf.reshape(kept, [-1] + [1] * (len(delta.shape) - 1)), delta, 0.0)
-      scaled = delta * tf.reshape(weights, [-1] + [1] * (len(delta.shape) - 1))
+      delta = tf.where(per_user(kept, delta), delta, 0.0)
+      scaled = delta * per_user(weights, delta)
       if num_segments is None:
         return tf.reduce_sum(scaled, axis=0)
       flat = tf.reshape(scaled, tf.concat([[-1], tf.shape(scaled)[2:]], 0))
@@ -359,14 +381,17 @@ def build_training_process(model_fn, model_config: mf.MFConfig,
                            num_items: int, recon, optimizers, batch_size: int,
                            client_learning_rate: float,
                            reconstruction_learning_rate: float, aggregator,
-                           uniform_weighting: bool, zeroing: bool = False):
+                           uniform_weighting: bool, zeroing: bool = False,
+                           clip_query=None):
   """FedRecon MF whose clients are cohorts (`cohorts.CohortPacker`).
 
   Composed like `tff.learning.algorithms.build_fed_recon`, with the same
   initial weights, broadcast, aggregator and server finalizer, so the state
   is the per-client process's. With `zeroing`, the client work zeroes each
   user's update as the per-client aggregator's adaptive zeroing would (so
-  `aggregator` must not zero: it would zero whole cohorts).
+  `aggregator` must not zero: it would zero whole cohorts). With
+  `clip_query`, each user is clipped in the client work (user-level DP) and
+  `aggregator` is a DP aggregator over `aggregation.PreclippedQuery`.
   """
   initial_weights = tff.tensorflow.computation(
       lambda: tff.learning.models.ReconstructionModel.get_global_variables(
@@ -382,7 +407,7 @@ def build_training_process(model_fn, model_config: mf.MFConfig,
       build_client_work(model_fn, weights_type, model_config, num_items,
                         recon, batch_size, client_learning_rate,
                         reconstruction_learning_rate, uniform_weighting,
-                        zeroing),
+                        zeroing, clip_query),
       aggregator.create(weights_type.trainable, tff.TensorType(np.float32)),
       tff.learning.templates.build_apply_optimizer_finalizer(
           optimizers.server, weights_type))

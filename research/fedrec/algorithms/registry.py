@@ -66,6 +66,9 @@ class ProcessInputs:
   # Cohorts: adaptive zeroing acts on each user in the client work (then
   # `aggregator` does not zero: it would zero a whole cohort).
   zeroing_per_user: bool = False
+  # Cohorts under --dp=fixed: the DP query whose preprocess_record clips each
+  # user in the client work (`aggregator` is then over preclipped records).
+  clip_query: Any = None
 
 
 class Method:

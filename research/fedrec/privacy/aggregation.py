@@ -114,9 +114,50 @@ def _default_zeroing(inner):
   return tff.aggregators.zeroing_factory(zeroing_norm, inner)
 
 
+class PreclippedQuery(tfp.SumAggregationDPQuery):
+  """A DP query whose records arrive clipped: `inner` without its clipping.
+
+  Cohort execution clips each user's update with `inner.preprocess_record`
+  inside the cohort (a cohort's sum must not be clipped as one record); the
+  server then sums the clipped records and `inner` adds the noise,
+  normalizes and reports the DP event exactly as for per-client records.
+  """
+
+  def __init__(self, inner: tfp.DPQuery):
+    self._inner = inner
+
+  def initial_global_state(self):
+    return self._inner.initial_global_state()
+
+  def derive_sample_params(self, global_state):
+    return self._inner.derive_sample_params(global_state)
+
+  def initial_sample_state(self, template=None):
+    return self._inner.initial_sample_state(template)
+
+  def preprocess_record(self, params, record):
+    del params
+    return record
+
+  def get_noised_result(self, sample_state, global_state):
+    return self._inner.get_noised_result(sample_state, global_state)
+
+  def derive_metrics(self, global_state):
+    return self._inner.derive_metrics(global_state)
+
+
+def fixed_clip_query(noise_multiplier: float, clients_per_round: int,
+                     clip: float) -> tfp.DPQuery:
+  """The tensorflow-privacy query of `--dp=fixed` (TFF's `gaussian_fixed`)."""
+  factory = tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
+      noise_multiplier, clients_per_round, clip)
+  return factory._query  # pylint: disable=protected-access
+
+
 def build_aggregator(dp: DPConfig, aggregation: AggregationConfig,
                      noise_multiplier: Optional[float],
-                     clients_per_round: int, weighted: bool):
+                     clients_per_round: int, weighted: bool,
+                     preclipped: bool = False):
   """The model aggregator factory (None: TFF's default weighted mean).
 
   Args:
@@ -125,6 +166,9 @@ def build_aggregator(dp: DPConfig, aggregation: AggregationConfig,
     noise_multiplier: The resolved (given or calibrated) noise multiplier.
     clients_per_round: Expected clients per round (the DP denominator).
     weighted: Whether clients are weighted by examples (never under DP).
+    preclipped: Under `--dp=fixed`, the records arrive clipped per user
+      (cohort execution; `PreclippedQuery`): the same noise, normalization
+      and DP event, no clipping at the server.
   """
   if aggregation.secure_aggregation:
     bound = dp.clip if dp.mechanism == Mechanism.FIXED else float(2**20 - 1)
@@ -140,8 +184,16 @@ def build_aggregator(dp: DPConfig, aggregation: AggregationConfig,
   else:
     record_sum = None
 
+  if preclipped and dp.mechanism != Mechanism.FIXED:
+    raise ValueError('Only --dp=fixed records can be clipped per user before '
+                     'aggregation.')
   if dp.enabled:
-    if dp.mechanism == Mechanism.FIXED:
+    if preclipped:
+      factory = tff.aggregators.DifferentiallyPrivateFactory(
+          PreclippedQuery(fixed_clip_query(noise_multiplier,
+                                           clients_per_round, dp.clip)),
+          record_sum)
+    elif dp.mechanism == Mechanism.FIXED:
       factory = tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
           noise_multiplier, clients_per_round, dp.clip)
     else:
@@ -151,7 +203,7 @@ def build_aggregator(dp: DPConfig, aggregation: AggregationConfig,
           initial_l2_norm_clip=dp.clip,
           target_unclipped_quantile=dp.target_quantile,
           learning_rate=dp.clip_learning_rate)
-    if record_sum is not None:
+    if record_sum is not None and not preclipped:
       # The classmethods build the tensorflow-privacy query but take no record
       # aggregator; rebuild the factory around the same query.
       factory = tff.aggregators.DifferentiallyPrivateFactory(

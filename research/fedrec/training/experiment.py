@@ -458,11 +458,17 @@ def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
   in_cohorts = config.in_cohorts
   # In cohorts the users are weighted inside each cohort, and the cohorts by
   # their users' summed weight; adaptive zeroing acts on each user there.
+  # Under DP each user is clipped there too, and the server only noises.
   zeroing_per_user = in_cohorts and config.aggregation.zeroing
+  clip_per_user = in_cohorts and config.dp.enabled
   aggregator = aggregation_lib.build_aggregator(
       config.dp, dataclasses.replace(config.aggregation, zeroing=False)
       if zeroing_per_user else config.aggregation, noise_multiplier,
-      config.clients_per_round, weighted=config.weighted or in_cohorts)
+      config.clients_per_round, weighted=config.weighted or in_cohorts,
+      preclipped=clip_per_user)
+  clip_query = (aggregation_lib.fixed_clip_query(
+      noise_multiplier, config.clients_per_round, config.dp.clip)
+                if clip_per_user else None)
   return config.method.build_process(registry.ProcessInputs(
       model_config=model_config, num_items=data.num_items,
       num_users=data.num_users, optimizers=config.optimizers.create(),
@@ -470,7 +476,8 @@ def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
       aggregator=aggregator, uniform_weighting=not config.weighted,
       implicit=data.implicit, settings=config.method_settings,
       in_cohorts=in_cohorts, cohort_size=config.cohort_size,
-      optimizer_settings=config.optimizers, zeroing_per_user=zeroing_per_user))
+      optimizer_settings=config.optimizers, zeroing_per_user=zeroing_per_user,
+      clip_query=clip_query))
 
 
 def resolve_privacy(config: ExperimentConfig, num_training_users: int,
