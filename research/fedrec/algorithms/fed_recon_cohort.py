@@ -242,22 +242,22 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
     kept = finite  # Users whose update enters the sum.
     quantile_record = ()
     zeroed_count = ()
+
+    def per_user(mask, delta):  # A [K] mask shaped to broadcast over delta.
+      return tf.reshape(mask, [-1] + [1] * (len(delta.shape) - 1))
+
     if zeroing:
       # As TFF's zeroing of a client: the max-abs norm of the (finite, else
       # zero) update against the zeroing norm; a zeroed user keeps its
       # weight. Every user's norm updates the quantile estimate.
       norms = tf.reduce_max(tf.stack([
           tf.reduce_max(tf.abs(tf.reshape(
-              tf.where(tf.reshape(finite, [-1] + [1] * (len(d.shape) - 1)),
-                       d, 0.0), [num_users, -1])), axis=1)
+              tf.where(per_user(finite, d), d, 0.0), [num_users, -1])), axis=1)
           for d in deltas]), axis=0)
       zeroed = norms > zeroing_norm
       kept = tf.logical_and(finite, tf.logical_not(zeroed))
       zeroed_count = tf.reduce_sum(tf.cast(zeroed, tf.int32))
       quantile_record = zeroing_work.record_sum(quantile_params, norms)
-
-    def per_user(mask, delta):  # A [K] mask shaped to broadcast over delta.
-      return tf.reshape(mask, [-1] + [1] * (len(delta.shape) - 1))
 
     if clip_query is not None:
       # User-level DP: each user's update clipped by the DP query's own
