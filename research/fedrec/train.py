@@ -141,6 +141,14 @@ _HIDDEN_UNITS = flags.DEFINE_integer(
 _NUM_NEGATIVES = flags.DEFINE_integer(
     'num_negatives', 4, 'Implicit feedback: negatives sampled per positive '
     'each local epoch, on the client.', lower_bound=1)
+_NEGATIVE_PROTOCOL = flags.DEFINE_enum(
+    'negative_protocol', 'leak_free', ['leak_free', 'published'],
+    'Implicit feedback: where training negatives come from. leak_free: items '
+    'without a training interaction of the user. published: also never the '
+    "user's validation or test items, as PFedRec's official code samples "
+    'them (IJCAI 2023); this leaks (the held-out item is never trained down '
+    'while its evaluation negatives are) and exists to reproduce published '
+    'numbers and measure the inflation.')
 _EVAL_NEGATIVES = flags.DEFINE_integer(
     'eval_negatives', 99, 'Sampled ranking protocol: negatives per user '
     '(without replacement, from never-interacted items; 99 or 999 usual).',
@@ -276,6 +284,11 @@ _EVAL_EVERY = flags.DEFINE_integer(
 _EVAL_CLIENTS = flags.DEFINE_integer(
     'eval_clients', defaults.EVAL_CLIENTS, 'Validation clients per periodic evaluation (0: all); '
     'a fixed, seeded subset.', lower_bound=0)
+_SELECT_BY = flags.DEFINE_string(
+    'select_by', '', 'Report the test metrics of the model of the evaluated '
+    'round best on this validation metric (e.g. sampled/hr@10, as PFedRec '
+    'does; rmse under explicit feedback; ties keep the earlier round), '
+    'evaluated every --eval_every rounds. Empty: the last round\'s model.')
 _CHECKPOINT_EVERY = flags.DEFINE_integer(
     'checkpoint_every', defaults.CHECKPOINT_EVERY, 'Save a checkpoint every N rounds (and after the '
     'last).', lower_bound=1)
@@ -394,7 +407,8 @@ def build_config():
           batch_size=_BATCH_SIZE.value,
           max_examples_per_user=_MAX_EXAMPLES.value,
           local_epochs=_CLIENT_EPOCHS.value, seed=seed,
-          num_negatives=_NUM_NEGATIVES.value),
+          num_negatives=_NUM_NEGATIVES.value,
+          exclude_heldout=_NEGATIVE_PROTOCOL.value == 'published'),
       recon=fed_recon.ReconConfig(
           recon_epochs=_RECON_EPOCHS.value,
           recon_steps_max=_RECON_STEPS_MAX.value,
@@ -414,7 +428,8 @@ def build_config():
       loop=loop.LoopConfig(total_rounds=_ROUNDS.value,
                            eval_every=_EVAL_EVERY.value,
                            checkpoint_every=_CHECKPOINT_EVERY.value,
-                           progress=_PROGRESS.value and sys.stderr.isatty()),
+                           progress=_PROGRESS.value and sys.stderr.isatty(),
+                           select_by=_SELECT_BY.value),
       clients_per_round=_CLIENTS_PER_ROUND.value,
       sampling=_CLIENT_SAMPLING.value,
       uniform_weighting=_UNIFORM_WEIGHTING.value,

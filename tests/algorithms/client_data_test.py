@@ -104,6 +104,33 @@ class ImplicitPipelinesTest(absltest.TestCase):
     other_round = _examples(fn(_positives(positives, round_num=2)))
     self.assertNotEqual(other_round, epochs)
 
+  def test_published_protocol_never_draws_a_heldout_item(self):
+    # Items 0-5; training positives 1 and 4; held-out 2 and 3 (is_query = 1,
+    # as the store gives them with `with_heldout`). 60 negatives per epoch.
+    rows = _positives([1, 4, 2, 3]).map(
+        lambda r: {**r, 'is_query': tf.cast(
+            tf.logical_or(r['item'] == 2, r['item'] == 3), tf.int64)})
+    config = pipelines.PipelineConfig(batch_size=7, num_negatives=30, seed=4)
+    # FedRecon: a reconstruction and a training epoch; FedAvg: one epoch.
+    for fn, epochs in (
+        (client_data.create_implicit_recon_train_fn(config, 6, 1, 1), 2),
+        (client_data.create_implicit_fedavg_train_fn(config, 6), 1)):
+      examples = _examples(fn(rows))
+      items = np.concatenate([e[0] for e in examples])
+      labels = np.concatenate([e[1] for e in examples])
+      self.assertCountEqual(items[labels == 1], [1, 4] * epochs)
+      self.assertLen(items, 2 * 31 * epochs)
+      self.assertEqual(set(items[labels == 0]), {0, 5})
+    # Leak-free: the same client without its held-out rows draws 2 and 3 too
+    # (60 draws from {0, 2, 3, 5}: all four come up under this seed).
+    fn = client_data.create_implicit_recon_train_fn(config, 6, 1, 1)
+    for items, labels in _examples(fn(_positives([1, 4]))):
+      self.assertEqual(set(np.array(items)[np.array(labels) == 0]),
+                       {0, 2, 3, 5})
+    # A client whose every row is held out trains on nothing.
+    only_heldout = rows.filter(lambda r: r['is_query'] == 1)
+    self.assertEqual(_examples(fn(only_heldout)), [])
+
   def test_split_dataset_uses_disjoint_positives(self):
     config = pipelines.PipelineConfig(batch_size=64, num_negatives=1)
     fn = client_data.create_implicit_recon_train_fn(config, 100, 1, 1,

@@ -108,6 +108,17 @@ class ClientStoreTest(absltest.TestCase):
     self.assertEqual([(r['user'], r['item'], r['rating'], r['is_query'])
                       for r in rows], [(0, 0, 5.0, 0), (0, 1, 4.0, 0)])
 
+  def test_train_dataset_with_heldout_flags_the_val_and_test_rows(self):
+    path = client_store.create_client_store(_holdout_split(), self.cache)
+    data = client_store.create_client_data(path, 'train', with_heldout=True)
+    rows = list(data.create_tf_dataset_for_client('0').as_numpy_iterator())
+    self.assertEqual([(r['item'], r['rating'], r['is_query']) for r in rows],
+                     [(0, 5.0, 0), (1, 4.0, 0), (2, 3.0, 1)])  # val: item 2.
+    rows = list(data.create_tf_dataset_for_client('2').as_numpy_iterator())
+    self.assertEqual([(r['item'], r['is_query']) for r in rows],
+                     [(1, 0), (2, 0), (0, 1)])  # test: item 0.
+    self.assertEqual(data.client_ids, ['0', '1', '2'])
+
   def test_eval_dataset_has_support_then_query(self):
     path = client_store.create_client_store(_holdout_split(), self.cache)
     data = client_store.create_client_data(path, 'test')

@@ -31,6 +31,25 @@ class CentralizedTest(absltest.TestCase):
     holdout = _split(splits.SplitKind.HOLDOUT)
     self.assertIs(centralized.training_ratings(holdout), holdout.train)
 
+  def test_published_protocol_excludes_the_heldout_pairs(self):
+    train = ratings.Ratings(np.array([0, 0, 1], np.int64),
+                            np.array([1, 4, 0], np.int64),
+                            np.ones(3, np.float32), np.zeros(3, np.int64))
+    val = ratings.Ratings(np.array([0, 1], np.int64), np.array([2, 3]),
+                          np.ones(2, np.float32), np.zeros(2, np.int64))
+    test = ratings.Ratings(np.array([0, 1], np.int64), np.array([3, 5]),
+                           np.ones(2, np.float32), np.zeros(2, np.int64))
+    split = splits.Split(train, splits.EvalPartition(train, val),
+                         splits.EvalPartition(train, test))
+    np.testing.assert_array_equal(
+        centralized.excluded_keys(split, 6), [1, 4, 6])
+    keys = centralized.excluded_keys(split, 6, exclude_heldout=True)
+    np.testing.assert_array_equal(keys, [1, 2, 3, 4, 6, 9, 11])
+    users, items = centralized.sample_negatives(
+        np.array([0, 1]), 6, 200, keys, np.random.default_rng(0))
+    self.assertEqual(set(items[users == 0]), {0, 5})
+    self.assertEqual(set(items[users == 1]), {1, 2, 4})
+
   @pytest.mark.slow
   def test_learns_and_evaluates_with_the_shared_metrics(self):
     split = _split(splits.SplitKind.HOLDOUT)

@@ -10,6 +10,7 @@ import pytest
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus
+from research.fedrec.data import pipelines
 from research.fedrec.data import splits
 from research.fedrec.evaluation import evaluators
 from research.fedrec.evaluation import ranking
@@ -19,7 +20,9 @@ from research.fedrec.inference import implicit
 from research.fedrec.models import autorec as autorec_lib
 from research.fedrec.models import mf
 from research.fedrec.models import ncf
+from research.fedrec.training import centralized
 from research.fedrec.training import experiment
+from research.fedrec.training import loop
 from research.fedrec.training import runtime
 from research.fedrec.training import trained
 from tests.training import implicit_testing
@@ -78,6 +81,29 @@ class ImplicitExperimentTest(absltest.TestCase):
     self.assertEqual(sorted(n for n in exported.weights if 'initial/' in n),
                      ['initial/gmf_user_embedding',
                       'initial/mlp_user_embedding'])
+
+  @pytest.mark.slow
+  def test_published_protocol_run_reports_the_best_validation_round(self):
+    root = self.create_tempdir().full_path
+    config = _config(
+        root, 'pub', model=mf.MFConfig(embedding_dim=4),
+        pipeline=pipelines.PipelineConfig(exclude_heldout=True),
+        loop=loop.LoopConfig(total_rounds=3, eval_every=1, progress=False,
+                             select_by='sampled/hr@10'),
+        centralized=centralized.CentralizedConfig(epochs=1, batch_size=64))
+    summary = experiment.run_experiment(config, log=lambda _: None)
+    with open(os.path.join(root, 'pub', 'metrics.csv')) as f:
+      rows = list(csv.DictReader(f))
+    scores = [float(r['val/sampled/hr@10']) for r in rows]
+    best = int(np.argmax(scores)) + 1  # The first round of the best score.
+    self.assertEqual(summary['selected_round'], best)
+    self.assertEqual(rows[-1]['selected_round'], str(best))
+    # evaluate.py's path restores the selected model, not the last one.
+    with runtime.local_runtime():
+      run = trained.load_run(os.path.join(root, 'pub'))
+    self.assertEqual(run.round_num, 3)
+    self.assertEqual(dict(trained.evaluate_ranking(run, 'test').overall),
+                     dict(summary['test_metrics']['fedrecon']))
 
   def test_training_store_holds_no_test_or_validation_item(self):
     data = corpus.load_corpus(_DATA)
@@ -150,6 +176,15 @@ class ImplicitExperimentTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, 'add --feedback=implicit'):
       _config(root, 'x', data=corpus.DataConfig(),
               algorithm='popularity')
+    with self.assertRaisesRegex(ValueError, '--select_by=sampled/hr@7: '
+                                'expected a validation metric of this run, '
+                                'one of full/hr@5, full/hr@10, '):
+      _config(root, 'x', loop=loop.LoopConfig(total_rounds=1,
+                                              select_by='sampled/hr@7'))
+    with self.assertRaisesRegex(ValueError, '--negative_protocol=published '
+                                '.* needs --feedback=implicit'):
+      _config(root, 'x', data=corpus.DataConfig(),
+              pipeline=pipelines.PipelineConfig(exclude_heldout=True))
     with self.assertRaisesRegex(ValueError, r'--eval_negatives=149: user \d+ '
                                 'has only'):
       experiment.run_experiment(

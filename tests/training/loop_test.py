@@ -64,7 +64,9 @@ class LoopTest(absltest.TestCase):
     super().tearDownClass()
 
   def _run(self, output_dir, kill_at_round=None, process=None,
-           prepare_round=None):
+           prepare_round=None, scores=None, evaluated_weights=None):
+    """(final state, evaluated rounds); with `scores` (round -> val/hr),
+    selects by val/hr and returns the selection as well."""
     process = process or self.process
 
     def sample(round_num):
@@ -76,17 +78,29 @@ class LoopTest(absltest.TestCase):
 
     def evaluate(weights, round_num):
       evaluations.append(round_num)
-      return {'val/norm': float(np.linalg.norm(weights.trainable[0]))}
+      metrics = {'val/norm': float(np.linalg.norm(weights.trainable[0]))}
+      if scores is not None:
+        metrics['val/sampled/hr@10'] = scores[round_num]
+        if evaluated_weights is not None:
+          evaluated_weights[round_num] = weights
+      return metrics
 
-    state, _ = loop.run_training_loop(
+    state, _, selection = loop.run_training_loop(
         process, sample, lambda clients: 2 * len(clients), evaluate,
         loop.LoopConfig(total_rounds=_ROUNDS, eval_every=2,
-                        checkpoint_every=2, progress=False),
+                        checkpoint_every=2, progress=False,
+                        select_by='' if scores is None else 'sampled/hr@10'),
         tff.program.FileProgramStateManager(
             os.path.join(output_dir, 'checkpoints')),
         [tff.program.CSVFileReleaseManager(
             os.path.join(output_dir, 'metrics.csv'), key_fieldname='round')],
         prepare_round=prepare_round)
+    if scores is not None:
+      return state, evaluations, selection
+    self.assertEqual(selection.round, _ROUNDS)  # The last round's model.
+    for a, b in zip(selection.weights.trainable,
+                    process.get_model_weights(state).trainable):
+      np.testing.assert_array_equal(a, b)
     return state, evaluations
 
   def _rows(self, output_dir):
@@ -124,6 +138,46 @@ class LoopTest(absltest.TestCase):
     self.assertEqual(
         [[r[c] for c in deterministic] for r in self._rows(killed)],
         [[r[c] for c in deterministic] for r in self._rows(straight)])
+
+  @pytest.mark.slow
+  def test_selects_the_round_best_on_validation_and_resumes_it(self):
+    scores = {2: 0.4, 4: 0.3}
+    straight, killed = (self.create_tempdir().full_path for _ in range(2))
+    weights = {}
+    final, _, selection = self._run(straight, scores=scores,
+                                    evaluated_weights=weights)
+    self.assertEqual((selection.round, selection.value), (2, 0.4))
+    for a, b in zip(selection.weights.trainable, weights[2].trainable):
+      np.testing.assert_array_equal(a, b)
+    self.assertFalse(np.array_equal(
+        selection.weights.trainable[0],
+        self.process.get_model_weights(final).trainable[0]))
+    self.assertEqual([r['selected_round'] for r in self._rows(straight)],
+                     ['', '2', '', '2'])
+    # Killed after the checkpoint of round 2: the resumed run restores the
+    # selection from the checkpoint, evaluates round 4 only, and ends alike.
+    with self.assertRaises(_Killed):
+      self._run(killed, kill_at_round=4, scores=scores)
+    _, evaluations, resumed = self._run(killed, scores=scores)
+    self.assertEqual(evaluations, [4])
+    self.assertEqual((resumed.round, resumed.value), (2, 0.4))
+    for a, b in zip(resumed.weights.trainable, selection.weights.trainable):
+      np.testing.assert_array_equal(a, b)
+    # A later round only replaces it when strictly better.
+    _, _, tied = self._run(self.create_tempdir().full_path,
+                           scores={2: 0.4, 4: 0.4})
+    self.assertEqual(tied.round, 2)
+    _, _, later = self._run(self.create_tempdir().full_path,
+                            scores={2: 0.1, 4: 0.3})
+    self.assertEqual(later.round, 4)
+
+  def test_better(self):
+    self.assertTrue(loop.better('sampled/hr@10', 0.5, 0.4))
+    self.assertFalse(loop.better('sampled/hr@10', 0.4, 0.4))
+    self.assertTrue(loop.better('rmse', 0.9, 1.0))
+    self.assertFalse(loop.better('mae', 1.1, 1.0))
+    self.assertTrue(loop.better('full/ndcg@10', 0.0, float('nan')))
+    self.assertFalse(loop.better('rmse', float('nan'), 1.0))
 
   @pytest.mark.slow
   def test_server_learning_rate_set_each_round(self):

@@ -71,7 +71,8 @@ def with_client_data(process: tff.learning.templates.LearningProcess,
                      pipeline: pipelines.PipelineConfig, store_path: str,
                      implicit: bool) -> tff.learning.templates.LearningProcess:
   """`process` fed the classic layout's batches of client-store ids."""
-  data = client_store.create_client_data(store_path, client_store.TRAIN)
+  data = client_store.create_client_data(
+      store_path, client_store.TRAIN, implicit and pipeline.exclude_heldout)
   if builder.user_vector_inputs(model_config):
     data = data.preprocess(client_data.create_user_vector_train_fn(pipeline,
                                                              num_items))

@@ -168,7 +168,8 @@ def build_training_process(
       client_weighting=(tff.learning.ClientWeighting.UNIFORM
                         if uniform_weighting else None),
       model_aggregator_factory=model_aggregator)
-  data = client_store.create_client_data(store_path, client_store.TRAIN)
+  data = client_store.create_client_data(
+      store_path, client_store.TRAIN, implicit and pipeline.exclude_heldout)
   if implicit:
     data = data.preprocess(client_data.create_implicit_recon_train_fn(
         pipeline, num_items, recon.recon_epochs, recon.post_recon_epochs,

@@ -259,9 +259,12 @@ def _client_dataset_options() -> tf.data.Options:
   return options
 
 
-def _build_dataset_fn(path: str, split_name: str):
+def _build_dataset_fn(path: str, split_name: str, with_heldout: bool = False):
   """A TF-serializable client id -> dataset function for one split."""
-  if split_name == TRAIN:
+  if split_name == TRAIN and with_heldout:
+    where = "split_name IN ('train', 'val', 'test')"
+    query_case = "CASE split_name WHEN 'train' THEN 0 ELSE 1 END"
+  elif split_name == TRAIN:
     where, query_case = "split_name = 'train'", '0'
   else:
     where = (f"split_name IN ('train', '{split_name}_support', "
@@ -286,15 +289,21 @@ def _build_dataset_fn(path: str, split_name: str):
   return dataset_fn
 
 
-def create_client_data(path: str,
-                       split_name: str) -> tff.simulation.datasets.ClientData:
+def create_client_data(
+    path: str, split_name: str,
+    with_heldout: bool = False) -> tff.simulation.datasets.ClientData:
   """A `ClientData` over one split of the store.
 
   For an evaluation split (`val` / `test`) each client's dataset holds its
-  support ratings (`is_query` = 0) followed by its query ratings (1).
+  support ratings (`is_query` = 0) followed by its query ratings (1). With
+  `with_heldout` (training only), a training client's dataset also holds its
+  own validation and test query ratings, flagged `is_query` = 1: the
+  published PFedRec protocol's negative sampling avoids them
+  (`PipelineConfig.exclude_heldout`); they are never trained on.
   """
   if split_name != TRAIN and split_name not in EVAL_SPLITS:
     raise ValueError(f'Unknown split {split_name!r}.')
   clients_split = TRAIN if split_name == TRAIN else split_name
   return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(
-      get_client_ids(path, clients_split), _build_dataset_fn(path, split_name))
+      get_client_ids(path, clients_split),
+      _build_dataset_fn(path, split_name, with_heldout and split_name == TRAIN))

@@ -31,6 +31,12 @@ class PipelineConfig:
   local_epochs: int = 1
   seed: int = 0
   num_negatives: int = 4  # Implicit feedback: sampled negatives per positive.
+  # Implicit feedback, `--negative_protocol=published`: training negatives
+  # also avoid the user's held-out (validation and test) items, as PFedRec's
+  # official code samples them. It leaks: the held-out item is never trained
+  # down while its evaluation negatives are. The client's dataset then carries
+  # its held-out items (`is_query` = 1) for this exclusion only.
+  exclude_heldout: bool = False
 
   def __post_init__(self):
     if self.num_negatives < 1:
@@ -55,9 +61,11 @@ def shuffled(dataset: tf.data.Dataset, config: PipelineConfig):
 # Implicit feedback. A client's dataset is its training positives; each local
 # epoch pairs them with `num_negatives` negatives per positive, drawn uniformly
 # (with replacement, as in NCF) from the items the client never interacted with
-# in training, then shuffled. The randomness is stateless, keyed by (seed, user,
-# round, epoch): fresh negatives every epoch and every round, the same ones for
-# the same flags, whatever the order in which the runtime builds datasets.
+# in training (with `exclude_heldout`, nor in its held-out rows: the dataset's
+# rows with `is_query` = 1, which are never positives), then shuffled. The
+# randomness is stateless, keyed by (seed, user, round, epoch): fresh negatives
+# every epoch and every round, the same ones for the same flags, whatever the
+# order in which the runtime builds datasets.
 
 
 def sample_negatives(positives: tf.Tensor, count: tf.Tensor, num_items: int,
@@ -102,9 +110,10 @@ def each_epoch(config: PipelineConfig, num_items: int, num_epochs: int,
   positive, and a seed for shuffling; it returns that epoch's batches.
   """
   def all_epochs(rows):
+    excluded = tf.sort(tf.unique(rows['item']).y)
+    rows = _training_rows(rows)
     items = rows['item']
     user, round_num = rows['user'][0], rows['round'][0]
-    excluded = tf.sort(tf.unique(items).y)
     order = tf.argsort(tf.random.stateless_uniform(
         tf.shape(items), _client_seed(config, user, -1, -1)))
     positives = tf.gather(items, order)
@@ -123,8 +132,15 @@ def each_epoch(config: PipelineConfig, num_items: int, num_epochs: int,
   def preprocess(dataset: tf.data.Dataset) -> tf.data.Dataset:
     rows = _whole(dataset)
     return tf.data.Dataset.from_tensors(rows).filter(
-        lambda r: tf.size(r['item']) > 0).flat_map(all_epochs)
+        lambda r: tf.reduce_any(tf.equal(r['is_query'], 0))).flat_map(
+            all_epochs)
   return preprocess
+
+
+def _training_rows(rows):
+  """The rows a client trains on (`is_query` = 0; held-out rows dropped)."""
+  keep = tf.equal(rows['is_query'], 0)
+  return {key: tf.boolean_mask(value, keep) for key, value in rows.items()}
 
 
 def _whole(dataset: tf.data.Dataset):

@@ -81,11 +81,14 @@ def popularity_scores(counts: np.ndarray, partition: Partition):
 def reconstruction_scores(global_model: tf.keras.Model,
                           model_config: builder.ModelConfig,
                           partition: Partition,
-                          settings: implicit.Settings, users_per_batch: int):
+                          settings: implicit.Settings, users_per_batch: int,
+                          exclude_heldout: bool = False):
   """Score function of a FedRecon model (reconstruction layout, trained).
 
   Users are reconstructed in the batches the ranking evaluation asks for, in a
-  classic-layout model with one table row per user of the batch.
+  classic-layout model with one table row per user of the batch. With
+  `exclude_heldout` (`--negative_protocol=published`), reconstruction's
+  negatives avoid every interaction of the user, held-out ones included.
   """
   num_items = partition.task.num_items
   classic = builder.create_keras_model(model_config, num_items,
@@ -101,6 +104,7 @@ def reconstruction_scores(global_model: tf.keras.Model,
       raise ValueError('More users than reconstruction table rows.')
     implicit.reconstruct_users(
         classic.model, names, initial, partition.task.users[rows],
-        partition.support[rows], settings)
+        partition.support[rows], settings,
+        partition.task.interacted[rows] if exclude_heldout else None)
     return implicit.score_items(classic.model, np.arange(len(rows)), num_items)
   return score

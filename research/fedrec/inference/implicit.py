@@ -48,14 +48,18 @@ class Settings:
 
 
 def _client_examples(user: int, known: np.ndarray, num_items: int,
-                     settings: Settings):
-  """(items, labels) batches of one user over all epochs: [batches, B]."""
+                     settings: Settings, excluded: Optional[np.ndarray] = None):
+  """(items, labels) batches of one user over all epochs: [batches, B].
+
+  Negatives avoid `excluded` (sorted distinct items; default `known`).
+  """
   rng = np.random.default_rng([settings.seed, user, 0x1c])
   positives = np.asarray(known, np.int64)
-  shifted = positives - np.arange(len(positives))
+  excluded = positives if excluded is None else np.asarray(excluded, np.int64)
+  shifted = excluded - np.arange(len(excluded))
   batches_items, batches_labels = [], []
   for _ in range(settings.epochs):
-    room = num_items - len(positives)
+    room = num_items - len(excluded)
     draws = rng.integers(0, max(room, 1),
                          len(positives) * settings.num_negatives if room else 0)
     negatives = draws + np.searchsorted(shifted, draws, side='right')
@@ -78,7 +82,9 @@ def _client_examples(user: int, known: np.ndarray, num_items: int,
 def reconstruct_users(model: tf.keras.Model, user_layer_names: Sequence[str],
                       initial_vectors: Sequence[np.ndarray],
                       users: np.ndarray, known: sparse.csr_matrix,
-                      settings: Settings) -> list[np.ndarray]:
+                      settings: Settings,
+                      excluded: Optional[sparse.csr_matrix] = None
+                      ) -> list[np.ndarray]:
   """Reconstructed user embeddings, one table per user layer.
 
   Args:
@@ -91,13 +97,18 @@ def reconstruct_users(model: tf.keras.Model, user_layer_names: Sequence[str],
     users: Dense user ids (seed the negatives and shuffles), one per row.
     known: [len(users), num_items] the interactions to reconstruct from.
     settings: How clients reconstruct.
+    excluded: [len(users), num_items] items never drawn as negatives (default
+      `known`; the published PFedRec protocol passes every interaction of the
+      user, held-out ones included).
 
   Returns:
     One [len(users), dim] array per user layer.
   """
   num_items = known.shape[1]
-  examples = [_client_examples(int(u), known[r].indices, num_items, settings)
-              for r, u in enumerate(users)]
+  examples = [_client_examples(
+      int(u), known[r].indices, num_items, settings,
+      None if excluded is None else np.sort(excluded[r].indices))
+               for r, u in enumerate(users)]
   steps = np.array([len(items) for items, _ in examples])
   max_steps = int(steps.max()) if len(steps) else 0
   batch = settings.batch_size

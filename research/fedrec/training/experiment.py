@@ -48,6 +48,7 @@ from research.fedrec.data import splits as splits_lib
 from research.fedrec.data import synthetic as synthetic_lib
 from research.fedrec.evaluation import evaluators
 from research.fedrec.evaluation import ranking as ranking_lib
+from research.fedrec.evaluation import rating_metrics
 from research.fedrec.inference import export as export_lib
 from research.fedrec.inference import from_keras
 from research.fedrec.inference import reconstruction
@@ -211,6 +212,15 @@ class ExperimentConfig:
           f'{os.curdir!r} or {os.pardir!r}).')
     if self.clients_per_round < 1:
       raise ValueError('--clients_per_round must be >= 1.')
+    if self.loop.select_by and self.loop.select_by not in (
+        self.selection_metrics):
+      raise ValueError(
+          f'--select_by={self.loop.select_by}: expected a validation metric '
+          f'of this run, one of {", ".join(self.selection_metrics)}.')
+    if self.pipeline.exclude_heldout and not self.data.implicit:
+      raise ValueError('--negative_protocol=published samples implicit '
+                       "feedback's training negatives; it needs "
+                       '--feedback=implicit.')
     if self.eval_clients < 0:
       raise ValueError('--eval_clients must be >= 0.')
     if self.execution not in EXECUTIONS:
@@ -224,6 +234,14 @@ class ExperimentConfig:
       if reason:
         raise ValueError(f'--execution=cohort: {reason}; use '
                          '--execution=per_client or auto.')
+
+  @property
+  def selection_metrics(self) -> list[str]:
+    """The validation metrics `--select_by` may name."""
+    if not self.data.implicit:
+      return list(rating_metrics.METRIC_NAMES)
+    return [f'{p.value}/{name}@{k}' for p in self.ranking.protocols
+            for name in ranking_lib.USER_METRICS for k in self.ranking.ks]
 
   @property
   def cohort_unsupported(self) -> Optional[str]:
@@ -534,8 +552,10 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
   """Trains the federated algorithm on the running `tff_runtime`.
 
   Returns:
-    Its final test metrics by name (the algorithm's, and FedAvg's fine-tuned
-    ones with `config.finetune`) and the trained model as a Keras model.
+    Its test metrics by name (the algorithm's, and FedAvg's fine-tuned ones
+    with `config.finetune`), the trained model as a Keras model, and the round
+    whose model they are (the last, or the best on validation with
+    `config.loop.select_by`).
   """
   process = build_process(
       config, data, store_path, model_config,
@@ -584,11 +604,11 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
         process, lambda r: config.optimizers.server_learning_rate_at(
             r, config.loop.total_rounds))
 
-  state, _ = loop_lib.run_training_loop(
+  _, _, selection = loop_lib.run_training_loop(
       process, sample, count_examples, evaluate_val, config.loop,
       state_manager, release_managers, accountant, static_metrics,
       checkpoint_dir, prepare_round, tff_runtime)
-  weights = process.get_model_weights(state)
+  weights = selection.weights
   keras_model = from_keras.keras_model_of(
       model_config, data.num_items,
       None if config.method.reconstructs_users else data.num_users, weights)
@@ -597,7 +617,7 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
   if config.finetune:
     results[f'{config.algorithm}_finetuned'] = (
         evaluator.evaluate_finetuned(weights, 'test'))
-  return results, keras_model
+  return results, keras_model, selection.round
 
 
 def _run_popularity(config: ExperimentConfig, data: corpus_lib.Corpus,
@@ -652,7 +672,8 @@ def _run_centralized(config: ExperimentConfig, data: corpus_lib.Corpus,
 
   model = centralized_lib.train_implicit(
       split, data.num_users, data.num_items, model_config,
-      config.centralized, config.pipeline.num_negatives, validate)
+      config.centralized, config.pipeline.num_negatives, validate,
+      config.pipeline.exclude_heldout)
   return ranking_evaluator.evaluate_keras(model, 'test'), model
 
 
@@ -667,6 +688,8 @@ class _Run:
   accountant: Optional[accounting.RoundAccountant]
   store_path: Optional[str]  # The client store, if the method needs one.
   ranking_evaluator: Optional[evaluators.RankingEvaluator]  # Implicit only.
+  # The round whose model gave the test metrics (`--select_by`; else None).
+  selected_round: Optional[int] = None
 
   @property
   def kind(self) -> registry.Kind:
@@ -733,6 +756,9 @@ def _prepare(config: ExperimentConfig, log, warn) -> _Run:
   if not len(split.test.query):  # pylint: disable=g-explicit-length-test
     raise ValueError('The test split is empty: raise --test_fraction or '
                      '--min_ratings_per_user.')
+  if config.loop.select_by and not len(split.val.query):  # pylint: disable=g-explicit-length-test
+    raise ValueError(f'--select_by={config.loop.select_by} needs a '
+                     'validation split; it is empty (raise --val_fraction).')
   check_same_settings(os.path.join(config.output_dir, 'hparams.json'), config,
                       split)
   model_config = model_config_of(config, split)
@@ -788,8 +814,12 @@ def _train_method(run: _Run, tff_runtime: runtime.Runtime, warn):
   config = run.config
   _set_aside_damaged_metrics(config.output_dir, warn)
   with phases.phase(f'training ({config.algorithm})'):
-    return _run_federated(config, run.data, run.split, run.store_path,
-                          run.model_config, run.accountant, tff_runtime)
+    results, keras_model, selected_round = _run_federated(
+        config, run.data, run.split, run.store_path, run.model_config,
+        run.accountant, tff_runtime)
+  if config.loop.select_by:
+    run.selected_round = selected_round
+  return results, keras_model
 
 
 def _popularity_floor(run: _Run) -> collections.OrderedDict:
@@ -846,6 +876,9 @@ def _summary(run: _Run, results: collections.OrderedDict,
       feedback=config.data.feedback.value,
       model=config.model_name,
       test_metrics=results,
+      # With --select_by: the round (best on validation) of the federated
+      # model's test metrics; the centralized baseline picks its own epoch.
+      selected_round=run.selected_round,
       noise_floor_test_rmse=data.noise_floor_rmse(split.test.query),
       privacy=_privacy_summary(config, run.accountant),
       wall_seconds=wall_seconds,

@@ -34,12 +34,70 @@ class LoopConfig:
   eval_every: int = 0  # 0: evaluate only after the last round.
   checkpoint_every: int = 10
   progress: bool = True
+  # A validation metric (a key `evaluate` reports without its `val/`, e.g.
+  # `sampled/hr@10`): the run's result is the model of the evaluated round
+  # where it was best (the first such round on ties), as PFedRec reports test
+  # metrics at the round of best validation HR@10. '': the last round's model.
+  select_by: str = ''
 
   def __post_init__(self):
     if self.total_rounds < 1:
       raise ValueError('--rounds must be >= 1.')
     if self.eval_every < 0 or self.checkpoint_every < 1:
       raise ValueError('--eval_every must be >= 0 and --checkpoint_every >= 1.')
+
+  @property
+  def select_key(self) -> str:
+    return f'val/{self.select_by}'
+
+
+# Validation metrics where lower is better; every other one (ranking metrics)
+# is better higher.
+LOWER_IS_BETTER = ('rmse', 'mse', 'mae', 'loss', 'bce')
+
+
+def better(metric: str, value: float, best: float) -> bool:
+  """Whether `value` of `metric` beats `best` (NaN never does)."""
+  if not math.isfinite(value):
+    return False
+  if not math.isfinite(best):
+    return True
+  if metric.split('/')[-1].split('@')[0] in LOWER_IS_BETTER:
+    return value < best
+  return value > best
+
+
+@dataclasses.dataclass
+class Selection:
+  """The model the run reports (`LoopConfig.select_by`)."""
+
+  weights: Any  # tff.learning.models.ModelWeights
+  round: int  # 0: no evaluated round yet.
+  value: float  # Its validation metric (NaN before the first evaluation).
+
+
+def checkpoint_structure(process, config: LoopConfig,
+                         with_privacy: bool) -> collections.OrderedDict:
+  """What a checkpoint holds: state, round, rounds accounted, selection."""
+  initial_state = process.initialize()
+  structure = collections.OrderedDict(state=initial_state, round=0)
+  if with_privacy:
+    structure['privacy_rounds'] = 0
+  if config.select_by:
+    structure['selected'] = collections.OrderedDict(
+        weights=process.get_model_weights(initial_state), round=0,
+        value=np.float64('nan'))
+  return structure
+
+
+def selection_of(saved, process, config: LoopConfig) -> Selection:
+  """The selected model of a checkpoint (the last round's if no `select_by`)."""
+  if not config.select_by:
+    return Selection(process.get_model_weights(saved['state']),
+                     int(saved['round']), float('nan'))
+  selected = saved['selected']
+  return Selection(selected['weights'], int(selected['round']),
+                   float(selected['value']))
 
 
 def _run(coroutine):
@@ -220,26 +278,29 @@ def run_training_loop(
       restarts its workers now and then); None: not told.
 
   Returns:
-    The final learning state and the metrics of the last round.
+    The final learning state, the metrics of the last round, and the selected
+    model (`config.select_by`; without it, the last round's).
   """
-  initial_state = process.initialize()
-  structure = collections.OrderedDict(state=initial_state, round=0)
-  if accountant is not None:
-    structure['privacy_rounds'] = 0
+  structure = checkpoint_structure(process, config, accountant is not None)
   saved, _ = load_latest(state_manager, structure, checkpoint_dir,
                          log=lambda m: tqdm.tqdm.write(m, file=sys.stderr),
                          set_aside_damaged=True)
-  if saved is None:
-    state, start_round = initial_state, 0
-  else:
-    state, start_round = saved['state'], int(saved['round'])
+  resumed = saved is not None
+  saved = saved or structure
+  state, start_round = saved['state'], int(saved['round'])
+  selection = selection_of(saved, process, config)
+  trained = start_round
   if accountant is not None:
-    accountant.restore(0 if saved is None else int(saved['privacy_rounds']))
+    accountant.restore(int(saved['privacy_rounds']))
 
   def checkpoint(round_num):
     value = collections.OrderedDict(state=state, round=round_num)
     if accountant is not None:
       value['privacy_rounds'] = accountant.rounds
+    if config.select_by:
+      value['selected'] = collections.OrderedDict(
+          weights=selection.weights, round=selection.round,
+          value=np.float64(selection.value))
     _run(state_manager.save(value, round_num))
 
   metrics = collections.OrderedDict()
@@ -248,7 +309,7 @@ def run_training_loop(
   bar = tqdm.tqdm(total=config.total_rounds, initial=start_round,
                   desc='rounds', unit='round', dynamic_ncols=True,
                   disable=not config.progress)
-  if saved is not None:
+  if resumed:
     bar.write(f'Resuming after round {start_round} from the checkpoint.')
   try:
     for round_num in range(start_round + 1, config.total_rounds + 1):
@@ -286,19 +347,38 @@ def run_training_loop(
         metrics['privacy/epsilon'] = accountant.epsilon
       last = round_num == config.total_rounds
       if last or (config.eval_every and round_num % config.eval_every == 0):
-        evaluated = evaluate(process.get_model_weights(state), round_num)
+        weights = process.get_model_weights(state)
+        evaluated = evaluate(weights, round_num)
         _check_evaluation(evaluated, round_num)
         metrics.update(evaluated)
+        if config.select_by:
+          value = _selection_value(evaluated, config)
+          if better(config.select_by, value, selection.value):
+            selection = Selection(weights, round_num, value)
+          metrics['selected_round'] = selection.round
       for manager in release_managers:
         _run(manager.release(metrics, key=round_num))
       if last or round_num % config.checkpoint_every == 0:
         checkpoint(round_num)
+      trained = round_num
       shown.update(_postfix(metrics))
       bar.set_postfix(shown, refresh=False)
       bar.update(1)
   finally:
     bar.close()
-  return state, metrics
+  if not config.select_by:
+    selection = Selection(process.get_model_weights(state), trained,
+                          float('nan'))
+  return state, metrics, selection
+
+
+def _selection_value(evaluated, config: LoopConfig) -> float:
+  """The selection metric of an evaluation (one-line error if missing)."""
+  if config.select_key not in evaluated:
+    names = sorted(k[len('val/'):] for k in evaluated if k.startswith('val/'))
+    raise ValueError(f'--select_by={config.select_by}: not a validation '
+                     f'metric of this run (it reports {", ".join(names)}).')
+  return float(evaluated[config.select_key])
 
 
 def _all_zeroed(metrics: collections.OrderedDict) -> bool:

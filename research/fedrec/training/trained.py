@@ -78,15 +78,16 @@ def load_run(experiment_dir: str) -> TrainedRun:
   process = experiment_lib.build_process(
       config, data, store_path, model_config,
       None if accountant is None else accountant.noise_multiplier)
-  structure = collections.OrderedDict(state=process.initialize(), round=0)
-  if accountant is not None:
-    structure['privacy_rounds'] = 0
+  structure = loop_lib.checkpoint_structure(process, config.loop,
+                                           accountant is not None)
   manager = tff.program.FileProgramStateManager(checkpoints)
   saved, _ = loop_lib.load_latest(manager, structure, checkpoints, log=_log)
   if saved is None:
     raise ValueError(f'{checkpoints}: no checkpoint; the run has not finished '
                      'a checkpointed round yet.')
-  weights = process.get_model_weights(saved['state'])
+  # The model the run reports: the last round's, or with --select_by the
+  # round best on validation.
+  weights = loop_lib.selection_of(saved, process, config.loop).weights
   if config.data.implicit:
     return TrainedRun(config, data, split, None, int(saved['round']),
                       model_weights=weights)
