@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from research.fedrec.algorithms import client_data
 from research.fedrec.algorithms import cohorts
+from research.fedrec.algorithms import fed_recon
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus
 from research.fedrec.data import pipelines
@@ -150,6 +151,12 @@ class ExecutionSettingTest(absltest.TestCase):
     self.assertTrue(self._config(dp=settings.DPConfig(
         mechanism=settings.Mechanism.FIXED, noise_multiplier=1.0)).in_cohorts)
     self.assertFalse(self._config(execution='per_client').in_cohorts)
+    # Implicit MF with SGD (the implicit defaults use Adam: per_client).
+    sgd = experiment.OptimizerConfig(client='sgd', reconstruction='sgd')
+    self.assertTrue(self._config(feedback=corpus.Feedback.IMPLICIT,
+                                 optimizers=sgd).in_cohorts)
+    self.assertFalse(self._config(feedback=corpus.Feedback.IMPLICIT
+                                  ).in_cohorts)
     # Unsupported under auto: per_client, silently (the reference).
     self.assertFalse(self._config(algorithm='fedavg').in_cohorts)
     self.assertFalse(self._config(dp=_ADAPTIVE_DP).in_cohorts)
@@ -161,7 +168,9 @@ class ExecutionSettingTest(absltest.TestCase):
         (dict(feedback=implicit,
               model=ncf.GMFConfig()),
          '--model=gmf has no cohort client work yet'),
-        (dict(feedback=implicit), 'implicit feedback has no cohort client'),
+        (dict(feedback=implicit, recon=fed_recon.ReconConfig(
+            split_dataset=True)),
+         'implicit feedback with --split_dataset has no cohort client work'),
         (dict(optimizers=experiment.OptimizerConfig(client='adam')),
          'cohorts train with --client_optimizer=sgd'),
         (dict(dp=_ADAPTIVE_DP),

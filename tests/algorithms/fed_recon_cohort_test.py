@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from research.fedrec.algorithms import client_data
 from research.fedrec.algorithms import cohorts
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.data import client_store
@@ -55,14 +56,35 @@ def _random_corpus(seed=7):
   return splits.Split(train, testing_data.TEST, testing_data.TEST)
 
 
-def _assert_rounds_agree(test, reference, state, in_cohorts, cohort_state):
+def _implicit_split(seed=11):
+  """Users with 1 to 14 training interactions, one validation and one test."""
+  rng = np.random.default_rng(seed)
+  parts = ([], [], [])  # (users, items) of train, val, test.
+  for user in range(_NUM_USERS):
+    count = int(rng.integers(1, 15))
+    chosen = rng.choice(_NUM_ITEMS, count + 2, replace=False).tolist()
+    for part, items in zip(parts, (chosen[:count], chosen[count:count + 1],
+                                   chosen[count + 1:])):
+      part.extend((user, item) for item in items)
+  train, val, test = (testing_data.table([u for u, _ in p], [i for _, i in p],
+                                         [1.0] * len(p)) for p in parts)
+  return splits.Split(train, splits.EvalPartition(train, val),
+                      splits.EvalPartition(train, test))
+
+
+def _assert_rounds_agree(test, reference, state, in_cohorts, cohort_state,
+                         round_ids=False):
   """Runs `_ROUNDS` on both; weights and training metrics agree to 1e-5.
+
+  With `round_ids` (implicit feedback) the ids carry the round.
 
   Returns:
     Each round's (reference output, cohort output).
   """
   outputs = []
-  for client_ids in _ROUNDS:
+  for round_num, client_ids in enumerate(_ROUNDS, start=1):
+    if round_ids:
+      client_ids = client_store.round_client_ids(client_ids, round_num)
     expected = reference.next(state, client_ids)
     got = in_cohorts.next(cohort_state, client_ids)
     state, cohort_state = expected.state, got.state
@@ -281,6 +303,103 @@ class FedReconCohortTest(parameterized.TestCase):
     # The case is real: some users' updates were not finite, some were.
     initial = reference.get_model_weights(state).trainable
     self.assertFalse(np.allclose(expected[0], initial[0]))
+
+
+class ImplicitFedReconCohortTest(parameterized.TestCase):
+  """Implicit feedback: fresh negatives per epoch and round, drawn with
+  replacement from 25 items, so users meet items several times."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    runtime.start()
+    cls.cache_dir = tempfile.mkdtemp()
+    cls.store = client_store.create_client_store(_implicit_split(),
+                                                 cls.cache_dir, log=print)
+
+  @classmethod
+  def tearDownClass(cls):
+    runtime.release()
+    shutil.rmtree(cls.cache_dir)
+    super().tearDownClass()
+
+  @parameterized.named_parameters(
+      dict(testcase_name='biases_l2_two_epochs_each',
+           model=mf.MFConfig(embedding_dim=3, l2=0.05, seed=1),
+           recon=fed_recon.ReconConfig(recon_epochs=2, post_recon_epochs=2),
+           pipeline=pipelines.PipelineConfig(batch_size=4, seed=3),
+           uniform=False, cohort_size=0),
+      dict(testcase_name='published_negatives_step_caps_uniform',
+           model=mf.MFConfig(embedding_dim=2, l2=0.1, seed=2),
+           recon=fed_recon.ReconConfig(
+               recon_epochs=2, recon_steps_max=3, post_recon_epochs=3,
+               post_recon_steps_max=4),
+           pipeline=pipelines.PipelineConfig(
+               batch_size=3, seed=5, num_negatives=2, exclude_heldout=True),
+           uniform=True, cohort_size=4),
+      dict(testcase_name='capped_examples_no_biases',
+           model=mf.MFConfig(embedding_dim=4, use_biases=False, seed=4),
+           recon=fed_recon.ReconConfig(post_recon_epochs=2),
+           pipeline=pipelines.PipelineConfig(
+               batch_size=2, max_examples_per_user=5, seed=1,
+               num_negatives=3),
+           uniform=False, cohort_size=5),
+  )
+  def test_three_rounds_equal_the_per_client_process(
+      self, model, recon, pipeline, uniform, cohort_size):
+    optimizer_settings = experiment.OptimizerConfig(
+        client='sgd', client_learning_rate=0.5, server='sgd',
+        server_learning_rate=0.7, reconstruction='sgd',
+        reconstruction_learning_rate=0.3)
+    aggregator_args = (settings.DPConfig(),
+                       settings.AggregationConfig(zeroing=False), None, 12)
+    reference = fed_recon.build_training_process(
+        model, _NUM_ITEMS, recon, optimizer_settings.create(), pipeline,
+        self.store, aggregation.build_aggregator(
+            *aggregator_args, weighted=not uniform),
+        uniform_weighting=uniform, implicit=True)
+    in_cohorts = fed_recon.build_cohort_training_process(
+        model, _NUM_ITEMS, recon, optimizer_settings.create(),
+        optimizer_settings, pipeline, self.store,
+        aggregation.build_aggregator(*aggregator_args, weighted=True),
+        uniform, cohort_size, implicit=True)
+    state = reference.initialize()
+    cohort_state = state if not uniform else in_cohorts.initialize()
+    _assert_rounds_agree(self, reference, state, in_cohorts, cohort_state,
+                         round_ids=True)
+    size = cohort_size or cohorts.DEFAULT_COHORT_SIZE
+    self.assertEqual(in_cohorts.last_round_cohorts,
+                     -(-len(_ROUNDS[-1]) // size))
+
+  def test_cohorts_hold_the_per_client_examples(self):
+    # The packer's examples of a user are its per-client dataset's, epoch by
+    # epoch; repeated items share one slot.
+    pipeline = pipelines.PipelineConfig(batch_size=4, seed=3, num_negatives=4,
+                                        exclude_heldout=True)
+    packer = cohorts.ImplicitCohortPacker(self.store, pipeline, _NUM_ITEMS,
+                                          1, 2, cohort_size=1)
+    data = client_store.create_client_data(
+        self.store, client_store.TRAIN, with_heldout=True).preprocess(
+            client_data.create_implicit_recon_train_fn(
+                pipeline, _NUM_ITEMS, 1, 2))
+    for client_id in ('3/2', '17/5'):
+      (cohort,) = packer.cohorts([client_id])
+      batches = list(data.serializable_dataset_fn(
+          client_id).as_numpy_iterator())
+      count = int(cohort['counts'][0])
+      items = cohort['items'].reshape(3, -1)[:, :count]
+      labels = cohort['labels'].reshape(3, -1)[:, :count]
+      for epoch in range(3):
+        mine = [b for b in batches if b['x']['epoch'][0] == epoch]
+        np.testing.assert_array_equal(
+            items[epoch], np.concatenate([b['x']['item'] for b in mine]))
+        np.testing.assert_array_equal(
+            labels[epoch], np.concatenate([b['y'] for b in mine]))
+      slots = cohort['slots'].reshape(2, -1)[:, :count]
+      np.testing.assert_array_equal(cohort['slot_items'][0][slots],
+                                    items[1:])
+      self.assertLen(cohort['slot_items'][0], len(np.unique(items[1:])))
+      self.assertLess(len(np.unique(items[1:])), items[1:].size)
 
 
 if __name__ == '__main__':

@@ -19,6 +19,15 @@ cohorts:
   sorted by size, so that a cohort pads little, and a cohort holds at most
   `cohort_size` users and about `COHORT_RATINGS` padded ratings (so heavy
   users come in small cohorts). A cohort is never empty.
+* `ImplicitCohortPacker` does the same for implicit feedback, whose examples
+  change every round: for each user of a round it draws each local epoch's
+  negatives and shuffle with the per-client pipeline's own functions and seeds
+  (`pipelines.client_positives`, `epoch_negatives`, `labelled`), so a user's
+  batches are exactly those its per-client dataset would hold, and lays them
+  out per epoch: `items` / `labels` [K, E * L]. As a user may meet an item
+  several times in its training epochs (negatives are drawn with
+  replacement), its training positions also index a per-user table of the
+  distinct items it touches: `slots` [K, P * L] into `slot_items` [K, M].
 * `CohortProcess` wraps a learning process whose clients are cohorts so that
   its `next` takes the round's client ids, as the per-client process's does:
   the training loop, checkpoints and schedules do not know the difference.
@@ -159,6 +168,127 @@ class CohortPacker:
         ratings=np.where(inside, self._ratings[index], 0).astype(np.float32))
 
 
+IMPLICIT_ELEMENT_SPEC = collections.OrderedDict(
+    counts=tf.TensorSpec([None], tf.int32),
+    items=tf.TensorSpec([None, None], tf.int32),
+    labels=tf.TensorSpec([None, None], tf.float32),
+    slots=tf.TensorSpec([None, None], tf.int32),
+    slot_items=tf.TensorSpec([None, None], tf.int32))
+
+
+class ImplicitCohortPacker:
+  """Implicit feedback: each round's per-user examples, packed in cohorts."""
+
+  def __init__(self, store_path: str, pipeline: pipelines.PipelineConfig,
+               num_items: int, recon_epochs: int, post_recon_epochs: int,
+               cohort_size: int = 0):
+    """Reads the store's training interactions once.
+
+    Args:
+      store_path: The client store (data/client_store.py).
+      pipeline: Batch size, negatives, example cap, seed, and whether the
+        negatives also avoid the held-out items (`exclude_heldout`).
+      num_items: Size of the item vocabulary.
+      recon_epochs, post_recon_epochs: FedRecon's local epochs (E = both).
+      cohort_size: Users per cohort at most (0: `DEFAULT_COHORT_SIZE`).
+    """
+    if cohort_size < 0:
+      raise ValueError(f'--cohort_size={cohort_size}: expected >= 0 (0: '
+                       'automatic).')
+    self._batch_size = pipeline.batch_size
+    self._cohort_size = cohort_size or DEFAULT_COHORT_SIZE
+    self._recon_epochs = recon_epochs
+    self._epochs = recon_epochs + post_recon_epochs
+    splits = "('train', 'val', 'test')" if pipeline.exclude_heldout else (
+        "('train')")
+    with sqlite3.connect(store_path) as con:
+      rows = con.execute(
+          f'SELECT user, item, split_name = \'train\' FROM ratings WHERE '
+          f'split_name IN {splits} ORDER BY rowid').fetchall()
+    table = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    self._positives, self._excluded = {}, {}
+    for user in np.unique(table[:, 0]):
+      mine = table[table[:, 0] == user]
+      training = mine[mine[:, 2] == 1, 1]
+      if len(training):
+        self._positives[str(user)] = training  # Store (rowid) order.
+        self._excluded[str(user)] = np.unique(mine[:, 1])
+    epochs = self._epochs
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64),
+                                  tf.TensorSpec([None], tf.int64),
+                                  tf.TensorSpec([], tf.int64),
+                                  tf.TensorSpec([], tf.int64)])
+    def user_examples(items, excluded, user, round_num):
+      positives = pipelines.client_positives(pipeline, items, user)
+      all_items, all_labels = [], []
+      for epoch in range(epochs):
+        negatives, seed = pipelines.epoch_negatives(
+            pipeline, num_items, positives, excluded, user, round_num,
+            tf.constant(epoch, tf.int64))
+        epoch_items, epoch_labels = pipelines.labelled(positives, negatives,
+                                                       seed)
+        all_items.append(epoch_items)
+        all_labels.append(epoch_labels)
+      return tf.stack(all_items), tf.stack(all_labels)
+    self._user_examples = user_examples
+
+  def _examples(self, client_id: str):
+    """(items [E, c], labels [E, c]) of a `"<user>/<round>"` client id."""
+    user, _, round_num = client_id.partition('/')
+    items, labels = self._user_examples(
+        self._positives[user], self._excluded[user], np.int64(user),
+        np.int64(round_num or 0))
+    return items.numpy(), labels.numpy()
+
+  def cohorts(self, client_ids: Sequence[str]) -> list[
+      collections.OrderedDict]:
+    """The round's users (ids carrying the round) packed into cohorts."""
+    examples = {c: self._examples(c) for c in client_ids}
+    size = {c: examples[c][0].shape[1] for c in client_ids}
+    by_size = sorted(client_ids, key=lambda c: (-size[c], c))
+    batch, cohorts, members = self._batch_size, [], []
+
+    def padded_length(users):
+      return max(1, -(-max(size[c] for c in users) // batch)) * batch
+
+    for user in by_size:
+      if members and (
+          len(members) >= self._cohort_size or (len(members) + 1) *
+          padded_length(members) * self._epochs > COHORT_RATINGS):
+        cohorts.append(self._pack(members, examples, padded_length(members)))
+        members = []
+      members.append(user)
+    if members:
+      cohorts.append(self._pack(members, examples, padded_length(members)))
+    return cohorts
+
+  def _pack(self, users, examples, length: int) -> collections.OrderedDict:
+    num, epochs = len(users), self._epochs
+    training = epochs - self._recon_epochs
+    items = np.zeros((num, epochs, length), np.int32)
+    labels = np.zeros((num, epochs, length), np.float32)
+    slots = np.zeros((num, training, length), np.int32)
+    distinct, counts = [], np.zeros(num, np.int32)
+    for k, user in enumerate(users):
+      user_items, user_labels = examples[user]
+      count = user_items.shape[1]
+      counts[k] = count
+      items[k, :, :count], labels[k, :, :count] = user_items, user_labels
+      touched, inverse = np.unique(user_items[self._recon_epochs:],
+                                   return_inverse=True)
+      slots[k, :, :count] = inverse.reshape(training, count)
+      distinct.append(touched)
+    slot_items = np.zeros((num, max(1, max(len(d) for d in distinct))),
+                          np.int32)
+    for k, touched in enumerate(distinct):
+      slot_items[k, :len(touched)] = touched
+    return collections.OrderedDict(
+        counts=counts, items=items.reshape(num, -1),
+        labels=labels.reshape(num, -1), slots=slots.reshape(num, -1),
+        slot_items=slot_items)
+
+
 class CohortProcess:
   """A learning process over cohorts whose `next` takes client ids.
 
@@ -167,7 +297,7 @@ class CohortProcess:
   hyperparameters are exactly those of the process it wraps.
   """
 
-  def __init__(self, process, packer: CohortPacker):
+  def __init__(self, process, packer):
     self._process = process
     self._packer = packer
     self.last_round_cohorts = 0

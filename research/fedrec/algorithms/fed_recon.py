@@ -186,13 +186,14 @@ def build_cohort_training_process(
     pipelines.PipelineConfig, store_path: str,
     model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory],
     uniform_weighting: bool, cohort_size: int = 0,
-    zeroing: bool = False, clip_query=None) -> cohorts.CohortProcess:
+    zeroing: bool = False, clip_query=None,
+    implicit: bool = False) -> cohorts.CohortProcess:
   """FedRecon training run in cohorts (`--execution=cohort`).
 
   Its `next` takes client ids, and its state, weights and metrics are those
   of `build_training_process` (to float rounding; tests/algorithms/
-  fed_recon_cohort_test.py). Explicit MF with SGD only
-  (`FedRecon.cohort_unsupported`). `model_aggregator` must be weighted: a
+  fed_recon_cohort_test.py). MF with SGD only, explicit or (`implicit`, ids
+  carrying the round) implicit feedback (`FedRecon.cohort_unsupported`). `model_aggregator` must be weighted: a
   cohort is weighted by its users' summed weight. With `zeroing`, adaptive
   zeroing acts on each user in the client work (and `model_aggregator` must
   not zero). With `clip_query` (`--dp=fixed`), each user is clipped in the
@@ -206,9 +207,12 @@ def build_cohort_training_process(
       model_fn, model_config, num_items, recon, optimizers,
       pipeline.batch_size, optimizer_settings.client_learning_rate,
       optimizer_settings.reconstruction_learning_rate, model_aggregator,
-      uniform_weighting, zeroing, clip_query)
-  return cohorts.CohortProcess(
-      process, cohorts.CohortPacker(store_path, pipeline, cohort_size))
+      uniform_weighting, zeroing, clip_query, implicit)
+  packer = (cohorts.ImplicitCohortPacker(
+      store_path, pipeline, num_items, recon.recon_epochs,
+      recon.post_recon_epochs, cohort_size) if implicit else
+            cohorts.CohortPacker(store_path, pipeline, cohort_size))
+  return cohorts.CohortProcess(process, packer)
 
 
 def build_evaluation(model_config: builder.ModelConfig, num_items: int,
@@ -251,8 +255,9 @@ class FedRecon(registry.Method):
         not isinstance(config.model, mf.MFConfig) and
         f'--model={config.model_name} has no cohort client work yet (MF '
         'only)',
-        config.data.implicit and
-        'implicit feedback has no cohort client work yet',
+        config.data.implicit and config.recon.split_dataset and
+        'implicit feedback with --split_dataset has no cohort client work '
+        'yet',
         (optimizers.client != 'sgd' or optimizers.reconstruction != 'sgd') and
         'cohorts train with --client_optimizer=sgd and '
         '--reconstruction_optimizer=sgd only (stateful optimizers: not yet)',
@@ -270,7 +275,8 @@ class FedRecon(registry.Method):
           inputs.model_config, inputs.num_items, inputs.recon,
           inputs.optimizers, inputs.optimizer_settings, inputs.pipeline,
           inputs.store_path, inputs.aggregator, inputs.uniform_weighting,
-          inputs.cohort_size, inputs.zeroing_per_user, inputs.clip_query)
+          inputs.cohort_size, inputs.zeroing_per_user, inputs.clip_query,
+          inputs.implicit)
     return build_training_process(
         inputs.model_config, inputs.num_items, inputs.recon, inputs.optimizers,
         inputs.pipeline, inputs.store_path,

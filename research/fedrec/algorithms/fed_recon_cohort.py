@@ -91,12 +91,7 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
   """
   cohort_type = tff.SequenceType(
       tff.types.tensorflow_to_type(cohorts_lib.ELEMENT_SPEC))
-  zeroing_work = _ZeroingWork() if zeroing else None
-  if zeroing:
-    params_type = zeroing_work.params_type
-    norm_type = tff.TensorType(np.float32)
-  else:
-    params_type = norm_type = tff.StructType([])
+  zeroing_work, params_type, norm_type = _zeroing_parts(zeroing)
   biases = model_config.use_biases
   l2 = model_config.l2
   parity = (0, 1) if recon.split_dataset else (None, None)
@@ -233,67 +228,273 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
       deltas.append(tf.gather(item_bias_table, items)[..., 0] -
                     per_user(bias_array))
       deltas.append(global_bias0 - global_bias)
-    finite = tf.reduce_all(tf.stack([
-        tf.reduce_all(tf.math.is_finite(tf.reshape(d, [num_users, -1])),
-                      axis=1) for d in deltas]), axis=0)
-    weights = tf.ones([num_users]) if uniform_weighting else examples
-    weights = tf.where(finite, weights, 0.0)
-    total_weight = tf.reduce_sum(weights)
-    kept = finite  # Users whose update enters the sum.
-    quantile_record = ()
-    zeroed_count = ()
-
-    def per_user(mask, delta):  # A [K] mask shaped to broadcast over delta.
-      return tf.reshape(mask, [-1] + [1] * (len(delta.shape) - 1))
-
-    if zeroing:
-      # As TFF's zeroing of a client: the max-abs norm of the (finite, else
-      # zero) update against the zeroing norm; a zeroed user keeps its
-      # weight. Every user's norm updates the quantile estimate.
-      norms = tf.reduce_max(tf.stack([
-          tf.reduce_max(tf.abs(tf.reshape(
-              tf.where(per_user(finite, d), d, 0.0), [num_users, -1])), axis=1)
-          for d in deltas]), axis=0)
-      zeroed = norms > zeroing_norm
-      kept = tf.logical_and(finite, tf.logical_not(zeroed))
-      zeroed_count = tf.reduce_sum(tf.cast(zeroed, tf.int32))
-      quantile_record = zeroing_work.record_sum(quantile_params, norms)
-
-    if clip_query is not None:
-      # User-level DP: each user's update clipped by the DP query's own
-      # preprocess_record (rows the user never rated are zero, so the norm
-      # is the dense record's); the cohort returns the plain sum, which the
-      # server's DP aggregator noises and normalizes (uniform weighting).
-      params = clip_query.derive_sample_params(
-          clip_query.initial_global_state())
-      kept_deltas = tuple(tf.where(per_user(kept, d), d, 0.0) for d in deltas)
-      deltas = list(tf.map_fn(
-          lambda record: clip_query.preprocess_record(params, record),
-          kept_deltas, fn_output_signature=tuple(
-              tf.TensorSpec(d.shape[1:], d.dtype) for d in kept_deltas)))
-      row_deltas = deltas[0]
-      weights = tf.ones([num_users])
-      total_weight = tf.constant(1.0)  # The sum passes through undivided.
-
-    def weighted_sum(delta, num_segments):
-      delta = tf.where(per_user(kept, delta), delta, 0.0)
-      scaled = delta * per_user(weights, delta)
-      if num_segments is None:
-        return tf.reduce_sum(scaled, axis=0)
-      flat = tf.reshape(scaled, tf.concat([[-1], tf.shape(scaled)[2:]], 0))
-      return tf.math.unsorted_segment_sum(flat, tf.reshape(items, [-1]),
-                                          num_segments)
-
-    update = [weighted_sum(row_deltas, num_items)]
-    if biases:
-      update.append(weighted_sum(deltas[1], num_items)[:, None])
-      update.append(weighted_sum(deltas[2], None))
-    update = [tf.math.divide_no_nan(u, total_weight) for u in update]
+    update, total_weight, quantile_record, zeroed_count = _combine(
+        deltas, items, num_items, examples, uniform_weighting, zeroing_work,
+        quantile_params, zeroing_norm, clip_query)
     unfinalized = tff.learning.models.ReconstructionModel.read_metric_variables(
         metrics)
     return (tff.learning.templates.ClientResult(update, total_weight),
             unfinalized, quantile_record, zeroed_count)
 
+  return _client_work_process(client_update, weights_type, cohort_type,
+                              zeroing_work, finalizers)
+
+
+def build_implicit_client_work(model_fn, weights_type,
+                               model_config: mf.MFConfig, num_items: int,
+                               recon, batch_size: int,
+                               client_learning_rate: float,
+                               reconstruction_learning_rate: float,
+                               uniform_weighting: bool, zeroing: bool = False,
+                               clip_query=None):
+  """The cohort `ClientWorkProcess` of FedRecon MF, implicit feedback (SGD).
+
+  As `build_client_work`, over `cohorts.ImplicitCohortPacker`'s cohorts: each
+  epoch of a user has its own examples (fresh negatives), the loss is the
+  binary cross-entropy of the logit (`mf.RegularizedBCE`), and in the
+  training phase a user's copies of item rows are one per distinct item it
+  touches (`slot_items`), each example updating its item's copy (an item met
+  twice in a batch gets both gradients, as an embedding's does), so that a
+  user's update is the per-client one.
+  """
+  cohort_type = tff.SequenceType(
+      tff.types.tensorflow_to_type(cohorts_lib.IMPLICIT_ELEMENT_SPEC))
+  zeroing_work, params_type, norm_type = _zeroing_parts(zeroing)
+  biases = model_config.use_biases
+  l2 = model_config.l2
+  recon_epochs = recon.recon_epochs
+  epochs = recon.recon_epochs + recon.post_recon_epochs
+  finalizers = collections.OrderedDict()
+
+  @tff.tensorflow.computation(weights_type, cohort_type, params_type,
+                              norm_type)
+  @tf.function
+  def client_update(initial_weights, dataset, quantile_params, zeroing_norm):
+    with tf.init_scope():
+      model = model_fn()
+      metrics = training_metrics.create_metrics(True) + [
+          tf.keras.metrics.MeanMetricWrapper(
+              mf.RegularizedBCE(), name='loss')]
+      for metric in metrics:
+        finalizers[metric.name] = (
+            tff.learning.metrics.create_keras_metric_finalizer(metric))
+    local = tff.learning.models.ReconstructionModel.get_local_variables(
+        model).trainable
+    cohort = dataset.get_single_element()
+    counts, slot_items = cohort['counts'], cohort['slot_items']
+    num_users = tf.shape(counts)[0]
+    num_steps = tf.shape(cohort['items'])[1] // (epochs * batch_size)
+
+    def by_step(x):  # [K, E * S * B] -> [E * S, K, B]: slot t = e * S + s.
+      return tf.transpose(tf.reshape(x, [num_users, -1, batch_size]),
+                          [1, 0, 2])
+
+    items_by_step = by_step(cohort['items'])
+    labels_by_step = by_step(cohort['labels'])
+    slots_by_step = by_step(cohort['slots'])
+    offsets = tf.range(batch_size)
+
+    def position_mask(step, active):
+      inside = (step * batch_size + offsets)[None, :] < counts[:, None]
+      return tf.cast(tf.logical_and(inside, active[:, None]), tf.float32)
+
+    def user_losses(step_labels, mask, user, user_bias, rows, row_biases,
+                    global_bias):
+      """Per-user masked batch losses and logits, as RegularizedBCE."""
+      logits = tf.reduce_sum(user[:, None, :] * rows, axis=-1)
+      squares = (tf.reduce_sum(tf.square(user), axis=-1)[:, None] +
+                 tf.reduce_sum(tf.square(rows), axis=-1))
+      if biases:
+        logits += user_bias + row_biases + global_bias[:, None]
+        squares += tf.square(user_bias) + tf.square(row_biases)
+      size = tf.reduce_sum(mask, axis=1)
+      bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=step_labels,
+                                                    logits=logits)
+      per_batch = tf.math.divide_no_nan(
+          tf.reduce_sum(mask * bce, axis=1), size) + tf.math.divide_no_nan(
+              tf.reduce_sum(mask * l2 * squares, axis=1), size)
+      return per_batch, logits
+
+    item_table = initial_weights.trainable[0]
+    item_bias_table = initial_weights.trainable[1] if biases else None
+    global_bias0 = initial_weights.trainable[2] if biases else tf.constant(0.)
+    global_bias = tf.fill([num_users], global_bias0)
+
+    # 1. Reconstruction of every user's vector on its reconstruction epochs.
+    user = tf.tile(local[0], [num_users, 1])
+    user_bias = tf.tile(local[1], [num_users, 1]) if biases else tf.zeros(
+        [num_users, 1])
+    recon_active = _phase_active(counts, num_steps, batch_size,
+                                 recon.recon_steps_max, None)
+    for t in tf.range(recon_epochs * num_steps):
+      mask = position_mask(t % num_steps, recon_active(t))
+      step_items = items_by_step[t]
+      rows = tf.gather(item_table, step_items)
+      row_biases = (tf.gather(item_bias_table, step_items)[..., 0] if biases
+                    else tf.zeros_like(mask))
+      with tf.GradientTape() as tape:
+        tape.watch([user, user_bias])
+        losses, _ = user_losses(labels_by_step[t], mask, user, user_bias,
+                                rows, row_biases, global_bias)
+        total = tf.reduce_sum(losses)
+      grad_user, grad_bias = tape.gradient(total, [user, user_bias])
+      user -= reconstruction_learning_rate * grad_user
+      if biases:
+        user_bias -= reconstruction_learning_rate * grad_bias
+
+    # 2. Training of each user's copies of the items it touches, and of g.
+    local_rows = tf.gather(item_table, slot_items)  # [K, M, d]
+    local_biases = (tf.gather(item_bias_table, slot_items)[..., 0] if biases
+                    else tf.zeros(tf.shape(slot_items)))
+    user_index = tf.tile(tf.range(num_users)[:, None], [1, batch_size])
+    train_active = _phase_active(counts, num_steps, batch_size,
+                                 recon.post_recon_steps_max, None)
+    examples = tf.zeros([num_users], tf.float32)
+    for t in tf.range(recon.post_recon_epochs * num_steps):
+      active = train_active(t)
+      mask = position_mask(t % num_steps, active)
+      step_labels = labels_by_step[recon_epochs * num_steps + t]
+      index = tf.stack([user_index, slots_by_step[t]], axis=-1)
+      rows = tf.gather_nd(local_rows, index)
+      row_biases = tf.gather_nd(local_biases, index)
+      with tf.GradientTape() as tape:
+        tape.watch([rows, row_biases, global_bias])
+        losses, logits = user_losses(step_labels, mask, user, user_bias, rows,
+                                     row_biases, global_bias)
+        total = tf.reduce_sum(losses)
+      grad_rows, grad_biases, grad_global = tape.gradient(
+          total, [rows, row_biases, global_bias])
+      # Duplicate slots in a batch add up, as an embedding's gradient does.
+      local_rows = tf.tensor_scatter_nd_sub(
+          local_rows, index, client_learning_rate * grad_rows)
+      if biases:
+        local_biases = tf.tensor_scatter_nd_sub(
+            local_biases, index, client_learning_rate * grad_biases)
+        global_bias -= client_learning_rate * grad_global
+      # Padded and idle positions carry label -1: left out of the metrics.
+      labelled = tf.where(mask > 0, step_labels, -1.0)
+      for metric in metrics[:-1]:
+        metric.update_state(tf.reshape(labelled, [-1]),
+                            tf.reshape(logits, [-1]))
+      tf.keras.metrics.Mean.update_state(
+          metrics[-1], losses, sample_weight=tf.cast(active, tf.float32))
+      examples += tf.reduce_sum(mask, axis=1)
+
+    # 3. Per-user updates, weighted and summed.
+    deltas = [tf.gather(item_table, slot_items) - local_rows]
+    if biases:
+      deltas.append(tf.gather(item_bias_table, slot_items)[..., 0] -
+                    local_biases)
+      deltas.append(global_bias0 - global_bias)
+    update, total_weight, quantile_record, zeroed_count = _combine(
+        deltas, slot_items, num_items, examples, uniform_weighting,
+        zeroing_work, quantile_params, zeroing_norm, clip_query)
+    unfinalized = tff.learning.models.ReconstructionModel.read_metric_variables(
+        metrics)
+    return (tff.learning.templates.ClientResult(update, total_weight),
+            unfinalized, quantile_record, zeroed_count)
+
+  return _client_work_process(client_update, weights_type, cohort_type,
+                              zeroing_work, finalizers)
+
+
+def _zeroing_parts(zeroing: bool):
+  """(`_ZeroingWork` or None, its params' TFF type, its norm's TFF type)."""
+  if not zeroing:
+    return None, tff.StructType([]), tff.StructType([])
+  work = _ZeroingWork()
+  return work, work.params_type, tff.TensorType(np.float32)
+
+
+def _combine(deltas, segment_ids, num_items: int, examples,
+             uniform_weighting: bool, zeroing_work, quantile_params,
+             zeroing_norm, clip_query):
+  """A cohort's result from its users' updates (step 3 of the module doc).
+
+  Args:
+    deltas: Per-user updates (initial minus final): rows [K, L, d] whose
+      positions are item `segment_ids` [K, L]; with biases also the item
+      biases [K, L] and the global bias [K].
+    segment_ids: The item of every row position (padding: any item, with a
+      zero update).
+    num_items: Rows of the item table.
+    examples: [K] each user's training examples (its weight).
+    uniform_weighting: Weight users equally instead.
+    zeroing_work: `_ZeroingWork` for adaptive zeroing per user, or None.
+    quantile_params, zeroing_norm: Its broadcast params and norm.
+    clip_query: The fixed-clip DP query clipping each user, or None.
+
+  Returns:
+    `(update, total_weight, quantile_record, zeroed_count)`.
+  """
+  num_users = tf.shape(examples)[0]
+  finite = tf.reduce_all(tf.stack([
+      tf.reduce_all(tf.math.is_finite(tf.reshape(d, [num_users, -1])),
+                    axis=1) for d in deltas]), axis=0)
+  weights = tf.ones([num_users]) if uniform_weighting else examples
+  weights = tf.where(finite, weights, 0.0)
+  total_weight = tf.reduce_sum(weights)
+  kept = finite  # Users whose update enters the sum.
+  quantile_record = ()
+  zeroed_count = ()
+
+  def per_user(mask, delta):  # A [K] mask shaped to broadcast over delta.
+    return tf.reshape(mask, [-1] + [1] * (len(delta.shape) - 1))
+
+  if zeroing_work is not None:
+    # As TFF's zeroing of a client: the max-abs norm of the (finite, else
+    # zero) update against the zeroing norm; a zeroed user keeps its
+    # weight. Every user's norm updates the quantile estimate.
+    norms = tf.reduce_max(tf.stack([
+        tf.reduce_max(tf.abs(tf.reshape(
+            tf.where(per_user(finite, d), d, 0.0), [num_users, -1])), axis=1)
+        for d in deltas]), axis=0)
+    zeroed = norms > zeroing_norm
+    kept = tf.logical_and(finite, tf.logical_not(zeroed))
+    zeroed_count = tf.reduce_sum(tf.cast(zeroed, tf.int32))
+    quantile_record = zeroing_work.record_sum(quantile_params, norms)
+
+  if clip_query is not None:
+    # User-level DP: each user's update clipped by the DP query's own
+    # preprocess_record (rows the user never touched are zero, so the norm
+    # is the dense record's); the cohort returns the plain sum, which the
+    # server's DP aggregator noises and normalizes (uniform weighting).
+    params = clip_query.derive_sample_params(
+        clip_query.initial_global_state())
+    kept_deltas = tuple(tf.where(per_user(kept, d), d, 0.0) for d in deltas)
+    deltas = list(tf.map_fn(
+        lambda record: clip_query.preprocess_record(params, record),
+        kept_deltas, fn_output_signature=tuple(
+            tf.TensorSpec(d.shape[1:], d.dtype) for d in kept_deltas)))
+    weights = tf.ones([num_users])
+    total_weight = tf.constant(1.0)  # The sum passes through undivided.
+
+  def weighted_sum(delta, num_segments):
+    delta = tf.where(per_user(kept, delta), delta, 0.0)
+    scaled = delta * per_user(weights, delta)
+    if num_segments is None:
+      return tf.reduce_sum(scaled, axis=0)
+    flat = tf.reshape(scaled, tf.concat([[-1], tf.shape(scaled)[2:]], 0))
+    return tf.math.unsorted_segment_sum(flat, tf.reshape(segment_ids, [-1]),
+                                        num_segments)
+
+  update = [weighted_sum(deltas[0], num_items)]
+  if len(deltas) > 1:  # Biases.
+    update.append(weighted_sum(deltas[1], num_items)[:, None])
+    update.append(weighted_sum(deltas[2], None))
+  update = [tf.math.divide_no_nan(u, total_weight) for u in update]
+  return update, total_weight, quantile_record, zeroed_count
+
+
+def _client_work_process(client_update, weights_type, cohort_type,
+                         zeroing_work, finalizers):
+  """The `ClientWorkProcess` around a cohort's `client_update` computation.
+
+  Broadcasts the zeroing quantile estimator's params and norm (with
+  `zeroing_work`), sums the cohorts' training metrics and quantile records,
+  and updates the estimator.
+  """
+  zeroing = zeroing_work is not None
   if zeroing:
     initialize = zeroing_work.initialize
     state_type = zeroing_work.state_type
@@ -330,6 +531,8 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
         measurements=tff.federated_zip(measurements))
 
   return tff.learning.templates.ClientWorkProcess(initialize, next_fn)
+
+
 
 
 class _ZeroingWork:
@@ -382,8 +585,9 @@ def build_training_process(model_fn, model_config: mf.MFConfig,
                            client_learning_rate: float,
                            reconstruction_learning_rate: float, aggregator,
                            uniform_weighting: bool, zeroing: bool = False,
-                           clip_query=None):
-  """FedRecon MF whose clients are cohorts (`cohorts.CohortPacker`).
+                           clip_query=None, implicit: bool = False):
+  """FedRecon MF whose clients are cohorts (`cohorts.CohortPacker`, or
+  `cohorts.ImplicitCohortPacker` with `implicit`).
 
   Composed like `tff.learning.algorithms.build_fed_recon`, with the same
   initial weights, broadcast, aggregator and server finalizer, so the state
@@ -404,10 +608,10 @@ def build_training_process(model_fn, model_config: mf.MFConfig,
   return tff.learning.templates.compose_learning_process(
       initial_weights,
       tff.learning.templates.build_broadcast_process(weights_type),
-      build_client_work(model_fn, weights_type, model_config, num_items,
-                        recon, batch_size, client_learning_rate,
-                        reconstruction_learning_rate, uniform_weighting,
-                        zeroing, clip_query),
+      (build_implicit_client_work if implicit else build_client_work)(
+          model_fn, weights_type, model_config, num_items, recon, batch_size,
+          client_learning_rate, reconstruction_learning_rate,
+          uniform_weighting, zeroing, clip_query),
       aggregator.create(weights_type.trainable, tff.TensorType(np.float32)),
       tff.learning.templates.build_apply_optimizer_finalizer(
           optimizers.server, weights_type))

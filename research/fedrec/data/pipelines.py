@@ -100,6 +100,31 @@ def _client_seed(config: PipelineConfig, user, round_num, epoch):
   return seed
 
 
+def client_positives(config: PipelineConfig, items: tf.Tensor,
+                     user: tf.Tensor) -> tf.Tensor:
+  """A client's training items in its fixed seeded order, capped."""
+  order = tf.argsort(tf.random.stateless_uniform(
+      tf.shape(items), _client_seed(config, user, -1, -1)))
+  positives = tf.gather(items, order)
+  if config.max_examples_per_user is not None:
+    positives = positives[:config.max_examples_per_user]
+  return positives
+
+
+def epoch_negatives(config: PipelineConfig, num_items: int,
+                    positives: tf.Tensor, excluded: tf.Tensor, user, round_num,
+                    epoch) -> tuple[tf.Tensor, tf.Tensor]:
+  """(negatives, shuffle seed) of one local epoch of one client.
+
+  `num_negatives` per positive from the items not in `excluded` (sorted,
+  distinct), keyed by (seed, user, round, epoch).
+  """
+  seed = _client_seed(config, user, round_num, epoch)
+  negatives = sample_negatives(
+      excluded, tf.size(positives) * config.num_negatives, num_items, seed)
+  return negatives, tf.random.experimental.stateless_fold_in(seed, 1)
+
+
 def each_epoch(config: PipelineConfig, num_items: int, num_epochs: int,
             make_epoch):
   """Preprocessing that calls `make_epoch` for every local epoch.
@@ -112,20 +137,13 @@ def each_epoch(config: PipelineConfig, num_items: int, num_epochs: int,
   def all_epochs(rows):
     excluded = tf.sort(tf.unique(rows['item']).y)
     rows = _training_rows(rows)
-    items = rows['item']
     user, round_num = rows['user'][0], rows['round'][0]
-    order = tf.argsort(tf.random.stateless_uniform(
-        tf.shape(items), _client_seed(config, user, -1, -1)))
-    positives = tf.gather(items, order)
-    if config.max_examples_per_user is not None:
-      positives = positives[:config.max_examples_per_user]
+    positives = client_positives(config, rows['item'], user)
 
     def epoch_dataset(epoch):
-      seed = _client_seed(config, user, round_num, epoch)
-      negatives = sample_negatives(
-          excluded, tf.size(positives) * config.num_negatives, num_items, seed)
-      return make_epoch(rows, epoch, positives, negatives,
-                        tf.random.experimental.stateless_fold_in(seed, 1))
+      negatives, seed = epoch_negatives(config, num_items, positives, excluded,
+                                        user, round_num, epoch)
+      return make_epoch(rows, epoch, positives, negatives, seed)
 
     return tf.data.Dataset.range(num_epochs).flat_map(epoch_dataset)
 

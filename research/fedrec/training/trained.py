@@ -11,7 +11,6 @@ table. Implicit-feedback runs are ranked instead (`evaluate_ranking`), with
 the same evaluation as train.py.
 """
 
-import collections
 import dataclasses
 import os
 import sys
