@@ -94,6 +94,13 @@ class RankingTableTest(_TableTestCase):
 
 
 @pytest.mark.slow
+class PFedRecTableTest(_TableTestCase):
+
+  def test_pfedrec_ml100k_at_smoke_scale(self):
+    self._assert_smoke_table('pfedrec_ml100k')
+
+
+@pytest.mark.slow
 class PrivacyTableTest(_TableTestCase):
 
   def test_privacy_utility_at_smoke_scale(self):

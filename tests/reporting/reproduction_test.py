@@ -5,6 +5,7 @@ every table end to end in tests/reproduce_test.py.
 """
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -17,8 +18,8 @@ from research.fedrec import train
 from research.fedrec.reporting import reproduction
 from tests import binaries
 
-_TABLES = ['fedrecon_movielens', 'fedrecon_tutorial', 'privacy_utility',
-           'ranking_loo']
+_TABLES = ['fedrecon_movielens', 'fedrecon_tutorial', 'pfedrec_ml100k',
+           'privacy_utility', 'ranking_loo']
 # t quantile 0.975 with 2 degrees of freedom (a printed t table's value).
 _T_975_2 = 4.302652729749464
 
@@ -30,7 +31,7 @@ def _read_csv(path):
 
 class TablesTest(absltest.TestCase):
 
-  def test_the_four_tables(self):
+  def test_the_tables(self):
     self.assertEqual(reproduction.table_names(), _TABLES)
 
   def test_every_run_of_every_table_is_a_valid_train_command(self):
@@ -110,6 +111,38 @@ class TablesTest(absltest.TestCase):
         ('sgd', 0.1, 'adam', 0.1, 'cosine'))
     self.assertEqual((config.recon.recon_epochs,
                       config.recon.evaluation_epochs), (3, 3))
+
+  def test_pfedrec_rows_follow_their_protocol_under_both_samplings(self):
+    table = reproduction.load_table('pfedrec_ml100k')
+    for row in table.rows:
+      published = self._config('pfedrec_ml100k', row.name, run='published')
+      leak_free = self._config('pfedrec_ml100k', row.name, run='leak_free')
+      # The two runs of a row differ in the training negatives alone.
+      self.assertTrue(published.pipeline.exclude_heldout)
+      self.assertFalse(leak_free.pipeline.exclude_heldout)
+      self.assertEqual(
+          dataclasses.replace(published, pipeline=leak_free.pipeline,
+                              experiment_name=leak_free.experiment_name),
+          leak_free)
+      # PFedRec's train.py defaults: all 943 users every round, 100 rounds,
+      # embedding 32, batch 256, client SGD, 4 negatives; leave-one-out, 99
+      # evaluation negatives, the round of the best validation HR@10.
+      self.assertEqual(
+          (published.clients_per_round, published.loop.total_rounds,
+           published.loop.eval_every, published.loop.select_by,
+           published.model.embedding_dim, published.pipeline.batch_size,
+           published.pipeline.num_negatives, published.ranking.eval_negatives,
+           published.split.kind.value, published.optimizers.client,
+           published.optimizers.client_learning_rate),
+          (943, 100, 1, 'sampled/hr@10', 32, 256, 4, 99, 'leave_one_out',
+           'sgd', 1.0))
+    # The published values sit in the published protocol's columns.
+    fedrecon = next(r for r in table.rows if r.name == 'fedrecon')
+    self.assertEqual(fedrecon.reference,
+                     {'published_hr10': 0.6445, 'published_ndcg10': 0.3778})
+    # FedRecon of MF with SGD trains in cohorts (implicit feedback included).
+    self.assertTrue(self._config('pfedrec_ml100k', 'fedrecon',
+                                 run='published').in_cohorts)
 
   def test_privacy_rows_target_their_epsilon(self):
     for epsilon in (1, 2, 4, 8, 16):

@@ -558,21 +558,25 @@ def plot(report: Report, output_png: str) -> None:
     return
   curves, lines = collections.OrderedDict(), {}
   reference = figure.get('reference_metric')
+  # The runs drawn (a curve each): the figure's "runs", else all of them.
+  run_names = figure.get('runs') or list(the_plan.table.common)
   for row in the_plan.rows:
     if not row.curve:
       continue
-    seeds = []
-    for seed in the_plan.seeds:
-      csv_path = os.path.join(the_plan.runs[(row.name, 'main', seed)].directory,
-                              'metrics.csv')
-      if os.path.exists(csv_path):
-        series = plots.read_metrics_csv(csv_path).get(figure['column'])
-        if series:
-          seeds.append(series)
-    if seeds:
-      curves[row.label] = seeds
-    elif reference and report.stats[(row.name, reference)] is not None:
-      lines[f'{row.label}, test'] = report.stats[(row.name, reference)].mean
+    for run_name in run_names:
+      label = row.label if len(run_names) == 1 else f'{row.label}, {run_name}'
+      seeds = []
+      for seed in the_plan.seeds:
+        csv_path = os.path.join(
+            the_plan.runs[(row.name, run_name, seed)].directory, 'metrics.csv')
+        if os.path.exists(csv_path):
+          series = plots.read_metrics_csv(csv_path).get(figure['column'])
+          if series:
+            seeds.append(series)
+      if seeds:
+        curves[label] = seeds
+      elif reference and report.stats[(row.name, reference)] is not None:
+        lines[f'{label}, test'] = report.stats[(row.name, reference)].mean
   plots.plot_seed_curves(curves, lines, figure['ylabel'], title, output_png)
 
 
