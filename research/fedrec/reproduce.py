@@ -5,7 +5,8 @@ r"""Reproduces a result table: every row over several seeds, in one command.
       --dataset=ml-1m --data_dir=data/ml-1m
 
 Tables (research/fedrec/tables/*.json, one frozen configuration per row):
-fedrecon_tutorial, fedrecon_movielens, ranking_loo, privacy_utility. Each row
+fedrecon_tutorial, fedrecon_movielens, ranking_loo, privacy_utility,
+pfedrec_ml100k. Each row
 is one or more runs of research/fedrec/train.py, repeated for --seed=0..N-1;
 `--scale=smoke` makes every run tiny (seconds; for tests and CI),
 `--scale=paper` runs the published size. The corpus is the built-in synthetic
