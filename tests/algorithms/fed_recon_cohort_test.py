@@ -102,21 +102,27 @@ def _assert_rounds_agree(test, reference, state, in_cohorts, cohort_state,
   return outputs
 
 
-class FedReconCohortTest(parameterized.TestCase):
+class _StoreTestCase(parameterized.TestCase):
+  """A TFF runtime and a client store of `_split()` for the whole class."""
+
+  _split = staticmethod(_random_corpus)
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
     runtime.start()
     cls.cache_dir = tempfile.mkdtemp()
-    cls.store = client_store.create_client_store(_random_corpus(),
-                                                 cls.cache_dir, log=print)
+    cls.store = client_store.create_client_store(cls._split(), cls.cache_dir,
+                                                 log=print)
 
   @classmethod
   def tearDownClass(cls):
     runtime.release()
     shutil.rmtree(cls.cache_dir)
     super().tearDownClass()
+
+
+class FedReconCohortTest(_StoreTestCase):
 
   @parameterized.named_parameters(
       dict(testcase_name='biases_l2_two_epochs_each',
@@ -305,23 +311,11 @@ class FedReconCohortTest(parameterized.TestCase):
     self.assertFalse(np.allclose(expected[0], initial[0]))
 
 
-class ImplicitFedReconCohortTest(parameterized.TestCase):
+class ImplicitFedReconCohortTest(_StoreTestCase):
   """Implicit feedback: fresh negatives per epoch and round, drawn with
   replacement from 25 items, so users meet items several times."""
 
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    runtime.start()
-    cls.cache_dir = tempfile.mkdtemp()
-    cls.store = client_store.create_client_store(_implicit_split(),
-                                                 cls.cache_dir, log=print)
-
-  @classmethod
-  def tearDownClass(cls):
-    runtime.release()
-    shutil.rmtree(cls.cache_dir)
-    super().tearDownClass()
+  _split = staticmethod(_implicit_split)
 
   @parameterized.named_parameters(
       dict(testcase_name='biases_l2_two_epochs_each',

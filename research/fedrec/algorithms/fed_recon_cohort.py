@@ -73,6 +73,79 @@ def _phase_active(counts, num_steps, batch_size, steps_max, parity):
   return active
 
 
+def _create_metrics(implicit: bool, finalizers):
+  """The per-client training metrics plus `loss`; records their finalizers."""
+  loss = mf.RegularizedBCE() if implicit else mf.RegularizedMSE()
+  metrics = training_metrics.create_metrics(implicit) + [
+      tf.keras.metrics.MeanMetricWrapper(loss, name='loss')]
+  for metric in metrics:
+    finalizers[metric.name] = (
+        tff.learning.metrics.create_keras_metric_finalizer(metric))
+  return metrics
+
+
+def _position_mask(counts, batch_size: int, step, active):
+  """[K, B] 1.0 where batch `step` of an active user holds an example."""
+  inside = (step * batch_size + tf.range(batch_size))[None, :] < (
+      counts[:, None])
+  return tf.cast(tf.logical_and(inside, active[:, None]), tf.float32)
+
+
+def _user_losses(example_loss, model_config: mf.MFConfig, targets, mask, user,
+                 user_bias, rows, row_biases, global_bias):
+  """Per-user masked batch losses and predictions, as the Keras loss.
+
+  `example_loss(targets, predictions)` is the per-example loss (squared error
+  or binary cross-entropy of the logit); the L2 term is per example, as
+  `mf.PairL2`. Each user's loss is its batch mean.
+  """
+  prediction = tf.reduce_sum(user[:, None, :] * rows, axis=-1)
+  squares = (tf.reduce_sum(tf.square(user), axis=-1)[:, None] +
+             tf.reduce_sum(tf.square(rows), axis=-1))
+  if model_config.use_biases:
+    prediction += user_bias + row_biases + global_bias[:, None]
+    squares += tf.square(user_bias) + tf.square(row_biases)
+  size = tf.reduce_sum(mask, axis=1)
+  per_batch = tf.math.divide_no_nan(
+      tf.reduce_sum(mask * example_loss(targets, prediction), axis=1),
+      size) + tf.math.divide_no_nan(
+          tf.reduce_sum(mask * model_config.l2 * squares, axis=1), size)
+  return per_batch, prediction
+
+
+def _squared_error(targets, predictions):
+  return tf.square(targets - predictions)
+
+
+def _cross_entropy(labels, logits):
+  return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+def _reconstruct(local, num_users, num_slots, batch_at, learning_rate: float,
+                 loss_at):
+  """Phase 1: SGD on every user's vector and bias, the item side frozen.
+
+  `batch_at(t)` gives slot t's `(mask, targets, rows, row_biases)`;
+  `loss_at(...)` is `_user_losses` with the example loss bound. Returns the
+  users' vectors [K, d] and biases [K, 1].
+  """
+  user = tf.tile(local[0], [num_users, 1])
+  biases = len(local) > 1
+  user_bias = tf.tile(local[1], [num_users, 1]) if biases else tf.zeros(
+      [num_users, 1])
+  for t in tf.range(num_slots):
+    mask, targets, rows, row_biases = batch_at(t)
+    with tf.GradientTape() as tape:
+      tape.watch([user, user_bias])
+      losses, _ = loss_at(targets, mask, user, user_bias, rows, row_biases)
+      total = tf.reduce_sum(losses)
+    grad_user, grad_bias = tape.gradient(total, [user, user_bias])
+    user -= learning_rate * grad_user
+    if biases:
+      user_bias -= learning_rate * grad_bias
+  return user, user_bias
+
+
 def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
                       num_items: int, recon, batch_size: int,
                       client_learning_rate: float,
@@ -93,7 +166,6 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
       tff.types.tensorflow_to_type(cohorts_lib.ELEMENT_SPEC))
   zeroing_work, params_type, norm_type = _zeroing_parts(zeroing)
   biases = model_config.use_biases
-  l2 = model_config.l2
   parity = (0, 1) if recon.split_dataset else (None, None)
   finalizers = collections.OrderedDict()
 
@@ -103,12 +175,7 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
   def client_update(initial_weights, dataset, quantile_params, zeroing_norm):
     with tf.init_scope():
       model = model_fn()
-      metrics = training_metrics.create_metrics(False) + [
-          tf.keras.metrics.MeanMetricWrapper(
-              mf.RegularizedMSE(), name='loss')]
-      for metric in metrics:
-        finalizers[metric.name] = (
-            tff.learning.metrics.create_keras_metric_finalizer(metric))
+      metrics = _create_metrics(False, finalizers)
     local = tff.learning.models.ReconstructionModel.get_local_variables(
         model).trainable
     cohort = dataset.get_single_element()
@@ -121,27 +188,14 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
         tf.reshape(items, [num_users, num_steps, batch_size]), [1, 0, 2])
     ratings_by_step = tf.transpose(
         tf.reshape(ratings, [num_users, num_steps, batch_size]), [1, 0, 2])
-    offsets = tf.range(batch_size)
 
     def position_mask(step, active):
-      inside = (step * batch_size + offsets)[None, :] < counts[:, None]
-      return tf.cast(tf.logical_and(inside, active[:, None]), tf.float32)
+      return _position_mask(counts, batch_size, step, active)
 
     def user_losses(step_ratings, mask, user, user_bias, rows, row_biases,
                     global_bias):
-      """Per-user masked batch losses and predictions, as RegularizedMSE."""
-      prediction = tf.reduce_sum(user[:, None, :] * rows, axis=-1)
-      squares = (tf.reduce_sum(tf.square(user), axis=-1)[:, None] +
-                 tf.reduce_sum(tf.square(rows), axis=-1))
-      if biases:
-        prediction += user_bias + row_biases + global_bias[:, None]
-        squares += tf.square(user_bias) + tf.square(row_biases)
-      size = tf.reduce_sum(mask, axis=1)
-      per_batch = tf.math.divide_no_nan(
-          tf.reduce_sum(mask * tf.square(step_ratings - prediction), axis=1),
-          size) + tf.math.divide_no_nan(
-              tf.reduce_sum(mask * l2 * squares, axis=1), size)
-      return per_batch, prediction
+      return _user_losses(_squared_error, model_config, step_ratings, mask,
+                          user, user_bias, rows, row_biases, global_bias)
 
     item_table = initial_weights.trainable[0]
     item_bias_table = initial_weights.trainable[1] if biases else None
@@ -149,27 +203,22 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
     global_bias = tf.fill([num_users], global_bias0)
 
     # 1. Reconstruction of every user's vector.
-    user = tf.tile(local[0], [num_users, 1])
-    user_bias = tf.tile(local[1], [num_users, 1]) if biases else tf.zeros(
-        [num_users, 1])
     recon_active = _phase_active(counts, num_steps, batch_size,
                                  recon.recon_steps_max, parity[0])
-    for t in tf.range(recon.recon_epochs * num_steps):
+
+    def recon_batch(t):  # Every epoch sees the same batches.
       step = t % num_steps
       mask = position_mask(step, recon_active(t))
       step_items = items_by_step[step]
-      rows = tf.gather(item_table, step_items)
       row_biases = (tf.gather(item_bias_table, step_items)[..., 0] if biases
                     else tf.zeros_like(mask))
-      with tf.GradientTape() as tape:
-        tape.watch([user, user_bias])
-        losses, _ = user_losses(ratings_by_step[step], mask, user, user_bias,
-                                rows, row_biases, global_bias)
-        total = tf.reduce_sum(losses)
-      grad_user, grad_bias = tape.gradient(total, [user, user_bias])
-      user -= reconstruction_learning_rate * grad_user
-      if biases:
-        user_bias -= reconstruction_learning_rate * grad_bias
+      return (mask, ratings_by_step[step], tf.gather(item_table, step_items),
+              row_biases)
+
+    user, user_bias = _reconstruct(
+        local, num_users, recon.recon_epochs * num_steps, recon_batch,
+        reconstruction_learning_rate,
+        lambda *args: user_losses(*args, global_bias))
 
     # 2. Training of each user's copies of its rows and of g.
     row_array = tf.TensorArray(tf.float32, size=num_steps,
@@ -261,7 +310,6 @@ def build_implicit_client_work(model_fn, weights_type,
       tff.types.tensorflow_to_type(cohorts_lib.IMPLICIT_ELEMENT_SPEC))
   zeroing_work, params_type, norm_type = _zeroing_parts(zeroing)
   biases = model_config.use_biases
-  l2 = model_config.l2
   recon_epochs = recon.recon_epochs
   epochs = recon.recon_epochs + recon.post_recon_epochs
   finalizers = collections.OrderedDict()
@@ -272,12 +320,7 @@ def build_implicit_client_work(model_fn, weights_type,
   def client_update(initial_weights, dataset, quantile_params, zeroing_norm):
     with tf.init_scope():
       model = model_fn()
-      metrics = training_metrics.create_metrics(True) + [
-          tf.keras.metrics.MeanMetricWrapper(
-              mf.RegularizedBCE(), name='loss')]
-      for metric in metrics:
-        finalizers[metric.name] = (
-            tff.learning.metrics.create_keras_metric_finalizer(metric))
+      metrics = _create_metrics(True, finalizers)
     local = tff.learning.models.ReconstructionModel.get_local_variables(
         model).trainable
     cohort = dataset.get_single_element()
@@ -292,28 +335,14 @@ def build_implicit_client_work(model_fn, weights_type,
     items_by_step = by_step(cohort['items'])
     labels_by_step = by_step(cohort['labels'])
     slots_by_step = by_step(cohort['slots'])
-    offsets = tf.range(batch_size)
 
     def position_mask(step, active):
-      inside = (step * batch_size + offsets)[None, :] < counts[:, None]
-      return tf.cast(tf.logical_and(inside, active[:, None]), tf.float32)
+      return _position_mask(counts, batch_size, step, active)
 
     def user_losses(step_labels, mask, user, user_bias, rows, row_biases,
                     global_bias):
-      """Per-user masked batch losses and logits, as RegularizedBCE."""
-      logits = tf.reduce_sum(user[:, None, :] * rows, axis=-1)
-      squares = (tf.reduce_sum(tf.square(user), axis=-1)[:, None] +
-                 tf.reduce_sum(tf.square(rows), axis=-1))
-      if biases:
-        logits += user_bias + row_biases + global_bias[:, None]
-        squares += tf.square(user_bias) + tf.square(row_biases)
-      size = tf.reduce_sum(mask, axis=1)
-      bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=step_labels,
-                                                    logits=logits)
-      per_batch = tf.math.divide_no_nan(
-          tf.reduce_sum(mask * bce, axis=1), size) + tf.math.divide_no_nan(
-              tf.reduce_sum(mask * l2 * squares, axis=1), size)
-      return per_batch, logits
+      return _user_losses(_cross_entropy, model_config, step_labels, mask,
+                          user, user_bias, rows, row_biases, global_bias)
 
     item_table = initial_weights.trainable[0]
     item_bias_table = initial_weights.trainable[1] if biases else None
@@ -321,26 +350,21 @@ def build_implicit_client_work(model_fn, weights_type,
     global_bias = tf.fill([num_users], global_bias0)
 
     # 1. Reconstruction of every user's vector on its reconstruction epochs.
-    user = tf.tile(local[0], [num_users, 1])
-    user_bias = tf.tile(local[1], [num_users, 1]) if biases else tf.zeros(
-        [num_users, 1])
     recon_active = _phase_active(counts, num_steps, batch_size,
                                  recon.recon_steps_max, None)
-    for t in tf.range(recon_epochs * num_steps):
+
+    def recon_batch(t):  # Each epoch has its own examples.
       mask = position_mask(t % num_steps, recon_active(t))
       step_items = items_by_step[t]
-      rows = tf.gather(item_table, step_items)
       row_biases = (tf.gather(item_bias_table, step_items)[..., 0] if biases
                     else tf.zeros_like(mask))
-      with tf.GradientTape() as tape:
-        tape.watch([user, user_bias])
-        losses, _ = user_losses(labels_by_step[t], mask, user, user_bias,
-                                rows, row_biases, global_bias)
-        total = tf.reduce_sum(losses)
-      grad_user, grad_bias = tape.gradient(total, [user, user_bias])
-      user -= reconstruction_learning_rate * grad_user
-      if biases:
-        user_bias -= reconstruction_learning_rate * grad_bias
+      return (mask, labels_by_step[t], tf.gather(item_table, step_items),
+              row_biases)
+
+    user, user_bias = _reconstruct(
+        local, num_users, recon_epochs * num_steps, recon_batch,
+        reconstruction_learning_rate,
+        lambda *args: user_losses(*args, global_bias))
 
     # 2. Training of each user's copies of the items it touches, and of g.
     local_rows = tf.gather(item_table, slot_items)  # [K, M, d]
