@@ -34,7 +34,8 @@ class QuickRunTest(absltest.TestCase):
         'centralized', 'fedrecon_20', 'fedrecon_10', 'fedrecon_50',
         'fedrecon_all', 'fedavg_20', 'fedavg_10', 'fedavg_50',
         'fedrecon_dp_20', 'fedrecon_100_per_client', 'fedrecon_100_cohort',
-        'fedrecon_all_cohort', 'fedrecon_20_w2'])
+        'fedavg_100_per_client', 'fedavg_100_cohort', 'fedrecon_all_cohort',
+        'fedrecon_20_w2'])
     runs = {row['name']: row for row in report['runs']}
     self.assertEqual(report['corpus']['users'], 604)
     self.assertEqual(report['corpus']['ratings'], 100_020)
@@ -55,7 +56,7 @@ class QuickRunTest(absltest.TestCase):
           runs['centralized']['ratings_per_second'], msg=row['name'])
     self.assertIsNotNone(runs['fedrecon_20']['rss_growth'])
     self.assertGreater(runs['fedrecon_20']['time_to_first_round_seconds'], 0)
-    self.assertEqual(len(report['targets']), 8)
+    self.assertEqual(len(report['targets']), 9)
     # The cohort keys, side by side in one run: the same users per round,
     # then every training user in one round (after a warm-up round).
     self.assertEqual(runs['fedrecon_100_cohort']['clients_per_round'], 100)
@@ -73,8 +74,13 @@ class QuickRunTest(absltest.TestCase):
         runs['fedrecon_100_cohort']['ratings_per_second'] /
         runs['centralized']['ratings_per_second'])
     self.assertEqual([t['name'] for t in report['targets'][4:]], [
-        'cohort_speedup_fedrecon_100', 'cohort_all_users_round_seconds',
-        'cohort_all_users_peak_rss_gb', 'cohort_fedrecon_100_vs_centralized'])
+        'cohort_speedup_fedrecon_100', 'cohort_speedup_fedavg_100',
+        'cohort_all_users_round_seconds', 'cohort_all_users_peak_rss_gb',
+        'cohort_fedrecon_100_vs_centralized'])
+    self.assertAlmostEqual(
+        report['cohort_speedup_fedavg_100'],
+        runs['fedavg_100_per_client']['median_round_seconds'] /
+        runs['fedavg_100_cohort']['median_round_seconds'])
     self.assertEqual(report['machine']['cores'], len(os.sched_getaffinity(0)))
     self.assertTrue(os.path.exists(os.path.join(out, 'benchmark.png')))
     self.assertIn('fedrecon_20_w2', result.stdout)

@@ -12,7 +12,8 @@ one process:
   fedrecon_all     one round with every training user as a client
   fedavg_N         FedAvg at the same client counts
   fedrecon_dp_100  FedRecon under DP with adaptive clipping
-  fedrecon_100_per_client, fedrecon_100_cohort
+  fedrecon_100_per_client, fedrecon_100_cohort, fedavg_100_per_client,
+  fedavg_100_cohort
                    the same 100-user rounds simulated one user per TFF client
                    and in cohorts (--execution; adaptive zeroing on, as
                    train.py's default)
@@ -29,7 +30,8 @@ the last. Ratings/s counts every rating a gradient step sees (FedRecon's
 reconstruction pass too), the quantity the step-matched centralized run
 reports; client ratings/s counts each client's ratings once per round.
 Top-level keys of the report give cohort execution's measurements
-(cohort_speedup_fedrecon_100, cohort_all_users_round_seconds,
+(cohort_speedup_fedrecon_100, cohort_speedup_fedavg_100,
+cohort_all_users_round_seconds,
 cohort_all_users_peak_rss_gb, cohort_fedrecon_100_vs_centralized, and times
 to the first round); the targets are printed with the others.
 

@@ -16,6 +16,7 @@ from research.fedrec.data import client_store
 from research.fedrec.data import corpus
 from research.fedrec.data import pipelines
 from research.fedrec.data import splits
+from research.fedrec.models import autorec
 from research.fedrec.models import ncf
 from research.fedrec.privacy import settings
 from research.fedrec.training import experiment
@@ -157,19 +158,31 @@ class ExecutionSettingTest(absltest.TestCase):
                                  optimizers=sgd).in_cohorts)
     self.assertFalse(self._config(feedback=corpus.Feedback.IMPLICIT
                                   ).in_cohorts)
+    # FedAvg and FedProx of MF and NCF with SGD, explicit and implicit.
+    self.assertTrue(self._config(algorithm='fedavg').in_cohorts)
+    self.assertTrue(self._config(algorithm='fedprox',
+                                 feedback=corpus.Feedback.IMPLICIT,
+                                 optimizers=sgd).in_cohorts)
+    self.assertTrue(self._config(algorithm='fedavg', model=ncf.NeuMFConfig(),
+                                 feedback=corpus.Feedback.IMPLICIT,
+                                 optimizers=sgd).in_cohorts)
+    # FedRecon of NCF, implicit feedback.
+    self.assertTrue(self._config(model=ncf.GMFConfig(), optimizers=sgd,
+                                 feedback=corpus.Feedback.IMPLICIT).in_cohorts)
     # Unsupported under auto: per_client, silently (the reference).
-    self.assertFalse(self._config(algorithm='fedavg').in_cohorts)
+    self.assertFalse(self._config(algorithm='fedavg', optimizers=(
+        experiment.OptimizerConfig(client='adam'))).in_cohorts)
     self.assertFalse(self._config(dp=_ADAPTIVE_DP).in_cohorts)
 
   def test_an_unsupported_combination_is_refused_in_one_line(self):
     implicit = corpus.Feedback.IMPLICIT
     for overrides, reason in (
-        (dict(algorithm='fedavg'), 'FedAvg has no cohort client work yet'),
-        (dict(feedback=implicit,
-              model=ncf.GMFConfig()),
-         '--model=gmf has no cohort client work yet'),
+        (dict(algorithm='fedavg', feedback=implicit,
+              model=autorec.AutoRecConfig()),
+         '--model=autorec has no cohort client work yet'),
         (dict(feedback=implicit, recon=fed_recon.ReconConfig(
-            split_dataset=True)),
+            split_dataset=True), optimizers=experiment.OptimizerConfig(
+                client='sgd', reconstruction='sgd')),
          'implicit feedback with --split_dataset has no cohort client work'),
         (dict(optimizers=experiment.OptimizerConfig(client='adam')),
          'cohorts train with --client_optimizer=sgd'),

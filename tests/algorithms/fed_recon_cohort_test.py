@@ -11,9 +11,6 @@ weighting and small cohorts; and with adaptive zeroing, on a case where it
 zeroes some users of a cohort but not all.
 """
 
-import shutil
-import tempfile
-
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
@@ -25,104 +22,22 @@ from research.fedrec.algorithms import cohorts
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.data import client_store
 from research.fedrec.data import pipelines
-from research.fedrec.data import splits
 from research.fedrec.models import mf
+from research.fedrec.models import ncf
 from research.fedrec.privacy import aggregation
 from research.fedrec.privacy import settings
 from research.fedrec.training import experiment
-from research.fedrec.training import runtime
-from tests.algorithms import testing_data
+from tests.algorithms import cohort_testing
 
 # Every test here runs TFF processes.
 pytestmark = pytest.mark.slow
 
-_NUM_USERS, _NUM_ITEMS = 30, 25
+_NUM_USERS, _NUM_ITEMS = cohort_testing.NUM_USERS, cohort_testing.NUM_ITEMS
+_ROUNDS = cohort_testing.ROUNDS
 # Large enough that some users' updates exceed the zeroing norm, not all.
 _ZEROING_LEARNING_RATE = 2.0
-_ROUNDS = (['0', '3', '4', '7', '9', '12', '15', '16', '20', '21', '25', '28'],
-           [str(u) for u in range(0, 30, 2)],
-           ['1', '2', '5', '8', '11', '13', '17', '19', '22', '23', '26', '29'])
 
-
-def _random_corpus(seed=7):
-  rng = np.random.default_rng(seed)
-  users, items, values = [], [], []
-  for user in range(_NUM_USERS):
-    count = int(rng.integers(1, 15))
-    users += [user] * count
-    items += rng.choice(_NUM_ITEMS, count, replace=False).tolist()
-    values += rng.integers(1, 6, count).tolist()
-  train = testing_data.table(users, items, values)
-  return splits.Split(train, testing_data.TEST, testing_data.TEST)
-
-
-def _implicit_split(seed=11):
-  """Users with 1 to 14 training interactions, one validation and one test."""
-  rng = np.random.default_rng(seed)
-  parts = ([], [], [])  # (users, items) of train, val, test.
-  for user in range(_NUM_USERS):
-    count = int(rng.integers(1, 15))
-    chosen = rng.choice(_NUM_ITEMS, count + 2, replace=False).tolist()
-    for part, items in zip(parts, (chosen[:count], chosen[count:count + 1],
-                                   chosen[count + 1:])):
-      part.extend((user, item) for item in items)
-  train, val, test = (testing_data.table([u for u, _ in p], [i for _, i in p],
-                                         [1.0] * len(p)) for p in parts)
-  return splits.Split(train, splits.EvalPartition(train, val),
-                      splits.EvalPartition(train, test))
-
-
-def _assert_rounds_agree(test, reference, state, in_cohorts, cohort_state,
-                         round_ids=False):
-  """Runs `_ROUNDS` on both; weights and training metrics agree to 1e-5.
-
-  With `round_ids` (implicit feedback) the ids carry the round.
-
-  Returns:
-    Each round's (reference output, cohort output).
-  """
-  outputs = []
-  for round_num, client_ids in enumerate(_ROUNDS, start=1):
-    if round_ids:
-      client_ids = client_store.round_client_ids(client_ids, round_num)
-    expected = reference.next(state, client_ids)
-    got = in_cohorts.next(cohort_state, client_ids)
-    state, cohort_state = expected.state, got.state
-    outputs.append((expected, got))
-    for want, have in zip(
-        reference.get_model_weights(expected.state).trainable,
-        in_cohorts.get_model_weights(got.state).trainable):
-      np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-6)
-    want_metrics = expected.metrics['client_work']['train']
-    have_metrics = got.metrics['client_work']['train']
-    test.assertEqual(sorted(have_metrics), sorted(want_metrics))
-    for name, value in want_metrics.items():
-      np.testing.assert_allclose(have_metrics[name], value, rtol=1e-5,
-                                 err_msg=name)
-  return outputs
-
-
-class _StoreTestCase(parameterized.TestCase):
-  """A TFF runtime and a client store of `_split()` for the whole class."""
-
-  _split = staticmethod(_random_corpus)
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    runtime.start()
-    cls.cache_dir = tempfile.mkdtemp()
-    cls.store = client_store.create_client_store(cls._split(), cls.cache_dir,
-                                                 log=print)
-
-  @classmethod
-  def tearDownClass(cls):
-    runtime.release()
-    shutil.rmtree(cls.cache_dir)
-    super().tearDownClass()
-
-
-class FedReconCohortTest(_StoreTestCase):
+class FedReconCohortTest(cohort_testing.StoreTestCase):
 
   @parameterized.named_parameters(
       dict(testcase_name='biases_l2_two_epochs_each',
@@ -171,7 +86,8 @@ class FedReconCohortTest(_StoreTestCase):
     # (Uniform weighting: per_client averages its users with an unweighted
     # mean, cohorts with a weighted mean of cohorts; the aggregator states
     # differ, so each process runs from its own.)
-    _assert_rounds_agree(self, reference, state, in_cohorts, cohort_state)
+    cohort_testing.assert_rounds_agree(self, reference, state, in_cohorts,
+                                       cohort_state)
     # Small cohorts: several per round, never an empty one.
     size = cohort_size or cohorts.DEFAULT_COHORT_SIZE
     self.assertEqual(in_cohorts.last_round_cohorts,
@@ -199,8 +115,9 @@ class FedReconCohortTest(_StoreTestCase):
         aggregation.build_aggregator(
             settings.DPConfig(), settings.AggregationConfig(zeroing=False),
             None, 12, weighted=True), False, cohort_size=0, zeroing=True)
-    outputs = _assert_rounds_agree(self, reference, reference.initialize(),
-                                   in_cohorts, in_cohorts.initialize())
+    outputs = cohort_testing.assert_rounds_agree(
+        self, reference, reference.initialize(), in_cohorts,
+        in_cohorts.initialize())
     norms, zeroed = [], []
     for expected, got in outputs:
       want, have = expected.metrics, got.metrics
@@ -253,16 +170,13 @@ class FedReconCohortTest(_StoreTestCase):
     clip = 0.2
     reference, in_cohorts = self._dp_processes(0.0, clip, zeroing=True)
     state = reference.initialize()
-    outputs = _assert_rounds_agree(self, reference, state, in_cohorts,
-                                   in_cohorts.initialize())
+    outputs = cohort_testing.assert_rounds_agree(
+        self, reference, state, in_cohorts, in_cohorts.initialize())
     # The case is real: the round's summed clipped updates are far longer
     # than one clip, so clipping a cohort's sum as one record (cohorts of 5
     # users here) would have changed it.
-    before = reference.get_model_weights(state).trainable
-    after = reference.get_model_weights(outputs[0][0].state).trainable
-    summed = 12 * np.sqrt(sum(np.sum(np.square(a - b))
-                              for a, b in zip(after, before)))
-    self.assertGreater(summed, 2 * clip)
+    cohort_testing.assert_clipping_mattered(self, reference, state,
+                                            outputs[0][0].state, clip)
 
   def test_dp_event_and_noise_scale_are_the_per_client_ones(self):
     reference, in_cohorts = self._dp_processes(1.0, 0.5, zeroing=False)
@@ -311,11 +225,11 @@ class FedReconCohortTest(_StoreTestCase):
     self.assertFalse(np.allclose(expected[0], initial[0]))
 
 
-class ImplicitFedReconCohortTest(_StoreTestCase):
+class ImplicitFedReconCohortTest(cohort_testing.StoreTestCase):
   """Implicit feedback: fresh negatives per epoch and round, drawn with
   replacement from 25 items, so users meet items several times."""
 
-  _split = staticmethod(_implicit_split)
+  _split = staticmethod(cohort_testing.implicit_split)
 
   @parameterized.named_parameters(
       dict(testcase_name='biases_l2_two_epochs_each',
@@ -338,6 +252,26 @@ class ImplicitFedReconCohortTest(_StoreTestCase):
                batch_size=2, max_examples_per_user=5, seed=1,
                num_negatives=3),
            uniform=False, cohort_size=5),
+      # NCF: two local vectors (NeuMF), per-user copies of dense layers.
+      dict(testcase_name='neumf_l2_two_epochs_each',
+           model=ncf.NeuMFConfig(embedding_dim=3, mlp_layers=(6, 4, 2),
+                                 l2=0.05, seed=6),
+           recon=fed_recon.ReconConfig(recon_epochs=2, post_recon_epochs=2),
+           pipeline=pipelines.PipelineConfig(batch_size=4, seed=2),
+           uniform=False, cohort_size=0),
+      dict(testcase_name='gmf_step_caps_uniform',
+           model=ncf.GMFConfig(embedding_dim=3, l2=0.1, seed=7),
+           recon=fed_recon.ReconConfig(recon_steps_max=2, post_recon_epochs=2,
+                                       post_recon_steps_max=3),
+           pipeline=pipelines.PipelineConfig(batch_size=3, seed=4,
+                                             exclude_heldout=True),
+           uniform=True, cohort_size=4),
+      dict(testcase_name='mlp_small_cohorts',
+           model=ncf.MLPConfig(mlp_layers=(4, 3), seed=8),
+           recon=fed_recon.ReconConfig(),
+           pipeline=pipelines.PipelineConfig(batch_size=5, seed=6,
+                                             num_negatives=2),
+           uniform=False, cohort_size=5),
   )
   def test_three_rounds_equal_the_per_client_process(
       self, model, recon, pipeline, uniform, cohort_size):
@@ -359,8 +293,8 @@ class ImplicitFedReconCohortTest(_StoreTestCase):
         uniform, cohort_size, implicit=True)
     state = reference.initialize()
     cohort_state = state if not uniform else in_cohorts.initialize()
-    _assert_rounds_agree(self, reference, state, in_cohorts, cohort_state,
-                         round_ids=True)
+    cohort_testing.assert_rounds_agree(self, reference, state, in_cohorts,
+                                       cohort_state, round_ids=True)
     size = cohort_size or cohorts.DEFAULT_COHORT_SIZE
     self.assertEqual(in_cohorts.last_round_cohorts,
                      -(-len(_ROUNDS[-1]) // size))

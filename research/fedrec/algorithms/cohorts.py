@@ -14,8 +14,9 @@ cohorts:
   user's ratings out in exactly the batch order of the per-client pipeline
   (`data/pipelines.py`: a seeded shuffle whose permutation depends only on the
   user's number of ratings, then `max_examples_per_user`), and packs the users
-  of a round into cohorts of dense, padded tensors: `counts` [K], `items`
-  [K, L], `ratings` [K, L], with L a multiple of the batch size. Users are
+  of a round into cohorts of dense, padded tensors: `users` [K] (their ids),
+  `counts` [K], `items` [K, L], `ratings` [K, L], with L a multiple of the
+  batch size. Users are
   sorted by size, so that a cohort pads little, and a cohort holds at most
   `cohort_size` users and about `COHORT_RATINGS` padded ratings (so heavy
   users come in small cohorts). A cohort is never empty.
@@ -52,6 +53,7 @@ COHORT_RATINGS = 1 << 16
 DEFAULT_COHORT_SIZE = 128  # Users per cohort at most (--cohort_size=0).
 
 ELEMENT_SPEC = collections.OrderedDict(
+    users=tf.TensorSpec([None], tf.int32),
     counts=tf.TensorSpec([None], tf.int32),
     items=tf.TensorSpec([None, None], tf.int32),
     ratings=tf.TensorSpec([None, None], tf.float32))
@@ -163,12 +165,14 @@ class CohortPacker:
     # Padded positions read index 0 and are then zeroed.
     index = np.where(inside, offsets[:, None] + positions[None, :], 0)
     return collections.OrderedDict(
+        users=np.array([int(c) for c in users], np.int32),
         counts=counts,
         items=np.where(inside, self._items[index], 0).astype(np.int32),
         ratings=np.where(inside, self._ratings[index], 0).astype(np.float32))
 
 
 IMPLICIT_ELEMENT_SPEC = collections.OrderedDict(
+    users=tf.TensorSpec([None], tf.int32),
     counts=tf.TensorSpec([None], tf.int32),
     items=tf.TensorSpec([None, None], tf.int32),
     labels=tf.TensorSpec([None, None], tf.float32),
@@ -284,6 +288,7 @@ class ImplicitCohortPacker:
     for k, touched in enumerate(distinct):
       slot_items[k, :len(touched)] = touched
     return collections.OrderedDict(
+        users=np.array([int(c.partition('/')[0]) for c in users], np.int32),
         counts=counts, items=items.reshape(num, -1),
         labels=labels.reshape(num, -1), slots=slots.reshape(num, -1),
         slot_items=slot_items)
@@ -328,3 +333,28 @@ class CohortProcess:
 def unsupported(reasons: Sequence[Optional[str]]) -> Optional[str]:
   """The first reason a run cannot train in cohorts yet, or None."""
   return next((r for r in reasons if r), None)
+
+
+def common_unsupported(config, models: Sequence[str]) -> tuple:
+  """What no cohort client work reproduces yet (reasons, or falsy values).
+
+  Args:
+    config: the run's training/experiment.ExperimentConfig.
+    models: the --model names the method's cohort client work trains.
+  """
+  # Imported here: this module stays importable without the privacy settings.
+  from research.fedrec.privacy import settings  # pylint: disable=g-import-not-at-top
+  return (
+      config.model_name not in models and
+      f'--model={config.model_name} has no cohort client work yet (only '
+      f'{", ".join(models)})',
+      config.optimizers.client != 'sgd' and
+      'cohorts train with --client_optimizer=sgd only (stateful optimizers: '
+      'not yet)',
+      config.dp.mechanism == settings.Mechanism.ADAPTIVE and
+      'adaptive DP clipping per user in cohorts is not there yet '
+      '(--dp=adaptive; --dp=fixed trains in cohorts)',
+      config.aggregation.secure_aggregation and
+      '--secure_aggregation bounds are not scaled to cohorts yet',
+      config.aggregation.compression.value != 'none' and
+      '--compression has no per-user form in cohorts yet')

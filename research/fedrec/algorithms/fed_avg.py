@@ -12,6 +12,8 @@ from typing import Optional
 import tensorflow_federated as tff
 
 from research.fedrec.algorithms import client_data
+from research.fedrec.algorithms import cohort_scores
+from research.fedrec.algorithms import cohorts
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.algorithms import inline
 from research.fedrec.algorithms import registry
@@ -66,6 +68,38 @@ def build_training_process(
                           store_path, implicit)
 
 
+def build_cohort_training_process(
+    model_config: builder.ModelConfig, num_items: int, num_users: int,
+    optimizers: fed_recon.Optimizers, optimizer_settings,
+    pipeline: pipelines.PipelineConfig, store_path: str,
+    model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory],
+    uniform_weighting: bool, cohort_size: int = 0, zeroing: bool = False,
+    clip_query=None, implicit: bool = False,
+    proximal_strength: float = 0.0) -> cohorts.CohortProcess:
+  """FedAvg (FedProx with `proximal_strength`) run in cohorts.
+
+  Its `next` takes client ids, and its state, weights and metrics are those
+  of the per-client process (to float rounding; tests/algorithms/
+  fed_avg_cohort_test.py). SGD, the models of `cohort_scores.SCORERS`
+  (`FedAvg.cohort_unsupported`).
+  `model_aggregator` must be weighted; with `zeroing` or `clip_query`, the
+  client work zeroes or clips each user (algorithms/cohort_work.py).
+  """
+  # Imported here: the cohort client work is only built when it is used.
+  from research.fedrec.algorithms import fed_avg_cohort  # pylint: disable=g-import-not-at-top
+  process = fed_avg_cohort.build_training_process(
+      create_model_fn(model_config, num_items, num_users, implicit),
+      model_config, num_items, num_users, pipeline.local_epochs,
+      pipeline.batch_size, optimizer_settings.client_learning_rate,
+      proximal_strength, optimizers.server, model_aggregator,
+      uniform_weighting, implicit, zeroing, clip_query)
+  packer = (cohorts.ImplicitCohortPacker(
+      store_path, pipeline, num_items, 0, pipeline.local_epochs, cohort_size)
+            if implicit else
+            cohorts.CohortPacker(store_path, pipeline, cohort_size))
+  return cohorts.CohortProcess(process, packer)
+
+
 def with_client_data(process: tff.learning.templates.LearningProcess,
                      model_config: builder.ModelConfig, num_items: int,
                      pipeline: pipelines.PipelineConfig, store_path: str,
@@ -91,7 +125,28 @@ class FedAvg(registry.Method):
   name = 'fedavg'
   label = 'FedAvg'
 
+  def proximal_strength(self, inputs: registry.ProcessInputs) -> float:
+    """FedProx's mu (FedAvg: 0)."""
+    del inputs
+    return 0.0
+
+  def cohort_unsupported(self, config) -> Optional[str]:
+    """Cohorts reproduce the models with a cohort scorer, SGD, plain means
+    (fed_avg_cohort.py)."""
+    return cohorts.unsupported(cohorts.common_unsupported(
+        config, tuple(cohort_scores.SCORERS)))
+
   def build_process(self, inputs: registry.ProcessInputs):
+    if inputs.in_cohorts:
+      return build_cohort_training_process(
+          inputs.model_config, inputs.num_items, inputs.num_users,
+          inputs.optimizers, inputs.optimizer_settings, inputs.pipeline,
+          inputs.store_path, inputs.aggregator, inputs.uniform_weighting,
+          inputs.cohort_size, inputs.zeroing_per_user, inputs.clip_query,
+          inputs.implicit, self.proximal_strength(inputs))
+    return self.build_per_client_process(inputs)
+
+  def build_per_client_process(self, inputs: registry.ProcessInputs):
     return build_training_process(
         inputs.model_config, inputs.num_items, inputs.num_users,
         inputs.optimizers, inputs.pipeline, inputs.store_path,

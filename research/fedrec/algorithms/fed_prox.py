@@ -146,18 +146,20 @@ def build_training_process(
                                   store_path, implicit)
 
 
-class FedProx(registry.Method):
+class FedProx(fed_avg.FedAvg):
   """The method object of FedProx (its setting: `proximal_strength`)."""
 
   name = 'fedprox'
   label = 'FedProx'
 
-  def build_process(self, inputs: registry.ProcessInputs):
+  def proximal_strength(self, inputs: registry.ProcessInputs) -> float:
+    return float(self.settings(inputs.settings)['proximal_strength'])
+
+  def build_per_client_process(self, inputs: registry.ProcessInputs):
     return build_training_process(
         inputs.model_config, inputs.num_items, inputs.num_users,
         inputs.optimizers, inputs.pipeline, inputs.store_path,
-        self.settings(inputs.settings)['proximal_strength'],
-        model_aggregator=inputs.aggregator,
+        self.proximal_strength(inputs), model_aggregator=inputs.aggregator,
         uniform_weighting=inputs.uniform_weighting, implicit=inputs.implicit)
 
 

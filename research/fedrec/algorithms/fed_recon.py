@@ -21,6 +21,7 @@ from typing import Optional
 import tensorflow_federated as tff
 
 from research.fedrec.algorithms import client_data
+from research.fedrec.algorithms import cohort_scores
 from research.fedrec.algorithms import cohorts
 from research.fedrec.algorithms import inline
 from research.fedrec.algorithms import registry
@@ -28,8 +29,6 @@ from research.fedrec.data import client_store
 from research.fedrec.data import pipelines
 from research.fedrec.evaluation import training_metrics
 from research.fedrec.models import builder
-from research.fedrec.models import mf
-from research.fedrec.privacy import settings as privacy_settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,9 +191,10 @@ def build_cohort_training_process(
 
   Its `next` takes client ids, and its state, weights and metrics are those
   of `build_training_process` (to float rounding; tests/algorithms/
-  fed_recon_cohort_test.py). MF with SGD only, explicit or (`implicit`, ids
-  carrying the round) implicit feedback (`FedRecon.cohort_unsupported`). `model_aggregator` must be weighted: a
-  cohort is weighted by its users' summed weight. With `zeroing`, adaptive
+  fed_recon_cohort_test.py). SGD; MF under explicit feedback, the models of
+  `cohort_scores.SCORERS` under implicit feedback (`implicit`, ids carrying
+  the round; `FedRecon.cohort_unsupported`). `model_aggregator` must be
+  weighted: a cohort is weighted by its users' summed weight. With `zeroing`, adaptive
   zeroing acts on each user in the client work (and `model_aggregator` must
   not zero). With `clip_query` (`--dp=fixed`), each user is clipped in the
   client work and `model_aggregator` is built with `preclipped=True`.
@@ -249,25 +249,18 @@ class FedRecon(registry.Method):
   reconstructs_users = True
 
   def cohort_unsupported(self, config) -> Optional[str]:
-    """Cohorts reproduce FedRecon of explicit MF with SGD, plain means."""
-    optimizers = config.optimizers
-    return cohorts.unsupported((
-        not isinstance(config.model, mf.MFConfig) and
-        f'--model={config.model_name} has no cohort client work yet (MF '
-        'only)',
+    """Cohorts reproduce FedRecon with SGD: MF (explicit) or the models of
+    `cohort_scores.SCORERS` (implicit)."""
+    # Explicit feedback: MF's own client work; implicit: every model with a
+    # cohort scorer.
+    models = tuple(cohort_scores.SCORERS) if config.data.implicit else ('mf',)
+    return cohorts.unsupported(cohorts.common_unsupported(config, models) + (
         config.data.implicit and config.recon.split_dataset and
         'implicit feedback with --split_dataset has no cohort client work '
         'yet',
-        (optimizers.client != 'sgd' or optimizers.reconstruction != 'sgd') and
-        'cohorts train with --client_optimizer=sgd and '
-        '--reconstruction_optimizer=sgd only (stateful optimizers: not yet)',
-        config.dp.mechanism == privacy_settings.Mechanism.ADAPTIVE and
-        'adaptive DP clipping per user in cohorts is not there yet '
-        '(--dp=adaptive; --dp=fixed trains in cohorts)',
-        config.aggregation.secure_aggregation and
-        '--secure_aggregation bounds are not scaled to cohorts yet',
-        config.aggregation.compression.value != 'none' and
-        '--compression has no per-user form in cohorts yet'))
+        config.optimizers.reconstruction != 'sgd' and
+        'cohorts reconstruct with --reconstruction_optimizer=sgd only '
+        '(stateful optimizers: not yet)'))
 
   def build_process(self, inputs: registry.ProcessInputs):
     if inputs.in_cohorts:

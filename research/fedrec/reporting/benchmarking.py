@@ -24,6 +24,7 @@ MEMORY_BUDGET_BYTES = 24 * 2**30
 # Targets of the cohort-execution issue (algorithms/cohorts.py).
 COHORT_CLIENTS = 100  # Users per round of the side-by-side comparison.
 TARGET_COHORT_SPEEDUP = 80.0  # FedRecon, per_client over cohort s/round.
+TARGET_COHORT_SPEEDUP_FEDAVG = 50.0  # FedAvg, likewise.
 TARGET_COHORT_ALL_USERS_SECONDS = 1.0  # One round of every training user.
 TARGET_COHORT_ALL_USERS_RSS_GB = 2.0
 TARGET_COHORT_VS_CENTRALIZED = 2.0  # Ratings/s over centralized Keras fit.
@@ -202,6 +203,9 @@ def check_targets(report: dict) -> list[dict]:
       ('cohort_speedup_fedrecon_100', cohort['cohort_speedup_fedrecon_100'],
        f'>= {TARGET_COHORT_SPEEDUP:g}',
        cohort['cohort_speedup_fedrecon_100'] >= TARGET_COHORT_SPEEDUP),
+      ('cohort_speedup_fedavg_100', cohort['cohort_speedup_fedavg_100'],
+       f'>= {TARGET_COHORT_SPEEDUP_FEDAVG:g}',
+       cohort['cohort_speedup_fedavg_100'] >= TARGET_COHORT_SPEEDUP_FEDAVG),
       ('cohort_all_users_round_seconds',
        cohort['cohort_all_users_round_seconds'],
        f'<= {TARGET_COHORT_ALL_USERS_SECONDS:g}',
@@ -226,9 +230,12 @@ def cohort_summary(runs: dict, centralized_rate: float) -> dict:
   per_client = runs[f'fedrecon_{COHORT_CLIENTS}_per_client']
   cohort = runs[f'fedrecon_{COHORT_CLIENTS}_cohort']
   all_users = runs['fedrecon_all_cohort']
+  fedavg = [runs[f'fedavg_{COHORT_CLIENTS}_{execution}']['median_round_seconds']
+            for execution in ('per_client', 'cohort')]
   return collections.OrderedDict(
       cohort_speedup_fedrecon_100=(per_client['median_round_seconds'] /
                                    cohort['median_round_seconds']),
+      cohort_speedup_fedavg_100=fedavg[0] / fedavg[1],
       cohort_all_users_round_seconds=all_users['median_round_seconds'],
       cohort_all_users_peak_rss_gb=all_users['peak_rss_bytes'] / 2**30,
       cohort_fedrecon_100_vs_centralized=(cohort['ratings_per_second'] /
@@ -470,12 +477,13 @@ def run_benchmark(scale: Scale, seed: int, worker_counts: list[int],
     # worker: the per-client all-users round above leaves gigabytes allocated
     # in the old one, which would count in these runs' peak RSS.
     with runtime.local_runtime() as bench.tff_runtime:
-      for execution in ('per_client', 'cohort'):
-        process, build, config = bench.process(
-            'fedrecon', COHORT_CLIENTS, execution=execution)
-        add(bench.run(f'fedrecon_{COHORT_CLIENTS}_{execution}', process,
-                      config, scale.timing_rounds + 1, memory,
-                      build_seconds=build))
+      for algorithm in ('fedrecon', 'fedavg'):
+        for execution in ('per_client', 'cohort'):
+          process, build, config = bench.process(
+              algorithm, COHORT_CLIENTS, execution=execution)
+          add(bench.run(f'{algorithm}_{COHORT_CLIENTS}_{execution}', process,
+                        config, scale.timing_rounds + 1, memory,
+                        build_seconds=build))
       process, build, config = bench.process(
           'fedrecon', len(bench.client_ids), execution='cohort')
       add(bench.run('fedrecon_all_cohort', process, config,

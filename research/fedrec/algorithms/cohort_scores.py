@@ -1,0 +1,92 @@
+"""Models' scores for a cohort of users, each user with its own parameters.
+
+A cohort client work (e.g. fed_avg_cohort.py) holds, for each of K users, its
+own copy of every parameter it trains. A model's cohort scorer computes one
+training step's logits (or predicted ratings) and L2 terms for all K users at
+once from those copies, exactly as the model's Keras layers compute them for
+one user's batch:
+
+  scores(config, params) -> (prediction [K, B], squares [K, B])
+
+`params` maps each trainable weight's name (its layer's name for a layer of
+one weight, e.g. 'item_embedding', 'global_bias'; else `<layer>/<weight>`,
+e.g. 'mlp_0/kernel') to the users' copies: a row of a user table as [K, ...], the
+rows of the step's items of an item table as [K, B, ...], any other weight
+(dense layers, the global bias) as [K, ...]: a dense layer x W + b becomes the
+batched matmul einsum('kbi,kio->kbo', x, W) + b. `squares` is each example's
+sum of squares of its (user, item) embeddings, the model's per-example L2
+(`mf.PairL2`).
+
+A model runs in cohorts once its scorer is registered here (`SCORERS`, by
+--model name); the exactness tests compare it with the per-client process.
+"""
+
+import tensorflow as tf
+
+
+def weight_names(keras_model) -> dict:
+  """`id(weight)` -> its name in `params`, for each trainable weight."""
+  names = {}
+  for layer in keras_model.layers:
+    weights = layer.trainable_weights
+    for weight in weights:
+      short = weight.name.split('/')[-1].split(':')[0]
+      names[id(weight)] = (layer.name if len(weights) == 1 else
+                           f'{layer.name}/{short}')
+  return names
+
+
+def _squares(vectors):
+  """Per-example sums of squares of user [K, d] and item [K, B, d] vectors."""
+  total = 0.0
+  for vector in vectors:
+    square = tf.reduce_sum(tf.square(vector), axis=-1)
+    total += square[:, None] if vector.shape.rank == 2 else square
+  return total
+
+
+def mf_scores(config, params):
+  """Matrix factorization (models/mf.py, the classic layout's names)."""
+  user = params['user_embedding']
+  rows = params['item_embedding']
+  prediction = tf.reduce_sum(user[:, None, :] * rows, axis=-1)
+  pair = [user, rows]
+  if config.use_biases:
+    user_bias = params['user_bias']  # [K, 1]
+    row_biases = params['item_bias']  # [K, B, 1]
+    prediction += (user_bias + row_biases[..., 0] +
+                   params['global_bias'][:, None])
+    pair += [user_bias, row_biases]
+  return prediction, _squares(pair)
+
+
+def _dense(inputs, params, name: str):
+  """Each user's copy of Dense layer `name` on its batch [K, B, in]."""
+  return (tf.einsum('kbi,kio->kbo', inputs, params[f'{name}/kernel']) +
+          params[f'{name}/bias'][:, None, :])
+
+
+def ncf_scores(config, params):
+  """GMF, MLP or NeuMF (models/ncf.py): the logit of each example."""
+  towers, pair = [], []
+  if 'gmf_user_embedding' in params:
+    user = params['gmf_user_embedding']
+    rows = params['gmf_item_embedding']
+    towers.append(user[:, None, :] * rows)
+    pair += [user, rows]
+  if 'mlp_user_embedding' in params:
+    user = params['mlp_user_embedding']
+    rows = params['mlp_item_embedding']
+    hidden = tf.concat([
+        tf.tile(user[:, None, :], [1, tf.shape(rows)[1], 1]), rows], axis=-1)
+    for index in range(len(config.mlp_layers)):
+      hidden = tf.nn.relu(_dense(hidden, params, f'mlp_{index}'))
+    towers.append(hidden)
+    pair += [user, rows]
+  joined = towers[0] if len(towers) == 1 else tf.concat(towers, axis=-1)
+  return _dense(joined, params, 'logit')[..., 0], _squares(pair)
+
+
+# --model name -> scorer.
+SCORERS = {'mf': mf_scores, 'gmf': ncf_scores, 'mlp': ncf_scores,
+           'neumf': ncf_scores}

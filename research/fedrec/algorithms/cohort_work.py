@@ -1,0 +1,286 @@
+"""The client work shared by the methods that train in cohorts.
+
+A cohort is K users in one TFF client (algorithms/cohorts.py packs them). A
+method's cohort client work trains every user side by side, each on its own
+copies of the parameters it touches, and returns the users' weighted mean
+update (`combine`): each user weighted by its training examples (or
+uniformly), a user whose update is not finite left out with weight 0, as TFF
+does per client. The server's weighted mean over cohorts, each weighted by its
+users' summed weight, is then the mean over users.
+
+What TFF's aggregators would do to each client's update in the per-client
+process is done here to each user, since doing it to a cohort's sum would
+treat many users as one:
+
+* adaptive zeroing (`ZeroingWork`): a user's update whose max-abs norm exceeds
+  the zeroing norm is zeroed and keeps its weight, and every user's norm
+  updates the quantile estimate behind the zeroing norm (TFF's
+  `zeroing_factory`, tff.learning's default aggregator);
+* user-level DP with a fixed clip: each user's update is clipped by the DP
+  query's own `preprocess_record`, and the cohort returns the plain sum, which
+  the server's DP aggregator noises.
+
+`client_work_process` wraps a method's cohort computation as a
+`ClientWorkProcess`, and `compose` builds the learning process from it with
+TFF's broadcast, the configured aggregator and the server optimizer's
+finalizer, so the state is the per-client process's.
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from research.fedrec.models import mf
+from research.fedrec.privacy import aggregation
+
+
+def position_mask(counts, batch_size: int, step, active):
+  """[K, B] 1.0 where batch `step` of an active user holds an example."""
+  inside = (step * batch_size + tf.range(batch_size))[None, :] < (
+      counts[:, None])
+  return tf.cast(tf.logical_and(inside, active[:, None]), tf.float32)
+
+
+def user_losses(example_loss, model_config: mf.MFConfig, targets, mask, user,
+                user_bias, rows, row_biases, global_bias):
+  """Per-user masked batch losses and predictions of MF (`masked_losses`).
+
+  `user` [K, d] and `user_bias` [K, 1] are each user's, `rows` [K, B, d] and
+  `row_biases` [K, B] the items of its batch, `global_bias` [K] its g.
+  """
+  prediction = tf.reduce_sum(user[:, None, :] * rows, axis=-1)
+  squares = (tf.reduce_sum(tf.square(user), axis=-1)[:, None] +
+             tf.reduce_sum(tf.square(rows), axis=-1))
+  if model_config.use_biases:
+    prediction += user_bias + row_biases + global_bias[:, None]
+    squares += tf.square(user_bias) + tf.square(row_biases)
+  return masked_losses(example_loss, model_config.l2, targets, mask,
+                       prediction, squares), prediction
+
+
+def masked_losses(example_loss, l2: float, targets, mask, prediction,
+                  squares):
+  """Per-user masked batch losses [K], as the Keras loss of each user.
+
+  `example_loss(targets, predictions)` is the per-example loss (squared error
+  or binary cross-entropy of the logit); `squares` [K, B] each example's sum
+  of squares of its pair's embeddings, whose L2 term is per example, as
+  `mf.PairL2`. Each user's loss is its batch mean.
+  """
+  size = tf.reduce_sum(mask, axis=1)
+  return tf.math.divide_no_nan(
+      tf.reduce_sum(mask * example_loss(targets, prediction), axis=1),
+      size) + tf.math.divide_no_nan(
+          tf.reduce_sum(mask * l2 * squares, axis=1), size)
+
+
+def squared_error(targets, predictions):
+  return tf.square(targets - predictions)
+
+
+def cross_entropy(labels, logits):
+  return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+def zeroing_parts(zeroing: bool):
+  """(`ZeroingWork` or None, its params' TFF type, its norm's TFF type)."""
+  if not zeroing:
+    return None, tff.StructType([]), tff.StructType([])
+  work = ZeroingWork()
+  return work, work.params_type, tff.TensorType(np.float32)
+
+
+def combine(parts, examples, uniform_weighting: bool, zeroing_work,
+            quantile_params, zeroing_norm, clip_query):
+  """A cohort's result from its users' updates.
+
+  Args:
+    parts: The update's tensors in the order of the model's trainable
+      weights, each `(delta, segment_ids, num_segments)`: `delta` holds each
+      user's update (initial minus final) of the tensor, [K, ...]; for a
+      table of which each user holds copies of some rows, `delta` is
+      [K, L, ...] and `segment_ids` [K, L] says which row of the
+      `num_segments`-row table each position is (padding: any row, with a
+      zero update); for a tensor every user holds whole, both are None.
+    examples: [K] each user's training examples (its weight).
+    uniform_weighting: Weight users equally instead.
+    zeroing_work: `ZeroingWork` for adaptive zeroing per user, or None.
+    quantile_params, zeroing_norm: Its broadcast params and norm.
+    clip_query: The fixed-clip DP query clipping each user, or None.
+
+  Returns:
+    `(update, total_weight, quantile_record, zeroed_count)`: the update is
+    the users' weighted mean (a non-finite user left out with weight 0, as
+    TFF does per client), its tensors in the order of `parts`.
+  """
+  deltas = [delta for delta, _, _ in parts]
+  num_users = tf.shape(examples)[0]
+  finite = tf.reduce_all(tf.stack([
+      tf.reduce_all(tf.math.is_finite(tf.reshape(d, [num_users, -1])),
+                    axis=1) for d in deltas]), axis=0)
+  weights = tf.ones([num_users]) if uniform_weighting else examples
+  weights = tf.where(finite, weights, 0.0)
+  total_weight = tf.reduce_sum(weights)
+  kept = finite  # Users whose update enters the sum.
+  quantile_record = ()
+  zeroed_count = ()
+
+  def per_user(mask, delta):  # A [K] mask shaped to broadcast over delta.
+    return tf.reshape(mask, [-1] + [1] * (len(delta.shape) - 1))
+
+  if zeroing_work is not None:
+    # As TFF's zeroing of a client: the max-abs norm of the (finite, else
+    # zero) update against the zeroing norm; a zeroed user keeps its
+    # weight. Every user's norm updates the quantile estimate.
+    norms = tf.reduce_max(tf.stack([
+        tf.reduce_max(tf.abs(tf.reshape(
+            tf.where(per_user(finite, d), d, 0.0), [num_users, -1])), axis=1)
+        for d in deltas]), axis=0)
+    zeroed = norms > zeroing_norm
+    kept = tf.logical_and(finite, tf.logical_not(zeroed))
+    zeroed_count = tf.reduce_sum(tf.cast(zeroed, tf.int32))
+    quantile_record = zeroing_work.record_sum(quantile_params, norms)
+
+  if clip_query is not None:
+    # User-level DP: each user's update clipped by the DP query's own
+    # preprocess_record (rows the user never touched are zero, so the norm
+    # is the dense record's); the cohort returns the plain sum, which the
+    # server's DP aggregator noises and normalizes (uniform weighting).
+    params = clip_query.derive_sample_params(
+        clip_query.initial_global_state())
+    kept_deltas = tuple(tf.where(per_user(kept, d), d, 0.0) for d in deltas)
+    deltas = list(tf.map_fn(
+        lambda record: clip_query.preprocess_record(params, record),
+        kept_deltas, fn_output_signature=tuple(
+            tf.TensorSpec(d.shape[1:], d.dtype) for d in kept_deltas)))
+    weights = tf.ones([num_users])
+    total_weight = tf.constant(1.0)  # The sum passes through undivided.
+
+  def weighted_sum(delta, segment_ids, num_segments):
+    delta = tf.where(per_user(kept, delta), delta, 0.0)
+    scaled = delta * per_user(weights, delta)
+    if num_segments is None:
+      return tf.reduce_sum(scaled, axis=0)
+    flat = tf.reshape(scaled, tf.concat([[-1], tf.shape(scaled)[2:]], 0))
+    return tf.math.unsorted_segment_sum(flat, tf.reshape(segment_ids, [-1]),
+                                        num_segments)
+
+  update = [tf.math.divide_no_nan(weighted_sum(delta, ids, num), total_weight)
+            for delta, (_, ids, num) in zip(deltas, parts)]
+  return update, total_weight, quantile_record, zeroed_count
+
+
+def client_work_process(client_update, weights_type, cohort_type,
+                         zeroing_work, finalizers):
+  """The `ClientWorkProcess` around a cohort's `client_update` computation.
+
+  Broadcasts the zeroing quantile estimator's params and norm (with
+  `zeroing_work`), sums the cohorts' training metrics and quantile records,
+  and updates the estimator.
+  """
+  zeroing = zeroing_work is not None
+  if zeroing:
+    initialize = zeroing_work.initialize
+    state_type = zeroing_work.state_type
+  else:
+    initialize = tff.federated_computation(
+        lambda: tff.federated_value((), tff.SERVER))
+    state_type = tff.StructType([])
+
+  @tff.federated_computation(
+      tff.FederatedType(state_type, tff.SERVER),
+      tff.FederatedType(weights_type, tff.CLIENTS),
+      tff.FederatedType(cohort_type, tff.CLIENTS))
+  def next_fn(state, weights, cohorts):
+    if zeroing:
+      params = tff.federated_broadcast(
+          tff.federated_map(zeroing_work.derive_params, state))
+      zeroing_norm = tff.federated_map(zeroing_work.norm, state)
+      norms = tff.federated_broadcast(zeroing_norm)
+    else:
+      params = norms = tff.federated_value((), tff.CLIENTS)
+    result, unfinalized, records, zeroed = tff.federated_map(
+        client_update, (weights, cohorts, params, norms))
+    aggregate_metrics = tff.learning.metrics.sum_then_finalize(
+        finalizers, unfinalized.type_signature.member)
+    measurements = collections.OrderedDict(
+        train=aggregate_metrics(unfinalized))
+    if zeroing:
+      state = tff.federated_map(zeroing_work.next_state,
+                                (tff.federated_sum(records), state))
+      measurements['zeroing'] = tff.federated_zip(collections.OrderedDict(
+          zeroing_norm=zeroing_norm, zeroed_count=tff.federated_sum(zeroed)))
+    return tff.templates.MeasuredProcessOutput(
+        state=state, result=result,
+        measurements=tff.federated_zip(measurements))
+
+  return tff.learning.templates.ClientWorkProcess(initialize, next_fn)
+
+
+
+
+class ZeroingWork:
+  """The TFF computations of adaptive zeroing per user (the server side).
+
+  The quantile estimator is `aggregation.zeroing_quantile_query`, the one
+  TFF's zeroing of per-client updates runs: its state is the client work's
+  state, its sample params and the zeroing norm (multiplier * estimate +
+  increment) are broadcast to the cohorts, each cohort sums its users'
+  preprocessed records, and the summed records update the estimate.
+  """
+
+  def __init__(self):
+    query = aggregation.zeroing_quantile_query()
+    self._query = query
+    initial_state = tff.tensorflow.computation(query.initial_global_state)
+    self.state_type = initial_state.type_signature.result
+    self.initialize = tff.federated_computation(
+        lambda: tff.federated_eval(initial_state, tff.SERVER))
+    self.derive_params = tff.tensorflow.computation(
+        query.derive_sample_params, self.state_type)
+    self.params_type = self.derive_params.type_signature.result
+    record_type = tff.tensorflow.computation(
+        query.preprocess_record, self.params_type,
+        np.float32).type_signature.result
+
+    @tff.tensorflow.computation(self.state_type)
+    def norm(state):
+      return (aggregation.ZEROING_MULTIPLIER * state.current_estimate +
+              aggregation.ZEROING_INCREMENT)
+    self.norm = norm
+
+    @tff.tensorflow.computation(record_type, self.state_type)
+    def next_state(record_sum, state):
+      return query.get_noised_result(record_sum, state)[1]
+    self.next_state = next_state
+
+  def record_sum(self, params, norms: tf.Tensor):
+    """The sum of every user's preprocessed record (in the client work)."""
+    example = self._query.preprocess_record(params, tf.constant(0.0))
+    records = tf.map_fn(
+        lambda norm: self._query.preprocess_record(params, norm), norms,
+        fn_output_signature=tf.nest.map_structure(
+            lambda t: tf.TensorSpec(t.shape, t.dtype), example))
+    return tf.nest.map_structure(lambda t: tf.reduce_sum(t, axis=0), records)
+
+
+def compose(initial_weights, client_work, aggregator, server_optimizer):
+  """The learning process of a cohort `client_work` (see the module doc).
+
+  `aggregator` is weighted (an unweighted one is made weighted: a cohort is
+  weighted by its users' summed weight); None: the weighted mean.
+  """
+  weights_type = initial_weights.type_signature.result
+  if aggregator is None:
+    aggregator = tff.aggregators.MeanFactory()
+  if isinstance(aggregator, tff.aggregators.UnweightedAggregationFactory):
+    aggregator = tff.aggregators.as_weighted_aggregator(aggregator)
+  return tff.learning.templates.compose_learning_process(
+      initial_weights,
+      tff.learning.templates.build_broadcast_process(weights_type),
+      client_work,
+      aggregator.create(weights_type.trainable, tff.TensorType(np.float32)),
+      tff.learning.templates.build_apply_optimizer_finalizer(
+          server_optimizer, weights_type))

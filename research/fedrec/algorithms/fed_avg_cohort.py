@@ -1,0 +1,255 @@
+"""FedAvg and FedProx run in cohorts, for every model with a cohort scorer.
+
+The cohort client work computes, for each of a cohort's K users, exactly what
+the per-client client work computes for that user alone (TFF's FedAvg client
+work, `tff.learning.algorithms.build_weighted_fed_avg`, or fed_prox.py's) with
+the model in the classic layout (global user tables) and SGD; the models are
+those of `cohort_scores.SCORERS` (MF, GMF, MLP, NeuMF):
+
+* Each user trains its own copies of the parameters its batches touch: its
+  rows of the user tables, a row of each item table for each distinct item
+  it meets, and every other weight whole (the global bias, each dense layer:
+  per-user copies of dense layers run as batched matmuls). All K users step
+  together: one gradient of the sum of their masked batch losses is each
+  user's own gradient, since users share no copy. An item met twice in a
+  batch gets both gradients (scattered into its copy), as an embedding's
+  does.
+* Explicit feedback: the per-client dataset is the user's ratings in their
+  seeded order, repeated for `local_epochs` and then batched, so a batch may
+  span two epochs; batch t holds positions [tB, (t+1)B) of that sequence,
+  position p being rating p mod n of the user's n ratings.
+  Implicit feedback: each local epoch has its own examples (fresh negatives)
+  and its own batches (`cohorts.ImplicitCohortPacker`, no reconstruction
+  epochs).
+* FedProx adds mu (w - w_global) to the gradient of every parameter a user
+  holds, at every step the user takes, as fed_prox.py does for the whole
+  model (rows a user never touched stay at w_global, where the term is 0).
+* A user's update is its initial copies minus its final ones, combined with
+  the others' as algorithms/cohort_work.py describes (weighting by training
+  examples over all epochs, the non-finite guard, adaptive zeroing and DP
+  clipping per user) and scattered to the tables' shapes.
+
+Training metrics are the per-client model's own (its Keras metrics, the
+batch-size-weighted `loss`, `num_examples`, `num_batches`), summed over users.
+"""
+
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from research.fedrec.algorithms import cohort_scores
+from research.fedrec.algorithms import cohort_work
+from research.fedrec.algorithms import cohorts as cohorts_lib
+from research.fedrec.models import builder
+
+# Metrics every `tff.learning` Keras model adds to its own (keras_utils.py).
+_LOSS, _NUM_EXAMPLES, _NUM_BATCHES = 'loss', 'num_examples', 'num_batches'
+
+
+def _explicit_batches(cohort, batch_size: int, local_epochs: int):
+  """(slot_items, num_steps, batch_at) of a `cohorts.CohortPacker` cohort.
+
+  `batch_at(t)` gives step t's `(mask, targets, slots, active)`: [K, B]
+  1.0 at real positions, their ratings, the position of their item among
+  the user's `slot_items`, and [K] whether the user has a batch t.
+  """
+  counts, ratings = cohort['counts'], cohort['ratings']
+  total = local_epochs * counts
+  num_steps = (tf.reduce_max(total) + batch_size - 1) // batch_size
+
+  def batch_at(t):
+    positions = t * batch_size + tf.range(batch_size)
+    mask = tf.cast(positions[None, :] < total[:, None], tf.float32)
+    slots = positions[None, :] % tf.maximum(counts, 1)[:, None]
+    return (mask, tf.gather(ratings, slots, batch_dims=1), slots,
+            t * batch_size < total)
+  return cohort['items'], num_steps, batch_at
+
+
+def _implicit_batches(cohort, batch_size: int, local_epochs: int):
+  """As `_explicit_batches`, for a `cohorts.ImplicitCohortPacker` cohort."""
+  counts = cohort['counts']
+  num_users = tf.shape(counts)[0]
+  steps_per_epoch = tf.shape(cohort['items'])[1] // (local_epochs *
+                                                      batch_size)
+
+  def by_step(x):  # [K, E * S * B] -> [E * S, K, B]: step t = e * S + s.
+    return tf.transpose(tf.reshape(x, [num_users, -1, batch_size]),
+                        [1, 0, 2])
+
+  labels, slots = by_step(cohort['labels']), by_step(cohort['slots'])
+
+  def batch_at(t):
+    step = t % steps_per_epoch
+    active = step * batch_size < counts
+    mask = cohort_work.position_mask(counts, batch_size, step, active)
+    return mask, labels[t], slots[t], active
+  return cohort['slot_items'], local_epochs * steps_per_epoch, batch_at
+
+
+_USER, _ITEM, _DENSE = 'user', 'item', 'dense'
+
+
+def _parameters(model_config, num_items: int, num_users: int):
+  """(name, kind) of each trainable weight of the model, in its order.
+
+  Kinds: a row per user (the user tables), rows per item (the other
+  embedding tables), or whole (dense layers, the global bias). Names as
+  `cohort_scores` reads them (`weight_names`).
+  """
+  with tf.Graph().as_default():
+    layers = builder.create_keras_model(model_config, num_items, num_users,
+                                        regularization_output=True)
+    user_weights = {id(w) for layer in layers.user_layers
+                    for w in layer.trainable_weights}
+    tables = {id(w) for layer in layers.model.layers
+              if isinstance(layer, tf.keras.layers.Embedding)
+              for w in layer.trainable_weights}
+    names = cohort_scores.weight_names(layers.model)
+    return [(names[id(w)], _USER if id(w) in user_weights else
+             _ITEM if id(w) in tables else _DENSE)
+            for w in layers.model.trainable_variables]
+
+
+def build_client_work(model_fn, weights_type, model_config,
+                      num_items: int, num_users: int, local_epochs: int,
+                      batch_size: int, learning_rate: float,
+                      proximal_strength: float, uniform_weighting: bool,
+                      implicit: bool, zeroing: bool = False,
+                      clip_query=None):
+  """The cohort `ClientWorkProcess` of FedAvg / FedProx (SGD).
+
+  For a model with a scorer in `cohort_scores.SCORERS`. `weights_type` is
+  the TFF type of the model's weights; `proximal_strength` is FedProx's mu
+  (0: FedAvg). `zeroing` and `clip_query` act on each user (cohort_work.py).
+  """
+  spec = (cohorts_lib.IMPLICIT_ELEMENT_SPEC if implicit else
+          cohorts_lib.ELEMENT_SPEC)
+  cohort_type = tff.SequenceType(tff.types.tensorflow_to_type(spec))
+  zeroing_work, params_type, norm_type = cohort_work.zeroing_parts(zeroing)
+  example_loss = (cohort_work.cross_entropy if implicit else
+                  cohort_work.squared_error)
+  batches = _implicit_batches if implicit else _explicit_batches
+  scores = cohort_scores.SCORERS[model_config.model_name]
+  parameters = _parameters(model_config, num_items, num_users)
+  names = [name for name, _ in parameters]
+  kinds = [kind for _, kind in parameters]
+  with tf.Graph().as_default():
+    finalizers = model_fn().metric_finalizers()
+
+  @tff.tensorflow.computation(weights_type, cohort_type, params_type,
+                              norm_type)
+  @tf.function
+  def client_update(initial_weights, dataset, quantile_params, zeroing_norm):
+    with tf.init_scope():
+      model = model_fn()
+    metrics = {m.name: m for m in model.get_metrics()}
+    cohort = dataset.get_single_element()
+    users = cohort['users']
+    size = tf.shape(users)[0]
+    slot_items, num_steps, batch_at = batches(cohort, batch_size,
+                                              local_epochs)
+
+    def initial_copy(weight, kind):  # Each user's copy of what it touches.
+      if kind == _USER:
+        return tf.gather(weight, users)  # [K, ...]: its row.
+      if kind == _ITEM:
+        return tf.gather(weight, slot_items)  # [K, M, ...]: its items' rows.
+      return tf.tile(weight[None], [size] + [1] * weight.shape.rank)
+
+    initial = [initial_copy(w, kind)
+               for w, kind in zip(initial_weights.trainable, kinds)]
+    copies = list(initial)
+    user_index = tf.tile(tf.range(size)[:, None], [1, batch_size])
+    examples = tf.zeros([size], tf.float32)
+    for t in tf.range(num_steps):
+      mask, targets, slots, active = batch_at(t)
+      index = tf.stack([user_index, slots], axis=-1)
+      step = [tf.gather_nd(c, index) if kind == _ITEM else c
+              for c, kind in zip(copies, kinds)]
+      with tf.GradientTape() as tape:
+        tape.watch(step)
+        prediction, squares = scores(model_config, dict(zip(names, step)))
+        losses = cohort_work.masked_losses(example_loss, model_config.l2,
+                                           targets, mask, prediction,
+                                           squares)
+        total = tf.reduce_sum(losses)
+      grads = tape.gradient(total, step)
+      updated = []
+      for copy, start, grad, kind in zip(copies, initial, grads, kinds):
+        if proximal_strength:
+          # d/dw of mu/2 |w - w_global|^2, for every user that steps.
+          pull = proximal_strength * tf.cast(active, tf.float32)
+          pull = tf.reshape(pull, [-1] + [1] * (copy.shape.rank - 1))
+          copy -= learning_rate * pull * (copy - start)
+        if kind == _ITEM:  # Items met twice in a batch: both gradients.
+          copy = tf.tensor_scatter_nd_sub(copy, index, learning_rate * grad)
+        else:
+          copy -= learning_rate * grad
+        updated.append(copy)
+      copies = updated
+      # The per-client model's metrics, each user's batch as its own.
+      batch_sizes = tf.reduce_sum(mask, axis=1)
+      examples += batch_sizes
+      for name, metric in metrics.items():
+        if name == _LOSS:
+          tf.keras.metrics.Mean.update_state(metric, losses,
+                                             sample_weight=batch_sizes)
+        elif name == _NUM_EXAMPLES:
+          tf.keras.metrics.Sum.update_state(
+              metric, tf.cast(tf.reduce_sum(batch_sizes), tf.int64))
+        elif name == _NUM_BATCHES:
+          tf.keras.metrics.Sum.update_state(
+              metric, tf.reduce_sum(tf.cast(active, tf.int64)))
+        elif implicit:  # Padded and idle positions: label -1, left out.
+          metric.update_state(
+              tf.reshape(tf.where(mask > 0, targets, -1.0), [-1]),
+              tf.reshape(prediction, [-1]))
+        else:
+          metric.update_state(tf.reshape(targets, [-1]),
+                              tf.reshape(prediction, [-1]),
+                              sample_weight=tf.reshape(mask, [-1]))
+
+    # The update, in the order of the model's trainable weights.
+    parts = []
+    for start, copy, kind in zip(initial, copies, kinds):
+      if kind == _USER:
+        parts.append(((start - copy)[:, None], users[:, None], num_users))
+      elif kind == _ITEM:
+        parts.append((start - copy, slot_items, num_items))
+      else:
+        parts.append((start - copy, None, None))
+    update, total_weight, quantile_record, zeroed_count = cohort_work.combine(
+        parts, examples, uniform_weighting, zeroing_work, quantile_params,
+        zeroing_norm, clip_query)
+    return (tff.learning.templates.ClientResult(update, total_weight),
+            model.report_local_unfinalized_metrics(), quantile_record,
+            zeroed_count)
+
+  return cohort_work.client_work_process(client_update, weights_type,
+                                         cohort_type, zeroing_work, finalizers)
+
+
+def build_training_process(model_fn, model_config,
+                           num_items: int, num_users: int, local_epochs: int,
+                           batch_size: int, learning_rate: float,
+                           proximal_strength: float, server_optimizer,
+                           aggregator, uniform_weighting: bool,
+                           implicit: bool, zeroing: bool = False,
+                           clip_query=None):
+  """FedAvg / FedProx MF whose clients are cohorts.
+
+  Composed like the per-client process (TFF's broadcast, `aggregator`, the
+  server optimizer's finalizer), with the same initial weights, so the state
+  is the per-client process's. `aggregator` must be weighted and, with
+  `zeroing` or `clip_query`, must not zero or clip (cohort_work.py).
+  """
+  initial_weights = tff.tensorflow.computation(
+      lambda: tff.learning.models.ModelWeights.from_model(model_fn()))
+  weights_type = initial_weights.type_signature.result
+  return cohort_work.compose(
+      initial_weights,
+      build_client_work(model_fn, weights_type, model_config, num_items,
+                        num_users, local_epochs, batch_size, learning_rate,
+                        proximal_strength, uniform_weighting, implicit,
+                        zeroing, clip_query),
+      aggregator, server_optimizer)
