@@ -4,6 +4,7 @@ import csv
 import logging
 import os
 import tempfile
+import textwrap
 
 
 def _pyplot():
@@ -117,7 +118,8 @@ def plot_seed_curves(curves, reference_lines: dict[str, float], ylabel: str,
                  label=f'{label} ({value:.4f})')
   axes.set_xlabel('round')
   axes.set_ylabel(ylabel)
-  axes.set_title(title, fontsize=10)
+  # Wrapped: a table's long title would run off the figure.
+  axes.set_title(textwrap.fill(title, 90), fontsize=10)
   axes.grid(alpha=0.3)
   axes.legend(fontsize=8)
   _save(plt, figure, output_png)
