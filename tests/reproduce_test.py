@@ -101,6 +101,13 @@ class PFedRecTableTest(_TableTestCase):
 
 
 @pytest.mark.slow
+class RatingsTableTest(_TableTestCase):
+
+  def test_ratings_ml100k_at_smoke_scale(self):
+    self._assert_smoke_table('ratings_ml100k')
+
+
+@pytest.mark.slow
 class PrivacyTableTest(_TableTestCase):
 
   def test_privacy_utility_at_smoke_scale(self):

@@ -19,7 +19,7 @@ from research.fedrec.reporting import reproduction
 from tests import binaries
 
 _TABLES = ['fedrecon_movielens', 'fedrecon_tutorial', 'pfedrec_ml100k',
-           'privacy_utility', 'ranking_loo']
+           'privacy_utility', 'ranking_loo', 'ratings_ml100k']
 # t quantile 0.975 with 2 degrees of freedom (a printed t table's value).
 _T_975_2 = 4.302652729749464
 
@@ -140,9 +140,37 @@ class TablesTest(absltest.TestCase):
     fedrecon = next(r for r in table.rows if r.name == 'fedrecon')
     self.assertEqual(fedrecon.reference,
                      {'published_hr10': 0.6445, 'published_ndcg10': 0.3778})
-    # FedRecon of MF with SGD trains in cohorts (implicit feedback included).
-    self.assertTrue(self._config('pfedrec_ml100k', 'fedrecon',
-                                 run='published').in_cohorts)
+    # FedRecon of MF and FedAvg of NeuMF with SGD train in cohorts.
+    for row in ('fedrecon', 'fedncf'):
+      self.assertTrue(self._config('pfedrec_ml100k', row,
+                                   run='published').in_cohorts)
+
+  def test_ratings_rows_run_both_protocols_alike(self):
+    table = reproduction.load_table('ratings_ml100k')
+    self.assertEqual([r.name for r in table.rows], [
+        'fedrecon', 'fedavg', 'fedavg_finetuned', 'fedprox', 'centralized'])
+    for row in table.rows:
+      holdout = self._config('ratings_ml100k', row.name, run='holdout')
+      cold = self._config('ratings_ml100k', row.name, run='cold')
+      # The two runs of a row differ in the split alone: per-user holdout
+      # 80/10/10, or unseen users (80/10/10 of the users).
+      self.assertEqual((holdout.split.kind.value, cold.split.kind.value),
+                       ('holdout', 'user_disjoint'))
+      self.assertEqual(
+          dataclasses.replace(holdout, split=cold.split,
+                              experiment_name=cold.experiment_name), cold)
+      self.assertEqual((holdout.split.val_fraction,
+                        holdout.split.test_fraction), (0.1, 0.1))
+      self.assertFalse(holdout.data.implicit)
+      if row.name != 'centralized':
+        # Chosen on validation RMSE; the federated rows run in cohorts.
+        self.assertEqual(holdout.loop.select_by, 'rmse')
+        self.assertTrue(holdout.in_cohorts)
+        self.assertEqual((holdout.clients_per_round,
+                          holdout.loop.total_rounds), (100, 300))
+      # FedAvg and FedProx are fine-tuned too: unseen users have no row.
+      self.assertEqual(cold.finetune, row.name.startswith('fedavg') or
+                       row.name == 'fedprox')
 
   def test_privacy_rows_target_their_epsilon(self):
     for epsilon in (1, 2, 4, 8, 16):
