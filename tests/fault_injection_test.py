@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from unittest import mock
 
@@ -79,8 +80,10 @@ class DamagedFilesTest(parameterized.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.root = absltest.get_default_test_tmpdir() + '/damaged'
-    shutil.rmtree(cls.root, ignore_errors=True)
+    # A directory of this run's own: concurrent suites on one machine share
+    # the default test tmpdir, and a fixed name let them clear each other's.
+    cls.root = tempfile.mkdtemp(prefix='damaged-',
+                                dir=absltest.get_default_test_tmpdir())
     cls.cache = os.path.join(cls.root, 'cache')
     cls.summary = experiment.run_experiment(
         _config(cls.root, 'six', 6, cache_dir=cls.cache), log=_quiet)
@@ -89,6 +92,11 @@ class DamagedFilesTest(parameterized.TestCase):
                  if f.endswith('.sqlite')][0]
     with open(cls.store, 'rb') as f:
       cls.store_bytes = f.read()
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.root, ignore_errors=True)
+    super().tearDownClass()
 
   def tearDown(self):
     with open(self.store, 'wb') as f:  # The next case starts from a sound one.
