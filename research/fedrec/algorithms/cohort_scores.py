@@ -10,10 +10,10 @@ one user's batch:
 
 `params` maps each trainable weight's name (its layer's name for a layer of
 one weight, e.g. 'item_embedding', 'global_bias'; else `<layer>/<weight>`,
-e.g. 'mlp_0/kernel') to the users' copies: a row of a user table as [K, ...], the
-rows of the step's items of an item table as [K, B, ...], any other weight
-(dense layers, the global bias) as [K, ...]: a dense layer x W + b becomes the
-batched matmul einsum('kbi,kio->kbo', x, W) + b. `squares` is each example's
+e.g. 'mlp_0/kernel') to the users' copies: a row of a user table as
+[K, ...], the rows of the step's items of an item table as [K, B, ...], any
+other weight (dense layers, the global bias) as [K, ...]: a dense layer
+x W + b becomes the batched matmul einsum('kbi,kio->kbo', x, W) + b. `squares` is each example's
 sum of squares of its (user, item) embeddings, the model's per-example L2
 (`mf.PairL2`).
 

@@ -32,7 +32,6 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from research.fedrec.models import mf
 from research.fedrec.privacy import aggregation
 
 
@@ -41,23 +40,6 @@ def position_mask(counts, batch_size: int, step, active):
   inside = (step * batch_size + tf.range(batch_size))[None, :] < (
       counts[:, None])
   return tf.cast(tf.logical_and(inside, active[:, None]), tf.float32)
-
-
-def user_losses(example_loss, model_config: mf.MFConfig, targets, mask, user,
-                user_bias, rows, row_biases, global_bias):
-  """Per-user masked batch losses and predictions of MF (`masked_losses`).
-
-  `user` [K, d] and `user_bias` [K, 1] are each user's, `rows` [K, B, d] and
-  `row_biases` [K, B] the items of its batch, `global_bias` [K] its g.
-  """
-  prediction = tf.reduce_sum(user[:, None, :] * rows, axis=-1)
-  squares = (tf.reduce_sum(tf.square(user), axis=-1)[:, None] +
-             tf.reduce_sum(tf.square(rows), axis=-1))
-  if model_config.use_biases:
-    prediction += user_bias + row_biases + global_bias[:, None]
-    squares += tf.square(user_bias) + tf.square(row_biases)
-  return masked_losses(example_loss, model_config.l2, targets, mask,
-                       prediction, squares), prediction
 
 
 def masked_losses(example_loss, l2: float, targets, mask, prediction,

@@ -174,13 +174,13 @@ def build_client_work(model_fn, weights_type, model_config,
                                            squares)
         total = tf.reduce_sum(losses)
       grads = tape.gradient(total, step)
+      # d/dw of mu/2 |w - w_global|^2, for every user that steps.
+      pull = proximal_strength * tf.cast(active, tf.float32)
       updated = []
       for copy, start, grad, kind in zip(copies, initial, grads, kinds):
         if proximal_strength:
-          # d/dw of mu/2 |w - w_global|^2, for every user that steps.
-          pull = proximal_strength * tf.cast(active, tf.float32)
-          pull = tf.reshape(pull, [-1] + [1] * (copy.shape.rank - 1))
-          copy -= learning_rate * pull * (copy - start)
+          copy -= learning_rate * tf.reshape(
+              pull, [-1] + [1] * (copy.shape.rank - 1)) * (copy - start)
         if kind == _ITEM:  # Items met twice in a batch: both gradients.
           copy = tf.tensor_scatter_nd_sub(copy, index, learning_rate * grad)
         else:

@@ -194,9 +194,9 @@ def build_cohort_training_process(
   fed_recon_cohort_test.py). SGD; MF under explicit feedback, the models of
   `cohort_scores.SCORERS` under implicit feedback (`implicit`, ids carrying
   the round; `FedRecon.cohort_unsupported`). `model_aggregator` must be
-  weighted: a cohort is weighted by its users' summed weight. With `zeroing`, adaptive
-  zeroing acts on each user in the client work (and `model_aggregator` must
-  not zero). With `clip_query` (`--dp=fixed`), each user is clipped in the
+  weighted: a cohort is weighted by its users' summed weight. With
+  `zeroing`, adaptive zeroing acts on each user in the client work (and
+  `model_aggregator` must not zero). With `clip_query` (`--dp=fixed`), each user is clipped in the
   client work and `model_aggregator` is built with `preclipped=True`.
   """
   # Imported here: the cohort client work is only built when it is used.

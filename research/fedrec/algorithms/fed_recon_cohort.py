@@ -84,12 +84,29 @@ def _create_metrics(implicit: bool, finalizers):
 
 
 
+def _mf_losses(example_loss, model_config: mf.MFConfig, targets, mask, user,
+               user_bias, rows, row_biases, global_bias):
+  """Per-user masked batch losses and predictions of MF.
+
+  `user` [K, d] and `user_bias` [K, 1] are each user's, `rows` [K, B, d] and
+  `row_biases` [K, B] the items of its batch, `global_bias` [K] its g; the
+  scores are `cohort_scores.mf_scores`'.
+  """
+  params = {'user_embedding': user, 'item_embedding': rows}
+  if model_config.use_biases:
+    params.update(user_bias=user_bias, item_bias=row_biases[..., None],
+                  global_bias=global_bias)
+  prediction, squares = cohort_scores.mf_scores(model_config, params)
+  return cohort_work.masked_losses(example_loss, model_config.l2, targets,
+                                   mask, prediction, squares), prediction
+
+
 def _reconstruct(local, num_users, num_slots, batch_at, learning_rate: float,
                  loss_at):
   """Phase 1: SGD on every user's vector and bias, the item side frozen.
 
   `batch_at(t)` gives slot t's `(mask, targets, rows, row_biases)`;
-  `loss_at(...)` is `cohort_work.user_losses` with the example loss bound.
+  `loss_at(...)` is `_mf_losses` with the example loss bound.
   Returns the users' vectors [K, d] and biases [K, 1].
   """
   user = tf.tile(local[0], [num_users, 1])
@@ -157,7 +174,7 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
 
     def user_losses(step_ratings, mask, user, user_bias, rows, row_biases,
                     global_bias):
-      return cohort_work.user_losses(
+      return _mf_losses(
           cohort_work.squared_error, model_config, step_ratings, mask, user,
           user_bias, rows, row_biases, global_bias)
 
