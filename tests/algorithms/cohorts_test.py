@@ -152,12 +152,12 @@ class ExecutionSettingTest(absltest.TestCase):
     self.assertTrue(self._config(dp=settings.DPConfig(
         mechanism=settings.Mechanism.FIXED, noise_multiplier=1.0)).in_cohorts)
     self.assertFalse(self._config(execution='per_client').in_cohorts)
-    # Implicit MF with SGD (the implicit defaults use Adam: per_client).
+    # Implicit MF with SGD, and with the implicit defaults (Adam).
     sgd = experiment.OptimizerConfig(client='sgd', reconstruction='sgd')
     self.assertTrue(self._config(feedback=corpus.Feedback.IMPLICIT,
                                  optimizers=sgd).in_cohorts)
-    self.assertFalse(self._config(feedback=corpus.Feedback.IMPLICIT
-                                  ).in_cohorts)
+    self.assertTrue(self._config(feedback=corpus.Feedback.IMPLICIT
+                                 ).in_cohorts)
     # FedAvg and FedProx of MF and NCF with SGD, explicit and implicit.
     self.assertTrue(self._config(algorithm='fedavg').in_cohorts)
     self.assertTrue(self._config(algorithm='fedprox',
@@ -169,9 +169,17 @@ class ExecutionSettingTest(absltest.TestCase):
     # FedRecon of NCF, implicit feedback.
     self.assertTrue(self._config(model=ncf.GMFConfig(), optimizers=sgd,
                                  feedback=corpus.Feedback.IMPLICIT).in_cohorts)
-    # Unsupported under auto: per_client, silently (the reference).
-    self.assertFalse(self._config(algorithm='fedavg', optimizers=(
+    # Stateful client optimizers: FedAvg (any feedback), FedRecon of NCF
+    # under implicit feedback with its defaults (Adam).
+    self.assertTrue(self._config(algorithm='fedavg', optimizers=(
         experiment.OptimizerConfig(client='adam'))).in_cohorts)
+    self.assertTrue(self._config(
+        model=ncf.NeuMFConfig(), feedback=corpus.Feedback.IMPLICIT,
+        optimizers=experiment.OptimizerConfig(
+            client='adam', reconstruction='adam')).in_cohorts)
+    # Unsupported under auto: per_client, silently (the reference).
+    self.assertFalse(self._config(optimizers=(
+        experiment.OptimizerConfig(reconstruction='sgdm'))).in_cohorts)
     self.assertFalse(self._config(dp=_ADAPTIVE_DP).in_cohorts)
 
   def test_an_unsupported_combination_is_refused_in_one_line(self):
@@ -185,7 +193,7 @@ class ExecutionSettingTest(absltest.TestCase):
                 client='sgd', reconstruction='sgd')),
          'implicit feedback with --split_dataset has no cohort client work'),
         (dict(optimizers=experiment.OptimizerConfig(client='adam')),
-         'cohorts train with --client_optimizer=sgd'),
+         'explicit-feedback cohorts train and reconstruct with SGD only'),
         (dict(dp=_ADAPTIVE_DP),
          'adaptive DP clipping per user in cohorts is not there yet'),
         (dict(aggregation=settings.AggregationConfig(

@@ -38,10 +38,10 @@ _ROUNDS = cohort_testing.ROUNDS
 
 def _processes(store, model, pipeline, uniform, cohort_size, implicit,
                proximal_strength, dp=settings.DPConfig(), zeroing=False,
-               noise_multiplier=None):
+               noise_multiplier=None, optimizer=('sgd', 0.4)):
   """(per-client process, cohort process) of FedAvg, or FedProx with mu."""
   optimizer_settings = experiment.OptimizerConfig(
-      client='sgd', client_learning_rate=0.4, server='sgd',
+      client=optimizer[0], client_learning_rate=optimizer[1], server='sgd',
       server_learning_rate=0.8)
   dp_on = dp.mechanism != settings.Mechanism.NONE
   weighted = not uniform
@@ -77,6 +77,19 @@ _EXPLICIT_CASES = (
          pipeline=pipelines.PipelineConfig(batch_size=4, local_epochs=2,
                                            seed=3),
          uniform=False, cohort_size=0, proximal_strength=None),
+    # Stateful client optimizers: a state per user, frozen while idle.
+    dict(testcase_name='fedavg_momentum',
+         model=mf.MFConfig(embedding_dim=3, l2=0.05, seed=1),
+         pipeline=pipelines.PipelineConfig(batch_size=4, local_epochs=2,
+                                           seed=3),
+         uniform=False, cohort_size=0, proximal_strength=None,
+         optimizer=('sgdm', 0.2)),
+    dict(testcase_name='fedprox_adam_small_cohorts',
+         model=mf.MFConfig(embedding_dim=2, l2=0.1, seed=2),
+         pipeline=pipelines.PipelineConfig(batch_size=3, local_epochs=3,
+                                           seed=5),
+         uniform=True, cohort_size=4, proximal_strength=0.5,
+         optimizer=('adam', 0.02)),
     dict(testcase_name='fedprox_uniform_small_cohorts',
          model=mf.MFConfig(embedding_dim=2, l2=0.1, seed=2),
          pipeline=pipelines.PipelineConfig(batch_size=3, local_epochs=3,
@@ -90,7 +103,14 @@ _EXPLICIT_CASES = (
 )
 
 
-def _check_rounds(test, reference, in_cohorts, cohort_size, round_ids):
+def _atol(optimizer):
+  """Weights' absolute tolerance (cohort_testing.assert_rounds_agree)."""
+  return (cohort_testing.ADAPTIVE_ATOL
+          if optimizer[0] in ('adam', 'yogi', 'adagrad') else 1e-6)
+
+
+def _check_rounds(test, reference, in_cohorts, cohort_size, round_ids,
+                  atol=1e-6):
   state, cohort_state = reference.initialize(), in_cohorts.initialize()
   # The same initial model. (The states differ elsewhere: TFF's FedAvg keeps
   # its client optimizer's hyperparameters in the client work's state; under
@@ -99,7 +119,8 @@ def _check_rounds(test, reference, in_cohorts, cohort_size, round_ids):
                         in_cohorts.get_model_weights(cohort_state).trainable):
     np.testing.assert_array_equal(have, want)
   outputs = cohort_testing.assert_rounds_agree(
-      test, reference, state, in_cohorts, cohort_state, round_ids=round_ids)
+      test, reference, state, in_cohorts, cohort_state, round_ids=round_ids,
+      atol=atol)
   size = cohort_size or cohorts.DEFAULT_COHORT_SIZE
   test.assertEqual(in_cohorts.last_round_cohorts,
                    -(-len(_ROUNDS[-1]) // size))
@@ -114,10 +135,13 @@ class FedAvgCohortTest(cohort_testing.StoreTestCase):
 
   @parameterized.named_parameters(*_EXPLICIT_CASES)
   def test_three_rounds_equal_the_per_client_process(
-      self, model, pipeline, uniform, cohort_size, proximal_strength):
+      self, model, pipeline, uniform, cohort_size, proximal_strength,
+      optimizer=('sgd', 0.4)):
     reference, in_cohorts = _processes(self.store, model, pipeline, uniform,
-                                       cohort_size, False, proximal_strength)
-    _check_rounds(self, reference, in_cohorts, cohort_size, False)
+                                       cohort_size, False, proximal_strength,
+                                       optimizer=optimizer)
+    _check_rounds(self, reference, in_cohorts, cohort_size, False,
+                  _atol(optimizer))
 
   def test_dp_clips_each_user_not_the_cohort(self):
     # Without noise the DP rounds are deterministic: each user's update is
@@ -179,12 +203,30 @@ class ImplicitFedAvgCohortTest(cohort_testing.StoreTestCase):
            pipeline=pipelines.PipelineConfig(batch_size=5, local_epochs=2,
                                              seed=6, num_negatives=2),
            uniform=False, cohort_size=5, proximal_strength=None),
+      # Adam and Adagrad per user; items met again after steps without
+      # them still move by their accumulators.
+      dict(testcase_name='fedavg_neumf_adam',
+           model=ncf.NeuMFConfig(embedding_dim=3, mlp_layers=(6, 4, 2),
+                                 l2=0.05, seed=6),
+           pipeline=pipelines.PipelineConfig(batch_size=4, local_epochs=2,
+                                             seed=2),
+           uniform=False, cohort_size=5, proximal_strength=None,
+           optimizer=('adam', 0.02)),
+      dict(testcase_name='fedprox_adagrad',
+           model=mf.MFConfig(embedding_dim=3, l2=0.05, seed=3),
+           pipeline=pipelines.PipelineConfig(batch_size=3, local_epochs=2,
+                                             seed=1),
+           uniform=False, cohort_size=0, proximal_strength=0.5,
+           optimizer=('adagrad', 0.02)),
   )
   def test_three_rounds_equal_the_per_client_process(
-      self, model, pipeline, uniform, cohort_size, proximal_strength):
+      self, model, pipeline, uniform, cohort_size, proximal_strength,
+      optimizer=('sgd', 0.4)):
     reference, in_cohorts = _processes(self.store, model, pipeline, uniform,
-                                       cohort_size, True, proximal_strength)
-    _check_rounds(self, reference, in_cohorts, cohort_size, True)
+                                       cohort_size, True, proximal_strength,
+                                       optimizer=optimizer)
+    _check_rounds(self, reference, in_cohorts, cohort_size, True,
+                  _atol(optimizer))
 
 
 if __name__ == '__main__':

@@ -348,9 +348,6 @@ def common_unsupported(config, models: Sequence[str]) -> tuple:
       config.model_name not in models and
       f'--model={config.model_name} has no cohort client work yet (only '
       f'{", ".join(models)})',
-      config.optimizers.client != 'sgd' and
-      'cohorts train with --client_optimizer=sgd only (stateful optimizers: '
-      'not yet)',
       config.dp.mechanism == settings.Mechanism.ADAPTIVE and
       'adaptive DP clipping per user in cohorts is not there yet '
       '(--dp=adaptive; --dp=fixed trains in cohorts)',

@@ -80,17 +80,19 @@ def build_cohort_training_process(
 
   Its `next` takes client ids, and its state, weights and metrics are those
   of the per-client process (to float rounding; tests/algorithms/
-  fed_avg_cohort_test.py). SGD, the models of `cohort_scores.SCORERS`
-  (`FedAvg.cohort_unsupported`).
+  fed_avg_cohort_test.py). Every client optimizer, the models of
+  `cohort_scores.SCORERS` (`FedAvg.cohort_unsupported`).
   `model_aggregator` must be weighted; with `zeroing` or `clip_query`, the
   client work zeroes or clips each user (algorithms/cohort_work.py).
   """
   # Imported here: the cohort client work is only built when it is used.
+  from research.fedrec.algorithms import cohort_optimizers  # pylint: disable=g-import-not-at-top
   from research.fedrec.algorithms import fed_avg_cohort  # pylint: disable=g-import-not-at-top
   process = fed_avg_cohort.build_training_process(
       create_model_fn(model_config, num_items, num_users, implicit),
       model_config, num_items, num_users, pipeline.local_epochs,
-      pipeline.batch_size, optimizer_settings.client_learning_rate,
+      pipeline.batch_size, cohort_optimizers.UserOptimizer(
+          optimizer_settings.client, optimizer_settings.client_learning_rate),
       proximal_strength, optimizers.server, model_aggregator,
       uniform_weighting, implicit, zeroing, clip_query)
   packer = (cohorts.ImplicitCohortPacker(
@@ -131,8 +133,8 @@ class FedAvg(registry.Method):
     return 0.0
 
   def cohort_unsupported(self, config) -> Optional[str]:
-    """Cohorts reproduce the models with a cohort scorer, SGD, plain means
-    (fed_avg_cohort.py)."""
+    """Cohorts reproduce the models with a cohort scorer, every client
+    optimizer (fed_avg_cohort.py)."""
     return cohorts.unsupported(cohorts.common_unsupported(
         config, tuple(cohort_scores.SCORERS)))
 

@@ -4,7 +4,9 @@ The cohort client work computes, for each of a cohort's K users, exactly what
 the per-client client work computes for that user alone (TFF's FedAvg client
 work, `tff.learning.algorithms.build_weighted_fed_avg`, or fed_prox.py's) with
 the model in the classic layout (global user tables) and SGD; the models are
-those of `cohort_scores.SCORERS` (MF, GMF, MLP, NeuMF):
+those of `cohort_scores.SCORERS` (MF, GMF, MLP, NeuMF), and any client
+optimizer of `optimizers.OptimizerName` (SGD, or stateful ones stepped per
+user by `cohort_optimizers.UserOptimizer`):
 
 * Each user trains its own copies of the parameters its batches touch: its
   rows of the user tables, a row of each item table for each distinct item
@@ -24,6 +26,11 @@ those of `cohort_scores.SCORERS` (MF, GMF, MLP, NeuMF):
 * FedProx adds mu (w - w_global) to the gradient of every parameter a user
   holds, at every step the user takes, as fed_prox.py does for the whole
   model (rows a user never touched stay at w_global, where the term is 0).
+* A stateful client optimizer (momentum, Adam, ...) gets a fresh state per
+  user and round, as per client, and steps on the gradient of the user's
+  whole copies (rows without a gradient at a step still move by their
+  accumulators, as TFF's densified update moves them); a user without a
+  batch at a step is frozen.
 * A user's update is its initial copies minus its final ones, combined with
   the others' as algorithms/cohort_work.py describes (weighting by training
   examples over all epochs, the non-finite guard, adaptive zeroing and DP
@@ -36,6 +43,7 @@ batch-size-weighted `loss`, `num_examples`, `num_batches`), summed over users.
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from research.fedrec.algorithms import cohort_optimizers
 from research.fedrec.algorithms import cohort_scores
 from research.fedrec.algorithms import cohort_work
 from research.fedrec.algorithms import cohorts as cohorts_lib
@@ -112,15 +120,17 @@ def _parameters(model_config, num_items: int, num_users: int):
 
 def build_client_work(model_fn, weights_type, model_config,
                       num_items: int, num_users: int, local_epochs: int,
-                      batch_size: int, learning_rate: float,
+                      batch_size: int,
+                      optimizer: cohort_optimizers.UserOptimizer,
                       proximal_strength: float, uniform_weighting: bool,
                       implicit: bool, zeroing: bool = False,
                       clip_query=None):
-  """The cohort `ClientWorkProcess` of FedAvg / FedProx (SGD).
+  """The cohort `ClientWorkProcess` of FedAvg / FedProx.
 
   For a model with a scorer in `cohort_scores.SCORERS`. `weights_type` is
-  the TFF type of the model's weights; `proximal_strength` is FedProx's mu
-  (0: FedAvg). `zeroing` and `clip_query` act on each user (cohort_work.py).
+  the TFF type of the model's weights; `optimizer` the client optimizer;
+  `proximal_strength` is FedProx's mu (0: FedAvg). `zeroing` and
+  `clip_query` act on each user (cohort_work.py).
   """
   spec = (cohorts_lib.IMPLICIT_ELEMENT_SPEC if implicit else
           cohorts_lib.ELEMENT_SPEC)
@@ -159,6 +169,8 @@ def build_client_work(model_fn, weights_type, model_config,
     initial = [initial_copy(w, kind)
                for w, kind in zip(initial_weights.trainable, kinds)]
     copies = list(initial)
+    optimizer_state = optimizer.initialize(copies)
+    learning_rate = optimizer.learning_rate
     user_index = tf.tile(tf.range(size)[:, None], [1, batch_size])
     examples = tf.zeros([size], tf.float32)
     for t in tf.range(num_steps):
@@ -176,17 +188,30 @@ def build_client_work(model_fn, weights_type, model_config,
       grads = tape.gradient(total, step)
       # d/dw of mu/2 |w - w_global|^2, for every user that steps.
       pull = proximal_strength * tf.cast(active, tf.float32)
-      updated = []
-      for copy, start, grad, kind in zip(copies, initial, grads, kinds):
+      if optimizer.stateful:
+        # The gradient of each user's whole copies (item gradients
+        # scattered in, duplicates adding up).
+        grads = [tf.tensor_scatter_nd_add(tf.zeros_like(copy), index, grad)
+                 if kind == _ITEM else grad
+                 for copy, grad, kind in zip(copies, grads, kinds)]
         if proximal_strength:
-          copy -= learning_rate * tf.reshape(
-              pull, [-1] + [1] * (copy.shape.rank - 1)) * (copy - start)
-        if kind == _ITEM:  # Items met twice in a batch: both gradients.
-          copy = tf.tensor_scatter_nd_sub(copy, index, learning_rate * grad)
-        else:
-          copy -= learning_rate * grad
-        updated.append(copy)
-      copies = updated
+          grads = [grad + tf.reshape(pull, [-1] + [1] * (copy.shape.rank - 1))
+                   * (copy - start)
+                   for grad, copy, start in zip(grads, copies, initial)]
+        optimizer_state, copies = optimizer.next(optimizer_state, copies,
+                                                 grads, active)
+      else:
+        updated = []
+        for copy, start, grad, kind in zip(copies, initial, grads, kinds):
+          if proximal_strength:
+            copy -= learning_rate * tf.reshape(
+                pull, [-1] + [1] * (copy.shape.rank - 1)) * (copy - start)
+          if kind == _ITEM:  # Items met twice in a batch: both gradients.
+            copy = tf.tensor_scatter_nd_sub(copy, index, learning_rate * grad)
+          else:
+            copy -= learning_rate * grad
+          updated.append(copy)
+        copies = updated
       # The per-client model's metrics, each user's batch as its own.
       batch_sizes = tf.reduce_sum(mask, axis=1)
       examples += batch_sizes
@@ -231,7 +256,8 @@ def build_client_work(model_fn, weights_type, model_config,
 
 def build_training_process(model_fn, model_config,
                            num_items: int, num_users: int, local_epochs: int,
-                           batch_size: int, learning_rate: float,
+                           batch_size: int,
+                           optimizer: cohort_optimizers.UserOptimizer,
                            proximal_strength: float, server_optimizer,
                            aggregator, uniform_weighting: bool,
                            implicit: bool, zeroing: bool = False,
@@ -249,7 +275,7 @@ def build_training_process(model_fn, model_config,
   return cohort_work.compose(
       initial_weights,
       build_client_work(model_fn, weights_type, model_config, num_items,
-                        num_users, local_epochs, batch_size, learning_rate,
+                        num_users, local_epochs, batch_size, optimizer,
                         proximal_strength, uniform_weighting, implicit,
                         zeroing, clip_query),
       aggregator, server_optimizer)

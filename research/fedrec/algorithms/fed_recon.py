@@ -191,22 +191,27 @@ def build_cohort_training_process(
 
   Its `next` takes client ids, and its state, weights and metrics are those
   of `build_training_process` (to float rounding; tests/algorithms/
-  fed_recon_cohort_test.py). SGD; MF under explicit feedback, the models of
-  `cohort_scores.SCORERS` under implicit feedback (`implicit`, ids carrying
-  the round; `FedRecon.cohort_unsupported`). `model_aggregator` must be
+  fed_recon_cohort_test.py). MF with SGD under explicit feedback, the models
+  of `cohort_scores.SCORERS` with any optimizers under implicit feedback
+  (`implicit`, ids carrying the round; `FedRecon.cohort_unsupported`). `model_aggregator` must be
   weighted: a cohort is weighted by its users' summed weight. With
   `zeroing`, adaptive zeroing acts on each user in the client work (and
   `model_aggregator` must not zero). With `clip_query` (`--dp=fixed`), each user is clipped in the
   client work and `model_aggregator` is built with `preclipped=True`.
   """
   # Imported here: the cohort client work is only built when it is used.
+  from research.fedrec.algorithms import cohort_optimizers  # pylint: disable=g-import-not-at-top
   from research.fedrec.algorithms import fed_recon_cohort  # pylint: disable=g-import-not-at-top
   model_fn, _ = create_model_fns(model_config, num_items,
                                  client_data.RECON_TRAIN_SPEC)
   process = fed_recon_cohort.build_training_process(
       model_fn, model_config, num_items, recon, optimizers,
-      pipeline.batch_size, optimizer_settings.client_learning_rate,
-      optimizer_settings.reconstruction_learning_rate, model_aggregator,
+      pipeline.batch_size,
+      cohort_optimizers.UserOptimizer(optimizer_settings.client,
+                                      optimizer_settings.client_learning_rate),
+      cohort_optimizers.UserOptimizer(
+          optimizer_settings.reconstruction,
+          optimizer_settings.reconstruction_learning_rate), model_aggregator,
       uniform_weighting, zeroing, clip_query, implicit)
   packer = (cohorts.ImplicitCohortPacker(
       store_path, pipeline, num_items, recon.recon_epochs,
@@ -249,8 +254,8 @@ class FedRecon(registry.Method):
   reconstructs_users = True
 
   def cohort_unsupported(self, config) -> Optional[str]:
-    """Cohorts reproduce FedRecon with SGD: MF (explicit) or the models of
-    `cohort_scores.SCORERS` (implicit)."""
+    """Cohorts reproduce FedRecon of MF with SGD (explicit feedback), and of
+    the models of `cohort_scores.SCORERS` with every optimizer (implicit)."""
     # Explicit feedback: MF's own client work; implicit: every model with a
     # cohort scorer.
     models = tuple(cohort_scores.SCORERS) if config.data.implicit else ('mf',)
@@ -258,9 +263,12 @@ class FedRecon(registry.Method):
         config.data.implicit and config.recon.split_dataset and
         'implicit feedback with --split_dataset has no cohort client work '
         'yet',
-        config.optimizers.reconstruction != 'sgd' and
-        'cohorts reconstruct with --reconstruction_optimizer=sgd only '
-        '(stateful optimizers: not yet)'))
+        not config.data.implicit and {
+            config.optimizers.client,
+            config.optimizers.reconstruction} != {'sgd'} and
+        'explicit-feedback cohorts train and reconstruct with SGD only '
+        '(--client_optimizer=sgd --reconstruction_optimizer=sgd; stateful '
+        'optimizers run in cohorts under implicit feedback)'))
 
   def build_process(self, inputs: registry.ProcessInputs):
     if inputs.in_cohorts:

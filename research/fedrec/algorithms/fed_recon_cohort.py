@@ -33,6 +33,7 @@ import collections
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from research.fedrec.algorithms import cohort_optimizers
 from research.fedrec.algorithms import cohort_scores
 from research.fedrec.algorithms import cohort_work
 from research.fedrec.algorithms import cohorts as cohorts_lib
@@ -288,13 +289,12 @@ def _recon_parameters(model_config, num_items: int):
   return global_weights, local_names
 
 
-def build_implicit_client_work(model_fn, weights_type, model_config,
-                               num_items: int, recon, batch_size: int,
-                               client_learning_rate: float,
-                               reconstruction_learning_rate: float,
-                               uniform_weighting: bool, zeroing: bool = False,
-                               clip_query=None):
-  """The cohort `ClientWorkProcess` of FedRecon, implicit feedback (SGD).
+def build_implicit_client_work(
+    model_fn, weights_type, model_config, num_items: int, recon,
+    batch_size: int, client_optimizer: cohort_optimizers.UserOptimizer,
+    reconstruction_optimizer: cohort_optimizers.UserOptimizer,
+    uniform_weighting: bool, zeroing: bool = False, clip_query=None):
+  """The cohort `ClientWorkProcess` of FedRecon, implicit feedback.
 
   For a model with a scorer in `cohort_scores.SCORERS` (MF, GMF, MLP,
   NeuMF), over `cohorts.ImplicitCohortPacker`'s cohorts: each epoch of a
@@ -306,7 +306,10 @@ def build_implicit_client_work(model_fn, weights_type, model_config,
   example updating its item's copy (an item met twice in a batch gets both
   gradients, as an embedding's does), and a whole copy of every other
   global weight (the global bias, dense layers: batched matmuls), so that a
-  user's update is the per-client one.
+  user's update is the per-client one. Each phase's optimizer starts afresh
+  per user, as per client; a stateful one steps on the gradient of the
+  user's whole copies and freezes the user where it has no batch
+  (`cohort_optimizers.UserOptimizer`).
   """
   cohort_type = tff.SequenceType(
       tff.types.tensorflow_to_type(cohorts_lib.IMPLICIT_ELEMENT_SPEC))
@@ -356,6 +359,7 @@ def build_implicit_client_work(model_fn, weights_type, model_config,
     frozen = [None if table else whole(w)
               for w, table in zip(weights, is_table)]
     users = [whole(v[0]) for v in local]  # [K, d]: each user's vector.
+    recon_state = reconstruction_optimizer.initialize(users)
     recon_active = _phase_active(counts, num_steps, batch_size,
                                  recon.recon_steps_max, None)
     for t in tf.range(recon_epochs * num_steps):
@@ -371,13 +375,14 @@ def build_implicit_client_work(model_fn, weights_type, model_config,
             labels_by_step[t], mask)
         total = tf.reduce_sum(losses)
       grads = tape.gradient(total, users)
-      users = [u - reconstruction_learning_rate * g
-               for u, g in zip(users, grads)]
+      recon_state, users = reconstruction_optimizer.next(
+          recon_state, users, grads, recon_active(t))
 
     # 2. Training of each user's copies of the global weights.
     initial = [tf.gather(w, slot_items) if table else whole(w)
                for w, table in zip(weights, is_table)]
     copies = list(initial)
+    client_state = client_optimizer.initialize(copies)
     user_index = tf.tile(tf.range(num_users)[:, None], [1, batch_size])
     train_active = _phase_active(counts, num_steps, batch_size,
                                  recon.post_recon_steps_max, None)
@@ -398,9 +403,17 @@ def build_implicit_client_work(model_fn, weights_type, model_config,
         total = tf.reduce_sum(losses)
       grads = tape.gradient(total, step)
       # Duplicate slots in a batch add up, as an embedding's gradient does.
-      copies = [tf.tensor_scatter_nd_sub(c, index, client_learning_rate * g)
-                if table else c - client_learning_rate * g
-                for c, g, table in zip(copies, grads, is_table)]
+      if client_optimizer.stateful:  # Over the whole copies.
+        grads = [tf.tensor_scatter_nd_add(tf.zeros_like(c), index, g)
+                 if table else g
+                 for c, g, table in zip(copies, grads, is_table)]
+        client_state, copies = client_optimizer.next(client_state, copies,
+                                                     grads, active)
+      else:
+        rate = client_optimizer.learning_rate
+        copies = [tf.tensor_scatter_nd_sub(c, index, rate * g)
+                  if table else c - rate * g
+                  for c, g, table in zip(copies, grads, is_table)]
       # Padded and idle positions carry label -1: left out of the metrics.
       labelled = tf.where(mask > 0, step_labels, -1.0)
       for metric in metrics[:-1]:
@@ -428,12 +441,13 @@ def build_implicit_client_work(model_fn, weights_type, model_config,
 
 def build_training_process(model_fn, model_config: mf.MFConfig,
                            num_items: int, recon, optimizers, batch_size: int,
-                           client_learning_rate: float,
-                           reconstruction_learning_rate: float, aggregator,
+                           client_optimizer: cohort_optimizers.UserOptimizer,
+                           reconstruction_optimizer: cohort_optimizers
+                           .UserOptimizer, aggregator,
                            uniform_weighting: bool, zeroing: bool = False,
                            clip_query=None, implicit: bool = False):
-  """FedRecon MF whose clients are cohorts (`cohorts.CohortPacker`, or
-  `cohorts.ImplicitCohortPacker` with `implicit`).
+  """FedRecon whose clients are cohorts (`cohorts.CohortPacker`: MF with
+  SGD, or `cohorts.ImplicitCohortPacker` with `implicit`: any optimizers).
 
   Composed like `tff.learning.algorithms.build_fed_recon`, with the same
   initial weights, broadcast, aggregator and server finalizer, so the state
@@ -447,10 +461,19 @@ def build_training_process(model_fn, model_config: mf.MFConfig,
       lambda: tff.learning.models.ReconstructionModel.get_global_variables(
           model_fn()))
   weights_type = initial_weights.type_signature.result
-  return cohort_work.compose(
-      initial_weights,
-      (build_implicit_client_work if implicit else build_client_work)(
-          model_fn, weights_type, model_config, num_items, recon, batch_size,
-          client_learning_rate, reconstruction_learning_rate,
-          uniform_weighting, zeroing, clip_query),
-      aggregator, optimizers.server)
+  if implicit:
+    client_work = build_implicit_client_work(
+        model_fn, weights_type, model_config, num_items, recon, batch_size,
+        client_optimizer, reconstruction_optimizer, uniform_weighting,
+        zeroing, clip_query)
+  else:
+    if client_optimizer.stateful or reconstruction_optimizer.stateful:
+      raise ValueError('explicit-feedback FedRecon runs in cohorts with SGD '
+                       'only (FedRecon.cohort_unsupported).')
+    client_work = build_client_work(
+        model_fn, weights_type, model_config, num_items, recon, batch_size,
+        client_optimizer.learning_rate,
+        reconstruction_optimizer.learning_rate, uniform_weighting, zeroing,
+        clip_query)
+  return cohort_work.compose(initial_weights, client_work, aggregator,
+                             optimizers.server)
