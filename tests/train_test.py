@@ -93,9 +93,9 @@ class TrainTest(absltest.TestCase):
     root_dir = self.create_tempdir().full_path
     root = f'--root_output_dir={root_dir}'
     for args, message in (
-        (['--dp=adaptive', '--dp_noise_multiplier=6'],
-         '--dp=adaptive with noise multiplier 6 needs --clients_per_round > '
-         '60 (10 x the noise multiplier); got 50.'),
+        (['--dp=adaptive', '--dp_noise_multiplier=11'],
+         '--dp=adaptive with noise multiplier 11 needs --clients_per_round > '
+         '110 (10 x the noise multiplier); got 100.'),
         (['--dp=fixed', '--target_epsilon=-1'],
          '--target_epsilon=-1 must be > 0.'),
         (['--dp=fixed', '--target_epsilon=1', '--target_delta=1'],

@@ -155,11 +155,13 @@ _EVAL_NEGATIVES = flags.DEFINE_integer(
     lower_bound=1)
 _KS = flags.DEFINE_list('ks', ['5', '10', '20'],
                         'Ranking cut-offs K of HR@K, NDCG@K, ...')
-_ROUNDS = flags.DEFINE_integer('rounds', defaults.ROUNDS,
-                               'Federated rounds.', lower_bound=1)
+_ROUNDS = flags.DEFINE_integer(
+    'rounds', None, f'Federated rounds (default {defaults.by_feedback("rounds")}).',
+    lower_bound=1)
 _CLIENTS_PER_ROUND = flags.DEFINE_integer(
-    'clients_per_round', defaults.CLIENTS_PER_ROUND, 'Clients sampled per round (under poisson '
-    'sampling: the expected number).', lower_bound=1)
+    'clients_per_round', None, 'Clients sampled per round (under poisson '
+    'sampling: the expected number; default '
+    f'{defaults.by_feedback("clients_per_round")}).', lower_bound=1)
 # Differential privacy, secure aggregation, compression.
 _DP = flags.DEFINE_enum_class(
     'dp', privacy_settings.Mechanism.NONE, privacy_settings.Mechanism,
@@ -244,9 +246,9 @@ _CLIENT_LR = flags.DEFINE_float(
 _SERVER_OPTIMIZER = flags.DEFINE_enum(
     'server_optimizer', defaults.SERVER_OPTIMIZER, _OPTIMIZERS,
     'Server optimizer.')
-_SERVER_LR = flags.DEFINE_float('server_learning_rate',
-                                defaults.SERVER_LEARNING_RATE,
-                                'Server learning rate.')
+_SERVER_LR = flags.DEFINE_float(
+    'server_learning_rate', None, 'Server learning rate (default: '
+    f'{registry.server_learning_rate_help()}).')
 _SERVER_LR_SCHEDULE = flags.DEFINE_enum(
     'server_lr_schedule', 'constant', [s.value for s in optimizers.Schedule],
     'Server learning rate over the rounds: constant, or decaying from '
@@ -420,17 +422,20 @@ def build_config():
           client=default(_CLIENT_OPTIMIZER, 'client_optimizer'),
           client_learning_rate=default(_CLIENT_LR, 'client_learning_rate'),
           server=_SERVER_OPTIMIZER.value,
-          server_learning_rate=_SERVER_LR.value,
+          server_learning_rate=(
+              _SERVER_LR.value if _SERVER_LR.value is not None else
+              registry.default_server_learning_rate(
+                  _ALGORITHM.value, _FEEDBACK.value.value == 'implicit')),
           reconstruction=default(_RECON_OPTIMIZER, 'reconstruction_optimizer'),
           reconstruction_learning_rate=default(
               _RECON_LR, 'reconstruction_learning_rate'),
           server_schedule=_SERVER_LR_SCHEDULE.value),
-      loop=loop.LoopConfig(total_rounds=_ROUNDS.value,
+      loop=loop.LoopConfig(total_rounds=default(_ROUNDS, 'rounds'),
                            eval_every=_EVAL_EVERY.value,
                            checkpoint_every=_CHECKPOINT_EVERY.value,
                            progress=_PROGRESS.value and sys.stderr.isatty(),
                            select_by=_SELECT_BY.value),
-      clients_per_round=_CLIENTS_PER_ROUND.value,
+      clients_per_round=default(_CLIENTS_PER_ROUND, 'clients_per_round'),
       sampling=_CLIENT_SAMPLING.value,
       uniform_weighting=_UNIFORM_WEIGHTING.value,
       execution=_EXECUTION.value, cohort_size=_COHORT_SIZE.value,

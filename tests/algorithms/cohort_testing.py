@@ -61,14 +61,15 @@ def assert_rounds_agree(test, reference, state, in_cohorts, cohort_state,
   """Runs `ROUNDS` on both; weights and training metrics agree to 1e-5.
 
   With `round_ids` (implicit feedback) the ids carry the round. `atol`:
-  weights' absolute tolerance. Adam-like optimizers divide each coordinate's
-  step by its gradient's magnitude, so a gradient's relative rounding error
-  (large where a batch's terms cancel; the cohort sums them in another
-  order) becomes the same relative error of a step of about the learning
-  rate: their cases allow `ADAPTIVE_ATOL`, 1/400 of their learning rate of
-  0.02 (measured: up to 2.8e-5 after three rounds of NeuMF; an error of the
-  method, e.g. a user's state not frozen while idle or one step of bias
-  correction off, moves weights by 1e-3 to 1e-2).
+  weights' absolute tolerance. Adam divides each coordinate's step by
+  sqrt(p) + epsilon (1e-7): a coordinate whose gradients are at the level of
+  float rounding (terms that cancel; the cohort sums them in another order)
+  is moved by up to its rounding noise / 1e-7 per step, so two exact
+  implementations drift apart by far more than their rounding (with
+  epsilon 1e-4 the same cases agree to 1e-6). Adam-like cases allow
+  `ADAPTIVE_ATOL`, 1/400 of their learning rate of 0.02; an error of the
+  method (a user's state not frozen while idle, a step of bias correction
+  off) moves weights by 1e-3 to 1e-2.
 
   Returns:
     Each round's (reference output, cohort output).

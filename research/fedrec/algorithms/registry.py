@@ -25,6 +25,8 @@ import enum
 import importlib
 from typing import Any, Optional
 
+from research.fedrec import defaults
+
 
 class Kind(enum.Enum):
   PROCESS = 'process'  # A tff.learning process trained round by round.
@@ -169,6 +171,10 @@ class _Registration:
   privacy_note: str = ''
   privacy_note_without_dp: Optional[str] = None
   private: bool = True  # Trains under --dp (the privacy calculator lists it).
+  # The default --server_learning_rate under explicit feedback (None:
+  # defaults.SERVER_LEARNING_RATE), chosen on validation for the main job's
+  # budget.
+  server_learning_rate: Optional[float] = None
 
 
 _GLOBAL_TABLE_NOTE = (
@@ -184,6 +190,7 @@ _BUILT_IN = (
     _Registration(
         'fedrecon', 'research.fedrec.algorithms.fed_recon',
         'Federated Reconstruction: user embeddings never leave the client.',
+        server_learning_rate=10.0,
         privacy_note=(
             ' Under Federated Reconstruction each user\'s embedding is '
             'rebuilt on the client and never sent, so it needs no noise.')),
@@ -192,7 +199,8 @@ _BUILT_IN = (
         'FedAvg over the whole model; its user table is global, so updates '
         'leak users\' preferences.',
         privacy_note=_GLOBAL_TABLE_NOTE.format(name='FedAvg'),
-        privacy_note_without_dp=_UNPROTECTED_TABLE_NOTE.format(name='FedAvg')),
+        privacy_note_without_dp=_UNPROTECTED_TABLE_NOTE.format(name='FedAvg'),
+        server_learning_rate=3.0),
     _Registration(
         'fedprox', 'research.fedrec.algorithms.fed_prox',
         'FedProx (Li et al., MLSys 2020): FedAvg whose clients are pulled '
@@ -202,7 +210,8 @@ _BUILT_IN = (
                  'added to each client\'s loss (0 trains as FedAvg).', 0.0),),
         privacy_note=_GLOBAL_TABLE_NOTE.format(name='FedProx'),
         privacy_note_without_dp=_UNPROTECTED_TABLE_NOTE.format(
-            name='FedProx')),
+            name='FedProx'),
+        server_learning_rate=3.0),
     _Registration(
         'centralized', 'research.fedrec.algorithms.centralized',
         'Keras fit on the pooled ratings only (the baseline).',
@@ -260,6 +269,23 @@ def privacy_note(name: str, dp: bool) -> str:
   if not dp and registration.privacy_note_without_dp is not None:
     return registration.privacy_note_without_dp
   return registration.privacy_note
+
+
+def default_server_learning_rate(name: str, implicit: bool) -> float:
+  """--server_learning_rate when unset (no import of the method)."""
+  chosen = _REGISTRATIONS[name].server_learning_rate
+  if implicit or chosen is None:
+    return defaults.SERVER_LEARNING_RATE
+  return chosen
+
+
+def server_learning_rate_help() -> str:
+  """The per-method defaults, for --server_learning_rate's help."""
+  chosen = ', '.join(f'{r.name} {r.server_learning_rate:g}'
+                     for r in _REGISTRATIONS.values()
+                     if r.server_learning_rate is not None)
+  return (f'{chosen} under explicit feedback; '
+          f'{defaults.SERVER_LEARNING_RATE:g} otherwise')
 
 
 def _settings_of(name: str) -> tuple:

@@ -151,13 +151,17 @@ class ExperimentConfig:
       default_factory=lambda: fed_recon.ReconConfig(
           recon_epochs=defaults.RECON_EPOCHS,
           post_recon_epochs=defaults.CLIENT_EPOCHS))
+  # FedRecon's server learning rate (each method has its own default:
+  # `default_config`).
   optimizers: OptimizerConfig = dataclasses.field(
-      default_factory=OptimizerConfig)
+      default_factory=lambda: OptimizerConfig(
+          server_learning_rate=registry.default_server_learning_rate(
+              'fedrecon', implicit=False)))
   loop: loop_lib.LoopConfig = dataclasses.field(
       default_factory=lambda: loop_lib.LoopConfig(
-          total_rounds=defaults.ROUNDS, eval_every=defaults.EVAL_EVERY,
+          total_rounds=_EXPLICIT['rounds'], eval_every=defaults.EVAL_EVERY,
           checkpoint_every=defaults.CHECKPOINT_EVERY))
-  clients_per_round: int = defaults.CLIENTS_PER_ROUND
+  clients_per_round: int = _EXPLICIT['clients_per_round']
   sampling: sampling_lib.SamplingScheme = sampling_lib.SamplingScheme.UNIFORM
   uniform_weighting: bool = False  # Always uniform under DP.
   dp: aggregation_lib.DPConfig = dataclasses.field(
@@ -275,9 +279,12 @@ def default_config(root_output_dir: str, experiment_name: str,
                    **overrides) -> 'ExperimentConfig':
   """A run's default settings for `feedback` (defaults.py), with `overrides`.
 
-  train.py with no flags runs exactly this (tests/train_test.py).
+  The server learning rate is the method's default (`overrides`'
+  `algorithm`, else FedRecon). train.py with no flags runs exactly this
+  (tests/train_test.py).
   """
   chosen = defaults.BY_FEEDBACK[feedback.value]
+  implicit = feedback == corpus_lib.Feedback.IMPLICIT
   synthetic_config = dataclasses.replace(
       synthetic_lib.SyntheticConfig(),
       selection_affinity=chosen['synthetic_selection_affinity'],
@@ -292,7 +299,13 @@ def default_config(root_output_dir: str, experiment_name: str,
           client_learning_rate=chosen['client_learning_rate'],
           reconstruction=chosen['reconstruction_optimizer'],
           reconstruction_learning_rate=chosen[
-              'reconstruction_learning_rate']))
+              'reconstruction_learning_rate'],
+          server_learning_rate=registry.default_server_learning_rate(
+              overrides.get('algorithm', 'fedrecon'), implicit)),
+      loop=loop_lib.LoopConfig(
+          total_rounds=chosen['rounds'], eval_every=defaults.EVAL_EVERY,
+          checkpoint_every=defaults.CHECKPOINT_EVERY),
+      clients_per_round=chosen['clients_per_round'])
   settings.update(overrides)
   return ExperimentConfig(**settings)
 
