@@ -303,6 +303,28 @@ class OutputsTest(absltest.TestCase):
     self.assertIn('this run used another corpus, so they are context', md)
     self.assertNotIn('in our CI)', md)
 
+  def test_atomic_files_of_the_published_corpus_are_checked(self):
+    # RecBole's ml-100k atomic files are MovieLens-100K: the corpus of
+    # pfedrec_ml100k's published values, whichever reader opens it.
+    data_dir = self.create_tempdir()
+    data_dir.create_file('ml-100k.inter', 'user_id:token\titem_id:token\n')
+    table = reproduction.load_table('pfedrec_ml100k')
+    out = self.create_tempdir().full_path
+    on_atomic = reproduction.plan(table, 'smoke', 1, 'atomic',
+                                  data_dir.full_path, out)
+    self.assertEqual(on_atomic.corpus, 'ml-100k')
+    other = self.create_tempdir()
+    other.create_file('yelp.inter', 'user_id:token\titem_id:token\n')
+    self.assertEqual(reproduction.plan(table, 'smoke', 1, 'atomic',
+                                       other.full_path, out).corpus, 'yelp')
+    self.assertEqual(reproduction.plan(table, 'smoke', 1, 'synthetic', None,
+                                       out).corpus, 'synthetic')
+    # A directory without atomic files: the dataset's name (the run itself
+    # reports the missing files).
+    self.assertEqual(reproduction.plan(table, 'smoke', 1, 'atomic',
+                                       out + '/missing', out).corpus,
+                     'atomic')
+
 
 if __name__ == '__main__':
   absltest.main()

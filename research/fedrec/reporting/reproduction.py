@@ -164,6 +164,24 @@ class Plan:
   rows: tuple  # The rows to run and report.
   runs: dict
 
+  @property
+  def corpus(self) -> str:
+    """The corpus the runs read, as a table's `published_corpus` names it.
+
+    --dataset, or for RecBole atomic files their dataset's NAME (RecBole's
+    ml-100k is MovieLens-100K: data/README.md), so that a table's published
+    values are checked against runs on their own corpus whichever reader
+    opened it.
+    """
+    if self.dataset == 'atomic' and self.data_dir:
+      # Imported here: this module reads no data otherwise.
+      from research.fedrec.data import atomic  # pylint: disable=g-import-not-at-top
+      try:
+        return atomic.dataset_name(self.data_dir)
+      except (OSError, ValueError):  # Not there (yet): the run will say.
+        pass
+    return self.dataset
+
   def unique_runs(self) -> list[Run]:
     seen, unique = set(), []
     for run in self.runs.values():
@@ -381,7 +399,7 @@ def _reference_note(report: Report, row: Row, metric: Metric) -> str:
     return ''
   text = _fmt(value, metric.digits)
   stat = report.stats[(row.name, metric.name)]
-  if report.plan.dataset != report.plan.table.published_corpus:
+  if report.plan.corpus != report.plan.table.published_corpus:
     return text
   if stat is None or math.isnan(stat.ci95):
     return text
@@ -419,7 +437,7 @@ def markdown(report: Report) -> str:
             f't) over {_seeds(the_plan)}; the standard deviations '
             f'are in {table.name}.csv.']
   if refs:
-    same = the_plan.dataset == table.published_corpus
+    same = the_plan.corpus == table.published_corpus
     lines.append(
         f'"ref." columns: {table.reference_label}. ' +
         ('"in our CI" marks a reference value inside our 95% interval.'
