@@ -31,7 +31,7 @@ _ADAGRAD_INITIAL, _ADAGRAD_EPSILON = 0.1, 1e-7
 _YOGI_INITIAL, _YOGI_EPSILON = 1e-6, 1e-3
 
 
-def _per_user(values, like):
+def per_user(values, like):
   """[K] values shaped to broadcast against `like` ([K, ...])."""
   return tf.reshape(values, [-1] + [1] * (like.shape.rank - 1))
 
@@ -65,6 +65,31 @@ class UserOptimizer:
     return steps, tuple((tf.zeros_like(c), tf.ones_like(c) * _YOGI_INITIAL)
                         for c in copies)
 
+  def step(self, state, copies, grads, active, rows, extra=None):
+    """One step on gradients of which some are of a batch's rows only.
+
+    `rows[i]` is None where `grads[i]` is of the whole copy, else the
+    [K, B, 2] (user, row) index of the copy's rows the batch's positions
+    use: their gradients are scattered in, duplicates adding up, as an
+    embedding's are. `extra[i]` (optional) is a gradient term of the whole
+    copy (FedProx's pull). SGD updates the touched rows alone; a stateful
+    optimizer steps on the whole copies' gradient (module doc).
+    """
+    if not self.stateful:
+      lr, updated = self.learning_rate, []
+      for i, (copy, grad) in enumerate(zip(copies, grads)):
+        if extra is not None:
+          copy -= lr * extra[i]
+        updated.append(copy - lr * grad if rows[i] is None else
+                       tf.tensor_scatter_nd_sub(copy, rows[i], lr * grad))
+      return state, updated
+    whole = [grad if index is None else
+             tf.tensor_scatter_nd_add(tf.zeros_like(copy), index, grad)
+             for copy, grad, index in zip(copies, grads, rows)]
+    if extra is not None:
+      whole = [grad + term for grad, term in zip(whole, extra)]
+    return self.next(state, copies, whole, active)
+
   def next(self, state, copies, grads, active):
     """One step of the users where `active` ([K] bool); the others frozen.
 
@@ -93,16 +118,16 @@ class UserOptimizer:
         a, p = slots[i]
         a = a + (g - a) * (1.0 - _BETA_1)
         p = p + (tf.math.square(g) - p) * (1.0 - _BETA_2)
-        moved = w - _per_user(scale, w) * a / (tf.math.sqrt(p) + _ADAM_EPSILON)
+        moved = w - per_user(scale, w) * a / (tf.math.sqrt(p) + _ADAM_EPSILON)
         kept = (a, p)
       else:  # Yogi.
         a, p = slots[i]
         a = a + (g - a) * (1.0 - _BETA_1)
         g2 = tf.math.square(g)
         p = p + (1 - _BETA_2) * tf.sign(g2 - p) * g2
-        moved = w - _per_user(scale, w) * a / (tf.math.sqrt(p) + _YOGI_EPSILON)
+        moved = w - per_user(scale, w) * a / (tf.math.sqrt(p) + _YOGI_EPSILON)
         kept = (a, p)
-      on = tf.cast(_per_user(active, w), tf.bool)
+      on = tf.cast(per_user(active, w), tf.bool)
       on = tf.broadcast_to(on, tf.shape(w))
       new_copies.append(tf.where(on, moved, w))
       new_slots.append(tuple(tf.where(on, k, old)

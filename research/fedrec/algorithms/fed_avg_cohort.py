@@ -170,7 +170,6 @@ def build_client_work(model_fn, weights_type, model_config,
                for w, kind in zip(initial_weights.trainable, kinds)]
     copies = list(initial)
     optimizer_state = optimizer.initialize(copies)
-    learning_rate = optimizer.learning_rate
     user_index = tf.tile(tf.range(size)[:, None], [1, batch_size])
     examples = tf.zeros([size], tf.float32)
     for t in tf.range(num_steps):
@@ -188,30 +187,13 @@ def build_client_work(model_fn, weights_type, model_config,
       grads = tape.gradient(total, step)
       # d/dw of mu/2 |w - w_global|^2, for every user that steps.
       pull = proximal_strength * tf.cast(active, tf.float32)
-      if optimizer.stateful:
-        # The gradient of each user's whole copies (item gradients
-        # scattered in, duplicates adding up).
-        grads = [tf.tensor_scatter_nd_add(tf.zeros_like(copy), index, grad)
-                 if kind == _ITEM else grad
-                 for copy, grad, kind in zip(copies, grads, kinds)]
-        if proximal_strength:
-          grads = [grad + tf.reshape(pull, [-1] + [1] * (copy.shape.rank - 1))
-                   * (copy - start)
-                   for grad, copy, start in zip(grads, copies, initial)]
-        optimizer_state, copies = optimizer.next(optimizer_state, copies,
-                                                 grads, active)
-      else:
-        updated = []
-        for copy, start, grad, kind in zip(copies, initial, grads, kinds):
-          if proximal_strength:
-            copy -= learning_rate * tf.reshape(
-                pull, [-1] + [1] * (copy.shape.rank - 1)) * (copy - start)
-          if kind == _ITEM:  # Items met twice in a batch: both gradients.
-            copy = tf.tensor_scatter_nd_sub(copy, index, learning_rate * grad)
-          else:
-            copy -= learning_rate * grad
-          updated.append(copy)
-        copies = updated
+      extra = [cohort_optimizers.per_user(pull, copy) * (copy - start)
+               for copy, start in zip(copies, initial)
+               ] if proximal_strength else None
+      # Items met twice in a batch: both gradients.
+      optimizer_state, copies = optimizer.step(
+          optimizer_state, copies, grads, active,
+          [index if kind == _ITEM else None for kind in kinds], extra)
       # The per-client model's metrics, each user's batch as its own.
       batch_sizes = tf.reduce_sum(mask, axis=1)
       examples += batch_sizes

@@ -403,17 +403,9 @@ def build_implicit_client_work(
         total = tf.reduce_sum(losses)
       grads = tape.gradient(total, step)
       # Duplicate slots in a batch add up, as an embedding's gradient does.
-      if client_optimizer.stateful:  # Over the whole copies.
-        grads = [tf.tensor_scatter_nd_add(tf.zeros_like(c), index, g)
-                 if table else g
-                 for c, g, table in zip(copies, grads, is_table)]
-        client_state, copies = client_optimizer.next(client_state, copies,
-                                                     grads, active)
-      else:
-        rate = client_optimizer.learning_rate
-        copies = [tf.tensor_scatter_nd_sub(c, index, rate * g)
-                  if table else c - rate * g
-                  for c, g, table in zip(copies, grads, is_table)]
+      client_state, copies = client_optimizer.step(
+          client_state, copies, grads, active,
+          [index if table else None for table in is_table])
       # Padded and idle positions carry label -1: left out of the metrics.
       labelled = tf.where(mask > 0, step_labels, -1.0)
       for metric in metrics[:-1]:
