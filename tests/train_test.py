@@ -64,12 +64,11 @@ class TrainTest(absltest.TestCase):
     # A combination cohorts do not reproduce yet is refused in one line.
     code, _, stderr = binaries.run_main(
         train, f'--root_output_dir={root}', '--execution=cohort',
-        '--dp=adaptive', '--dp_noise_multiplier=1')
+        '--compression=quantize')
     self.assertEqual(code, 1)
     self.assertEqual(stderr.strip().splitlines(), [
-        'train.py: error: --execution=cohort: adaptive DP clipping per user in '
-        'cohorts is not there yet (--dp=adaptive; --dp=fixed trains in '
-        'cohorts); use --execution=per_client or auto.'])
+        'train.py: error: --execution=cohort: --compression has no per-user '
+        'form in cohorts yet; use --execution=per_client or auto.'])
 
   def test_missing_data_dir_is_one_line_and_nonzero_exit(self):
     # The binary's one subprocess smoke test of a user mistake; the others

@@ -12,6 +12,7 @@ import tempfile
 
 from absl.testing import parameterized
 import numpy as np
+import tensorflow as tf
 
 from research.fedrec.data import client_store
 from research.fedrec.data import splits
@@ -54,6 +55,34 @@ def implicit_split(seed=11):
 
 
 ADAPTIVE_ATOL = 5e-5
+
+
+def assert_clips_agree(test, outputs, initial_clip: float):
+  """Adaptive DP clipping: each round's clip and query state are per-client's.
+
+  And the clip moved every round (so the users' unclipped count mattered).
+  """
+  # Per client under adaptive zeroing the DP aggregator is zeroing's inner
+  # one (in cohorts zeroing is in the client work).
+  def clip(output):
+    measured = output.metrics['aggregator']
+    measured = measured.get('zeroing', measured)
+    return measured['dp_query_metrics']['clip']
+
+  def query_state(output):
+    state = output.state.aggregator
+    return (state['inner_agg'] if isinstance(state, dict) else
+            state).query_state
+
+  clips = []
+  for expected, got in outputs:
+    want, have = clip(expected), clip(got)
+    np.testing.assert_allclose(have, want, rtol=1e-6)
+    clips.append(float(want))
+    tf.nest.map_structure(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
+        query_state(got), query_state(expected))
+  test.assertLen(set(clips + [initial_clip]), len(clips) + 1)
 
 
 def assert_rounds_agree(test, reference, state, in_cohorts, cohort_state,

@@ -134,10 +134,6 @@ class CohortPackerTest(absltest.TestCase):
       cohorts.CohortPacker(store, pipelines.PipelineConfig())
 
 
-_ADAPTIVE_DP = settings.DPConfig(mechanism=settings.Mechanism.ADAPTIVE,
-                                 noise_multiplier=1.0)
-
-
 class ExecutionSettingTest(absltest.TestCase):
 
   def _config(self, **overrides):
@@ -149,8 +145,10 @@ class ExecutionSettingTest(absltest.TestCase):
     self.assertTrue(self._config().in_cohorts)
     self.assertTrue(self._config(aggregation=settings.AggregationConfig(
         zeroing=False)).in_cohorts)
-    self.assertTrue(self._config(dp=settings.DPConfig(
-        mechanism=settings.Mechanism.FIXED, noise_multiplier=1.0)).in_cohorts)
+    # User-level DP, fixed and adaptive clipping (clipped per user).
+    for mechanism in (settings.Mechanism.FIXED, settings.Mechanism.ADAPTIVE):
+      self.assertTrue(self._config(dp=settings.DPConfig(
+          mechanism=mechanism, noise_multiplier=1.0)).in_cohorts)
     self.assertFalse(self._config(execution='per_client').in_cohorts)
     # Implicit MF with SGD, and with the implicit defaults (Adam).
     sgd = experiment.OptimizerConfig(client='sgd', reconstruction='sgd')
@@ -180,7 +178,8 @@ class ExecutionSettingTest(absltest.TestCase):
     # Unsupported under auto: per_client, silently (the reference).
     self.assertFalse(self._config(optimizers=(
         experiment.OptimizerConfig(reconstruction='sgdm'))).in_cohorts)
-    self.assertFalse(self._config(dp=_ADAPTIVE_DP).in_cohorts)
+    self.assertFalse(self._config(aggregation=settings.AggregationConfig(
+        compression=settings.Compression.QUANTIZE)).in_cohorts)
 
   def test_an_unsupported_combination_is_refused_in_one_line(self):
     implicit = corpus.Feedback.IMPLICIT
@@ -194,8 +193,9 @@ class ExecutionSettingTest(absltest.TestCase):
          'implicit feedback with --split_dataset has no cohort client work'),
         (dict(optimizers=experiment.OptimizerConfig(client='adam')),
          'explicit-feedback cohorts train and reconstruct with SGD only'),
-        (dict(dp=_ADAPTIVE_DP),
-         'adaptive DP clipping per user in cohorts is not there yet'),
+        (dict(aggregation=settings.AggregationConfig(
+            compression=settings.Compression.QUANTIZE)),
+         '--compression has no per-user form in cohorts yet'),
         (dict(aggregation=settings.AggregationConfig(
             zeroing=False, secure_aggregation=True)), '--secure_aggregation'),
         (dict(algorithm='centralized'),

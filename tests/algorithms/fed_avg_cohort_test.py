@@ -65,8 +65,8 @@ def _processes(store, model, pipeline, uniform, cohort_size, implicit,
       model, _NUM_ITEMS, _NUM_USERS, optimizer_settings.create(),
       optimizer_settings, pipeline, store, aggregator(True), uniform,
       cohort_size, zeroing=zeroing,
-      clip_query=aggregation.fixed_clip_query(
-          noise_multiplier, 12, dp.clip) if dp_on else None,
+      clip_query=aggregation.dp_query(dp, noise_multiplier, 12)
+      if dp_on else None,
       implicit=implicit, proximal_strength=proximal_strength or 0.0)
   return reference, in_cohorts
 
@@ -143,12 +143,16 @@ class FedAvgCohortTest(cohort_testing.StoreTestCase):
     _check_rounds(self, reference, in_cohorts, cohort_size, False,
                   _atol(optimizer))
 
-  def test_dp_clips_each_user_not_the_cohort(self):
+  @parameterized.parameters(settings.Mechanism.FIXED,
+                            settings.Mechanism.ADAPTIVE)
+  def test_dp_clips_each_user_not_the_cohort(self, mechanism):
     # Without noise the DP rounds are deterministic: each user's update is
-    # clipped to 0.1 and the sum divided by the expected 12 users.
+    # clipped to 0.1 (adaptive: at first; the users' unclipped count moves
+    # it every round) and the sum divided by the expected 12 users; with
+    # adaptive zeroing before the clipping, per user.
     clip = 0.1
-    dp = settings.DPConfig(mechanism=settings.Mechanism.FIXED,
-                           noise_multiplier=0.0, clip=clip)
+    dp = settings.DPConfig(mechanism=mechanism, noise_multiplier=0.0,
+                           clip=clip, clip_learning_rate=0.5)
     reference, in_cohorts = _processes(
         self.store, mf.MFConfig(embedding_dim=3, l2=0.05, seed=5),
         pipelines.PipelineConfig(batch_size=3, local_epochs=2, seed=4),
@@ -160,6 +164,8 @@ class FedAvgCohortTest(cohort_testing.StoreTestCase):
     # than one clip, so clipping a cohort's sum (5 users) would differ.
     cohort_testing.assert_clipping_mattered(self, reference, state,
                                             outputs[0][0].state, clip)
+    if mechanism == settings.Mechanism.ADAPTIVE:
+      cohort_testing.assert_clips_agree(self, outputs, clip)
 
 
 class ImplicitFedAvgCohortTest(cohort_testing.StoreTestCase):

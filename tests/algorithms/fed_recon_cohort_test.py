@@ -137,8 +137,9 @@ class FedReconCohortTest(cohort_testing.StoreTestCase):
     self.assertNotEqual(norms[1], norms[0])
     self.assertEqual(in_cohorts.last_round_cohorts, 1)
 
-  def _dp_processes(self, noise_multiplier, clip, zeroing):
-    """Per-client and cohort FedRecon under --dp=fixed (uniform weighting)."""
+  def _dp_processes(self, noise_multiplier, clip, zeroing,
+                    mechanism=settings.Mechanism.FIXED):
+    """Per-client and cohort DP-FedRecon (uniform weighting)."""
     optimizer_settings = experiment.OptimizerConfig(
         client='sgd', client_learning_rate=0.3, server='sgd',
         server_learning_rate=1.0, reconstruction='sgd',
@@ -146,8 +147,11 @@ class FedReconCohortTest(cohort_testing.StoreTestCase):
     model = mf.MFConfig(embedding_dim=3, l2=0.05, seed=5)
     recon = fed_recon.ReconConfig(post_recon_epochs=2)
     pipeline = pipelines.PipelineConfig(batch_size=3, seed=4)
-    dp = settings.DPConfig(mechanism=settings.Mechanism.FIXED,
-                           noise_multiplier=noise_multiplier, clip=clip)
+    # Adaptive: the clip moves by up to exp(0.5) per round, towards the
+    # median of the users' update norms.
+    dp = settings.DPConfig(mechanism=mechanism,
+                           noise_multiplier=noise_multiplier, clip=clip,
+                           target_quantile=0.5, clip_learning_rate=0.5)
     reference = fed_recon.build_training_process(
         model, _NUM_ITEMS, recon, optimizer_settings.create(), pipeline,
         self.store, aggregation.build_aggregator(
@@ -159,8 +163,8 @@ class FedReconCohortTest(cohort_testing.StoreTestCase):
         aggregation.build_aggregator(
             dp, settings.AggregationConfig(zeroing=False), noise_multiplier,
             12, weighted=True, preclipped=True), True, cohort_size=5,
-        zeroing=zeroing, clip_query=aggregation.fixed_clip_query(
-            noise_multiplier, 12, clip))
+        zeroing=zeroing, clip_query=aggregation.dp_query(
+            dp, noise_multiplier, 12))
     return reference, in_cohorts
 
   def test_dp_clips_each_user_not_the_cohort(self):
@@ -178,6 +182,23 @@ class FedReconCohortTest(cohort_testing.StoreTestCase):
     cohort_testing.assert_clipping_mattered(self, reference, state,
                                             outputs[0][0].state, clip)
 
+  def test_adaptive_dp_clips_and_counts_each_user(self):
+    # Adaptive clipping (Andrew et al.) without noise is deterministic too:
+    # each round's clip is broadcast from the server's DP aggregator, each
+    # user clipped by it, and the users' unclipped count (not the cohorts')
+    # moves the clip. Both runs must match, clip by clip.
+    reference, in_cohorts = self._dp_processes(
+        0.0, 0.2, zeroing=False, mechanism=settings.Mechanism.ADAPTIVE)
+    state = reference.initialize()
+    outputs = cohort_testing.assert_rounds_agree(
+        self, reference, state, in_cohorts, in_cohorts.initialize())
+    # The case is real: the clip bit (summed clipped updates far longer than
+    # one clip) and moved every round. Counting a cohort as one record would
+    # move it by another amount: rounds of 12 users are 3 cohorts here.
+    cohort_testing.assert_clipping_mattered(self, reference, state,
+                                            outputs[0][0].state, 0.2)
+    cohort_testing.assert_clips_agree(self, outputs, 0.2)
+
   def test_dp_event_and_noise_scale_are_the_per_client_ones(self):
     reference, in_cohorts = self._dp_processes(1.0, 0.5, zeroing=False)
     states = [process.next(process.initialize(), _ROUNDS[0]).state.aggregator
@@ -189,6 +210,17 @@ class FedReconCohortTest(cohort_testing.StoreTestCase):
     self.assertEqual(states[0].dp_event.noise_multiplier, 1.0)
     self.assertEqual(states[0].query_state.numerator_state.stddev, 0.5)
     self.assertEqual(states[0].query_state.denominator, 12.0)
+
+  def test_adaptive_dp_event_is_the_per_client_one(self):
+    # With noise: the value noise and the clipped-count noise of adaptive
+    # clipping, composed into one event, as per client.
+    reference, in_cohorts = self._dp_processes(
+        1.0, 0.5, zeroing=False, mechanism=settings.Mechanism.ADAPTIVE)
+    events = [process.next(process.initialize(), _ROUNDS[0])
+              .state.aggregator.dp_event for process in (reference, in_cohorts)]
+    self.assertEqual(events[1], events[0])
+    self.assertEqual(events[0].class_name, b'ComposedDpEvent')
+    self.assertLen(events[0].events, 2)
 
   def test_a_user_whose_update_is_not_finite_is_left_out(self):
     # A huge client learning rate blows up every user with more than one

@@ -16,9 +16,11 @@ treat many users as one:
   the zeroing norm is zeroed and keeps its weight, and every user's norm
   updates the quantile estimate behind the zeroing norm (TFF's
   `zeroing_factory`, tff.learning's default aggregator);
-* user-level DP with a fixed clip: each user's update is clipped by the DP
-  query's own `preprocess_record`, and the cohort returns the plain sum, which
-  the server's DP aggregator noises.
+* user-level DP (fixed or adaptive clip): each user's update is clipped by
+  the DP query's own `preprocess_record` with the round's clip, broadcast from
+  the server's DP aggregator, and the cohort returns the plain sum (with its
+  users' unclipped count under adaptive clipping), which the server's DP
+  aggregator noises (and from which it adapts the clip).
 
 `client_work_process` wraps a method's cohort computation as a
 `ClientWorkProcess`, and `compose` builds the learning process from it with
@@ -75,7 +77,7 @@ def zeroing_parts(zeroing: bool):
 
 
 def combine(parts, examples, uniform_weighting: bool, zeroing_work,
-            quantile_params, zeroing_norm, clip_query):
+            quantile_params, zeroing_norm, clip_query, clip_params):
   """A cohort's result from its users' updates.
 
   Args:
@@ -90,12 +92,17 @@ def combine(parts, examples, uniform_weighting: bool, zeroing_work,
     uniform_weighting: Weight users equally instead.
     zeroing_work: `ZeroingWork` for adaptive zeroing per user, or None.
     quantile_params, zeroing_norm: Its broadcast params and norm.
-    clip_query: The fixed-clip DP query clipping each user, or None.
+    clip_query: The DP query clipping each user (`aggregation.dp_query`),
+      or None.
+    clip_params: Its sample params for the round (the clip).
 
   Returns:
     `(update, total_weight, quantile_record, zeroed_count)`: the update is
     the users' weighted mean (a non-finite user left out with weight 0, as
-    TFF does per client), its tensors in the order of `parts`.
+    TFF does per client), its tensors in the order of `parts`; under DP the
+    cohort's record for `aggregation.PreclippedQuery` (its users' clipped
+    updates summed, with their unclipped indicators under adaptive
+    clipping).
   """
   deltas = [delta for delta, _, _ in parts]
   num_users = tf.shape(examples)[0]
@@ -125,18 +132,18 @@ def combine(parts, examples, uniform_weighting: bool, zeroing_work,
     zeroed_count = tf.reduce_sum(tf.cast(zeroed, tf.int32))
     quantile_record = zeroing_work.record_sum(quantile_params, norms)
 
+  indicators = None
   if clip_query is not None:
     # User-level DP: each user's update clipped by the DP query's own
-    # preprocess_record (rows the user never touched are zero, so the norm
-    # is the dense record's); the cohort returns the plain sum, which the
-    # server's DP aggregator noises and normalizes (uniform weighting).
-    params = clip_query.derive_sample_params(
-        clip_query.initial_global_state())
-    kept_deltas = tuple(tf.where(per_user(kept, d), d, 0.0) for d in deltas)
-    deltas = list(tf.map_fn(
-        lambda record: clip_query.preprocess_record(params, record),
-        kept_deltas, fn_output_signature=tuple(
-            tf.TensorSpec(d.shape[1:], d.dtype) for d in kept_deltas)))
+    # preprocess_record, with the round's clip (rows the user never touched
+    # are zero, so the norm is the dense record's; a user left out or zeroed
+    # is a zero record, as the per-client aggregator sees it); the cohort
+    # returns the plain sum (and, under adaptive clipping, the sum of its
+    # users' unclipped indicators), which the server's DP aggregator noises
+    # and normalizes (uniform weighting).
+    deltas, indicators = aggregation.clip_each(
+        clip_query, clip_params,
+        [tf.where(per_user(kept, d), d, 0.0) for d in deltas])
     weights = tf.ones([num_users])
     total_weight = tf.constant(1.0)  # The sum passes through undivided.
 
@@ -151,16 +158,32 @@ def combine(parts, examples, uniform_weighting: bool, zeroing_work,
 
   update = [tf.math.divide_no_nan(weighted_sum(delta, ids, num), total_weight)
             for delta, (_, ids, num) in zip(deltas, parts)]
+  if clip_query is not None:
+    update = aggregation.cohort_record(
+        clip_query, update,
+        None if indicators is None else tf.reduce_sum(indicators))
   return update, total_weight, quantile_record, zeroed_count
 
 
+def clip_parts(clip_query):
+  """(`ClipWork` or None, the TFF type of its params) for `clip_query`."""
+  if clip_query is None:
+    return None, tff.StructType([])
+  work = ClipWork(clip_query)
+  return work, work.params_type
+
+
 def client_work_process(client_update, weights_type, cohort_type,
-                         zeroing_work, finalizers):
+                         zeroing_work, finalizers, clip_work=None):
   """The `ClientWorkProcess` around a cohort's `client_update` computation.
 
   Broadcasts the zeroing quantile estimator's params and norm (with
   `zeroing_work`), sums the cohorts' training metrics and quantile records,
-  and updates the estimator.
+  and updates the estimator. With `clip_work` (user-level DP), the round's
+  clip comes from the server's DP aggregator, whose state holds it: the
+  process then has `next_with_clip`, which takes the broadcast clip params
+  as a fourth argument and which `compose`'s learning process calls; its
+  plain `next` clips with the query's initial params.
   """
   zeroing = zeroing_work is not None
   if zeroing:
@@ -170,12 +193,11 @@ def client_work_process(client_update, weights_type, cohort_type,
     initialize = tff.federated_computation(
         lambda: tff.federated_value((), tff.SERVER))
     state_type = tff.StructType([])
+  argument_types = (tff.FederatedType(state_type, tff.SERVER),
+                    tff.FederatedType(weights_type, tff.CLIENTS),
+                    tff.FederatedType(cohort_type, tff.CLIENTS))
 
-  @tff.federated_computation(
-      tff.FederatedType(state_type, tff.SERVER),
-      tff.FederatedType(weights_type, tff.CLIENTS),
-      tff.FederatedType(cohort_type, tff.CLIENTS))
-  def next_fn(state, weights, cohorts):
+  def run(state, weights, cohorts, clip_params):
     if zeroing:
       params = tff.federated_broadcast(
           tff.federated_map(zeroing_work.derive_params, state))
@@ -184,7 +206,7 @@ def client_work_process(client_update, weights_type, cohort_type,
     else:
       params = norms = tff.federated_value((), tff.CLIENTS)
     result, unfinalized, records, zeroed = tff.federated_map(
-        client_update, (weights, cohorts, params, norms))
+        client_update, (weights, cohorts, params, norms, clip_params))
     aggregate_metrics = tff.learning.metrics.sum_then_finalize(
         finalizers, unfinalized.type_signature.member)
     measurements = collections.OrderedDict(
@@ -198,9 +220,45 @@ def client_work_process(client_update, weights_type, cohort_type,
         state=state, result=result,
         measurements=tff.federated_zip(measurements))
 
-  return tff.learning.templates.ClientWorkProcess(initialize, next_fn)
+  @tff.federated_computation(*argument_types)
+  def next_fn(state, weights, cohorts):
+    if clip_work is None:
+      clip_params = tff.federated_value((), tff.CLIENTS)
+    else:
+      clip_params = tff.federated_broadcast(
+          tff.federated_eval(clip_work.initial_params, tff.SERVER))
+    return run(state, weights, cohorts, clip_params)
+
+  process = tff.learning.templates.ClientWorkProcess(initialize, next_fn)
+  if clip_work is not None:
+    @tff.federated_computation(
+        *argument_types,
+        tff.FederatedType(clip_work.params_type, tff.CLIENTS,
+                          all_equal=True))
+    def next_with_clip(state, weights, cohorts, clip_params):
+      return run(state, weights, cohorts, clip_params)
+    process.next_with_clip = next_with_clip
+    process.clip_work = clip_work
+  return process
 
 
+class ClipWork:
+  """The TFF computations of a DP query's clip, for clipping per user.
+
+  The query (`aggregation.dp_query`) lives in the server's DP aggregator
+  (over `aggregation.PreclippedQuery`); each round its sample params (the
+  clip, and under adaptive clipping the quantile estimator's params) are
+  derived from the aggregator's query state and broadcast to the cohorts.
+  """
+
+  def __init__(self, query):
+    initial_state = tff.tensorflow.computation(query.initial_global_state)
+    self.state_type = initial_state.type_signature.result
+    self.derive_params = tff.tensorflow.computation(
+        query.derive_sample_params, self.state_type)
+    self.params_type = self.derive_params.type_signature.result
+    self.initial_params = tff.tensorflow.computation(
+        lambda: query.derive_sample_params(query.initial_global_state()))
 
 
 class ZeroingWork:
@@ -252,17 +310,59 @@ def compose(initial_weights, client_work, aggregator, server_optimizer):
   """The learning process of a cohort `client_work` (see the module doc).
 
   `aggregator` is weighted (an unweighted one is made weighted: a cohort is
-  weighted by its users' summed weight); None: the weighted mean.
+  weighted by its users' summed weight); None: the weighted mean. Under
+  user-level DP (a `client_work` with `next_with_clip`) the aggregator is a
+  DP aggregator over `aggregation.PreclippedQuery`: each round the clip is
+  derived from its query state and broadcast to the cohorts (the adaptive
+  clip changes every round), and the process is TFF's composition with that
+  one step added, its state unchanged.
   """
   weights_type = initial_weights.type_signature.result
   if aggregator is None:
     aggregator = tff.aggregators.MeanFactory()
   if isinstance(aggregator, tff.aggregators.UnweightedAggregationFactory):
     aggregator = tff.aggregators.as_weighted_aggregator(aggregator)
-  return tff.learning.templates.compose_learning_process(
-      initial_weights,
-      tff.learning.templates.build_broadcast_process(weights_type),
-      client_work,
-      aggregator.create(weights_type.trainable, tff.TensorType(np.float32)),
-      tff.learning.templates.build_apply_optimizer_finalizer(
-          server_optimizer, weights_type))
+  # Under DP a cohort's update is its record for the DP query (the clipped
+  # sum, with the unclipped count under adaptive clipping).
+  update_type = client_work.next.type_signature.result.result.member.update
+  distributor = tff.learning.templates.build_broadcast_process(weights_type)
+  aggregation_process = aggregator.create(update_type,
+                                          tff.TensorType(np.float32))
+  finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
+      server_optimizer, weights_type)
+  process = tff.learning.templates.compose_learning_process(
+      initial_weights, distributor, client_work, aggregation_process,
+      finalizer)
+  clip_work = getattr(client_work, 'clip_work', None)
+  if clip_work is None:
+    return process
+
+  @tff.federated_computation(process.next.type_signature.parameter)
+  def next_fn(state, client_data):
+    # compose_learning_process's next, with the clip broadcast from the
+    # aggregator's query state to the client work.
+    distributed = distributor.next(state.distributor,
+                                   state.global_model_weights)
+    clip_params = tff.federated_broadcast(tff.federated_map(
+        clip_work.derive_params, state.aggregator.query_state))
+    work = client_work.next_with_clip(state.client_work, distributed.result,
+                                      client_data, clip_params)
+    aggregated = aggregation_process.next(state.aggregator,
+                                          work.result.update,
+                                          work.result.update_weight)
+    finalized = finalizer.next(state.finalizer, state.global_model_weights,
+                               aggregated.result)
+    new_state = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
+        finalized.result, distributed.state, work.state, aggregated.state,
+        finalized.state))
+    metrics = tff.federated_zip(collections.OrderedDict(
+        distributor=distributed.measurements,
+        client_work=work.measurements,
+        aggregator=aggregated.measurements,
+        finalizer=finalized.measurements))
+    return tff.learning.templates.LearningProcessOutput(new_state, metrics)
+
+  return tff.learning.templates.LearningProcess(
+      process.initialize, next_fn, process.get_model_weights,
+      process.set_model_weights, get_hparams_fn=process.get_hparams,
+      set_hparams_fn=process.set_hparams)

@@ -342,15 +342,10 @@ def common_unsupported(config, models: Sequence[str]) -> tuple:
     config: the run's training/experiment.ExperimentConfig.
     models: the --model names the method's cohort client work trains.
   """
-  # Imported here: this module stays importable without the privacy settings.
-  from research.fedrec.privacy import settings  # pylint: disable=g-import-not-at-top
   return (
       config.model_name not in models and
       f'--model={config.model_name} has no cohort client work yet (only '
       f'{", ".join(models)})',
-      config.dp.mechanism == settings.Mechanism.ADAPTIVE and
-      'adaptive DP clipping per user in cohorts is not there yet '
-      '(--dp=adaptive; --dp=fixed trains in cohorts)',
       config.aggregation.secure_aggregation and
       '--secure_aggregation bounds are not scaled to cohorts yet',
       config.aggregation.compression.value != 'none' and

@@ -136,6 +136,7 @@ def build_client_work(model_fn, weights_type, model_config,
           cohorts_lib.ELEMENT_SPEC)
   cohort_type = tff.SequenceType(tff.types.tensorflow_to_type(spec))
   zeroing_work, params_type, norm_type = cohort_work.zeroing_parts(zeroing)
+  clip_work, clip_type = cohort_work.clip_parts(clip_query)
   example_loss = (cohort_work.cross_entropy if implicit else
                   cohort_work.squared_error)
   batches = _implicit_batches if implicit else _explicit_batches
@@ -147,9 +148,10 @@ def build_client_work(model_fn, weights_type, model_config,
     finalizers = model_fn().metric_finalizers()
 
   @tff.tensorflow.computation(weights_type, cohort_type, params_type,
-                              norm_type)
+                              norm_type, clip_type)
   @tf.function
-  def client_update(initial_weights, dataset, quantile_params, zeroing_norm):
+  def client_update(initial_weights, dataset, quantile_params, zeroing_norm,
+                    clip_params):
     with tf.init_scope():
       model = model_fn()
     metrics = {m.name: m for m in model.get_metrics()}
@@ -227,13 +229,14 @@ def build_client_work(model_fn, weights_type, model_config,
         parts.append((start - copy, None, None))
     update, total_weight, quantile_record, zeroed_count = cohort_work.combine(
         parts, examples, uniform_weighting, zeroing_work, quantile_params,
-        zeroing_norm, clip_query)
+        zeroing_norm, clip_query, clip_params)
     return (tff.learning.templates.ClientResult(update, total_weight),
             model.report_local_unfinalized_metrics(), quantile_record,
             zeroed_count)
 
   return cohort_work.client_work_process(client_update, weights_type,
-                                         cohort_type, zeroing_work, finalizers)
+                                         cohort_type, zeroing_work, finalizers,
+                                         clip_work)
 
 
 def build_training_process(model_fn, model_config,

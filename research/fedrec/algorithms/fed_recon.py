@@ -196,8 +196,9 @@ def build_cohort_training_process(
   (`implicit`, ids carrying the round; `FedRecon.cohort_unsupported`). `model_aggregator` must be
   weighted: a cohort is weighted by its users' summed weight. With
   `zeroing`, adaptive zeroing acts on each user in the client work (and
-  `model_aggregator` must not zero). With `clip_query` (`--dp=fixed`), each user is clipped in the
-  client work and `model_aggregator` is built with `preclipped=True`.
+  `model_aggregator` must not zero). With `clip_query` (`--dp=fixed` or
+  `adaptive`), each user is clipped in the client work and
+  `model_aggregator` is built with `preclipped=True`.
   """
   # Imported here: the cohort client work is only built when it is used.
   from research.fedrec.algorithms import cohort_optimizers  # pylint: disable=g-import-not-at-top

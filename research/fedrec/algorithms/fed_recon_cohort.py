@@ -139,21 +139,23 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
   `zeroing`, adaptive zeroing per user (see the module doc): the process's
   state is the zeroing quantile estimator's, and its measurements carry
   `zeroing` (`zeroing_norm`, `zeroed_count`) beside `train`. With
-  `clip_query` (user-level DP with a fixed clip: `aggregation.fixed_clip_query`)
+  `clip_query` (user-level DP, fixed or adaptive clip: `aggregation.dp_query`)
   each user's update is clipped by it and the cohort's result is the sum of
   the clipped updates, for an aggregator over `aggregation.PreclippedQuery`.
   """
   cohort_type = tff.SequenceType(
       tff.types.tensorflow_to_type(cohorts_lib.ELEMENT_SPEC))
   zeroing_work, params_type, norm_type = cohort_work.zeroing_parts(zeroing)
+  clip_work, clip_type = cohort_work.clip_parts(clip_query)
   biases = model_config.use_biases
   parity = (0, 1) if recon.split_dataset else (None, None)
   finalizers = collections.OrderedDict()
 
   @tff.tensorflow.computation(weights_type, cohort_type, params_type,
-                              norm_type)
+                              norm_type, clip_type)
   @tf.function
-  def client_update(initial_weights, dataset, quantile_params, zeroing_norm):
+  def client_update(initial_weights, dataset, quantile_params, zeroing_norm,
+                    clip_params):
     with tf.init_scope():
       model = model_fn()
       metrics = _create_metrics(False, finalizers)
@@ -261,14 +263,15 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
       parts.append((global_bias0 - global_bias, None, None))
     update, total_weight, quantile_record, zeroed_count = cohort_work.combine(
         parts, examples, uniform_weighting, zeroing_work, quantile_params,
-        zeroing_norm, clip_query)
+        zeroing_norm, clip_query, clip_params)
     unfinalized = tff.learning.models.ReconstructionModel.read_metric_variables(
         metrics)
     return (tff.learning.templates.ClientResult(update, total_weight),
             unfinalized, quantile_record, zeroed_count)
 
   return cohort_work.client_work_process(client_update, weights_type,
-                                         cohort_type, zeroing_work, finalizers)
+                                         cohort_type, zeroing_work, finalizers,
+                                         clip_work)
 
 
 def _recon_parameters(model_config, num_items: int):
@@ -314,6 +317,7 @@ def build_implicit_client_work(
   cohort_type = tff.SequenceType(
       tff.types.tensorflow_to_type(cohorts_lib.IMPLICIT_ELEMENT_SPEC))
   zeroing_work, params_type, norm_type = cohort_work.zeroing_parts(zeroing)
+  clip_work, clip_type = cohort_work.clip_parts(clip_query)
   scores = cohort_scores.SCORERS[model_config.model_name]
   global_weights, local_names = _recon_parameters(model_config, num_items)
   global_names = [name for name, _ in global_weights]
@@ -323,9 +327,10 @@ def build_implicit_client_work(
   finalizers = collections.OrderedDict()
 
   @tff.tensorflow.computation(weights_type, cohort_type, params_type,
-                              norm_type)
+                              norm_type, clip_type)
   @tf.function
-  def client_update(initial_weights, dataset, quantile_params, zeroing_norm):
+  def client_update(initial_weights, dataset, quantile_params, zeroing_norm,
+                    clip_params):
     with tf.init_scope():
       model = model_fn()
       metrics = _create_metrics(True, finalizers)
@@ -421,14 +426,15 @@ def build_implicit_client_work(
              for start, copy, table in zip(initial, copies, is_table)]
     update, total_weight, quantile_record, zeroed_count = cohort_work.combine(
         parts, examples, uniform_weighting, zeroing_work, quantile_params,
-        zeroing_norm, clip_query)
+        zeroing_norm, clip_query, clip_params)
     unfinalized = tff.learning.models.ReconstructionModel.read_metric_variables(
         metrics)
     return (tff.learning.templates.ClientResult(update, total_weight),
             unfinalized, quantile_record, zeroed_count)
 
   return cohort_work.client_work_process(client_update, weights_type,
-                                         cohort_type, zeroing_work, finalizers)
+                                         cohort_type, zeroing_work, finalizers,
+                                         clip_work)
 
 
 def build_training_process(model_fn, model_config: mf.MFConfig,

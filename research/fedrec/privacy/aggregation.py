@@ -115,12 +115,16 @@ def _default_zeroing(inner):
 
 
 class PreclippedQuery(tfp.SumAggregationDPQuery):
-  """A DP query whose records arrive clipped: `inner` without its clipping.
+  """A DP query whose records arrive preprocessed: `inner` without its clipping.
 
-  Cohort execution clips each user's update with `inner.preprocess_record`
-  inside the cohort (a cohort's sum must not be clipped as one record); the
-  server then sums the clipped records and `inner` adds the noise,
-  normalizes and reports the DP event exactly as for per-client records.
+  Cohort execution preprocesses each user's update with
+  `inner.preprocess_record` inside the cohort (`clip_each`: a cohort's sum
+  must not be clipped as one record) and sends the sum of its users'
+  records; the server sums the cohorts' sums and `inner` adds the noise,
+  normalizes, adapts its clip (adaptive clipping) and reports the DP event
+  exactly as for per-client records. A record is `inner`'s sample state:
+  the clipped update (fixed clip), or the clipped update with the users'
+  unclipped indicators (`QuantileAdaptiveClipSumQuery`'s `_SampleState`).
   """
 
   def __init__(self, inner: tfp.DPQuery):
@@ -133,7 +137,9 @@ class PreclippedQuery(tfp.SumAggregationDPQuery):
     return self._inner.derive_sample_params(global_state)
 
   def initial_sample_state(self, template=None):
-    return self._inner.initial_sample_state(template)
+    # The template is a record, already shaped as `inner`'s sample state.
+    return tf.nest.map_structure(lambda t: tf.zeros(t.shape, t.dtype),
+                                 template)
 
   def preprocess_record(self, params, record):
     del params
@@ -154,6 +160,69 @@ def fixed_clip_query(noise_multiplier: float, clients_per_round: int,
   return factory._query  # pylint: disable=protected-access
 
 
+def dp_query(dp: DPConfig, noise_multiplier: float,
+             clients_per_round: int) -> tfp.DPQuery:
+  """The tensorflow-privacy query of `--dp=fixed` or `--dp=adaptive`.
+
+  The query TFF's `gaussian_fixed` / `gaussian_adaptive` build (a
+  `NormalizedQuery` by the expected clients per round around a Gaussian sum,
+  or around `QuantileAdaptiveClipSumQuery`).
+  """
+  if dp.mechanism == Mechanism.FIXED:
+    return fixed_clip_query(noise_multiplier, clients_per_round, dp.clip)
+  check_adaptive_noise(noise_multiplier, clients_per_round)
+  factory = tff.aggregators.DifferentiallyPrivateFactory.gaussian_adaptive(
+      noise_multiplier, clients_per_round, initial_l2_norm_clip=dp.clip,
+      target_unclipped_quantile=dp.target_quantile,
+      learning_rate=dp.clip_learning_rate)
+  return factory._query  # pylint: disable=protected-access
+
+
+def _adaptive_numerator(query: tfp.DPQuery):
+  """`query`'s `QuantileAdaptiveClipSumQuery` (under a normalization), or None."""
+  numerator = getattr(query, '_numerator', query)
+  return (numerator if isinstance(numerator, tfp.QuantileAdaptiveClipSumQuery)
+          else None)
+
+
+def clip_each(query: tfp.DPQuery, params, updates: Sequence[tf.Tensor]):
+  """Each user's record of a DP query, for a cohort's users side by side.
+
+  Args:
+    query: The DP query (`dp_query`).
+    params: Its sample params for the round (`derive_sample_params`).
+    updates: The users' updates, each tensor [K, ...] (user first).
+
+  Returns:
+    `(clipped, indicators)`: the updates clipped per user by
+    `query.preprocess_record` (each [K, ...]), and under adaptive clipping
+    each user's unclipped indicator [K] (the quantile estimator's record),
+    else None.
+  """
+  adaptive = _adaptive_numerator(query) is not None
+  specs = tuple(tf.TensorSpec(u.shape[1:], u.dtype) for u in updates)
+
+  def one(update):
+    record = query.preprocess_record(params, update)
+    if adaptive:
+      return tuple(record.sum_state), record.quantile_estimator_state
+    return tuple(record), tf.zeros([])
+
+  clipped, indicators = tf.map_fn(
+      one, tuple(updates),
+      fn_output_signature=(specs, tf.TensorSpec([], tf.float32)))
+  return list(clipped), (indicators if adaptive else None)
+
+
+def cohort_record(query: tfp.DPQuery, clipped_sum: Sequence[tf.Tensor],
+                  indicator_sum: Optional[tf.Tensor]):
+  """A cohort's record for `PreclippedQuery(query)`: its users' summed ones."""
+  adaptive = _adaptive_numerator(query)
+  if adaptive is None:
+    return list(clipped_sum)
+  return adaptive._SampleState(list(clipped_sum), indicator_sum)  # pylint: disable=protected-access
+
+
 def build_aggregator(dp: DPConfig, aggregation: AggregationConfig,
                      noise_multiplier: Optional[float],
                      clients_per_round: int, weighted: bool,
@@ -166,9 +235,9 @@ def build_aggregator(dp: DPConfig, aggregation: AggregationConfig,
     noise_multiplier: The resolved (given or calibrated) noise multiplier.
     clients_per_round: Expected clients per round (the DP denominator).
     weighted: Whether clients are weighted by examples (never under DP).
-    preclipped: Under `--dp=fixed`, the records arrive clipped per user
-      (cohort execution; `PreclippedQuery`): the same noise, normalization
-      and DP event, no clipping at the server.
+    preclipped: The records arrive clipped per user (cohort execution;
+      `PreclippedQuery`): the same noise, normalization, clip adaptation and
+      DP event, no clipping at the server.
   """
   if aggregation.secure_aggregation:
     bound = dp.clip if dp.mechanism == Mechanism.FIXED else float(2**20 - 1)
@@ -184,30 +253,12 @@ def build_aggregator(dp: DPConfig, aggregation: AggregationConfig,
   else:
     record_sum = None
 
-  if preclipped and dp.mechanism != Mechanism.FIXED:
-    raise ValueError('Only --dp=fixed records can be clipped per user before '
-                     'aggregation.')
   if dp.enabled:
-    if preclipped:
-      factory = tff.aggregators.DifferentiallyPrivateFactory(
-          PreclippedQuery(fixed_clip_query(noise_multiplier,
-                                           clients_per_round, dp.clip)),
-          record_sum)
-    elif dp.mechanism == Mechanism.FIXED:
-      factory = tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
-          noise_multiplier, clients_per_round, dp.clip)
-    else:
-      check_adaptive_noise(noise_multiplier, clients_per_round)
-      factory = tff.aggregators.DifferentiallyPrivateFactory.gaussian_adaptive(
-          noise_multiplier, clients_per_round,
-          initial_l2_norm_clip=dp.clip,
-          target_unclipped_quantile=dp.target_quantile,
-          learning_rate=dp.clip_learning_rate)
-    if record_sum is not None and not preclipped:
-      # The classmethods build the tensorflow-privacy query but take no record
-      # aggregator; rebuild the factory around the same query.
-      factory = tff.aggregators.DifferentiallyPrivateFactory(
-          factory._query, record_sum)  # pylint: disable=protected-access
+    # The query TFF's gaussian_fixed / gaussian_adaptive build, around the
+    # record aggregator (secure sum or quantization) if any.
+    query = dp_query(dp, noise_multiplier, clients_per_round)
+    factory = tff.aggregators.DifferentiallyPrivateFactory(
+        PreclippedQuery(query) if preclipped else query, record_sum)
   elif weighted:
     factory = tff.aggregators.MeanFactory(value_sum_factory=record_sum)
   else:

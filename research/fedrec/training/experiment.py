@@ -497,8 +497,8 @@ def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
       if zeroing_per_user else config.aggregation, noise_multiplier,
       config.clients_per_round, weighted=config.weighted or in_cohorts,
       preclipped=clip_per_user)
-  clip_query = (aggregation_lib.fixed_clip_query(
-      noise_multiplier, config.clients_per_round, config.dp.clip)
+  clip_query = (aggregation_lib.dp_query(
+      config.dp, noise_multiplier, config.clients_per_round)
                 if clip_per_user else None)
   return config.method.build_process(registry.ProcessInputs(
       model_config=model_config, num_items=data.num_items,
