@@ -18,12 +18,16 @@ deviation and 95% confidence interval per metric, published reference values,
 the command and git commit of every row), NAME_runs.csv (every run's command
 and values) and NAME.png (learning curves, or utility against epsilon). The
 runs themselves go to <output_dir>/tables/NAME/runs/. Runs already finished
-are skipped, so an interrupted reproduction resumes where it stopped.
+are skipped, so an interrupted reproduction resumes where it stopped. A run
+whose loss becomes non-finite is a result, not an error: it is recorded as
+diverged (runs/EXPERIMENT.diverged, with train.py's message), the other runs
+go on, and the table shows it.
 """
 
 import dataclasses
 import os
 import sys
+from typing import Optional
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
@@ -53,14 +57,20 @@ flags.mark_flag_as_required('table')
 _USER_FLAGS = ('dataset', 'data_dir', 'progress')
 
 
-def _run(run: reproduction.Run, progress: bool) -> None:
+def _run(run: reproduction.Run, progress: bool) -> Optional[str]:
+  """Runs one train.py run; why it diverged, or None."""
   from research.fedrec.training import experiment  # pylint: disable=g-import-not-at-top
+  from research.fedrec.training import loop  # pylint: disable=g-import-not-at-top
   config = train.config_from_args(run.args)
   if not progress:
     config = dataclasses.replace(
         config, loop=dataclasses.replace(config.loop, progress=False))
-  experiment.run_experiment(config, flag_values=train.flag_values(),
-                            log=lambda message: print(message, flush=True))
+  try:
+    experiment.run_experiment(config, flag_values=train.flag_values(),
+                              log=lambda message: print(message, flush=True))
+  except loop.TrainingDiverged as e:  # A result of the row, not a mistake.
+    return str(e)
+  return None
 
 
 def main(argv):

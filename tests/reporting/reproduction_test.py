@@ -16,6 +16,7 @@ from absl.testing import flagsaver
 
 from research.fedrec import train
 from research.fedrec.reporting import reproduction
+from research.fedrec.training import experiment
 from tests import binaries
 
 _TABLES = ['fedrecon_movielens', 'fedrecon_tutorial', 'pfedrec_ml100k',
@@ -179,6 +180,13 @@ class TablesTest(absltest.TestCase):
         self.assertEqual(config.dp.mechanism.value, 'adaptive')
         self.assertEqual(config.dp.target_epsilon, epsilon)
         self.assertEqual(config.data.implicit, run == 'implicit')
+        # Reachable at paper scale on ML-100K's 943 users: the calibrated
+        # noise fits TFF's adaptive split (clients per round > 10 z; at 50
+        # clients epsilon 1 needed z = 5.07 and was refused).
+        accountant = experiment.resolve_privacy(config, 943,
+                                                log=lambda _: None)
+        accountant.compose(config.loop.total_rounds)
+        self.assertAlmostEqual(accountant.epsilon, epsilon, places=2)
     self.assertFalse(self._config('privacy_utility', 'nodp',
                                   run='explicit').dp.enabled)
 
@@ -324,6 +332,64 @@ class OutputsTest(absltest.TestCase):
     self.assertEqual(reproduction.plan(table, 'smoke', 1, 'atomic',
                                        out + '/missing', out).corpus,
                      'atomic')
+
+  def test_a_run_that_diverges_is_a_result_not_an_error(self):
+    # fedrecon_movielens's FedAvg row diverges on real ML-100K: its seeds
+    # are recorded, skipped when the table is run again, left out of the
+    # statistics and named in the outputs, while the other runs go on.
+    out = self.create_tempdir().full_path
+    the_plan = reproduction.plan(
+        reproduction.load_table('fedrecon_tutorial'), 'smoke', 3,
+        'synthetic', None, out)
+    message = ('round 9: the training loss is nan (the model diverged); '
+               'lower --client_learning_rate / --server_learning_rate.')
+
+    def run_fn(run):
+      if run.experiment.startswith('tutorial') and run.seed != 1:
+        return message
+      self._finish(run, {'fedrecon': {'rating_accuracy': 0.30 + run.seed,
+                                      'mse': 1.0, 'rmse': 1.0}}, 2.0)
+      return None
+
+    logged = []
+    reproduction.execute(the_plan, run_fn, log=logged.append)
+    tutorial = [the_plan.runs[('tutorial', 'main', seed)] for seed in range(3)]
+    self.assertEqual([run.divergence() for run in tutorial],
+                     [message, None, message])
+    self.assertFalse(os.path.exists(tutorial[0].directory))
+    self.assertIn(f'[1/6] {tutorial[0].experiment}: diverged after ', logged[1])
+    self.assertTrue(logged[1].endswith(f': {message}'), logged[1])
+    again = []
+    reproduction.execute(the_plan, again.append, log=logged.append)
+    self.assertEqual(again, [])  # Diverged or finished: nothing re-runs.
+    self.assertEqual(logged[-6], f'[1/6] {tutorial[0].experiment}: diverged '
+                     f'before ({message}), skipped.')
+
+    report = reproduction.collect(the_plan)
+    self.assertEqual(report.values[('tutorial', 'rating_accuracy')],
+                     [None, 1.30, None])
+    self.assertEqual(report.stats[('tutorial', 'rating_accuracy')].n, 1)
+    self.assertEqual(report.diverged[('tutorial', 'rating_accuracy')], [0, 2])
+    self.assertEqual(report.diverged[('tuned', 'rating_accuracy')], [])
+    paths = reproduction.write_outputs(report)
+    with open(paths['md']) as f:
+      md = f.read()
+    self.assertIn("| FedRecon, the tutorial's settings | 1.3000 (1 of 3 seeds; "
+                  'the others diverged) |', md)
+    self.assertIn(f'- `{tutorial[2].experiment}`: {message}', md)
+    rows = _read_csv(paths['csv'])
+    self.assertEqual([r['diverged_seeds'] for r in rows], ['0 2', ''])
+    runs = _read_csv(paths['runs_csv'])
+    self.assertEqual([r['diverged'] for r in runs[:3]], [message, '', message])
+    with open(paths['tex']) as f:
+      self.assertIn(r'$1.3000^\dagger$', f.read())
+    # A row whose every seed diverged reads "diverged".
+    os.remove(tutorial[1].summary_path)
+    with open(tutorial[1].diverged_path, 'w') as f:
+      f.write(message + '\n')
+    grid = reproduction.markdown_grid(reproduction.collect(the_plan))
+    self.assertIn("| FedRecon, the tutorial's settings | diverged | diverged |",
+                  grid)
 
 
 if __name__ == '__main__':

@@ -147,6 +147,18 @@ class Run:
     return os.path.join(self.directory, 'summary.json')
 
   @property
+  def diverged_path(self) -> str:
+    """Written when the run diverged (its directory is then removed)."""
+    return os.path.join(self.root, self.experiment + '.diverged')
+
+  def divergence(self) -> Optional[str]:
+    """Why the run diverged (train.py's message), or None."""
+    if not os.path.exists(self.diverged_path):
+      return None
+    with open(self.diverged_path) as f:
+      return f.read().strip()
+
+  @property
   def command(self) -> str:
     return ' '.join([TRAIN_COMMAND] + [shlex.quote(a) for a in self.args])
 
@@ -242,19 +254,34 @@ def plan(table: Table, scale: str, seeds: int, dataset: str,
               output_dir, rows, runs)
 
 
-def execute(the_plan: Plan, run_fn: Callable[[Run], None],
+def execute(the_plan: Plan, run_fn: Callable[[Run], Optional[str]],
             log=print) -> None:
-  """Runs every run whose summary.json does not exist yet, in table order."""
+  """Runs every run not finished or diverged yet, in table order.
+
+  `run_fn` returns None, or why the run diverged (its loss became
+  non-finite): a result of the row's settings on this corpus, recorded
+  (`Run.diverged_path`) and reported in the table, not an error that stops
+  the other runs. Delete the `.diverged` file to try the run again.
+  """
   runs = the_plan.unique_runs()
   for number, run in enumerate(runs, 1):
     where = f'[{number}/{len(runs)}] {run.experiment}'
     if os.path.exists(run.summary_path):
       log(f'{where}: done before, skipped.')
       continue
+    if run.divergence() is not None:
+      log(f'{where}: diverged before ({run.divergence()}), skipped.')
+      continue
     log(f'{where}: {run.command}')
     started = time.time()
-    run_fn(run)
-    log(f'{where}: finished in {time.time() - started:.0f} s.')
+    diverged = run_fn(run)
+    if diverged:
+      os.makedirs(run.root, exist_ok=True)
+      json_io.write_text_atomically(run.diverged_path, diverged + '\n')
+      log(f'{where}: diverged after {time.time() - started:.0f} s: '
+          f'{diverged}')
+    else:
+      log(f'{where}: finished in {time.time() - started:.0f} s.')
 
 
 def _last_value(metrics_csv: str, column: str) -> Optional[float]:
@@ -266,7 +293,10 @@ def _last_value(metrics_csv: str, column: str) -> Optional[float]:
 
 
 def metric_value(metric: Metric, row: Row, run: Run) -> Optional[float]:
-  """The metric of one finished run (None where the run has no such value)."""
+  """The metric of one finished run (None where the run has no such value,
+  or diverged)."""
+  if run.divergence() is not None:
+    return None
   with open(run.summary_path) as f:
     summary = json.load(f)
   if metric.source == 'test':
@@ -344,20 +374,23 @@ class Report:
   commit: str
   stats: dict  # (row name, metric name) -> Stats or None
   values: dict  # (row name, metric name) -> per-seed values
+  diverged: dict  # (row name, metric name) -> seeds whose run diverged
 
 
 def collect(the_plan: Plan) -> Report:
   """Reads every run's metrics (all runs must have finished)."""
-  stats, values = {}, {}
+  stats, values, diverged = {}, {}, {}
   for row in the_plan.rows:
     for metric in the_plan.table.metrics:
-      per_seed = [metric_value(metric, row,
-                               the_plan.runs[(row.name, metric.run, seed)])
-                  for seed in the_plan.seeds]
+      runs = [the_plan.runs[(row.name, metric.run, seed)]
+              for seed in the_plan.seeds]
+      per_seed = [metric_value(metric, row, run) for run in runs]
       values[(row.name, metric.name)] = per_seed
       stats[(row.name, metric.name)] = Stats.of(per_seed)
+      diverged[(row.name, metric.name)] = [
+          run.seed for run in runs if run.divergence() is not None]
   return Report(the_plan, time.strftime('%Y-%m-%d'), git_commit(), stats,
-                values)
+                values, diverged)
 
 
 def _corpus(the_plan: Plan) -> str:
@@ -384,12 +417,36 @@ def _fmt(value: Optional[float], digits: int) -> str:
   return '' if value is None or math.isnan(value) else f'{value:.{digits}f}'
 
 
-def _cell(stat: Optional[Stats], digits: int, plus_minus: str) -> str:
+def _cell(stat: Optional[Stats], digits: int, plus_minus: str,
+          diverged: int = 0, seeds: int = 0) -> str:
+  """A metric's cell; `diverged` of the row's `seeds` runs diverged."""
   if stat is None:
-    return '-'
+    return 'diverged' if diverged else '-'
   if stat.n == 1:
-    return _fmt(stat.mean, digits)
-  return f'{stat.mean:.{digits}f}{plus_minus}{stat.ci95:.{digits}f}'
+    text = _fmt(stat.mean, digits)
+  else:
+    text = f'{stat.mean:.{digits}f}{plus_minus}{stat.ci95:.{digits}f}'
+  if diverged:
+    text += f' ({seeds - diverged} of {seeds} seeds; the others diverged)'
+  return text
+
+
+def _report_cell(report: Report, row: Row, metric: Metric,
+                 plus_minus: str) -> str:
+  key = (row.name, metric.name)
+  return _cell(report.stats[key], metric.digits, plus_minus,
+               len(report.diverged[key]), len(report.plan.seeds))
+
+
+def _divergence_lines(report: Report) -> list[str]:
+  """A paragraph naming every run of the table that diverged, and why."""
+  runs = [run for run in report.plan.unique_runs()
+          if run.divergence() is not None]
+  if not runs:
+    return []
+  return ['', 'Diverged (the training loss became non-finite; their seeds are '
+          'left out of their rows\' statistics):'] + [
+              f'- `{run.experiment}`: {run.divergence()}' for run in runs]
 
 
 def _reference_note(report: Report, row: Row, metric: Metric) -> str:
@@ -416,8 +473,7 @@ def markdown_grid(report: Report) -> str:
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for row in the_plan.rows:
     cells = [row.label] + [
-        _cell(report.stats[(row.name, m.name)], m.digits, ' ± ')
-        for m in table.metrics] + [
+        _report_cell(report, row, m, ' ± ') for m in table.metrics] + [
             _reference_note(report, row, m) for m in refs]
     lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
@@ -433,6 +489,7 @@ def markdown(report: Report) -> str:
       f'(scale {the_plan.scale}) on {_corpus(the_plan)}; seeds '
       f'{", ".join(map(str, the_plan.seeds))}; git {report.commit}.', '',
       table.about, '', markdown_grid(report)]
+  lines += _divergence_lines(report)
   lines += ['', f'Mean ± half-width of the 95% confidence interval (Student '
             f't) over {_seeds(the_plan)}; the standard deviations '
             f'are in {table.name}.csv.']
@@ -484,8 +541,12 @@ def latex(report: Report) -> str:
     cells = [_tex_escape(row.label)]
     for m in table.metrics:
       stat = report.stats[(row.name, m.name)]
-      cells.append('--' if stat is None else
-                   '$' + _cell(stat, m.digits, r' \pm ') + '$')
+      diverged = len(report.diverged[(row.name, m.name)])
+      if stat is None:
+        cells.append('diverged' if diverged else '--')
+      else:  # A seed that diverged is marked with a dagger.
+        cells.append('$' + _cell(stat, m.digits, r' \pm ') +
+                     ('^\\dagger' if diverged else '') + '$')
     cells += [_fmt(row.reference.get(m.name), m.digits) or '--'
               for m in refs]
     lines.append(' & '.join(cells) + r' \\')
@@ -505,7 +566,7 @@ def summary_csv(report: Report) -> str:
   """One line per row: per metric mean, std, 95% CI and reference."""
   the_plan, table = report.plan, report.plan.table
   refs = _reference_metrics(table)
-  header = ['row', 'label', 'seeds']
+  header = ['row', 'label', 'seeds', 'diverged_seeds']
   for m in table.metrics:
     header += [f'{m.name}_mean', f'{m.name}_std', f'{m.name}_ci95_low',
                f'{m.name}_ci95_high']
@@ -513,7 +574,10 @@ def summary_csv(report: Report) -> str:
   header += ['scale', 'dataset', 'date', 'git_commit', 'command']
   lines = []
   for row in the_plan.rows:
-    line = [row.name, row.label, len(the_plan.seeds)]
+    line = [row.name, row.label, len(the_plan.seeds), ' '.join(
+        str(s) for s in sorted({seed for m in table.metrics
+                                for seed in report.diverged[(row.name,
+                                                             m.name)]}))]
     for m in table.metrics:
       stat = report.stats[(row.name, m.name)]
       if stat is None:
@@ -533,7 +597,7 @@ def runs_csv(report: Report) -> str:
   """One line per (row, seed): each metric's value and the exact commands."""
   the_plan, table = report.plan, report.plan.table
   header = ['row', 'seed'] + [m.name for m in table.metrics] + [
-      f'{run}_command' for run in table.common]
+      'diverged'] + [f'{run}_command' for run in table.common]
   lines = []
   for row in the_plan.rows:
     for k, seed in enumerate(the_plan.seeds):
@@ -541,6 +605,9 @@ def runs_csv(report: Report) -> str:
           [row.name, seed] +
           [_fmt(report.values[(row.name, m.name)][k], 10)
            for m in table.metrics] +
+          ['; '.join(filter(None, (
+              the_plan.runs[(row.name, run, seed)].divergence()
+              for run in table.common)))] +
           [the_plan.runs[(row.name, run, seed)].command
            for run in table.common])
   return _csv_text(header, lines)
