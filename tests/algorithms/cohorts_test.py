@@ -145,10 +145,16 @@ class ExecutionSettingTest(absltest.TestCase):
     self.assertTrue(self._config().in_cohorts)
     self.assertTrue(self._config(aggregation=settings.AggregationConfig(
         zeroing=False)).in_cohorts)
-    # User-level DP, fixed and adaptive clipping (clipped per user).
+    # User-level DP, fixed and adaptive clipping (clipped per user); secure
+    # aggregation (its bound scaled to the cohort).
     for mechanism in (settings.Mechanism.FIXED, settings.Mechanism.ADAPTIVE):
       self.assertTrue(self._config(dp=settings.DPConfig(
           mechanism=mechanism, noise_multiplier=1.0)).in_cohorts)
+    self.assertTrue(self._config(
+        dp=settings.DPConfig(mechanism=settings.Mechanism.FIXED,
+                             noise_multiplier=1.0),
+        aggregation=settings.AggregationConfig(
+            secure_aggregation=True)).in_cohorts)
     self.assertFalse(self._config(execution='per_client').in_cohorts)
     # Implicit MF with SGD, and with the implicit defaults (Adam).
     sgd = experiment.OptimizerConfig(client='sgd', reconstruction='sgd')
@@ -196,8 +202,6 @@ class ExecutionSettingTest(absltest.TestCase):
         (dict(aggregation=settings.AggregationConfig(
             compression=settings.Compression.QUANTIZE)),
          '--compression has no per-user form in cohorts yet'),
-        (dict(aggregation=settings.AggregationConfig(
-            zeroing=False, secure_aggregation=True)), '--secure_aggregation'),
         (dict(algorithm='centralized'),
          'centralized trains no learning process'),
     ):

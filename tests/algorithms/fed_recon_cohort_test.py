@@ -27,6 +27,7 @@ from research.fedrec.models import ncf
 from research.fedrec.privacy import aggregation
 from research.fedrec.privacy import settings
 from research.fedrec.training import experiment
+from research.fedrec.training import runtime
 from tests.algorithms import cohort_testing
 
 # Every test here runs TFF processes.
@@ -138,7 +139,8 @@ class FedReconCohortTest(cohort_testing.StoreTestCase):
     self.assertEqual(in_cohorts.last_round_cohorts, 1)
 
   def _dp_processes(self, noise_multiplier, clip, zeroing,
-                    mechanism=settings.Mechanism.FIXED):
+                    mechanism=settings.Mechanism.FIXED, secure=False,
+                    users_per_record=5):
     """Per-client and cohort DP-FedRecon (uniform weighting)."""
     optimizer_settings = experiment.OptimizerConfig(
         client='sgd', client_learning_rate=0.3, server='sgd',
@@ -155,14 +157,17 @@ class FedReconCohortTest(cohort_testing.StoreTestCase):
     reference = fed_recon.build_training_process(
         model, _NUM_ITEMS, recon, optimizer_settings.create(), pipeline,
         self.store, aggregation.build_aggregator(
-            dp, settings.AggregationConfig(zeroing=zeroing), noise_multiplier,
+            dp, settings.AggregationConfig(
+                zeroing=zeroing, secure_aggregation=secure), noise_multiplier,
             12, weighted=False), uniform_weighting=True)
     in_cohorts = fed_recon.build_cohort_training_process(
         model, _NUM_ITEMS, recon, optimizer_settings.create(),
         optimizer_settings, pipeline, self.store,
         aggregation.build_aggregator(
-            dp, settings.AggregationConfig(zeroing=False), noise_multiplier,
-            12, weighted=True, preclipped=True), True, cohort_size=5,
+            dp, settings.AggregationConfig(
+                zeroing=False, secure_aggregation=secure), noise_multiplier,
+            12, weighted=True, preclipped=True,
+            users_per_record=users_per_record), True, cohort_size=5,
         zeroing=zeroing, clip_query=aggregation.dp_query(
             dp, noise_multiplier, 12))
     return reference, in_cohorts
@@ -181,6 +186,31 @@ class FedReconCohortTest(cohort_testing.StoreTestCase):
     # users here) would have changed it.
     cohort_testing.assert_clipping_mattered(self, reference, state,
                                             outputs[0][0].state, clip)
+
+  def test_secure_sum_bound_is_scaled_to_the_cohort(self):
+    # Secure aggregation bounds each coordinate of a client's record by the
+    # clip; a cohort's record sums up to 5 users' clipped updates, so its
+    # bound is 5 clips. With it the rounds are per-client DP-FedRecon's;
+    # with the per-user bound the cohort sums are cut and they are not.
+    runtime.release()
+    runtime.start(secure_aggregation=True)
+    try:
+      reference, in_cohorts = self._dp_processes(0.0, 0.2, zeroing=False,
+                                                 secure=True)
+      state = reference.initialize()
+      cohort_testing.assert_rounds_agree(self, reference, state, in_cohorts,
+                                         in_cohorts.initialize())
+      _, unscaled = self._dp_processes(0.0, 0.2, zeroing=False, secure=True,
+                                       users_per_record=1)
+      want = reference.next(state, _ROUNDS[0]).state
+      got = unscaled.next(unscaled.initialize(), _ROUNDS[0]).state
+      gap = max(np.max(np.abs(a - b)) for a, b in zip(
+          unscaled.get_model_weights(got).trainable,
+          reference.get_model_weights(want).trainable))
+      self.assertGreater(gap, 1e-3)
+    finally:
+      runtime.release()
+      runtime.start()
 
   def test_adaptive_dp_clips_and_counts_each_user(self):
     # Adaptive clipping (Andrew et al.) without noise is deterministic too:

@@ -52,6 +52,11 @@ from research.fedrec.data import pipelines
 COHORT_RATINGS = 1 << 16
 DEFAULT_COHORT_SIZE = 128  # Users per cohort at most (--cohort_size=0).
 
+
+def max_users(cohort_size: int) -> int:
+  """The most users a cohort holds under --cohort_size (0: the default)."""
+  return cohort_size or DEFAULT_COHORT_SIZE
+
 ELEMENT_SPEC = collections.OrderedDict(
     users=tf.TensorSpec([None], tf.int32),
     counts=tf.TensorSpec([None], tf.int32),
@@ -101,7 +106,7 @@ class CohortPacker:
       raise ValueError(f'--cohort_size={cohort_size}: expected >= 0 (0: '
                        'automatic).')
     self._batch_size = pipeline.batch_size
-    self._cohort_size = cohort_size or DEFAULT_COHORT_SIZE
+    self._cohort_size = max_users(cohort_size)
     with sqlite3.connect(store_path) as con:
       rows = con.execute(
           "SELECT user, item, rating FROM ratings WHERE split_name = 'train' "
@@ -200,7 +205,7 @@ class ImplicitCohortPacker:
       raise ValueError(f'--cohort_size={cohort_size}: expected >= 0 (0: '
                        'automatic).')
     self._batch_size = pipeline.batch_size
-    self._cohort_size = cohort_size or DEFAULT_COHORT_SIZE
+    self._cohort_size = max_users(cohort_size)
     self._recon_epochs = recon_epochs
     self._epochs = recon_epochs + post_recon_epochs
     splits = "('train', 'val', 'test')" if pipeline.exclude_heldout else (
@@ -346,7 +351,5 @@ def common_unsupported(config, models: Sequence[str]) -> tuple:
       config.model_name not in models and
       f'--model={config.model_name} has no cohort client work yet (only '
       f'{", ".join(models)})',
-      config.aggregation.secure_aggregation and
-      '--secure_aggregation bounds are not scaled to cohorts yet',
       config.aggregation.compression.value != 'none' and
       '--compression has no per-user form in cohorts yet')

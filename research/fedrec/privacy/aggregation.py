@@ -226,7 +226,7 @@ def cohort_record(query: tfp.DPQuery, clipped_sum: Sequence[tf.Tensor],
 def build_aggregator(dp: DPConfig, aggregation: AggregationConfig,
                      noise_multiplier: Optional[float],
                      clients_per_round: int, weighted: bool,
-                     preclipped: bool = False):
+                     preclipped: bool = False, users_per_record: int = 1):
   """The model aggregator factory (None: TFF's default weighted mean).
 
   Args:
@@ -238,9 +238,14 @@ def build_aggregator(dp: DPConfig, aggregation: AggregationConfig,
     preclipped: The records arrive clipped per user (cohort execution;
       `PreclippedQuery`): the same noise, normalization, clip adaptation and
       DP event, no clipping at the server.
+    users_per_record: The most users whose updates one client's record sums
+      (cohort execution: the cohort size); the secure sum's bound is scaled
+      by it, since a cohort's sum of clipped updates may reach that many
+      clips in a coordinate.
   """
   if aggregation.secure_aggregation:
-    bound = dp.clip if dp.mechanism == Mechanism.FIXED else float(2**20 - 1)
+    bound = users_per_record * (
+        dp.clip if dp.mechanism == Mechanism.FIXED else float(2**20 - 1))
     if dp.mechanism == Mechanism.ADAPTIVE:
       raise ValueError('--secure_aggregation with --dp=adaptive is not '
                        'supported: the secure sum needs a fixed bound; use '

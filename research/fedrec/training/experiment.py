@@ -36,6 +36,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from research.fedrec import defaults
+from research.fedrec.algorithms import cohorts as cohorts_lib
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.algorithms import optimizers as optimizers_lib
 from research.fedrec.algorithms import popularity as popularity_lib
@@ -496,7 +497,9 @@ def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
       config.dp, dataclasses.replace(config.aggregation, zeroing=False)
       if zeroing_per_user else config.aggregation, noise_multiplier,
       config.clients_per_round, weighted=config.weighted or in_cohorts,
-      preclipped=clip_per_user)
+      preclipped=clip_per_user,
+      users_per_record=(cohorts_lib.max_users(config.cohort_size)
+                        if in_cohorts else 1))
   clip_query = (aggregation_lib.dp_query(
       config.dp, noise_multiplier, config.clients_per_round)
                 if clip_per_user else None)
