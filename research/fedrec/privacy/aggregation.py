@@ -152,14 +152,6 @@ class PreclippedQuery(tfp.SumAggregationDPQuery):
     return self._inner.derive_metrics(global_state)
 
 
-def fixed_clip_query(noise_multiplier: float, clients_per_round: int,
-                     clip: float) -> tfp.DPQuery:
-  """The tensorflow-privacy query of `--dp=fixed` (TFF's `gaussian_fixed`)."""
-  factory = tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
-      noise_multiplier, clients_per_round, clip)
-  return factory._query  # pylint: disable=protected-access
-
-
 def dp_query(dp: DPConfig, noise_multiplier: float,
              clients_per_round: int) -> tfp.DPQuery:
   """The tensorflow-privacy query of `--dp=fixed` or `--dp=adaptive`.
@@ -169,12 +161,14 @@ def dp_query(dp: DPConfig, noise_multiplier: float,
   or around `QuantileAdaptiveClipSumQuery`).
   """
   if dp.mechanism == Mechanism.FIXED:
-    return fixed_clip_query(noise_multiplier, clients_per_round, dp.clip)
-  check_adaptive_noise(noise_multiplier, clients_per_round)
-  factory = tff.aggregators.DifferentiallyPrivateFactory.gaussian_adaptive(
-      noise_multiplier, clients_per_round, initial_l2_norm_clip=dp.clip,
-      target_unclipped_quantile=dp.target_quantile,
-      learning_rate=dp.clip_learning_rate)
+    factory = tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
+        noise_multiplier, clients_per_round, dp.clip)
+  else:
+    check_adaptive_noise(noise_multiplier, clients_per_round)
+    factory = tff.aggregators.DifferentiallyPrivateFactory.gaussian_adaptive(
+        noise_multiplier, clients_per_round, initial_l2_norm_clip=dp.clip,
+        target_unclipped_quantile=dp.target_quantile,
+        learning_rate=dp.clip_learning_rate)
   return factory._query  # pylint: disable=protected-access
 
 
