@@ -385,7 +385,8 @@ class ImplicitFedReconCohortTest(cohort_testing.StoreTestCase):
 
   def test_cohorts_hold_the_per_client_examples(self):
     # The packer's examples of a user are its per-client dataset's, epoch by
-    # epoch; repeated items share one slot.
+    # epoch; repeated items share one slot. Both users (of different
+    # rounds) are drawn in one call.
     pipeline = pipelines.PipelineConfig(batch_size=4, seed=3, num_negatives=4,
                                         exclude_heldout=True)
     packer = cohorts.ImplicitCohortPacker(self.store, pipeline, _NUM_ITEMS,
@@ -394,8 +395,10 @@ class ImplicitFedReconCohortTest(cohort_testing.StoreTestCase):
         self.store, client_store.TRAIN, with_heldout=True).preprocess(
             client_data.create_implicit_recon_train_fn(
                 pipeline, _NUM_ITEMS, 1, 2))
+    packed = {int(c['users'][0]): c for c in packer.cohorts(['3/2', '17/5'])}
+    self.assertLen(packed, 2)
     for client_id in ('3/2', '17/5'):
-      (cohort,) = packer.cohorts([client_id])
+      cohort = packed[int(client_id.partition('/')[0])]
       batches = list(data.serializable_dataset_fn(
           client_id).as_numpy_iterator())
       count = int(cohort['counts'][0])

@@ -24,7 +24,8 @@ cohorts:
   change every round: for each user of a round it draws each local epoch's
   negatives and shuffle with the per-client pipeline's own functions and seeds
   (`pipelines.client_positives`, `epoch_negatives`, `labelled`), so a user's
-  batches are exactly those its per-client dataset would hold, and lays them
+  batches are exactly those its per-client dataset would hold (all of a
+  round's users in one graph call, not one Python call each), and lays them
   out per epoch: `items` / `labels` [K, E * L]. As a user may meet an item
   several times in its training epochs (negatives are drawn with
   replacement), its training positions also index a per-user table of the
@@ -224,12 +225,17 @@ class ImplicitCohortPacker:
         self._excluded[str(user)] = np.unique(mine[:, 1])
     epochs = self._epochs
 
+    # A user's training positives in the per-client pipeline's order depend
+    # on the user alone: drawn once here, not every round.
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int64),
-                                  tf.TensorSpec([None], tf.int64),
-                                  tf.TensorSpec([], tf.int64),
                                   tf.TensorSpec([], tf.int64)])
-    def user_examples(items, excluded, user, round_num):
-      positives = pipelines.client_positives(pipeline, items, user)
+    def user_positives(items, user):
+      return pipelines.client_positives(pipeline, items, user)
+    self._positives = {
+        user: user_positives(items, np.int64(user)).numpy()
+        for user, items in self._positives.items()}
+
+    def user_examples(positives, excluded, user, round_num):
       all_items, all_labels = [], []
       for epoch in range(epochs):
         negatives, seed = pipelines.epoch_negatives(
@@ -239,21 +245,51 @@ class ImplicitCohortPacker:
                                                        seed)
         all_items.append(epoch_items)
         all_labels.append(epoch_labels)
-      return tf.stack(all_items), tf.stack(all_labels)
-    self._user_examples = user_examples
+      return tf.concat(all_items, 0), tf.concat(all_labels, 0)
 
-  def _examples(self, client_id: str):
-    """(items [E, c], labels [E, c]) of a `"<user>/<round>"` client id."""
-    user, _, round_num = client_id.partition('/')
-    items, labels = self._user_examples(
-        self._positives[user], self._excluded[user], np.int64(user),
-        np.int64(round_num or 0))
-    return items.numpy(), labels.numpy()
+    ragged = tf.RaggedTensorSpec([None, None], tf.int64, ragged_rank=1)
+
+    # Every user of a round in one call (a loop inside the graph, not one
+    # Python call per user): each user's epochs concatenated, [E * c].
+    @tf.function(input_signature=[ragged, ragged,
+                                  tf.TensorSpec([None], tf.int64),
+                                  tf.TensorSpec([None], tf.int64)])
+    def round_examples(positives, excluded, users, rounds):
+      return tf.map_fn(
+          lambda k: user_examples(positives[k], excluded[k], users[k],
+                                  rounds[k]),
+          tf.range(tf.size(users)), parallel_iterations=16,
+          fn_output_signature=(
+              tf.RaggedTensorSpec([None], tf.int64, ragged_rank=0),
+              tf.RaggedTensorSpec([None], tf.float32, ragged_rank=0)))
+    self._round_examples = round_examples
+
+  def _examples(self, client_ids: Sequence[str]) -> dict:
+    """`"<user>/<round>"` client id -> (items [E, c], labels [E, c])."""
+    users, rounds = zip(*(c.partition('/')[::2] for c in client_ids))
+
+    def stacked(arrays):  # One [N, None] ragged tensor of N arrays.
+      return tf.RaggedTensor.from_row_lengths(
+          np.concatenate(arrays).astype(np.int64),
+          np.array([len(a) for a in arrays], np.int64))
+
+    items, labels = self._round_examples(
+        stacked([self._positives[u] for u in users]),
+        stacked([self._excluded[u] for u in users]),
+        np.array(users, np.int64),
+        np.array([int(r or 0) for r in rounds], np.int64))
+    splits = items.row_splits.numpy()
+    flat_items = items.flat_values.numpy()
+    flat_labels = labels.flat_values.numpy()
+    return {
+        c: (flat_items[a:b].reshape(self._epochs, -1),
+            flat_labels[a:b].reshape(self._epochs, -1))
+        for c, a, b in zip(client_ids, splits[:-1], splits[1:])}
 
   def cohorts(self, client_ids: Sequence[str]) -> list[
       collections.OrderedDict]:
     """The round's users (ids carrying the round) packed into cohorts."""
-    examples = {c: self._examples(c) for c in client_ids}
+    examples = self._examples(client_ids)
     size = {c: examples[c][0].shape[1] for c in client_ids}
     by_size = sorted(client_ids, key=lambda c: (-size[c], c))
     batch, cohorts, members = self._batch_size, [], []
