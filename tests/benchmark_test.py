@@ -35,7 +35,7 @@ class QuickRunTest(absltest.TestCase):
         'fedrecon_all', 'fedavg_20', 'fedavg_10', 'fedavg_50',
         'fedrecon_dp_20', 'fedrecon_100_per_client', 'fedrecon_100_cohort',
         'fedavg_100_per_client', 'fedavg_100_cohort', 'fedrecon_all_cohort',
-        'fedrecon_20_w2'])
+        'fedrecon_neumf_implicit_all_cohort', 'fedrecon_20_w2'])
     runs = {row['name']: row for row in report['runs']}
     self.assertEqual(report['corpus']['users'], 604)
     self.assertEqual(report['corpus']['ratings'], 100_020)
@@ -69,6 +69,15 @@ class QuickRunTest(absltest.TestCase):
         runs['fedrecon_100_cohort']['median_round_seconds'])
     self.assertEqual(report['cohort_all_users_round_seconds'],
                      runs['fedrecon_all_cohort']['median_round_seconds'])
+    # NeuMF under implicit feedback: every training user of the corpus read
+    # as interactions, each example (positives and 4 negatives per positive)
+    # counted once per pass (one reconstruction and two training epochs).
+    neumf = runs['fedrecon_neumf_implicit_all_cohort']
+    self.assertEqual(neumf['rounds'], 3)
+    self.assertEqual(report['cohort_neumf_implicit_all_users_round_seconds'],
+                     neumf['median_round_seconds'])
+    self.assertAlmostEqual(neumf['ratings_per_second'] /
+                           neumf['client_ratings_per_second'], 3.0)
     self.assertAlmostEqual(
         report['cohort_fedrecon_100_vs_centralized'],
         runs['fedrecon_100_cohort']['ratings_per_second'] /

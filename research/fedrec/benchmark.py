@@ -19,6 +19,9 @@ one process:
                    train.py's default)
   fedrecon_all_cohort
                    rounds of every training user in cohorts
+  fedrecon_neumf_implicit_all_cohort
+                   the same for NeuMF under implicit feedback with train.py's
+                   implicit defaults (Adam, batch 16, 4 negatives)
   fedrecon_100_wK  FedRecon on K local TFF workers (--num_workers)
 
 Exactly what train.py runs (same processes, aggregators, client datasets read
@@ -32,8 +35,9 @@ reports; client ratings/s counts each client's ratings once per round.
 Top-level keys of the report give cohort execution's measurements
 (cohort_speedup_fedrecon_100, cohort_speedup_fedavg_100,
 cohort_all_users_round_seconds,
-cohort_all_users_peak_rss_gb, cohort_fedrecon_100_vs_centralized, and times
-to the first round); the targets are printed with the others.
+cohort_all_users_peak_rss_gb, cohort_fedrecon_100_vs_centralized, times
+to the first round, and the NeuMF implicit all-users round and its time to
+the first round); the targets are printed with the others.
 
   python -m research.fedrec.benchmark              # full: about 50 min here
   python -m research.fedrec.benchmark --quick      # CI-sized: under 3 min

@@ -82,6 +82,8 @@ class AccountingTest(absltest.TestCase):
         'fedrecon_all_cohort': {'median_round_seconds': 0.7,
                                 'peak_rss_bytes': 3 * 2**29,
                                 'time_to_first_round_seconds': 9.0},
+        'fedrecon_neumf_implicit_all_cohort': {
+            'median_round_seconds': 2.5, 'time_to_first_round_seconds': 12.0},
     }
     self.assertEqual(dict(benchmarking.cohort_summary(runs, 10000.0)), {
         'cohort_speedup_fedrecon_100': 6.0 / 0.08,
@@ -90,7 +92,9 @@ class AccountingTest(absltest.TestCase):
         'cohort_all_users_peak_rss_gb': 1.5,
         'cohort_fedrecon_100_vs_centralized': 3.0,
         'cohort_time_to_first_round_seconds': 4.0,
-        'cohort_all_users_time_to_first_round_seconds': 9.0})
+        'cohort_all_users_time_to_first_round_seconds': 9.0,
+        'cohort_neumf_implicit_all_users_round_seconds': 2.5,
+        'cohort_neumf_implicit_time_to_first_round_seconds': 12.0})
 
 if __name__ == '__main__':
   absltest.main()

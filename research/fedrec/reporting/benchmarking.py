@@ -230,6 +230,7 @@ def cohort_summary(runs: dict, centralized_rate: float) -> dict:
   per_client = runs[f'fedrecon_{COHORT_CLIENTS}_per_client']
   cohort = runs[f'fedrecon_{COHORT_CLIENTS}_cohort']
   all_users = runs['fedrecon_all_cohort']
+  neumf = runs['fedrecon_neumf_implicit_all_cohort']
   fedavg = [runs[f'fedavg_{COHORT_CLIENTS}_{execution}']['median_round_seconds']
             for execution in ('per_client', 'cohort')]
   return collections.OrderedDict(
@@ -243,6 +244,10 @@ def cohort_summary(runs: dict, centralized_rate: float) -> dict:
       cohort_time_to_first_round_seconds=cohort[
           'time_to_first_round_seconds'],
       cohort_all_users_time_to_first_round_seconds=all_users[
+          'time_to_first_round_seconds'],
+      cohort_neumf_implicit_all_users_round_seconds=neumf[
+          'median_round_seconds'],
+      cohort_neumf_implicit_time_to_first_round_seconds=neumf[
           'time_to_first_round_seconds'])
 
 
@@ -259,13 +264,14 @@ class _Benchmark:
 
     self.scale = scale
     self.seed = seed
+    self.cache_dir = cache_dir
     self.tff_runtime = None  # The running training/runtime.Runtime.
     self.progress = progress
+    self.synthetic_config = synthetic.SyntheticConfig(
+        num_users=scale.num_users, num_items=scale.num_items,
+        num_ratings=scale.num_ratings, min_ratings_per_user=20, seed=seed)
     self.data = corpus.load_corpus(corpus.DataConfig(
-        synthetic_config=synthetic.SyntheticConfig(
-            num_users=scale.num_users, num_items=scale.num_items,
-            num_ratings=scale.num_ratings, min_ratings_per_user=20,
-            seed=seed)))
+        synthetic_config=self.synthetic_config))
     self.split = splits.split(self.data.ratings,
                               splits.SplitConfig(seed=seed))
     self.store = client_store.create_client_store(self.split, cache_dir)
@@ -312,6 +318,42 @@ class _Benchmark:
                                        1.0 if dp else None)
     return process, time.perf_counter() - started, config
 
+  def implicit_neumf(self):
+    """FedRecon of NeuMF under implicit feedback, every user, in cohorts.
+
+    train.py's implicit defaults (client and reconstruction Adam, batch 16,
+    4 negatives per positive, one reconstruction and two training epochs),
+    `--model=neumf`, on this corpus read as interactions.
+
+    Returns:
+      (process, seconds to build it, config, training client ids, each
+      client's training examples per pass: positives and their negatives).
+    """
+    from research.fedrec.data import client_store  # pylint: disable=g-import-not-at-top
+    from research.fedrec.data import corpus  # pylint: disable=g-import-not-at-top
+    from research.fedrec.data import splits  # pylint: disable=g-import-not-at-top
+    from research.fedrec.models import ncf  # pylint: disable=g-import-not-at-top
+    from research.fedrec.training import experiment  # pylint: disable=g-import-not-at-top
+    implicit = corpus.Feedback.IMPLICIT
+    data = corpus.load_corpus(corpus.DataConfig(
+        feedback=implicit, synthetic_config=self.synthetic_config))
+    config = experiment.default_config(
+        self.cache_dir, 'benchmark_implicit', feedback=implicit,
+        seed=self.seed, model=ncf.NeuMFConfig(seed=self.seed),
+        execution='cohort', clients_per_round=data.num_users)
+    split = splits.split(data.ratings, config.split)
+    store = client_store.create_client_store(split, self.cache_dir)
+    client_ids = client_store.get_client_ids(store, client_store.TRAIN)
+    examples = 1 + config.pipeline.num_negatives
+    counts = {c: n * examples for c, n in client_store.get_num_examples(
+        store, client_store.TRAIN).items()}
+    config = dataclasses.replace(config, clients_per_round=len(client_ids))
+    started = time.perf_counter()
+    process = experiment.build_process(
+        config, data, store, experiment.model_config_of(config, split))
+    return (process, time.perf_counter() - started, config, client_ids,
+            counts)
+
   def planned_steps(self, clients_per_round: int, rounds: range) -> int:
     """FedRecon's gradient steps over `rounds` (known before running them)."""
     from research.fedrec.algorithms import sampling  # pylint: disable=g-import-not-at-top
@@ -325,14 +367,24 @@ class _Benchmark:
 
   def run(self, name: str, process, config, rounds: int, memory: PeakMemory,
           workers: int = 1, build_seconds: Optional[float] = None,
-          all_clients: bool = False, profile: Optional[dict] = None) -> dict:
-    """Times `rounds` rounds of `process` (fresh state) and summarizes them."""
+          all_clients: bool = False, profile: Optional[dict] = None,
+          clients: Optional[tuple[list[str], dict[str, int]]] = None
+          ) -> dict:
+    """Times `rounds` rounds of `process` (fresh state) and summarizes them.
+
+    `clients`: (ids, examples per pass) of another store's training clients
+    than the explicit corpus's, every one in every round, their ids
+    carrying the round (implicit feedback: negatives drawn per round).
+    """
     import tqdm  # pylint: disable=g-import-not-at-top
     from research.fedrec.algorithms import sampling  # pylint: disable=g-import-not-at-top
+    from research.fedrec.data import client_store  # pylint: disable=g-import-not-at-top
+    clients_given = clients is not None
+    client_ids, counts = clients or (self.client_ids, self.counts)
     reconstructs = config.method.reconstructs_users
     passes = (config.recon.recon_epochs + config.recon.post_recon_epochs
               if reconstructs else config.pipeline.local_epochs)
-    sampler = sampling.ClientSampler(self.client_ids, config.clients_per_round,
+    sampler = sampling.ClientSampler(client_ids, config.clients_per_round,
                                      seed=self.seed)
     memory.reset()
     started = time.perf_counter()
@@ -344,12 +396,14 @@ class _Benchmark:
                     dynamic_ncols=True, disable=not self.progress)
     try:
       for round_num in range(1, rounds + 1):
-        clients = (list(self.client_ids) if all_clients
+        clients = (list(client_ids) if all_clients or clients_given
                    else sampler.sample(round_num))
+        ids = (client_store.round_client_ids(clients, round_num)
+               if clients_given else clients)
         started = time.perf_counter()
-        state = process.next(state, clients).state
+        state = process.next(state, ids).state
         seconds.append(time.perf_counter() - started)
-        works.append(round_work(self.counts, clients, passes,
+        works.append(round_work(counts, clients, passes,
                                 config.pipeline.batch_size,
                                 repeat_then_batch=not reconstructs))
         rss_after.append(_tree_rss())  # Before a restart of the worker.
@@ -489,6 +543,10 @@ def run_benchmark(scale: Scale, seed: int, worker_counts: list[int],
       add(bench.run('fedrecon_all_cohort', process, config,
                     _COHORT_ALL_USERS_ROUNDS, memory, build_seconds=build,
                     all_clients=True))
+      process, build, config, client_ids, counts = bench.implicit_neumf()
+      add(bench.run('fedrecon_neumf_implicit_all_cohort', process, config,
+                    _COHORT_ALL_USERS_ROUNDS, memory, build_seconds=build,
+                    clients=(client_ids, counts)))
     for count in worker_counts:
       with runtime.local_runtime(workers=runtime.Workers(
           num_workers=count)) as bench.tff_runtime:
