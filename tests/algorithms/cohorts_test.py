@@ -170,9 +170,12 @@ class ExecutionSettingTest(absltest.TestCase):
     self.assertTrue(self._config(algorithm='fedavg', model=ncf.NeuMFConfig(),
                                  feedback=corpus.Feedback.IMPLICIT,
                                  optimizers=sgd).in_cohorts)
-    # FedRecon of NCF, implicit feedback.
+    # FedRecon of NCF, implicit feedback; with --split_dataset.
     self.assertTrue(self._config(model=ncf.GMFConfig(), optimizers=sgd,
                                  feedback=corpus.Feedback.IMPLICIT).in_cohorts)
+    self.assertTrue(self._config(
+        feedback=corpus.Feedback.IMPLICIT,
+        recon=fed_recon.ReconConfig(split_dataset=True)).in_cohorts)
     # Stateful client optimizers: FedAvg (any feedback), FedRecon of NCF
     # under implicit feedback with its defaults (Adam).
     self.assertTrue(self._config(algorithm='fedavg', optimizers=(
@@ -193,10 +196,6 @@ class ExecutionSettingTest(absltest.TestCase):
         (dict(algorithm='fedavg', feedback=implicit,
               model=autorec.AutoRecConfig()),
          '--model=autorec has no cohort client work yet'),
-        (dict(feedback=implicit, recon=fed_recon.ReconConfig(
-            split_dataset=True), optimizers=experiment.OptimizerConfig(
-                client='sgd', reconstruction='sgd')),
-         'implicit feedback with --split_dataset has no cohort client work'),
         (dict(optimizers=experiment.OptimizerConfig(client='adam')),
          'explicit-feedback cohorts train and reconstruct with SGD only'),
         (dict(aggregation=settings.AggregationConfig(

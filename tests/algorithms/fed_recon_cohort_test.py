@@ -352,6 +352,26 @@ class ImplicitFedReconCohortTest(cohort_testing.StoreTestCase):
            pipeline=pipelines.PipelineConfig(batch_size=3, seed=3),
            uniform=True, cohort_size=4,
            optimizers=(('sgdm', 0.2), ('yogi', 0.02))),
+      # --split_dataset: reconstruction on the even-positioned positives,
+      # training on the odd ones (phases of different lengths; a user of one
+      # positive trains on nothing).
+      dict(testcase_name='split_dataset_step_caps_uniform',
+           model=mf.MFConfig(embedding_dim=2, l2=0.1, seed=2),
+           recon=fed_recon.ReconConfig(
+               recon_epochs=2, recon_steps_max=3, post_recon_epochs=2,
+               post_recon_steps_max=3, split_dataset=True),
+           pipeline=pipelines.PipelineConfig(batch_size=3, seed=5,
+                                             num_negatives=2),
+           uniform=True, cohort_size=4),
+      dict(testcase_name='split_dataset_neumf_adam',
+           model=ncf.NeuMFConfig(embedding_dim=3, mlp_layers=(6, 4, 2),
+                                 l2=0.05, seed=6),
+           recon=fed_recon.ReconConfig(post_recon_epochs=2,
+                                       split_dataset=True),
+           pipeline=pipelines.PipelineConfig(batch_size=4, seed=2,
+                                             exclude_heldout=True),
+           uniform=False, cohort_size=0,
+           optimizers=(('adam', 0.02), ('adam', 0.02))),
   )
   def test_three_rounds_equal_the_per_client_process(
       self, model, recon, pipeline, uniform, cohort_size,
@@ -383,38 +403,49 @@ class ImplicitFedReconCohortTest(cohort_testing.StoreTestCase):
     self.assertEqual(in_cohorts.last_round_cohorts,
                      -(-len(_ROUNDS[-1]) // size))
 
-  def test_cohorts_hold_the_per_client_examples(self):
+  @parameterized.named_parameters(('whole', False), ('split', True))
+  def test_cohorts_hold_the_per_client_examples(self, split_dataset):
     # The packer's examples of a user are its per-client dataset's, epoch by
-    # epoch; repeated items share one slot. Both users (of different
+    # epoch (under split_dataset, reconstruction's and training's differ in
+    # number); repeated items share one slot. Both users (of different
     # rounds) are drawn in one call.
     pipeline = pipelines.PipelineConfig(batch_size=4, seed=3, num_negatives=4,
                                         exclude_heldout=True)
     packer = cohorts.ImplicitCohortPacker(self.store, pipeline, _NUM_ITEMS,
-                                          1, 2, cohort_size=1)
+                                          1, 2, cohort_size=1,
+                                          split_dataset=split_dataset)
     data = client_store.create_client_data(
         self.store, client_store.TRAIN, with_heldout=True).preprocess(
             client_data.create_implicit_recon_train_fn(
-                pipeline, _NUM_ITEMS, 1, 2))
+                pipeline, _NUM_ITEMS, 1, 2, split_dataset))
     packed = {int(c['users'][0]): c for c in packer.cohorts(['3/2', '17/5'])}
     self.assertLen(packed, 2)
     for client_id in ('3/2', '17/5'):
       cohort = packed[int(client_id.partition('/')[0])]
       batches = list(data.serializable_dataset_fn(
           client_id).as_numpy_iterator())
-      count = int(cohort['counts'][0])
-      items = cohort['items'].reshape(3, -1)[:, :count]
-      labels = cohort['labels'].reshape(3, -1)[:, :count]
-      for epoch in range(3):
+      count, recon_count = (int(cohort['counts'][0]),
+                            int(cohort['recon_counts'][0]))
+      items = cohort['items'].reshape(3, -1)
+      labels = cohort['labels'].reshape(3, -1)
+      for epoch, size in enumerate((recon_count, count, count)):
         mine = [b for b in batches if b['x']['epoch'][0] == epoch]
         np.testing.assert_array_equal(
-            items[epoch], np.concatenate([b['x']['item'] for b in mine]))
+            items[epoch, :size],
+            np.concatenate([b['x']['item'] for b in mine]))
         np.testing.assert_array_equal(
-            labels[epoch], np.concatenate([b['y'] for b in mine]))
+            labels[epoch, :size], np.concatenate([b['y'] for b in mine]))
+      trained = items[1:, :count]
       slots = cohort['slots'].reshape(2, -1)[:, :count]
-      np.testing.assert_array_equal(cohort['slot_items'][0][slots],
-                                    items[1:])
-      self.assertLen(cohort['slot_items'][0], len(np.unique(items[1:])))
-      self.assertLess(len(np.unique(items[1:])), items[1:].size)
+      np.testing.assert_array_equal(cohort['slot_items'][0][slots], trained)
+      self.assertLen(cohort['slot_items'][0], len(np.unique(trained)))
+      self.assertLess(len(np.unique(trained)), trained.size)
+      positives = (recon_count + (count if split_dataset else 0)) // 5
+      if split_dataset:  # Even- and odd-positioned positives.
+        self.assertEqual(recon_count // 5, (positives + 1) // 2)
+        self.assertEqual(count // 5, positives // 2)
+      else:
+        self.assertEqual(count, recon_count)
 
 
 if __name__ == '__main__':

@@ -26,7 +26,9 @@ cohorts:
   (`pipelines.client_positives`, `epoch_negatives`, `labelled`), so a user's
   batches are exactly those its per-client dataset would hold (all of a
   round's users in one graph call, not one Python call each), and lays them
-  out per epoch: `items` / `labels` [K, E * L]. As a user may meet an item
+  out per epoch: `items` / `labels` [K, E * L], with each user's examples
+  per training epoch in `counts` and per reconstruction epoch in
+  `recon_counts` (they differ under `split_dataset`). As a user may meet an item
   several times in its training epochs (negatives are drawn with
   replacement), its training positions also index a per-user table of the
   distinct items it touches: `slots` [K, P * L] into `slot_items` [K, M].
@@ -183,7 +185,8 @@ IMPLICIT_ELEMENT_SPEC = collections.OrderedDict(
     items=tf.TensorSpec([None, None], tf.int32),
     labels=tf.TensorSpec([None, None], tf.float32),
     slots=tf.TensorSpec([None, None], tf.int32),
-    slot_items=tf.TensorSpec([None, None], tf.int32))
+    slot_items=tf.TensorSpec([None, None], tf.int32),
+    recon_counts=tf.TensorSpec([None], tf.int32))
 
 
 class ImplicitCohortPacker:
@@ -191,7 +194,7 @@ class ImplicitCohortPacker:
 
   def __init__(self, store_path: str, pipeline: pipelines.PipelineConfig,
                num_items: int, recon_epochs: int, post_recon_epochs: int,
-               cohort_size: int = 0):
+               cohort_size: int = 0, split_dataset: bool = False):
     """Reads the store's training interactions once.
 
     Args:
@@ -201,6 +204,9 @@ class ImplicitCohortPacker:
       num_items: Size of the item vocabulary.
       recon_epochs, post_recon_epochs: FedRecon's local epochs (E = both).
       cohort_size: Users per cohort at most (0: `DEFAULT_COHORT_SIZE`).
+      split_dataset: FedRecon's `--split_dataset`: reconstruction epochs on
+        the even-positioned positives, training epochs on the odd ones
+        (`client_data.create_implicit_recon_train_fn`).
     """
     if cohort_size < 0:
       raise ValueError(f'--cohort_size={cohort_size}: expected >= 0 (0: '
@@ -236,16 +242,21 @@ class ImplicitCohortPacker:
         for user, items in self._positives.items()}
 
     def user_examples(positives, excluded, user, round_num):
-      all_items, all_labels = [], []
+      all_items, all_labels, lengths = [], [], []
       for epoch in range(epochs):
         negatives, seed = pipelines.epoch_negatives(
             pipeline, num_items, positives, excluded, user, round_num,
             tf.constant(epoch, tf.int64))
-        epoch_items, epoch_labels = pipelines.labelled(positives, negatives,
-                                                       seed)
+        mine = positives
+        if split_dataset:  # As client_data.create_implicit_recon_train_fn.
+          mine = positives[(0 if epoch < recon_epochs else 1)::2]
+          negatives = negatives[:tf.size(mine) * pipeline.num_negatives]
+        epoch_items, epoch_labels = pipelines.labelled(mine, negatives, seed)
         all_items.append(epoch_items)
         all_labels.append(epoch_labels)
-      return tf.concat(all_items, 0), tf.concat(all_labels, 0)
+        lengths.append(tf.size(epoch_items))
+      return (tf.concat(all_items, 0), tf.concat(all_labels, 0),
+              tf.stack(lengths))
 
     ragged = tf.RaggedTensorSpec([None, None], tf.int64, ragged_rank=1)
 
@@ -261,11 +272,16 @@ class ImplicitCohortPacker:
           tf.range(tf.size(users)), parallel_iterations=16,
           fn_output_signature=(
               tf.RaggedTensorSpec([None], tf.int64, ragged_rank=0),
-              tf.RaggedTensorSpec([None], tf.float32, ragged_rank=0)))
+              tf.RaggedTensorSpec([None], tf.float32, ragged_rank=0),
+              tf.TensorSpec([epochs], tf.int32)))
     self._round_examples = round_examples
 
   def _examples(self, client_ids: Sequence[str]) -> dict:
-    """`"<user>/<round>"` client id -> (items [E, c], labels [E, c])."""
+    """`"<user>/<round>"` client id -> (items, labels): one array per epoch.
+
+    Every epoch of a phase has as many examples; under `split_dataset` the
+    reconstruction epochs' count differs from the training epochs'.
+    """
     users, rounds = zip(*(c.partition('/')[::2] for c in client_ids))
 
     def stacked(arrays):  # One [N, None] ragged tensor of N arrays.
@@ -273,24 +289,26 @@ class ImplicitCohortPacker:
           np.concatenate(arrays).astype(np.int64),
           np.array([len(a) for a in arrays], np.int64))
 
-    items, labels = self._round_examples(
+    items, labels, lengths = self._round_examples(
         stacked([self._positives[u] for u in users]),
         stacked([self._excluded[u] for u in users]),
         np.array(users, np.int64),
         np.array([int(r or 0) for r in rounds], np.int64))
-    splits = items.row_splits.numpy()
+    starts = items.row_splits.numpy()[:-1]
     flat_items = items.flat_values.numpy()
     flat_labels = labels.flat_values.numpy()
-    return {
-        c: (flat_items[a:b].reshape(self._epochs, -1),
-            flat_labels[a:b].reshape(self._epochs, -1))
-        for c, a, b in zip(client_ids, splits[:-1], splits[1:])}
+    examples = {}
+    for c, start, sizes in zip(client_ids, starts, lengths.numpy()):
+      bounds = start + np.concatenate([[0], np.cumsum(sizes)])
+      examples[c] = tuple([flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+                          for flat in (flat_items, flat_labels))
+    return examples
 
   def cohorts(self, client_ids: Sequence[str]) -> list[
       collections.OrderedDict]:
     """The round's users (ids carrying the round) packed into cohorts."""
     examples = self._examples(client_ids)
-    size = {c: examples[c][0].shape[1] for c in client_ids}
+    size = {c: max(len(e) for e in examples[c][0]) for c in client_ids}
     by_size = sorted(client_ids, key=lambda c: (-size[c], c))
     batch, cohorts, members = self._batch_size, [], []
 
@@ -315,13 +333,18 @@ class ImplicitCohortPacker:
     labels = np.zeros((num, epochs, length), np.float32)
     slots = np.zeros((num, training, length), np.int32)
     distinct, counts = [], np.zeros(num, np.int32)
+    recon_counts = np.zeros(num, np.int32)
     for k, user in enumerate(users):
       user_items, user_labels = examples[user]
-      count = user_items.shape[1]
-      counts[k] = count
-      items[k, :, :count], labels[k, :, :count] = user_items, user_labels
-      touched, inverse = np.unique(user_items[self._recon_epochs:],
-                                   return_inverse=True)
+      for epoch, (epoch_items, epoch_labels) in enumerate(zip(user_items,
+                                                             user_labels)):
+        items[k, epoch, :len(epoch_items)] = epoch_items
+        labels[k, epoch, :len(epoch_items)] = epoch_labels
+      # Every epoch of a phase has as many examples.
+      recon_counts[k] = len(user_items[0])
+      count = counts[k] = len(user_items[-1])
+      trained = np.array(user_items[self._recon_epochs:]).reshape(-1)
+      touched, inverse = np.unique(trained, return_inverse=True)
       slots[k, :, :count] = inverse.reshape(training, count)
       distinct.append(touched)
     slot_items = np.zeros((num, max(1, max(len(d) for d in distinct))),
@@ -332,7 +355,7 @@ class ImplicitCohortPacker:
         users=np.array([int(c.partition('/')[0]) for c in users], np.int32),
         counts=counts, items=items.reshape(num, -1),
         labels=labels.reshape(num, -1), slots=slots.reshape(num, -1),
-        slot_items=slot_items)
+        slot_items=slot_items, recon_counts=recon_counts)
 
 
 class CohortProcess:

@@ -214,10 +214,12 @@ def build_cohort_training_process(
           optimizer_settings.reconstruction,
           optimizer_settings.reconstruction_learning_rate), model_aggregator,
       uniform_weighting, zeroing, clip_query, implicit)
-  packer = (cohorts.ImplicitCohortPacker(
-      store_path, pipeline, num_items, recon.recon_epochs,
-      recon.post_recon_epochs, cohort_size) if implicit else
-            cohorts.CohortPacker(store_path, pipeline, cohort_size))
+  if implicit:
+    packer = cohorts.ImplicitCohortPacker(
+        store_path, pipeline, num_items, recon.recon_epochs,
+        recon.post_recon_epochs, cohort_size, recon.split_dataset)
+  else:
+    packer = cohorts.CohortPacker(store_path, pipeline, cohort_size)
   return cohorts.CohortProcess(process, packer)
 
 
@@ -256,20 +258,18 @@ class FedRecon(registry.Method):
 
   def cohort_unsupported(self, config) -> Optional[str]:
     """Cohorts reproduce FedRecon of MF with SGD (explicit feedback), and of
-    the models of `cohort_scores.SCORERS` with every optimizer (implicit)."""
+    the models of `cohort_scores.SCORERS` with every optimizer, with or
+    without `--split_dataset` (implicit)."""
     # Explicit feedback: MF's own client work; implicit: every model with a
     # cohort scorer.
     models = tuple(cohort_scores.SCORERS) if config.data.implicit else ('mf',)
     return cohorts.unsupported(cohorts.common_unsupported(config, models) + (
-        config.data.implicit and config.recon.split_dataset and
-        'implicit feedback with --split_dataset has no cohort client work '
-        'yet',
         not config.data.implicit and {
             config.optimizers.client,
             config.optimizers.reconstruction} != {'sgd'} and
         'explicit-feedback cohorts train and reconstruct with SGD only '
         '(--client_optimizer=sgd --reconstruction_optimizer=sgd; stateful '
-        'optimizers run in cohorts under implicit feedback)'))
+        'optimizers run in cohorts under implicit feedback)',))
 
   def build_process(self, inputs: registry.ProcessInputs):
     if inputs.in_cohorts:

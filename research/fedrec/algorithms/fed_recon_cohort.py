@@ -365,11 +365,12 @@ def build_implicit_client_work(
               for w, table in zip(weights, is_table)]
     users = [whole(v[0]) for v in local]  # [K, d]: each user's vector.
     recon_state = reconstruction_optimizer.initialize(users)
-    recon_active = _phase_active(counts, num_steps, batch_size,
+    recon_counts = cohort['recon_counts']  # Differ under split_dataset.
+    recon_active = _phase_active(recon_counts, num_steps, batch_size,
                                  recon.recon_steps_max, None)
     for t in tf.range(recon_epochs * num_steps):
-      mask = cohort_work.position_mask(counts, batch_size, t % num_steps,
-                                       recon_active(t))
+      mask = cohort_work.position_mask(recon_counts, batch_size,
+                                       t % num_steps, recon_active(t))
       step_items = items_by_step[t]
       global_params = [tf.gather(w, step_items) if table else copy
                        for w, copy, table in zip(weights, frozen, is_table)]
