@@ -184,9 +184,12 @@ class ExecutionSettingTest(absltest.TestCase):
         model=ncf.NeuMFConfig(), feedback=corpus.Feedback.IMPLICIT,
         optimizers=experiment.OptimizerConfig(
             client='adam', reconstruction='adam')).in_cohorts)
-    # Unsupported under auto: per_client, silently (the reference).
-    self.assertFalse(self._config(optimizers=(
+    # FedRecon of MF under explicit feedback with stateful optimizers.
+    self.assertTrue(self._config(optimizers=(
         experiment.OptimizerConfig(reconstruction='sgdm'))).in_cohorts)
+    self.assertTrue(self._config(optimizers=experiment.OptimizerConfig(
+        client='adam', reconstruction='adam')).in_cohorts)
+    # Unsupported under auto: per_client, silently (the reference).
     self.assertFalse(self._config(aggregation=settings.AggregationConfig(
         compression=settings.Compression.QUANTIZE)).in_cohorts)
 
@@ -196,8 +199,6 @@ class ExecutionSettingTest(absltest.TestCase):
         (dict(algorithm='fedavg', feedback=implicit,
               model=autorec.AutoRecConfig()),
          '--model=autorec has no cohort client work yet'),
-        (dict(optimizers=experiment.OptimizerConfig(client='adam')),
-         'explicit-feedback cohorts train and reconstruct with SGD only'),
         (dict(aggregation=settings.AggregationConfig(
             compression=settings.Compression.QUANTIZE)),
          '--compression has no per-user form in cohorts yet'),

@@ -59,13 +59,34 @@ class FedReconCohortTest(cohort_testing.StoreTestCase):
            pipeline=pipelines.PipelineConfig(batch_size=2,
                                              max_examples_per_user=5, seed=1),
            uniform=False, cohort_size=5),
+      # Stateful optimizers (each user's state frozen while it is idle):
+      # explicit ratings laid out epoch by epoch (cohorts.EpochCohortPacker),
+      # with split_dataset's even / odd batches and step caps; and momentum
+      # with Adagrad under an example cap.
+      dict(testcase_name='adam_split_dataset_step_caps',
+           model=mf.MFConfig(embedding_dim=3, l2=0.05, seed=1),
+           recon=fed_recon.ReconConfig(
+               recon_epochs=2, recon_steps_max=3, post_recon_epochs=2,
+               post_recon_steps_max=3, split_dataset=True),
+           pipeline=pipelines.PipelineConfig(batch_size=3, seed=3),
+           uniform=False, cohort_size=4,
+           optimizers=(('adam', 0.02), ('adam', 0.02))),
+      dict(testcase_name='momentum_adagrad_capped_uniform',
+           model=mf.MFConfig(embedding_dim=2, l2=0.1, seed=2),
+           recon=fed_recon.ReconConfig(recon_epochs=2, post_recon_epochs=2),
+           pipeline=pipelines.PipelineConfig(batch_size=2,
+                                             max_examples_per_user=5, seed=1),
+           uniform=True, cohort_size=0,
+           optimizers=(('sgdm', 0.1), ('adagrad', 0.2))),
   )
   def test_three_rounds_equal_the_per_client_process(
-      self, model, recon, pipeline, uniform, cohort_size):
+      self, model, recon, pipeline, uniform, cohort_size,
+      optimizers=(('sgd', 0.3), ('sgd', 0.2))):
+    (client, client_lr), (reconstruction, reconstruction_lr) = optimizers
     optimizer_settings = experiment.OptimizerConfig(
-        client='sgd', client_learning_rate=0.3, server='sgd',
-        server_learning_rate=0.7, reconstruction='sgd',
-        reconstruction_learning_rate=0.2)
+        client=client, client_learning_rate=client_lr, server='sgd',
+        server_learning_rate=0.7, reconstruction=reconstruction,
+        reconstruction_learning_rate=reconstruction_lr)
     aggregator_args = (settings.DPConfig(),
                        settings.AggregationConfig(zeroing=False), None, 12)
     reference = fed_recon.build_training_process(
@@ -87,8 +108,10 @@ class FedReconCohortTest(cohort_testing.StoreTestCase):
     # (Uniform weighting: per_client averages its users with an unweighted
     # mean, cohorts with a weighted mean of cohorts; the aggregator states
     # differ, so each process runs from its own.)
-    cohort_testing.assert_rounds_agree(self, reference, state, in_cohorts,
-                                       cohort_state)
+    adaptive = {client, reconstruction} & {'adam', 'adagrad', 'yogi'}
+    cohort_testing.assert_rounds_agree(
+        self, reference, state, in_cohorts, cohort_state,
+        atol=cohort_testing.ADAPTIVE_ATOL if adaptive else 1e-6)
     # Small cohorts: several per round, never an empty one.
     size = cohort_size or cohorts.DEFAULT_COHORT_SIZE
     self.assertEqual(in_cohorts.last_round_cohorts,

@@ -179,6 +179,71 @@ class CohortPacker:
         ratings=np.where(inside, self._ratings[index], 0).astype(np.float32))
 
 
+class EpochCohortPacker(CohortPacker):
+  """Explicit ratings laid out epoch by epoch, as `ImplicitCohortPacker` does.
+
+  For the cohort client work that trains on each epoch's own examples
+  (`fed_recon_cohort.build_implicit_client_work`, which explicit feedback
+  uses under stateful optimizers): every local epoch holds the user's
+  batches in `CohortPacker`'s order (the same each epoch, as per client);
+  under `split_dataset` reconstruction's epochs hold its even-numbered
+  batches and training's its odd-numbered ones, as FedRecon's dataset split
+  does. A user rates an item once, so its copies of item rows are one per
+  rating: `slots` index its training items in `slot_items`.
+  """
+
+  def __init__(self, store_path: str, pipeline: pipelines.PipelineConfig,
+               recon_epochs: int, post_recon_epochs: int,
+               cohort_size: int = 0, split_dataset: bool = False):
+    super().__init__(store_path, pipeline, cohort_size)
+    self._recon_epochs = recon_epochs
+    self._post_recon_epochs = post_recon_epochs
+    self._split_dataset = split_dataset
+
+  def cohorts(self, client_ids: Sequence[str]) -> list[
+      collections.OrderedDict]:
+    return [self._by_epoch(c) for c in super().cohorts(client_ids)]
+
+  def _by_epoch(self, cohort) -> collections.OrderedDict:
+    counts, items, ratings = (cohort['counts'], cohort['items'],
+                              cohort['ratings'])
+    batch = self._batch_size
+    batches = items.shape[1] // batch
+
+    def phase(parity):  # (items, ratings, counts) of one epoch of a phase.
+      if not self._split_dataset:
+        return items, ratings, counts
+      columns = (np.arange(parity, batches, 2)[:, None] * batch +
+                 np.arange(batch)[None, :]).reshape(-1)
+      # A user's ratings are a prefix of its row, so they stay one here.
+      return (items[:, columns], ratings[:, columns],
+              (columns[None, :] < counts[:, None]).sum(axis=1).astype(
+                  np.int32))
+
+    recon, trained = phase(0), phase(1)
+    length = max(batch, recon[0].shape[1], trained[0].shape[1])
+    epochs = [recon] * self._recon_epochs + [trained] * self._post_recon_epochs
+    num = len(counts)
+    laid = [np.zeros((num, len(epochs), length), dtype)
+            for dtype in (np.int32, np.float32)]
+    for epoch, (epoch_items, epoch_ratings, _) in enumerate(epochs):
+      width = epoch_items.shape[1]
+      laid[0][:, epoch, :width] = epoch_items
+      laid[1][:, epoch, :width] = epoch_ratings
+    train_counts = trained[2]
+    slots = np.zeros((num, self._post_recon_epochs, length), np.int32)
+    slot_items = np.zeros((num, max(1, int(train_counts.max(initial=0)))),
+                          np.int32)
+    for k, count in enumerate(train_counts):
+      slots[k, :, :count] = np.arange(count)
+      slot_items[k, :count] = trained[0][k, :count]
+    return collections.OrderedDict(
+        users=cohort['users'], counts=train_counts,
+        items=laid[0].reshape(num, -1), labels=laid[1].reshape(num, -1),
+        slots=slots.reshape(num, -1), slot_items=slot_items,
+        recon_counts=recon[2])
+
+
 IMPLICIT_ELEMENT_SPEC = collections.OrderedDict(
     users=tf.TensorSpec([None], tf.int32),
     counts=tf.TensorSpec([None], tf.int32),
@@ -222,12 +287,13 @@ class ImplicitCohortPacker:
           f'SELECT user, item, split_name = \'train\' FROM ratings WHERE '
           f'split_name IN {splits} ORDER BY rowid').fetchall()
     table = np.array(rows, dtype=np.int64).reshape(-1, 3)
-    self._positives, self._excluded = {}, {}
+    self._positives, self._excluded, self._training = {}, {}, {}
     for user in np.unique(table[:, 0]):
       mine = table[table[:, 0] == user]
       training = mine[mine[:, 2] == 1, 1]
       if len(training):
-        self._positives[str(user)] = training  # Store (rowid) order.
+        self._training[str(user)] = training  # Store (rowid) order.
+        self._positives[str(user)] = training
         self._excluded[str(user)] = np.unique(mine[:, 1])
     epochs = self._epochs
 
@@ -276,7 +342,11 @@ class ImplicitCohortPacker:
               tf.TensorSpec([epochs], tf.int32)))
     self._round_examples = round_examples
 
-  def _examples(self, client_ids: Sequence[str]) -> dict:
+  def training_items(self, client_id: str) -> np.ndarray:
+    """All training items of a `"<user>/<round>"` client (uncapped)."""
+    return self._training[client_id.partition('/')[0]]
+
+  def examples(self, client_ids: Sequence[str]) -> dict:
     """`"<user>/<round>"` client id -> (items, labels): one array per epoch.
 
     Every epoch of a phase has as many examples; under `split_dataset` the
@@ -307,7 +377,7 @@ class ImplicitCohortPacker:
   def cohorts(self, client_ids: Sequence[str]) -> list[
       collections.OrderedDict]:
     """The round's users (ids carrying the round) packed into cohorts."""
-    examples = self._examples(client_ids)
+    examples = self.examples(client_ids)
     size = {c: max(len(e) for e in examples[c][0]) for c in client_ids}
     by_size = sorted(client_ids, key=lambda c: (-size[c], c))
     batch, cohorts, members = self._batch_size, [], []

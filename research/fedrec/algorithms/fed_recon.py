@@ -191,9 +191,9 @@ def build_cohort_training_process(
 
   Its `next` takes client ids, and its state, weights and metrics are those
   of `build_training_process` (to float rounding; tests/algorithms/
-  fed_recon_cohort_test.py). MF with SGD under explicit feedback, the models
-  of `cohort_scores.SCORERS` with any optimizers under implicit feedback
-  (`implicit`, ids carrying the round; `FedRecon.cohort_unsupported`). `model_aggregator` must be
+  fed_recon_cohort_test.py). MF under explicit feedback, the models of
+  `cohort_scores.SCORERS` under implicit feedback (`implicit`, ids carrying
+  the round), any optimizers (`FedRecon.cohort_unsupported`). `model_aggregator` must be
   weighted: a cohort is weighted by its users' summed weight. With
   `zeroing`, adaptive zeroing acts on each user in the client work (and
   `model_aggregator` must not zero). With `clip_query` (`--dp=fixed` or
@@ -205,19 +205,23 @@ def build_cohort_training_process(
   from research.fedrec.algorithms import fed_recon_cohort  # pylint: disable=g-import-not-at-top
   model_fn, _ = create_model_fns(model_config, num_items,
                                  client_data.RECON_TRAIN_SPEC)
+  client_optimizer = cohort_optimizers.UserOptimizer(
+      optimizer_settings.client, optimizer_settings.client_learning_rate)
+  reconstruction_optimizer = cohort_optimizers.UserOptimizer(
+      optimizer_settings.reconstruction,
+      optimizer_settings.reconstruction_learning_rate)
   process = fed_recon_cohort.build_training_process(
       model_fn, model_config, num_items, recon, optimizers,
-      pipeline.batch_size,
-      cohort_optimizers.UserOptimizer(optimizer_settings.client,
-                                      optimizer_settings.client_learning_rate),
-      cohort_optimizers.UserOptimizer(
-          optimizer_settings.reconstruction,
-          optimizer_settings.reconstruction_learning_rate), model_aggregator,
-      uniform_weighting, zeroing, clip_query, implicit)
+      pipeline.batch_size, client_optimizer, reconstruction_optimizer,
+      model_aggregator, uniform_weighting, zeroing, clip_query, implicit)
   if implicit:
     packer = cohorts.ImplicitCohortPacker(
         store_path, pipeline, num_items, recon.recon_epochs,
         recon.post_recon_epochs, cohort_size, recon.split_dataset)
+  elif fed_recon_cohort.by_epoch(client_optimizer, reconstruction_optimizer):
+    packer = cohorts.EpochCohortPacker(
+        store_path, pipeline, recon.recon_epochs, recon.post_recon_epochs,
+        cohort_size, recon.split_dataset)
   else:
     packer = cohorts.CohortPacker(store_path, pipeline, cohort_size)
   return cohorts.CohortProcess(process, packer)
@@ -257,19 +261,13 @@ class FedRecon(registry.Method):
   reconstructs_users = True
 
   def cohort_unsupported(self, config) -> Optional[str]:
-    """Cohorts reproduce FedRecon of MF with SGD (explicit feedback), and of
-    the models of `cohort_scores.SCORERS` with every optimizer, with or
-    without `--split_dataset` (implicit)."""
+    """Cohorts reproduce FedRecon of MF (explicit feedback) and of the
+    models of `cohort_scores.SCORERS` (implicit), with every optimizer, with
+    or without `--split_dataset`."""
     # Explicit feedback: MF's own client work; implicit: every model with a
     # cohort scorer.
     models = tuple(cohort_scores.SCORERS) if config.data.implicit else ('mf',)
-    return cohorts.unsupported(cohorts.common_unsupported(config, models) + (
-        not config.data.implicit and {
-            config.optimizers.client,
-            config.optimizers.reconstruction} != {'sgd'} and
-        'explicit-feedback cohorts train and reconstruct with SGD only '
-        '(--client_optimizer=sgd --reconstruction_optimizer=sgd; stateful '
-        'optimizers run in cohorts under implicit feedback)',))
+    return cohorts.unsupported(cohorts.common_unsupported(config, models))
 
   def build_process(self, inputs: registry.ProcessInputs):
     if inputs.in_cohorts:

@@ -5,8 +5,9 @@ TFF's FedRecon client work (`tff.learning.algorithms.build_fed_recon`) computes
 for that user alone with this project's model and SGD, and returns the users'
 weighted mean update with their summed weight. Explicit feedback (MF, below);
 implicit feedback (`build_implicit_client_work`: any model with a scorer in
-`cohort_scores.SCORERS`) does the same with each epoch's own examples, and
-copies of every global weight per user.
+`cohort_scores.SCORERS`, any optimizers) does the same with each epoch's own
+examples, and copies of every global weight per user; explicit ratings go
+through it too under a stateful optimizer (`by_epoch`).
 
 1. Reconstruction: every user's vector (p_u, b_u) starts at the model's
    initial value and takes `recon_epochs` epochs of SGD steps on its own
@@ -296,8 +297,13 @@ def build_implicit_client_work(
     model_fn, weights_type, model_config, num_items: int, recon,
     batch_size: int, client_optimizer: cohort_optimizers.UserOptimizer,
     reconstruction_optimizer: cohort_optimizers.UserOptimizer,
-    uniform_weighting: bool, zeroing: bool = False, clip_query=None):
+    uniform_weighting: bool, zeroing: bool = False, clip_query=None,
+    explicit: bool = False):
   """The cohort `ClientWorkProcess` of FedRecon, implicit feedback.
+
+  With `explicit`, the same over explicit ratings laid out epoch by epoch
+  (`cohorts.EpochCohortPacker`; MF with stateful optimizers): squared error
+  of the predicted rating, the explicit metrics.
 
   For a model with a scorer in `cohort_scores.SCORERS` (MF, GMF, MLP,
   NeuMF), over `cohorts.ImplicitCohortPacker`'s cohorts: each epoch of a
@@ -319,6 +325,8 @@ def build_implicit_client_work(
   zeroing_work, params_type, norm_type = cohort_work.zeroing_parts(zeroing)
   clip_work, clip_type = cohort_work.clip_parts(clip_query)
   scores = cohort_scores.SCORERS[model_config.model_name]
+  example_loss = (cohort_work.squared_error if explicit else
+                  cohort_work.cross_entropy)
   global_weights, local_names = _recon_parameters(model_config, num_items)
   global_names = [name for name, _ in global_weights]
   is_table = [table for _, table in global_weights]
@@ -333,7 +341,7 @@ def build_implicit_client_work(
                     clip_params):
     with tf.init_scope():
       model = model_fn()
-      metrics = _create_metrics(True, finalizers)
+      metrics = _create_metrics(not explicit, finalizers)
     local = tff.learning.models.ReconstructionModel.get_local_variables(
         model).trainable
     cohort = dataset.get_single_element()
@@ -356,8 +364,8 @@ def build_implicit_client_work(
     def user_losses(params, step_labels, mask):
       logits, squares = scores(model_config, params)
       return cohort_work.masked_losses(
-          cohort_work.cross_entropy, model_config.l2, step_labels, mask,
-          logits, squares), logits
+          example_loss, model_config.l2, step_labels, mask, logits,
+          squares), logits
 
     # 1. Reconstruction of every user's local vectors, the global side
     # frozen, on its reconstruction epochs.
@@ -412,11 +420,15 @@ def build_implicit_client_work(
       client_state, copies = client_optimizer.step(
           client_state, copies, grads, active,
           [index if table else None for table in is_table])
-      # Padded and idle positions carry label -1: left out of the metrics.
-      labelled = tf.where(mask > 0, step_labels, -1.0)
       for metric in metrics[:-1]:
-        metric.update_state(tf.reshape(labelled, [-1]),
-                            tf.reshape(logits, [-1]))
+        if explicit:
+          metric.update_state(tf.reshape(step_labels, [-1]),
+                              tf.reshape(logits, [-1]),
+                              sample_weight=tf.reshape(mask, [-1]))
+        else:  # Padded and idle positions carry label -1: left out.
+          labelled = tf.where(mask > 0, step_labels, -1.0)
+          metric.update_state(tf.reshape(labelled, [-1]),
+                              tf.reshape(logits, [-1]))
       tf.keras.metrics.Mean.update_state(
           metrics[-1], losses, sample_weight=tf.cast(active, tf.float32))
       examples += tf.reduce_sum(mask, axis=1)
@@ -438,6 +450,19 @@ def build_implicit_client_work(
                                          clip_work)
 
 
+def by_epoch(client_optimizer: cohort_optimizers.UserOptimizer,
+             reconstruction_optimizer: cohort_optimizers.UserOptimizer
+             ) -> bool:
+  """Whether explicit feedback trains on the epoch-by-epoch layout.
+
+  MF's own client work (`build_client_work`) steps with SGD; a stateful
+  optimizer steps each user's whole copies, as the implicit client work
+  does, so explicit ratings then go through it
+  (`cohorts.EpochCohortPacker`).
+  """
+  return client_optimizer.stateful or reconstruction_optimizer.stateful
+
+
 def build_training_process(model_fn, model_config: mf.MFConfig,
                            num_items: int, recon, optimizers, batch_size: int,
                            client_optimizer: cohort_optimizers.UserOptimizer,
@@ -446,7 +471,8 @@ def build_training_process(model_fn, model_config: mf.MFConfig,
                            uniform_weighting: bool, zeroing: bool = False,
                            clip_query=None, implicit: bool = False):
   """FedRecon whose clients are cohorts (`cohorts.CohortPacker`: MF with
-  SGD, or `cohorts.ImplicitCohortPacker` with `implicit`: any optimizers).
+  SGD; `cohorts.EpochCohortPacker`: MF with a stateful optimizer (`by_epoch`);
+  `cohorts.ImplicitCohortPacker` with `implicit`: any optimizers).
 
   Composed like `tff.learning.algorithms.build_fed_recon`, with the same
   initial weights, broadcast, aggregator and server finalizer, so the state
@@ -460,15 +486,12 @@ def build_training_process(model_fn, model_config: mf.MFConfig,
       lambda: tff.learning.models.ReconstructionModel.get_global_variables(
           model_fn()))
   weights_type = initial_weights.type_signature.result
-  if implicit:
+  if implicit or by_epoch(client_optimizer, reconstruction_optimizer):
     client_work = build_implicit_client_work(
         model_fn, weights_type, model_config, num_items, recon, batch_size,
         client_optimizer, reconstruction_optimizer, uniform_weighting,
-        zeroing, clip_query)
+        zeroing, clip_query, explicit=not implicit)
   else:
-    if client_optimizer.stateful or reconstruction_optimizer.stateful:
-      raise ValueError('explicit-feedback FedRecon runs in cohorts with SGD '
-                       'only (FedRecon.cohort_unsupported).')
     client_work = build_client_work(
         model_fn, weights_type, model_config, num_items, recon, batch_size,
         client_optimizer.learning_rate,
