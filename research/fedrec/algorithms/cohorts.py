@@ -287,13 +287,12 @@ class ImplicitCohortPacker:
           f'SELECT user, item, split_name = \'train\' FROM ratings WHERE '
           f'split_name IN {splits} ORDER BY rowid').fetchall()
     table = np.array(rows, dtype=np.int64).reshape(-1, 3)
-    self._positives, self._excluded, self._training = {}, {}, {}
+    self._positives, self._excluded = {}, {}
     for user in np.unique(table[:, 0]):
       mine = table[table[:, 0] == user]
       training = mine[mine[:, 2] == 1, 1]
       if len(training):
-        self._training[str(user)] = training  # Store (rowid) order.
-        self._positives[str(user)] = training
+        self._positives[str(user)] = training  # Store (rowid) order.
         self._excluded[str(user)] = np.unique(mine[:, 1])
     epochs = self._epochs
 
@@ -342,11 +341,7 @@ class ImplicitCohortPacker:
               tf.TensorSpec([epochs], tf.int32)))
     self._round_examples = round_examples
 
-  def training_items(self, client_id: str) -> np.ndarray:
-    """All training items of a `"<user>/<round>"` client (uncapped)."""
-    return self._training[client_id.partition('/')[0]]
-
-  def examples(self, client_ids: Sequence[str]) -> dict:
+  def _examples(self, client_ids: Sequence[str]) -> dict:
     """`"<user>/<round>"` client id -> (items, labels): one array per epoch.
 
     Every epoch of a phase has as many examples; under `split_dataset` the
@@ -377,7 +372,7 @@ class ImplicitCohortPacker:
   def cohorts(self, client_ids: Sequence[str]) -> list[
       collections.OrderedDict]:
     """The round's users (ids carrying the round) packed into cohorts."""
-    examples = self.examples(client_ids)
+    examples = self._examples(client_ids)
     size = {c: max(len(e) for e in examples[c][0]) for c in client_ids}
     by_size = sorted(client_ids, key=lambda c: (-size[c], c))
     batch, cohorts, members = self._batch_size, [], []

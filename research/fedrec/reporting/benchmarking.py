@@ -340,7 +340,7 @@ class _Benchmark:
     config = experiment.default_config(
         self.cache_dir, 'benchmark_implicit', feedback=implicit,
         seed=self.seed, model=ncf.NeuMFConfig(seed=self.seed),
-        execution='cohort', clients_per_round=data.num_users)
+        execution='cohort')
     split = splits.split(data.ratings, config.split)
     store = client_store.create_client_store(split, self.cache_dir)
     client_ids = client_store.get_client_ids(store, client_store.TRAIN)
