@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from research.fedrec.algorithms import client_data
 from research.fedrec.algorithms import cohorts
+from research.fedrec.algorithms import fed_avg_cohort
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus
@@ -134,6 +135,27 @@ class CohortPackerTest(absltest.TestCase):
       cohorts.CohortPacker(store, pipelines.PipelineConfig())
 
 
+class CohortSizeTest(absltest.TestCase):
+
+  def test_models_with_large_dense_layers_come_in_smaller_cohorts(self):
+    # U-AutoRec holds two [items, hidden] kernels and both biases per user:
+    # 2 * 1682 * 500 + 500 + 1682 = 1,684,182 floats on ML-100K, so
+    # 2^25 // 1,684,182 = 19 users per cohort at most (ML-1M: 3706 items,
+    # 3,708,206 floats, 9 users).
+    big = autorec.AutoRecConfig(hidden_units=500)
+    self.assertEqual(fed_avg_cohort.users_per_cohort(big, 1682, 943, 0), 19)
+    self.assertEqual(fed_avg_cohort.users_per_cohort(big, 1682, 943, 5), 5)
+    self.assertEqual(fed_avg_cohort.users_per_cohort(big, 3706, 6040, 64), 9)
+    # NCF's dense layers are small: the --cohort_size (or its default).
+    self.assertEqual(fed_avg_cohort.users_per_cohort(ncf.NeuMFConfig(), 3706,
+                                                     6040, 0),
+                     cohorts.DEFAULT_COHORT_SIZE)
+    with mock.patch.object(fed_avg_cohort, 'COPY_FLOATS', 10):
+      self.assertEqual(fed_avg_cohort.users_per_cohort(big, 1682, 943, 0), 1)
+    # A negative size is the packer's to refuse.
+    self.assertEqual(fed_avg_cohort.users_per_cohort(big, 1682, 943, -1), -1)
+
+
 class ExecutionSettingTest(absltest.TestCase):
 
   def _config(self, **overrides):
@@ -176,6 +198,11 @@ class ExecutionSettingTest(absltest.TestCase):
     self.assertTrue(self._config(
         feedback=corpus.Feedback.IMPLICIT,
         recon=fed_recon.ReconConfig(split_dataset=True)).in_cohorts)
+    # U-AutoRec under FedAvg and FedProx (implicit feedback only).
+    for algorithm in ('fedavg', 'fedprox'):
+      self.assertTrue(self._config(
+          algorithm=algorithm, model=autorec.AutoRecConfig(),
+          feedback=corpus.Feedback.IMPLICIT).in_cohorts)
     # Stateful client optimizers: FedAvg (any feedback), FedRecon of NCF
     # under implicit feedback with its defaults (Adam).
     self.assertTrue(self._config(algorithm='fedavg', optimizers=(
@@ -196,9 +223,6 @@ class ExecutionSettingTest(absltest.TestCase):
   def test_an_unsupported_combination_is_refused_in_one_line(self):
     implicit = corpus.Feedback.IMPLICIT
     for overrides, reason in (
-        (dict(algorithm='fedavg', feedback=implicit,
-              model=autorec.AutoRecConfig()),
-         '--model=autorec has no cohort client work yet'),
         (dict(aggregation=settings.AggregationConfig(
             compression=settings.Compression.QUANTIZE)),
          '--compression has no per-user form in cohorts yet'),
@@ -212,6 +236,13 @@ class ExecutionSettingTest(absltest.TestCase):
             ValueError, r'^--execution=cohort: [^\n]*' + reason +
             r'[^\n]*; use --execution=per_client or auto\.$'):
           experiment.default_config('/tmp/unused', 'run', **given)
+    # Every registered model has a cohort client work; a model that had
+    # none would be named.
+    self.assertEqual(
+        cohorts.common_unsupported(self._config(
+            algorithm='fedavg', feedback=implicit,
+            model=autorec.AutoRecConfig()), ('mf', 'neumf'))[0],
+        '--model=autorec has no cohort client work yet (only mf, neumf)')
     with self.assertRaisesRegex(ValueError, '--execution=fast: expected one '
                                 'of auto, cohort, per_client'):
       self._config(execution='fast')

@@ -22,6 +22,7 @@ from research.fedrec.algorithms import cohorts
 from research.fedrec.algorithms import fed_avg
 from research.fedrec.algorithms import fed_prox
 from research.fedrec.data import pipelines
+from research.fedrec.models import autorec
 from research.fedrec.models import mf
 from research.fedrec.models import ncf
 from research.fedrec.privacy import aggregation
@@ -224,6 +225,21 @@ class ImplicitFedAvgCohortTest(cohort_testing.StoreTestCase):
                                              seed=1),
            uniform=False, cohort_size=0, proximal_strength=0.5,
            optimizer=('adagrad', 0.02)),
+      # U-AutoRec: per-user copies of the whole autoencoder, one example
+      # (the user's vector, labels over all items) per epoch; capped
+      # positives, negatives drawn twice, Keras L2 of the kernels.
+      dict(testcase_name='fedavg_autorec_l2_two_epochs',
+           model=autorec.AutoRecConfig(hidden_units=4, l2=0.05, seed=3),
+           pipeline=pipelines.PipelineConfig(batch_size=4, local_epochs=2,
+                                             seed=2, num_negatives=2),
+           uniform=False, cohort_size=0, proximal_strength=None),
+      dict(testcase_name='fedprox_autorec_adam_capped_uniform',
+           model=autorec.AutoRecConfig(hidden_units=3, seed=5),
+           pipeline=pipelines.PipelineConfig(
+               batch_size=2, local_epochs=3, seed=4, num_negatives=3,
+               max_examples_per_user=5, exclude_heldout=True),
+           uniform=True, cohort_size=4, proximal_strength=0.5,
+           optimizer=('adam', 0.02)),
   )
   def test_three_rounds_equal_the_per_client_process(
       self, model, pipeline, uniform, cohort_size, proximal_strength,

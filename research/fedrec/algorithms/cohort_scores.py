@@ -6,7 +6,7 @@ training step's logits (or predicted ratings) and L2 terms for all K users at
 once from those copies, exactly as the model's Keras layers compute them for
 one user's batch:
 
-  scores(config, params) -> (prediction [K, B], squares [K, B])
+  scores(config, params, inputs) -> (prediction [K, B], squares [K, B])
 
 `params` maps each trainable weight's name (its layer's name for a layer of
 one weight, e.g. 'item_embedding', 'global_bias'; else `<layer>/<weight>`,
@@ -15,7 +15,8 @@ e.g. 'mlp_0/kernel') to the users' copies: a row of a user table as
 other weight (dense layers, the global bias) as [K, ...]: a dense layer
 x W + b becomes the batched matmul einsum('kbi,kio->kbo', x, W) + b. `squares` is each example's
 sum of squares of its (user, item) embeddings, the model's per-example L2
-(`mf.PairL2`).
+(`mf.PairL2`). `inputs` holds what a model reads besides its parameters
+(U-AutoRec: each user's vector `x` [K, items]; id models: nothing).
 
 A model runs in cohorts once its scorer is registered here (`SCORERS`, by
 --model name); the exactness tests compare it with the per-client process.
@@ -45,8 +46,9 @@ def _squares(vectors):
   return total
 
 
-def mf_scores(config, params):
+def mf_scores(config, params, inputs=None):
   """Matrix factorization (models/mf.py, the classic layout's names)."""
+  del inputs
   user = params['user_embedding']
   rows = params['item_embedding']
   prediction = tf.reduce_sum(user[:, None, :] * rows, axis=-1)
@@ -66,8 +68,9 @@ def _dense(inputs, params, name: str):
           params[f'{name}/bias'][:, None, :])
 
 
-def ncf_scores(config, params):
+def ncf_scores(config, params, inputs=None):
   """GMF, MLP or NeuMF (models/ncf.py): the logit of each example."""
+  del inputs
   towers, pair = [], []
   if 'gmf_user_embedding' in params:
     user = params['gmf_user_embedding']
@@ -87,6 +90,26 @@ def ncf_scores(config, params):
   return _dense(joined, params, 'logit')[..., 0], _squares(pair)
 
 
+def autorec_scores(config, params, inputs):
+  """U-AutoRec (models/autorec.py): every item's logit for each user.
+
+  A "batch" is the user's one example, so B is the number of items: the
+  prediction is [K, items], and `squares` carries each user's sum of squares
+  of its two kernels (the Keras L2 of the whole model) at every entry, so
+  that its masked mean (`cohort_work.masked_losses`) is that sum itself.
+  """
+  encoder, decoder = params['encoder/kernel'], params['decoder/kernel']
+  hidden = tf.sigmoid(tf.einsum('kn,knh->kh', inputs['x'], encoder) +
+                      params['encoder/bias'])
+  logits = (tf.einsum('kh,khn->kn', hidden, decoder) +
+            params['decoder/bias'])
+  if not config.l2:
+    return logits, tf.zeros_like(logits)
+  squares = (tf.reduce_sum(tf.square(encoder), axis=[1, 2]) +
+             tf.reduce_sum(tf.square(decoder), axis=[1, 2]))
+  return logits, tf.broadcast_to(squares[:, None], tf.shape(logits))
+
+
 # --model name -> scorer.
 SCORERS = {'mf': mf_scores, 'gmf': ncf_scores, 'mlp': ncf_scores,
-           'neumf': ncf_scores}
+           'neumf': ncf_scores, 'autorec': autorec_scores}

@@ -32,6 +32,8 @@ cohorts:
   several times in its training epochs (negatives are drawn with
   replacement), its training positions also index a per-user table of the
   distinct items it touches: `slots` [K, P * L] into `slot_items` [K, M].
+* `UserVectorCohortPacker` adds, for a model of user vectors (U-AutoRec),
+  each user's multi-hot vector of its training items: `known` [K, items].
 * `CohortProcess` wraps a learning process whose clients are cohorts so that
   its `next` takes the round's client ids, as the per-client process's does:
   the training loop, checkpoints and schedules do not know the difference.
@@ -294,6 +296,7 @@ class ImplicitCohortPacker:
       if len(training):
         self._positives[str(user)] = training  # Store (rowid) order.
         self._excluded[str(user)] = np.unique(mine[:, 1])
+    self._training_items = dict(self._positives)  # Uncapped.
     epochs = self._epochs
 
     # A user's training positives in the per-client pipeline's order depend
@@ -421,6 +424,31 @@ class ImplicitCohortPacker:
         counts=counts, items=items.reshape(num, -1),
         labels=labels.reshape(num, -1), slots=slots.reshape(num, -1),
         slot_items=slot_items, recon_counts=recon_counts)
+
+
+USER_VECTOR_ELEMENT_SPEC = collections.OrderedDict(
+    IMPLICIT_ELEMENT_SPEC, known=tf.TensorSpec([None, None], tf.float32))
+
+
+class UserVectorCohortPacker(ImplicitCohortPacker):
+  """A model of user vectors (U-AutoRec): `ImplicitCohortPacker`'s epochs
+  of positives and negatives (no reconstruction), and each user's vector
+  `known` [K, items]: 1.0 at every item of its training split, uncapped, as
+  `client_data.create_user_vector_train_fn`'s `x`."""
+
+  def __init__(self, store_path: str, pipeline: pipelines.PipelineConfig,
+               num_items: int, cohort_size: int = 0):
+    super().__init__(store_path, pipeline, num_items, 0,
+                     pipeline.local_epochs, cohort_size)
+    self._num_items = num_items
+
+  def _pack(self, users, examples, length: int) -> collections.OrderedDict:
+    cohort = super()._pack(users, examples, length)
+    known = np.zeros((len(users), self._num_items), np.float32)
+    for k, user in enumerate(users):
+      known[k, self._training_items[user.partition('/')[0]]] = 1.0
+    cohort['known'] = known
+    return cohort
 
 
 class CohortProcess:

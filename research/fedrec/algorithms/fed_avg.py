@@ -95,10 +95,17 @@ def build_cohort_training_process(
           optimizer_settings.client, optimizer_settings.client_learning_rate),
       proximal_strength, optimizers.server, model_aggregator,
       uniform_weighting, implicit, zeroing, clip_query)
-  packer = (cohorts.ImplicitCohortPacker(
-      store_path, pipeline, num_items, 0, pipeline.local_epochs, cohort_size)
-            if implicit else
-            cohorts.CohortPacker(store_path, pipeline, cohort_size))
+  cohort_size = fed_avg_cohort.users_per_cohort(model_config, num_items,
+                                                num_users, cohort_size)
+  if builder.user_vector_inputs(model_config):
+    packer = cohorts.UserVectorCohortPacker(store_path, pipeline, num_items,
+                                            cohort_size)
+  elif implicit:
+    packer = cohorts.ImplicitCohortPacker(
+        store_path, pipeline, num_items, 0, pipeline.local_epochs,
+        cohort_size)
+  else:
+    packer = cohorts.CohortPacker(store_path, pipeline, cohort_size)
   return cohorts.CohortProcess(process, packer)
 
 

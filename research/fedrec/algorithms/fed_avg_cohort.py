@@ -3,8 +3,8 @@
 The cohort client work computes, for each of a cohort's K users, exactly what
 the per-client client work computes for that user alone (TFF's FedAvg client
 work, `tff.learning.algorithms.build_weighted_fed_avg`, or fed_prox.py's) with
-the model in the classic layout (global user tables) and SGD; the models are
-those of `cohort_scores.SCORERS` (MF, GMF, MLP, NeuMF), and any client
+the model in the classic layout (global user tables); the models are those
+of `cohort_scores.SCORERS` (MF, GMF, MLP, NeuMF, U-AutoRec), and any client
 optimizer of `optimizers.OptimizerName` (SGD, or stateful ones stepped per
 user by `cohort_optimizers.UserOptimizer`):
 
@@ -22,7 +22,12 @@ user by `cohort_optimizers.UserOptimizer`):
   position p being rating p mod n of the user's n ratings.
   Implicit feedback: each local epoch has its own examples (fresh negatives)
   and its own batches (`cohorts.ImplicitCohortPacker`, no reconstruction
-  epochs).
+  epochs). U-AutoRec: each epoch is one step on the user's one example, its
+  vector of training items and that epoch's labels over all items
+  (`cohorts.UserVectorCohortPacker`); every user holds the whole
+  autoencoder, so such models come in smaller cohorts (`users_per_cohort`),
+  and its L2 (Keras kernel regularizers) is in the loss trained on but,
+  as in TFF's Keras model, not in the `loss` metric.
 * FedProx adds mu (w - w_global) to the gradient of every parameter a user
   holds, at every step the user takes, as fed_prox.py does for the whole
   model (rows a user never touched stay at w_global, where the term is 0).
@@ -56,9 +61,10 @@ _LOSS, _NUM_EXAMPLES, _NUM_BATCHES = 'loss', 'num_examples', 'num_batches'
 def _explicit_batches(cohort, batch_size: int, local_epochs: int):
   """(slot_items, num_steps, batch_at) of a `cohorts.CohortPacker` cohort.
 
-  `batch_at(t)` gives step t's `(mask, targets, slots, active)`: [K, B]
-  1.0 at real positions, their ratings, the position of their item among
-  the user's `slot_items`, and [K] whether the user has a batch t.
+  `batch_at(t)` gives step t's `(mask, targets, slots, active, inputs)`:
+  [K, B] 1.0 at real positions, their ratings, the position of their item
+  among the user's `slot_items`, [K] whether the user has a batch t, and
+  the scorer's other inputs (none here).
   """
   counts, ratings = cohort['counts'], cohort['ratings']
   total = local_epochs * counts
@@ -69,7 +75,7 @@ def _explicit_batches(cohort, batch_size: int, local_epochs: int):
     mask = tf.cast(positions[None, :] < total[:, None], tf.float32)
     slots = positions[None, :] % tf.maximum(counts, 1)[:, None]
     return (mask, tf.gather(ratings, slots, batch_dims=1), slots,
-            t * batch_size < total)
+            t * batch_size < total, {})
   return cohort['items'], num_steps, batch_at
 
 
@@ -90,19 +96,50 @@ def _implicit_batches(cohort, batch_size: int, local_epochs: int):
     step = t % steps_per_epoch
     active = step * batch_size < counts
     mask = cohort_work.position_mask(counts, batch_size, step, active)
-    return mask, labels[t], slots[t], active
+    return mask, labels[t], slots[t], active, {}
   return cohort['slot_items'], local_epochs * steps_per_epoch, batch_at
+
+
+def _user_vector_batches(cohort, batch_size: int, local_epochs: int):
+  """As `_explicit_batches`, for a `cohorts.UserVectorCohortPacker` cohort.
+
+  Step t is epoch t, whose one example per user is its vector `x` and its
+  labels over all items (`client_data.create_user_vector_train_fn`): 1 at
+  the epoch's positives, 0 at its negatives, the rest left out (mask 0).
+  Every user steps once per epoch.
+  """
+  del batch_size  # One example per user and epoch.
+  known = cohort['known']
+  num_users, num_items = tf.shape(known)[0], tf.shape(known)[1]
+  shape = [num_users, local_epochs, -1]
+  items = tf.reshape(cohort['items'], shape)
+  labels = tf.reshape(cohort['labels'], shape)
+  user_index = tf.tile(tf.range(num_users)[:, None],
+                       [1, tf.shape(items)[2]])
+  inside = tf.range(tf.shape(items)[2])[None, :] < cohort['counts'][:, None]
+
+  def batch_at(t):
+    # Labels + 1 (positives 2, negatives 1; padding 0, which changes
+    # nothing) scattered by max onto zeros: a negative drawn twice is one
+    # 0 label, and a positive outranks any negative, as in the pipeline.
+    marks = tf.tensor_scatter_nd_max(
+        tf.zeros([num_users, num_items]),
+        tf.stack([user_index, items[:, t]], axis=-1),
+        tf.where(inside, labels[:, t] + 1.0, 0.0))
+    return (tf.cast(marks > 0, tf.float32), tf.maximum(marks - 1.0, 0.0),
+            None, tf.ones([num_users], tf.bool), {'x': known})
+  return cohort['slot_items'], local_epochs, batch_at
 
 
 _USER, _ITEM, _DENSE = 'user', 'item', 'dense'
 
 
 def _parameters(model_config, num_items: int, num_users: int):
-  """(name, kind) of each trainable weight of the model, in its order.
+  """(name, kind, size) of each trainable weight of the model, in its order.
 
   Kinds: a row per user (the user tables), rows per item (the other
   embedding tables), or whole (dense layers, the global bias). Names as
-  `cohort_scores` reads them (`weight_names`).
+  `cohort_scores` reads them (`weight_names`); sizes in floats.
   """
   with tf.Graph().as_default():
     layers = builder.create_keras_model(model_config, num_items, num_users,
@@ -114,8 +151,41 @@ def _parameters(model_config, num_items: int, num_users: int):
               for w in layer.trainable_weights}
     names = cohort_scores.weight_names(layers.model)
     return [(names[id(w)], _USER if id(w) in user_weights else
-             _ITEM if id(w) in tables else _DENSE)
+             _ITEM if id(w) in tables else _DENSE, w.shape.num_elements())
             for w in layers.model.trainable_variables]
+
+
+def _keras_regularized(model_config, num_items: int, num_users: int) -> bool:
+  """Whether the model's L2 is Keras regularization losses (U-AutoRec's
+  kernel regularizers), which TFF adds to the loss it trains on but not to
+  its `loss` metric; else the L2 is part of the loss (`mf.PairL2`)."""
+  with tf.Graph().as_default():
+    return bool(builder.create_keras_model(
+        model_config, num_items, num_users,
+        regularization_output=True).model.losses)
+
+
+# Floats of one set of a cohort's whole copies (each user's own dense layers)
+# at most: the client work holds a few such sets (initial, current, the
+# gradient, a stateful optimizer's accumulators).
+COPY_FLOATS = 1 << 25
+
+
+def users_per_cohort(model_config, num_items: int, num_users: int,
+                     cohort_size: int) -> int:
+  """The cohort size (--cohort_size, 0: automatic) capped by `COPY_FLOATS`.
+
+  Only a model with large dense layers (U-AutoRec: two [items, hidden]
+  kernels per user) is capped; at least one user per cohort. A negative
+  size is left for the packer to refuse.
+  """
+  if cohort_size < 0:
+    return cohort_size
+  whole = sum(size for _, kind, size in _parameters(model_config, num_items,
+                                                    num_users)
+              if kind == _DENSE)
+  return max(1, min(cohorts_lib.max_users(cohort_size),
+                    COPY_FLOATS // max(whole, 1)))
 
 
 def build_client_work(model_fn, weights_type, model_config,
@@ -132,18 +202,22 @@ def build_client_work(model_fn, weights_type, model_config,
   `proximal_strength` is FedProx's mu (0: FedAvg). `zeroing` and
   `clip_query` act on each user (cohort_work.py).
   """
-  spec = (cohorts_lib.IMPLICIT_ELEMENT_SPEC if implicit else
+  user_vectors = builder.user_vector_inputs(model_config)
+  spec = (cohorts_lib.USER_VECTOR_ELEMENT_SPEC if user_vectors else
+          cohorts_lib.IMPLICIT_ELEMENT_SPEC if implicit else
           cohorts_lib.ELEMENT_SPEC)
   cohort_type = tff.SequenceType(tff.types.tensorflow_to_type(spec))
   zeroing_work, params_type, norm_type = cohort_work.zeroing_parts(zeroing)
   clip_work, clip_type = cohort_work.clip_parts(clip_query)
   example_loss = (cohort_work.cross_entropy if implicit else
                   cohort_work.squared_error)
-  batches = _implicit_batches if implicit else _explicit_batches
+  batches = (_user_vector_batches if user_vectors else
+             _implicit_batches if implicit else _explicit_batches)
   scores = cohort_scores.SCORERS[model_config.model_name]
   parameters = _parameters(model_config, num_items, num_users)
-  names = [name for name, _ in parameters]
-  kinds = [kind for _, kind in parameters]
+  names = [name for name, _, _ in parameters]
+  kinds = [kind for _, kind, _ in parameters]
+  keras_regularized = _keras_regularized(model_config, num_items, num_users)
   with tf.Graph().as_default():
     finalizers = model_fn().metric_finalizers()
 
@@ -175,13 +249,15 @@ def build_client_work(model_fn, weights_type, model_config,
     user_index = tf.tile(tf.range(size)[:, None], [1, batch_size])
     examples = tf.zeros([size], tf.float32)
     for t in tf.range(num_steps):
-      mask, targets, slots, active = batch_at(t)
-      index = tf.stack([user_index, slots], axis=-1)
+      mask, targets, slots, active, inputs = batch_at(t)
+      index = (None if slots is None else
+               tf.stack([user_index, slots], axis=-1))
       step = [tf.gather_nd(c, index) if kind == _ITEM else c
               for c, kind in zip(copies, kinds)]
       with tf.GradientTape() as tape:
         tape.watch(step)
-        prediction, squares = scores(model_config, dict(zip(names, step)))
+        prediction, squares = scores(model_config, dict(zip(names, step)),
+                                     inputs)
         losses = cohort_work.masked_losses(example_loss, model_config.l2,
                                            targets, mask, prediction,
                                            squares)
@@ -197,10 +273,14 @@ def build_client_work(model_fn, weights_type, model_config,
           optimizer_state, copies, grads, active,
           [index if kind == _ITEM else None for kind in kinds], extra)
       # The per-client model's metrics, each user's batch as its own.
-      batch_sizes = tf.reduce_sum(mask, axis=1)
+      batch_sizes = (tf.cast(active, tf.float32) if user_vectors else
+                     tf.reduce_sum(mask, axis=1))
       examples += batch_sizes
       for name, metric in metrics.items():
         if name == _LOSS:
+          if keras_regularized:  # The loss metric leaves Keras's L2 out.
+            losses = cohort_work.masked_losses(
+                example_loss, 0.0, targets, mask, prediction, squares)
           tf.keras.metrics.Mean.update_state(metric, losses,
                                              sample_weight=batch_sizes)
         elif name == _NUM_EXAMPLES:
