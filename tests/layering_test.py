@@ -19,7 +19,7 @@ from tests import binaries
 _PACKAGE = 'research.fedrec'
 _LIBRARY = os.path.join(binaries.REPO_ROOT, 'research', 'fedrec')
 # The binaries and their start-up helper.
-_BINARIES = ('train', 'evaluate', 'recommend', 'benchmark', 'reproduce',
+_BINARIES = ('train', 'bandit', 'evaluate', 'recommend', 'benchmark', 'reproduce',
              'privacy.__main__')
 _FLAG_USERS = tuple(f'{_PACKAGE}.{b}' for b in _BINARIES) + (
     f'{_PACKAGE}.utils.cli',)

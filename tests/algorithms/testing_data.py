@@ -12,6 +12,18 @@ def table(users, items, values) -> ratings.Ratings:
                          np.arange(len(users), dtype=np.int64))
 
 
+def random_table(num_users=40, num_items=30, seed=0) -> ratings.Ratings:
+  """Users with 3 to 14 distinct items, ratings 1 to 5, by seed."""
+  rng = np.random.default_rng(seed)
+  users, items, values = [], [], []
+  for user in range(num_users):
+    count = int(rng.integers(3, 15))
+    users += [user] * count
+    items += rng.choice(num_items, count, replace=False).tolist()
+    values += rng.integers(1, 6, count).tolist()
+  return table(users, items, values)
+
+
 # Two training users (0: items 0, 1; 1: items 1, 2, 0) and one unseen test
 # user (2: reconstructs on items 0, 2 and is scored on item 1).
 TRAIN = table([0, 0, 1, 1, 1], [0, 1, 1, 2, 0], [4, 2, 3, 5, 1])

@@ -167,3 +167,25 @@ def _save(plt, figure, output_png: str) -> None:
     plt.close(figure)
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def plot_column_family(metrics_csv: str, output_png: str, suffix: str,
+                       ylabel: str, title: str) -> None:
+  """Every `<name>/<suffix>` column of metrics.csv on one plot, by name.
+
+  E.g. each bandit policy's cumulative regret (bandit.py).
+  """
+  series = read_metrics_csv(metrics_csv)
+  plt = _pyplot()
+  figure, axes = plt.subplots(figsize=(7, 4.5))
+  for column in sorted(series):
+    name, _, rest = column.rpartition('/')
+    if rest == suffix:
+      rounds, values = zip(*series[column])
+      axes.plot(rounds, values, label=name)
+  axes.set_xlabel('round')
+  axes.set_ylabel(ylabel)
+  axes.set_title(textwrap.shorten(title, 90), fontsize=10)
+  axes.grid(alpha=0.3)
+  axes.legend(fontsize=8)
+  _save(plt, figure, output_png)

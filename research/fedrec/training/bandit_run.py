@@ -1,0 +1,322 @@
+"""A bandit run: every policy on one user stream, centralized or federated.
+
+Each round draws the same users for every policy (`bandit_env.sample_users`);
+each policy shows each of them candidates from that user's pool under that
+policy, picks one with its current shared model, and its model is updated
+once from the round's summed per-user statistics: summed on the host
+(`centralized`) or by a TFF aggregator over the users' devices (`federated`,
+`bandit_federated.FederatedSum`), plainly or with Gaussian noise for
+user-level DP. Per round and policy, metrics.csv holds the events, clicks,
+the per-user oracle's clicks (the best reward among the shown candidates),
+cumulative reward and regret and the click-through rate so far;
+cumulative_regret.png plots every policy's regret; summary.json holds the
+totals, the settings and, under DP, epsilon and the privacy statement.
+
+Outputs are written to a temporary folder renamed into place at the end, so
+a failed or interrupted run leaves no half-written results.
+"""
+
+import collections
+import csv
+import dataclasses
+import io
+import os
+import shutil
+import sys
+import tempfile
+import time
+import zlib
+from typing import Callable, Optional
+
+import numpy as np
+import tqdm
+
+from research.fedrec.algorithms import bandit_policies
+from research.fedrec.algorithms import sampling as sampling_lib
+from research.fedrec.data import bandit_env
+from research.fedrec.data import corpus as corpus_lib
+from research.fedrec.privacy import accounting
+from research.fedrec.privacy import statement
+from research.fedrec.reporting import plots
+from research.fedrec.utils import json_io
+
+CENTRALIZED, FEDERATED = 'centralized', 'federated'
+# Per policy and round, in metrics.csv as `<policy>/<name>`.
+METRICS = ('events', 'clicks', 'oracle_clicks', 'cumulative_reward',
+           'cumulative_regret', 'ctr')
+_CHOICE_STREAM = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class BanditConfig:
+  """A bandit run's settings (flags of bandit.py)."""
+
+  output_dir: str
+  data: corpus_lib.DataConfig = dataclasses.field(
+      default_factory=corpus_lib.DataConfig)
+  environment: bandit_env.EnvironmentConfig = dataclasses.field(
+      default_factory=bandit_env.EnvironmentConfig)
+  policy_settings: bandit_policies.PolicySettings = dataclasses.field(
+      default_factory=bandit_policies.PolicySettings)
+  policies: tuple[str, ...] = tuple(bandit_policies.POLICIES)
+  rounds: int = 200
+  execution: str = CENTRALIZED
+  noise_multiplier: Optional[float] = None  # Federated only: user-level DP.
+  target_epsilon: Optional[float] = None  # Or: the noise calibrated to this.
+  delta: Optional[float] = None  # Default 1 / bandit users^1.1.
+
+  def __post_init__(self):
+    if self.rounds < 1:
+      raise ValueError(f'--rounds={self.rounds}: expected >= 1.')
+    if self.execution not in (CENTRALIZED, FEDERATED):
+      raise ValueError(f'--execution={self.execution}: expected '
+                       f'{CENTRALIZED} or {FEDERATED}.')
+    if not self.policies:
+      raise ValueError('--policies: give at least one policy.')
+    if len(set(self.policies)) != len(self.policies):
+      raise ValueError('--policies: a policy is named twice.')
+    private = (self.noise_multiplier is not None or
+               self.target_epsilon is not None)
+    if private and self.execution != FEDERATED:
+      raise ValueError('user-level DP (--dp_noise_multiplier or '
+                       '--target_epsilon) needs --execution=federated.')
+    if self.noise_multiplier is not None and self.target_epsilon is not None:
+      raise ValueError('give --dp_noise_multiplier or --target_epsilon, not '
+                       'both.')
+    if self.noise_multiplier is not None and self.noise_multiplier < 0:
+      raise ValueError(f'--dp_noise_multiplier={self.noise_multiplier:g}: '
+                       'expected >= 0.')
+
+  @property
+  def private(self) -> bool:
+    return self.noise_multiplier is not None or self.target_epsilon is not None
+
+
+def privacy_setting(config: BanditConfig,
+                    num_bandit_users: int) -> accounting.PrivacySetting:
+  """The sampling the accountant composes: m of the bandit users per round,
+  uniformly without replacement (`bandit_env.sample_users`)."""
+  return accounting.PrivacySetting(
+      num_users=num_bandit_users,
+      clients_per_round=config.environment.users_per_round,
+      sampling=sampling_lib.SamplingScheme.UNIFORM,
+      delta=(config.delta if config.delta is not None else
+             accounting.default_delta(num_bandit_users)))
+
+
+def _policy_stream(name: str) -> int:
+  return zlib.crc32(name.encode())
+
+
+def run_policies(policies, pools, table_users: np.ndarray,
+                 config: BanditConfig, sums,
+                 on_round: Callable[[int, dict], None] = lambda r, m: None):
+  """Runs the rounds; returns per-round metrics {policy: {metric: [..]}}.
+
+  `pools[i]` is policy i's `bandit_env.UserPools`, `sums[i]` its summing
+  function (records [users, size] -> sum) or None (no statistics);
+  `table_users` the bandit users. `on_round(round, metrics)` is called after
+  each round with the round's row.
+  """
+  env = config.environment
+  history = {p.name: collections.defaultdict(list) for p in policies}
+  totals = {p.name: collections.Counter() for p in policies}
+  for round_num in range(config.rounds):
+    users = bandit_env.sample_users(table_users, round_num, env)
+    row = {}
+    for policy, pool, summed in zip(policies, pools, sums):
+      records, clicks, oracle, events = [], 0.0, 0.0, 0
+      for user in users:
+        items, rewards = pool.candidates(int(user), round_num)
+        if not len(items):
+          continue
+        rng = np.random.default_rng([env.seed, _CHOICE_STREAM,
+                                     _policy_stream(policy.name), round_num,
+                                     int(user)])
+        pick = policy.choose(items, rng)
+        pool.remove(int(user), int(items[pick]))
+        events += 1
+        clicks += float(rewards[pick])
+        oracle += float(rewards.max())
+        if summed is not None:
+          records.append(policy.user_statistic(int(items[pick]),
+                                               float(rewards[pick])))
+      if summed is not None:
+        policy.apply(summed(np.asarray(records, np.float64).reshape(
+            -1, policy.statistics_size)))
+      total = totals[policy.name]
+      total.update(events=events, clicks=clicks, oracle=oracle)
+      values = dict(events=events, clicks=clicks, oracle_clicks=oracle,
+                    cumulative_reward=total['clicks'],
+                    cumulative_regret=total['oracle'] - total['clicks'],
+                    ctr=total['clicks'] / max(total['events'], 1))
+      for name, value in values.items():
+        history[policy.name][name].append(value)
+        row[f'{policy.name}/{name}'] = value
+    on_round(round_num + 1, row)
+  return history
+
+
+def _metrics_csv(history, policies) -> str:
+  columns = [f'{p.name}/{m}' for p in policies for m in METRICS]
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator='\n')
+  writer.writerow(['round'] + columns)
+  rounds = len(next(iter(history.values()))['events'])
+  for r in range(rounds):
+    writer.writerow([r + 1] + [
+        repr(float(history[c.split('/')[0]][c.split('/')[1]][r]))
+        for c in columns])
+  return out.getvalue()
+
+
+def host_sum(records: np.ndarray) -> np.ndarray:
+  """The centralized learner's sum of a round's records."""
+  return records.sum(axis=0)
+
+
+def run(config: BanditConfig, log: Callable[[str], None] = print,
+        progress: bool = True, runtime_factory=None) -> dict:
+  """Runs the bandits of `config`, writes its outputs, returns the summary.
+
+  `runtime_factory()` gives the TFF runtime context manager of a federated
+  run (training/runtime.py's `local_runtime`).
+  """
+  started = time.monotonic()
+  corpus = corpus_lib.load_corpus(config.data)
+  if corpus.implicit:
+    raise ValueError('bandits need ratings (rewards): use explicit '
+                     'feedback.')
+  table = corpus.ratings
+  env = config.environment
+  context_users, bandit_users = bandit_env.split_users(corpus.num_users, env)
+  bandit_env.check_users_per_round(len(bandit_users), env)
+  contexts = bandit_env.item_contexts(table, context_users, corpus.num_items,
+                                      env)
+  policies = bandit_policies.create(config.policies, contexts,
+                                    config.policy_settings)
+  pools = [bandit_env.UserPools(table, bandit_users, env) for _ in policies]
+  log(f'{corpus.name}: {corpus.num_users} users ({len(context_users)} give '
+      f'the item contexts, {len(bandit_users)} are bandit users), '
+      f'{corpus.num_items} items; {config.rounds} rounds of '
+      f'{env.users_per_round} users, {env.num_candidates} candidates each; '
+      f'{config.execution}.')
+  setting = privacy_setting(config, len(bandit_users))
+  noise = config.noise_multiplier
+  if config.target_epsilon is not None:
+    noise = setting.calibrate(config.target_epsilon, config.rounds)
+    log(f'noise multiplier {noise:.4f} for epsilon {config.target_epsilon:g}'
+        f' after {config.rounds} rounds.')
+
+  os.makedirs(os.path.dirname(os.path.abspath(config.output_dir)),
+              exist_ok=True)
+  staging = tempfile.mkdtemp(
+      prefix='.bandit-', dir=os.path.dirname(os.path.abspath(
+          config.output_dir)))
+  try:
+    bar = tqdm.tqdm(total=config.rounds, unit='round', file=sys.stderr,
+                    disable=not progress, dynamic_ncols=True)
+
+    def on_round(round_num, row):
+      del round_num
+      bar.update(1)
+      bar.set_postfix_str(' '.join(
+          f'{p.name} ctr {row[f"{p.name}/ctr"]:.3f}' for p in policies))
+
+    if config.execution == FEDERATED:
+      # Imported here: TFF is only loaded for a federated run.
+      from research.fedrec.algorithms import bandit_federated  # pylint: disable=g-import-not-at-top
+      for policy in policies:  # Their post-processing of the noised sums.
+        policy.noise_stddev = (noise or 0.0) * bandit_policies.SENSITIVITY
+      with runtime_factory():
+        sums = [bandit_federated.FederatedSum(p.statistics_size, noise)
+                if p.statistics_size else None for p in policies]
+        history = run_policies(policies, pools, bandit_users, config, sums,
+                               on_round)
+    else:
+      sums = [host_sum if p.statistics_size else None for p in policies]
+      history = run_policies(policies, pools, bandit_users, config, sums,
+                             on_round)
+    bar.close()
+    summary = _summary(config, corpus, policies, history, setting, noise,
+                       len(context_users), len(bandit_users),
+                       time.monotonic() - started)
+    metrics_path = os.path.join(staging, 'metrics.csv')
+    json_io.write_text_atomically(metrics_path,
+                                  _metrics_csv(history, policies))
+    plots.plot_column_family(
+        metrics_path, os.path.join(staging, 'cumulative_regret.png'),
+        'cumulative_regret', 'cumulative regret (per-user oracle)',
+        f'{corpus.name}, {config.execution}'
+        + (f', epsilon {summary["epsilon"]:.3g}' if 'epsilon' in summary
+           else ''))
+    json_io.write_json_atomically(os.path.join(staging, 'summary.json'),
+                                  summary)
+    os.chmod(staging, 0o755)
+    if os.path.isdir(config.output_dir):
+      shutil.rmtree(config.output_dir)
+    os.replace(staging, config.output_dir)
+  finally:
+    if os.path.isdir(staging):
+      shutil.rmtree(staging)
+  log(summary_table(summary))
+  log(f'Outputs: {config.output_dir}')
+  return summary
+
+
+def _summary(config, corpus, policies, history, setting, noise,
+             num_context_users, num_bandit_users, seconds) -> dict:
+  results = {}
+  for policy in policies:
+    h = history[policy.name]
+    results[policy.name] = dict(
+        label=policy.label, events=int(sum(h['events'])),
+        cumulative_reward=h['cumulative_reward'][-1],
+        cumulative_regret=h['cumulative_regret'][-1],
+        oracle_reward=float(sum(h['oracle_clicks'])),
+        ctr=h['ctr'][-1])
+  summary = dict(
+      corpus=corpus.name, num_users=corpus.num_users,
+      num_items=corpus.num_items, context_users=num_context_users,
+      bandit_users=num_bandit_users, execution=config.execution,
+      rounds=config.rounds, environment=dataclasses.asdict(config.environment),
+      policy_settings=dataclasses.asdict(config.policy_settings),
+      policies=results, seconds=round(seconds, 1))
+  if config.private and noise > 0:
+    epsilon = setting.epsilon(noise, config.rounds)
+    summary.update(
+        noise_multiplier=noise, clip=bandit_policies.SENSITIVITY,
+        epsilon=epsilon, delta=setting.delta,
+        privacy_statement=privacy_text(epsilon, setting, config.rounds))
+  else:  # No noise (the DP path at noise 0 included): no guarantee.
+    summary['privacy_statement'] = privacy_text(None, setting, config.rounds)
+  return summary
+
+
+def privacy_text(epsilon: Optional[float], setting, rounds: int) -> str:
+  """The run's privacy statement (per policy, as deployed alone)."""
+  note = (' Each policy releases only its round sums of users\' statistics '
+          '(vec(x x^T) and r x of the one item a user picked that round, or '
+          'its show and click), each user\'s bounded by sqrt(2) in L2; the '
+          'epsilon holds for one policy deployed alone (running several on '
+          'the same users composes their budgets).')
+  if epsilon is None:
+    return statement.privacy_statement(note, 'none')
+  return statement.privacy_statement(note, 'fixed', epsilon, setting.delta,
+                                     rounds, setting.sampling.value,
+                                     setting.accountant.value)
+
+
+def summary_table(summary: dict) -> str:
+  """The policies' totals as a text table."""
+  lines = [f'{"policy":<12} {"events":>7} {"reward":>8} {"regret":>8} '
+           f'{"ctr":>6}']
+  for name, r in summary['policies'].items():
+    lines.append(f'{name:<12} {r["events"]:>7d} '
+                 f'{r["cumulative_reward"]:>8.0f} '
+                 f'{r["cumulative_regret"]:>8.0f} {r["ctr"]:>6.3f}')
+  if 'epsilon' in summary:
+    lines.append(f'user-level DP: epsilon {summary["epsilon"]:.3g} at delta '
+                 f'{summary["delta"]:.3g} (noise multiplier '
+                 f'{summary["noise_multiplier"]:.4g}).')
+  return '\n'.join(lines)

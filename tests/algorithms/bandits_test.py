@@ -1,0 +1,162 @@
+"""Bandit environment and policies: closed forms, bounds, the user split."""
+
+import math
+
+from absl.testing import absltest
+import numpy as np
+
+from research.fedrec.algorithms import bandit_policies
+from research.fedrec.data import bandit_env
+from tests.algorithms import testing_data
+
+
+class PolicyTest(absltest.TestCase):
+
+  def test_linucb_scores_are_the_closed_form(self):
+    # Contexts x0 = (0.6, 0), x1 = (0, 0.8); one event: item 0, reward 1.
+    # A = I + x0 x0^T = diag(1.36, 1), b = (0.6, 0), theta = (0.6/1.36, 0).
+    # Scores: x0: 0.36/1.36 + alpha sqrt(0.36/1.36); x1: alpha 0.8.
+    contexts = np.array([[0.6, 0.0], [0.0, 0.8]], np.float32)
+    for alpha, want_pick in ((1.0, 1), (0.5, 0)):
+      policy = bandit_policies.LinUCB(
+          contexts, bandit_policies.PolicySettings(alpha=alpha, ridge=1.0))
+      policy.apply(policy.user_statistic(0, 1.0).astype(np.float64))
+      np.testing.assert_allclose(policy.state()['a'],
+                                 [[1.36, 0.0], [0.0, 1.0]], rtol=1e-6)
+      np.testing.assert_allclose(policy.state()['b'], [0.6, 0.0], rtol=1e-6)
+      rng = np.random.default_rng(0)
+      np.testing.assert_allclose(
+          policy.scores(np.array([0, 1]), rng),
+          [0.36 / 1.36 + alpha * math.sqrt(0.36 / 1.36), alpha * 0.8],
+          rtol=1e-6)
+      self.assertEqual(policy.choose(np.array([0, 1]), rng), want_pick)
+
+  def test_linear_state_is_the_ridge_sums(self):
+    rng = np.random.default_rng(3)
+    contexts = rng.normal(size=(6, 3))
+    contexts /= np.linalg.norm(contexts, axis=1, keepdims=True)
+    policy = bandit_policies.EpsilonGreedy(
+        contexts, bandit_policies.PolicySettings(ridge=2.0))
+    events = [(0, 1.0), (3, 0.0), (5, 1.0), (0, 0.0)]
+    for start in (0, 2):  # Two rounds of two events.
+      policy.apply(sum(policy.user_statistic(i, r)
+                       for i, r in events[start:start + 2]).astype(
+                           np.float64))
+    x = contexts[[i for i, _ in events]]
+    r = np.array([r for _, r in events])
+    a = 2.0 * np.eye(3) + x.T @ x
+    np.testing.assert_allclose(policy.state()['a'], a, rtol=1e-5)
+    np.testing.assert_allclose(policy.theta,
+                               np.linalg.solve(a, x.T @ r), rtol=1e-5)
+
+  def test_statistics_are_bounded_by_the_sensitivity(self):
+    rng = np.random.default_rng(1)
+    contexts = rng.normal(size=(50, 4))
+    contexts /= np.linalg.norm(contexts, axis=1, keepdims=True)
+    settings = bandit_policies.PolicySettings()
+    for policy in bandit_policies.create(['popularity', 'linucb'], contexts,
+                                         settings):
+      norms = [np.linalg.norm(policy.user_statistic(i, 1.0))
+               for i in range(50)]
+      # Unit contexts and reward 1 reach the bound.
+      np.testing.assert_allclose(max(norms), bandit_policies.SENSITIVITY,
+                                 rtol=1e-6)
+
+  def test_popularity_counts_shows_and_clicks(self):
+    policy = bandit_policies.Popularity(np.zeros((4, 2), np.float32),
+                                        bandit_policies.PolicySettings())
+    policy.apply(policy.user_statistic(2, 1.0) + policy.user_statistic(2, 0.0)
+                 + policy.user_statistic(1, 1.0))
+    rng = np.random.default_rng(0)
+    # (clicks + 1) / (shows + 2): item 1: 2/3, item 2: 2/4, item 3: 1/2.
+    np.testing.assert_allclose(policy.scores(np.array([1, 2, 3]), rng),
+                               [2 / 3, 0.5, 0.5])
+    self.assertEqual(policy.choose(np.array([3, 2, 1]), rng), 2)
+
+  def test_unknown_policy_and_bad_settings_are_one_line(self):
+    with self.assertRaisesRegex(ValueError, r'^--policies: unknown ucb2; '
+                                'expected some of random, popularity'):
+      bandit_policies.create(['linucb', 'ucb2'], np.zeros((2, 2)),
+                             bandit_policies.PolicySettings())
+    with self.assertRaisesRegex(ValueError, r'^--epsilon=1.5: expected in'):
+      bandit_policies.PolicySettings(epsilon=1.5)
+    with self.assertRaisesRegex(ValueError, 'registered twice'):
+      bandit_policies.register(bandit_policies.LinUCB)
+
+
+class EnvironmentTest(absltest.TestCase):
+
+  def test_contexts_come_from_context_users_only_and_are_bounded(self):
+    table = testing_data.random_table()
+    config = bandit_env.EnvironmentConfig(context_dim=4, seed=2)
+    context_users, bandit_users = bandit_env.split_users(40, config)
+    self.assertEqual(len(context_users), 20)
+    self.assertEmpty(np.intersect1d(context_users, bandit_users))
+    contexts = bandit_env.item_contexts(table, context_users, 30, config)
+    self.assertEqual(contexts.shape, (30, 4))
+    self.assertLessEqual(np.linalg.norm(contexts, axis=1).max(), 1 + 1e-6)
+    np.testing.assert_allclose(contexts[:, -1], 1 / math.sqrt(2), rtol=1e-6)
+    # The bandit users' ratings change nothing.
+    changed = testing_data.table(
+        table.users, table.items,
+        np.where(np.isin(table.users, bandit_users), 6 - table.ratings,
+                 table.ratings))
+    np.testing.assert_array_equal(
+        bandit_env.item_contexts(changed, context_users, 30, config),
+        contexts)
+    # The context users' likes do.
+    changed = testing_data.table(
+        table.users, table.items,
+        np.where(np.isin(table.users, context_users), 6 - table.ratings,
+                 table.ratings))
+    self.assertFalse(np.allclose(
+        bandit_env.item_contexts(changed, context_users, 30, config),
+        contexts))
+
+  def test_pools_show_rated_items_until_each_is_picked(self):
+    # User 1 rated items 1 (3 stars), 2 (5) and 0 (1).
+    pools = bandit_env.UserPools(
+        testing_data.TRAIN, np.array([1]),
+        bandit_env.EnvironmentConfig(num_candidates=2, seed=4))
+    seen = []
+    for round_num in range(4):
+      items, rewards = pools.candidates(1, round_num)
+      self.assertLen(items, min(2, 3 - round_num))
+      for item, reward in zip(items, rewards):
+        self.assertEqual(reward, {0: 0.0, 1: 0.0, 2: 1.0}[int(item)])
+      self.assertEqual(
+          pools.candidates(1, round_num)[0].tolist(), items.tolist())
+      if len(items):
+        pools.remove(1, int(items[0]))
+        seen.append(int(items[0]))
+    self.assertCountEqual(seen, [0, 1, 2])
+    self.assertEmpty(pools.candidates(0, 0)[0])  # Not a bandit user.
+
+  def test_users_are_sampled_by_round_and_seed(self):
+    config = bandit_env.EnvironmentConfig(users_per_round=5, seed=1)
+    users = np.arange(10, 30)
+    first = bandit_env.sample_users(users, 0, config)
+    self.assertLen(set(first.tolist()), 5)
+    self.assertTrue(set(first.tolist()) <= set(users.tolist()))
+    np.testing.assert_array_equal(bandit_env.sample_users(users, 0, config),
+                                  first)
+    self.assertFalse(np.array_equal(
+        bandit_env.sample_users(users, 1, config), first))
+    with self.assertRaisesRegex(ValueError, r'^--users_per_round=21 exceeds '
+                                'the 20 bandit users'):
+      bandit_env.sample_users(users, 0, bandit_env.EnvironmentConfig(
+          users_per_round=21))
+
+  def test_bad_settings_are_one_line(self):
+    for kwargs, message in (
+        (dict(num_candidates=1), '--num_candidates=1: expected >= 2'),
+        (dict(context_dim=1), '--context_dim=1: expected >= 2'),
+        (dict(context_user_fraction=1.0), '--context_user_fraction=1: '
+         'expected in'),
+    ):
+      with self.assertRaisesRegex(ValueError, '^' + message):
+        bandit_env.EnvironmentConfig(**kwargs)
+
+
+if __name__ == '__main__':
+  absltest.main()
