@@ -58,7 +58,10 @@ class _TableTestCase(absltest.TestCase):
     for row in written:
       self.assertEqual(row['seeds'], str(seeds))
       for metric in table.metrics:
-        if metric.source != 'privacy' or row['row'] != 'nodp':
+        # Rows without DP have no privacy metrics (epsilon, noise).
+        private_metric = metric.source == 'privacy' or metric.key == 'epsilon'
+        if not private_metric or row['row'] not in (
+            'nodp', 'centralized', 'federated'):
           self.assertTrue(math.isfinite(float(row[f'{metric.name}_mean'])),
                           (row['row'], metric.name))
     self.assertLen(_read_csv(base + '_runs.csv'), len(rows) * seeds)
@@ -118,6 +121,19 @@ class PrivacyTableTest(_TableTestCase):
                                       ('eps1', 'eps16', 'nodp'))
     self.assertEqual(result.stdout.count('calibrated for epsilon 1)'), 2)
     self.assertEqual(result.stdout.count('calibrated for epsilon 16)'), 2)
+
+
+@pytest.mark.slow
+class BanditTableTest(_TableTestCase):
+
+  def test_bandits_ml100k_at_smoke_scale(self):
+    # bandit.py runs, each in a child process: centralized, and DP at the
+    # smallest target (the federated and DP code paths).
+    result = self._assert_smoke_table('bandits_ml100k',
+                                      ('centralized', 'eps1'))
+    self.assertIn('noise multiplier', result.stdout)
+    self.assertIn('python -m research.fedrec.bandit --rounds=3 ',
+                  result.stdout)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ policy), cumulative_regret.png, summary.json. See docs/bandits.md.
 """
 
 import os
+import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
@@ -102,6 +103,23 @@ def config_from_flags():
       policies=tuple(_POLICIES.value), rounds=_ROUNDS.value,
       execution=_EXECUTION.value, noise_multiplier=_NOISE.value,
       target_epsilon=_TARGET_EPSILON.value, delta=_DELTA.value)
+
+
+def config_from_args(args):
+  """The `BanditConfig` that `bandit.py ARGS` would run, built in-process.
+
+  Resets this binary's flags to their defaults, then parses `args`.
+
+  Raises:
+    ValueError: an unknown flag or a bad value (one line).
+  """
+  for flag in flags.FLAGS.get_key_flags_for_module(sys.modules[__name__]):
+    flag.unparse()
+  try:
+    flags.FLAGS(['bandit.py'] + list(args))
+  except flags.Error as e:
+    raise ValueError(f'bandit.py flags {" ".join(args)}: {e}') from None
+  return config_from_flags()
 
 
 def main(argv):

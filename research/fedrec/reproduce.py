@@ -6,8 +6,9 @@ r"""Reproduces a result table: every row over several seeds, in one command.
 
 Tables (research/fedrec/tables/*.json, one frozen configuration per row):
 fedrecon_tutorial, fedrecon_movielens, ranking_loo, privacy_utility,
-pfedrec_ml100k. Each row
-is one or more runs of research/fedrec/train.py, repeated for --seed=0..N-1;
+pfedrec_ml100k, ratings_ml100k, bandits_ml100k. Each row
+is one or more runs of research/fedrec/train.py (bandits_ml100k: of
+bandit.py, each in a child process), repeated for --seed=0..N-1;
 `--scale=smoke` makes every run tiny (seconds; for tests and CI),
 `--scale=paper` runs the published size. The corpus is the built-in synthetic
 one (with the published corpus's shape) unless --dataset / --data_dir (the
@@ -26,6 +27,7 @@ go on, and the table shows it.
 
 import dataclasses
 import os
+import subprocess
 import sys
 from typing import Optional
 
@@ -57,8 +59,26 @@ flags.mark_flag_as_required('table')
 _USER_FLAGS = ('dataset', 'data_dir', 'progress')
 
 
+def _run_bandit(run: reproduction.Run, progress: bool) -> None:
+  """Runs one bandit.py run, as a child process (its flags are not this
+  binary's), guarded so that it never outlives this process."""
+  from research.fedrec.training import runtime  # pylint: disable=g-import-not-at-top
+  command = [sys.executable, '-m', 'research.fedrec.bandit', *run.args]
+  if not progress:
+    command.append('--noprogress')
+  result = subprocess.run(
+      runtime.guarded_command(command), check=False,
+      env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+  if result.returncode:
+    raise ValueError(f'{run.experiment}: bandit.py exited with status '
+                     f'{result.returncode} (its error is above).')
+
+
 def _run(run: reproduction.Run, progress: bool) -> Optional[str]:
-  """Runs one train.py run; why it diverged, or None."""
+  """Runs one train.py (or bandit.py) run; why it diverged, or None."""
+  if run.binary == 'bandit':
+    _run_bandit(run, progress)
+    return None
   from research.fedrec.training import experiment  # pylint: disable=g-import-not-at-top
   from research.fedrec.training import loop  # pylint: disable=g-import-not-at-top
   config = train.config_from_args(run.args)

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 
 from absl.testing import absltest
 from absl.testing import flagsaver
@@ -19,7 +20,7 @@ from research.fedrec.reporting import reproduction
 from research.fedrec.training import experiment
 from tests import binaries
 
-_TABLES = ['fedrecon_movielens', 'fedrecon_tutorial', 'pfedrec_ml100k',
+_TABLES = ['bandits_ml100k', 'fedrecon_movielens', 'fedrecon_tutorial', 'pfedrec_ml100k',
            'privacy_utility', 'ranking_loo', 'ratings_ml100k']
 # t quantile 0.975 with 2 degrees of freedom (a printed t table's value).
 _T_975_2 = 4.302652729749464
@@ -38,6 +39,8 @@ class TablesTest(absltest.TestCase):
   def test_every_run_of_every_table_is_a_valid_train_command(self):
     for name in _TABLES:
       table = reproduction.load_table(name)
+      if table.binary != 'train':
+        continue  # test_bandit_runs_are_valid_bandit_commands
       for scale in reproduction.SCALES:
         the_plan = reproduction.plan(table, scale, 2, 'synthetic', None, 'out')
         self.assertLen(the_plan.runs, len(table.rows) * len(table.common) * 2)
@@ -46,6 +49,41 @@ class TablesTest(absltest.TestCase):
             config = train.config_from_args(run.args)
           self.assertEqual(config.seed, run.seed)
           self.assertEqual(config.output_dir, run.directory)
+
+  def test_bandit_runs_are_valid_bandit_commands(self):
+    # bandit.py's flags share names with train.py's: parsed in a child.
+    table = reproduction.load_table('bandits_ml100k')
+    the_plan = reproduction.plan(table, 'paper', 2, 'atomic', 'data/ml',
+                                 'out')
+    runs = the_plan.unique_runs()
+    self.assertLen(runs, 5 * 2)
+    script = (
+        'import json, sys\n'
+        'from research.fedrec import bandit\n'
+        'for args in json.loads(sys.argv[1]):\n'
+        '  c = bandit.config_from_args(args)\n'
+        '  print(json.dumps([c.output_dir, c.environment.seed, c.rounds, '
+        'c.execution, c.target_epsilon, c.data.dataset, c.data.data_dir]))\n')
+    result = subprocess.run(
+        [sys.executable, '-c', script, json.dumps([list(r.args)
+                                                  for r in runs])],
+        capture_output=True, text=True, check=False, cwd=binaries.REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    parsed = [json.loads(line) for line in result.stdout.splitlines()]
+    targets = {'centralized': None, 'federated': None, 'eps8': 8,
+               'eps4': 4, 'eps1': 1}
+    for run, (output_dir, seed, rounds, execution, target, dataset,
+              data_dir) in zip(runs, parsed):
+      row = run.experiment.split('-')[0]
+      self.assertEqual(output_dir, run.directory)
+      self.assertEqual((seed, rounds, dataset, data_dir),
+                       (run.seed, 500, 'atomic', 'data/ml'))
+      self.assertEqual(execution, 'centralized' if row == 'centralized'
+                       else 'federated')
+      self.assertEqual(target, targets[row])
+      self.assertTrue(run.command.startswith(
+          'python -m research.fedrec.bandit --rounds=500 '))
 
   def _config(self, table, row, scale='paper', run='main'):
     the_plan = reproduction.plan(reproduction.load_table(table), scale, 1,
@@ -192,7 +230,7 @@ class TablesTest(absltest.TestCase):
 
   def test_bad_names_are_one_line(self):
     with self.assertRaisesRegex(ValueError, r'^--table=nope: no such table '
-                                r'\(choose from fedrecon_movielens, '):
+                                r'\(choose from bandits_ml100k, fedrecon_movielens, '):
       reproduction.load_table('nope')
     table = reproduction.load_table('ranking_loo')
     with self.assertRaisesRegex(ValueError, r'^--rows: x not in table '

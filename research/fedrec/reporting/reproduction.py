@@ -33,9 +33,10 @@ from research.fedrec.utils import json_io
 TABLES_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tables')
 SCALES = ('smoke', 'paper')
-SOURCES = ('test', 'val', 'privacy')
+SOURCES = ('test', 'val', 'privacy', 'summary')
+# The binaries a table's runs may be of (a table's "binary").
+BINARIES = ('train', 'bandit')
 _REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(TABLES_DIR)))
-TRAIN_COMMAND = 'python -m research.fedrec.train'
 REPRODUCE_COMMAND = 'python -m research.fedrec.reproduce'
 
 
@@ -43,7 +44,8 @@ REPRODUCE_COMMAND = 'python -m research.fedrec.reproduce'
 class Metric:
   name: str
   label: str
-  source: str  # test: summary.json; val: metrics.csv's last value; privacy.
+  source: str  # test: summary.json; val: metrics.csv's last value; privacy;
+  # summary: summary.json's value at `key`, a dotted path (a.b.c).
   key: str
   run: str = 'main'  # Which of the row's runs it is read from.
   digits: int = 4
@@ -74,6 +76,7 @@ class Table:
   figure: dict
   rows: tuple
   reference_label: str = ''
+  binary: str = 'train'  # Whose runs: train.py, or bandit.py.
 
 
 def table_names() -> list[str]:
@@ -99,6 +102,9 @@ def load_table(name: str) -> Table:
     table = Table(name=name, metrics=metrics, rows=rows, **spec)
   except (json.JSONDecodeError, TypeError, KeyError) as e:
     raise ValueError(f'{path}: not a valid table file ({e}).') from None
+  if table.binary not in BINARIES:
+    raise ValueError(f'{path}: "binary" is {table.binary!r}; expected one of '
+                     f'{", ".join(BINARIES)}.')
   run_names = set(table.common)
   for metric in table.metrics:
     if metric.source not in SOURCES or metric.run not in run_names:
@@ -136,7 +142,8 @@ class Run:
   experiment: str  # Its experiment name (directory under `root`).
   root: str
   seed: int
-  args: tuple  # Every train.py argument.
+  args: tuple  # Every argument of the binary.
+  binary: str = 'train'  # research/fedrec/<binary>.py.
 
   @property
   def directory(self) -> str:
@@ -160,7 +167,8 @@ class Run:
 
   @property
   def command(self) -> str:
-    return ' '.join([TRAIN_COMMAND] + [shlex.quote(a) for a in self.args])
+    return ' '.join([f'python -m research.fedrec.{self.binary}'] +
+                    [shlex.quote(a) for a in self.args])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,9 +255,11 @@ def plan(table: Table, scale: str, seeds: int, dataset: str,
         experiment = f'{prefix}-seed{seed}'
         args = flag_args(flags) + [
             f'--seed={seed}', f'--root_output_dir={root}',
-            f'--experiment_name={experiment}', f'--cache_dir={cache}']
+            f'--experiment_name={experiment}']
+        if table.binary == 'train':  # bandit.py caches nothing.
+          args.append(f'--cache_dir={cache}')
         runs[(row.name, run_name, seed)] = Run(experiment, root, seed,
-                                               tuple(args))
+                                               tuple(args), table.binary)
   return Plan(table, scale, tuple(range(seeds)), dataset, data_dir,
               output_dir, rows, runs)
 
@@ -305,8 +315,12 @@ def metric_value(metric: Metric, row: Row, run: Run) -> Optional[float]:
   elif metric.source == 'val':
     value = _last_value(os.path.join(run.directory, 'metrics.csv'),
                         metric.key)
-  else:
+  elif metric.source == 'privacy':
     value = summary['privacy'].get(metric.key)
+  else:
+    value = summary
+    for part in metric.key.split('.'):
+      value = value.get(part) if isinstance(value, dict) else None
   return None if value is None else float(value)
 
 
