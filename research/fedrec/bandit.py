@@ -53,8 +53,8 @@ _CONTEXT_DIM = flags.DEFINE_integer(
 _CONTEXT_FRACTION = flags.DEFINE_float(
     'context_user_fraction', 0.5, 'Share of the users (by seed) whose likes '
     'give the item contexts; the others are bandit users.')
-_ALPHA = flags.DEFINE_float('alpha', 1.0, 'LinUCB: exploration weight.')
-_EPSILON = flags.DEFINE_float('epsilon', 0.1,
+_ALPHA = flags.DEFINE_float('alpha', 0.3, 'LinUCB: exploration weight.')
+_EPSILON = flags.DEFINE_float('epsilon', 0.05,
                               'epsilon-greedy: exploration rate.')
 _TS_SCALE = flags.DEFINE_float('ts_scale', 0.5,
                                'Thompson sampling: posterior scale v.')
