@@ -57,7 +57,8 @@ class FederatedBanditTest(absltest.TestCase):
   def test_federated_equals_centralized(self):
     config = bandit_run.BanditConfig(
         output_dir='/unused', rounds=8, policies=('popularity', 'linucb',
-                                                  'lints', 'egreedy'),
+                                                  'lints', 'egreedy',
+                                                  'hybrid'),
         environment=bandit_env.EnvironmentConfig(
             num_candidates=4, users_per_round=12, context_dim=3, seed=3),
         policy_settings=bandit_policies.PolicySettings(alpha=0.7,
@@ -119,15 +120,19 @@ class BanditBinaryTest(absltest.TestCase):
       self.assertEqual(result.returncode, 0, result.stderr[-2000:])
       folder = os.path.join(self.root, execution)
       self.assertCountEqual(os.listdir(folder), [
-          'metrics.csv', 'cumulative_regret.png', 'summary.json'])
+          'metrics.csv', 'cumulative_regret.png', 'summary.json',
+          'ctr_by_visit.csv', 'ctr_by_visit.png'])
       with open(os.path.join(folder, 'summary.json')) as f:
         outputs[execution] = json.load(f)
       with open(os.path.join(folder, 'metrics.csv')) as f:
         rows = list(csv.DictReader(f))
       self.assertLen(rows, 6)
       last = rows[-1]
+      self.assertLen(outputs[execution]['policies'], 6)
       for name, totals in outputs[execution]['policies'].items():
         self.assertEqual(totals['events'], 120)
+        # Every event is some user's k-th visit.
+        self.assertEqual(sum(totals['users_by_visit']), 120)
         self.assertEqual(float(last[f'{name}/cumulative_reward']),
                          totals['cumulative_reward'])
         self.assertAlmostEqual(

@@ -34,7 +34,8 @@ _DATA_SEED = flags.DEFINE_integer('data_seed', 0,
 _MIN_RATINGS = flags.DEFINE_integer(
     'min_ratings_per_user', 1, 'Drop users with fewer ratings.', lower_bound=1)
 _POLICIES = flags.DEFINE_list(
-    'policies', ['random', 'popularity', 'egreedy', 'linucb', 'lints'],
+    'policies', ['random', 'popularity', 'egreedy', 'linucb', 'lints',
+                 'hybrid'],
     'Bandit policies to run on the same user stream.')
 _EXECUTION = flags.DEFINE_enum(
     'execution', 'centralized', ['centralized', 'federated'],

@@ -31,6 +31,32 @@ class PolicyTest(absltest.TestCase):
           rtol=1e-6)
       self.assertEqual(policy.choose(np.array([0, 1]), rng), want_pick)
 
+  def test_hybrid_adds_the_device_residual_and_sends_linucbs_statistic(self):
+    # No shared events (theta = 0, A = I). User 7's device saw item 0 with
+    # reward 1: G = diag(0.36, 0), b = (0.6, 0), delta = (0.6 / 1.36, 0).
+    # Scores, alpha 0.3: x0: 0.6 delta_0 + 0.3 (0.6 + sqrt(0.36 / 1.36));
+    # x1: 0.3 (0.8 + 0.8). A new user: 0.3 (0.6 + 0.6) and 0.3 (0.8 + 0.8).
+    contexts = np.array([[0.6, 0.0], [0.0, 0.8]], np.float32)
+    settings = bandit_policies.PolicySettings(alpha=0.3, ridge=1.0)
+    policy = bandit_policies.HybridLinUCB(contexts, settings)
+    policy.observe(7, 0, 1.0)
+    rng = np.random.default_rng(0)
+    items = np.array([0, 1])
+    np.testing.assert_allclose(
+        policy.scores(items, rng, 7),
+        [0.36 / 1.36 + 0.3 * (0.6 + math.sqrt(0.36 / 1.36)), 0.3 * 1.6],
+        rtol=1e-6)
+    np.testing.assert_allclose(policy.scores(items, rng, 8),
+                               [0.3 * 1.2, 0.3 * 1.6], rtol=1e-6)
+    self.assertEqual(policy.choose(items, rng, 7), 0)
+    self.assertEqual(policy.choose(items, rng, 8), 1)
+    # What leaves the device is LinUCB's statistic, whatever the device saw.
+    linucb = bandit_policies.LinUCB(contexts, settings)
+    np.testing.assert_array_equal(policy.user_statistic(1, 1.0),
+                                  linucb.user_statistic(1, 1.0))
+    self.assertEqual(linucb.scores(items, rng, 7).tolist(),
+                     linucb.scores(items, rng, 8).tolist())
+
   def test_linear_state_is_the_ridge_sums(self):
     rng = np.random.default_rng(3)
     contexts = rng.normal(size=(6, 3))

@@ -25,7 +25,9 @@ Policies (`POLICIES`; a new one is a class here or elsewhere plus
 * `linucb`: LinUCB (Li et al., WWW 2010; disjoint shared model),
   x^T theta + alpha sqrt(x^T A^-1 x);
 * `lints`: linear Thompson sampling (Agrawal & Goyal, ICML 2013), the
-  highest x^T theta~ with theta~ ~ N(theta, v^2 A^-1).
+  highest x^T theta~ with theta~ ~ N(theta, v^2 A^-1);
+* `hybrid`: LinUCB plus a per-user residual model that stays on the user's
+  device (`HybridLinUCB`).
 
 Here A = ridge I + sum x x^T and b = sum r x. Under DP the noised sums are
 post-processed as Shariff & Sheffet (NeurIPS 2018) do: A is symmetrized and
@@ -86,15 +88,22 @@ class Policy:
     """Floats in a user's statistic (0: the policy learns nothing)."""
     return 0
 
-  def scores(self, items: np.ndarray, rng: np.random.Generator):
-    """Each candidate's score (the pick is the highest)."""
+  def scores(self, items: np.ndarray, rng: np.random.Generator,
+             user: int = -1):
+    """Each candidate's score for `user` (the pick is the highest)."""
     raise NotImplementedError
 
-  def choose(self, items: np.ndarray, rng: np.random.Generator) -> int:
+  def choose(self, items: np.ndarray, rng: np.random.Generator,
+             user: int = -1) -> int:
     """The index of the picked candidate; ties broken by a seeded order."""
-    scores = self.scores(items, rng)
+    scores = self.scores(items, rng, user)
     order = rng.permutation(len(items))
     return int(order[np.argmax(scores[order])])
+
+  def observe(self, user: int, item: int, reward: float) -> None:
+    """The user's device learns from its own event (personalized policies:
+    state that never leaves the device; the others keep none)."""
+    del user, item, reward
 
   def user_statistic(self, item: int, reward: float) -> np.ndarray:
     """A user's contribution for one event (norm <= `SENSITIVITY`)."""
@@ -112,7 +121,7 @@ class Policy:
 class Random(Policy):
   name, label = 'random', 'random'
 
-  def scores(self, items, rng):
+  def scores(self, items, rng, user=-1):
     return np.zeros(len(items))
 
 
@@ -129,7 +138,7 @@ class Popularity(Policy):
   def statistics_size(self):
     return 2 * len(self.contexts)
 
-  def scores(self, items, rng):
+  def scores(self, items, rng, user=-1):
     return (self.clicks[items] + 1.0) / (self.shows[items] + 2.0)
 
   def user_statistic(self, item, reward):
@@ -199,7 +208,7 @@ class Linear(Policy):
 class EpsilonGreedy(Linear):
   name, label = 'egreedy', 'epsilon-greedy (linear)'
 
-  def scores(self, items, rng):
+  def scores(self, items, rng, user=-1):
     if rng.random() < self.settings.epsilon:
       return np.zeros(len(items))  # A uniform pick (ties broken randomly).
     return self.estimates(items)
@@ -214,14 +223,58 @@ class LinUCB(Linear):
     return self.settings.alpha * np.sqrt(np.maximum(
         np.einsum('ki,ij,kj->k', x, self.a_inverse, x), 0.0))
 
-  def scores(self, items, rng):
+  def scores(self, items, rng, user=-1):
     return self.estimates(items) + self.bonus(items)
+
+
+class HybridLinUCB(LinUCB):
+  """LinUCB's shared model plus a residual model kept on each user's device.
+
+  The shared part is LinUCB's, federated with the same statistics (nothing
+  else leaves the device). Each user's device keeps G_u = sum x x^T and
+  b_u = sum r x of its own events and fits the residual of the current
+  shared model on them, delta_u = (ridge I + G_u)^-1 (b_u - G_u theta); the
+  score adds the residual and its own bonus:
+
+    x^T (theta + delta_u) + alpha (sqrt(x^T A^-1 x) +
+                                   sqrt(x^T (ridge I + G_u)^-1 x)).
+
+  A personalized variant of the hybrid model of Li et al. (WWW 2010): the
+  shared coefficients and each user's own, the latter never federated.
+  """
+
+  name, label = 'hybrid', 'LinUCB + per-user residual'
+
+  def __init__(self, contexts, settings):
+    super().__init__(contexts, settings)
+    self.local = {}  # user -> (G_u, b_u): the device's state.
+
+  def _local(self, user):
+    """(G_u, b_u) of `user`'s device (zeros for a new user)."""
+    dim = self.contexts.shape[1]
+    return self.local.get(user, (np.zeros((dim, dim)), np.zeros(dim)))
+
+  def observe(self, user, item, reward):
+    gram, b = self._local(user)
+    x = self.contexts[item]
+    self.local[user] = (gram + np.outer(x, x), b + reward * x)
+
+  def scores(self, items, rng, user=-1):
+    scores = super().scores(items, rng, user)
+    gram, b = self._local(user)  # A new user: the shared model's scores
+    # and the widest local bonus.
+    a_user = self.settings.ridge * np.eye(len(b)) + gram
+    delta = np.linalg.solve(a_user, b - gram @ self.theta)
+    x = self.contexts[items]
+    local_bonus = np.sqrt(np.maximum(np.einsum(
+        'ki,ki->k', x, np.linalg.solve(a_user, x.T).T), 0.0))
+    return scores + x @ delta + self.settings.alpha * local_bonus
 
 
 class LinearThompson(Linear):
   name, label = 'lints', 'linear Thompson sampling'
 
-  def scores(self, items, rng):
+  def scores(self, items, rng, user=-1):
     sample = self.theta + self.settings.ts_scale * (
         self._a_inverse_root @ rng.standard_normal(len(self.theta)))
     return self.contexts[items] @ sample
@@ -238,7 +291,8 @@ def register(policy_class) -> None:
   POLICIES[policy_class.name] = policy_class
 
 
-for _policy in (Random, Popularity, EpsilonGreedy, LinUCB, LinearThompson):
+for _policy in (Random, Popularity, EpsilonGreedy, LinUCB, LinearThompson,
+                HybridLinUCB):
   register(_policy)
 
 

@@ -17,14 +17,18 @@ def _pyplot():
   return plt
 
 
-def read_metrics_csv(path: str) -> dict[str, list[tuple[int, float]]]:
-  """Columns of metrics.csv as (round, value) series, skipping blanks."""
+def read_metrics_csv(path: str, x_column: str = 'round'
+                     ) -> dict[str, list[tuple[int, float]]]:
+  """Columns of metrics.csv as (round, value) series, skipping blanks.
+
+  (Of another CSV: series over its `x_column` instead of the round.)
+  """
   series = {}
   with open(path, newline='') as f:
     for row in csv.DictReader(f):
-      round_num = int(row['round'])
+      round_num = int(row[x_column])
       for name, value in row.items():
-        if name == 'round' or value in ('', None):
+        if name == x_column or value in ('', None):
           continue
         series.setdefault(name, []).append((round_num, float(value)))
   return series
@@ -170,12 +174,14 @@ def _save(plt, figure, output_png: str) -> None:
 
 
 def plot_column_family(metrics_csv: str, output_png: str, suffix: str,
-                       ylabel: str, title: str) -> None:
-  """Every `<name>/<suffix>` column of metrics.csv on one plot, by name.
+                       ylabel: str, title: str,
+                       x_column: str = 'round') -> None:
+  """Every `<name>/<suffix>` column of a CSV on one plot, by name.
 
-  E.g. each bandit policy's cumulative regret (bandit.py).
+  E.g. each bandit policy's cumulative regret (bandit.py), over the CSV's
+  `x_column`.
   """
-  series = read_metrics_csv(metrics_csv)
+  series = read_metrics_csv(metrics_csv, x_column)
   plt = _pyplot()
   figure, axes = plt.subplots(figsize=(7, 4.5))
   for column in sorted(series):
@@ -183,7 +189,7 @@ def plot_column_family(metrics_csv: str, output_png: str, suffix: str,
     if rest == suffix:
       rounds, values = zip(*series[column])
       axes.plot(rounds, values, label=name)
-  axes.set_xlabel('round')
+  axes.set_xlabel(x_column)
   axes.set_ylabel(ylabel)
   axes.set_title(textwrap.shorten(title, 90), fontsize=10)
   axes.grid(alpha=0.3)

@@ -9,8 +9,10 @@ once from the round's summed per-user statistics: summed on the host
 user-level DP. Per round and policy, metrics.csv holds the events, clicks,
 the per-user oracle's clicks (the best reward among the shown candidates),
 cumulative reward and regret and the click-through rate so far;
-cumulative_regret.png plots every policy's regret; summary.json holds the
-totals, the settings and, under DP, epsilon and the privacy statement.
+cumulative_regret.png plots every policy's regret; ctr_by_visit.csv / .png
+the click-through rate at a user's k-th visit (how fast a new user is
+served well); summary.json holds the totals, the settings and, under DP,
+epsilon and the privacy statement.
 
 Outputs are written to a temporary folder renamed into place at the end, so
 a failed or interrupted run leaves no half-written results.
@@ -45,6 +47,9 @@ CENTRALIZED, FEDERATED = 'centralized', 'federated'
 METRICS = ('events', 'clicks', 'oracle_clicks', 'cumulative_reward',
            'cumulative_regret', 'ctr')
 _CHOICE_STREAM = 4
+# A user's first visits whose click-through rate is reported (summary.json's
+# ctr_by_visit: the cold start of a new user).
+MAX_VISITS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,11 +121,16 @@ def run_policies(policies, pools, table_users: np.ndarray,
   `pools[i]` is policy i's `bandit_env.UserPools`, `sums[i]` its summing
   function (records [users, size] -> sum) or None (no statistics);
   `table_users` the bandit users. `on_round(round, metrics)` is called after
-  each round with the round's row.
+  each round with the round's row. Besides the per-round lists, each
+  policy's `ctr_by_visit[k]` is its click-through rate at users' k-th visit
+  (k < `MAX_VISITS`; None where no user came that often) over
+  `users_by_visit[k]` users.
   """
   env = config.environment
   history = {p.name: collections.defaultdict(list) for p in policies}
   totals = {p.name: collections.Counter() for p in policies}
+  visits = {p.name: collections.Counter() for p in policies}
+  by_visit = {p.name: np.zeros((2, MAX_VISITS)) for p in policies}
   for round_num in range(config.rounds):
     users = bandit_env.sample_users(table_users, round_num, env)
     row = {}
@@ -133,8 +143,14 @@ def run_policies(policies, pools, table_users: np.ndarray,
         rng = np.random.default_rng([env.seed, _CHOICE_STREAM,
                                      _policy_stream(policy.name), round_num,
                                      int(user)])
-        pick = policy.choose(items, rng)
+        pick = policy.choose(items, rng, int(user))
+        policy.observe(int(user), int(items[pick]), float(rewards[pick]))
         pool.remove(int(user), int(items[pick]))
+        visit = visits[policy.name][int(user)]
+        visits[policy.name][int(user)] += 1
+        if visit < MAX_VISITS:  # The click-through rate by a user's visit.
+          by_visit[policy.name][0][visit] += float(rewards[pick])
+          by_visit[policy.name][1][visit] += 1
         events += 1
         clicks += float(rewards[pick])
         oracle += float(rewards.max())
@@ -154,6 +170,11 @@ def run_policies(policies, pools, table_users: np.ndarray,
         history[policy.name][name].append(value)
         row[f'{policy.name}/{name}'] = value
     on_round(round_num + 1, row)
+  for policy in policies:
+    clicks, events = by_visit[policy.name]
+    history[policy.name]['ctr_by_visit'] = [
+        float(c / e) if e else None for c, e in zip(clicks, events)]
+    history[policy.name]['users_by_visit'] = [int(e) for e in events]
   return history
 
 
@@ -167,6 +188,24 @@ def _metrics_csv(history, policies) -> str:
     writer.writerow([r + 1] + [
         repr(float(history[c.split('/')[0]][c.split('/')[1]][r]))
         for c in columns])
+  return out.getvalue()
+
+
+def _visits_csv(history, policies) -> str:
+  """Per policy, the click-through rate at users' k-th visit and how many
+  users made it (blank after the last visit any user made)."""
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator='\n')
+  writer.writerow(['visit'] + [f'{p.name}/{m}' for p in policies
+                               for m in ('ctr', 'users')])
+  for k in range(MAX_VISITS):
+    cells = []
+    for p in policies:
+      ctr = history[p.name]['ctr_by_visit'][k]
+      users = history[p.name]['users_by_visit'][k]
+      cells += ['' if ctr is None else repr(ctr), users or '']
+    if any(c != '' for c in cells):
+      writer.writerow([k + 1] + cells)
   return out.getvalue()
 
 
@@ -250,6 +289,13 @@ def run(config: BanditConfig, log: Callable[[str], None] = print,
         f'{corpus.name}, {config.execution}'
         + (f', epsilon {summary["epsilon"]:.3g}' if 'epsilon' in summary
            else ''))
+    visits_path = os.path.join(staging, 'ctr_by_visit.csv')
+    json_io.write_text_atomically(visits_path, _visits_csv(history, policies))
+    plots.plot_column_family(
+        visits_path, os.path.join(staging, 'ctr_by_visit.png'), 'ctr',
+        'click-through rate at the visit',
+        f'{corpus.name}, {config.execution}: a user\'s k-th visit',
+        x_column='visit')
     json_io.write_json_atomically(os.path.join(staging, 'summary.json'),
                                   summary)
     os.chmod(staging, 0o755)
@@ -274,7 +320,8 @@ def _summary(config, corpus, policies, history, setting, noise,
         cumulative_reward=h['cumulative_reward'][-1],
         cumulative_regret=h['cumulative_regret'][-1],
         oracle_reward=float(sum(h['oracle_clicks'])),
-        ctr=h['ctr'][-1])
+        ctr=h['ctr'][-1], ctr_by_visit=h['ctr_by_visit'],
+        users_by_visit=h['users_by_visit'])
   summary = dict(
       corpus=corpus.name, num_users=corpus.num_users,
       num_items=corpus.num_items, context_users=num_context_users,
