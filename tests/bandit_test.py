@@ -128,7 +128,10 @@ class BanditBinaryTest(absltest.TestCase):
         rows = list(csv.DictReader(f))
       self.assertLen(rows, 6)
       last = rows[-1]
-      self.assertLen(outputs[execution]['policies'], 6)
+      # The six policies and the hindsight reference.
+      self.assertLen(outputs[execution]['policies'], 7)
+      self.assertEqual(outputs[execution]['policies']['hindsight'][
+          'regret_vs_hindsight'], 0)
       for name, totals in outputs[execution]['policies'].items():
         self.assertEqual(totals['events'], 120)
         # Every event is some user's k-th visit.

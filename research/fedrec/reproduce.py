@@ -25,8 +25,10 @@ diverged (runs/EXPERIMENT.diverged, with train.py's message), the other runs
 go on, and the table shows it.
 """
 
+import ctypes
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 from typing import Optional
@@ -57,21 +59,43 @@ flags.mark_flag_as_required('table')
 # train.py flags a user may give here: the corpus, and whether to show
 # progress bars (not a setting of any run).
 _USER_FLAGS = ('dataset', 'data_dir', 'progress')
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_CHILD_GRACE_SECONDS = 30  # A stopped bandit.py releases its TFF workers.
+
+
+def _die_with_parent() -> None:
+  """In a child: SIGTERM as soon as this process dies, however (Linux)."""
+  try:
+    ctypes.CDLL('libc.so.6', use_errno=True).prctl(_PR_SET_PDEATHSIG,
+                                                   signal.SIGTERM)
+  except (OSError, AttributeError):  # Not Linux: the finally below remains.
+    pass
 
 
 def _run_bandit(run: reproduction.Run, progress: bool) -> None:
-  """Runs one bandit.py run, as a child process (its flags are not this
-  binary's), guarded so that it never outlives this process."""
-  from research.fedrec.training import runtime  # pylint: disable=g-import-not-at-top
+  """Runs one bandit.py run as a child process (its flags are not this
+  binary's). The child never outlives this process: stopped on any exit of
+  this one (Ctrl-C, SIGTERM), and sent SIGTERM by the kernel if this one is
+  killed outright."""
   command = [sys.executable, '-m', 'research.fedrec.bandit', *run.args]
   if not progress:
     command.append('--noprogress')
-  result = subprocess.run(
-      runtime.guarded_command(command), check=False,
-      env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
-  if result.returncode:
+  child = subprocess.Popen(
+      command, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+      preexec_fn=_die_with_parent)
+  try:
+    returncode = child.wait()
+  finally:
+    if child.poll() is None:
+      child.terminate()
+      try:
+        child.wait(timeout=_CHILD_GRACE_SECONDS)
+      except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+  if returncode:
     raise ValueError(f'{run.experiment}: bandit.py exited with status '
-                     f'{result.returncode} (its error is above).')
+                     f'{returncode} (its error is above).')
 
 
 def _run(run: reproduction.Run, progress: bool) -> Optional[str]:

@@ -75,6 +75,16 @@ class PolicyTest(absltest.TestCase):
     np.testing.assert_allclose(policy.theta,
                                np.linalg.solve(a, x.T @ r), rtol=1e-5)
 
+  def test_hindsight_is_the_ridge_fit_of_every_reward(self):
+    # Item 0 (x = (0.6, 0)) liked twice; item 1 (x = (0, 0.8)) liked once
+    # and not once. Ridge 1: A = diag(1 + 2 0.36, 1 + 2 0.64), b = (1.2, 0.8).
+    contexts = np.array([[0.6, 0.0], [0.0, 0.8]])
+    hindsight = bandit_policies.HindsightLinear.fit(
+        contexts, bandit_policies.PolicySettings(ridge=1.0),
+        np.array([0, 0, 1, 1]), np.array([1.0, 1.0, 1.0, 0.0]))
+    np.testing.assert_allclose(hindsight.theta, [1.2 / 1.72, 0.8 / 2.28])
+    self.assertEqual(hindsight.statistics_size, 0)  # It learns nothing.
+
   def test_statistics_are_bounded_by_the_sensitivity(self):
     rng = np.random.default_rng(1)
     contexts = rng.normal(size=(50, 4))

@@ -280,6 +280,31 @@ class LinearThompson(Linear):
     return self.contexts[items] @ sample
 
 
+class HindsightLinear(Policy):
+  """The best fixed linear policy in hindsight: a reference, not a learner.
+
+  Picks by x^T theta* with theta* the ridge fit of every reward of every
+  bandit user (`fit`), which no online policy can know; its reward on the
+  same stream is the benchmark of linear regret.
+  """
+
+  name, label = 'hindsight', 'best fixed linear policy in hindsight'
+
+  def __init__(self, contexts, settings, theta):
+    super().__init__(contexts, settings)
+    self.theta = np.asarray(theta, np.float64)
+
+  @classmethod
+  def fit(cls, contexts, settings, items, rewards) -> 'HindsightLinear':
+    """theta* = (ridge I + sum x x^T)^-1 sum r x over (items, rewards)."""
+    x = np.asarray(contexts, np.float64)[items]
+    a = settings.ridge * np.eye(x.shape[1]) + x.T @ x
+    return cls(contexts, settings, np.linalg.solve(a, x.T @ rewards))
+
+  def scores(self, items, rng, user=-1):
+    return self.contexts[items] @ self.theta
+
+
 POLICIES: dict[str, Callable[..., Policy]] = {}
 
 

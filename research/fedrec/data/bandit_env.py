@@ -122,6 +122,12 @@ class UserPools:
       self._rewards[user] = rewards[start:end]
       self._left[user] = np.ones(end - start, bool)
 
+  def all_rewards(self):
+    """(items, rewards) of every rating of every user of the pools."""
+    users = sorted(self._items)
+    return (np.concatenate([self._items[u] for u in users]),
+            np.concatenate([self._rewards[u] for u in users]))
+
   def candidates(self, user: int, round_num: int):
     """(items, rewards) shown to `user` this round: empty if none are left.
 

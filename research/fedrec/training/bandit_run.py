@@ -6,7 +6,10 @@ policy, picks one with its current shared model, and its model is updated
 once from the round's summed per-user statistics: summed on the host
 (`centralized`) or by a TFF aggregator over the users' devices (`federated`,
 `bandit_federated.FederatedSum`), plainly or with Gaussian noise for
-user-level DP. Per round and policy, metrics.csv holds the events, clicks,
+user-level DP. The best fixed linear policy in hindsight
+(`bandit_policies.HindsightLinear`, fit to every bandit user's rewards) runs
+on the same stream as the reference of linear regret. Per round and policy,
+metrics.csv holds the events, clicks,
 the per-user oracle's clicks (the best reward among the shown candidates),
 cumulative reward and regret and the click-through rate so far;
 cumulative_regret.png plots every policy's regret; ctr_by_visit.csv / .png
@@ -122,9 +125,9 @@ def run_policies(policies, pools, table_users: np.ndarray,
   function (records [users, size] -> sum) or None (no statistics);
   `table_users` the bandit users. `on_round(round, metrics)` is called after
   each round with the round's row. Besides the per-round lists, each
-  policy's `ctr_by_visit[k]` is its click-through rate at users' k-th visit
-  (k < `MAX_VISITS`; None where no user came that often) over
-  `users_by_visit[k]` users.
+  policy's `ctr_by_visit[k]` is its click-through rate at users' (k+1)-th
+  visit over `users_by_visit[k]` users (up to the most visits a user made,
+  at most `MAX_VISITS`).
   """
   env = config.environment
   history = {p.name: collections.defaultdict(list) for p in policies}
@@ -172,9 +175,10 @@ def run_policies(policies, pools, table_users: np.ndarray,
     on_round(round_num + 1, row)
   for policy in policies:
     clicks, events = by_visit[policy.name]
+    made = int(np.count_nonzero(events))  # Visits some user made.
     history[policy.name]['ctr_by_visit'] = [
-        float(c / e) if e else None for c, e in zip(clicks, events)]
-    history[policy.name]['users_by_visit'] = [int(e) for e in events]
+        float(c / e) for c, e in zip(clicks[:made], events[:made])]
+    history[policy.name]['users_by_visit'] = [int(e) for e in events[:made]]
   return history
 
 
@@ -198,14 +202,14 @@ def _visits_csv(history, policies) -> str:
   writer = csv.writer(out, lineterminator='\n')
   writer.writerow(['visit'] + [f'{p.name}/{m}' for p in policies
                                for m in ('ctr', 'users')])
-  for k in range(MAX_VISITS):
+  made = max(len(history[p.name]['ctr_by_visit']) for p in policies)
+  for k in range(made):
     cells = []
     for p in policies:
-      ctr = history[p.name]['ctr_by_visit'][k]
-      users = history[p.name]['users_by_visit'][k]
-      cells += ['' if ctr is None else repr(ctr), users or '']
-    if any(c != '' for c in cells):
-      writer.writerow([k + 1] + cells)
+      ctr, users = history[p.name]['ctr_by_visit'], history[p.name][
+          'users_by_visit']
+      cells += [repr(ctr[k]), users[k]] if k < len(ctr) else ['', '']
+    writer.writerow([k + 1] + cells)
   return out.getvalue()
 
 
@@ -234,7 +238,11 @@ def run(config: BanditConfig, log: Callable[[str], None] = print,
                                       env)
   policies = bandit_policies.create(config.policies, contexts,
                                     config.policy_settings)
-  pools = [bandit_env.UserPools(table, bandit_users, env) for _ in policies]
+  # The reference of linear regret, run on the same stream.
+  pools = [bandit_env.UserPools(table, bandit_users, env)
+           for _ in range(len(policies) + 1)]
+  policies.append(bandit_policies.HindsightLinear.fit(
+      contexts, config.policy_settings, *pools[0].all_rewards()))
   log(f'{corpus.name}: {corpus.num_users} users ({len(context_users)} give '
       f'the item contexts, {len(bandit_users)} are bandit users), '
       f'{corpus.num_items} items; {config.rounds} rounds of '
@@ -313,10 +321,13 @@ def run(config: BanditConfig, log: Callable[[str], None] = print,
 def _summary(config, corpus, policies, history, setting, noise,
              num_context_users, num_bandit_users, seconds) -> dict:
   results = {}
+  hindsight = history[bandit_policies.HindsightLinear.name]
   for policy in policies:
     h = history[policy.name]
     results[policy.name] = dict(
         label=policy.label, events=int(sum(h['events'])),
+        regret_vs_hindsight=(hindsight['cumulative_reward'][-1] -
+                             h['cumulative_reward'][-1]),
         cumulative_reward=h['cumulative_reward'][-1],
         cumulative_regret=h['cumulative_regret'][-1],
         oracle_reward=float(sum(h['oracle_clicks'])),
@@ -357,11 +368,14 @@ def privacy_text(epsilon: Optional[float], setting, rounds: int) -> str:
 def summary_table(summary: dict) -> str:
   """The policies' totals as a text table."""
   lines = [f'{"policy":<12} {"events":>7} {"reward":>8} {"regret":>8} '
-           f'{"ctr":>6}']
+           f'{"vs hindsight":>12} {"ctr":>6}']
   for name, r in summary['policies'].items():
     lines.append(f'{name:<12} {r["events"]:>7d} '
                  f'{r["cumulative_reward"]:>8.0f} '
-                 f'{r["cumulative_regret"]:>8.0f} {r["ctr"]:>6.3f}')
+                 f'{r["cumulative_regret"]:>8.0f} '
+                 f'{r["regret_vs_hindsight"]:>12.0f} {r["ctr"]:>6.3f}')
+  lines.append('regret: against the per-user oracle (the best shown item); '
+               'vs hindsight: against the best fixed linear policy.')
   if 'epsilon' in summary:
     lines.append(f'user-level DP: epsilon {summary["epsilon"]:.3g} at delta '
                  f'{summary["delta"]:.3g} (noise multiplier '
