@@ -121,7 +121,8 @@ class BanditBinaryTest(absltest.TestCase):
       folder = os.path.join(self.root, execution)
       self.assertCountEqual(os.listdir(folder), [
           'metrics.csv', 'cumulative_regret.png', 'summary.json',
-          'ctr_by_visit.csv', 'ctr_by_visit.png'])
+          'ctr_by_visit.csv', 'ctr_by_visit.png', 'policies.npz',
+          'devices.npz'])
       with open(os.path.join(folder, 'summary.json')) as f:
         outputs[execution] = json.load(f)
       with open(os.path.join(folder, 'metrics.csv')) as f:
@@ -144,6 +145,30 @@ class BanditBinaryTest(absltest.TestCase):
     self.assertEqual(outputs['federated']['policies'],
                      outputs['centralized']['policies'])
     self.assertEqual(binaries.leftover_workers(token), [])
+    # recommend.py serves a user of the run with its policy.
+    folder = os.path.join(self.root, 'centralized')
+    with np.load(os.path.join(folder, 'devices.npz')) as devices, np.load(
+        os.path.join(folder, 'policies.npz')) as server:
+      user = int(devices['hybrid/given_users'][0])
+      given = devices['hybrid/given_items'][
+          devices['hybrid/given_users'] == user]
+      raw_user = server['raw_users'][user].item()
+      raw_given = set(server['raw_items'][given].tolist())
+    result = binaries.run_binary(
+        'recommend', f'--bandit_dir={folder}', '--policy=hybrid',
+        f'--user_id={raw_user}', '--k=5', '--format=json')
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    served = json.loads(result.stdout)
+    self.assertLen(served['recommendations'], 5)
+    self.assertEmpty(raw_given & {r['item'] for r in
+                                  served['recommendations']})
+    self.assertIn('device model', served['note'])
+    result = binaries.run_binary('recommend', f'--bandit_dir={folder}',
+                                 '--policy=ucb9', f'--user_id={raw_user}')
+    self.assertEqual(result.returncode, 1)
+    self.assertEqual(result.stderr.strip(), 'recommend.py: error: '
+                     '--policy=ucb9: the run has random, popularity, '
+                     'egreedy, linucb, lints, hybrid.')
 
   def test_dp_run_reports_its_epsilon(self):
     result = binaries.run_binary(

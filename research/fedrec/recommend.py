@@ -14,6 +14,9 @@ Ids are the corpus's own (MovieLens user and movie ids).
   # A group:
   python -m research.fedrec.recommend --experiment_dir=runs/default \
       --group=1,2,3 --group_strategy=least_misery
+  # A bandit policy of a bandit.py run, with each score's exploration bonus:
+  python -m research.fedrec.recommend --bandit_dir=runs/bandits \
+      --policy=hybrid --user_id=42
 
 Under Federated Reconstruction a known user's embedding is reconstructed from
 all of that user's ratings, as the user's own device would; under FedAvg it is
@@ -71,6 +74,11 @@ _GROUP = flags.DEFINE_list('group', None,
 _GROUP_STRATEGY = flags.DEFINE_enum(
     'group_strategy', 'average', list(groups.GROUP_STRATEGIES),
     'How members\' predicted ratings combine into the group score.')
+_BANDIT_DIR = flags.DEFINE_string(
+    'bandit_dir', None, 'A run written by bandit.py: serve --user_id with '
+    'one of its policies (--policy) instead of a trained model.')
+_POLICY = flags.DEFINE_string('policy', 'linucb',
+                              'With --bandit_dir: the policy that serves.')
 _K = flags.DEFINE_integer('k', 10, 'Number of items to recommend.')
 _FORMAT = flags.DEFINE_enum('format', 'table', ['table', 'json'],
                             'Output format.')
@@ -347,8 +355,42 @@ def format_table(result) -> str:
   return '\n'.join(lines)
 
 
+def run_bandit() -> dict:
+  """--bandit_dir: a bandit policy's top K for --user_id, with the parts
+  of each score (estimate, exploration bonus)."""
+  from research.fedrec.inference import bandit_serving  # pylint: disable=g-import-not-at-top
+  if _USER_ID.value is None or _EXPERIMENT_DIR.value or _EXPORT_DIR.value:
+    raise ValueError('--bandit_dir serves --user_id alone (no '
+                     '--experiment_dir or --export_dir).')
+  if _K.value < 1:
+    raise ValueError(f'--k={_K.value} must be >= 1.')
+  served = bandit_serving.load(_BANDIT_DIR.value, _POLICY.value)
+  return bandit_serving.serve(served, _USER_ID.value, _K.value)
+
+
+def format_bandit(result) -> str:
+  """A readable table of `run_bandit`'s result."""
+  rows = result['recommendations']
+  lines = [f'Top {result["k"]} for user {result["user"]} by '
+           f'{result["label"]}:']
+  if rows:
+    columns = list(rows[0])
+    lines.append(text_table.format_rows(
+        [columns] + [[str(r[c]) for c in columns] for r in rows]))
+  lines.append(f'({result["note"]})')
+  return '\n'.join(lines)
+
+
 def main(argv):
   del argv  # cli.run refuses positional arguments.
+  if _BANDIT_DIR.value:
+    try:
+      result = run_bandit()
+    except cli.user_errors() as e:
+      cli.fail('recommend.py', e)
+    print(json.dumps(result, indent=2) if _FORMAT.value == 'json' else
+          format_bandit(result))
+    return
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.get_logger().setLevel('ERROR')
   try:

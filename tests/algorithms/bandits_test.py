@@ -1,12 +1,16 @@
 """Bandit environment and policies: closed forms, bounds, the user split."""
 
+import dataclasses
+import json
 import math
+import os
 
 from absl.testing import absltest
 import numpy as np
 
 from research.fedrec.algorithms import bandit_policies
 from research.fedrec.data import bandit_env
+from research.fedrec.inference import bandit_serving
 from tests.algorithms import testing_data
 
 
@@ -118,6 +122,64 @@ class PolicyTest(absltest.TestCase):
       bandit_policies.PolicySettings(epsilon=1.5)
     with self.assertRaisesRegex(ValueError, 'registered twice'):
       bandit_policies.register(bandit_policies.LinUCB)
+
+
+class ServingTest(absltest.TestCase):
+
+  def test_saved_policies_score_as_before_and_skip_given_items(self):
+    table = testing_data.random_table()
+    config = bandit_env.EnvironmentConfig(context_dim=3, users_per_round=8,
+                                          num_candidates=4, seed=1)
+    context_users, bandit_users = bandit_env.split_users(40, config)
+    contexts = bandit_env.item_contexts(table, context_users, 30, config)
+    settings = bandit_policies.PolicySettings()
+    policies = bandit_policies.create(['popularity', 'hybrid'], contexts,
+                                      settings)
+    pools = [bandit_env.UserPools(table, bandit_users, config)
+             for _ in policies]
+    for round_num in range(6):  # Six rounds by hand: pick, learn, sum.
+      users = bandit_env.sample_users(bandit_users, round_num, config)
+      for policy, pool in zip(policies, pools):
+        records = []
+        for user in users:
+          items, rewards = pool.candidates(int(user), round_num)
+          pick = policy.choose(items, np.random.default_rng(0), int(user))
+          policy.observe(int(user), int(items[pick]), float(rewards[pick]))
+          pool.remove(int(user), int(items[pick]))
+          records.append(policy.user_statistic(int(items[pick]),
+                                               float(rewards[pick])))
+        policy.apply(np.sum(records, axis=0))
+    directory = self.create_tempdir().full_path
+    raw_users = np.arange(100, 140)
+    bandit_serving.save(directory, policies, pools, contexts, raw_users,
+                        np.arange(30) + 1000, [f't{i}' for i in range(30)])
+    with open(os.path.join(directory, 'summary.json'), 'w') as f:
+      json.dump({'policies': {'popularity': {}, 'hybrid': {}},
+                 'policy_settings': dataclasses.asdict(settings)}, f)
+    served = bandit_serving.load(directory, 'hybrid')
+    hybrid = policies[1]
+    user = int(bandit_users[0])
+    everything = np.arange(30)
+    np.testing.assert_allclose(served.policy.scores(everything, None, user),
+                               hybrid.scores(everything, None, user))
+    self.assertTrue(hybrid.local)  # The device state was restored, not empty.
+    result = bandit_serving.serve(served, str(raw_users[user]), k=30)
+    given = set(pools[1].given()[1][pools[1].given()[0] == user].tolist())
+    self.assertTrue(given)
+    shown = [int(r['item']) - 1000 for r in result['recommendations']]
+    self.assertEqual(len(shown), 30 - len(given))
+    self.assertEmpty(given & set(shown))
+    scores = [r['score'] for r in result['recommendations']]
+    self.assertEqual(scores, sorted(scores, reverse=True))
+    for row in result['recommendations']:
+      self.assertAlmostEqual(row['score'], row['estimate'] + row['bonus'],
+                             places=3)
+    self.assertIn('device model', result['note'])
+    self.assertIn('never served', bandit_serving.serve(served, 'x', 3)[
+        'note'])
+    with self.assertRaisesRegex(ValueError, r'^--policy=ucb: the run has '
+                                'popularity, hybrid'):
+      bandit_serving.load(directory, 'ucb')
 
 
 class EnvironmentTest(absltest.TestCase):

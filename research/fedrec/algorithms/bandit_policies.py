@@ -117,6 +117,27 @@ class Policy:
     """The shared model's arrays (for the exactness tests and summaries)."""
     return {}
 
+  def server_arrays(self) -> dict:
+    """What the server holds, to save and `load` (numpy arrays)."""
+    return {'noise_stddev': np.float64(self.noise_stddev),
+            'rounds': np.int64(self.rounds)}
+
+  def device_arrays(self) -> dict:
+    """What the users' devices hold (saved apart from the server's)."""
+    return {}
+
+  def load(self, server: dict, devices: dict) -> None:
+    """Restores `server_arrays` and `device_arrays` as saved."""
+    del devices
+    self.noise_stddev = float(server['noise_stddev'])
+    self.rounds = int(server['rounds'])
+
+  def explain(self, items: np.ndarray, user: int = -1) -> dict:
+    """Named per-candidate columns behind the scores, for serving (the
+    deterministic part; Thompson sampling's draw and epsilon-greedy's coin
+    are left out)."""
+    return {'score': self.scores(items, np.random.default_rng(0), user)}
+
 
 class Random(Policy):
   name, label = 'random', 'random'
@@ -154,6 +175,17 @@ class Popularity(Policy):
 
   def state(self):
     return {'shows': self.shows, 'clicks': self.clicks}
+
+  def server_arrays(self):
+    return dict(super().server_arrays(), **self.state())
+
+  def load(self, server, devices):
+    super().load(server, devices)
+    self.shows, self.clicks = server['shows'], server['clicks']
+
+  def explain(self, items, user=-1):
+    return {'click_rate': self.scores(items, None, user),
+            'shows': self.shows[items]}
 
 
 class Linear(Policy):
@@ -204,6 +236,17 @@ class Linear(Policy):
     return {'a': self.settings.ridge * np.eye(len(self.b)) + self.gram,
             'b': self.b}
 
+  def server_arrays(self):
+    return dict(super().server_arrays(), gram=self.gram, b=self.b)
+
+  def load(self, server, devices):
+    super().load(server, devices)
+    self.gram, self.b = server['gram'], server['b']
+    self._refresh()
+
+  def explain(self, items, user=-1):
+    return {'estimate': self.estimates(items)}
+
 
 class EpsilonGreedy(Linear):
   name, label = 'egreedy', 'epsilon-greedy (linear)'
@@ -225,6 +268,10 @@ class LinUCB(Linear):
 
   def scores(self, items, rng, user=-1):
     return self.estimates(items) + self.bonus(items)
+
+  def explain(self, items, user=-1):
+    return {'estimate': self.estimates(items), 'bonus': self.bonus(items),
+            'score': self.scores(items, None, user)}
 
 
 class HybridLinUCB(LinUCB):
@@ -259,16 +306,39 @@ class HybridLinUCB(LinUCB):
     x = self.contexts[item]
     self.local[user] = (gram + np.outer(x, x), b + reward * x)
 
-  def scores(self, items, rng, user=-1):
-    scores = super().scores(items, rng, user)
-    gram, b = self._local(user)  # A new user: the shared model's scores
-    # and the widest local bonus.
+  def _residual(self, items, user):
+    """(x^T delta_u, the local bonus) of each candidate for `user`."""
+    gram, b = self._local(user)  # A new user: no residual and the widest
+    # local bonus.
     a_user = self.settings.ridge * np.eye(len(b)) + gram
     delta = np.linalg.solve(a_user, b - gram @ self.theta)
     x = self.contexts[items]
     local_bonus = np.sqrt(np.maximum(np.einsum(
         'ki,ki->k', x, np.linalg.solve(a_user, x.T).T), 0.0))
-    return scores + x @ delta + self.settings.alpha * local_bonus
+    return x @ delta, self.settings.alpha * local_bonus
+
+  def scores(self, items, rng, user=-1):
+    residual, local_bonus = self._residual(items, user)
+    return super().scores(items, rng, user) + residual + local_bonus
+
+  def explain(self, items, user=-1):
+    residual, local_bonus = self._residual(items, user)
+    return {'estimate': self.estimates(items) + residual,
+            'bonus': self.bonus(items) + local_bonus,
+            'score': self.scores(items, None, user)}
+
+  def device_arrays(self):
+    users = np.array(sorted(self.local), np.int64)
+    dim = self.contexts.shape[1]
+    return {'users': users,
+            'gram': np.array([self.local[u][0] for u in users]).reshape(
+                -1, dim, dim),
+            'b': np.array([self.local[u][1] for u in users]).reshape(-1, dim)}
+
+  def load(self, server, devices):
+    super().load(server, devices)
+    self.local = {int(u): (g, b) for u, g, b in zip(
+        devices['users'], devices['gram'], devices['b'])}
 
 
 class LinearThompson(Linear):

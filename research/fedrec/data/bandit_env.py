@@ -128,6 +128,14 @@ class UserPools:
     return (np.concatenate([self._items[u] for u in users]),
             np.concatenate([self._rewards[u] for u in users]))
 
+  def given(self):
+    """(users, items): every item picked for a user so far, by user."""
+    users = sorted(self._items)
+    picked = [self._items[u][~self._left[u]] for u in users]
+    return (np.repeat(np.array(users, np.int64), [len(p) for p in picked]),
+            np.concatenate(picked or [np.zeros(0, np.int64)]).astype(
+                np.int64))
+
   def candidates(self, user: int, round_num: int):
     """(items, rewards) shown to `user` this round: empty if none are left.
 

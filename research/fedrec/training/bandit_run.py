@@ -15,7 +15,9 @@ cumulative reward and regret and the click-through rate so far;
 cumulative_regret.png plots every policy's regret; ctr_by_visit.csv / .png
 the click-through rate at a user's k-th visit (how fast a new user is
 served well); summary.json holds the totals, the settings and, under DP,
-epsilon and the privacy statement.
+epsilon and the privacy statement; policies.npz (the server's models) and
+devices.npz (the users' device state) serve users afterwards
+(`inference/bandit_serving.py`, recommend.py --bandit_dir).
 
 Outputs are written to a temporary folder renamed into place at the end, so
 a failed or interrupted run leaves no half-written results.
@@ -40,6 +42,7 @@ from research.fedrec.algorithms import bandit_policies
 from research.fedrec.algorithms import sampling as sampling_lib
 from research.fedrec.data import bandit_env
 from research.fedrec.data import corpus as corpus_lib
+from research.fedrec.inference import bandit_serving
 from research.fedrec.privacy import accounting
 from research.fedrec.privacy import statement
 from research.fedrec.reporting import plots
@@ -306,6 +309,10 @@ def run(config: BanditConfig, log: Callable[[str], None] = print,
         x_column='visit')
     json_io.write_json_atomically(os.path.join(staging, 'summary.json'),
                                   summary)
+    # The policies, to serve users with (recommend.py --bandit_dir).
+    bandit_serving.save(staging, policies[:-1], pools[:-1], contexts,
+                        corpus.id_maps.raw_users, corpus.id_maps.raw_items,
+                        corpus.titles(config.data))
     os.chmod(staging, 0o755)
     if os.path.isdir(config.output_dir):
       shutil.rmtree(config.output_dir)
