@@ -68,6 +68,10 @@ _TARGET_EPSILON = flags.DEFINE_float(
     'to reach this epsilon after --rounds.')
 _DELTA = flags.DEFINE_float('delta', None,
                             'delta (default 1 / bandit users^1.1).')
+_REPLAY = flags.DEFINE_bool(
+    'replay', False, 'Also estimate each policy\'s click-through rate by '
+    'replay (Li et al., WSDM 2011) on events logged by a uniform random '
+    'policy on the same user stream.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of users, candidates, '
                              'contexts and choices.')
 _ROOT_OUTPUT_DIR = flags.DEFINE_string('root_output_dir', 'runs',
@@ -103,7 +107,8 @@ def config_from_flags():
           ts_scale=_TS_SCALE.value, ridge=_RIDGE.value),
       policies=tuple(_POLICIES.value), rounds=_ROUNDS.value,
       execution=_EXECUTION.value, noise_multiplier=_NOISE.value,
-      target_epsilon=_TARGET_EPSILON.value, delta=_DELTA.value)
+      target_epsilon=_TARGET_EPSILON.value, delta=_DELTA.value,
+      replay=_REPLAY.value)
 
 
 def config_from_args(args):

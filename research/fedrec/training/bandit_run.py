@@ -52,7 +52,7 @@ CENTRALIZED, FEDERATED = 'centralized', 'federated'
 # Per policy and round, in metrics.csv as `<policy>/<name>`.
 METRICS = ('events', 'clicks', 'oracle_clicks', 'cumulative_reward',
            'cumulative_regret', 'ctr')
-_CHOICE_STREAM = 4
+_CHOICE_STREAM, _LOG_STREAM = 4, 5
 # A user's first visits whose click-through rate is reported (summary.json's
 # ctr_by_visit: the cold start of a new user).
 MAX_VISITS = 100
@@ -75,6 +75,7 @@ class BanditConfig:
   noise_multiplier: Optional[float] = None  # Federated only: user-level DP.
   target_epsilon: Optional[float] = None  # Or: the noise calibrated to this.
   delta: Optional[float] = None  # Default 1 / bandit users^1.1.
+  replay: bool = False  # Also the replay estimate on uniform logged events.
 
   def __post_init__(self):
     if self.rounds < 1:
@@ -185,6 +186,67 @@ def run_policies(policies, pools, table_users: np.ndarray,
   return history
 
 
+def uniform_log(table, bandit_users: np.ndarray, config: BanditConfig):
+  """Logged events of the uniform random policy on the same user stream.
+
+  Per round, a list of (user, shown items, index of the logged pick, its
+  reward); the picked item leaves the user's pool, as in the simulation.
+  """
+  env = config.environment
+  pools = bandit_env.UserPools(table, bandit_users, env)
+  log = []
+  for round_num in range(config.rounds):
+    events = []
+    for user in bandit_env.sample_users(bandit_users, round_num, env):
+      items, rewards = pools.candidates(int(user), round_num)
+      if not len(items):
+        continue
+      pick = int(np.random.default_rng(
+          [env.seed, _LOG_STREAM, round_num, int(user)]).integers(len(items)))
+      pools.remove(int(user), int(items[pick]))
+      events.append((int(user), items, pick, float(rewards[pick])))
+    log.append(events)
+  return log
+
+
+def replay(policies, log, config: BanditConfig, sums) -> dict:
+  """The replay estimator (Li et al., WSDM 2011) of each policy's CTR.
+
+  The policy is run over the uniformly logged events in order; an event
+  counts, and the policy learns from it (its device and the round's sum),
+  only where the policy picks the logged item; the click-through rate over
+  the counted events is an unbiased estimate of the policy's own (for a
+  uniform logger over a stationary stream).
+
+  Returns:
+    {policy: {replay_ctr, replay_events}} (None CTR if no event counted).
+  """
+  env = config.environment
+  results = {}
+  for policy, summed in zip(policies, sums):
+    counted, clicks = 0, 0.0
+    for round_num, events in enumerate(log):
+      records = []
+      for user, items, logged, reward in events:
+        rng = np.random.default_rng([env.seed, _CHOICE_STREAM,
+                                     _policy_stream(policy.name), round_num,
+                                     user])
+        if policy.choose(items, rng, user) != logged:
+          continue
+        counted += 1
+        clicks += reward
+        policy.observe(user, int(items[logged]), reward)
+        if summed is not None:
+          records.append(policy.user_statistic(int(items[logged]), reward))
+      if summed is not None:
+        policy.apply(summed(np.asarray(records, np.float64).reshape(
+            -1, policy.statistics_size)))
+    results[policy.name] = dict(
+        replay_ctr=clicks / counted if counted else None,
+        replay_events=counted)
+  return results
+
+
 def _metrics_csv(history, policies) -> str:
   columns = [f'{p.name}/{m}' for p in policies for m in METRICS]
   out = io.StringIO()
@@ -273,24 +335,38 @@ def run(config: BanditConfig, log: Callable[[str], None] = print,
       bar.set_postfix_str(' '.join(
           f'{p.name} ctr {row[f"{p.name}/ctr"]:.3f}' for p in policies))
 
+    def execute(make_sum):
+      """The simulated run, then (--replay) the replay evaluation."""
+      def sums(of):
+        return [make_sum(p.statistics_size) if p.statistics_size else None
+                for p in of]
+      history = run_policies(policies, pools, bandit_users, config,
+                             sums(policies), on_round)
+      if not config.replay:
+        return history, None
+      fresh = bandit_policies.create(config.policies, contexts,
+                                     config.policy_settings)
+      for policy in fresh:
+        policy.noise_stddev = policies[0].noise_stddev
+      log = uniform_log(table, bandit_users, config)
+      return history, replay(fresh, log, config, sums(fresh))
+
     if config.execution == FEDERATED:
       # Imported here: TFF is only loaded for a federated run.
       from research.fedrec.algorithms import bandit_federated  # pylint: disable=g-import-not-at-top
       for policy in policies:  # Their post-processing of the noised sums.
         policy.noise_stddev = (noise or 0.0) * bandit_policies.SENSITIVITY
       with runtime_factory():
-        sums = [bandit_federated.FederatedSum(p.statistics_size, noise)
-                if p.statistics_size else None for p in policies]
-        history = run_policies(policies, pools, bandit_users, config, sums,
-                               on_round)
+        history, replayed = execute(
+            lambda size: bandit_federated.FederatedSum(size, noise))
     else:
-      sums = [host_sum if p.statistics_size else None for p in policies]
-      history = run_policies(policies, pools, bandit_users, config, sums,
-                             on_round)
+      history, replayed = execute(lambda size: host_sum)
     bar.close()
     summary = _summary(config, corpus, policies, history, setting, noise,
                        len(context_users), len(bandit_users),
                        time.monotonic() - started)
+    for name, values in (replayed or {}).items():
+      summary['policies'][name].update(values)
     metrics_path = os.path.join(staging, 'metrics.csv')
     json_io.write_text_atomically(metrics_path,
                                   _metrics_csv(history, policies))
@@ -376,11 +452,19 @@ def summary_table(summary: dict) -> str:
   """The policies' totals as a text table."""
   lines = [f'{"policy":<12} {"events":>7} {"reward":>8} {"regret":>8} '
            f'{"vs hindsight":>12} {"ctr":>6}']
+  replayed = any('replay_events' in r for r in summary['policies'].values())
+  if replayed:
+    lines[0] += f' {"replay ctr":>10} {"(events)":>8}'
   for name, r in summary['policies'].items():
-    lines.append(f'{name:<12} {r["events"]:>7d} '
-                 f'{r["cumulative_reward"]:>8.0f} '
-                 f'{r["cumulative_regret"]:>8.0f} '
-                 f'{r["regret_vs_hindsight"]:>12.0f} {r["ctr"]:>6.3f}')
+    line = (f'{name:<12} {r["events"]:>7d} '
+            f'{r["cumulative_reward"]:>8.0f} '
+            f'{r["cumulative_regret"]:>8.0f} '
+            f'{r["regret_vs_hindsight"]:>12.0f} {r["ctr"]:>6.3f}')
+    if 'replay_events' in r:
+      ctr = r['replay_ctr']
+      line += (f' {"-" if ctr is None else format(ctr, ".3f"):>10} '
+               f'{r["replay_events"]:>8d}')
+    lines.append(line)
   lines.append('regret: against the per-user oracle (the best shown item); '
                'vs hindsight: against the best fixed linear policy.')
   if 'epsilon' in summary:
