@@ -119,12 +119,7 @@ def config_from_args(args):
   Raises:
     ValueError: an unknown flag or a bad value (one line).
   """
-  for flag in flags.FLAGS.get_key_flags_for_module(sys.modules[__name__]):
-    flag.unparse()
-  try:
-    flags.FLAGS(['bandit.py'] + list(args))
-  except flags.Error as e:
-    raise ValueError(f'bandit.py flags {" ".join(args)}: {e}') from None
+  cli.reparse(sys.modules[__name__], 'bandit.py', args)
   return config_from_flags()
 
 

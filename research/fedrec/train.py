@@ -484,12 +484,7 @@ def config_from_args(args):
   Raises:
     ValueError: an unknown flag or a bad value (one line).
   """
-  for flag in _key_flags():
-    flag.unparse()
-  try:
-    flags.FLAGS(['train.py'] + list(args))
-  except flags.Error as e:
-    raise ValueError(f'train.py flags {" ".join(args)}: {e}') from None
+  cli.reparse(sys.modules[__name__], 'train.py', args)
   return build_config()
 
 

@@ -27,14 +27,7 @@ ROUNDS = (['0', '3', '4', '7', '9', '12', '15', '16', '20', '21', '25', '28'],
 
 def random_corpus(seed=7):
   """Explicit ratings: users with 1 to 14 distinct items."""
-  rng = np.random.default_rng(seed)
-  users, items, values = [], [], []
-  for user in range(NUM_USERS):
-    count = int(rng.integers(1, 15))
-    users += [user] * count
-    items += rng.choice(NUM_ITEMS, count, replace=False).tolist()
-    values += rng.integers(1, 6, count).tolist()
-  train = testing_data.table(users, items, values)
+  train = testing_data.random_table(NUM_USERS, NUM_ITEMS, seed, min_count=1)
   return splits.Split(train, testing_data.TEST, testing_data.TEST)
 
 

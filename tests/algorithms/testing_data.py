@@ -12,12 +12,13 @@ def table(users, items, values) -> ratings.Ratings:
                          np.arange(len(users), dtype=np.int64))
 
 
-def random_table(num_users=40, num_items=30, seed=0) -> ratings.Ratings:
-  """Users with 3 to 14 distinct items, ratings 1 to 5, by seed."""
+def random_table(num_users=40, num_items=30, seed=0,
+                 min_count=3) -> ratings.Ratings:
+  """Users with `min_count` to 14 distinct items, ratings 1 to 5, by seed."""
   rng = np.random.default_rng(seed)
   users, items, values = [], [], []
   for user in range(num_users):
-    count = int(rng.integers(3, 15))
+    count = int(rng.integers(min_count, 15))
     users += [user] * count
     items += rng.choice(num_items, count, replace=False).tolist()
     values += rng.integers(1, 6, count).tolist()

@@ -53,6 +53,21 @@ def fail(binary: str, message: str) -> NoReturn:
   sys.exit(1)
 
 
+def reparse(module: types.ModuleType, binary: str, args) -> None:
+  """Resets `module`'s flags to their defaults, then parses `args` as
+  `binary`'s command line (other binaries' flags keep their values).
+
+  Raises:
+    ValueError: an unknown flag or a bad value (one line).
+  """
+  for flag in flags.FLAGS.get_key_flags_for_module(module):
+    flag.unparse()
+  try:
+    flags.FLAGS([binary] + list(args))
+  except flags.Error as e:
+    raise ValueError(f'{binary} flags {" ".join(args)}: {e}') from None
+
+
 def lazy_import(name: str) -> types.ModuleType:
   """The module `name`, executed on its first attribute access.
 
