@@ -515,8 +515,8 @@ def markdown(report: Report) -> str:
          if same else
          f'They were measured on {table.published_corpus}; this run used '
          'another corpus, so they are context, not a check.'))
-  lines += ['', 'Commands (a row runs each of its train.py commands once per '
-            'seed, with `--seed` set to the seed):', '']
+  lines += ['', f'Commands (a row runs each of its {table.binary}.py commands '
+            'once per seed, with `--seed` set to the seed):', '']
   for row in the_plan.rows:
     lines.append(f'- **{row.label}**: `{reproduce_command(the_plan, row)}`')
     for run_name in table.common:
