@@ -55,12 +55,18 @@ class FederatedBanditTest(absltest.TestCase):
     return policies, history
 
   def test_federated_equals_centralized(self):
+    for slate_size in (1, 2):
+      with self.subTest(slate_size=slate_size):
+        self._assert_federated_equals_centralized(slate_size)
+
+  def _assert_federated_equals_centralized(self, slate_size):
     config = bandit_run.BanditConfig(
         output_dir='/unused', rounds=8, policies=('popularity', 'linucb',
                                                   'lints', 'egreedy',
                                                   'hybrid'),
         environment=bandit_env.EnvironmentConfig(
-            num_candidates=4, users_per_round=12, context_dim=3, seed=3),
+            num_candidates=4, users_per_round=12, context_dim=3, seed=3,
+            slate_size=slate_size),
         policy_settings=bandit_policies.PolicySettings(alpha=0.7,
                                                        epsilon=0.3))
     central, central_history = self._run(False, config)
@@ -72,12 +78,16 @@ class FederatedBanditTest(absltest.TestCase):
       for key, value in want.state().items():
         np.testing.assert_allclose(have.state()[key], value, rtol=1e-6,
                                    err_msg=f'{want.name} {key}')
-    # The case is real: every user's events entered A (8 rounds x 12 users;
-    # the bias feature is 1/sqrt(2), so A's last diagonal entry is the
-    # ridge plus half the events).
+    # The case is real: every user's events entered A (8 rounds x 12 users,
+    # up to a slate each: fewer where a user's pool ran low; the bias
+    # feature is 1/sqrt(2), so A's last diagonal entry is the ridge plus
+    # half the events).
     linucb = central[1]
     events = sum(central_history['linucb']['events'])
-    self.assertEqual(events, 96)
+    if slate_size == 1:
+      self.assertEqual(events, 96)
+    else:
+      self.assertBetween(events, 97, 96 * slate_size)
     np.testing.assert_allclose(linucb.state()['a'][-1, -1], 1 + events / 2,
                                rtol=1e-5)
 
@@ -96,6 +106,11 @@ class FederatedBanditTest(absltest.TestCase):
     np.testing.assert_allclose(
         bandit_federated.FederatedSum(3)(records), records.sum(axis=0),
         rtol=1e-5)
+    # Slates of 2: each user clipped to 2 sqrt(2).
+    slate_sum = bandit_federated.FederatedSum(
+        2, noise_multiplier=0.0, clip=bandit_policies.sensitivity(2))
+    np.testing.assert_allclose(slate_sum(np.array([[3.0, 4.0]])),
+                               [6 * root2 / 5, 8 * root2 / 5], rtol=1e-6)
     # With noise: stddev z sqrt(2) per coordinate around the sum.
     noisy = bandit_federated.FederatedSum(400, noise_multiplier=2.0)
     draws = noisy(np.zeros((3, 400)))

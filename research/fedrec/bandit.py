@@ -47,6 +47,9 @@ _USERS_PER_ROUND = flags.DEFINE_integer('users_per_round', 50,
 _NUM_CANDIDATES = flags.DEFINE_integer(
     'num_candidates', 10, 'Items shown to a user per round (from those it '
     'rated and was not yet given).')
+_SLATE_SIZE = flags.DEFINE_integer(
+    'slate_size', 1, 'Items given to a user per round (a slate of its '
+    'candidates); each is an event with its own reward.')
 _THRESHOLD = flags.DEFINE_float('reward_threshold', 4.0,
                                 'Reward 1 if the rating is at least this.')
 _CONTEXT_DIM = flags.DEFINE_integer(
@@ -99,6 +102,7 @@ def config_from_flags():
           synthetic_config=synthetic.SyntheticConfig(seed=_DATA_SEED.value)),
       environment=bandit_env.EnvironmentConfig(
           num_candidates=_NUM_CANDIDATES.value,
+          slate_size=_SLATE_SIZE.value,
           users_per_round=_USERS_PER_ROUND.value,
           reward_threshold=_THRESHOLD.value, context_dim=_CONTEXT_DIM.value,
           context_user_fraction=_CONTEXT_FRACTION.value, seed=_SEED.value),

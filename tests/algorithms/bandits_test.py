@@ -61,6 +61,31 @@ class PolicyTest(absltest.TestCase):
     self.assertEqual(linucb.scores(items, rng, 7).tolist(),
                      linucb.scores(items, rng, 8).tolist())
 
+  def test_a_slate_is_the_top_scores_with_seeded_ties(self):
+    # LinUCB with alpha 0 after one liked event on item 1, x = (0.6, 0):
+    # theta = (0.6 / 1.36, 0), so the scores 0.6 x_0 / 1.36 rank by x_0.
+    contexts = np.array([[0.1, 0.0], [0.6, 0.0], [0.3, 0.1], [0.3, 0.1],
+                         [0.0, 0.5]])
+    policy = bandit_policies.LinUCB(
+        contexts, bandit_policies.PolicySettings(alpha=0.0))
+    policy.apply(policy.user_statistic(1, 1.0))
+    items = np.arange(5)
+    self.assertEqual(
+        policy.choose_slate(items, np.random.default_rng(0), -1, 1), [1])
+    slates = {tuple(policy.choose_slate(items, np.random.default_rng(seed),
+                                        -1, 3)) for seed in range(20)}
+    # Item 1 first; items 2 and 3 tie (equal contexts), in either order.
+    self.assertEqual(slates, {(1, 2, 3), (1, 3, 2)})
+    self.assertLen(policy.choose_slate(items, np.random.default_rng(0), -1,
+                                       9), 5)
+    # One user's slate statistic: the sum over its picks, within the
+    # slate's sensitivity (reached by twice the same unit context).
+    unit = bandit_policies.LinUCB(np.array([[0.6, 0.8]]),
+                                  bandit_policies.PolicySettings())
+    np.testing.assert_allclose(
+        np.linalg.norm(2 * unit.user_statistic(0, 1.0)),
+        bandit_policies.sensitivity(2), rtol=1e-9)
+
   def test_linear_state_is_the_ridge_sums(self):
     rng = np.random.default_rng(3)
     contexts = rng.normal(size=(6, 3))
@@ -249,6 +274,8 @@ class EnvironmentTest(absltest.TestCase):
     for kwargs, message in (
         (dict(num_candidates=1), '--num_candidates=1: expected >= 2'),
         (dict(context_dim=1), '--context_dim=1: expected >= 2'),
+        (dict(slate_size=10), r'--slate_size=10: expected 1 to '
+         r'--num_candidates - 1 \(9\)'),
         (dict(context_user_fraction=1.0), '--context_user_fraction=1: '
          'expected in'),
     ):

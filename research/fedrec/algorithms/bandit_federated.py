@@ -5,8 +5,8 @@ TFF federated computation: the users are packed into cohorts (one TFF
 client each, as in cohort execution), each cohort sums its users' records
 and TFF's aggregator sums the cohorts, either plainly
 (`tff.aggregators.SumFactory`) or under user-level DP: tensorflow-privacy's
-`GaussianSumQuery` (clip `bandit_policies.SENSITIVITY`, noise standard
-deviation z x clip), each user clipped by the query's own
+`GaussianSumQuery` (clip `bandit_policies.sensitivity`: sqrt(2) per item
+of a user's slate; noise standard deviation z x clip), each user clipped by the query's own
 `preprocess_record` inside its cohort and the noise added once to the
 round's sum at the server (`aggregation.PreclippedQuery`), so that the
 release protects each user, not each cohort. The clip changes nothing for a
@@ -31,8 +31,10 @@ COHORT_USERS = 256  # Users per TFF client at most.
 class FederatedSum:
   """A round's sum of per-user statistics of one size, via TFF."""
 
-  def __init__(self, size: int, noise_multiplier: Optional[float] = None):
-    """`noise_multiplier` None: a plain sum; else the DP Gaussian sum."""
+  def __init__(self, size: int, noise_multiplier: Optional[float] = None,
+               clip: float = bandit_policies.SENSITIVITY):
+    """`noise_multiplier` None: a plain sum; else the DP Gaussian sum with
+    each user clipped to `clip` (`bandit_policies.sensitivity`)."""
     self.size = size
     self.noise_multiplier = noise_multiplier
     value_type = tff.TensorType(np.float64, [size])
@@ -41,7 +43,6 @@ class FederatedSum:
     if noise_multiplier is None:
       factory = tff.aggregators.SumFactory()
     else:
-      clip = bandit_policies.SENSITIVITY
       query = tfp.GaussianSumQuery(l2_norm_clip=clip,
                                    stddev=noise_multiplier * clip)
       factory = tff.aggregators.DifferentiallyPrivateFactory(

@@ -9,10 +9,11 @@ own event (the shown item's context x and its reward r), and only the sum
 server. Centralized and federated runs differ only in how the sum is
 formed, so with plain sums they make the same choices.
 
-Every statistic has L2 norm at most `SENSITIVITY` = sqrt(2) per user and
-round (one event per user and round, contexts of norm <= 1, rewards in
-[0, 1]): linear policies send (vec(x x^T), r x), whose squared norm is
-|x|^4 + r^2 |x|^2 <= 2; popularity sends one-hot shows and clicks.
+Every statistic has L2 norm at most `SENSITIVITY` = sqrt(2) per event
+(contexts of norm <= 1, rewards in [0, 1]): linear policies send
+(vec(x x^T), r x), whose squared norm is |x|^4 + r^2 |x|^2 <= 2; popularity
+sends one-hot shows and clicks. A user sends the sum over its slate of s
+picks a round, of norm <= s sqrt(2) (`sensitivity`).
 
 Policies (`POLICIES`; a new one is a class here or elsewhere plus
 `register`):
@@ -45,6 +46,11 @@ from typing import Callable
 import numpy as np
 
 SENSITIVITY = math.sqrt(2.0)
+
+
+def sensitivity(slate_size: int) -> float:
+  """The L2 bound of one user's statistic in a round of `slate_size` picks."""
+  return slate_size * SENSITIVITY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,9 +102,16 @@ class Policy:
   def choose(self, items: np.ndarray, rng: np.random.Generator,
              user: int = -1) -> int:
     """The index of the picked candidate; ties broken by a seeded order."""
+    return self.choose_slate(items, rng, user, 1)[0]
+
+  def choose_slate(self, items: np.ndarray, rng: np.random.Generator,
+                   user: int, size: int) -> list[int]:
+    """The indices of the `size` highest-scoring candidates, best first
+    (all of them if fewer); ties broken by a seeded order."""
     scores = self.scores(items, rng, user)
     order = rng.permutation(len(items))
-    return int(order[np.argmax(scores[order])])
+    ranked = order[np.argsort(-scores[order], kind='stable')]
+    return [int(i) for i in ranked[:size]]
 
   def observe(self, user: int, item: int, reward: float) -> None:
     """The user's device learns from its own event (personalized policies:

@@ -3,11 +3,11 @@
 Online recommendation is simulated semi-synthetically from ratings, so that
 every reward is known: each round a seeded sample of users is drawn; each
 sampled user is shown up to `num_candidates` items drawn from the items that
-user rated and has not been shown a choice of yet (the user's pool), the
-policy picks one, the reward is 1 if the user's rating of it is at least
-`reward_threshold` (else 0), and the picked item leaves the user's pool.
-The best reward among the shown candidates is the per-user oracle's, so a
-pick's regret is that best reward minus its own.
+user rated and has not been given yet (the user's pool), the policy picks
+one (or a slate of `slate_size`), the reward of each is 1 if the user's
+rating of it is at least `reward_threshold` (else 0), and the picked items
+leave the user's pool. The best rewards among the shown candidates are the
+per-user oracle's, so a slate's regret is their sum minus its own.
 
 Item contexts must not come from the ratings the bandit is evaluated on.
 The users are split once (by seed) into context users and bandit users:
@@ -36,6 +36,7 @@ class EnvironmentConfig:
   """The bandit protocol's settings (flags of bandit.py)."""
 
   num_candidates: int = 10
+  slate_size: int = 1  # Items given to a user per round, of its candidates.
   users_per_round: int = 50
   reward_threshold: float = 4.0
   context_dim: int = 8
@@ -46,6 +47,9 @@ class EnvironmentConfig:
     if self.num_candidates < 2:
       raise ValueError(f'--num_candidates={self.num_candidates}: expected '
                        '>= 2 (a choice needs two items).')
+    if not 1 <= self.slate_size < self.num_candidates:
+      raise ValueError(f'--slate_size={self.slate_size}: expected 1 to '
+                       f'--num_candidates - 1 ({self.num_candidates - 1}).')
     if self.users_per_round < 1:
       raise ValueError(f'--users_per_round={self.users_per_round}: expected '
                        '>= 1.')

@@ -95,6 +95,9 @@ class BanditConfig:
     if self.noise_multiplier is not None and self.target_epsilon is not None:
       raise ValueError('give --dp_noise_multiplier or --target_epsilon, not '
                        'both.')
+    if self.replay and self.environment.slate_size != 1:
+      raise ValueError('--replay evaluates single picks (Li et al.); use '
+                       '--slate_size=1.')
     if self.noise_multiplier is not None and self.noise_multiplier < 0:
       raise ValueError(f'--dp_noise_multiplier={self.noise_multiplier:g}: '
                        'expected >= 0.')
@@ -125,6 +128,9 @@ def run_policies(policies, pools, table_users: np.ndarray,
                  on_round: Callable[[int, dict], None] = lambda r, m: None):
   """Runs the rounds; returns per-round metrics {policy: {metric: [..]}}.
 
+  Each sampled user gets a slate of `slate_size` of its candidates (one
+  event per item shown); its round's statistic is the sum over its slate.
+
   `pools[i]` is policy i's `bandit_env.UserPools`, `sums[i]` its summing
   function (records [users, size] -> sum) or None (no statistics);
   `table_users` the bandit users. `on_round(round, metrics)` is called after
@@ -150,20 +156,26 @@ def run_policies(policies, pools, table_users: np.ndarray,
         rng = np.random.default_rng([env.seed, _CHOICE_STREAM,
                                      _policy_stream(policy.name), round_num,
                                      int(user)])
-        pick = policy.choose(items, rng, int(user))
-        policy.observe(int(user), int(items[pick]), float(rewards[pick]))
-        pool.remove(int(user), int(items[pick]))
+        slate = policy.choose_slate(items, rng, int(user), env.slate_size)
+        statistic = 0.0
+        for pick in slate:
+          policy.observe(int(user), int(items[pick]), float(rewards[pick]))
+          pool.remove(int(user), int(items[pick]))
+          if summed is not None:
+            statistic = statistic + policy.user_statistic(
+                int(items[pick]), float(rewards[pick]))
+        picked = float(rewards[slate].sum())
         visit = visits[policy.name][int(user)]
         visits[policy.name][int(user)] += 1
         if visit < MAX_VISITS:  # The click-through rate by a user's visit.
-          by_visit[policy.name][0][visit] += float(rewards[pick])
-          by_visit[policy.name][1][visit] += 1
-        events += 1
-        clicks += float(rewards[pick])
-        oracle += float(rewards.max())
+          by_visit[policy.name][0][visit] += picked
+          by_visit[policy.name][1][visit] += len(slate)
+        events += len(slate)
+        clicks += picked
+        # The oracle's slate: the best rewards among the shown items.
+        oracle += float(np.sort(rewards)[::-1][:len(slate)].sum())
         if summed is not None:
-          records.append(policy.user_statistic(int(items[pick]),
-                                               float(rewards[pick])))
+          records.append(statistic)
       if summed is not None:
         policy.apply(summed(np.asarray(records, np.float64).reshape(
             -1, policy.statistics_size)))
@@ -314,6 +326,7 @@ def run(config: BanditConfig, log: Callable[[str], None] = print,
       f'{env.users_per_round} users, {env.num_candidates} candidates each; '
       f'{config.execution}.')
   setting = privacy_setting(config, len(bandit_users))
+  clip = bandit_policies.sensitivity(env.slate_size)
   noise = config.noise_multiplier
   if config.target_epsilon is not None:
     noise = setting.calibrate(config.target_epsilon, config.rounds)
@@ -355,10 +368,10 @@ def run(config: BanditConfig, log: Callable[[str], None] = print,
       # Imported here: TFF is only loaded for a federated run.
       from research.fedrec.algorithms import bandit_federated  # pylint: disable=g-import-not-at-top
       for policy in policies:  # Their post-processing of the noised sums.
-        policy.noise_stddev = (noise or 0.0) * bandit_policies.SENSITIVITY
+        policy.noise_stddev = (noise or 0.0) * clip
       with runtime_factory():
         history, replayed = execute(
-            lambda size: bandit_federated.FederatedSum(size, noise))
+            lambda size: bandit_federated.FederatedSum(size, noise, clip))
     else:
       history, replayed = execute(lambda size: host_sum)
     bar.close()
@@ -426,7 +439,8 @@ def _summary(config, corpus, policies, history, setting, noise,
   if config.private and noise > 0:
     epsilon = setting.epsilon(noise, config.rounds)
     summary.update(
-        noise_multiplier=noise, clip=bandit_policies.SENSITIVITY,
+        noise_multiplier=noise,
+        clip=bandit_policies.sensitivity(config.environment.slate_size),
         epsilon=epsilon, delta=setting.delta,
         privacy_statement=privacy_text(epsilon, setting, config.rounds))
   else:  # No noise (the DP path at noise 0 included): no guarantee.
@@ -437,8 +451,9 @@ def _summary(config, corpus, policies, history, setting, noise,
 def privacy_text(epsilon: Optional[float], setting, rounds: int) -> str:
   """The run's privacy statement (per policy, as deployed alone)."""
   note = (' Each policy releases only its round sums of users\' statistics '
-          '(vec(x x^T) and r x of the one item a user picked that round, or '
-          'its show and click), each user\'s bounded by sqrt(2) in L2; the '
+          '(vec(x x^T) and r x of the items a user was given that round, or '
+          'their shows and clicks), each user\'s bounded in L2 by sqrt(2) '
+          'times the slate size; the '
           'epsilon holds for one policy deployed alone (running several on '
           'the same users composes their budgets).')
   if epsilon is None:
@@ -465,8 +480,8 @@ def summary_table(summary: dict) -> str:
       line += (f' {"-" if ctr is None else format(ctr, ".3f"):>10} '
                f'{r["replay_events"]:>8d}')
     lines.append(line)
-  lines.append('regret: against the per-user oracle (the best shown item); '
-               'vs hindsight: against the best fixed linear policy.')
+  lines.append('regret: against the per-user oracle (the best shown '
+               'items); vs hindsight: against the best fixed linear policy.')
   if 'epsilon' in summary:
     lines.append(f'user-level DP: epsilon {summary["epsilon"]:.3g} at delta '
                  f'{summary["delta"]:.3g} (noise multiplier '
