@@ -117,6 +117,36 @@ class FederatedBanditTest(absltest.TestCase):
     self.assertAlmostEqual(float(np.std(draws)), 2 * root2, delta=0.4)
 
 
+class SecureBanditSumTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    runtime.start(secure_aggregation=True)
+
+  @classmethod
+  def tearDownClass(cls):
+    runtime.release()
+    super().tearDownClass()
+
+  def test_secure_sums_are_the_plain_sums_to_quantization(self):
+    # Users over two cohorts (TFF clients); each coordinate in [-1, 1].
+    records = np.random.default_rng(1).uniform(
+        -1, 1, (bandit_federated.COHORT_USERS + 44, 5))
+    # 32-bit quantization of +-256 sqrt(2) per client: steps of 1.7e-7.
+    secure = bandit_federated.FederatedSum(5, secure=True)
+    np.testing.assert_allclose(secure(records), records.sum(axis=0),
+                               atol=1e-4)
+    # Under DP (noise 0): each user clipped to sqrt(2) first, then summed
+    # securely; the record (3, 4) becomes (3, 4) sqrt(2) / 5.
+    private = bandit_federated.FederatedSum(2, noise_multiplier=0.0,
+                                            secure=True)
+    root2 = np.sqrt(2.0)
+    np.testing.assert_allclose(
+        private(np.array([[3.0, 4.0], [0.0, 1.0]])),
+        [3 * root2 / 5, 4 * root2 / 5 + 1], atol=1e-5)
+
+
 class BanditBinaryTest(absltest.TestCase):
 
   def setUp(self):
@@ -206,6 +236,8 @@ class BanditBinaryTest(absltest.TestCase):
         (['--policies=linucb,ucb9'], '--policies: unknown ucb9'),
         (['--target_epsilon=4'], 'user-level DP (--dp_noise_multiplier or '
          '--target_epsilon) needs --execution=federated'),
+        (['--secure_aggregation'], '--secure_aggregation needs '
+         '--execution=federated'),
     ):
       with self.subTest(message):
         result = binaries.run_binary(

@@ -71,6 +71,9 @@ _TARGET_EPSILON = flags.DEFINE_float(
     'to reach this epsilon after --rounds.')
 _DELTA = flags.DEFINE_float('delta', None,
                             'delta (default 1 / bandit users^1.1).')
+_SECURE = flags.DEFINE_bool(
+    'secure_aggregation', False, 'Federated: sum the users\' statistics with '
+    'TFF\'s secure sum (run in TFF\'s test context, as train.py does).')
 _REPLAY = flags.DEFINE_bool(
     'replay', False, 'Also estimate each policy\'s click-through rate by '
     'replay (Li et al., WSDM 2011) on events logged by a uniform random '
@@ -112,7 +115,7 @@ def config_from_flags():
       policies=tuple(_POLICIES.value), rounds=_ROUNDS.value,
       execution=_EXECUTION.value, noise_multiplier=_NOISE.value,
       target_epsilon=_TARGET_EPSILON.value, delta=_DELTA.value,
-      replay=_REPLAY.value)
+      replay=_REPLAY.value, secure_aggregation=_SECURE.value)
 
 
 def config_from_args(args):

@@ -4,7 +4,7 @@ Each round the sampled users' statistics (`bandit_policies`) are summed by a
 TFF federated computation: the users are packed into cohorts (one TFF
 client each, as in cohort execution), each cohort sums its users' records
 and TFF's aggregator sums the cohorts, either plainly
-(`tff.aggregators.SumFactory`) or under user-level DP: tensorflow-privacy's
+(`tff.aggregators.SumFactory`, or TFF's secure sum) or under user-level DP: tensorflow-privacy's
 `GaussianSumQuery` (clip `bandit_policies.sensitivity`: sqrt(2) per item
 of a user's slate; noise standard deviation z x clip), each user clipped by the query's own
 `preprocess_record` inside its cohort and the noise added once to the
@@ -32,21 +32,30 @@ class FederatedSum:
   """A round's sum of per-user statistics of one size, via TFF."""
 
   def __init__(self, size: int, noise_multiplier: Optional[float] = None,
-               clip: float = bandit_policies.SENSITIVITY):
+               clip: float = bandit_policies.SENSITIVITY,
+               secure: bool = False):
     """`noise_multiplier` None: a plain sum; else the DP Gaussian sum with
-    each user clipped to `clip` (`bandit_policies.sensitivity`)."""
+    each user clipped to `clip` (`bandit_policies.sensitivity`). `secure`:
+    the clients' records are summed by TFF's secure sum (the runtime must be
+    started with secure aggregation), bounded per coordinate by a cohort's
+    most users times `clip` (no coordinate of a user's statistic exceeds its
+    L2 bound), so nothing is clipped; floats are quantized to 32 bits over
+    that range, as TFF's secure sum does."""
     self.size = size
     self.noise_multiplier = noise_multiplier
     value_type = tff.TensorType(np.float64, [size])
     records_type = tff.TensorType(np.float64, [None, size])
     query = None
+    bound = float(COHORT_USERS * clip)
+    record_sum = (tff.aggregators.SecureSumFactory(bound, -bound)
+                  if secure else None)
     if noise_multiplier is None:
-      factory = tff.aggregators.SumFactory()
+      factory = record_sum or tff.aggregators.SumFactory()
     else:
       query = tfp.GaussianSumQuery(l2_norm_clip=clip,
                                    stddev=noise_multiplier * clip)
       factory = tff.aggregators.DifferentiallyPrivateFactory(
-          aggregation.PreclippedQuery(query))
+          aggregation.PreclippedQuery(query), record_sum)
     process = factory.create(value_type)
 
     @tff.tensorflow.computation(records_type)

@@ -76,6 +76,7 @@ class BanditConfig:
   target_epsilon: Optional[float] = None  # Or: the noise calibrated to this.
   delta: Optional[float] = None  # Default 1 / bandit users^1.1.
   replay: bool = False  # Also the replay estimate on uniform logged events.
+  secure_aggregation: bool = False  # Federated: TFF's secure sum.
 
   def __post_init__(self):
     if self.rounds < 1:
@@ -95,6 +96,8 @@ class BanditConfig:
     if self.noise_multiplier is not None and self.target_epsilon is not None:
       raise ValueError('give --dp_noise_multiplier or --target_epsilon, not '
                        'both.')
+    if self.secure_aggregation and self.execution != FEDERATED:
+      raise ValueError('--secure_aggregation needs --execution=federated.')
     if self.replay and self.environment.slate_size != 1:
       raise ValueError('--replay evaluates single picks (Li et al.); use '
                        '--slate_size=1.')
@@ -369,9 +372,10 @@ def run(config: BanditConfig, log: Callable[[str], None] = print,
       from research.fedrec.algorithms import bandit_federated  # pylint: disable=g-import-not-at-top
       for policy in policies:  # Their post-processing of the noised sums.
         policy.noise_stddev = (noise or 0.0) * clip
-      with runtime_factory():
+      with runtime_factory(secure_aggregation=config.secure_aggregation):
         history, replayed = execute(
-            lambda size: bandit_federated.FederatedSum(size, noise, clip))
+            lambda size: bandit_federated.FederatedSum(
+                size, noise, clip, config.secure_aggregation))
     else:
       history, replayed = execute(lambda size: host_sum)
     bar.close()
@@ -433,7 +437,8 @@ def _summary(config, corpus, policies, history, setting, noise,
       corpus=corpus.name, num_users=corpus.num_users,
       num_items=corpus.num_items, context_users=num_context_users,
       bandit_users=num_bandit_users, execution=config.execution,
-      rounds=config.rounds, environment=dataclasses.asdict(config.environment),
+      rounds=config.rounds, secure_aggregation=config.secure_aggregation,
+      environment=dataclasses.asdict(config.environment),
       policy_settings=dataclasses.asdict(config.policy_settings),
       policies=results, seconds=round(seconds, 1))
   if config.private and noise > 0:
