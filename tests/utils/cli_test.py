@@ -35,6 +35,47 @@ class PhasesTest(absltest.TestCase):
     self.assertIsNone(phases.phase_of(ValueError('never raised in one')))
 
 
+# A binary interrupted while a garbage-collector callback runs (as jax's
+# `_xla_gc_callback` can be): the callback signals its own process.
+_INTERRUPTED_IN_GC_BINARY = """
+import gc, os, signal, time
+from research.fedrec.utils import cli
+
+def callback(phase, info):
+  if phase == 'start' and not callback.done:
+    callback.done = True
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.05)  # The handler runs here, inside the callback.
+callback.done = False
+
+def main(argv):
+  gc.callbacks.append(callback)
+  gc.collect()
+  time.sleep(5)
+  print('not interrupted')
+
+cli.run(main, 'gc.py', preload='')
+"""
+
+
+class SignalTest(absltest.TestCase):
+
+  def test_a_signal_inside_a_gc_callback_still_exits_cleanly(self):
+    # Raised inside the callback, SystemExit would be printed with a
+    # traceback ("Exception ignored in ...") and lost.
+    tmp = self.create_tempdir().full_path
+    script = os.path.join(tmp, 'gc.py')
+    with open(script, 'w') as f:
+      f.write(_INTERRUPTED_IN_GC_BINARY)
+    result = subprocess.run(
+        [sys.executable, script], capture_output=True, text=True,
+        env=dict(os.environ, PYTHONPATH=binaries.REPO_ROOT), cwd=tmp,
+        timeout=60, check=False)
+    self.assertEqual(result.returncode, 130, result.stderr)
+    self.assertNotIn('Traceback', result.stderr)
+    self.assertNotIn('not interrupted', result.stdout)
+
+
 class UnexpectedFailureTest(absltest.TestCase):
 
   def test_one_line_naming_the_phase_and_a_log_with_the_traceback(self):

@@ -25,6 +25,7 @@ Standard library and absl only.
 """
 
 import atexit
+import gc
 import importlib
 import importlib.util
 import math
@@ -34,6 +35,7 @@ import shlex
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import types
@@ -123,8 +125,23 @@ def _flags_parser(binary: str, preload: str):
 _received = []  # The signal that is ending the process, if any.
 
 
+def _in_gc_callback(frame) -> bool:
+  """Whether `frame` runs inside a garbage-collector callback (e.g. jax's
+  `_xla_gc_callback`), where Python prints and ignores any exception."""
+  callbacks = {getattr(c, '__code__', None) for c in gc.callbacks}
+  while frame is not None:
+    if frame.f_code in callbacks:
+      return True
+    frame = frame.f_back
+  return False
+
+
 def _exit_on_signal(signum, frame):
-  del frame
+  if _in_gc_callback(frame):
+    # SystemExit would be printed with a traceback and ignored there: the
+    # signal is delivered again once the callback has returned.
+    threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+    return
   _received.append(signum)
   # Raising SystemExit runs the `finally` blocks that stop the TFF worker.
   sys.exit(128 + signum)
