@@ -135,11 +135,17 @@ _USER, _ITEM, _DENSE = 'user', 'item', 'dense'
 
 
 def _parameters(model_config, num_items: int, num_users: int):
-  """(name, kind, size) of each trainable weight of the model, in its order.
+  """The model's trainable weights, and whether its L2 is Keras's.
 
-  Kinds: a row per user (the user tables), rows per item (the other
-  embedding tables), or whole (dense layers, the global bias). Names as
-  `cohort_scores` reads them (`weight_names`); sizes in floats.
+  Returns:
+    `(parameters, keras_regularized)`: (name, kind, size) of each trainable
+    weight in the model's order (kinds: a row per user (the user tables),
+    rows per item (the other embedding tables), or whole (dense layers, the
+    global bias); names as `cohort_scores` reads them (`weight_names`);
+    sizes in floats), and whether the L2 is Keras regularization losses
+    (U-AutoRec's kernel regularizers), which TFF adds to the loss it trains
+    on but not to its `loss` metric (else the L2 is part of the loss,
+    `mf.PairL2`).
   """
   with tf.Graph().as_default():
     layers = builder.create_keras_model(model_config, num_items, num_users,
@@ -150,19 +156,11 @@ def _parameters(model_config, num_items: int, num_users: int):
               if isinstance(layer, tf.keras.layers.Embedding)
               for w in layer.trainable_weights}
     names = cohort_scores.weight_names(layers.model)
-    return [(names[id(w)], _USER if id(w) in user_weights else
-             _ITEM if id(w) in tables else _DENSE, w.shape.num_elements())
-            for w in layers.model.trainable_variables]
-
-
-def _keras_regularized(model_config, num_items: int, num_users: int) -> bool:
-  """Whether the model's L2 is Keras regularization losses (U-AutoRec's
-  kernel regularizers), which TFF adds to the loss it trains on but not to
-  its `loss` metric; else the L2 is part of the loss (`mf.PairL2`)."""
-  with tf.Graph().as_default():
-    return bool(builder.create_keras_model(
-        model_config, num_items, num_users,
-        regularization_output=True).model.losses)
+    parameters = [(names[id(w)], _USER if id(w) in user_weights else
+                   _ITEM if id(w) in tables else _DENSE,
+                   w.shape.num_elements())
+                  for w in layers.model.trainable_variables]
+    return parameters, bool(layers.model.losses)
 
 
 # Floats of one set of a cohort's whole copies (each user's own dense layers)
@@ -181,9 +179,8 @@ def users_per_cohort(model_config, num_items: int, num_users: int,
   """
   if cohort_size < 0:
     return cohort_size
-  whole = sum(size for _, kind, size in _parameters(model_config, num_items,
-                                                    num_users)
-              if kind == _DENSE)
+  parameters, _ = _parameters(model_config, num_items, num_users)
+  whole = sum(size for _, kind, size in parameters if kind == _DENSE)
   return max(1, min(cohorts_lib.max_users(cohort_size),
                     COPY_FLOATS // max(whole, 1)))
 
@@ -214,10 +211,10 @@ def build_client_work(model_fn, weights_type, model_config,
   batches = (_user_vector_batches if user_vectors else
              _implicit_batches if implicit else _explicit_batches)
   scores = cohort_scores.SCORERS[model_config.model_name]
-  parameters = _parameters(model_config, num_items, num_users)
+  parameters, keras_regularized = _parameters(model_config, num_items,
+                                              num_users)
   names = [name for name, _, _ in parameters]
   kinds = [kind for _, kind, _ in parameters]
-  keras_regularized = _keras_regularized(model_config, num_items, num_users)
   with tf.Graph().as_default():
     finalizers = model_fn().metric_finalizers()
 

@@ -86,9 +86,10 @@ def item_contexts(table: ratings_lib.Ratings, context_users: np.ndarray,
   """
   rows = np.isin(table.users, context_users) & (
       table.ratings >= config.reward_threshold)
-  index = {int(u): k for k, u in enumerate(context_users)}
   liked = np.zeros((len(context_users), num_items))
-  liked[[index[int(u)] for u in table.users[rows]], table.items[rows]] = 1.0
+  # `context_users` is sorted (`split_users`): a user's row by search.
+  liked[np.searchsorted(context_users, table.users[rows]),
+        table.items[rows]] = 1.0
   _, values, vt = np.linalg.svd(liked, full_matrices=False)
   rank = config.context_dim - 1
   features = np.zeros((num_items, rank))

@@ -126,6 +126,19 @@ def _policy_stream(name: str) -> int:
   return zlib.crc32(name.encode())
 
 
+def _choice_rng(env, policy, round_num: int, user: int):
+  """The generator of `policy`'s choice for `user` in a round (seeded)."""
+  return np.random.default_rng([env.seed, _CHOICE_STREAM,
+                                _policy_stream(policy.name), round_num, user])
+
+
+def _apply(policy, summed, records) -> None:
+  """The server's update from a round's records, summed by `summed`."""
+  if summed is not None:
+    policy.apply(summed(np.asarray(records, np.float64).reshape(
+        -1, policy.statistics_size)))
+
+
 def run_policies(policies, pools, table_users: np.ndarray,
                  config: BanditConfig, sums,
                  on_round: Callable[[int, dict], None] = lambda r, m: None):
@@ -156,10 +169,9 @@ def run_policies(policies, pools, table_users: np.ndarray,
         items, rewards = pool.candidates(int(user), round_num)
         if not len(items):
           continue
-        rng = np.random.default_rng([env.seed, _CHOICE_STREAM,
-                                     _policy_stream(policy.name), round_num,
-                                     int(user)])
-        slate = policy.choose_slate(items, rng, int(user), env.slate_size)
+        slate = policy.choose_slate(
+            items, _choice_rng(env, policy, round_num, int(user)), int(user),
+            env.slate_size)
         statistic = 0.0
         for pick in slate:
           policy.observe(int(user), int(items[pick]), float(rewards[pick]))
@@ -179,9 +191,7 @@ def run_policies(policies, pools, table_users: np.ndarray,
         oracle += float(np.sort(rewards)[::-1][:len(slate)].sum())
         if summed is not None:
           records.append(statistic)
-      if summed is not None:
-        policy.apply(summed(np.asarray(records, np.float64).reshape(
-            -1, policy.statistics_size)))
+      _apply(policy, summed, records)
       total = totals[policy.name]
       total.update(events=events, clicks=clicks, oracle=oracle)
       values = dict(events=events, clicks=clicks, oracle_clicks=oracle,
@@ -243,19 +253,15 @@ def replay(policies, log, config: BanditConfig, sums) -> dict:
     for round_num, events in enumerate(log):
       records = []
       for user, items, logged, reward in events:
-        rng = np.random.default_rng([env.seed, _CHOICE_STREAM,
-                                     _policy_stream(policy.name), round_num,
-                                     user])
-        if policy.choose(items, rng, user) != logged:
+        if policy.choose(items, _choice_rng(env, policy, round_num, user),
+                         user) != logged:
           continue
         counted += 1
         clicks += reward
         policy.observe(user, int(items[logged]), reward)
         if summed is not None:
           records.append(policy.user_statistic(int(items[logged]), reward))
-      if summed is not None:
-        policy.apply(summed(np.asarray(records, np.float64).reshape(
-            -1, policy.statistics_size)))
+      _apply(policy, summed, records)
     results[policy.name] = dict(
         replay_ctr=clicks / counted if counted else None,
         replay_events=counted)
