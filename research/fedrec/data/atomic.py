@@ -171,7 +171,7 @@ def read_table(path: str, required: tuple[str, ...] = ()) -> AtomicTable:
                      np.array(numbers, np.int64))
 
 
-def _ids(column: np.ndarray) -> np.ndarray:
+def parse_ids(column: np.ndarray) -> np.ndarray:
   """Integer ids where every id is a decimal integer, else the strings."""
   if column.size and all(_INTEGER_ID.match(v) for v in np.unique(column)):
     return column.astype(np.int64)
@@ -234,8 +234,8 @@ def read_interactions(data_dir: str, scale: ratings_lib.RatingScale,
     stamps = stamps.astype(np.int64)
   else:
     stamps = np.zeros(len(table), np.int64)
-  ratings = ratings_lib.Ratings(_ids(table.columns[USER]),
-                                _ids(table.columns[ITEM]), values, stamps)
+  ratings = ratings_lib.Ratings(parse_ids(table.columns[USER]),
+                                parse_ids(table.columns[ITEM]), values, stamps)
   return ratings_lib.validate(ratings, scale, path, duplicates,
                               line_of=line_of)
 
@@ -254,5 +254,5 @@ def read_titles(data_dir: str) -> dict:
   title = next((name for name, _ in table.fields if 'title' in name), None)
   if title is None:
     return {}
-  return dict(zip(_ids(table.columns[ITEM]).tolist(),
+  return dict(zip(parse_ids(table.columns[ITEM]).tolist(),
                   table.columns[title].tolist()))

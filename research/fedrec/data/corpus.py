@@ -15,6 +15,7 @@ import numpy as np
 from research.fedrec.data import atomic
 from research.fedrec.data import movielens
 from research.fedrec.data import ratings as ratings_lib
+from research.fedrec.data import side_info
 from research.fedrec.data import synthetic
 
 SYNTHETIC = 'synthetic'
@@ -117,6 +118,55 @@ class Corpus:
       return [''] * self.num_items
     known = movielens.read_titles(self.name, config.data_dir)
     return [known.get(int(i), '') for i in self.id_maps.raw_items]
+
+  def item_info(self, config: DataConfig) -> side_info.ItemInfo:
+    """Side information of the dense item ids (rows in dense order).
+
+    Raises:
+      ratings_lib.DataError: the corpus ships no item file (a user's CSV,
+        an atomic dataset without NAME.item) or it is malformed.
+    """
+    if self.truth is not None:
+      truth = self.truth.config
+      info = side_info.synthetic_items(
+          self.truth.item_factors,
+          synthetic.generate_titles(truth.num_items, truth.seed),
+          truth.factor_stddev)
+    elif config.dataset == ATOMIC:
+      path = atomic.find_files(config.data_dir).get('item')
+      if path is None:
+        raise ratings_lib.DataError(
+            f'--data_dir={config.data_dir}: no NAME.item file (item side '
+            'information of an atomic dataset).')
+      info = side_info.read_atomic_items(path)
+    elif self.name in movielens.MOVIELENS_NAMES:
+      info = side_info.read_movielens_items(self.name, config.data_dir)
+    else:
+      raise ratings_lib.DataError(
+          f'--dataset={config.dataset}: a ratings CSV carries no item side '
+          'information (use MovieLens files or RecBole atomic files).')
+    return info.aligned(self.id_maps.raw_items)
+
+  def user_info(self, config: DataConfig) -> side_info.UserInfo:
+    """User attributes of the dense user ids (rows in dense order).
+
+    Raises:
+      ratings_lib.DataError: the corpus has no user file or it is malformed.
+    """
+    if config.dataset == ATOMIC:
+      path = atomic.find_files(config.data_dir).get('user')
+      if path is None:
+        raise ratings_lib.DataError(
+            f'--data_dir={config.data_dir}: no NAME.user file (user side '
+            'information of an atomic dataset).')
+      info = side_info.read_atomic_users(path)
+    elif self.name in movielens.MOVIELENS_NAMES:
+      info = side_info.read_movielens_users(self.name, config.data_dir)
+    else:
+      raise ratings_lib.DataError(
+          f'--dataset={config.dataset}: this corpus has no user '
+          'demographics (ml-100k, ml-1m and atomic .user files do).')
+    return info.aligned(self.id_maps.raw_users)
 
   def rating_scale(self, config: DataConfig) -> ratings_lib.RatingScale:
     """The scale the ratings of this corpus are on."""
