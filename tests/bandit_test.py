@@ -238,6 +238,8 @@ class BanditBinaryTest(absltest.TestCase):
          '--target_epsilon) needs --execution=federated'),
         (['--secure_aggregation'], '--secure_aggregation needs '
          '--execution=federated'),
+        (['--item_contexts=likes,year'], '--item_contexts=likes,year: '
+         'expected likes alone'),
     ):
       with self.subTest(message):
         result = binaries.run_binary(

@@ -10,7 +10,8 @@ r"""Federated contextual bandits for online recommendation: regret of policies.
 Each round `--users_per_round` users (of the bandit users) are each shown
 `--num_candidates` items they rated; a policy picks one, the reward is 1 if
 the rating is >= `--reward_threshold`. Item contexts come from the other
-users' likes (`--context_user_fraction`), never from the bandit users.
+users' likes (`--context_user_fraction`), never from the bandit users, or
+from item side information (`--item_contexts=genres,year`).
 Outputs in <root_output_dir>/<experiment_name>/: metrics.csv (per round and
 policy), cumulative_regret.png, summary.json. See docs/bandits.md.
 """
@@ -57,6 +58,11 @@ _CONTEXT_DIM = flags.DEFINE_integer(
 _CONTEXT_FRACTION = flags.DEFINE_float(
     'context_user_fraction', 0.5, 'Share of the users (by seed) whose likes '
     'give the item contexts; the others are bandit users.')
+_ITEM_CONTEXTS = flags.DEFINE_list(
+    'item_contexts', ['likes'], 'What item contexts are made of: likes (the '
+    'context users\' likes, a truncated SVD) or item side information among '
+    'genres, year (their principal components; MovieLens item files, RecBole '
+    '.item, the synthetic corpus).')
 _ALPHA = flags.DEFINE_float('alpha', 0.3, 'LinUCB: exploration weight.')
 _EPSILON = flags.DEFINE_float('epsilon', 0.05,
                               'epsilon-greedy: exploration rate.')
@@ -108,7 +114,8 @@ def config_from_flags():
           slate_size=_SLATE_SIZE.value,
           users_per_round=_USERS_PER_ROUND.value,
           reward_threshold=_THRESHOLD.value, context_dim=_CONTEXT_DIM.value,
-          context_user_fraction=_CONTEXT_FRACTION.value, seed=_SEED.value),
+          context_user_fraction=_CONTEXT_FRACTION.value,
+          item_contexts=tuple(_ITEM_CONTEXTS.value), seed=_SEED.value),
       policy_settings=bandit_policies.PolicySettings(
           alpha=_ALPHA.value, epsilon=_EPSILON.value,
           ts_scale=_TS_SCALE.value, ridge=_RIDGE.value),

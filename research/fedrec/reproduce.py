@@ -6,8 +6,8 @@ r"""Reproduces a result table: every row over several seeds, in one command.
 
 Tables (research/fedrec/tables/*.json, one frozen configuration per row):
 fedrecon_tutorial, fedrecon_movielens, ranking_loo, privacy_utility,
-pfedrec_ml100k, ratings_ml100k, bandits_ml100k. Each row
-is one or more runs of research/fedrec/train.py (bandits_ml100k: of
+pfedrec_ml100k, ratings_ml100k, bandits_ml100k, bandit_contexts_ml100k. Each
+row is one or more runs of research/fedrec/train.py (the bandit tables: of
 bandit.py, each in a child process), repeated for --seed=0..N-1;
 `--scale=smoke` makes every run tiny (seconds; for tests and CI),
 `--scale=paper` runs the published size. The corpus is the built-in synthetic

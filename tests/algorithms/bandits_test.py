@@ -236,6 +236,28 @@ class EnvironmentTest(absltest.TestCase):
         bandit_env.item_contexts(changed, context_users, 30, config),
         contexts))
 
+  def test_feature_contexts_are_the_principal_components(self):
+    # Reference: the eigenvectors of the centred features' scatter matrix.
+    features = np.random.default_rng(3).integers(0, 2, (25, 6)).astype(float)
+    features[:, 5] = np.random.default_rng(4).normal(size=25)  # A year.
+    config = bandit_env.EnvironmentConfig(context_dim=4,
+                                          item_contexts=('genres', 'year'))
+    contexts = bandit_env.feature_contexts(features, config)
+    centred = features - features.mean(axis=0)
+    values, vectors = np.linalg.eigh(centred.T @ centred)
+    coordinates = centred @ vectors[:, np.argsort(values)[::-1][:3]]
+    largest = coordinates[np.argmax(np.abs(coordinates), axis=0), range(3)]
+    coordinates *= np.sign(largest)
+    coordinates *= (1 / math.sqrt(2)) / np.linalg.norm(coordinates,
+                                                       axis=1).max()
+    np.testing.assert_allclose(contexts[:, :3], coordinates, atol=1e-6)
+    np.testing.assert_allclose(contexts[:, 3], 1 / math.sqrt(2), rtol=1e-6)
+    # Fewer features than dimensions: the rest are zeros.
+    wide = bandit_env.feature_contexts(
+        features[:, :2], dataclasses.replace(config, context_dim=5))
+    self.assertEqual(wide.shape, (25, 5))
+    np.testing.assert_array_equal(wide[:, 2:4], 0.0)
+
   def test_pools_show_rated_items_until_each_is_picked(self):
     # User 1 rated items 1 (3 stars), 2 (5) and 0 (1).
     pools = bandit_env.UserPools(
@@ -278,6 +300,10 @@ class EnvironmentTest(absltest.TestCase):
          r'--num_candidates - 1 \(9\)'),
         (dict(context_user_fraction=1.0), '--context_user_fraction=1: '
          'expected in'),
+        (dict(item_contexts=('likes', 'genres')), '--item_contexts=likes,'
+         'genres: expected likes alone, or side information among genres, '
+         'year'),
+        (dict(item_contexts=('plot',)), '--item_contexts=plot: expected'),
     ):
       with self.assertRaisesRegex(ValueError, '^' + message):
         bandit_env.EnvironmentConfig(**kwargs)

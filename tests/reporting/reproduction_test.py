@@ -20,8 +20,9 @@ from research.fedrec.reporting import reproduction
 from research.fedrec.training import experiment
 from tests import binaries
 
-_TABLES = ['bandits_ml100k', 'fedrecon_movielens', 'fedrecon_tutorial', 'pfedrec_ml100k',
-           'privacy_utility', 'ranking_loo', 'ratings_ml100k']
+_TABLES = ['bandit_contexts_ml100k', 'bandits_ml100k', 'fedrecon_movielens',
+           'fedrecon_tutorial', 'pfedrec_ml100k', 'privacy_utility',
+           'ranking_loo', 'ratings_ml100k']
 # t quantile 0.975 with 2 degrees of freedom (a printed t table's value).
 _T_975_2 = 4.302652729749464
 
@@ -230,7 +231,7 @@ class TablesTest(absltest.TestCase):
 
   def test_bad_names_are_one_line(self):
     with self.assertRaisesRegex(ValueError, r'^--table=nope: no such table '
-                                r'\(choose from bandits_ml100k, fedrecon_movielens, '):
+                                r'\(choose from bandit_contexts_ml100k, bandits_ml100k, '):
       reproduction.load_table('nope')
     table = reproduction.load_table('ranking_loo')
     with self.assertRaisesRegex(ValueError, r'^--rows: x not in table '

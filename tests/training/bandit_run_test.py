@@ -1,10 +1,17 @@
 """The bandit run's replay estimator and logged events, on a tiny table."""
 
+import json
+import os
+
 from absl.testing import absltest
 import numpy as np
 
 from research.fedrec.algorithms import bandit_policies
 from research.fedrec.data import bandit_env
+from research.fedrec.data import corpus as corpus_lib
+from research.fedrec.data import ratings as ratings_lib
+from research.fedrec.data import side_info
+from research.fedrec.data import synthetic
 from research.fedrec.training import bandit_run
 from tests.algorithms import testing_data
 
@@ -77,6 +84,56 @@ class ReplayTest(absltest.TestCase):
     # last diagonal entry.
     np.testing.assert_allclose(policy.state()['a'][-1, -1],
                                1.0 + counted / 2, rtol=1e-6)
+
+
+class SideInformationContextsTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.root = self.create_tempdir().full_path
+    self.data = corpus_lib.DataConfig(
+        synthetic_config=synthetic.SyntheticConfig(
+            num_users=60, num_items=50, num_ratings=1500,
+            min_ratings_per_user=10))
+    self.environment = bandit_env.EnvironmentConfig(
+        num_candidates=4, users_per_round=5, context_dim=5,
+        item_contexts=('genres', 'year'), seed=1)
+
+  def test_the_run_serves_the_side_information_contexts(self):
+    output = os.path.join(self.root, 'run')
+    config = bandit_run.BanditConfig(
+        output_dir=output, data=self.data, environment=self.environment,
+        policies=('linucb',), rounds=3)
+    summary = bandit_run.run(config, log=lambda _: None, progress=False)
+    self.assertEqual(summary['environment']['item_contexts'],
+                     ('genres', 'year'))
+    data = corpus_lib.load_corpus(self.data)
+    features, _ = side_info.item_features(data.item_info(self.data),
+                                          ('genres', 'year'))
+    with np.load(os.path.join(output, 'policies.npz')) as saved:
+      np.testing.assert_array_equal(
+          saved['contexts'],
+          bandit_env.feature_contexts(features, self.environment))
+    with open(os.path.join(output, 'summary.json')) as f:
+      saved = json.load(f)
+    self.assertEqual(saved['environment']['item_contexts'],
+                     ['genres', 'year'])
+    self.assertEqual(saved['policies']['linucb']['events'], 15)
+
+  def test_a_corpus_without_item_information_is_one_line(self):
+    path = os.path.join(self.root, 'mine.csv')
+    with open(path, 'w') as f:
+      f.writelines(f'u{u},i{i},{1 + (u + i) % 5}\n' for u in range(12)
+                   for i in range(8))
+    config = bandit_run.BanditConfig(
+        output_dir=os.path.join(self.root, 'run'),
+        data=corpus_lib.DataConfig(dataset=corpus_lib.CSV, data_dir=path),
+        environment=self.environment, policies=('linucb',), rounds=2)
+    with self.assertRaisesRegex(ratings_lib.DataError,
+                                '^--dataset=csv: a ratings CSV carries no '
+                                'item side information'):
+      bandit_run.run(config, log=lambda _: None, progress=False)
+    self.assertEqual(os.listdir(self.root), ['mine.csv'])
 
 
 if __name__ == '__main__':

@@ -10,11 +10,14 @@ leave the user's pool. The best rewards among the shown candidates are the
 per-user oracle's, so a slate's regret is their sum minus its own.
 
 Item contexts must not come from the ratings the bandit is evaluated on.
-The users are split once (by seed) into context users and bandit users:
-`item_contexts` derives each item's vector from the context users' likes
-alone (a truncated SVD), and only bandit users are ever sampled. Each
-context is [features, bias] with norm <= 1, the bound a federated linear
-bandit's per-user statistics rely on (`algorithms/bandit_policies.py`).
+The users are split once (by seed) into context users and bandit users, and
+only bandit users are ever sampled. A context is either derived from the
+context users' likes (`item_contexts`, a truncated SVD; `--item_contexts=
+likes`) or from the corpus's item side information (`feature_contexts`,
+the principal components of genres and/or the release year;
+`--item_contexts=genres,year`), which no user's ratings enter. Each context
+is [features, bias] with norm <= 1, the bound a federated linear bandit's
+per-user statistics rely on (`algorithms/bandit_policies.py`).
 
 NumPy only; seeded: the same settings give the same users, candidates and
 contexts.
@@ -26,6 +29,12 @@ import math
 import numpy as np
 
 from research.fedrec.data import ratings as ratings_lib
+from research.fedrec.data import side_info
+
+LIKES = 'likes'
+# What item contexts may be made of: the context users' likes, or side
+# information (data/side_info.py's item features).
+CONTEXT_SOURCES = (LIKES,) + side_info.ITEM_FEATURES
 
 # Stream tags of the seeded generators (so no two draws share a stream).
 _USERS_STREAM, _CANDIDATES_STREAM, _SPLIT_STREAM = 1, 2, 3
@@ -41,7 +50,12 @@ class EnvironmentConfig:
   reward_threshold: float = 4.0
   context_dim: int = 8
   context_user_fraction: float = 0.5
+  item_contexts: tuple[str, ...] = (LIKES,)
   seed: int = 0
+
+  @property
+  def from_side_info(self) -> bool:
+    return self.item_contexts != (LIKES,)
 
   def __post_init__(self):
     if self.num_candidates < 2:
@@ -56,6 +70,13 @@ class EnvironmentConfig:
     if self.context_dim < 2:
       raise ValueError(f'--context_dim={self.context_dim}: expected >= 2 '
                        '(features and the bias).')
+    sources = self.item_contexts
+    if (not sources or any(s not in CONTEXT_SOURCES for s in sources) or
+        (LIKES in sources and len(sources) > 1) or
+        len(set(sources)) < len(sources)):
+      raise ValueError(
+          f'--item_contexts={",".join(sources)}: expected {LIKES} alone, or '
+          f'side information among {", ".join(side_info.ITEM_FEATURES)}.')
     if not 0 < self.context_user_fraction < 1:
       raise ValueError('--context_user_fraction='
                        f'{self.context_user_fraction:g}: expected in (0, 1).')
@@ -79,10 +100,8 @@ def item_contexts(table: ratings_lib.Ratings, context_users: np.ndarray,
 
   The liked matrix L (context users x items, 1 where the rating is at least
   the threshold) is factorized, L = U S V^T; an item's features are its
-  row of V S over the top `context_dim - 1` singular values, all scaled by
-  one factor so that the longest has norm 1/sqrt(2), followed by a bias
-  feature 1/sqrt(2): every context has norm <= 1. An item no context user
-  liked has only the bias.
+  row of V S over the top `context_dim - 1` singular values (see
+  `_contexts`). An item no context user liked has only the bias.
   """
   rows = np.isin(table.users, context_users) & (
       table.ratings >= config.reward_threshold)
@@ -90,8 +109,33 @@ def item_contexts(table: ratings_lib.Ratings, context_users: np.ndarray,
   # `context_users` is sorted (`split_users`): a user's row by search.
   liked[np.searchsorted(context_users, table.users[rows]),
         table.items[rows]] = 1.0
-  _, values, vt = np.linalg.svd(liked, full_matrices=False)
-  rank = config.context_dim - 1
+  return _contexts(liked, config.context_dim)
+
+
+def feature_contexts(features: np.ndarray,
+                     config: EnvironmentConfig) -> np.ndarray:
+  """[items, context_dim] contexts from item side-information features.
+
+  The principal components of the features (`side_info.item_features`,
+  centred over the items): an item's coordinates on the top
+  `context_dim - 1` of them (see `_contexts`).
+  """
+  centred = features - features.mean(axis=0, keepdims=True)
+  return _contexts(centred.T, config.context_dim)
+
+
+def _contexts(matrix: np.ndarray, context_dim: int) -> np.ndarray:
+  """Items' [features, bias] from `matrix` (anything x items).
+
+  With `matrix` = U S V^T, an item's features are its row of V S over the
+  top `context_dim - 1` singular values (zeros beyond the rank), each
+  vector's sign fixed by its largest entry, all scaled by one factor so
+  that the longest has norm 1/sqrt(2), followed by a bias feature
+  1/sqrt(2): every context has norm <= 1.
+  """
+  num_items = matrix.shape[1]
+  _, values, vt = np.linalg.svd(matrix, full_matrices=False)
+  rank = context_dim - 1
   features = np.zeros((num_items, rank))
   kept = min(rank, len(values))
   features[:, :kept] = vt[:kept].T * values[:kept]

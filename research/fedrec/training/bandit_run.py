@@ -42,6 +42,7 @@ from research.fedrec.algorithms import bandit_policies
 from research.fedrec.algorithms import sampling as sampling_lib
 from research.fedrec.data import bandit_env
 from research.fedrec.data import corpus as corpus_lib
+from research.fedrec.data import side_info
 from research.fedrec.inference import bandit_serving
 from research.fedrec.privacy import accounting
 from research.fedrec.privacy import statement
@@ -320,8 +321,15 @@ def run(config: BanditConfig, log: Callable[[str], None] = print,
   env = config.environment
   context_users, bandit_users = bandit_env.split_users(corpus.num_users, env)
   bandit_env.check_users_per_round(len(bandit_users), env)
-  contexts = bandit_env.item_contexts(table, context_users, corpus.num_items,
-                                      env)
+  if env.from_side_info:
+    info = corpus.item_info(config.data)
+    features, _ = side_info.item_features(info, env.item_contexts)
+    contexts = bandit_env.feature_contexts(features, env)
+    origin = f'{", ".join(env.item_contexts)} of {info.source}'
+  else:
+    contexts = bandit_env.item_contexts(table, context_users,
+                                        corpus.num_items, env)
+    origin = f'the likes of {len(context_users)} context users'
   policies = bandit_policies.create(config.policies, contexts,
                                     config.policy_settings)
   # The reference of linear regret, run on the same stream.
@@ -329,8 +337,8 @@ def run(config: BanditConfig, log: Callable[[str], None] = print,
            for _ in range(len(policies) + 1)]
   policies.append(bandit_policies.HindsightLinear.fit(
       contexts, config.policy_settings, *pools[0].all_rewards()))
-  log(f'{corpus.name}: {corpus.num_users} users ({len(context_users)} give '
-      f'the item contexts, {len(bandit_users)} are bandit users), '
+  log(f'{corpus.name}: {corpus.num_users} users ({len(bandit_users)} are '
+      f'bandit users; item contexts from {origin}), '
       f'{corpus.num_items} items; {config.rounds} rounds of '
       f'{env.users_per_round} users, {env.num_candidates} candidates each; '
       f'{config.execution}.')
