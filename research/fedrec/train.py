@@ -108,7 +108,9 @@ _IMPLICIT_THRESHOLD = flags.DEFINE_float(
 _SPLIT = flags.DEFINE_enum_class(
     'split', splits.SplitKind.HOLDOUT, splits.SplitKind,
     'holdout: hold out part of every user\'s ratings; user_disjoint: val/test '
-    'users never train (cold start); leave_one_out: latest rating is test.')
+    'users never train (cold start); leave_one_out: latest rating is test; '
+    'item_cold_start: --cold_item_fraction of the items never train (their '
+    'ratings are scored; warm and cold items reported apart).')
 _SPLIT_ORDER = flags.DEFINE_enum_class(
     'split_order', splits.SplitOrder.RANDOM, splits.SplitOrder,
     'Which ratings are held out: random ones or the latest (temporal).')
@@ -120,6 +122,10 @@ _TEST_FRACTION = flags.DEFINE_float('test_fraction', 0.1,
 _SUPPORT_FRACTION = flags.DEFINE_float(
     'support_fraction', 0.5, 'user_disjoint: share of an evaluated user\'s '
     'ratings used to reconstruct the embedding; the rest are scored.')
+_COLD_ITEM_FRACTION = flags.DEFINE_float(
+    'cold_item_fraction', 0.2, 'item_cold_start: share of the items held '
+    'out of training (by --split_seed), split between validation and test '
+    'as --val_fraction to --test_fraction.')
 _SPLIT_SEED = flags.DEFINE_integer('split_seed', 0, 'Seed of the split.')
 
 # Algorithm and model.
@@ -399,7 +405,9 @@ def build_config():
       split=splits.SplitConfig(
           kind=_SPLIT.value, order=_SPLIT_ORDER.value,
           val_fraction=_VAL_FRACTION.value, test_fraction=_TEST_FRACTION.value,
-          support_fraction=_SUPPORT_FRACTION.value, seed=_SPLIT_SEED.value),
+          support_fraction=_SUPPORT_FRACTION.value,
+          cold_item_fraction=_COLD_ITEM_FRACTION.value,
+          seed=_SPLIT_SEED.value),
       # The chosen model's config takes the flags of its fields' names.
       model=models_registry.get(_MODEL.value).config(
           embedding_dim=_EMBEDDING_DIM.value, use_biases=_USE_BIASES.value,

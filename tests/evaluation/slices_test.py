@@ -46,6 +46,18 @@ class SlicesTest(absltest.TestCase):
     self.assertEqual([u['bucket'] for u in result.users],
                      ['<10', '10-49', '>=50'])
     self.assertAlmostEqual(result.users[1]['mse'], 0.5)
+    # With cold items (item_cold_start): item 8 is cold, rated by users 2, 9.
+    query_items = np.array([1, 8, 8, 3, 4])  # Errors 1 | 0, 1 | 1, 0.
+    result = slices.report(users, activity, seen, query_users, ratings,
+                           predictions, (10, 50), query_items, [8])
+    rows = {(r['slice_kind'], r['slice']): r for r in result.slices}
+    self.assertEqual(list(rows)[-2:], [('item', 'warm'), ('item', 'cold')])
+    self.assertEqual((rows['item', 'cold']['users'],
+                      rows['item', 'cold']['ratings']), (2, 2))
+    self.assertAlmostEqual(rows['item', 'cold']['mse'], 1 / 2)
+    self.assertEqual((rows['item', 'warm']['users'],
+                      rows['item', 'warm']['ratings']), (2, 3))
+    self.assertAlmostEqual(rows['item', 'warm']['mse'], 2 / 3)
 
   def test_slices_recombine_to_overall(self):
     rng = np.random.default_rng(0)

@@ -249,7 +249,39 @@ class ExperimentTest(absltest.TestCase):
                                 'expected one of constant, linear, cosine'):
       experiment.OptimizerConfig(server_schedule='step')
 
+  @pytest.mark.slow
+  def test_item_cold_start_reports_warm_and_cold_items(self):
+    root = self.create_tempdir().full_path
+    split_config = splits.SplitConfig(kind=splits.SplitKind.ITEM_COLD_START,
+                                      cold_item_fraction=0.25, seed=2)
+    summary = experiment.run_experiment(
+        _config(root, 'cold', split=split_config), log=lambda _: None)
+    # The weighted mean of the slices' MSEs is the overall MSE.
+    data = corpus.load_corpus(_DATA)
+    split = splits.split(data.ratings, split_config)
+    cold = np.isin(split.test.query.items, split.test.cold_items)
+    self.assertGreater(cold.sum(), 0)
+    for name in ('fedrecon', 'centralized'):
+      metrics = summary['test_metrics'][name]
+      self.assertEqual(list(metrics)[4:], [
+          f'{s}/{m}' for s in ('warm_items', 'cold_items')
+          for m in ('rmse', 'mse', 'mae', 'rating_accuracy')])
+      self.assertAlmostEqual(
+          (metrics['warm_items/mse'] * (~cold).sum() +
+           metrics['cold_items/mse'] * cold.sum()) / cold.size,
+          metrics['mse'], places=5)
+    with open(os.path.join(root, 'cold', 'metrics.csv')) as f:
+      header = next(csv.reader(f))
+    self.assertIn('val/cold_items/rmse', header)
+    self.assertIn('val/warm_items/rmse', header)
+
   def test_impossible_combination_is_rejected(self):
+    with self.assertRaisesRegex(
+        ValueError, '^--split=item_cold_start is scored by rating metrics '
+        'sliced by warm and cold items; ranking'):
+      _config('/unused', 'x', data=dataclasses.replace(
+          _DATA, feedback=corpus.Feedback.IMPLICIT),
+              split=splits.SplitConfig(kind=splits.SplitKind.ITEM_COLD_START))
     with self.assertRaisesRegex(ValueError, 'fedavg cannot be evaluated with '
                                 '--split=user_disjoint'):
       _config('/unused', 'x', algorithm='fedavg',

@@ -14,6 +14,13 @@ Three protocols, all vectorized and determined by a recorded seed:
 * `leave_one_out`: each user's latest rating is the test item and the one
   before it the validation item (He et al. 2017, NCF); ties in time are broken
   at random with the seed.
+* `item_cold_start`: a share of the items (`cold_item_fraction`, by seed) are
+  new: none of their ratings reaches training. Each cold item belongs to
+  validation or test (in the ratio of `val_fraction` to `test_fraction`),
+  and all its ratings are scored there (those of users with at least one
+  training rating, whom the model can know); the warm items' ratings are
+  split as `holdout`. A partition's `cold_items` lets evaluation report
+  warm-item and cold-item slices apart.
 
 Every evaluation partition is an `EvalPartition` of (support, query) ratings,
 so one evaluation procedure serves all protocols.
@@ -33,6 +40,7 @@ class SplitKind(enum.Enum):
   HOLDOUT = 'holdout'
   USER_DISJOINT = 'user_disjoint'
   LEAVE_ONE_OUT = 'leave_one_out'
+  ITEM_COLD_START = 'item_cold_start'
 
 
 class SplitOrder(enum.Enum):
@@ -49,6 +57,7 @@ class SplitConfig:
   val_fraction: float = 0.1
   test_fraction: float = 0.1
   support_fraction: float = 0.5  # user_disjoint: share of ratings to support.
+  cold_item_fraction: float = 0.2  # item_cold_start: share of items held out.
   seed: int = 0
 
   def __post_init__(self):
@@ -67,6 +76,9 @@ class SplitConfig:
     if not 0.0 < self.support_fraction < 1.0:
       raise ValueError('--support_fraction must be in (0, 1), got '
                        f'{self.support_fraction}.')
+    if not 0.0 < self.cold_item_fraction < 1.0:
+      raise ValueError('--cold_item_fraction must be in (0, 1), got '
+                       f'{self.cold_item_fraction}.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +87,9 @@ class EvalPartition:
 
   support: Ratings
   query: Ratings
+  # item_cold_start: the items no training rating has (sorted); else empty.
+  cold_items: np.ndarray = dataclasses.field(
+      default_factory=lambda: np.zeros(0, np.int64))
 
   @property
   def users(self) -> np.ndarray:
@@ -124,6 +139,17 @@ def split(table: Ratings, config: SplitConfig) -> Split:
   rng = np.random.default_rng(config.seed)
   if config.kind == SplitKind.USER_DISJOINT:
     return _user_disjoint(table, config, rng)
+  if config.kind == SplitKind.ITEM_COLD_START:
+    return _item_cold_start(table, config, rng)
+  val_mask, test_mask = _heldout_masks(table, config, rng)
+  train = table.take(~(test_mask | val_mask))
+  return Split(train, EvalPartition(train, table.take(val_mask)),
+               EvalPartition(train, table.take(test_mask)))
+
+
+def _heldout_masks(table: Ratings, config: SplitConfig,
+                   rng: np.random.Generator):
+  """(val, test) row masks of the holdout and leave-one-out protocols."""
   if config.kind == SplitKind.LEAVE_ONE_OUT:  # Always by time.
     key = table.timestamps
   else:
@@ -134,19 +160,46 @@ def split(table: Ratings, config: SplitConfig) -> Split:
       raise ratings_lib.DataError(
           '--split=leave_one_out needs at least 3 ratings per user (raise '
           '--min_ratings_per_user to 3 or more).')
-    test_mask = position == count - 1
-    val_mask = position == count - 2
-  else:
-    num_test = np.round(count * config.test_fraction).astype(np.int64)
-    num_val = np.round(count * config.val_fraction).astype(np.int64)
-    # Every user keeps at least one training rating.
-    num_test = np.minimum(num_test, count - 1)
-    num_val = np.minimum(num_val, count - 1 - num_test)
-    test_mask = position >= count - num_test
-    val_mask = (position >= count - num_test - num_val) & ~test_mask
-  train = table.take(~(test_mask | val_mask))
-  return Split(train, EvalPartition(train, table.take(val_mask)),
-               EvalPartition(train, table.take(test_mask)))
+    return position == count - 2, position == count - 1
+  num_test = np.round(count * config.test_fraction).astype(np.int64)
+  num_val = np.round(count * config.val_fraction).astype(np.int64)
+  # Every user keeps at least one training rating.
+  num_test = np.minimum(num_test, count - 1)
+  num_val = np.minimum(num_val, count - 1 - num_test)
+  test_mask = position >= count - num_test
+  val_mask = (position >= count - num_test - num_val) & ~test_mask
+  return val_mask, test_mask
+
+
+def _item_cold_start(table: Ratings, config: SplitConfig,
+                     rng: np.random.Generator) -> Split:
+  items = np.unique(table.items)
+  num_cold = int(round(items.size * config.cold_item_fraction))
+  if not 1 <= num_cold < items.size:
+    raise ratings_lib.DataError(
+        f'--cold_item_fraction={config.cold_item_fraction:g} of '
+        f'{items.size} items leaves no cold or no warm items.')
+  cold = rng.permutation(items)[:num_cold]
+  held = config.val_fraction + config.test_fraction
+  num_val_cold = int(round(num_cold * config.val_fraction / held))
+  val_cold, test_cold = cold[:num_val_cold], cold[num_val_cold:]
+  warm_rows = np.flatnonzero(~np.isin(table.items, cold))
+  warm = table.take(warm_rows)
+  holdout = dataclasses.replace(config, kind=SplitKind.HOLDOUT)
+  warm_val, warm_test = _heldout_masks(warm, holdout, rng)
+  train_mask = np.zeros(len(table), bool)
+  train_mask[warm_rows[~(warm_val | warm_test)]] = True
+  known_user = np.isin(table.users, table.users[train_mask])
+  val_mask = np.zeros(len(table), bool)
+  val_mask[warm_rows[warm_val]] = True
+  val_mask |= np.isin(table.items, val_cold) & known_user
+  test_mask = np.zeros(len(table), bool)
+  test_mask[warm_rows[warm_test]] = True
+  test_mask |= np.isin(table.items, test_cold) & known_user
+  train = table.take(train_mask)
+  cold = np.sort(cold)
+  return Split(train, EvalPartition(train, table.take(val_mask), cold),
+               EvalPartition(train, table.take(test_mask), cold))
 
 
 def _user_disjoint(table: Ratings, config: SplitConfig,

@@ -38,9 +38,13 @@ def predict_ratings(model: tf.keras.Model,
 def rating_metrics_of(model: tf.keras.Model,
                       partition: splits_lib.EvalPartition
                       ) -> collections.OrderedDict:
-  """Rating metrics of a table-layout `model` on a partition's query ratings."""
-  return rating_metrics.compute(partition.query.ratings,
-                                predict_ratings(model, partition.query))
+  """Rating metrics of a table-layout `model` on a partition's query ratings.
+
+  With cold items (the item_cold_start split), also by warm and cold items.
+  """
+  return rating_metrics.compute_with_item_slices(
+      partition.query.ratings, predict_ratings(model, partition.query),
+      partition.query.items, partition.cold_items)
 
 
 class RatingEvaluator:
@@ -110,7 +114,8 @@ class RatingEvaluator:
 
     From `initial` (per chosen user), the same steps fine-tune given ones.
     """
-    query = getattr(self._split, split_name).query
+    partition = getattr(self._split, split_name)
+    query = partition.query
     users, items, ratings = self._ratings(split_name)
     vectors, biases = reconstruction.reconstruct(
         model, [items[k] for k in chosen], [ratings[k] for k in chosen],
@@ -119,7 +124,9 @@ class RatingEvaluator:
     row = np.searchsorted(users[chosen], query.users[scored])
     predictions = model.predict(vectors[row], biases[row],
                                 query.items[scored])
-    return rating_metrics.compute(query.ratings[scored], predictions)
+    return rating_metrics.compute_with_item_slices(
+        query.ratings[scored], predictions, query.items[scored],
+        partition.cold_items)
 
   def _fedavg_model(self, model_weights) -> tf.keras.Model:
     if self._keras_model is None:

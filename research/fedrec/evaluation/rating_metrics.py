@@ -31,3 +31,22 @@ def compute(ratings: np.ndarray,
       mae=float(np.mean(np.abs(errors))),
       rating_accuracy=float(np.mean(np.abs(errors) <= ACCURACY_TOLERANCE)),
   )
+
+
+def compute_with_item_slices(ratings: np.ndarray, predictions: np.ndarray,
+                             items: np.ndarray, cold_items: np.ndarray
+                             ) -> collections.OrderedDict:
+  """`compute`, plus `warm_items/<metric>` and `cold_items/<metric>`.
+
+  The slices are added when there are cold items (the item_cold_start
+  split): the ratings of items with training ratings and of items without.
+  """
+  metrics = compute(ratings, predictions)
+  if not len(cold_items):  # pylint: disable=g-explicit-length-test
+    return metrics
+  cold = np.isin(items, cold_items)
+  ratings, predictions = np.asarray(ratings), np.asarray(predictions)
+  for name, mask in (('warm_items', ~cold), ('cold_items', cold)):
+    for metric, value in compute(ratings[mask], predictions[mask]).items():
+      metrics[f'{name}/{metric}'] = value
+  return metrics

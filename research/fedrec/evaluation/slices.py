@@ -9,13 +9,16 @@ A user is *seen* if the user took part in at least one training round (was
 sampled, and so shaped the global model), *unseen* otherwise: every test user
 of the user-disjoint split, and users the sampler never picked.
 
+Under the item_cold_start split the scored ratings are also sliced by item:
+*warm* items have training ratings, *cold* items none.
+
 All metrics are example-weighted over the slice's scored ratings, like the
 overall ones, so the slices of a partition recombine to the overall value.
 """
 
 import collections
 import dataclasses
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -58,7 +61,9 @@ class Report:
 def report(users: np.ndarray, activity: np.ndarray, seen: np.ndarray,
            query_users: np.ndarray, query_ratings: np.ndarray,
            predictions: np.ndarray,
-           edges: Sequence[int] = DEFAULT_ACTIVITY_EDGES) -> Report:
+           edges: Sequence[int] = DEFAULT_ACTIVITY_EDGES,
+           query_items: Optional[np.ndarray] = None,
+           cold_items: Sequence[int] = ()) -> Report:
   """Metrics of `predictions` for the scored ratings, overall and sliced.
 
   Args:
@@ -69,6 +74,9 @@ def report(users: np.ndarray, activity: np.ndarray, seen: np.ndarray,
     query_ratings: The true ratings.
     predictions: The predicted ratings.
     edges: Activity bucket edges.
+    query_items: Item index of each scored rating (for the item slices).
+    cold_items: Items without training ratings (the item_cold_start split):
+      rows `item` warm / cold are added when there are any.
   """
   edges = validate_edges(edges)
   row = np.searchsorted(users, query_users)
@@ -87,6 +95,14 @@ def report(users: np.ndarray, activity: np.ndarray, seen: np.ndarray,
            for b, name in enumerate(names)]
   rows += [metrics_of(seen, 'participation', 'seen'),
            metrics_of(~seen, 'participation', 'unseen')]
+  if len(cold_items):  # pylint: disable=g-explicit-length-test
+    cold = np.isin(query_items, cold_items)
+    for name, mask in (('warm', ~cold), ('cold', cold)):
+      rows.append(collections.OrderedDict(
+          slice_kind='item', slice=name,
+          users=int(np.unique(query_users[mask]).size),
+          ratings=int(mask.sum()),
+          **rating_metrics.compute(query_ratings[mask], predictions[mask])))
 
   # Per-user metrics as example-weighted sums over each user's ratings.
   counts = np.bincount(row, minlength=len(users))

@@ -226,6 +226,12 @@ class ExperimentConfig:
       raise ValueError('--negative_protocol=published samples implicit '
                        "feedback's training negatives; it needs "
                        '--feedback=implicit.')
+    if (self.data.implicit and
+        self.split.kind == splits_lib.SplitKind.ITEM_COLD_START):
+      raise ValueError('--split=item_cold_start is scored by rating metrics '
+                       'sliced by warm and cold items; ranking (--feedback='
+                       'implicit) has no cold-item slices yet: use '
+                       '--feedback=explicit.')
     if self.eval_clients < 0:
       raise ValueError('--eval_clients must be >= 0.')
     if self.execution not in EXECUTIONS:
@@ -990,11 +996,18 @@ def format_summary(summary) -> str:
     for name, metrics in summary['test_metrics'].items():
       rows.append((name,) + tuple(f'{metrics[n]:.4f}' for n in names))
     return text_table.format_rows(rows)
-  rows = [('model', 'test RMSE', 'MAE', 'rating acc.')]
+  # item_cold_start: RMSE on warm and on cold items beside the overall one.
+  sliced = all('cold_items/rmse' in v
+               for v in summary['test_metrics'].values())
+  extra = ('warm items RMSE', 'cold items RMSE') if sliced else ()
+  rows = [('model', 'test RMSE', 'MAE', 'rating acc.') + extra]
   for name, metrics in summary['test_metrics'].items():
     rows.append((name, f'{metrics["rmse"]:.4f}', f'{metrics["mae"]:.4f}',
-                 f'{metrics["rating_accuracy"]:.4f}'))
+                 f'{metrics["rating_accuracy"]:.4f}') + tuple(
+                     f'{metrics[f"{s}_items/rmse"]:.4f}'
+                     for s in ('warm', 'cold')[:len(extra)]))
   if summary['noise_floor_test_rmse'] is not None:
     rows.append(('noise floor (true model)',
-                 f'{summary["noise_floor_test_rmse"]:.4f}', '', ''))
+                 f'{summary["noise_floor_test_rmse"]:.4f}', '', '') + (
+                     ('', '') if sliced else ()))
   return text_table.format_rows(rows)

@@ -134,7 +134,8 @@ def evaluate_run(run: TrainedRun, split_name: str,
   activity = np.array([len(x) for x in items])
   seen = np.isin(users, np.fromiter(participants(run), np.int64))
   return slices.report(users, activity, seen, partition.query.users,
-                       partition.query.ratings, predictions, activity_edges)
+                       partition.query.ratings, predictions, activity_edges,
+                       partition.query.items, partition.cold_items)
 
 
 def evaluate_ranking(run: TrainedRun, split_name: str) -> ranking.RankingResult:
