@@ -239,6 +239,13 @@ _EMBEDDING_DIM = flags.DEFINE_integer('embedding_dim', 16,
                                       'Embedding dimension.', lower_bound=1)
 _USE_BIASES = flags.DEFINE_bool('use_biases', True,
                                 'Learn user, item and global biases.')
+_ITEM_FEATURES = flags.DEFINE_list(
+    'item_features', ['genres', 'year'], 'mf_features: the item side '
+    'information its item vectors project (genres, year; from the corpus\'s '
+    'item file, data/side_info.py).')
+_ID_DROPOUT = flags.DEFINE_float(
+    'id_dropout', 0.5, 'mf_features: share of training examples whose item '
+    'id part is zeroed (DropoutNet), so the features learn to stand alone.')
 _L2 = flags.DEFINE_float(
     'l2', None, 'Per-example L2 weight on the rated pair\'s embeddings and '
     'biases (autorec: on its weights). Default '
@@ -412,7 +419,9 @@ def build_config():
       model=models_registry.get(_MODEL.value).config(
           embedding_dim=_EMBEDDING_DIM.value, use_biases=_USE_BIASES.value,
           l2=default(_L2, 'l2'), seed=seed, mlp_layers=_int_list(_MLP_LAYERS),
-          hidden_units=_HIDDEN_UNITS.value),
+          hidden_units=_HIDDEN_UNITS.value,
+          item_features=tuple(_ITEM_FEATURES.value),
+          id_dropout=_ID_DROPOUT.value),
       pipeline=pipelines.PipelineConfig(
           batch_size=_BATCH_SIZE.value,
           max_examples_per_user=_MAX_EXAMPLES.value,

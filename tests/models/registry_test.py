@@ -82,7 +82,7 @@ class RegistryTest(absltest.TestCase):
 
   def test_built_in_models_and_what_they_are(self):
     self.assertEqual(registry.names(),
-                     ['mf', 'gmf', 'mlp', 'neumf', 'autorec'])
+                     ['mf', 'gmf', 'mlp', 'neumf', 'mf_features', 'autorec'])
     what = {name: (registry.get(name).feedbacks,
                    registry.get(name).has_user_part,
                    registry.get(name).inputs) for name in registry.names()}
@@ -92,6 +92,7 @@ class RegistryTest(absltest.TestCase):
                             'gmf': (implicit, True, pairs),
                             'mlp': (implicit, True, pairs),
                             'neumf': (implicit, True, pairs),
+                            'mf_features': (('explicit',), True, pairs),
                             'autorec': (implicit, False, vectors)})
     for name in registry.names():  # Each config names its model.
       self.assertEqual(registry.of(registry.get(name).config_class()).name,
@@ -113,7 +114,7 @@ class RegistryTest(absltest.TestCase):
   def test_unknown_and_duplicate_names_are_one_line_errors(self):
     with self.assertRaisesRegex(ValueError, r'^--model=svd: no such model '
                                 r'\(registered: mf, gmf, mlp, neumf, '
-                                r'autorec\)\.$'):
+                                r'mf_features, autorec\)\.$'):
       registry.get('svd')
     with self.assertRaisesRegex(ValueError, 'registered already'):
       registry.register(registry.get('mf'))
@@ -196,7 +197,7 @@ class RegisteredModelTest(absltest.TestCase):
             run = trained.load_run(config.output_dir)
           reconstruct = algorithm == 'fedrecon'
           keras_model = from_keras.keras_model_of(
-              experiment.model_config_of(config, run.split),
+              experiment.model_config_of(config, run.split, run.data),
               run.data.num_items, None if reconstruct else run.data.num_users,
               run.model_weights)
           # evaluate.py's path finds the run's own test numbers.

@@ -72,7 +72,7 @@ class ImplicitExperimentTest(absltest.TestCase):
                      result.overall['full/ndcg@10'])
     # The export (no TFF) reconstructs and scores users as the evaluation.
     keras_model = from_keras.keras_model_of(
-        experiment.model_config_of(config, run.split), run.data.num_items,
+        experiment.model_config_of(config, run.split, run.data), run.data.num_items,
         None, run.model_weights)
     exported = _check_export_scores(self, config, keras_model,
                                     reconstruct=True)
@@ -157,7 +157,7 @@ class ImplicitExperimentTest(absltest.TestCase):
                      model=autorec_lib.AutoRecConfig(hidden_units=8))
     with runtime.local_runtime():
       run = trained.load_run(config.output_dir)
-    model_config = experiment.model_config_of(config, run.split)
+    model_config = experiment.model_config_of(config, run.split, run.data)
     keras_model = from_keras.keras_model_of(
         model_config, run.data.num_items, run.data.num_users,
         run.model_weights)

@@ -14,13 +14,17 @@ import tensorflow as tf
 
 from research.fedrec.algorithms import sampling
 from research.fedrec.data import corpus
+from research.fedrec.data import ratings
 from research.fedrec.data import splits
 from research.fedrec.data import synthetic
 from research.fedrec.privacy import accounting
 from research.fedrec.privacy import aggregation
+from research.fedrec.models import mf_features
 from research.fedrec.training import centralized
 from research.fedrec.training import experiment
 from research.fedrec.training import loop
+from research.fedrec.training import runtime
+from research.fedrec.training import trained
 from research.fedrec.utils import phases
 
 _DATA = corpus.DataConfig(synthetic_config=synthetic.SyntheticConfig(
@@ -274,6 +278,40 @@ class ExperimentTest(absltest.TestCase):
       header = next(csv.reader(f))
     self.assertIn('val/cold_items/rmse', header)
     self.assertIn('val/warm_items/rmse', header)
+
+  @pytest.mark.slow
+  def test_feature_model_scores_cold_items_from_features_alone(self):
+    root = self.create_tempdir().full_path
+    split_config = splits.SplitConfig(kind=splits.SplitKind.ITEM_COLD_START,
+                                      cold_item_fraction=0.25, seed=2)
+    config = _config(root, 'features', split=split_config,
+                     model=mf_features.FeatureMFConfig(l2=0.05),
+                     run_centralized_baseline=False)
+    summary = experiment.run_experiment(config, log=lambda _: None)
+    self.assertIn('cold_items/rmse', summary['test_metrics']['fedrecon'])
+    with runtime.local_runtime():
+      run = trained.load_run(config.output_dir)
+    # Global weights in global_layers order: item_embedding first. No
+    # training rating touched a cold item's id row: it is still zero, so a
+    # cold item is scored from its features alone.
+    rows = np.asarray(run.model_weights.trainable[0])
+    cold = run.split.test.cold_items
+    np.testing.assert_array_equal(rows[cold], 0.0)
+    self.assertGreater(np.abs(np.delete(rows, cold, axis=0)).max(), 0.0)
+
+  def test_a_feature_model_needs_item_side_information(self):
+    root = self.create_tempdir().full_path
+    path = os.path.join(root, 'mine.csv')
+    with open(path, 'w') as f:
+      f.writelines(f'u{u},i{i},{1 + (u + i) % 5}\n' for u in range(12)
+                   for i in range(8))
+    config = _config(root, 'csv', data=corpus.DataConfig(
+        dataset=corpus.CSV, data_dir=path),
+                     model=mf_features.FeatureMFConfig())
+    with self.assertRaisesRegex(ratings.DataError, '^--dataset=csv: a ratings '
+                                'CSV carries no item side information'):
+      experiment.run_experiment(config, log=lambda _: None)
+    self.assertEqual(os.listdir(root), ['mine.csv'])
 
   def test_impossible_combination_is_rejected(self):
     with self.assertRaisesRegex(

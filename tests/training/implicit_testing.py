@@ -34,7 +34,7 @@ def check_export_scores(test, config, keras_model, reconstruct=False):
   """The export's recommender scores test users as ranking evaluation does."""
   data = corpus.load_corpus(DATA)
   split = splits.split(data.ratings, SPLIT)
-  model_config = experiment.model_config_of(config, split)
+  model_config = experiment.model_config_of(config, split, data)
   partition = evaluators.RankingEvaluator(
       config, data, split, model_config).partition('test')
   rows = np.arange(5)

@@ -60,7 +60,7 @@ def _federated_evaluation(run: trained.TrainedRun) -> dict[str, float]:
       run.split, config.cache_dir or os.path.join(config.root_output_dir,
                                                   'cache'))
   process, client_ids = fed_recon.build_evaluation(
-      experiment.model_config_of(config, run.split), run.data.num_items,
+      experiment.model_config_of(config, run.split, run.data), run.data.num_items,
       config.recon, config.optimizers.create().reconstruction,
       config.pipeline, store, 'test')
   state = process.set_model_weights(process.initialize(), run.model_weights)

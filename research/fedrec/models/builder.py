@@ -64,9 +64,12 @@ def create_loss(config, implicit: bool,
                                          regularization_column)
 
 
-def prepared(config, train_mean: float):
-  """The config fitted to the training data (e.g. MF's g at the mean)."""
-  return registry.of(config).prepared(config, train_mean)
+def prepared(config, train_mean: float, item_features=None):
+  """The config fitted to the training data (e.g. MF's g at the mean).
+
+  `item_features(names)`: the corpus's item feature matrix (Model.prepared).
+  """
+  return registry.of(config).prepared(config, train_mean, item_features)
 
 
 def rating_parts(config, keras_model: tf.keras.Model,

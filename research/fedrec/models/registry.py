@@ -122,12 +122,15 @@ class Model:
       return tf.keras.losses.BinaryCrossentropy(from_logits=True)
     return tf.keras.losses.MeanSquaredError()
 
-  def prepared(self, config, train_mean: float):
+  def prepared(self, config, train_mean: float, item_features=None):
     """`config` fitted to the training data before the model is built.
 
-    `train_mean` is the mean training rating (0 under implicit feedback).
+    `train_mean` is the mean training rating (0 under implicit feedback);
+    `item_features(names)` gives the corpus's [items, columns] feature matrix
+    of those side-information features (data/side_info.py), for models that
+    read item features.
     """
-    del train_mean
+    del train_mean, item_features
     return config
 
   def rating_parts(self, keras_model, config, num_items: int) -> RatingParts:
@@ -159,6 +162,10 @@ _BUILT_IN = (
     _Registration('neumf', 'research.fedrec.models.ncf',
                   'NeuMF, GMF and MLP joined (He et al. 2017), implicit.',
                   'NEUMF'),
+    _Registration('mf_features', 'research.fedrec.models.mf_features',
+                  'MF whose item vectors add a projection of the item '
+                  'features (--item_features), trained with id dropout: '
+                  'new items are scored from their features; explicit.'),
     _Registration('autorec', 'research.fedrec.models.autorec',
                   'U-AutoRec (Sedhain et al. 2015), implicit, no user part '
                   '(fedavg, fedprox, centralized).'),

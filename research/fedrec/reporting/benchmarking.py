@@ -286,7 +286,8 @@ class _Benchmark:
         default,
         pipeline=dataclasses.replace(default.pipeline, local_epochs=1),
         recon=dataclasses.replace(default.recon, post_recon_epochs=1))
-    self.model_config = experiment.model_config_of(self.config, self.split)
+    self.model_config = experiment.model_config_of(self.config, self.split,
+                                                   self.data)
     per_user = np.array(sorted(self.counts.values()))
     self.corpus_summary = collections.OrderedDict(
         users=self.data.num_users, items=self.data.num_items,
@@ -350,7 +351,7 @@ class _Benchmark:
     config = dataclasses.replace(config, clients_per_round=len(client_ids))
     started = time.perf_counter()
     process = experiment.build_process(
-        config, data, store, experiment.model_config_of(config, split))
+        config, data, store, experiment.model_config_of(config, split, data))
     return (process, time.perf_counter() - started, config, client_ids,
             counts)
 

@@ -45,6 +45,7 @@ from research.fedrec.algorithms import sampling as sampling_lib
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus as corpus_lib
 from research.fedrec.data import pipelines
+from research.fedrec.data import side_info
 from research.fedrec.data import splits as splits_lib
 from research.fedrec.data import synthetic as synthetic_lib
 from research.fedrec.evaluation import evaluators
@@ -783,7 +784,7 @@ def _prepare(config: ExperimentConfig, log, warn) -> _Run:
                      'validation split; it is empty (raise --val_fraction).')
   check_same_settings(os.path.join(config.output_dir, 'hparams.json'), config,
                       split)
-  model_config = model_config_of(config, split)
+  model_config = model_config_of(config, split, data)
   log(f'{data.name}: {data.num_users} users, {data.num_items} items, '
       f'{len(data.ratings)} {"interactions" if data.implicit else "ratings"};'
       f' split {config.split.kind.value}: {len(split.train)} train, '
@@ -919,15 +920,20 @@ def _plot_learning_curves(run: _Run, summary) -> None:
            if run.data.implicit else {}))
 
 
-def model_config_of(config: ExperimentConfig,
-                    split: splits_lib.Split) -> builder.ModelConfig:
+def model_config_of(config: ExperimentConfig, split: splits_lib.Split,
+                    data: corpus_lib.Corpus) -> builder.ModelConfig:
   """The model's config fitted to the training data (`Model.prepared`).
 
   Given the training mean rating (e.g. MF's g starts there), or 0 under
-  implicit feedback (logit 0: every training label is 1).
+  implicit feedback (logit 0: every training label is 1), and the corpus's
+  item side information for a model that reads item features.
   """
   mean = 0.0 if config.data.implicit else float(np.mean(split.train.ratings))
-  return builder.prepared(config.model, mean)
+
+  def item_features(names):
+    return side_info.item_features(data.item_info(config.data), names)[0]
+
+  return builder.prepared(config.model, mean, item_features)
 
 
 def _selection_metric(config: ExperimentConfig) -> str:

@@ -66,7 +66,7 @@ def load_run(experiment_dir: str) -> TrainedRun:
                      'no checkpoint (its test metrics are in summary.json).')
   data = corpus_lib.load_corpus(config.data)
   split = splits_lib.split(data.ratings, config.split)
-  model_config = experiment_lib.model_config_of(config, split)
+  model_config = experiment_lib.model_config_of(config, split, data)
   checkpoints = os.path.join(experiment_dir, 'checkpoints')
   experiment_lib.check_same_data(experiment_dir, split)
   store_path = client_store.create_client_store(
@@ -144,6 +144,6 @@ def evaluate_ranking(run: TrainedRun, split_name: str) -> ranking.RankingResult:
     raise ValueError(f'The {split_name} split is empty.')
   evaluator = evaluators.RankingEvaluator(
       run.config, run.data, run.split,
-      experiment_lib.model_config_of(run.config, run.split))
+      experiment_lib.model_config_of(run.config, run.split, run.data))
   evaluator.evaluate(run.model_weights, split_name)
   return evaluator.last_result

@@ -1,0 +1,254 @@
+"""Matrix factorization whose items are also described by their features.
+
+An item's vector and bias are an id part plus a learned projection of the
+item's side-information features x_i (genres, release year:
+data/side_info.py, `--item_features`):
+
+    q_i = e_i + W x_i        b_i = c_i + w . x_i
+    r_hat = p_u . q_i + b_u + b_i + g
+
+The id parts e_i, c_i start at zero; an item no training rating touches
+keeps them at zero, so a new item (the item_cold_start split, or an item
+added after training) is scored from its features alone. Trained with id
+dropout (DropoutNet, Volkovs et al., NeurIPS 2017): in each training step
+the id parts of a share `id_dropout` of the examples are zeroed, so that
+W x_i and w . x_i learn to stand in for them. At inference the whole vector
+is used.
+
+W, w, the id parts and g are global (aggregated by the server under every
+method); the user part (p_u, b_u) is MF's (local under FedRecon). The
+feature table itself is public metadata: a constant of the model (no
+weight) from `feature_values`, which `prepared` fills from the corpus (scaled by one
+factor so that the longest item's features have norm `feature_scale`). L2 is MF's, on the
+rated pair's final vectors and biases.
+"""
+
+import collections
+import dataclasses
+from typing import ClassVar, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from research.fedrec.data import side_info
+from research.fedrec.models import mf
+from research.fedrec.models import registry
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureMFConfig:
+  """Hyperparameters of feature-augmented matrix factorization."""
+
+  model_name: ClassVar[str] = 'mf_features'
+
+  embedding_dim: int = 16
+  use_biases: bool = True
+  l2: float = 0.0
+  init_stddev: float = 0.1
+  global_mean: float = 0.0
+  seed: int = 0
+  item_features: tuple[str, ...] = ('genres', 'year')
+  id_dropout: float = 0.5
+  # The longest item feature vector's norm. W and w see every example while
+  # an item row sees its own: scaling x by s scales their steps by s^2, so
+  # 0.3 keeps them at about 1/10 of the rows' (FedRecon's server rate of 10
+  # makes up for rows that few clients touch; shared weights at that rate
+  # diverge within 5 rounds, measured 2026-12-06).
+  feature_scale: float = 0.3
+  # [items][features], filled by `prepared` from the corpus's side
+  # information (a tuple, so that the config stays frozen and hashable).
+  feature_values: tuple[tuple[float, ...], ...] = ()
+
+  def __post_init__(self):
+    mf.check_common(self)
+    known = side_info.ITEM_FEATURES
+    if (not self.item_features or
+        any(name not in known for name in self.item_features) or
+        len(set(self.item_features)) < len(self.item_features)):
+      raise ValueError(f'--item_features={",".join(self.item_features)}: '
+                       f'expected distinct names among {", ".join(known)}.')
+    if not self.feature_scale > 0:
+      raise ValueError('feature_scale must be > 0.')
+    if not 0.0 <= self.id_dropout < 1.0:
+      raise ValueError(f'--id_dropout={self.id_dropout:g}: expected in '
+                       '[0, 1).')
+
+  @property
+  def features(self) -> np.ndarray:
+    if not self.feature_values:
+      raise ValueError('mf_features: the item features are not loaded (the '
+                       "config was not prepared from the corpus).")
+    return np.array(self.feature_values, np.float32)
+
+
+class IdDropout(tf.keras.layers.Layer):
+  """Zeroes the id part of a share of a batch's examples while training.
+
+  The mask is a stateless function of (seed, the batch's items), so a run
+  repeats exactly; no rescaling (inference uses the whole id part, as
+  DropoutNet does).
+  """
+
+  def __init__(self, rate: float, seed: int, **kwargs):
+    super().__init__(**kwargs)
+    self._rate = rate
+    self._seed = seed
+
+  def call(self, inputs, training=None):
+    values, item_ids = inputs
+    if not training or self._rate == 0.0:
+      return values
+    ids = tf.cast(item_ids, tf.int64)
+    batch_key = tf.reduce_sum(ids * (ids + 7)) + tf.size(ids, tf.int64)
+    keep = tf.random.stateless_uniform(
+        tf.shape(ids), seed=tf.stack([tf.constant(self._seed, tf.int64),
+                                      batch_key])) >= self._rate
+    return values * tf.cast(keep, values.dtype)[:, None]
+
+  def get_config(self):
+    return dict(super().get_config(), rate=self._rate, seed=self._seed)
+
+
+class FeatureLookup(tf.keras.layers.Layer):
+  """The items' feature rows, from a constant table (no weights)."""
+
+  def __init__(self, features: np.ndarray, **kwargs):
+    super().__init__(**kwargs)
+    self._features = np.asarray(features, np.float32)
+
+  def call(self, item_ids):
+    return tf.gather(tf.constant(self._features), item_ids)
+
+
+def create_keras_model(config: FeatureMFConfig, num_items: int,
+                       num_users: Optional[int] = None,
+                       regularization_output: bool = False
+                       ) -> registry.ModelLayers:
+  """Both layouts, as mf.create_keras_model."""
+  features = config.features
+  if features.shape[0] != num_items:
+    raise ValueError(f'mf_features: {features.shape[0]} items have features,'
+                     f' the corpus has {num_items}.')
+  init = lambda offset: tf.keras.initializers.RandomNormal(
+      stddev=config.init_stddev, seed=config.seed + offset)
+  zeros = tf.keras.initializers.Zeros()
+
+  item_input = tf.keras.Input(shape=(), dtype=tf.int64, name='item')
+  if num_users is None:
+    inputs = item_input
+    user_embedding = mf.UserEmbedding(config.embedding_dim, init(2),
+                                      name='user_embedding')
+    user_bias = mf.UserEmbedding(1, zeros, name='user_bias')
+    user_key = item_input
+  else:
+    user_input = tf.keras.Input(shape=(), dtype=tf.int64, name='user')
+    inputs = collections.OrderedDict(user=user_input, item=item_input)
+    user_embedding = tf.keras.layers.Embedding(
+        num_users, config.embedding_dim, embeddings_initializer=init(2),
+        name='user_embedding')
+    user_bias = tf.keras.layers.Embedding(
+        num_users, 1, embeddings_initializer=zeros, name='user_bias')
+    user_key = user_input
+
+  feature_table = FeatureLookup(features, name='item_features')
+  item_embedding = tf.keras.layers.Embedding(
+      num_items, config.embedding_dim, embeddings_initializer=zeros,
+      name='item_embedding')
+  projection = tf.keras.layers.Dense(
+      config.embedding_dim, use_bias=False, kernel_initializer=init(3),
+      name='feature_projection')
+  dropout = IdDropout(config.id_dropout, config.seed, name='id_dropout')
+  x = feature_table(item_input)
+  item_vector = tf.keras.layers.Add(name='item_vector')(
+      [dropout([item_embedding(item_input), item_input]), projection(x)])
+  user_vector = user_embedding(user_key)
+  prediction = tf.keras.layers.Dot(axes=1, name='dot')(
+      [user_vector, item_vector])
+  pair = [user_vector, item_vector]
+  # The feature table is a constant of the config built into every copy of
+  # the model (no weight): never sent or aggregated.
+  global_layers = [item_embedding, projection]
+  user_layers = [user_embedding]
+  if config.use_biases:
+    item_bias = tf.keras.layers.Embedding(
+        num_items, 1, embeddings_initializer=zeros, name='item_bias')
+    feature_bias = tf.keras.layers.Dense(
+        1, use_bias=False, kernel_initializer=zeros, name='feature_bias')
+    bias_dropout = IdDropout(config.id_dropout, config.seed,
+                             name='id_bias_dropout')
+    item_bias_value = tf.keras.layers.Add(name='item_bias_value')(
+        [bias_dropout([item_bias(item_input), item_input]), feature_bias(x)])
+    global_bias = mf.GlobalBias(config.global_mean, name='global_bias')
+    biases = [user_bias(user_key), item_bias_value]
+    prediction = global_bias(tf.keras.layers.Add(name='add_biases')(
+        [prediction] + biases))
+    pair += biases
+    global_layers += [item_bias, feature_bias, global_bias]
+    user_layers += [user_bias]
+  regularization = mf.PairL2(config.l2, name='regularization')(pair)
+  if num_users is None or regularization_output:
+    outputs = tf.keras.layers.Concatenate(name='rating_and_regularization')(
+        [prediction, tf.keras.layers.Reshape((1,))(regularization)])
+    model = tf.keras.Model(inputs=inputs, outputs=outputs, name='mf_features')
+  else:
+    prediction = tf.keras.layers.Reshape((), name='rating')(prediction)
+    model = tf.keras.Model(inputs=inputs, outputs=prediction,
+                           name='mf_features')
+    if config.l2 > 0:
+      model.add_loss(tf.reduce_mean(regularization))
+  return registry.ModelLayers(model, global_layers, user_layers)
+
+
+class FeatureMF(registry.Model):
+  """Feature-augmented MF as a registered model (see the module doc)."""
+
+  name = 'mf_features'
+  label = 'MF + item features'
+  config_class = FeatureMFConfig
+  feedbacks = (registry.EXPLICIT,)
+
+  def create_keras_model(self, config, num_items, num_users=None,
+                         regularization_output=False):
+    return create_keras_model(config, num_items, num_users,
+                              regularization_output)
+
+  def prepared(self, config, train_mean, item_features=None):
+    """g at the training mean; the feature table from the corpus."""
+    if item_features is None:
+      raise ValueError('--model=mf_features needs the corpus\'s item '
+                       'features.')
+    values = np.asarray(item_features(config.item_features), np.float64)
+    longest = np.linalg.norm(values, axis=1).max() if values.size else 0.0
+    if longest > 0:
+      values = values * (config.feature_scale / longest)
+    return dataclasses.replace(
+        config, global_mean=train_mean,
+        feature_values=tuple(map(tuple, values.astype(float).tolist())))
+
+  def rating_parts(self, keras_model, config, num_items):
+    """Item vectors and biases with their feature parts added."""
+    def weight(name):
+      return keras_model.get_layer(name).get_weights()[0]
+
+    features = config.features
+    vectors = weight('item_embedding') + features @ weight(
+        'feature_projection')
+    initial = create_keras_model(config, num_items).model.get_layer(
+        'user_embedding').get_weights()[0][0]
+    parts = dict(item_embeddings=vectors, item_bias=None, global_bias=0.0,
+                 initial_user_vector=initial)
+    if config.use_biases:
+      parts.update(
+          item_bias=weight('item_bias')[:, 0] + (
+              features @ weight('feature_bias'))[:, 0],
+          global_bias=float(weight('global_bias')))
+    if isinstance(keras_model.get_layer('user_embedding'),
+                  tf.keras.layers.Embedding):  # The table layout.
+      user_vectors = weight('user_embedding')
+      parts.update(user_vectors=user_vectors, user_biases=(
+          weight('user_bias')[:, 0] if config.use_biases else
+          np.zeros(user_vectors.shape[0], np.float32)))
+    return registry.RatingParts(**parts)
+
+
+MODEL = FeatureMF()
