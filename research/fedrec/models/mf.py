@@ -125,35 +125,60 @@ def get_rating(predictions: tf.Tensor) -> tf.Tensor:
   return predictions[:, 0] if predictions.shape.rank == 2 else predictions
 
 
+def user_part(config, num_users: Optional[int], item_input):
+  """(model inputs, user embedding, user bias, their key) of either layout.
+
+  The reconstruction layout (`num_users=None`) has one local vector keyed
+  by the item input's batch; the table layout a global user table.
+  """
+  init = tf.keras.initializers.RandomNormal(stddev=config.init_stddev,
+                                            seed=config.seed + 2)
+  zeros = tf.keras.initializers.Zeros()
+  if num_users is None:
+    return (item_input,
+            UserEmbedding(config.embedding_dim, init, name='user_embedding'),
+            UserEmbedding(1, zeros, name='user_bias'), item_input)
+  user_input = tf.keras.Input(shape=(), dtype=tf.int64, name='user')
+  return (collections.OrderedDict(user=user_input, item=item_input),
+          tf.keras.layers.Embedding(num_users, config.embedding_dim,
+                                    embeddings_initializer=init,
+                                    name='user_embedding'),
+          tf.keras.layers.Embedding(num_users, 1, embeddings_initializer=zeros,
+                                    name='user_bias'), user_input)
+
+
+def finish_model(config, inputs, prediction, pair, global_layers,
+                 user_layers, num_users: Optional[int],
+                 regularization_output: bool, name: str
+                 ) -> registry.ModelLayers:
+  """The model of `prediction` with its L2 on `pair`, in either layout."""
+  regularization = PairL2(config.l2, name='regularization')(pair)
+  if num_users is None or regularization_output:
+    outputs = tf.keras.layers.Concatenate(name='rating_and_regularization')(
+        [prediction, tf.keras.layers.Reshape((1,))(regularization)])
+    model = tf.keras.Model(inputs=inputs, outputs=outputs, name=name)
+  else:
+    prediction = tf.keras.layers.Reshape((), name='rating')(prediction)
+    model = tf.keras.Model(inputs=inputs, outputs=prediction, name=name)
+    if config.l2 > 0:
+      model.add_loss(tf.reduce_mean(regularization))
+  return registry.ModelLayers(model, global_layers, user_layers)
+
+
 def create_keras_model(config: MFConfig, num_items: int,
                        num_users: Optional[int] = None,
                        regularization_output: bool = False
                        ) -> registry.ModelLayers:
   """Builds the MF Keras model; see the module docstring for the layouts."""
-  def init(offset):
-    return tf.keras.initializers.RandomNormal(
-        stddev=config.init_stddev, seed=config.seed + offset)
   zeros = tf.keras.initializers.Zeros()
-
   item_input = tf.keras.Input(shape=(), dtype=tf.int64, name='item')
   item_embedding = tf.keras.layers.Embedding(
-      num_items, config.embedding_dim, embeddings_initializer=init(1),
+      num_items, config.embedding_dim,
+      embeddings_initializer=tf.keras.initializers.RandomNormal(
+          stddev=config.init_stddev, seed=config.seed + 1),
       name='item_embedding')
-  if num_users is None:
-    inputs = item_input
-    user_embedding = UserEmbedding(config.embedding_dim, init(2),
-                                   name='user_embedding')
-    user_bias = UserEmbedding(1, zeros, name='user_bias')
-    user_key = item_input
-  else:
-    user_input = tf.keras.Input(shape=(), dtype=tf.int64, name='user')
-    inputs = collections.OrderedDict(user=user_input, item=item_input)
-    user_embedding = tf.keras.layers.Embedding(
-        num_users, config.embedding_dim, embeddings_initializer=init(2),
-        name='user_embedding')
-    user_bias = tf.keras.layers.Embedding(
-        num_users, 1, embeddings_initializer=zeros, name='user_bias')
-    user_key = user_input
+  inputs, user_embedding, user_bias, user_key = user_part(
+      config, num_users, item_input)
 
   pair = [user_embedding(user_key), item_embedding(item_input)]
   prediction = tf.keras.layers.Dot(axes=1, name='dot')(pair)
@@ -169,17 +194,8 @@ def create_keras_model(config: MFConfig, num_items: int,
     pair += biases
     global_layers += [item_bias, global_bias]
     user_layers += [user_bias]
-  regularization = PairL2(config.l2, name='regularization')(pair)
-  if num_users is None or regularization_output:
-    outputs = tf.keras.layers.Concatenate(name='rating_and_regularization')(
-        [prediction, tf.keras.layers.Reshape((1,))(regularization)])
-    model = tf.keras.Model(inputs=inputs, outputs=outputs, name='mf')
-  else:
-    prediction = tf.keras.layers.Reshape((), name='rating')(prediction)
-    model = tf.keras.Model(inputs=inputs, outputs=prediction, name='mf')
-    if config.l2 > 0:
-      model.add_loss(tf.reduce_mean(regularization))
-  return registry.ModelLayers(model, global_layers, user_layers)
+  return finish_model(config, inputs, prediction, pair, global_layers,
+                      user_layers, num_users, regularization_output, 'mf')
 
 
 def count_parameters(config: MFConfig, num_items: int,

@@ -23,7 +23,6 @@ factor so that the longest item's features have norm `feature_scale`). L2 is MF'
 rated pair's final vectors and biases.
 """
 
-import collections
 import dataclasses
 from typing import ClassVar, Optional
 
@@ -129,33 +128,19 @@ def create_keras_model(config: FeatureMFConfig, num_items: int,
   if features.shape[0] != num_items:
     raise ValueError(f'mf_features: {features.shape[0]} items have features,'
                      f' the corpus has {num_items}.')
-  init = lambda offset: tf.keras.initializers.RandomNormal(
-      stddev=config.init_stddev, seed=config.seed + offset)
   zeros = tf.keras.initializers.Zeros()
-
   item_input = tf.keras.Input(shape=(), dtype=tf.int64, name='item')
-  if num_users is None:
-    inputs = item_input
-    user_embedding = mf.UserEmbedding(config.embedding_dim, init(2),
-                                      name='user_embedding')
-    user_bias = mf.UserEmbedding(1, zeros, name='user_bias')
-    user_key = item_input
-  else:
-    user_input = tf.keras.Input(shape=(), dtype=tf.int64, name='user')
-    inputs = collections.OrderedDict(user=user_input, item=item_input)
-    user_embedding = tf.keras.layers.Embedding(
-        num_users, config.embedding_dim, embeddings_initializer=init(2),
-        name='user_embedding')
-    user_bias = tf.keras.layers.Embedding(
-        num_users, 1, embeddings_initializer=zeros, name='user_bias')
-    user_key = user_input
+  inputs, user_embedding, user_bias, user_key = mf.user_part(
+      config, num_users, item_input)
 
   feature_table = FeatureLookup(features, name='item_features')
   item_embedding = tf.keras.layers.Embedding(
       num_items, config.embedding_dim, embeddings_initializer=zeros,
       name='item_embedding')
   projection = tf.keras.layers.Dense(
-      config.embedding_dim, use_bias=False, kernel_initializer=init(3),
+      config.embedding_dim, use_bias=False,
+      kernel_initializer=tf.keras.initializers.RandomNormal(
+          stddev=config.init_stddev, seed=config.seed + 3),
       name='feature_projection')
   dropout = IdDropout(config.id_dropout, config.seed, name='id_dropout')
   x = feature_table(item_input)
@@ -185,18 +170,9 @@ def create_keras_model(config: FeatureMFConfig, num_items: int,
     pair += biases
     global_layers += [item_bias, feature_bias, global_bias]
     user_layers += [user_bias]
-  regularization = mf.PairL2(config.l2, name='regularization')(pair)
-  if num_users is None or regularization_output:
-    outputs = tf.keras.layers.Concatenate(name='rating_and_regularization')(
-        [prediction, tf.keras.layers.Reshape((1,))(regularization)])
-    model = tf.keras.Model(inputs=inputs, outputs=outputs, name='mf_features')
-  else:
-    prediction = tf.keras.layers.Reshape((), name='rating')(prediction)
-    model = tf.keras.Model(inputs=inputs, outputs=prediction,
-                           name='mf_features')
-    if config.l2 > 0:
-      model.add_loss(tf.reduce_mean(regularization))
-  return registry.ModelLayers(model, global_layers, user_layers)
+  return mf.finish_model(config, inputs, prediction, pair, global_layers,
+                         user_layers, num_users, regularization_output,
+                         'mf_features')
 
 
 class FeatureMF(registry.Model):
