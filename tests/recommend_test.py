@@ -17,6 +17,7 @@ from research.fedrec.data import corpus
 from research.fedrec.data import splits
 from research.fedrec.data import synthetic
 from research.fedrec.evaluation import ranking
+from research.fedrec.models import mf_features
 from research.fedrec.models import ncf
 from research.fedrec.training import experiment
 from research.fedrec.training import loop
@@ -197,6 +198,61 @@ class RecommendTest(_TrainedRunTest):
     self.assertEqual(result.returncode, 1)
     self.assertEqual(result.stderr.strip(), 'recommend.py: error: '
                      '--experiment_dir=/nonexistent: no such directory.')
+
+
+class NewItemTest(_TrainedRunTest):
+  """MF with item features on item_cold_start: new items, described items."""
+
+  @classmethod
+  def _config(cls, root):
+    return experiment.ExperimentConfig(
+        root_output_dir=root, experiment_name='features', data=_DATA,
+        split=splits.SplitConfig(kind=splits.SplitKind.ITEM_COLD_START,
+                                 cold_item_fraction=0.25, seed=1),
+        model=mf_features.FeatureMFConfig(embedding_dim=4),
+        loop=loop.LoopConfig(total_rounds=2, progress=False),
+        clients_per_round=4, run_centralized_baseline=False)
+
+  def test_a_described_item_is_scored_as_the_corpus_item_it_copies(self):
+    # A cold item of the corpus and the same genres and year described
+    # anew score alike: both are their feature part alone.
+    data = corpus.load_corpus(_DATA)
+    info = data.item_info(_DATA)
+    split = splits.split(data.ratings, self._config(self.root).split)
+    # A training user and a test-cold item the user never rated.
+    dense_user = int(split.train.users[0])
+    rated = data.ratings.items[data.ratings.users == dense_user]
+    cold = int(np.setdiff1d(split.test.cold_items, rated)[0])
+    genres = '|'.join(g for g, on in zip(info.genre_names, info.genres[cold])
+                      if on)
+    user = int(data.id_maps.raw_users[dense_user])
+    result = self._json(f'--user_id={user}', '--k=40',
+                        f'--new_item=Copy ({int(info.years[cold])})::{genres}')
+    ranked = {r['item']: r['predicted_rating']
+              for r in result['recommendations']}
+    raw_cold = int(data.id_maps.raw_items[cold])
+    self.assertIn(raw_cold, ranked)  # A new item is recommendable.
+    self.assertAlmostEqual(result['new_item']['predicted_rating'],
+                           ranked[raw_cold], places=3)
+    self.assertEqual(result['new_item']['year'], int(info.years[cold]))
+    higher = sum(score > result['new_item']['predicted_rating']
+                 for score in ranked.values())
+    self.assertIn(result['new_item']['rank'], (higher + 1, higher))
+    table = _run(self.flag, f'--user_id={user}', '--k=2',
+                 '--new_item=Copy::genre_0')
+    self.assertEqual(table.returncode, 0, table.stderr)
+    self.assertStartsWith(table.stdout.strip().splitlines()[-1],
+                          'New item Copy [genre_0]: predicted rating ')
+    for args, message in (
+        (['--user_id=1', '--new_item=X::Noir'], "--new_item='X::Noir': genre "
+         "'Noir' is not one of the corpus's: genre_0"),
+        (['--group=1,2', '--new_item=X::genre_0'], '--new_item scores an item '
+         'for --user_id or a new user with --ratings'),
+    ):
+      code, out, err = _main(self.flag, *args)
+      self.assertEqual((code, out), (1, ''), args)
+      self.assertLen(err.strip().splitlines(), 1)
+      self.assertStartsWith(err.strip(), f'recommend.py: error: {message}')
 
 
 class ImplicitRecommendTest(_TrainedRunTest):

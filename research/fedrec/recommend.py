@@ -48,6 +48,7 @@ import numpy as np
 
 from research.fedrec.data import corpus as corpus_lib
 from research.fedrec.data import ratings as ratings_lib
+from research.fedrec.data import side_info
 from research.fedrec.inference import groups
 from research.fedrec.utils import json_io
 from research.fedrec.utils import text_table
@@ -79,6 +80,12 @@ _BANDIT_DIR = flags.DEFINE_string(
     'one of its policies (--policy) instead of a trained model.')
 _POLICY = flags.DEFINE_string('policy', 'linucb',
                               'With --bandit_dir: the policy that serves.')
+_NEW_ITEM = flags.DEFINE_string(
+    'new_item', None, 'An item no one has rated, described as a movies.dat '
+    'line without its id: "Title (1996)::Comedy|Drama" (the year in the '
+    'title, genres |-separated; either may be left out): its predicted rating '
+    'for the user and its rank among the user\'s unrated items. Needs a '
+    'model with item features (--model=mf_features).')
 _K = flags.DEFINE_integer('k', 10, 'Number of items to recommend.')
 _FORMAT = flags.DEFINE_enum('format', 'table', ['table', 'json'],
                             'Output format.')
@@ -236,6 +243,34 @@ def _recommendations(context, items, scores, extra=None):
   return rows
 
 
+def _score_new_item(recommender, text: str, user, history,
+                    scores) -> collections.OrderedDict:
+  """--new_item: the described item's predicted rating and rank."""
+  title, _, genre_text = text.partition('::')
+  title = title.strip()
+  genres = [g.strip() for g in genre_text.split('|') if g.strip()]
+  if not title and not genres:
+    raise ValueError(f'--new_item={text!r}: expected "Title (year)::'
+                     'Genre|Genre".')
+  year = side_info.title_year(title)
+  try:
+    vector, bias = recommender.described_item(
+        genres, None if np.isnan(year) else year)
+  except ValueError as e:
+    message = str(e)
+    raise ValueError(message if message.startswith('--new_item') else
+                     f'--new_item={text!r}: {message}') from None
+  user_vector, user_bias = recommender.user_parts(user, history)
+  model = recommender.exported.model
+  rating = float(user_vector @ vector + user_bias + bias + model.global_bias)
+  unrated = np.setdiff1d(np.arange(len(scores)), history.items)
+  rank = int(np.sum(scores[unrated] > rating)) + 1
+  return collections.OrderedDict(
+      title=title, genres=genres, year=None if np.isnan(year) else int(year),
+      predicted_rating=round(rating, 4), rank=rank,
+      unrated_items=int(unrated.size))
+
+
 def run(export_dir: str) -> collections.OrderedDict:
   """Computes the recommendation the flags ask for (JSON-able)."""
   modes = [name for name, given in (
@@ -256,6 +291,7 @@ def run(export_dir: str) -> collections.OrderedDict:
                      need_corpus=modes[0] in ('--user_id', '--group'))
   recommender = context.recommender
   source = context.exported.user_source
+  scored = None  # (user or None, history, scores) of a single scored user.
   result = collections.OrderedDict(
       dataset=context.dataset,
       algorithm=context.exported.metadata.get('algorithm'), k=k)
@@ -275,6 +311,7 @@ def run(export_dir: str) -> collections.OrderedDict:
                            'encoded by the autoencoder',
     }[source]
     result['recommendations'] = _recommendations(context, items, scores)
+    scored = (user, history, scores)
   elif _GROUP.present:
     raws = [r.strip() for r in (_GROUP.value or []) if r.strip()]
     if not raws:
@@ -314,6 +351,7 @@ def run(export_dir: str) -> collections.OrderedDict:
           f'{recommender.settings.optimizer}), item model frozen')
       items = recommender.recommend(scores, history.items, k)
       result['recommendations'] = _recommendations(context, items, scores)
+      scored = (None, history, scores)
     else:
       key, shown = recommender.fallback_scores()
       result['note'] = (
@@ -322,6 +360,15 @@ def run(export_dir: str) -> collections.OrderedDict:
           else 'no ratings given: ranked by popularity (training ratings)')
       items = recommender.recommend(key, [], k)
       result['recommendations'] = _recommendations(context, items, shown)
+  if _NEW_ITEM.value is not None:
+    if scored is None:
+      raise ValueError('--new_item scores an item for --user_id or a new '
+                       'user with --ratings (at least one rating).')
+    if context.implicit:
+      raise ValueError('--new_item: this run\'s model reads no item '
+                       'features (train with --model=mf_features).')
+    result['new_item'] = _score_new_item(recommender, _NEW_ITEM.value,
+                                         *scored)
   if len(result['recommendations']) < k:
     result['note'] = (result.get('note', '') + f'; only '
                       f'{len(result["recommendations"])} unrated items left'
@@ -352,6 +399,14 @@ def format_table(result) -> str:
         [columns] + [[str(r[c]) for c in columns] for r in rows]))
   if result.get('note'):
     lines.append(f'({result["note"]})')
+  if 'new_item' in result:
+    new = result['new_item']
+    lines.append(
+        f'New item {new["title"] or "(untitled)"} '
+        f'[{"|".join(new["genres"]) or "no genres"}]: predicted rating '
+        f'{new["predicted_rating"]}, rank {new["rank"]} of '
+        f'{new["unrated_items"]} unrated items (scored from its features '
+        'alone).')
   return '\n'.join(lines)
 
 

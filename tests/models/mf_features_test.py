@@ -6,16 +6,23 @@ from absl.testing import absltest
 import numpy as np
 import tensorflow as tf
 
+from research.fedrec.data import side_info
 from research.fedrec.models import builder
 from research.fedrec.models import mf_features
 
-# Four items, two features (a genre flag and a year).
-_FEATURES = np.array([[1.0, 0.5], [0.0, -1.0], [1.0, 0.0], [0.0, 2.0]])
+# Four items: one genre flag and a year (the third unknown). Known years
+# 2000, 1990, 2010: mean 2000, standard deviation sqrt(200 / 3).
+_INFO = side_info.ItemInfo(
+    np.arange(1, 5), np.array(['a', 'b', 'c', 'd']),
+    np.array([2000.0, 1990.0, np.nan, 2010.0]), ('Comedy',),
+    np.array([[1], [0], [1], [0]], np.float32), 'test')
+_Z = 10 / np.sqrt(200 / 3)
+_FEATURES = np.array([[1.0, 0.0], [0.0, -_Z], [1.0, 0.0], [0.0, _Z]])
 
 
 def _prepared(**settings):
   config = mf_features.FeatureMFConfig(embedding_dim=3, seed=1, **settings)
-  return builder.prepared(config, 3.5, lambda names: _FEATURES)
+  return builder.prepared(config, 3.5, lambda: _INFO)
 
 
 def _randomize(model, seed):
@@ -30,8 +37,12 @@ class FeatureMFTest(absltest.TestCase):
 
   def test_prepared_scales_the_features(self):
     config = _prepared()
-    # The longest row, (0, 2), gets norm feature_scale = 0.3.
-    np.testing.assert_allclose(config.features, _FEATURES * 0.15, rtol=1e-6)
+    # The longest rows, (0, -+z), get norm feature_scale = 0.3.
+    np.testing.assert_allclose(config.features, _FEATURES * (0.3 / _Z),
+                               rtol=1e-6, atol=1e-7)
+    self.assertAlmostEqual(config.feature_multiplier, 0.3 / _Z)
+    self.assertEqual(config.encoder, side_info.FeatureEncoder(
+        ('genres', 'year'), ('Comedy',), 2000.0, np.sqrt(200 / 3)))
     self.assertEqual(config.global_mean, 3.5)
     self.assertEqual(config.item_features, ('genres', 'year'))
 
@@ -101,6 +112,27 @@ class FeatureMFTest(absltest.TestCase):
     # A new item's id part starts (and, untouched, stays) at zero.
     np.testing.assert_array_equal(
         layers.model.get_layer('item_embedding').get_weights()[0], 0.0)
+
+  def test_a_described_item_is_scored_like_a_new_corpus_item(self):
+    config = _prepared()
+    layers = builder.create_keras_model(config, 4, num_users=2)
+    _randomize(layers.model, 2)
+    parts = builder.new_item_parts(config, layers.model)
+    encoder = side_info.FeatureEncoder(
+        tuple(parts['names']), tuple(parts['genre_names']),
+        float(parts['year_mean']), float(parts['year_std']))
+    # Item d (year 2010, no genre) described anew gives its feature part.
+    x = encoder.encode_one([], 2010.0) * float(parts['multiplier'])
+    get = lambda name: layers.model.get_layer(name).get_weights()[0]
+    np.testing.assert_allclose(x @ parts['projection'],
+                               config.features[3] @ get('feature_projection'),
+                               rtol=1e-6)
+    np.testing.assert_allclose(x @ parts['bias'],
+                               config.features[3] @ get('feature_bias')[:, 0],
+                               rtol=1e-6)
+    with self.assertRaisesRegex(ValueError, "^genre 'Noir' is not one of "
+                                "the corpus's: Comedy"):
+      encoder.encode_one(['Noir'], None)
 
   def test_bad_settings_are_one_line(self):
     with self.assertRaisesRegex(ValueError, r'^--item_features=plot: '

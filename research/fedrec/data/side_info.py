@@ -505,31 +505,73 @@ def synthetic_items(item_factors: np.ndarray, titles: list[str],
 ITEM_FEATURES = ('genres', 'year')
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureEncoder:
+  """Turns items' genres and years into feature rows, as fit on a corpus.
+
+  genres: the multi-hot flags over `genre_names`; year: the release year
+  standardized by the corpus's known years (an unknown year is the mean, 0).
+  Kept with a model so that an item described later (recommend.py
+  --new_item) is encoded as the corpus's items were.
+  """
+
+  names: tuple[str, ...]
+  genre_names: tuple[str, ...]
+  year_mean: float = 0.0
+  year_std: float = 1.0
+
+  def __post_init__(self):
+    unknown = [n for n in self.names if n not in ITEM_FEATURES]
+    if unknown:
+      raise ValueError(f'item feature {unknown[0]!r} is not one of '
+                       f'{", ".join(ITEM_FEATURES)}.')
+
+  @classmethod
+  def fit(cls, info: ItemInfo, names: tuple[str, ...]) -> 'FeatureEncoder':
+    known = info.years[~np.isnan(info.years)]
+    return cls(tuple(names), tuple(info.genre_names),
+               float(known.mean()) if known.size else 0.0,
+               float(known.std() or 1.0) if known.size else 1.0)
+
+  @property
+  def labels(self) -> list[str]:
+    labels = []
+    for name in self.names:
+      labels += ([f'genre:{g}' for g in self.genre_names]
+                 if name == 'genres' else ['year'])
+    return labels
+
+  def encode(self, genres: np.ndarray, years: np.ndarray) -> np.ndarray:
+    """[items, columns] float32 rows of genre flags [items, G] and years."""
+    years = np.asarray(years, np.float64)
+    columns = []
+    for name in self.names:
+      if name == 'genres':
+        columns.append(np.asarray(genres, np.float64))
+      else:
+        columns.append(np.where(np.isnan(years), 0.0, (
+            years - self.year_mean) / self.year_std)[:, None])
+    if not columns:
+      return np.zeros((len(years), 0), np.float32)
+    return np.concatenate(columns, axis=1).astype(np.float32)
+
+  def encode_one(self, genres: list[str], year: Optional[float]):
+    """The row of one described item; ValueError names an unknown genre."""
+    unknown = [g for g in genres if g not in self.genre_names]
+    if unknown:
+      raise ValueError(f'genre {unknown[0]!r} is not one of the corpus\'s: '
+                       f'{", ".join(self.genre_names)}.')
+    flags = np.array([[g in genres for g in self.genre_names]], np.float64)
+    return self.encode(flags, np.array([np.nan if year is None else year]))[0]
+
+
 def item_features(info: ItemInfo, names: tuple[str, ...]):
   """([items, columns] float32 features, column labels) of `names`.
 
-  genres: the multi-hot flags; year: the release year standardized over the
-  items whose year is known (an unknown year is the mean, 0).
+  See `FeatureEncoder` (fit on `info` itself).
 
   Raises:
     ValueError: a name is not among `ITEM_FEATURES`.
   """
-  columns, labels = [], []
-  for name in names:
-    if name == 'genres':
-      columns.append(info.genres)
-      labels.extend(f'genre:{g}' for g in info.genre_names)
-    elif name == 'year':
-      known = ~np.isnan(info.years)
-      year = np.zeros(len(info))
-      if known.any():
-        spread = info.years[known].std() or 1.0
-        year[known] = (info.years[known] - info.years[known].mean()) / spread
-      columns.append(year[:, None])
-      labels.append('year')
-    else:
-      raise ValueError(f'item feature {name!r} is not one of '
-                       f'{", ".join(ITEM_FEATURES)}.')
-  if not columns:
-    return np.zeros((len(info), 0), np.float32), []
-  return np.concatenate(columns, axis=1).astype(np.float32), labels
+  encoder = FeatureEncoder.fit(info, names)
+  return encoder.encode(info.genres, info.years), encoder.labels

@@ -13,6 +13,9 @@
     user_table.npz  FedAvg / centralized only: the global user table (vectors,
                   biases); FedRecon has none, user vectors are reconstructed
                   on the client from the user's own ratings.
+    new_items.npz   models with item features (mf_features) only: what
+                  turns a described item's genres and year into its vector
+                  and bias (recommend.py --new_item).
 
 An implicit-feedback run (any --model, `"kind": "implicit"` in export.json)
 writes instead of model/ and user_table.npz:
@@ -46,6 +49,7 @@ from research.fedrec.models import registry as models_registry
 from research.fedrec.utils import json_io
 
 FORMAT_VERSION = 1
+NEW_ITEMS_FILE = 'new_items.npz'  # Feature models: scoring described items.
 EXPORT_DIRNAME = 'export'
 # What the model predicts.
 RATING = 'rating'  # Explicit feedback: a rating.
@@ -77,6 +81,7 @@ class Export(_Loaded):
   settings: reconstruction.Settings
   user_vectors: Optional[np.ndarray] = None  # USER_TABLE only
   user_biases: Optional[np.ndarray] = None
+  new_items: Optional[dict] = None  # new_items.npz of a feature model.
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -193,9 +198,16 @@ def write_export(
     raw_users: np.ndarray, raw_items: np.ndarray, titles: list[str],
     item_train_counts: np.ndarray, rating_scale: tuple[float, float, float],
     metadata: dict, user_vectors: Optional[np.ndarray] = None,
-    user_biases: Optional[np.ndarray] = None) -> None:
-  """Writes a rating model's export directory atomically (module docstring)."""
+    user_biases: Optional[np.ndarray] = None,
+    new_items: Optional[dict] = None) -> None:
+  """Writes a rating model's export directory atomically (module docstring).
+
+  `new_items`: a feature model's arrays that score an item described by
+  metadata (models/registry.Model.new_item_parts), as new_items.npz.
+  """
   def write(tmp):
+    if new_items is not None:
+      np.savez(os.path.join(tmp, NEW_ITEMS_FILE), **new_items)
     _build_keras_model(model).save(os.path.join(tmp, 'model'),
                                    include_optimizer=False)
     info = dict(
@@ -339,7 +351,12 @@ def _load_checked(export_dir: str, info_path: str, info: dict):
   if info['user_source'] == USER_TABLE:
     with np.load(os.path.join(export_dir, 'user_table.npz')) as table:
       vectors, biases = table['vectors'], table['biases']
+  new_items = None
+  if os.path.isfile(os.path.join(export_dir, NEW_ITEMS_FILE)):
+    with np.load(os.path.join(export_dir, NEW_ITEMS_FILE)) as arrays:
+      new_items = {name: arrays[name] for name in arrays.files}
   return Export(
+      new_items=new_items,
       model=model,
       settings=reconstruction.Settings(**info['reconstruction']),
       user_vectors=vectors,

@@ -118,4 +118,5 @@ def export_model(config, data, split, keras_model: tf.keras.Model,
       raw_users, raw_items, data.titles(config.data),
       np.bincount(split.train.items, minlength=data.num_items),
       (scale.minimum, scale.maximum, scale.step),
-      metadata=_metadata(config, data), user_vectors=vectors, user_biases=biases)
+      metadata=_metadata(config, data), user_vectors=vectors, user_biases=biases,
+      new_items=builder.new_item_parts(model_config, keras_model))

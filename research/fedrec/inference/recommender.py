@@ -32,6 +32,7 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import sparse
 
+from research.fedrec.data import side_info
 from research.fedrec.inference import export as export_lib
 from research.fedrec.inference import groups
 from research.fedrec.inference import implicit
@@ -65,12 +66,25 @@ class Recommender:
   def num_items(self) -> int:
     return self.exported.model.num_items
 
+  def user_parts(self, user: Optional[int], history: UserRatings):
+    """(vector, bias) of known user `user` (dense index), or of a new user
+    (`user` None) reconstructed from `history`.
+
+    Raises:
+      ValueError: a new user's `history` is empty (use `fallback_scores`).
+    """
+    if user is not None and (
+        self.exported.user_source == export_lib.USER_TABLE):
+      return self.exported.user_vectors[user], self.exported.user_biases[user]
+    if not len(history.items):  # pylint: disable=g-explicit-length-test
+      raise ValueError('No ratings to reconstruct a user from.')
+    vectors, biases = reconstruction.reconstruct(
+        self.exported.model, [history.items], [history.ratings], self.settings)
+    return vectors[0], biases[0]
+
   def user_scores(self, user: int, history: UserRatings) -> np.ndarray:
     """Predicted ratings of known user `user` (dense index) for all items."""
-    if self.exported.user_source == export_lib.USER_TABLE:
-      return self.exported.model.score_all(self.exported.user_vectors[user],
-                                           self.exported.user_biases[user])
-    return self.new_user_scores(history)
+    return self.exported.model.score_all(*self.user_parts(user, history))
 
   def new_user_scores(self, history: UserRatings) -> np.ndarray:
     """Predicted ratings after reconstructing a user from `history`.
@@ -78,11 +92,28 @@ class Recommender:
     Raises:
       ValueError: `history` is empty (use `fallback_scores`).
     """
-    if not len(history.items):  # pylint: disable=g-explicit-length-test
-      raise ValueError('No ratings to reconstruct a user from.')
-    vectors, biases = reconstruction.reconstruct(
-        self.exported.model, [history.items], [history.ratings], self.settings)
-    return self.exported.model.score_all(vectors[0], biases[0])
+    return self.exported.model.score_all(*self.user_parts(None, history))
+
+  def described_item(self, genres: list[str],
+                     year: Optional[float]) -> tuple[np.ndarray, float]:
+    """(vector, bias) of an item known only by its genres and year.
+
+    From a feature model's new_items.npz: the row x of the corpus's encoder,
+    scaled as in training, gives x W and x . w (the id part of a new item is
+    zero, as for an item no rating touched).
+
+    Raises:
+      ValueError: the model reads no item features, or a genre is unknown.
+    """
+    parts = self.exported.new_items
+    if parts is None:
+      raise ValueError('--new_item: this run\'s model reads no item '
+                       'features (train with --model=mf_features).')
+    encoder = side_info.FeatureEncoder(
+        tuple(parts['names'].tolist()), tuple(parts['genre_names'].tolist()),
+        float(parts['year_mean']), float(parts['year_std']))
+    x = encoder.encode_one(genres, year) * float(parts['multiplier'])
+    return x @ parts['projection'], float(x @ parts['bias'])
 
   def initial_scores(self) -> np.ndarray:
     """Predictions of a user before reconstruction (the initial vector)."""

@@ -64,12 +64,17 @@ def create_loss(config, implicit: bool,
                                          regularization_column)
 
 
-def prepared(config, train_mean: float, item_features=None):
+def prepared(config, train_mean: float, item_info=None):
   """The config fitted to the training data (e.g. MF's g at the mean).
 
-  `item_features(names)`: the corpus's item feature matrix (Model.prepared).
+  `item_info()`: the corpus's item side information (Model.prepared).
   """
-  return registry.of(config).prepared(config, train_mean, item_features)
+  return registry.of(config).prepared(config, train_mean, item_info)
+
+
+def new_item_parts(config, keras_model: tf.keras.Model):
+  """Arrays that score an item described by metadata, or None (registry)."""
+  return registry.of(config).new_item_parts(keras_model, config)
 
 
 def rating_parts(config, keras_model: tf.keras.Model,

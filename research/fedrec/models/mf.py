@@ -259,9 +259,9 @@ class MF(registry.Model):
     return create_keras_model(config, num_items, num_users,
                               regularization_output)
 
-  def prepared(self, config, train_mean, item_features=None):
+  def prepared(self, config, train_mean, item_info=None):
     """g starts at the training mean (logit 0 under implicit feedback)."""
-    del item_features
+    del item_info
     return dataclasses.replace(config, global_mean=train_mean)
 
   def rating_parts(self, keras_model, config, num_items):

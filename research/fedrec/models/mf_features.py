@@ -54,6 +54,9 @@ class FeatureMFConfig:
   # makes up for rows that few clients touch; shared weights at that rate
   # diverge within 5 rounds, measured 2026-12-06).
   feature_scale: float = 0.3
+  # How a described item's genres and year become a row (`prepared`).
+  encoder: Optional[side_info.FeatureEncoder] = None
+  feature_multiplier: float = 1.0  # Encoded rows times this: the table.
   # [items][features], filled by `prepared` from the corpus's side
   # information (a tuple, so that the config stays frozen and hashable).
   feature_values: tuple[tuple[float, ...], ...] = ()
@@ -188,18 +191,37 @@ class FeatureMF(registry.Model):
     return create_keras_model(config, num_items, num_users,
                               regularization_output)
 
-  def prepared(self, config, train_mean, item_features=None):
+  def prepared(self, config, train_mean, item_info=None):
     """g at the training mean; the feature table from the corpus."""
-    if item_features is None:
+    if item_info is None:
       raise ValueError('--model=mf_features needs the corpus\'s item '
                        'features.')
-    values = np.asarray(item_features(config.item_features), np.float64)
+    info = item_info()
+    encoder = side_info.FeatureEncoder.fit(info, config.item_features)
+    values = encoder.encode(info.genres, info.years).astype(np.float64)
     longest = np.linalg.norm(values, axis=1).max() if values.size else 0.0
-    if longest > 0:
-      values = values * (config.feature_scale / longest)
+    multiplier = config.feature_scale / longest if longest > 0 else 1.0
     return dataclasses.replace(
-        config, global_mean=train_mean,
-        feature_values=tuple(map(tuple, values.astype(float).tolist())))
+        config, global_mean=train_mean, encoder=encoder,
+        feature_multiplier=multiplier,
+        feature_values=tuple(map(tuple, (values * multiplier).tolist())))
+
+  def new_item_parts(self, keras_model, config):
+    """W, w and the encoder: a described item's row x gives x W, x . w."""
+    def weight(name):
+      return keras_model.get_layer(name).get_weights()[0]
+
+    encoder = config.encoder
+    projection = weight('feature_projection')
+    return dict(
+        projection=projection,
+        bias=(weight('feature_bias')[:, 0] if config.use_biases else
+              np.zeros(projection.shape[0], np.float32)),
+        labels=np.array(encoder.labels), names=np.array(encoder.names),
+        genre_names=np.array(encoder.genre_names),
+        year_mean=np.float64(encoder.year_mean),
+        year_std=np.float64(encoder.year_std),
+        multiplier=np.float64(config.feature_multiplier))
 
   def rating_parts(self, keras_model, config, num_items):
     """Item vectors and biases with their feature parts added."""

@@ -122,16 +122,27 @@ class Model:
       return tf.keras.losses.BinaryCrossentropy(from_logits=True)
     return tf.keras.losses.MeanSquaredError()
 
-  def prepared(self, config, train_mean: float, item_features=None):
+  def prepared(self, config, train_mean: float, item_info=None):
     """`config` fitted to the training data before the model is built.
 
     `train_mean` is the mean training rating (0 under implicit feedback);
-    `item_features(names)` gives the corpus's [items, columns] feature matrix
-    of those side-information features (data/side_info.py), for models that
-    read item features.
+    `item_info()` reads the corpus's item side information
+    (data/side_info.ItemInfo of the dense items), for models that use it.
     """
-    del train_mean, item_features
+    del train_mean, item_info
     return config
+
+  def new_item_parts(self, keras_model, config) -> Optional[dict]:
+    """What scores an item described by metadata, for the export, or None.
+
+    A model that reads item features returns arrays (saved as
+    export/new_items.npz): `projection` [features, dim] and `bias` [features]
+    (a row x gives the item vector x W and bias x . w), `labels`, and the
+    encoder's `names`, `genre_names`, `year_mean`, `year_std` and
+    `multiplier` (data/side_info.FeatureEncoder, the row scaled by it).
+    """
+    del keras_model, config
+    return None
 
   def rating_parts(self, keras_model, config, num_items: int) -> RatingParts:
     """The bilinear rating model of a trained explicit-feedback model."""

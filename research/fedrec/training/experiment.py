@@ -45,7 +45,6 @@ from research.fedrec.algorithms import sampling as sampling_lib
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus as corpus_lib
 from research.fedrec.data import pipelines
-from research.fedrec.data import side_info
 from research.fedrec.data import splits as splits_lib
 from research.fedrec.data import synthetic as synthetic_lib
 from research.fedrec.evaluation import evaluators
@@ -930,10 +929,8 @@ def model_config_of(config: ExperimentConfig, split: splits_lib.Split,
   """
   mean = 0.0 if config.data.implicit else float(np.mean(split.train.ratings))
 
-  def item_features(names):
-    return side_info.item_features(data.item_info(config.data), names)[0]
-
-  return builder.prepared(config.model, mean, item_features)
+  return builder.prepared(config.model, mean,
+                          lambda: data.item_info(config.data))
 
 
 def _selection_metric(config: ExperimentConfig) -> str:
