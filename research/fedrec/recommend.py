@@ -255,7 +255,7 @@ def _score_new_item(recommender, text: str, user, history,
   year = side_info.title_year(title)
   try:
     vector, bias = recommender.described_item(
-        genres, None if np.isnan(year) else year)
+        genres, None if np.isnan(year) else year, title)
   except ValueError as e:
     message = str(e)
     raise ValueError(message if message.startswith('--new_item') else

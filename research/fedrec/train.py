@@ -241,8 +241,9 @@ _USE_BIASES = flags.DEFINE_bool('use_biases', True,
                                 'Learn user, item and global biases.')
 _ITEM_FEATURES = flags.DEFINE_list(
     'item_features', ['genres', 'year'], 'mf_features: the item side '
-    'information its item vectors project (genres, year; from the corpus\'s '
-    'item file, data/side_info.py).')
+    'information its item vectors project (genres, year, title_text; from '
+    'the corpus\'s item file, data/side_info.py; title_text: sentence '
+    'embeddings of the titles, after make setup-text).')
 _ID_DROPOUT = flags.DEFINE_float(
     'id_dropout', 0.5, 'mf_features: share of training examples whose item '
     'id part is zeroed (DropoutNet), so the features learn to stand alone.')

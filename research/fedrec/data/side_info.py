@@ -502,7 +502,13 @@ def synthetic_items(item_factors: np.ndarray, titles: list[str],
                   'synthetic corpus')
 
 
-ITEM_FEATURES = ('genres', 'year')
+ITEM_FEATURES = ('genres', 'year', 'title_text')
+_TRAILING_YEAR = re.compile(r'\s*\(\d{4}(?:[-\u2013]\d{0,4})?\)\s*$')
+
+
+def title_words(title: str) -> str:
+  """A title without its trailing year (`Heat (1995)` -> `Heat`)."""
+  return _TRAILING_YEAR.sub('', title).strip()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -510,7 +516,10 @@ class FeatureEncoder:
   """Turns items' genres and years into feature rows, as fit on a corpus.
 
   genres: the multi-hot flags over `genre_names`; year: the release year
-  standardized by the corpus's known years (an unknown year is the mean, 0).
+  standardized by the corpus's known years (an unknown year is the mean, 0);
+  title_text: the title's (without its year) sentence embedding by
+  all-MiniLM-L6-v2 (data/text_encoder.py; 384 columns, unit norm; an
+  unknown title is zeros).
   Kept with a model so that an item described later (recommend.py
   --new_item) is encoded as the corpus's items were.
   """
@@ -533,36 +542,38 @@ class FeatureEncoder:
                float(known.mean()) if known.size else 0.0,
                float(known.std() or 1.0) if known.size else 1.0)
 
-  @property
-  def labels(self) -> list[str]:
-    labels = []
-    for name in self.names:
-      labels += ([f'genre:{g}' for g in self.genre_names]
-                 if name == 'genres' else ['year'])
-    return labels
-
-  def encode(self, genres: np.ndarray, years: np.ndarray) -> np.ndarray:
-    """[items, columns] float32 rows of genre flags [items, G] and years."""
+  def encode(self, genres: np.ndarray, years: np.ndarray,
+             titles=None, progress: bool = True) -> np.ndarray:
+    """[items, columns] float32 rows of genre flags [items, G], years and
+    (title_text) titles."""
     years = np.asarray(years, np.float64)
     columns = []
     for name in self.names:
       if name == 'genres':
         columns.append(np.asarray(genres, np.float64))
-      else:
+      elif name == 'year':
         columns.append(np.where(np.isnan(years), 0.0, (
             years - self.year_mean) / self.year_std)[:, None])
+      else:
+        from research.fedrec.data import text_encoder  # pylint: disable=g-import-not-at-top
+        words = [title_words(t) for t in (
+            titles if titles is not None else [''] * len(years))]
+        columns.append(text_encoder.embeddings(words, progress).astype(
+            np.float64))
     if not columns:
       return np.zeros((len(years), 0), np.float32)
     return np.concatenate(columns, axis=1).astype(np.float32)
 
-  def encode_one(self, genres: list[str], year: Optional[float]):
+  def encode_one(self, genres: list[str], year: Optional[float],
+                 title: str = ''):
     """The row of one described item; ValueError names an unknown genre."""
     unknown = [g for g in genres if g not in self.genre_names]
     if unknown:
       raise ValueError(f'genre {unknown[0]!r} is not one of the corpus\'s: '
                        f'{", ".join(self.genre_names)}.')
     flags = np.array([[g in genres for g in self.genre_names]], np.float64)
-    return self.encode(flags, np.array([np.nan if year is None else year]))[0]
+    return self.encode(flags, np.array([np.nan if year is None else year]),
+                       [title], progress=False)[0]
 
 
 def item_features(info: ItemInfo, names: tuple[str, ...]):
@@ -574,4 +585,12 @@ def item_features(info: ItemInfo, names: tuple[str, ...]):
     ValueError: a name is not among `ITEM_FEATURES`.
   """
   encoder = FeatureEncoder.fit(info, names)
-  return encoder.encode(info.genres, info.years), encoder.labels
+  values = encoder.encode(info.genres, info.years, list(info.titles))
+  text_dim = values.shape[1] - len(info.genre_names) * ('genres' in names) - (
+      'year' in names)
+  labels = []
+  for name in names:
+    labels += {'genres': [f'genre:{g}' for g in info.genre_names],
+               'year': ['year'],
+               'title_text': [f'title:{k}' for k in range(text_dim)]}[name]
+  return values, labels

@@ -94,9 +94,9 @@ class Recommender:
     """
     return self.exported.model.score_all(*self.user_parts(None, history))
 
-  def described_item(self, genres: list[str],
-                     year: Optional[float]) -> tuple[np.ndarray, float]:
-    """(vector, bias) of an item known only by its genres and year.
+  def described_item(self, genres: list[str], year: Optional[float],
+                     title: str = '') -> tuple[np.ndarray, float]:
+    """(vector, bias) of an item known only by its genres, year and title.
 
     From a feature model's new_items.npz: the row x of the corpus's encoder,
     scaled as in training, gives x W and x . w (the id part of a new item is
@@ -112,7 +112,7 @@ class Recommender:
     encoder = side_info.FeatureEncoder(
         tuple(parts['names'].tolist()), tuple(parts['genre_names'].tolist()),
         float(parts['year_mean']), float(parts['year_std']))
-    x = encoder.encode_one(genres, year) * float(parts['multiplier'])
+    x = encoder.encode_one(genres, year, title) * float(parts['multiplier'])
     return x @ parts['projection'], float(x @ parts['bias'])
 
   def initial_scores(self) -> np.ndarray:

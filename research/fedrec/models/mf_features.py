@@ -198,7 +198,8 @@ class FeatureMF(registry.Model):
                        'features.')
     info = item_info()
     encoder = side_info.FeatureEncoder.fit(info, config.item_features)
-    values = encoder.encode(info.genres, info.years).astype(np.float64)
+    values = encoder.encode(info.genres, info.years,
+                            list(info.titles)).astype(np.float64)
     longest = np.linalg.norm(values, axis=1).max() if values.size else 0.0
     multiplier = config.feature_scale / longest if longest > 0 else 1.0
     return dataclasses.replace(
@@ -217,7 +218,7 @@ class FeatureMF(registry.Model):
         projection=projection,
         bias=(weight('feature_bias')[:, 0] if config.use_biases else
               np.zeros(projection.shape[0], np.float32)),
-        labels=np.array(encoder.labels), names=np.array(encoder.names),
+        names=np.array(encoder.names),
         genre_names=np.array(encoder.genre_names),
         year_mean=np.float64(encoder.year_mean),
         year_std=np.float64(encoder.year_std),
