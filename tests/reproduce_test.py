@@ -137,6 +137,24 @@ class BanditTableTest(_TableTestCase):
 
 
 @pytest.mark.slow
+class ColdStartTableTest(_TableTestCase):
+
+  def test_cold_start_ml100k_at_smoke_scale(self):
+    # MF and MF + genres + year under FedRecon: both execution kinds.
+    self._assert_smoke_table('cold_start_ml100k',
+                             ('mf_fedrecon', 'genres_year_fedrecon'))
+
+
+@pytest.mark.slow
+class BanditContextsTableTest(_TableTestCase):
+
+  def test_bandit_contexts_ml100k_at_smoke_scale(self):
+    result = self._assert_smoke_table('bandit_contexts_ml100k',
+                                      ('likes', 'genres_year'))
+    self.assertIn('--item_contexts=genres,year', result.stdout)
+
+
+@pytest.mark.slow
 class ReproduceBinaryTest(_TableTestCase):
   """The tutorial table on an ML-1M fixture, resuming, and user mistakes."""
 
