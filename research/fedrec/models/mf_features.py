@@ -18,9 +18,9 @@ is used.
 W, w, the id parts and g are global (aggregated by the server under every
 method); the user part (p_u, b_u) is MF's (local under FedRecon). The
 feature table itself is public metadata: a constant of the model (no
-weight) from `feature_values`, which `prepared` fills from the corpus (scaled by one
-factor so that the longest item's features have norm `feature_scale`). L2 is MF's, on the
-rated pair's final vectors and biases.
+weight) from `feature_values`, which `prepared` fills from the corpus
+(scaled by one factor so that the longest item's features have norm
+`feature_scale`). L2 is MF's, on the rated pair's final vectors and biases.
 """
 
 import dataclasses
