@@ -134,6 +134,17 @@ def _find(data_dir: str, folder: str, filename: str) -> Optional[str]:
 
 def _lines(path: str, encoding: str) -> list[tuple[int, str]]:
   """(line number, line) of the non-blank lines of a text file."""
+  return _numbered(_text(path, encoding))
+
+
+def _numbered(text: str) -> list[tuple[int, str]]:
+  return [(number, line.rstrip('\r'))
+          for number, line in enumerate(text.split('\n'), start=1)
+          if line.strip()]
+
+
+def _text(path: str, encoding: str) -> str:
+  """A text file's contents (a leading BOM dropped); DataError names it."""
   try:
     with open(path, 'rb') as f:
       raw = f.read()
@@ -148,10 +159,7 @@ def _lines(path: str, encoding: str) -> list[tuple[int, str]]:
     line = raw.count(b'\n', 0, e.start) + 1
     raise DataError(f'{path}:{line}: not {encoding} text (byte '
                     f'0x{raw[e.start]:02x}).') from None
-  text = text.lstrip('\ufeff')
-  return [(number, line.rstrip('\r'))
-          for number, line in enumerate(text.split('\n'), start=1)
-          if line.strip()]
+  return text.lstrip('\ufeff')
 
 
 def _split(path: str, number: int, line: str, separator: str,
@@ -333,21 +341,24 @@ def read_genome(path: str) -> tuple[np.ndarray, np.ndarray]:
   must be scored on the same tags, each relevance in [0, 1].
   """
   header = 'movieId,tagId,relevance'
-  lines = _lines(path, 'utf-8')
-  if not lines or lines[0][1].strip() != header:
-    found = lines[0][1].strip()[:80] if lines else ''
+  text = _text(path, 'utf-8')
+  first, _, rest = text.partition('\n')
+  if first.strip() != header:
     raise DataError(f'{path}:1: expected the header {header!r}, found '
-                    f'{found!r}.')
-  body = lines[1:]
-  if not body:
+                    f'{first.strip()[:80]!r}.')
+  if not rest.strip():
     raise DataError(f'{path}: no scores found (only a header).')
+  rest = rest.replace('\r\n', '\n')
+  # ml-25m's file has 15 million lines: parsed by NumPy in one pass; the
+  # lines are numbered (in Python) only to name a bad one.
+  body = lambda: [(n + 1, line) for n, line in _numbered(rest)]
   try:
-    table = np.loadtxt(io.StringIO('\n'.join(line for _, line in body)),
-                       delimiter=',', ndmin=2,
+    table = np.loadtxt(io.StringIO(rest), delimiter=',', ndmin=2,
+                       comments=None,
                        dtype=[('movie', np.int64), ('tag', np.int64),
                               ('relevance', np.float64)])
   except ValueError:
-    for number, line in body:
+    for number, line in body():
       fields = line.split(',')
       if (len(fields) != 3 or not fields[0].strip().isdigit() or
           not fields[1].strip().isdigit() or
@@ -359,7 +370,7 @@ def read_genome(path: str) -> tuple[np.ndarray, np.ndarray]:
   table = table.reshape(-1)
   bad = np.flatnonzero((table['relevance'] < 0) | (table['relevance'] > 1))
   if bad.size:
-    raise DataError(f'{path}:{body[int(bad[0])][0]}: relevance '
+    raise DataError(f'{path}:{body()[int(bad[0])][0]}: relevance '
                     f'{table["relevance"][bad[0]]:g} is outside [0, 1].')
   movies, movie_rows = np.unique(table['movie'], return_inverse=True)
   tags, tag_columns = np.unique(table['tag'], return_inverse=True)
