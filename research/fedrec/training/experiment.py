@@ -1002,13 +1002,15 @@ def format_summary(summary) -> str:
   # item_cold_start: RMSE on warm and on cold items beside the overall one.
   sliced = all('cold_items/rmse' in v
                for v in summary['test_metrics'].values())
-  extra = ('warm items RMSE', 'cold items RMSE') if sliced else ()
-  rows = [('model', 'test RMSE', 'MAE', 'rating acc.') + extra]
+  rows = [('model', 'test RMSE', 'MAE', 'rating acc.') + (
+      ('warm items RMSE', 'cold items RMSE') if sliced else ())]
   for name, metrics in summary['test_metrics'].items():
-    rows.append((name, f'{metrics["rmse"]:.4f}', f'{metrics["mae"]:.4f}',
-                 f'{metrics["rating_accuracy"]:.4f}') + tuple(
-                     f'{metrics[f"{s}_items/rmse"]:.4f}'
-                     for s in ('warm', 'cold')[:len(extra)]))
+    row = (name, f'{metrics["rmse"]:.4f}', f'{metrics["mae"]:.4f}',
+           f'{metrics["rating_accuracy"]:.4f}')
+    if sliced:
+      row += (f'{metrics["warm_items/rmse"]:.4f}',
+              f'{metrics["cold_items/rmse"]:.4f}')
+    rows.append(row)
   if summary['noise_floor_test_rmse'] is not None:
     rows.append(('noise floor (true model)',
                  f'{summary["noise_floor_test_rmse"]:.4f}', '', '') + (
