@@ -27,21 +27,26 @@ class RegistryTest(absltest.TestCase):
 
   def test_built_in_methods_and_what_they_are(self):
     self.assertEqual(registry.names(), ['fedrecon', 'fedavg', 'fedprox',
-                                        'centralized', 'popularity'])
+                                        'fedmf', 'pfedrec', 'centralized',
+                                        'popularity'])
     self.assertEqual(registry.names(private_only=True),
-                     ['fedrecon', 'fedavg', 'fedprox', 'popularity'])
+                     ['fedrecon', 'fedavg', 'fedprox', 'fedmf', 'pfedrec',
+                      'popularity'])
     kinds = {name: (registry.get(name).kind, registry.get(name).
-                    reconstructs_users) for name in registry.names()}
+                    reconstructs_users, registry.get(name).keeps_client_state)
+             for name in registry.names()}
     self.assertEqual(kinds, {
-        'fedrecon': (registry.Kind.PROCESS, True),
-        'fedavg': (registry.Kind.PROCESS, False),
-        'fedprox': (registry.Kind.PROCESS, False),
-        'centralized': (registry.Kind.CENTRAL, False),
-        'popularity': (registry.Kind.COUNTS, False)})
+        'fedrecon': (registry.Kind.PROCESS, True, False),
+        'fedavg': (registry.Kind.PROCESS, False, False),
+        'fedprox': (registry.Kind.PROCESS, False, False),
+        'fedmf': (registry.Kind.PROCESS, False, True),
+        'pfedrec': (registry.Kind.PROCESS, False, True),
+        'centralized': (registry.Kind.CENTRAL, False, False),
+        'popularity': (registry.Kind.COUNTS, False, False)})
 
   def test_unknown_method_is_one_line_listing_the_registered_ones(self):
     message = ('^--algorithm=fedsgd: no such method \\(registered: fedrecon, '
-               'fedavg, fedprox, centralized, popularity\\).$')
+               'fedavg, fedprox, fedmf, pfedrec, centralized, popularity\\).$')
     with self.assertRaisesRegex(ValueError, message):
       registry.get('fedsgd')
     with self.assertRaisesRegex(ValueError, message):

@@ -60,6 +60,34 @@ def masked_losses(example_loss, l2: float, targets, mask, prediction,
           tf.reduce_sum(mask * l2 * squares, axis=1), size)
 
 
+def update_metrics(metrics, explicit: bool, step_labels, logits, mask,
+                   losses, active) -> None:
+  """A step's training metrics of a cohort (`metrics[-1]` is the loss).
+
+  Padded and idle positions are left out: by weight (explicit) or by label
+  -1 (implicit, whose metrics take no weights).
+  """
+  for metric in metrics[:-1]:
+    if explicit:
+      metric.update_state(tf.reshape(step_labels, [-1]),
+                          tf.reshape(logits, [-1]),
+                          sample_weight=tf.reshape(mask, [-1]))
+    else:
+      labelled = tf.where(mask > 0, step_labels, -1.0)
+      metric.update_state(tf.reshape(labelled, [-1]),
+                          tf.reshape(logits, [-1]))
+  tf.keras.metrics.Mean.update_state(
+      metrics[-1], losses, sample_weight=tf.cast(active, tf.float32))
+
+
+def item_side_parts(initial, copies, is_table, slot_items, num_items):
+  """`combine`'s parts of users' copies of the global weights: item tables'
+  rows by `slot_items`, every other weight whole."""
+  return [(start - copy, slot_items, num_items) if table else
+          (start - copy, None, None)
+          for start, copy, table in zip(initial, copies, is_table)]
+
+
 def squared_error(targets, predictions):
   return tf.square(targets - predictions)
 
@@ -174,7 +202,8 @@ def clip_parts(clip_query):
 
 
 def client_work_process(client_update, weights_type, cohort_type,
-                         zeroing_work, finalizers, clip_work=None):
+                         zeroing_work, finalizers, clip_work=None,
+                         client_outputs: bool = False):
   """The `ClientWorkProcess` around a cohort's `client_update` computation.
 
   Broadcasts the zeroing quantile estimator's params and norm (with
@@ -184,6 +213,13 @@ def client_work_process(client_update, weights_type, cohort_type,
   process then has `next_with_clip`, which takes the broadcast clip params
   as a fourth argument and which `compose`'s learning process calls; its
   plain `next` clips with the query's initial params.
+
+  With `client_outputs`, `client_update` returns a fifth value, what each
+  cohort keeps on its users' devices (a stateful method's new local states:
+  algorithms/stateful.py); the process's `run(state, weights, cohorts,
+  clip_params)` returns it, placed at the clients, beside the measured
+  output (`compose`'s `next_with_client_outputs` calls it), and `next`
+  drops it (a ClientWorkProcess returns nothing to the clients).
   """
   zeroing = zeroing_work is not None
   if zeroing:
@@ -205,8 +241,9 @@ def client_work_process(client_update, weights_type, cohort_type,
       norms = tff.federated_broadcast(zeroing_norm)
     else:
       params = norms = tff.federated_value((), tff.CLIENTS)
-    result, unfinalized, records, zeroed = tff.federated_map(
+    outputs = tff.federated_map(
         client_update, (weights, cohorts, params, norms, clip_params))
+    result, unfinalized, records, zeroed = (outputs[i] for i in range(4))
     aggregate_metrics = tff.learning.metrics.sum_then_finalize(
         finalizers, unfinalized.type_signature.member)
     measurements = collections.OrderedDict(
@@ -216,9 +253,12 @@ def client_work_process(client_update, weights_type, cohort_type,
                                 (tff.federated_sum(records), state))
       measurements['zeroing'] = tff.federated_zip(collections.OrderedDict(
           zeroing_norm=zeroing_norm, zeroed_count=tff.federated_sum(zeroed)))
-    return tff.templates.MeasuredProcessOutput(
+    measured = tff.templates.MeasuredProcessOutput(
         state=state, result=result,
         measurements=tff.federated_zip(measurements))
+    if client_outputs:
+      return measured, outputs[4]
+    return measured
 
   @tff.federated_computation(*argument_types)
   def next_fn(state, weights, cohorts):
@@ -227,9 +267,12 @@ def client_work_process(client_update, weights_type, cohort_type,
     else:
       clip_params = tff.federated_broadcast(
           tff.federated_eval(clip_work.initial_params, tff.SERVER))
-    return run(state, weights, cohorts, clip_params)
+    output = run(state, weights, cohorts, clip_params)
+    return output[0] if client_outputs else output
 
   process = tff.learning.templates.ClientWorkProcess(initialize, next_fn)
+  if client_outputs:
+    process.run = run
   if clip_work is not None:
     @tff.federated_computation(
         *argument_types,
@@ -334,19 +377,26 @@ def compose(initial_weights, client_work, aggregator, server_optimizer):
       initial_weights, distributor, client_work, aggregation_process,
       finalizer)
   clip_work = getattr(client_work, 'clip_work', None)
-  if clip_work is None:
-    return process
+  run = getattr(client_work, 'run', None)
 
-  @tff.federated_computation(process.next.type_signature.parameter)
-  def next_fn(state, client_data):
+  def round_body(state, client_data):
     # compose_learning_process's next, with the clip broadcast from the
-    # aggregator's query state to the client work.
+    # aggregator's query state to the client work (under DP), and the
+    # cohorts' own outputs kept (a stateful client work's).
     distributed = distributor.next(state.distributor,
                                    state.global_model_weights)
-    clip_params = tff.federated_broadcast(tff.federated_map(
-        clip_work.derive_params, state.aggregator.query_state))
-    work = client_work.next_with_clip(state.client_work, distributed.result,
-                                      client_data, clip_params)
+    if clip_work is None:
+      clip_params = tff.federated_value((), tff.CLIENTS)
+    else:
+      clip_params = tff.federated_broadcast(tff.federated_map(
+          clip_work.derive_params, state.aggregator.query_state))
+    if run is not None:
+      work, client_outputs = run(state.client_work, distributed.result,
+                                 client_data, clip_params)
+    else:
+      work, client_outputs = client_work.next_with_clip(
+          state.client_work, distributed.result, client_data,
+          clip_params), None
     aggregated = aggregation_process.next(state.aggregator,
                                           work.result.update,
                                           work.result.update_weight)
@@ -360,7 +410,23 @@ def compose(initial_weights, client_work, aggregator, server_optimizer):
         client_work=work.measurements,
         aggregator=aggregated.measurements,
         finalizer=finalized.measurements))
-    return tff.learning.templates.LearningProcessOutput(new_state, metrics)
+    return (tff.learning.templates.LearningProcessOutput(new_state, metrics),
+            client_outputs)
+
+  if run is not None:
+    # The learning process stays TFF's (its `next` drops the clients'
+    # outputs); this computation returns them, placed at the clients.
+    @tff.federated_computation(process.next.type_signature.parameter)
+    def next_with_client_outputs(state, client_data):
+      return round_body(state, client_data)
+    process.next_with_client_outputs = next_with_client_outputs
+    return process
+  if clip_work is None:
+    return process
+
+  @tff.federated_computation(process.next.type_signature.parameter)
+  def next_fn(state, client_data):
+    return round_body(state, client_data)[0]
 
   return tff.learning.templates.LearningProcess(
       process.initialize, next_fn, process.get_model_weights,

@@ -469,22 +469,26 @@ class CohortProcess:
     self.last_round_cohorts = len(cohorts)
     if not cohorts:
       raise ValueError('a round with no users cannot run in cohorts.')
-    output = self._process.next(
-        state, [tf.data.Dataset.from_tensors(c) for c in cohorts])
-    work = output.metrics['client_work']
-    if 'zeroing' not in work:
-      return output
-    # Per-user zeroing is measured where the per-client process measures it:
-    # among the aggregator's (`zeroing_factory`'s) measurements.
-    metrics = collections.OrderedDict(output.metrics)
-    metrics['client_work'] = collections.OrderedDict(
-        (k, v) for k, v in work.items() if k != 'zeroing')
-    metrics['aggregator'] = collections.OrderedDict(
-        zeroing=output.metrics['aggregator'], **work['zeroing'])
-    return tff.learning.templates.LearningProcessOutput(output.state, metrics)
+    return zeroing_measured_by_aggregator(self._process.next(
+        state, [tf.data.Dataset.from_tensors(c) for c in cohorts]))
 
   def __getattr__(self, name):
     return getattr(self._process, name)
+
+
+def zeroing_measured_by_aggregator(output):
+  """A cohort round's output, with per-user zeroing measured where the
+  per-client process measures it: among the aggregator's
+  (`zeroing_factory`'s) measurements."""
+  work = output.metrics['client_work']
+  if 'zeroing' not in work:
+    return output
+  metrics = collections.OrderedDict(output.metrics)
+  metrics['client_work'] = collections.OrderedDict(
+      (k, v) for k, v in work.items() if k != 'zeroing')
+  metrics['aggregator'] = collections.OrderedDict(
+      zeroing=output.metrics['aggregator'], **work['zeroing'])
+  return tff.learning.templates.LearningProcessOutput(output.state, metrics)
 
 
 def unsupported(reasons: Sequence[Optional[str]]) -> Optional[str]:

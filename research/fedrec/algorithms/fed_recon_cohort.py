@@ -420,23 +420,13 @@ def build_implicit_client_work(
       client_state, copies = client_optimizer.step(
           client_state, copies, grads, active,
           [index if table else None for table in is_table])
-      for metric in metrics[:-1]:
-        if explicit:
-          metric.update_state(tf.reshape(step_labels, [-1]),
-                              tf.reshape(logits, [-1]),
-                              sample_weight=tf.reshape(mask, [-1]))
-        else:  # Padded and idle positions carry label -1: left out.
-          labelled = tf.where(mask > 0, step_labels, -1.0)
-          metric.update_state(tf.reshape(labelled, [-1]),
-                              tf.reshape(logits, [-1]))
-      tf.keras.metrics.Mean.update_state(
-          metrics[-1], losses, sample_weight=tf.cast(active, tf.float32))
+      cohort_work.update_metrics(metrics, explicit, step_labels, logits,
+                                 mask, losses, active)
       examples += tf.reduce_sum(mask, axis=1)
 
     # 3. Per-user updates, weighted and summed.
-    parts = [(start - copy, slot_items, num_items) if table else
-             (start - copy, None, None)
-             for start, copy, table in zip(initial, copies, is_table)]
+    parts = cohort_work.item_side_parts(initial, copies, is_table,
+                                        slot_items, num_items)
     update, total_weight, quantile_record, zeroed_count = cohort_work.combine(
         parts, examples, uniform_weighting, zeroing_work, quantile_params,
         zeroing_norm, clip_query, clip_params)

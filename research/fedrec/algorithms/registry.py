@@ -71,6 +71,11 @@ class ProcessInputs:
   # Cohorts under --dp=fixed: the DP query whose preprocess_record clips each
   # user in the client work (`aggregator` is then over preclipped records).
   clip_query: Any = None
+  # Stateful methods (`Method.keeps_client_state`): where the users' local
+  # states are kept on the simulated devices' side, and the run's seed that
+  # draws their first values.
+  client_state_dir: str = ''
+  seed: int = 0
 
 
 class Method:
@@ -83,6 +88,8 @@ class Method:
     reconstructs_users: users are scored after rebuilding their own vector
       from their ratings (Federated Reconstruction); otherwise they take their
       row of the trained global user table (if the model has a user part).
+    keeps_client_state: users keep local parameters between visits and are
+      scored with them (algorithms/stateful.py).
     help: one line for --help.
   """
 
@@ -90,7 +97,16 @@ class Method:
   label: str = ''
   kind: Kind = Kind.PROCESS
   reconstructs_users: bool = False
+  # Users keep local state between visits (algorithms/stateful.py): they
+  # are scored with it, and it is checkpointed with the run.
+  keeps_client_state: bool = False
   help: str = ''
+
+  @property
+  def global_user_table(self) -> bool:
+    """Its users are scored with their row of a trained global user table
+    (if the model has a user part): neither rebuilt nor kept on devices."""
+    return not (self.reconstructs_users or self.keeps_client_state)
 
   def validate(self, config) -> None:
     """Raises ValueError (one line) for settings this method cannot train.
@@ -185,6 +201,13 @@ _UNPROTECTED_TABLE_NOTE = (
     ' {name}\'s global user table is unprotected: it reveals each '
     'participating user\'s preferences directly.')
 
+_LOCAL_STATE_NOTE = (
+    ' Under {name} {state} stay on the user\'s device between rounds and '
+    'are never sent, so they need no noise; they shape the item-side '
+    'updates the user sends, and those updates are what user-level DP '
+    'clips and noises, so their influence is covered as the rest of the '
+    'user\'s data is.')
+
 # The built-in methods, in --help order.
 _BUILT_IN = (
     _Registration(
@@ -212,6 +235,24 @@ _BUILT_IN = (
         privacy_note_without_dp=_UNPROTECTED_TABLE_NOTE.format(
             name='FedProx'),
         server_learning_rate=3.0),
+    _Registration(
+        'fedmf', 'research.fedrec.algorithms.fed_mf',
+        'FedMF: MF whose user embedding stays on the device between rounds '
+        '(a stateful client); the item side is averaged.',
+        privacy_note=_LOCAL_STATE_NOTE.format(
+            name='FedMF', state="each user's embedding and bias")),
+    _Registration(
+        'pfedrec', 'research.fedrec.algorithms.pfedrec',
+        'PFedRec (Zhang et al., IJCAI 2023): a score function kept on the '
+        'device, item embeddings averaged and fine-tuned per user (dual '
+        'personalization).',
+        (Setting('item_learning_rate_scale', 1.0,
+                 'PFedRec: the item side\'s client learning rate is the '
+                 'client rate times this (the official code: num_items x '
+                 'lr_eta, 1682 x 80 on ML-100K).', 0.0),),
+        privacy_note=_LOCAL_STATE_NOTE.format(
+            name='PFedRec', state="each user's score function and its "
+            'personal view of the item embeddings')),
     _Registration(
         'centralized', 'research.fedrec.algorithms.centralized',
         'Keras fit on the pooled ratings only (the baseline).',

@@ -70,11 +70,23 @@ class RatingEvaluator:
     self._keras_model = None  # FedAvg: the global model, evaluated centrally.
 
   def evaluate(self, model_weights, split_name: str,
-               max_clients: int = 0) -> collections.OrderedDict:
+               max_clients: int = 0,
+               client_states=None) -> collections.OrderedDict:
     """Example-weighted metrics over the split's query ratings.
 
     With `max_clients`, over that many users drawn with the run's seed.
+    With `client_states` (a stateful method's: name -> [users, ...]), each
+    user is scored with its own state (algorithms/stateful.py).
     """
+    if client_states is not None:
+      from research.fedrec.algorithms import stateful  # pylint: disable=g-import-not-at-top
+      partition = getattr(self._split, split_name)
+      query = partition.query
+      predictions = stateful.predict_pairs(
+          self._model_config, self._data.num_items, model_weights,
+          client_states, query.users, query.items)
+      return rating_metrics.compute_with_item_slices(
+          query.ratings, predictions, query.items, partition.cold_items)
     if not self._config.method.reconstructs_users:  # A global user table.
       return rating_metrics_of(self._fedavg_model(model_weights),
                                       getattr(self._split, split_name))
@@ -196,8 +208,19 @@ class RankingEvaluator:
                      scoring.popularity_scores(counts, partition))
 
   def evaluate(self, model_weights, split_name: str,
-               max_clients: int = 0) -> collections.OrderedDict:
-    """Metrics of a federated process's global weights."""
+               max_clients: int = 0,
+               client_states=None) -> collections.OrderedDict:
+    """Metrics of a federated process's global weights.
+
+    With `client_states` (a stateful method's), each user is scored with
+    its own state (algorithms/stateful.py).
+    """
+    if client_states is not None:
+      from research.fedrec.algorithms import stateful  # pylint: disable=g-import-not-at-top
+      partition = self.partition(split_name, max_clients)
+      return self._run(partition, stateful.score_function(
+          self._model_config, self._data.num_items, model_weights,
+          client_states, partition.task.users))
     reconstruct = self._config.method.reconstructs_users
     model = from_keras.keras_model_of(
         self._model_config, self._data.num_items,

@@ -72,6 +72,9 @@ write_json_atomically = json_io.write_json_atomically
 
 
 EXPORT_DIRNAME = export_lib.EXPORT_DIRNAME
+# Stateful methods: the users' local states, on the simulated devices' side
+# (algorithms/client_states.py), beside the server's checkpoints.
+CLIENT_STATES_DIRNAME = 'client_states'
 
 
 _EXPLICIT = defaults.BY_FEEDBACK['explicit']
@@ -263,9 +266,21 @@ class ExperimentConfig:
 
   @property
   def in_cohorts(self) -> bool:
-    """Whether the run trains in cohorts (`execution`, resolved)."""
+    """Whether the run trains in cohorts (`execution`, resolved).
+
+    A stateful method always trains with the cohort client work; per
+    client, each cohort is one user (`users_per_cohort`).
+    """
     return self.execution == 'cohort' or (
-        self.execution == 'auto' and not self.cohort_unsupported)
+        self.execution == 'auto' and not self.cohort_unsupported) or (
+            self.method.keeps_client_state)
+
+  @property
+  def users_per_cohort(self) -> int:
+    """--cohort_size, or 1 for a stateful method run per client."""
+    if self.method.keeps_client_state and self.execution == 'per_client':
+      return 1
+    return self.cohort_size
 
   @property
   def method(self) -> registry.Method:
@@ -504,7 +519,7 @@ def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
       if zeroing_per_user else config.aggregation, noise_multiplier,
       config.clients_per_round, weighted=config.weighted or in_cohorts,
       preclipped=clip_per_user,
-      users_per_record=(cohorts_lib.max_users(config.cohort_size)
+      users_per_record=(cohorts_lib.max_users(config.users_per_cohort)
                         if in_cohorts else 1))
   clip_query = (aggregation_lib.dp_query(
       config.dp, noise_multiplier, config.clients_per_round)
@@ -515,9 +530,11 @@ def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
       recon=config.recon, pipeline=config.pipeline, store_path=store_path,
       aggregator=aggregator, uniform_weighting=not config.weighted,
       implicit=data.implicit, settings=config.method_settings,
-      in_cohorts=in_cohorts, cohort_size=config.cohort_size,
+      in_cohorts=in_cohorts, cohort_size=config.users_per_cohort,
       optimizer_settings=config.optimizers, zeroing_per_user=zeroing_per_user,
-      clip_query=clip_query))
+      clip_query=clip_query,
+      client_state_dir=os.path.join(config.output_dir, CLIENT_STATES_DIRNAME),
+      seed=config.seed))
 
 
 def resolve_privacy(config: ExperimentConfig, num_training_users: int,
@@ -604,12 +621,16 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
     return sum(min(counts[c.split(client_store.ROUND_SEPARATOR)[0]], cap)
                for c in clients)
 
+  # A stateful method's users are scored with the states on their devices.
+  states = getattr(process, 'client_states', None)
+
   def evaluate_val(model_weights, round_num):
     del round_num  # The same validation clients every time.
     if not len(split.val.query):  # pylint: disable=g-explicit-length-test
       return collections.OrderedDict()  # No validation split (e.g. 0%).
     return _prefixed(
-        evaluator.evaluate(model_weights, 'val', config.eval_clients), 'val')
+        evaluator.evaluate(model_weights, 'val', config.eval_clients,
+                           client_states=states and states.view()), 'val')
 
   out = config.output_dir
   checkpoint_dir = os.path.join(out, 'checkpoints')
@@ -629,13 +650,22 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
   _, _, selection = loop_lib.run_training_loop(
       process, sample, count_examples, evaluate_val, config.loop,
       state_manager, release_managers, accountant, static_metrics,
-      checkpoint_dir, prepare_round, tff_runtime)
+      checkpoint_dir, prepare_round, tff_runtime, states)
   weights = selection.weights
-  keras_model = from_keras.keras_model_of(
-      model_config, data.num_items,
-      None if config.method.reconstructs_users else data.num_users, weights)
+  if states is not None:
+    # The users as their devices keep them (of the selected round).
+    states = states.view(selected=bool(config.loop.select_by))
+    from research.fedrec.algorithms import stateful  # pylint: disable=g-import-not-at-top
+    keras_model = stateful.table_model(model_config, data.num_items,
+                                       data.num_users, weights, states)
+  else:
+    keras_model = from_keras.keras_model_of(
+        model_config, data.num_items,
+        None if not config.method.global_user_table else data.num_users,
+        weights)
   results = collections.OrderedDict(
-      [(config.algorithm, evaluator.evaluate(weights, 'test'))])
+      [(config.algorithm, evaluator.evaluate(weights, 'test',
+                                             client_states=states))])
   if config.finetune:
     results[f'{config.algorithm}_finetuned'] = (
         evaluator.evaluate_finetuned(weights, 'test'))
@@ -796,7 +826,9 @@ def _prepare(config: ExperimentConfig, log, warn) -> _Run:
     sampling_lib.ClientSampler(training_users.astype(str).tolist(),
                                config.clients_per_round, config.sampling,
                                config.seed)
-    log('Users simulated in cohorts (many per TFF client).' if
+    log('Users simulated one per TFF client (per_client), each keeping its '
+        'local state on its device.' if config.users_per_cohort == 1 else
+        'Users simulated in cohorts (many per TFF client).' if
         config.in_cohorts else
         'Users simulated one per TFF client (per_client'
         + ('' if config.execution == 'per_client' else

@@ -254,6 +254,7 @@ def run_training_loop(
     prepare_round: Optional[Callable[[Any, int], tuple[
         Any, collections.OrderedDict]]] = None,
     tff_runtime: Optional[runtime.Runtime] = None,
+    client_states=None,
 ) -> tuple[Any, collections.OrderedDict]:
   """Runs (or resumes) `config.total_rounds` rounds of `process`.
 
@@ -276,6 +277,10 @@ def run_training_loop(
       arguments, so a resumed run prepares its rounds as the first run did.
     tff_runtime: The running TFF runtime, told of every finished round (it
       restarts its workers now and then); None: not told.
+    client_states: A stateful method's users' local states
+      (`algorithms/client_states.ClientStates`): snapshotted with every
+      checkpoint (before it) and restored with it, and copied when the
+      selected round changes; None: the users keep no state.
 
   Returns:
     The final learning state, the metrics of the last round, and the selected
@@ -288,12 +293,19 @@ def run_training_loop(
   resumed = saved is not None
   saved = saved or structure
   state, start_round = saved['state'], int(saved['round'])
+  if client_states is not None:
+    if start_round:
+      client_states.restore(start_round)
+    else:
+      client_states.reset()
   selection = selection_of(saved, process, config)
   trained = start_round
   if accountant is not None:
     accountant.restore(int(saved['privacy_rounds']))
 
   def checkpoint(round_num):
+    if client_states is not None:  # Every checkpoint has its users' states.
+      client_states.save(round_num)
     value = collections.OrderedDict(state=state, round=round_num)
     if accountant is not None:
       value['privacy_rounds'] = accountant.rounds
@@ -355,6 +367,8 @@ def run_training_loop(
           value = _selection_value(evaluated, config)
           if better(config.select_by, value, selection.value):
             selection = Selection(weights, round_num, value)
+            if client_states is not None:
+              client_states.select(round_num)
           metrics['selected_round'] = selection.round
       for manager in release_managers:
         _run(manager.release(metrics, key=round_num))

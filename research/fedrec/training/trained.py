@@ -49,6 +49,9 @@ class TrainedRun:
   user_vectors: Optional[np.ndarray] = None  # FedAvg: the global user table.
   user_biases: Optional[np.ndarray] = None
   model_weights: Any = None  # The TFF process's global weights.
+  # A stateful method's users' local states (name -> [users, ...]) as of
+  # the checkpoint (of its selected round, with --select_by).
+  client_states: Optional[dict] = None
 
 
 def load_run(experiment_dir: str) -> TrainedRun:
@@ -87,16 +90,20 @@ def load_run(experiment_dir: str) -> TrainedRun:
   # The model the run reports: the last round's, or with --select_by the
   # round best on validation.
   weights = loop_lib.selection_of(saved, process, config.loop).weights
+  states = getattr(process, 'client_states', None)
+  if states is not None:
+    states = states.snapshot(int(saved['round']),
+                             selected=bool(config.loop.select_by))
   if config.data.implicit:
     return TrainedRun(config, data, split, None, int(saved['round']),
-                      model_weights=weights)
-  num_users = None if config.method.reconstructs_users else data.num_users
+                      model_weights=weights, client_states=states)
+  num_users = None if not config.method.global_user_table else data.num_users
   keras_model = from_keras.keras_model_of(
       model_config, data.num_items, num_users, weights)
   model, vectors, biases = from_keras.model_from_keras(
       keras_model, model_config, data.num_items)
   return TrainedRun(config, data, split, model, int(saved['round']), vectors,
-                    biases, weights)
+                    biases, weights, states)
 
 
 def user_vectors(run: TrainedRun, users: np.ndarray, items, ratings):
@@ -127,10 +134,17 @@ def evaluate_run(run: TrainedRun, split_name: str,
   if not len(partition.query):  # pylint: disable=g-explicit-length-test
     raise ValueError(f'The {split_name} split is empty.')
   users, items, ratings = splits_lib.client_ratings(run.split, split_name)
-  vectors, biases = user_vectors(run, users, items, ratings)
-  row = np.searchsorted(users, partition.query.users)
-  predictions = run.model.predict(vectors[row], biases[row],
-                                  partition.query.items)
+  if run.client_states is not None:  # Each user with its kept state.
+    from research.fedrec.algorithms import stateful  # pylint: disable=g-import-not-at-top
+    predictions = stateful.predict_pairs(
+        experiment_lib.model_config_of(run.config, run.split, run.data),
+        run.data.num_items, run.model_weights, run.client_states,
+        partition.query.users, partition.query.items)
+  else:
+    vectors, biases = user_vectors(run, users, items, ratings)
+    row = np.searchsorted(users, partition.query.users)
+    predictions = run.model.predict(vectors[row], biases[row],
+                                    partition.query.items)
   activity = np.array([len(x) for x in items])
   seen = np.isin(users, np.fromiter(participants(run), np.int64))
   return slices.report(users, activity, seen, partition.query.users,
@@ -145,5 +159,6 @@ def evaluate_ranking(run: TrainedRun, split_name: str) -> ranking.RankingResult:
   evaluator = evaluators.RankingEvaluator(
       run.config, run.data, run.split,
       experiment_lib.model_config_of(run.config, run.split, run.data))
-  evaluator.evaluate(run.model_weights, split_name)
+  evaluator.evaluate(run.model_weights, split_name,
+                     client_states=run.client_states)
   return evaluator.last_result
