@@ -290,8 +290,9 @@ class StatefulProcess:
           continue
         rows = np.asarray(outputs[PERSONAL_PREFIX + name])
         view = np.repeat(np.asarray(received[name])[None], len(users), 0)
-        for k, count in enumerate(touched):
-          view[k, cohort['slot_items'][k, :count]] = rows[k, :count]
+        user, slot = np.nonzero(
+            np.arange(rows.shape[1])[None, :] < touched[:, None])
+        view[user, cohort['slot_items'][user, slot]] = rows[user, slot]
         values[PERSONAL_PREFIX + name] = view
       values[VISITED] = np.ones(len(users), np.float32)
     self.client_states.scatter(users, values)
@@ -339,43 +340,38 @@ def build_process(inputs: registry.ProcessInputs, rules: Rules,
                          [t for _, t in global_weights])
 
 
-def _item_side(model_config, num_items: int, model_weights, states,
-               users: np.ndarray, items: np.ndarray):
-  """Item vectors [n, m, d] and biases [n, m] that score each user's `items`
-  ([n, m]): the user's personal view (`personal_items`; a user never visited
-  sees the global table), else the global table."""
+def _global_values(model_config, num_items: int, model_weights) -> dict:
+  """The global weights by `cohort_scores` name (read once per evaluation)."""
   global_weights, _ = fed_recon_cohort._recon_parameters(  # pylint: disable=protected-access
       model_config, num_items)
-  values = dict(zip([n for n, _ in global_weights],
-                    (np.asarray(v) for v in model_weights.trainable)))
-  out = {}
+  return dict(zip([n for n, _ in global_weights],
+                  (np.asarray(v) for v in model_weights.trainable)))
+
+
+def mf_scores(model_config, values: dict, states, users: np.ndarray,
+              items: np.ndarray) -> np.ndarray:
+  """MF scores [n, m] of each of `users` [n] for its `items` [n, m], with
+  its own state (module doc): the logit under implicit feedback, the
+  predicted rating under explicit. `values`: `_global_values`. The item side
+  is the user's personal view (`personal_items`; a user never visited sees
+  the global table), else the global table."""
+  users = np.asarray(users, np.int64)
+  side = {}
   for name in ('item_embedding', 'item_bias'):
     if name not in values:
       continue
     rows = values[name][items]  # [n, m, ...]
     if PERSONAL_PREFIX + name in states:
       visited = np.asarray(states[VISITED])[users] > 0
-      personal = states[PERSONAL_PREFIX + name]
-      mine = np.asarray(personal[users[visited][:, None], items[visited]])
-      rows[visited] = mine
-    out[name] = rows
-  return out, values.get('global_bias')
-
-
-def mf_scores(model_config, num_items: int, model_weights, states,
-              users: np.ndarray, items: np.ndarray) -> np.ndarray:
-  """MF scores [n, m] of each of `users` [n] for its `items` [n, m], with
-  its own state (module doc): the logit under implicit feedback, the
-  predicted rating under explicit."""
-  users = np.asarray(users, np.int64)
-  item_side, global_bias = _item_side(model_config, num_items, model_weights,
-                                      states, users, items)
+      rows[visited] = np.asarray(states[PERSONAL_PREFIX + name][
+          users[visited][:, None], items[visited]])
+    side[name] = rows
   user = np.asarray(states['user_embedding'])[users]
-  scores = np.einsum('nd,nmd->nm', user, item_side['item_embedding'])
+  scores = np.einsum('nd,nmd->nm', user, side['item_embedding'])
   if model_config.use_biases:
     scores += (np.asarray(states['user_bias'])[users][:, :1] +
-               item_side['item_bias'][..., 0] +
-               np.asarray(global_bias).reshape(-1)[0])
+               side['item_bias'][..., 0] +
+               np.asarray(values['global_bias']).reshape(-1)[0])
   return scores.astype(np.float32)
 
 
@@ -383,11 +379,12 @@ def score_function(model_config, num_items: int, model_weights, states,
                    task_users: np.ndarray):
   """A ranking score function (`evaluation/ranking.py`): rows of the task's
   users -> their scores of every item."""
+  values = _global_values(model_config, num_items, model_weights)
+
   def score(rows):
     users = task_users[rows]
     items = np.broadcast_to(np.arange(num_items), (len(users), num_items))
-    return mf_scores(model_config, num_items, model_weights, states, users,
-                     items)
+    return mf_scores(model_config, values, states, users, items)
   return score
 
 
@@ -395,10 +392,11 @@ def predict_pairs(model_config, num_items: int, model_weights, states,
                   users: np.ndarray, items: np.ndarray,
                   chunk: int = 65536) -> np.ndarray:
   """Each (user, item) pair's score, the user with its own state."""
+  values = _global_values(model_config, num_items, model_weights)
   out = np.zeros(len(users), np.float32)
   for start in range(0, len(users), chunk):
     part = slice(start, start + chunk)
-    out[part] = mf_scores(model_config, num_items, model_weights, states,
+    out[part] = mf_scores(model_config, values, states,
                           np.asarray(users[part]),
                           np.asarray(items[part])[:, None])[:, 0]
   return out
@@ -410,10 +408,7 @@ def table_model(model_config, num_items: int, num_users: int, model_weights,
   side and, as each user's row, the vector and bias kept on its device: what
   exports and serves the users (a user never visited: its initial state)."""
   layers = builder.create_keras_model(model_config, num_items, num_users)
-  global_weights, _ = fed_recon_cohort._recon_parameters(  # pylint: disable=protected-access
-      model_config, num_items)
-  values = dict(zip([n for n, _ in global_weights],
-                    (np.asarray(v) for v in model_weights.trainable)))
+  values = _global_values(model_config, num_items, model_weights)
   values['user_embedding'] = np.asarray(states['user_embedding'])
   if 'user_bias' in states:
     values['user_bias'] = np.asarray(states['user_bias'])
