@@ -120,7 +120,7 @@ class TrainTest(absltest.TestCase):
         '--algorithm=fedavg.'])
     with self.assertRaisesRegex(ValueError, re.escape(
         'flag --algorithm=fedsgd: value should be one of <fedrecon|fedavg|'
-        'fedprox|fedmf|pfedrec|centralized|popularity>')):
+        'fedprox|fedmf|pfedrec|fedrecon_dualper|centralized|popularity>')):
       train.config_from_args(['--algorithm=fedsgd'])
     with flagsaver.flagsaver(algorithm='fedprox', proximal_strength=0.2):
       config = train.build_config()

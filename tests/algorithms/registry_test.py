@@ -27,11 +27,12 @@ class RegistryTest(absltest.TestCase):
 
   def test_built_in_methods_and_what_they_are(self):
     self.assertEqual(registry.names(), ['fedrecon', 'fedavg', 'fedprox',
-                                        'fedmf', 'pfedrec', 'centralized',
+                                        'fedmf', 'pfedrec',
+                                        'fedrecon_dualper', 'centralized',
                                         'popularity'])
     self.assertEqual(registry.names(private_only=True),
                      ['fedrecon', 'fedavg', 'fedprox', 'fedmf', 'pfedrec',
-                      'popularity'])
+                      'fedrecon_dualper', 'popularity'])
     kinds = {name: (registry.get(name).kind, registry.get(name).
                     reconstructs_users, registry.get(name).keeps_client_state)
              for name in registry.names()}
@@ -41,16 +42,30 @@ class RegistryTest(absltest.TestCase):
         'fedprox': (registry.Kind.PROCESS, False, False),
         'fedmf': (registry.Kind.PROCESS, False, True),
         'pfedrec': (registry.Kind.PROCESS, False, True),
+        'fedrecon_dualper': (registry.Kind.PROCESS, False, True),
         'centralized': (registry.Kind.CENTRAL, False, False),
         'popularity': (registry.Kind.COUNTS, False, False)})
 
   def test_unknown_method_is_one_line_listing_the_registered_ones(self):
     message = ('^--algorithm=fedsgd: no such method \\(registered: fedrecon, '
-               'fedavg, fedprox, fedmf, pfedrec, centralized, popularity\\).$')
+               'fedavg, fedprox, fedmf, pfedrec, fedrecon_dualper, '
+               'centralized, popularity\\).$')
     with self.assertRaisesRegex(ValueError, message):
       registry.get('fedsgd')
     with self.assertRaisesRegex(ValueError, message):
       _config(algorithm='fedsgd')
+
+  def test_a_setting_shared_by_methods_names_them_all(self):
+    methods, setting = registry.all_settings()['item_learning_rate_scale']
+    self.assertEqual(methods, 'pfedrec or fedrecon_dualper')
+    self.assertEqual(setting.default, 1.0)
+    for name in ('pfedrec', 'fedrecon_dualper'):
+      self.assertEqual(
+          registry.get(name).settings({'item_learning_rate_scale': 8.0}),
+          {'item_learning_rate_scale': 8.0})
+    with self.assertRaisesRegex(ValueError, '^--item_learning_rate_scale is '
+                                'not a setting of --algorithm=fedmf.$'):
+      registry.get('fedmf').settings({'item_learning_rate_scale': 8.0})
 
   def test_method_settings_fill_from_the_registration(self):
     self.assertEqual(_config(algorithm='fedprox').method_settings,

@@ -49,7 +49,11 @@ class UserOptimizer:
     return self.name != optimizers.OptimizerName.SGD
 
   def initialize(self, copies):
-    """The fresh state of every user: (steps [K], per-weight accumulators)."""
+    """The fresh state of every user: (steps [K], per-weight accumulators);
+    `()` for no copies (e.g. MF without biases has no global non-table
+    weight), which `step` and `next` pass through."""
+    if not copies:
+      return ()
     name = self.name
     steps = tf.zeros(tf.shape(copies[0])[:1], tf.float32)
     if name == optimizers.OptimizerName.SGD:
@@ -75,6 +79,8 @@ class UserOptimizer:
     copy (FedProx's pull). SGD updates the touched rows alone; a stateful
     optimizer steps on the whole copies' gradient (module doc).
     """
+    if not copies:
+      return state, []
     if not self.stateful:
       lr, updated = self.learning_rate, []
       for i, (copy, grad) in enumerate(zip(copies, grads)):
@@ -95,6 +101,8 @@ class UserOptimizer:
 
     Returns (state, copies), as `tff.learning.optimizers.Optimizer.next`.
     """
+    if not copies:
+      return state, []
     steps, slots = state
     lr = self.learning_rate
     name = self.name

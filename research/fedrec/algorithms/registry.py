@@ -20,6 +20,7 @@ settings for --help without importing TFF; a method's module is imported the
 first time the method is looked up.
 """
 
+import collections
 import dataclasses
 import enum
 import importlib
@@ -208,6 +209,12 @@ _LOCAL_STATE_NOTE = (
     'clips and noises, so their influence is covered as the rest of the '
     'user\'s data is.')
 
+_ITEM_LEARNING_RATE_SCALE = Setting(
+    'item_learning_rate_scale', 1.0,
+    'PFedRec and FedRecon + DualPer: the item side\'s client learning rate '
+    'is the client rate times this (PFedRec\'s official code: num_items x '
+    'lr_eta, 1682 x 80 on ML-100K).', 0.0)
+
 # The built-in methods, in --help order.
 _BUILT_IN = (
     _Registration(
@@ -246,13 +253,18 @@ _BUILT_IN = (
         'PFedRec (Zhang et al., IJCAI 2023): a score function kept on the '
         'device, item embeddings averaged and fine-tuned per user (dual '
         'personalization).',
-        (Setting('item_learning_rate_scale', 1.0,
-                 'PFedRec: the item side\'s client learning rate is the '
-                 'client rate times this (the official code: num_items x '
-                 'lr_eta, 1682 x 80 on ML-100K).', 0.0),),
+        (_ITEM_LEARNING_RATE_SCALE,),
         privacy_note=_LOCAL_STATE_NOTE.format(
             name='PFedRec', state="each user's score function and its "
             'personal view of the item embeddings')),
+    _Registration(
+        'fedrecon_dualper', 'research.fedrec.algorithms.fedrecon_dualper',
+        'FedRecon + DualPer (PFedRec paper, Table 3): FedRecon whose users '
+        'also keep their fine-tuned item embeddings as a personal view.',
+        (_ITEM_LEARNING_RATE_SCALE,),
+        privacy_note=_LOCAL_STATE_NOTE.format(
+            name='FedRecon + DualPer', state="each user's rebuilt embedding "
+            'and its personal view of the item embeddings')),
     _Registration(
         'centralized', 'research.fedrec.algorithms.centralized',
         'Keras fit on the pooled ratings only (the baseline).',
@@ -299,9 +311,15 @@ def help_text() -> str:
 
 
 def all_settings() -> dict[str, tuple[str, Setting]]:
-  """Every method's own settings: name -> (method name, Setting)."""
-  return {s.name: (r.name, s) for r in _REGISTRATIONS.values()
-          for s in r.settings}
+  """Every method's own settings: name -> (the names of the methods that
+  take it, joined by ' or ', Setting)."""
+  methods, found = collections.defaultdict(list), {}
+  for registration in _REGISTRATIONS.values():
+    for setting in registration.settings:
+      methods[setting.name].append(registration.name)
+      found.setdefault(setting.name, setting)
+  return {name: (' or '.join(methods[name]), setting)
+          for name, setting in found.items()}
 
 
 def privacy_note(name: str, dp: bool) -> str:

@@ -68,6 +68,11 @@ class Rules:
   alternating: bool = False  # PFedRec: user part, then item side, per batch.
   item_learning_rate_scale: float = 1.0  # Item tables' rate / client rate.
   personal_items: bool = False  # Dual personalization.
+  # FedRecon + DualPer: a visit rebuilds the user's part from its initial
+  # value (`--recon_epochs` of the reconstruction optimizer, the item side
+  # frozen), then trains the item side with that part frozen; the rebuilt
+  # part is kept on the device for scoring, not as the next visit's start.
+  reconstruct: bool = False
 
 
 def state_specs(model_config, num_items: int, personal_items: bool) -> dict:
@@ -96,7 +101,8 @@ def build_client_work(weights_type, model_config, num_items: int,
                       client_optimizer: cohort_optimizers.UserOptimizer,
                       rules: Rules, uniform_weighting: bool,
                       implicit: bool, zeroing: bool = False,
-                      clip_query=None):
+                      clip_query=None, recon=None,
+                      reconstruction_optimizer=None, initial_users=None):
   """The cohort client work of a stateful method (module doc, steps 2-4).
 
   Its cohorts are `cohorts.IMPLICIT_ELEMENT_SPEC`'s (epoch by epoch: the
@@ -104,7 +110,13 @@ def build_client_work(weights_type, model_config, num_items: int,
   plus each user's local state by name ([K, ...]). Its `run` returns, at the
   clients, each cohort's new local states and, with `rules.personal_items`,
   the users' final copies of the item tables' rows (`slot_items`' rows).
+  With `rules.reconstruct`, the cohorts also hold `recon.recon_epochs`
+  reconstruction epochs first (the FedRecon packers' layout), which rebuild
+  each user's part from `initial_users` (one user's values, by local name)
+  with `reconstruction_optimizer`; the packed states are then unused.
   """
+  recon_epochs = recon.recon_epochs if rules.reconstruct else 0
+  joint = not (rules.alternating or rules.reconstruct)
   global_weights, local_names = fed_recon_cohort._recon_parameters(  # pylint: disable=protected-access
       model_config, num_items)
   global_names = [name for name, _ in global_weights]
@@ -141,7 +153,8 @@ def build_client_work(weights_type, model_config, num_items: int,
     cohort = dataset.get_single_element()
     counts, slot_items = cohort['counts'], cohort['slot_items']
     num_users = tf.shape(counts)[0]
-    num_steps = tf.shape(cohort['items'])[1] // (local_epochs * batch_size)
+    num_steps = tf.shape(cohort['items'])[1] // (
+        (recon_epochs + local_epochs) * batch_size)
 
     def by_step(x):  # [K, E * S * B] -> [E * S, K, B]: slot t = e * S + s.
       return tf.transpose(tf.reshape(x, [num_users, -1, batch_size]),
@@ -162,19 +175,43 @@ def build_client_work(weights_type, model_config, num_items: int,
     initial = [tf.gather(w, slot_items) if table else
                tf.tile(w[None], [num_users] + [1] * w.shape.rank)
                for w, table in zip(weights, is_table)]
+    if rules.reconstruct:
+      # FedRecon's reconstruction (fed_recon_cohort): every user's part from
+      # its initial value, the global side frozen, on its own batches.
+      users = [tf.tile(tf.constant(initial_users[name])[None],
+                       [num_users] + [1] * len(initial_users[name].shape))
+               for name in local_names]
+      items_by_step = by_step(cohort['items'])
+      recon_state = reconstruction_optimizer.initialize(users)
+      recon_counts = cohort['recon_counts']
+      recon_active = fed_recon_cohort._phase_active(  # pylint: disable=protected-access
+          recon_counts, num_steps, batch_size, recon.recon_steps_max, None)
+      for t in tf.range(recon_epochs * num_steps):
+        active = recon_active(t)
+        mask = cohort_work.position_mask(recon_counts, batch_size,
+                                         t % num_steps, active)
+        frozen = [tf.gather(w, items_by_step[t]) if table else c
+                  for w, c, table in zip(weights, initial, is_table)]
+        with tf.GradientTape() as tape:
+          tape.watch(users)
+          losses, _ = user_losses(frozen, users, labels_by_step[t], mask)
+          total = tf.reduce_sum(losses)
+        recon_state, users = reconstruction_optimizer.next(
+            recon_state, users, tape.gradient(total, users), active)
     copies = list(initial)
     table_state = table_optimizer.initialize(pick(copies, True))
     other_state = client_optimizer.initialize(pick(copies, False))
     user_state = client_optimizer.initialize(users)
     user_index = tf.tile(tf.range(num_users)[:, None], [1, batch_size])
     active_at = fed_recon_cohort._phase_active(  # pylint: disable=protected-access
-        counts, num_steps, batch_size, None, None)
+        counts, num_steps, batch_size,
+        recon.post_recon_steps_max if rules.reconstruct else None, None)
     examples = tf.zeros([num_users], tf.float32)
     for t in tf.range(local_epochs * num_steps):
       active = active_at(t)
       mask = cohort_work.position_mask(counts, batch_size, t % num_steps,
                                        active)
-      step_labels = labels_by_step[t]
+      step_labels = labels_by_step[recon_epochs * num_steps + t]
       index = tf.stack([user_index, slots_by_step[t]], axis=-1)
 
       def rows_of(values):
@@ -191,15 +228,15 @@ def build_client_work(weights_type, model_config, num_items: int,
         user_state, users = client_optimizer.next(
             user_state, users, tape.gradient(total, users), active)
       # ... then the item side (alternating: with the updated user part;
-      # jointly: both from the same loss).
+      # jointly: both from the same loss; reconstructed: the part frozen).
       step = rows_of(copies)
       with tf.GradientTape() as tape:
         tape.watch(step)
-        if not rules.alternating:
+        if joint:
           tape.watch(users)
         losses, logits = user_losses(step, users, step_labels, mask)
         total = tf.reduce_sum(losses)
-      if rules.alternating:
+      if not joint:
         grads = tape.gradient(total, step)
       else:
         grads = tape.gradient(total, step + users)
@@ -315,23 +352,35 @@ def build_process(inputs: registry.ProcessInputs, rules: Rules,
   settings = inputs.optimizer_settings
   client_optimizer = cohort_optimizers.UserOptimizer(
       settings.client, settings.client_learning_rate)
+  global_weights, local_names = fed_recon_cohort._recon_parameters(  # pylint: disable=protected-access
+      model_config, num_items)
+  recon, epochs = inputs.recon, pipeline.local_epochs
+  recon_epochs, split, initial_users = 0, False, None
+  if rules.reconstruct:  # FedRecon's epochs and initial user part.
+    recon_epochs, epochs = recon.recon_epochs, recon.post_recon_epochs
+    split = recon.split_dataset
+    local = tff.learning.models.ReconstructionModel.get_local_variables(
+        model_fn()).trainable
+    initial_users = {name: np.asarray(v)[0]
+                     for name, v in zip(local_names, local)}
   client_work = build_client_work(
-      weights_type, model_config, num_items, pipeline.local_epochs,
-      pipeline.batch_size, client_optimizer, rules, inputs.uniform_weighting,
-      inputs.implicit, inputs.zeroing_per_user, inputs.clip_query)
+      weights_type, model_config, num_items, epochs, pipeline.batch_size,
+      client_optimizer, rules, inputs.uniform_weighting, inputs.implicit,
+      inputs.zeroing_per_user, inputs.clip_query, recon,
+      cohort_optimizers.UserOptimizer(
+          settings.reconstruction, settings.reconstruction_learning_rate),
+      initial_users)
   process = cohort_work.compose(initial_weights, client_work,
                                 inputs.aggregator, inputs.optimizers.server)
   if inputs.implicit:
     packer = cohorts_lib.ImplicitCohortPacker(
-        inputs.store_path, pipeline, num_items, 0, pipeline.local_epochs,
-        inputs.cohort_size)
+        inputs.store_path, pipeline, num_items, recon_epochs, epochs,
+        inputs.cohort_size, split)
   else:
     packer = cohorts_lib.EpochCohortPacker(
-        inputs.store_path, pipeline, 0, pipeline.local_epochs,
-        inputs.cohort_size)
+        inputs.store_path, pipeline, recon_epochs, epochs,
+        inputs.cohort_size, split)
   specs = state_specs(model_config, num_items, rules.personal_items)
-  global_weights, local_names = fed_recon_cohort._recon_parameters(  # pylint: disable=protected-access
-      model_config, num_items)
   states = client_states_lib.ClientStates(
       inputs.client_state_dir, specs, inputs.num_users, seed,
       stddev={local_names[0]: model_config.init_stddev})
