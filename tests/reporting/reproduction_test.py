@@ -172,16 +172,43 @@ class TablesTest(absltest.TestCase):
            published.loop.eval_every, published.loop.select_by,
            published.model.embedding_dim, published.pipeline.batch_size,
            published.pipeline.num_negatives, published.ranking.eval_negatives,
-           published.split.kind.value, published.optimizers.client,
-           published.optimizers.client_learning_rate),
+           published.split.kind.value, published.optimizers.client),
           (943, 100, 1, 'sampled/hr@10', 32, 256, 4, 99, 'leave_one_out',
-           'sgd', 1.0))
+           'sgd'))
+      if row.name.startswith('pfedrec'):
+        # Their engine.py: SGD 0.1 for the score function, 0.1 x 1682 x 80
+        # for the item embeddings, a plain average applied as is, no bias.
+        self.assertEqual(
+            (published.optimizers.client_learning_rate,
+             published.method_settings['item_learning_rate_scale'],
+             published.uniform_weighting, published.optimizers.server,
+             published.optimizers.server_learning_rate,
+             published.model.use_biases, published.aggregation.zeroing),
+            (0.1, 1682 * 80, True, 'sgd', 1.0, False, False))
+      else:  # The rates chosen on validation (the table's `about`).
+        self.assertEqual(published.optimizers.client_learning_rate, 1.0)
+      if row.name.startswith('pfedrec_dp_eps'):
+        self.assertEqual(published.dp.mechanism.value, 'adaptive')
+        self.assertEqual(published.dp.target_epsilon,
+                         float(row.name[len('pfedrec_dp_eps'):]))
+        # Every user every round (q = 1): reachable on ML-100K's 943 users.
+        accountant = experiment.resolve_privacy(published, 943,
+                                                log=lambda _: None)
+        accountant.compose(published.loop.total_rounds)
+        self.assertAlmostEqual(accountant.epsilon,
+                               published.dp.target_epsilon, places=2)
+      else:
+        self.assertFalse(published.dp.enabled)
     # The published values sit in the published protocol's columns.
     fedrecon = next(r for r in table.rows if r.name == 'fedrecon')
     self.assertEqual(fedrecon.reference,
                      {'published_hr10': 0.6445, 'published_ndcg10': 0.3778})
-    # FedRecon of MF and FedAvg of NeuMF with SGD train in cohorts.
-    for row in ('fedrecon', 'fedncf'):
+    pfedrec = next(r for r in table.rows if r.name == 'pfedrec')
+    self.assertEqual(pfedrec.reference,
+                     {'published_hr10': 0.7162, 'published_ndcg10': 0.4344})
+    # Every federated row trains in cohorts.
+    for row in ('fedrecon', 'fedncf', 'fedmf', 'pfedrec', 'fedrecon_dualper',
+                'pfedrec_dp_eps1'):
       self.assertTrue(self._config('pfedrec_ml100k', row,
                                    run='published').in_cohorts)
 
