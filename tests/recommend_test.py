@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 from research.fedrec import recommend
+from research.fedrec.algorithms import client_states
 from research.fedrec.data import corpus
 from research.fedrec.data import splits
 from research.fedrec.data import synthetic
 from research.fedrec.evaluation import ranking
+from research.fedrec.inference import export
 from research.fedrec.models import mf_features
 from research.fedrec.models import ncf
 from research.fedrec.training import experiment
@@ -298,6 +300,58 @@ class ImplicitRecommendTest(_TrainedRunTest):
     self.assertStartsWith(lines[0], 'Top 3 for user 1 (fedrecon on synthetic')
     self.assertEqual(lines[1].split()[:3], ['rank', 'item', 'probability'])
     self.assertLen(lines, 7)  # Heading, header, 3 rows, note, "False".
+
+
+class PersonalViewsRecommendTest(_TrainedRunTest):
+  """PFedRec (explicit ratings): a known user is scored as its device does."""
+
+  @classmethod
+  def _config(cls, root):
+    return experiment.ExperimentConfig(
+        root_output_dir=root, experiment_name='pfedrec', data=_DATA,
+        algorithm='pfedrec', method_settings={'item_learning_rate_scale': 5.0},
+        loop=loop.LoopConfig(total_rounds=2, progress=False),
+        clients_per_round=30, run_centralized_baseline=False)
+
+  def test_known_user_is_scored_with_its_own_vector_and_item_view(self):
+    run_dir = self.flag.split('=', 1)[1]
+    exported = export.load_export(os.path.join(run_dir, 'export'))
+    self.assertEqual(exported.metadata['device_states'],
+                     os.path.join('client_states', 'current'))
+    states = client_states.read_folder(
+        os.path.join(run_dir, 'client_states', 'current'))
+    self.assertEqual(states[client_states.VISITED][0], 1.0)
+    # Closed form of MF with the user's own parts: p_u . q~_ui + b_u +
+    # b~_ui + g, q~ and b~ the user's personal view of the item side.
+    view = states['personal/item_embedding'][0]
+    want = (view @ states['user_embedding'][0] + states['user_bias'][0, 0] +
+            states['personal/item_bias'][0, :, 0] +
+            exported.model.global_bias)
+    result = self._json('--user_id=1', '--k=40')
+    self.assertIn('personal item views', result['note'])
+    rows = result['recommendations']
+    self.assertNotEmpty(rows)
+    for row in rows:
+      self.assertAlmostEqual(row['predicted_rating'], want[row['item'] - 1],
+                             places=3)
+    # The views matter: the global item side gives other scores.
+    global_side = (exported.model.item_embeddings @
+                   states['user_embedding'][0] + states['user_bias'][0, 0] +
+                   exported.model.item_bias + exported.model.global_bias)
+    self.assertGreater(np.abs(global_side - want).max(), 1e-3)
+    # Without the devices' folder: the global item side, said in the note.
+    hidden = os.path.join(self.root, 'hidden')
+    os.rename(os.path.join(run_dir, 'client_states'), hidden)
+    try:
+      result = self._json('--user_id=1', '--k=3')
+    finally:
+      os.rename(hidden, os.path.join(run_dir, 'client_states'))
+    self.assertIn('not found), so the global item embeddings stand in',
+                  result['note'])
+    for row in result['recommendations']:
+      self.assertAlmostEqual(row['predicted_rating'],
+                             global_side[row['item'] - 1], places=3)
+
 
 if __name__ == '__main__':
   absltest.main()

@@ -100,7 +100,12 @@ class RankingTableTest(_TableTestCase):
 class PFedRecTableTest(_TableTestCase):
 
   def test_pfedrec_ml100k_at_smoke_scale(self):
-    self._assert_smoke_table('pfedrec_ml100k')
+    # One row of each kind of run (the others' commands are checked in
+    # tests/reporting/reproduction_test.py): the count floor, FedRecon,
+    # the stateful methods (PFedRec's settings, FedRecon + DualPer) and DP.
+    self._assert_smoke_table('pfedrec_ml100k', [
+        'popularity', 'fedrecon', 'pfedrec', 'fedrecon_dualper',
+        'pfedrec_dp_eps1'])
 
 
 @pytest.mark.slow

@@ -20,7 +20,9 @@ Ids are the corpus's own (MovieLens user and movie ids).
 
 Under Federated Reconstruction a known user's embedding is reconstructed from
 all of that user's ratings, as the user's own device would; under FedAvg it is
-the user's row of the trained user table. A new user with no ratings gets the
+the user's row of the trained user table; under FedMF the vector its device
+kept, and under PFedRec and FedRecon + DualPer also the user's personal view
+of the item table, read from the run's client_states/ (the devices' side). A new user with no ratings gets the
 model's ranking for an average user (item bias plus global bias), ties and
 bias-free models by popularity; the output says so.
 
@@ -46,6 +48,7 @@ from absl import flags
 from research.fedrec.utils import cli
 import numpy as np
 
+from research.fedrec.algorithms import client_states
 from research.fedrec.data import corpus as corpus_lib
 from research.fedrec.data import ratings as ratings_lib
 from research.fedrec.data import side_info
@@ -110,10 +113,25 @@ class _Context:
       settings = type(settings)(**dict(settings.__dict__,
                                        epochs=_RECON_EPOCHS.value))
     self.implicit = isinstance(self.exported, export_lib.ImplicitExport)
+    # Personal item views stay on the devices (the run's client_states/),
+    # not in the export: found beside it, a known user is scored with its
+    # own; else with the global item side, and the output says so.
+    self.device_states, self.device_note = None, None
+    if meta.get('device_states'):
+      folder = os.path.join(os.path.dirname(os.path.normpath(export_dir)),
+                            meta['device_states'])
+      if os.path.isdir(folder):
+        self.device_states = client_states.read_folder(folder)
+      else:
+        self.device_note = (f'the users\' personal item views stay on their '
+                            f'devices ({folder} not found), so the global '
+                            'item embeddings stand in for them')
     self.recommender = (
-        recommender_lib.ImplicitRecommender(self.exported, settings)
+        recommender_lib.ImplicitRecommender(self.exported, settings,
+                                            self.device_states)
         if self.implicit else
-        recommender_lib.Recommender(self.exported, settings))
+        recommender_lib.Recommender(self.exported, settings,
+                                    self.device_states))
     self.threshold = (meta.get('data_config') or {}).get('implicit_threshold')
     self.numeric = meta.get('raw_ids_numeric', True)
     self.item_index = {str(r): i
@@ -306,10 +324,13 @@ def run(export_dir: str) -> collections.OrderedDict:
     result['note'] = {
         export_lib.RECONSTRUCT: f'user vector reconstructed locally from the '
                                 f'user\'s {len(history.items)} {what}',
-        export_lib.USER_TABLE: 'user vector from the trained user table',
+        export_lib.USER_TABLE: (
+            'user vector and personal item views as the user\'s device keeps '
+            'them' if context.device_states is not None else
+            'user vector from the trained user table'),
         export_lib.ENCODE: f'the user\'s {len(history.items)} interactions '
                            'encoded by the autoencoder',
-    }[source]
+    }[source] + (f'; {context.device_note}' if context.device_note else '')
     result['recommendations'] = _recommendations(context, items, scores)
     scored = (user, history, scores)
   elif _GROUP.present:

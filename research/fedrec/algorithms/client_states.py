@@ -28,6 +28,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+DIRNAME = 'client_states'  # In a run directory.
 CURRENT = 'current'
 SELECTED = 'selected'
 _ROUND_PREFIX = 'round_'
@@ -35,6 +36,12 @@ _TMP_SUFFIX = '.tmp'
 # Snapshots kept: the server keeps its 2 newest checkpoints; one more covers
 # a kill between a snapshot and its checkpoint.
 KEEP_SNAPSHOTS = 3
+
+
+# The personal view of an item table `name` on a device (dual
+# personalization: algorithms/stateful.py).
+PERSONAL_PREFIX = 'personal/'
+VISITED = 'visited'  # 1.0 once a user has trained (its personal view is set).
 
 
 def _file_name(name: str) -> str:
@@ -252,3 +259,48 @@ class ClientStates:
         shutil.rmtree(final, ignore_errors=True)
     self._arrays = self._open(CURRENT, 'r+')
     self._selected_round = selected_round
+
+
+def read_folder(folder: str) -> dict[str, np.ndarray]:
+  """Read-only maps of the states in `folder` (e.g. a run's
+  `client_states/selected`), by state name; what a device holds, read
+  without TensorFlow (recommend.py).
+
+  Raises:
+    ValueError: no state file in `folder` (one line).
+  """
+  files = sorted(f for f in os.listdir(folder) if f.endswith('.npy')) if (
+      os.path.isdir(folder)) else []
+  if not files:
+    raise ValueError(f'{folder}: no users\' local states here.')
+  return {f[:-len('.npy')].replace('.', '/'): np.load(
+      os.path.join(folder, f), mmap_mode='r') for f in files}
+
+
+def mf_scores(use_biases: bool, values: Mapping[str, np.ndarray], states,
+              users: np.ndarray, items: np.ndarray) -> np.ndarray:
+  """MF scores [n, m] of each of `users` [n] for its `items` [n, m], with
+  its own state: the logit under implicit feedback, the predicted rating
+  under explicit. `values`: the global weights by name (`item_embedding`,
+  with `use_biases` also `item_bias`, `global_bias`); `states`: the users'
+  states by name (`ClientStates.view`, `snapshot` or `read_folder`). The
+  item side is the user's personal view (`PERSONAL_PREFIX`; a user never
+  visited sees the global table), else the global table."""
+  users = np.asarray(users, np.int64)
+  side = {}
+  for name in ('item_embedding', 'item_bias'):
+    if name not in values:
+      continue
+    rows = values[name][items]  # [n, m, ...]
+    if PERSONAL_PREFIX + name in states:
+      visited = np.asarray(states[VISITED])[users] > 0
+      rows[visited] = np.asarray(states[PERSONAL_PREFIX + name][
+          users[visited][:, None], items[visited]])
+    side[name] = rows
+  user = np.asarray(states['user_embedding'])[users]
+  scores = np.einsum('nd,nmd->nm', user, side['item_embedding'])
+  if use_biases:
+    scores += (np.asarray(states['user_bias'])[users][:, :1] +
+               side['item_bias'][..., 0] +
+               np.asarray(values['global_bias']).reshape(-1)[0])
+  return scores.astype(np.float32)

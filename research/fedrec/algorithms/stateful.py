@@ -56,9 +56,9 @@ from research.fedrec.algorithms import fed_recon_cohort
 from research.fedrec.algorithms import registry
 from research.fedrec.models import builder
 
-# The personal view of an item table `name` on a device (`personal_items`).
-PERSONAL_PREFIX = 'personal/'
-VISITED = 'visited'  # 1.0 once a user has trained (its personal view is set).
+PERSONAL_PREFIX = client_states_lib.PERSONAL_PREFIX
+VISITED = client_states_lib.VISITED
+mf_scores = client_states_lib.mf_scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -397,33 +397,6 @@ def _global_values(model_config, num_items: int, model_weights) -> dict:
                   (np.asarray(v) for v in model_weights.trainable)))
 
 
-def mf_scores(model_config, values: dict, states, users: np.ndarray,
-              items: np.ndarray) -> np.ndarray:
-  """MF scores [n, m] of each of `users` [n] for its `items` [n, m], with
-  its own state (module doc): the logit under implicit feedback, the
-  predicted rating under explicit. `values`: `_global_values`. The item side
-  is the user's personal view (`personal_items`; a user never visited sees
-  the global table), else the global table."""
-  users = np.asarray(users, np.int64)
-  side = {}
-  for name in ('item_embedding', 'item_bias'):
-    if name not in values:
-      continue
-    rows = values[name][items]  # [n, m, ...]
-    if PERSONAL_PREFIX + name in states:
-      visited = np.asarray(states[VISITED])[users] > 0
-      rows[visited] = np.asarray(states[PERSONAL_PREFIX + name][
-          users[visited][:, None], items[visited]])
-    side[name] = rows
-  user = np.asarray(states['user_embedding'])[users]
-  scores = np.einsum('nd,nmd->nm', user, side['item_embedding'])
-  if model_config.use_biases:
-    scores += (np.asarray(states['user_bias'])[users][:, :1] +
-               side['item_bias'][..., 0] +
-               np.asarray(values['global_bias']).reshape(-1)[0])
-  return scores.astype(np.float32)
-
-
 def score_function(model_config, num_items: int, model_weights, states,
                    task_users: np.ndarray):
   """A ranking score function (`evaluation/ranking.py`): rows of the task's
@@ -433,7 +406,7 @@ def score_function(model_config, num_items: int, model_weights, states,
   def score(rows):
     users = task_users[rows]
     items = np.broadcast_to(np.arange(num_items), (len(users), num_items))
-    return mf_scores(model_config, values, states, users, items)
+    return mf_scores(model_config.use_biases, values, states, users, items)
   return score
 
 
@@ -445,7 +418,7 @@ def predict_pairs(model_config, num_items: int, model_weights, states,
   out = np.zeros(len(users), np.float32)
   for start in range(0, len(users), chunk):
     part = slice(start, start + chunk)
-    out[part] = mf_scores(model_config, values, states,
+    out[part] = mf_scores(model_config.use_biases, values, states,
                           np.asarray(users[part]),
                           np.asarray(items[part])[:, None])[:, 0]
   return out

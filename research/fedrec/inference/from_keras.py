@@ -5,11 +5,13 @@ at the end of every run, so `recommend.py` and a user's own code can use the
 model without TensorFlow Federated.
 """
 
+import os
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
+from research.fedrec.algorithms import client_states
 from research.fedrec.inference import export as export_lib
 from research.fedrec.inference import implicit
 from research.fedrec.inference import reconstruction
@@ -89,7 +91,8 @@ def implicit_weights(keras_model: tf.keras.Model,
 
 def export_implicit_model(config, data, split, keras_model: tf.keras.Model,
                           model_config: builder.ModelConfig,
-                          export_dir: str) -> None:
+                          export_dir: str,
+                          metadata: Optional[dict] = None) -> None:
   """Writes a run's trained implicit-feedback model."""
   source, weights = implicit_weights(keras_model, model_config, data.num_items)
   scale = data.rating_scale(config.data)
@@ -98,15 +101,41 @@ def export_implicit_model(config, data, split, keras_model: tf.keras.Model,
       implicit.Settings.of_run(config), source,
       data.id_maps.raw_users, data.id_maps.raw_items, data.titles(config.data),
       np.bincount(split.train.items, minlength=data.num_items),
-      (scale.minimum, scale.maximum, scale.step), _metadata(config, data))
+      (scale.minimum, scale.maximum, scale.step),
+      metadata or _metadata(config, data))
+
+
+def device_states_folder(config, export_dir: str) -> Optional[str]:
+  """Where a run's users keep personal item views (PFedRec, FedRecon +
+  DualPer), relative to the run directory: the folder of the states the run
+  reports (its `--select_by` round's, else the last), or None.
+
+  The views stay on the devices, not in the export (a user's view is a
+  whole item table); recommend.py reads a known user's own row there.
+  """
+  if not config.method.keeps_client_state:
+    return None
+  run_dir = os.path.dirname(os.path.normpath(export_dir))
+  states = os.path.join(run_dir, client_states.DIRNAME)
+  folder = client_states.SELECTED if config.loop.select_by and os.path.isdir(
+      os.path.join(states, client_states.SELECTED)) else client_states.CURRENT
+  personal = client_states.PERSONAL_PREFIX.replace('/', '.')
+  if not any(f.startswith(personal) for f in os.listdir(
+      os.path.join(states, folder))):
+    return None
+  return os.path.join(client_states.DIRNAME, folder)
 
 
 def export_model(config, data, split, keras_model: tf.keras.Model,
                  model_config: builder.ModelConfig, export_dir: str) -> None:
   """Writes a run's trained model (`ExperimentConfig`, `Corpus`, `Split`)."""
+  metadata = _metadata(config, data)
+  device_states = device_states_folder(config, export_dir)
+  if device_states:
+    metadata['device_states'] = device_states
   if data.implicit:
     export_implicit_model(config, data, split, keras_model, model_config,
-                          export_dir)
+                          export_dir, metadata)
     return
   model, vectors, biases = model_from_keras(keras_model, model_config,
                                             data.num_items)
@@ -118,5 +147,5 @@ def export_model(config, data, split, keras_model: tf.keras.Model,
       raw_users, raw_items, data.titles(config.data),
       np.bincount(split.train.items, minlength=data.num_items),
       (scale.minimum, scale.maximum, scale.step),
-      metadata=_metadata(config, data), user_vectors=vectors, user_biases=biases,
+      metadata=metadata, user_vectors=vectors, user_biases=biases,
       new_items=builder.new_item_parts(model_config, keras_model))

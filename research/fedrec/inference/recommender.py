@@ -12,6 +12,10 @@ NumPy only (the export is loaded with TensorFlow, never TFF):
   models without biases by the number of training ratings (popularity).
 * Group recommendation scores each candidate item from the members' predicted
   ratings with one of `groups.GROUP_STRATEGIES` (`groups.py`).
+* A known user of a method with personal item views (PFedRec, FedRecon +
+  DualPer) is scored as its device does, with its own vector and its own
+  view of the item table (`device_states`: the run's
+  `client_states.read_folder`; a user never trained sees the global table).
 
 Items a user (any group member) already rated are never recommended. Ranking
 is by score, ties broken by the smaller item index, so results are
@@ -32,6 +36,7 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy import sparse
 
+from research.fedrec.algorithms import client_states
 from research.fedrec.data import side_info
 from research.fedrec.inference import export as export_lib
 from research.fedrec.inference import groups
@@ -58,13 +63,31 @@ class Recommender:
   """Scores items for known users, new users and groups."""
 
   def __init__(self, exported: export_lib.Export,
-               settings: Optional[reconstruction.Settings] = None):
+               settings: Optional[reconstruction.Settings] = None,
+               device_states: Optional[dict] = None):
     self.exported = exported
     self.settings = settings or exported.settings
+    self.device_states = device_states
 
   @property
   def num_items(self) -> int:
     return self.exported.model.num_items
+
+  def _global_item_side(self) -> dict:
+    """The export's item side by `client_states.mf_scores` name."""
+    model = self.exported.model
+    values = {'item_embedding': model.item_embeddings}
+    if model.use_biases:
+      values.update(item_bias=model.item_bias[:, None],
+                    global_bias=np.float32(model.global_bias))
+    return values
+
+  def _device_scores(self, user: int) -> np.ndarray:
+    """Known user `user`'s MF scores of every item with its own state."""
+    values = self._global_item_side()
+    return client_states.mf_scores(
+        'item_bias' in values, values, self.device_states,
+        np.array([user]), np.arange(self.num_items)[None])[0]
 
   def user_parts(self, user: Optional[int], history: UserRatings):
     """(vector, bias) of known user `user` (dense index), or of a new user
@@ -84,6 +107,8 @@ class Recommender:
 
   def user_scores(self, user: int, history: UserRatings) -> np.ndarray:
     """Predicted ratings of known user `user` (dense index) for all items."""
+    if self.device_states is not None:
+      return self._device_scores(user)
     return self.exported.model.score_all(*self.user_parts(user, history))
 
   def new_user_scores(self, history: UserRatings) -> np.ndarray:
@@ -160,8 +185,9 @@ class ImplicitRecommender(Recommender):
   """Scores items with an implicit-feedback export (probabilities)."""
 
   def __init__(self, exported: export_lib.ImplicitExport,
-               settings: Optional[implicit.Settings] = None):
-    super().__init__(exported, settings)
+               settings: Optional[implicit.Settings] = None,
+               device_states: Optional[dict] = None):
+    super().__init__(exported, settings, device_states)
     self._table_model = None
     self._single_model = None
 
@@ -180,8 +206,18 @@ class ImplicitRecommender(Recommender):
       self._single_model = self.exported.keras_model(1)
     return self._single_model
 
+  def _global_item_side(self) -> dict:
+    weights = self.exported.weights
+    values = {'item_embedding': weights['item_embedding/0']}
+    if 'item_bias/0' in weights:
+      values.update(item_bias=weights['item_bias/0'],
+                    global_bias=weights['global_bias/0'])
+    return values
+
   def user_scores(self, user: int, history: UserRatings) -> np.ndarray:
     """Interaction probabilities of known user `user` for all items."""
+    if self.device_states is not None:
+      return _sigmoid(self._device_scores(user))
     if self.exported.user_source == export_lib.USER_TABLE:
       return _sigmoid(implicit.score_items(self._model(True), [user],
                                            self.num_items)[0])

@@ -36,6 +36,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from research.fedrec import defaults
+from research.fedrec.algorithms import client_states as client_states_lib
 from research.fedrec.algorithms import cohorts as cohorts_lib
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.algorithms import optimizers as optimizers_lib
@@ -74,7 +75,7 @@ write_json_atomically = json_io.write_json_atomically
 EXPORT_DIRNAME = export_lib.EXPORT_DIRNAME
 # Stateful methods: the users' local states, on the simulated devices' side
 # (algorithms/client_states.py), beside the server's checkpoints.
-CLIENT_STATES_DIRNAME = 'client_states'
+CLIENT_STATES_DIRNAME = client_states_lib.DIRNAME
 
 
 _EXPLICIT = defaults.BY_FEEDBACK['explicit']
