@@ -3,9 +3,12 @@
 FedMF (algorithms/fed_mf.py) keeps each user's embedding on its device from
 round to round; PFedRec (algorithms/pfedrec.py, Zhang et al., IJCAI 2023)
 keeps a user-specific score function there and fine-tunes the global item
-embeddings into a personal view. tff.learning has no stateful clients, so the
-state lives where a device would keep it: `client_states.ClientStates`, on
-the simulation's device side, never in the server state.
+embeddings into a personal view; FedRecon + DualPer
+(algorithms/fedrecon_dualper.py) rebuilds the user's part each visit as
+FedRecon does and keeps it, with a personal view, for scoring. tff.learning
+has no stateful clients, so the state lives where a device would keep it:
+`client_states.ClientStates`, on the simulation's device side, never in the
+server state.
 
 A round, for every user it samples (in cohorts, algorithms/cohorts.py; per
 client is a cohort of one user each, every user its own TFF client):
@@ -17,6 +20,9 @@ client is a cohort of one user each, every user its own TFF client):
    * jointly (FedMF): each batch one step of the client optimizer on the
      gradient of its loss with respect to both its state and its copies of
      the global weights;
+   * reconstructed (FedRecon + DualPer, `Rules.reconstruct`): the user's
+     part rebuilt from FedRecon's initial value, the item side frozen, then
+     the item side trained with the part frozen;
    * alternately (PFedRec, as its official code's
      `fed_train_single_batch`): each batch first a step on the user's own
      part (the score function), then, with the updated part, a step on the
