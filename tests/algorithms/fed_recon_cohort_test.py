@@ -35,6 +35,8 @@ pytestmark = pytest.mark.slow
 
 _NUM_USERS, _NUM_ITEMS = cohort_testing.NUM_USERS, cohort_testing.NUM_ITEMS
 _ROUNDS = cohort_testing.ROUNDS
+# Items that do not exist while the model trains (item_cold_start).
+_NEW_ITEMS = tuple(range(1, _NUM_ITEMS, 3))
 # Large enough that some users' updates exceed the zeroing norm, not all.
 _ZEROING_LEARNING_RATE = 2.0
 
@@ -426,14 +428,18 @@ class ImplicitFedReconCohortTest(cohort_testing.StoreTestCase):
     self.assertEqual(in_cohorts.last_round_cohorts,
                      -(-len(_ROUNDS[-1]) // size))
 
-  @parameterized.named_parameters(('whole', False), ('split', True))
-  def test_cohorts_hold_the_per_client_examples(self, split_dataset):
+  @parameterized.named_parameters(('whole', False, ()), ('split', True, ()),
+                                  ('new_items', False, _NEW_ITEMS))
+  def test_cohorts_hold_the_per_client_examples(self, split_dataset,
+                                                unavailable_items):
     # The packer's examples of a user are its per-client dataset's, epoch by
     # epoch (under split_dataset, reconstruction's and training's differ in
     # number); repeated items share one slot. Both users (of different
-    # rounds) are drawn in one call.
+    # rounds) are drawn in one call. Items that do not exist yet
+    # (item_cold_start's cold items) are never negatives, in either.
     pipeline = pipelines.PipelineConfig(batch_size=4, seed=3, num_negatives=4,
-                                        exclude_heldout=True)
+                                        exclude_heldout=True,
+                                        unavailable_items=unavailable_items)
     packer = cohorts.ImplicitCohortPacker(self.store, pipeline, _NUM_ITEMS,
                                           1, 2, cohort_size=1,
                                           split_dataset=split_dataset)
@@ -458,6 +464,11 @@ class ImplicitFedReconCohortTest(cohort_testing.StoreTestCase):
             np.concatenate([b['x']['item'] for b in mine]))
         np.testing.assert_array_equal(
             labels[epoch, :size], np.concatenate([b['y'] for b in mine]))
+      negatives = np.concatenate([
+          items[epoch, :size][labels[epoch, :size] == 0.0]
+          for epoch, size in enumerate((recon_count, count, count))])
+      self.assertGreater(negatives.size, 0)
+      self.assertFalse(np.isin(negatives, unavailable_items).any())
       trained = items[1:, :count]
       slots = cohort['slots'].reshape(2, -1)[:, :count]
       np.testing.assert_array_equal(cohort['slot_items'][0][slots], trained)

@@ -60,6 +60,78 @@ class MetricsTest(absltest.TestCase):
     self.assertAlmostEqual(m['full/gini@1'], 5 / 6)
     self.assertAlmostEqual(m['full/avg_popularity@3'], 0.0)  # Never trained.
 
+  def test_hand_computed_item_slices(self):
+    # 7 items, 4 and 5 cold (no training interactions). User 0 knows item
+    # 0 and holds out warm item 2 and cold item 4; user 1 knows item 1 and
+    # holds out warm item 3. Scores fall with the item id.
+    task = _task([[0], [1]], [[2, 4], [3]], 7)
+    task = ranking.RankingTask(task.users, task.known, task.relevant,
+                               task.interacted, task.popularity,
+                               np.array([4, 5]))
+    scores = np.tile(np.arange(9.0, 2.0, -1.0, dtype=np.float32), (2, 1))
+    config = ranking.RankingConfig(ks=(1, 2, 3), protocols=(FULL,))
+    result = ranking.evaluate(task, lambda rows: scores[rows], config)
+    m = result.overall
+    # Overall: user 0's candidates 1..6 put 2 at position 1 and 4 at 3; user
+    # 1's (0, 2, 3, ...) put 3 at position 2.
+    self.assertEqual(m['full/mrr@3'], (1 / 2 + 1 / 3) / 2)
+    # Warm: user 0 ranks item 2 among 1, 2, 3, 5, 6 (its cold item left
+    # out): position 1; user 1 as overall: position 2.
+    self.assertEqual(m['warm_items/full/hr@1'], 0.0)
+    self.assertEqual(m['warm_items/full/hr@2'], 0.5)
+    self.assertEqual(m['warm_items/full/mrr@3'], (1 / 2 + 1 / 3) / 2)
+    self.assertAlmostEqual(m['warm_items/full/ndcg@3'],
+                           (1 / math.log2(3) + 1 / math.log2(4)) / 2)
+    # Cold: only user 0, item 4 among 1, 3, 4, 5, 6 (warm item 2 left out):
+    # position 2, not 3.
+    self.assertEqual(m['cold_items/full/hr@2'], 0.0)
+    self.assertEqual(m['cold_items/full/hr@3'], 1.0)
+    self.assertEqual(m['cold_items/full/mrr@3'], 1 / 3)
+    self.assertEqual(m['cold_items/full/ndcg@3'], 1 / math.log2(4))
+    self.assertEqual(m['cold_items/full/recall@3'], 1.0)
+    self.assertTrue(np.isnan(
+        result.item_per_user['cold_items']['full/hr@3'][1]))
+    rows = {(r['slice_kind'], r['slice']): r for r in result.sliced((5,))}
+    self.assertEqual(rows['item', 'warm']['users'], 2)
+    self.assertEqual(rows['item', 'cold']['users'], 1)
+    self.assertEqual(rows['item', 'cold']['full/mrr@3'], 1 / 3)
+    self.assertEqual(rows['all', 'all']['full/mrr@3'], m['full/mrr@3'])
+    # Without cold items there are no item slices.
+    plain = ranking.evaluate(_task([[0], [1]], [[2, 4], [3]], 7),
+                             lambda rows: scores[rows], config)
+    self.assertFalse([k for k in plain.overall if 'items/' in k])
+    self.assertEqual(plain.overall['full/mrr@3'], m['full/mrr@3'])
+
+  def test_sampled_item_slices_share_the_negatives(self):
+    # Each user's warm item scores highest, its cold item next, everything
+    # else lower: within the cold slice the cold item is first (the warm
+    # one left out), overall the warm one is.
+    rng = np.random.default_rng(5)
+    known, relevant = [], []
+    for _ in range(40):
+      items = rng.choice(np.arange(100), 11, replace=False)
+      known.append(items[:9])
+      relevant.append([items[9], 100 + rng.integers(20)])  # Cold: 100-119.
+    task = _task(known, relevant, 120)
+    task = ranking.RankingTask(task.users, task.known, task.relevant,
+                               task.interacted, task.popularity,
+                               np.arange(100, 120))
+
+    def score(rows):
+      out = rng.random((len(rows), 120)).astype(np.float32)
+      relevant_rows = task.relevant[rows].toarray()
+      out[relevant_rows & (np.arange(120) < 100)] = 3.0
+      out[relevant_rows & (np.arange(120) >= 100)] = 2.0
+      return out
+
+    config = ranking.RankingConfig(ks=(1,), protocols=(SAMPLED,),
+                                   eval_negatives=50)
+    m = ranking.evaluate(task, score, config).overall
+    self.assertEqual(m['sampled/hr@1'], 1.0)
+    self.assertEqual(m['sampled/recall@1'], 0.5)
+    self.assertEqual(m['warm_items/sampled/hr@1'], 1.0)
+    self.assertEqual(m['cold_items/sampled/hr@1'], 1.0)
+
   def test_gini_of_equal_and_concentrated_counts(self):
     self.assertEqual(ranking._gini(np.array([3, 3, 3, 3])), 0.0)
     self.assertAlmostEqual(ranking._gini(np.array([0, 0, 0, 8])), 3 / 4)

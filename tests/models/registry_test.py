@@ -92,7 +92,7 @@ class RegistryTest(absltest.TestCase):
                             'gmf': (implicit, True, pairs),
                             'mlp': (implicit, True, pairs),
                             'neumf': (implicit, True, pairs),
-                            'mf_features': (('explicit',), True, pairs),
+                            'mf_features': (both, True, pairs),
                             'autorec': (implicit, False, vectors)})
     for name in registry.names():  # Each config names its model.
       self.assertEqual(registry.of(registry.get(name).config_class()).name,

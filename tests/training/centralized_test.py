@@ -49,6 +49,13 @@ class CentralizedTest(absltest.TestCase):
         np.array([0, 1]), 6, 200, keys, np.random.default_rng(0))
     self.assertEqual(set(items[users == 0]), {0, 5})
     self.assertEqual(set(items[users == 1]), {1, 2, 4})
+    # item_cold_start: an item that does not exist yet is nobody's negative.
+    keys = centralized.excluded_keys(split, 6, unavailable_items=(2, 5))
+    np.testing.assert_array_equal(keys, [1, 2, 4, 5, 6, 8, 11])
+    users, items = centralized.sample_negatives(
+        np.array([0, 1]), 6, 200, keys, np.random.default_rng(0))
+    self.assertEqual(set(items[users == 0]), {0, 3})
+    self.assertEqual(set(items[users == 1]), {1, 3, 4})
 
   @pytest.mark.slow
   def test_learns_and_evaluates_with_the_shared_metrics(self):

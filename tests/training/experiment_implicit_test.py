@@ -19,6 +19,7 @@ from research.fedrec.inference import from_keras
 from research.fedrec.inference import implicit
 from research.fedrec.models import autorec as autorec_lib
 from research.fedrec.models import mf
+from research.fedrec.models import mf_features
 from research.fedrec.models import ncf
 from research.fedrec.training import centralized
 from research.fedrec.training import experiment
@@ -81,6 +82,44 @@ class ImplicitExperimentTest(absltest.TestCase):
     self.assertEqual(sorted(n for n in exported.weights if 'initial/' in n),
                      ['initial/gmf_user_embedding',
                       'initial/mlp_user_embedding'])
+
+  @pytest.mark.slow
+  def test_new_items_are_ranked_from_their_features(self):
+    # item_cold_start under implicit feedback: the cold items are never a
+    # positive nor a negative of any client, so their id rows stay exactly
+    # zero (each client's pipeline leaves them out), and ranking reports
+    # warm and cold items apart.
+    root = self.create_tempdir().full_path
+    config = _config(
+        root, 'cold', model=mf_features.FeatureMFConfig(embedding_dim=4),
+        split=splits.SplitConfig(kind=splits.SplitKind.ITEM_COLD_START,
+                                 cold_item_fraction=0.2, seed=1),
+        run_centralized_baseline=False)
+    summary = experiment.run_experiment(config, log=lambda _: None)
+    metrics = summary['test_metrics']['fedrecon']
+    for key in ('warm_items/sampled/hr@10', 'cold_items/sampled/ndcg@10',
+                'cold_items/full/recall@5'):
+      self.assertBetween(metrics[key], 0.0, 1.0)
+    with runtime.local_runtime():
+      run = trained.load_run(config.output_dir)
+    cold = run.split.test.cold_items
+    self.assertLen(cold, 30)
+    self.assertEqual(run.config.pipeline.unavailable_items, tuple(cold))
+    rows = np.asarray(run.model_weights.trainable[0])  # item_embedding.
+    np.testing.assert_array_equal(rows[cold], 0.0)
+    self.assertGreater(np.abs(np.delete(rows, cold, axis=0)).max(), 0.0)
+    # evaluate.py's path finds the same numbers, slices included.
+    result = trained.evaluate_ranking(run, 'test')
+    self.assertEqual(dict(result.overall), dict(metrics))
+    item_rows = [r for r in result.sliced((20,)) if r['slice_kind'] == 'item']
+    self.assertEqual([r['slice'] for r in item_rows], ['warm', 'cold'])
+    self.assertEqual(item_rows[1]['sampled/hr@10'],
+                     metrics['cold_items/sampled/hr@10'])
+    relevant = result.item_per_user['cold_items']['sampled/hr@10']
+    test = run.split.test.query
+    self.assertEqual(item_rows[1]['users'],
+                     np.unique(test.users[np.isin(test.items, cold)]).size)
+    self.assertEqual(np.isfinite(relevant).sum(), item_rows[1]['users'])
 
   @pytest.mark.slow
   def test_published_protocol_run_reports_the_best_validation_round(self):

@@ -314,12 +314,6 @@ class ExperimentTest(absltest.TestCase):
     self.assertEqual(os.listdir(root), ['mine.csv'])
 
   def test_impossible_combination_is_rejected(self):
-    with self.assertRaisesRegex(
-        ValueError, '^--split=item_cold_start is scored by rating metrics '
-        'sliced by warm and cold items; ranking'):
-      _config('/unused', 'x', data=dataclasses.replace(
-          _DATA, feedback=corpus.Feedback.IMPLICIT),
-              split=splits.SplitConfig(kind=splits.SplitKind.ITEM_COLD_START))
     with self.assertRaisesRegex(ValueError, 'fedavg cannot be evaluated with '
                                 '--split=user_disjoint'):
       _config('/unused', 'x', algorithm='fedavg',

@@ -295,7 +295,8 @@ class ImplicitCohortPacker:
       training = mine[mine[:, 2] == 1, 1]
       if len(training):
         self._positives[str(user)] = training  # Store (rowid) order.
-        self._excluded[str(user)] = np.unique(mine[:, 1])
+        self._excluded[str(user)] = np.union1d(
+            mine[:, 1], np.asarray(pipeline.unavailable_items, np.int64))
     self._training_items = dict(self._positives)  # Uncapped.
     epochs = self._epochs
 

@@ -37,6 +37,12 @@ class PipelineConfig:
   # down while its evaluation negatives are. The client's dataset then carries
   # its held-out items (`is_query` = 1) for this exclusion only.
   exclude_heldout: bool = False
+  # Implicit feedback: items that do not exist yet while the model trains
+  # (the item_cold_start split's cold items, sorted), never drawn as training
+  # negatives: a new item is neither a positive nor a negative of anyone
+  # before it is added. Derived from the split (`training/experiment.py`
+  # `fitted_to_split`), not a flag.
+  unavailable_items: tuple[int, ...] = ()
 
   def __post_init__(self):
     if self.num_negatives < 1:
@@ -62,7 +68,8 @@ def shuffled(dataset: tf.data.Dataset, config: PipelineConfig):
 # epoch pairs them with `num_negatives` negatives per positive, drawn uniformly
 # (with replacement, as in NCF) from the items the client never interacted with
 # in training (with `exclude_heldout`, nor in its held-out rows: the dataset's
-# rows with `is_query` = 1, which are never positives), then shuffled. The
+# rows with `is_query` = 1, which are never positives; nor the
+# `unavailable_items`), then shuffled. The
 # randomness is stateless, keyed by (seed, user, round, epoch): fresh negatives
 # every epoch and every round, the same ones for the same flags, whatever the
 # order in which the runtime builds datasets.
@@ -90,6 +97,12 @@ def sample_negatives(positives: tf.Tensor, count: tf.Tensor, num_items: int,
   shifted = positives - tf.range(excluded, dtype=tf.int64)
   return draws + tf.searchsorted(shifted, draws, side='right',
                                  out_type=tf.int64)
+
+
+def unavailable_items(config: PipelineConfig) -> tf.Tensor:
+  """int64 [n]: `config.unavailable_items`, never training negatives."""
+  return tf.constant(config.unavailable_items, tf.int64, shape=[len(
+      config.unavailable_items)])
 
 
 def _client_seed(config: PipelineConfig, user, round_num, epoch):
@@ -135,7 +148,8 @@ def each_epoch(config: PipelineConfig, num_items: int, num_epochs: int,
   positive, and a seed for shuffling; it returns that epoch's batches.
   """
   def all_epochs(rows):
-    excluded = tf.sort(tf.unique(rows['item']).y)
+    excluded = tf.sort(tf.unique(tf.concat(
+        [rows['item'], unavailable_items(config)], axis=0)).y)
     rows = _training_rows(rows)
     user, round_num = rows['user'][0], rows['round'][0]
     positives = client_positives(config, rows['item'], user)

@@ -194,7 +194,8 @@ class RankingEvaluator:
           model, self._model_config, partition,
           implicit.Settings.of_run(self._config),
           self._config.ranking.users_per_batch,
-          self._config.pipeline.exclude_heldout)
+          self._config.pipeline.exclude_heldout,
+          self._config.pipeline.unavailable_items)
     elif builder.user_vector_inputs(self._model_config):
       score_fn = scoring.user_vector_scores(model, partition)
     else:

@@ -20,6 +20,15 @@ relevant item uniformly, not first or last. Scores are mapped to order-
 preserving integers and combined with the tie-break key into one uint64 sort
 key, so ranking is exact (no epsilon jitter) and runs as batched NumPy sorts.
 
+Under the item_cold_start split the relevant items are also sliced by item:
+*warm* items have training interactions, *cold* items none (new items). The
+`warm_items/` and `cold_items/` metrics rank, for each user with a relevant
+item of the slice, that slice's relevant items against the same candidates
+as the overall metrics (every non-known item, or the same sampled
+negatives) with the user's relevant items of the other slice left out: they
+neither count as hits nor push the slice's items down. Averaged over the
+users who have a relevant item in the slice.
+
 Metrics at each K in `ks`, averaged over users (He et al. 2017; Krichene and
 Rendle 2020 for why sampled metrics need the full ones beside them):
 
@@ -55,6 +64,7 @@ class Protocol(enum.Enum):
 USER_METRICS = ('hr', 'ndcg', 'recall', 'precision', 'mrr', 'map')
 LIST_METRICS = ('coverage', 'avg_popularity', 'gini')
 DEFAULT_KS = (5, 10, 20)
+ITEM_SLICES = ('warm_items', 'cold_items')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +95,10 @@ class RankingTask:
   relevant: sparse.csr_matrix  # [U, I] bool: held-out positives.
   interacted: sparse.csr_matrix  # [U, I] bool: every split.
   popularity: np.ndarray  # [I] training interactions per item.
+  # Items without training interactions (the item_cold_start split), sorted:
+  # relevant items are also sliced by warm / cold item. Empty: no slices.
+  cold_items: np.ndarray = dataclasses.field(
+      default_factory=lambda: np.zeros(0, np.int64))
 
   @property
   def num_items(self) -> int:
@@ -93,7 +107,16 @@ class RankingTask:
   def subset(self, rows: np.ndarray) -> 'RankingTask':
     """The task restricted to some of its users."""
     return RankingTask(self.users[rows], self.known[rows], self.relevant[rows],
-                       self.interacted[rows], self.popularity)
+                       self.interacted[rows], self.popularity, self.cold_items)
+
+  def item_masks(self) -> list[tuple[str, np.ndarray]]:
+    """(slice name, [I] bool mask of its items): warm and cold items, or
+    nothing without cold items."""
+    if not len(self.cold_items):  # pylint: disable=g-explicit-length-test
+      return []
+    cold = np.zeros(self.num_items, bool)
+    cold[self.cold_items] = True
+    return [(ITEM_SLICES[0], ~cold), (ITEM_SLICES[1], cold)]
 
   @property
   def activity(self) -> np.ndarray:
@@ -119,7 +142,8 @@ def interaction_matrix(users: np.ndarray, row_users: np.ndarray,
 def build_task(known_users: np.ndarray, known_items: np.ndarray,
                relevant_users: np.ndarray, relevant_items: np.ndarray,
                all_users: np.ndarray, all_items: np.ndarray,
-               train_items: np.ndarray, num_items: int) -> RankingTask:
+               train_items: np.ndarray, num_items: int,
+               cold_items=()) -> RankingTask:
   """A task for the users with at least one relevant item.
 
   Args:
@@ -128,6 +152,8 @@ def build_task(known_users: np.ndarray, known_items: np.ndarray,
     all_users, all_items: Every interaction of the corpus (all splits).
     train_items: Items of the training interactions (for popularity).
     num_items: Size of the item vocabulary.
+    cold_items: Items without training interactions (item_cold_start): the
+      relevant items are also sliced by warm and cold item.
   """
   users = np.unique(relevant_users)
 
@@ -139,7 +165,8 @@ def build_task(known_users: np.ndarray, known_items: np.ndarray,
       relevant=rows_of(relevant_users, relevant_items),
       interacted=rows_of(all_users, all_items),
       popularity=np.bincount(train_items, minlength=num_items).astype(
-          np.float64))
+          np.float64),
+      cold_items=np.unique(np.asarray(cold_items, np.int64)))
 
 
 # Hash-based randomness: splitmix64 of (seed, salt, user, item).
@@ -272,6 +299,10 @@ class RankingResult:
   per_user: dict[str, np.ndarray]  # Same names -> [U] values.
   users: np.ndarray
   activity: np.ndarray
+  # Item slices (`ITEM_SLICES`, with cold items only): slice -> the same
+  # names -> [U] values, NaN for a user without a relevant item of the slice.
+  item_per_user: dict[str, dict[str, np.ndarray]] = dataclasses.field(
+      default_factory=dict)
 
   def sliced(self, edges: Sequence[int] = slices_lib.DEFAULT_ACTIVITY_EDGES
             ) -> list[collections.OrderedDict]:
@@ -288,7 +319,20 @@ class RankingResult:
       for metric, values in self.per_user.items():
         row[metric] = float(values[mask].mean()) if mask.any() else float('nan')
       rows.append(row)
+    for name, per_user in self.item_per_user.items():
+      row = collections.OrderedDict(
+          slice_kind='item', slice=name[:-len('_items')],
+          users=int(np.isfinite(next(iter(per_user.values()))).sum()))
+      row.update((metric, _mean_of_finite(values))
+                 for metric, values in per_user.items())
+      rows.append(row)
     return rows
+
+
+def _mean_of_finite(values: np.ndarray) -> float:
+  """The mean over the users a slice has (NaN: none)."""
+  values = values[np.isfinite(values)]
+  return float(values.mean()) if values.size else float('nan')
 
 
 def evaluate(task: RankingTask, score_fn: ScoreFn,
@@ -308,6 +352,9 @@ def evaluate(task: RankingTask, score_fn: ScoreFn,
   ks = tuple(sorted(set(config.ks)))
   max_k = max(ks)
   per_user = collections.defaultdict(list)
+  item_masks = task.item_masks()
+  item_per_user = {name: collections.defaultdict(list)
+                   for name, _ in item_masks}
   recommended = {(p, k): np.zeros(task.num_items, np.int64)
                  for p in config.protocols for k in ks}
   popularity_sums = {(p, k): 0.0 for p in config.protocols for k in ks}
@@ -337,6 +384,20 @@ def evaluate(task: RankingTask, score_fn: ScoreFn,
       ranks = np.sort(ranks, axis=1)[:, :max(1, num_relevant.max())]
       for name, values in _user_metrics(ranks, num_relevant, ks).items():
         per_user[f'{protocol.value}/{name}'].append(values)
+      for slice_name, mask in item_masks:
+        # The slice's relevant items among the same candidates, the user's
+        # relevant items of the other slice left out.
+        mine = relevant & mask[None, :]
+        num_mine = mine.sum(axis=1)
+        slice_positions, _ = _ranks(
+            scores, candidates & ~(relevant & ~mask[None, :]), tie_keys,
+            max_k)
+        slice_ranks = np.sort(np.where(mine, slice_positions, np.inf),
+                              axis=1)[:, :max(1, num_mine.max())]
+        for name, values in _user_metrics(
+            slice_ranks, np.maximum(num_mine, 1), ks).items():
+          item_per_user[slice_name][f'{protocol.value}/{name}'].append(
+              np.where(num_mine > 0, values, np.nan))
       for k in ks:
         items = top[:, :k]
         items = items[items >= 0]
@@ -359,4 +420,10 @@ def evaluate(task: RankingTask, score_fn: ScoreFn,
       overall[f'{protocol.value}/gini@{k}'] = _gini(counts)
   ordered = collections.OrderedDict(
       (k, per_user[k]) for k in overall if k in per_user)
-  return RankingResult(overall, ordered, task.users, task.activity)
+  by_item = {}
+  for slice_name, lists in item_per_user.items():
+    by_item[slice_name] = collections.OrderedDict(
+        (k, np.concatenate(lists[k])) for k in ordered)
+    for k, values in by_item[slice_name].items():
+      overall[f'{slice_name}/{k}'] = _mean_of_finite(values)
+  return RankingResult(overall, ordered, task.users, task.activity, by_item)

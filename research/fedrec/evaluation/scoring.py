@@ -50,7 +50,7 @@ def build_partition(data: corpus_lib.Corpus, split: splits_lib.Split,
   task = ranking.build_task(
       known_users, known_items, partition.query.users, partition.query.items,
       data.ratings.users, data.ratings.items, split.train.items,
-      data.num_items)
+      data.num_items, partition.cold_items)
   support = ranking.interaction_matrix(
       task.users, partition.support.users, partition.support.items,
       data.num_items)
@@ -82,13 +82,16 @@ def reconstruction_scores(global_model: tf.keras.Model,
                           model_config: builder.ModelConfig,
                           partition: Partition,
                           settings: implicit.Settings, users_per_batch: int,
-                          exclude_heldout: bool = False):
+                          exclude_heldout: bool = False,
+                          unavailable_items=()):
   """Score function of a FedRecon model (reconstruction layout, trained).
 
   Users are reconstructed in the batches the ranking evaluation asks for, in a
   classic-layout model with one table row per user of the batch. With
   `exclude_heldout` (`--negative_protocol=published`), reconstruction's
-  negatives avoid every interaction of the user, held-out ones included.
+  negatives avoid every interaction of the user, held-out ones included;
+  never the `unavailable_items` (item_cold_start's cold items), as in
+  training.
   """
   num_items = partition.task.num_items
   classic = builder.create_keras_model(model_config, num_items,
@@ -98,13 +101,26 @@ def reconstruction_scores(global_model: tf.keras.Model,
     if layer.weights and layer.name not in initial_vectors:
       classic.model.get_layer(layer.name).set_weights(layer.get_weights())
   names, initial = list(initial_vectors), list(initial_vectors.values())
+  unavailable = None
+  if len(unavailable_items):  # pylint: disable=g-explicit-length-test
+    columns = np.asarray(unavailable_items, np.int64)
+    num_users = len(partition.task.users)
+    unavailable = sparse.csr_matrix(
+        (np.ones(num_users * len(columns), bool),
+         (np.repeat(np.arange(num_users), len(columns)),
+          np.tile(columns, num_users))), shape=(num_users, num_items))
 
   def score(rows):
     if len(rows) > users_per_batch:
       raise ValueError('More users than reconstruction table rows.')
+    excluded = None
+    if exclude_heldout:
+      excluded = partition.task.interacted[rows]
+    if len(unavailable_items):  # pylint: disable=g-explicit-length-test
+      excluded = (partition.support[rows] if excluded is None else excluded
+                  ).maximum(unavailable[rows])
     implicit.reconstruct_users(
         classic.model, names, initial, partition.task.users[rows],
-        partition.support[rows], settings,
-        partition.task.interacted[rows] if exclude_heldout else None)
+        partition.support[rows], settings, excluded)
     return implicit.score_items(classic.model, np.arange(len(rows)), num_items)
   return score

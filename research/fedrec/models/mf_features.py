@@ -184,7 +184,7 @@ class FeatureMF(registry.Model):
   name = 'mf_features'
   label = 'MF + item features'
   config_class = FeatureMFConfig
-  feedbacks = (registry.EXPLICIT,)
+  feedbacks = (registry.EXPLICIT, registry.IMPLICIT)
 
   def create_keras_model(self, config, num_items, num_users=None,
                          regularization_output=False):

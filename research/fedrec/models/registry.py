@@ -175,7 +175,8 @@ _BUILT_IN = (
     _Registration('mf_features', 'research.fedrec.models.mf_features',
                   'MF whose item vectors add a projection of the item '
                   'features (--item_features), trained with id dropout: '
-                  'new items are scored from their features; explicit.'),
+                  'new items are scored from their features; explicit or '
+                  'implicit.'),
     _Registration('autorec', 'research.fedrec.models.autorec',
                   'U-AutoRec (Sedhain et al. 2015), implicit, no user part '
                   '(fedavg, fedprox, centralized).'),

@@ -129,35 +129,43 @@ def sample_negatives(users: np.ndarray, num_items: int, count: int,
 
 
 def excluded_keys(split: splits_lib.Split, num_items: int,
-                  exclude_heldout: bool = False) -> np.ndarray:
+                  exclude_heldout: bool = False,
+                  unavailable_items=()) -> np.ndarray:
   """Sorted `user * num_items + item` of the pairs never drawn as negatives.
 
   The training interactions; with `exclude_heldout` (the published PFedRec
-  protocol) the validation and test ones as well.
+  protocol) the validation and test ones as well; every training user's
+  pairs with the `unavailable_items` (item_cold_start's cold items).
   """
   parts = [training_ratings(split)]
   if exclude_heldout:
     parts += [split.val.query, split.test.query]
-  return np.unique(np.concatenate(
-      [p.users.astype(np.int64) * num_items + p.items for p in parts]))
+  keys = [p.users.astype(np.int64) * num_items + p.items for p in parts]
+  if len(unavailable_items):  # pylint: disable=g-explicit-length-test
+    users = np.unique(parts[0].users).astype(np.int64)
+    keys.append((users[:, None] * num_items + np.asarray(
+        unavailable_items, np.int64)[None, :]).ravel())
+  return np.unique(np.concatenate(keys))
 
 
 def train_implicit(split: splits_lib.Split, num_users: int, num_items: int,
                    model_config: builder.ModelConfig, config: CentralizedConfig,
                    num_negatives: int, validate,
-                   exclude_heldout: bool = False) -> tf.keras.Model:
+                   exclude_heldout: bool = False,
+                   unavailable_items=()) -> tf.keras.Model:
   """Fits an implicit-feedback model on the pooled interactions.
 
   Every epoch draws fresh negatives (`num_negatives` per positive, from items
   the user has no training interaction with; with `exclude_heldout`, the
-  published PFedRec protocol, nor a validation or test one). Early stopping
+  published PFedRec protocol, nor a validation or test one; never one of
+  the `unavailable_items`). Early stopping
   keeps the weights of the epoch with the best `validate(model)` (higher is
   better; None when there is no validation split, then all `epochs` run).
   """
   tf.keras.utils.set_random_seed(config.seed)
   rng = np.random.default_rng([config.seed, 17])
   table = training_ratings(split)
-  keys = excluded_keys(split, num_items, exclude_heldout)
+  keys = excluded_keys(split, num_items, exclude_heldout, unavailable_items)
   model = builder.create_keras_model(model_config, num_items, num_users).model
   model.compile(
       optimizer=KERAS_OPTIMIZERS[config.optimizer](config.learning_rate),

@@ -230,12 +230,6 @@ class ExperimentConfig:
       raise ValueError('--negative_protocol=published samples implicit '
                        "feedback's training negatives; it needs "
                        '--feedback=implicit.')
-    if (self.data.implicit and
-        self.split.kind == splits_lib.SplitKind.ITEM_COLD_START):
-      raise ValueError('--split=item_cold_start is scored by rating metrics '
-                       'sliced by warm and cold items; ranking (--feedback='
-                       'implicit) has no cold-item slices yet: use '
-                       '--feedback=explicit.')
     if self.eval_clients < 0:
       raise ValueError('--eval_clients must be >= 0.')
     if self.execution not in EXECUTIONS:
@@ -726,7 +720,7 @@ def _run_centralized(config: ExperimentConfig, data: corpus_lib.Corpus,
   model = centralized_lib.train_implicit(
       split, data.num_users, data.num_items, model_config,
       config.centralized, config.pipeline.num_negatives, validate,
-      config.pipeline.exclude_heldout)
+      config.pipeline.exclude_heldout, config.pipeline.unavailable_items)
   return ranking_evaluator.evaluate_keras(model, 'test'), model
 
 
@@ -814,6 +808,7 @@ def _prepare(config: ExperimentConfig, log, warn) -> _Run:
                      'validation split; it is empty (raise --val_fraction).')
   check_same_settings(os.path.join(config.output_dir, 'hparams.json'), config,
                       split)
+  config = fitted_to_split(config, split)
   model_config = model_config_of(config, split, data)
   log(f'{data.name}: {data.num_users} users, {data.num_items} items, '
       f'{len(data.ratings)} {"interactions" if data.implicit else "ratings"};'
@@ -952,6 +947,18 @@ def _plot_learning_curves(run: _Run, summary) -> None:
            if run.data.implicit else {}))
 
 
+def fitted_to_split(config: ExperimentConfig,
+                    split: splits_lib.Split) -> ExperimentConfig:
+  """`config` with what its split implies (no flag sets it): under implicit
+  feedback and item_cold_start, the cold items are never training negatives
+  (`PipelineConfig.unavailable_items`; they do not exist yet)."""
+  if not config.data.implicit or not len(split.test.cold_items):  # pylint: disable=g-explicit-length-test
+    return config
+  return dataclasses.replace(config, pipeline=dataclasses.replace(
+      config.pipeline, unavailable_items=tuple(
+          int(i) for i in split.test.cold_items)))
+
+
 def model_config_of(config: ExperimentConfig, split: splits_lib.Split,
                     data: corpus_lib.Corpus) -> builder.ModelConfig:
   """The model's config fitted to the training data (`Model.prepared`).
@@ -1025,10 +1032,15 @@ def _reference_lines(summary) -> dict[str, float]:
 def format_summary(summary) -> str:
   """A side-by-side table of the held-out test metrics."""
   if summary.get('feedback') == 'implicit':
-    names = [m for m in SUMMARY_RANKING_METRICS
+    # item_cold_start: sampled HR@10 / NDCG@10 on warm and on cold items too.
+    names = [m for m in SUMMARY_RANKING_METRICS + tuple(
+        f'{s}/sampled/{m}@10' for s in ranking_lib.ITEM_SLICES
+        for m in ('hr', 'ndcg'))
              if all(m in v for v in summary['test_metrics'].values())]
-    rows = [('model',) + tuple(n.replace('/', ' ').upper().replace(
-        'FULL', 'full').replace('SAMPLED', 'sampled') for n in names)]
+    rows = [('model',) + tuple(n.replace('_items/', ' ').replace(
+        '/', ' ').upper().replace('FULL', 'full').replace(
+            'SAMPLED', 'sampled').replace('WARM', 'warm').replace(
+                'COLD', 'cold') for n in names)]
     for name, metrics in summary['test_metrics'].items():
       rows.append((name,) + tuple(f'{metrics[n]:.4f}' for n in names))
     return text_table.format_rows(rows)

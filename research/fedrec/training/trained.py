@@ -69,6 +69,7 @@ def load_run(experiment_dir: str) -> TrainedRun:
                      'no checkpoint (its test metrics are in summary.json).')
   data = corpus_lib.load_corpus(config.data)
   split = splits_lib.split(data.ratings, config.split)
+  config = experiment_lib.fitted_to_split(config, split)
   model_config = experiment_lib.model_config_of(config, split, data)
   checkpoints = os.path.join(experiment_dir, 'checkpoints')
   experiment_lib.check_same_data(experiment_dir, split)
