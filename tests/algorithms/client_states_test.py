@@ -61,6 +61,53 @@ class ClientStatesTest(absltest.TestCase):
     self.assertEqual(selected['user_embedding'][1].tolist(),
                      store.initial_value('user_embedding')[1].tolist())
 
+  def test_unchanging_files_are_shared_not_copied(self):
+    store = self._store()
+
+    def folder_bytes(folder):
+      path = os.path.join(store.directory, folder)
+      return sum(os.path.getsize(os.path.join(path, f))
+                 for f in os.listdir(path))
+
+    one_copy = folder_bytes(client_states.CURRENT)
+    # In copies of the states (a snapshot's selected_round file is 2 bytes).
+    copies = lambda: store.disk_bytes() // one_copy
+    self.assertEqual(store.disk_bytes(), one_copy)
+    store.scatter([1], {'user_embedding': np.array([[1., 2.]])})
+    store.select(2)
+    store.save(2)  # Right after the selection: current is the selected copy.
+    self.assertEqual(copies(), 2)
+    for folder in (client_states.CURRENT, client_states.SELECTED):
+      for name in os.listdir(os.path.join(store.directory, 'round_2', folder)):
+        self.assertTrue(os.path.samefile(
+            os.path.join(store.directory, 'round_2', folder, name),
+            os.path.join(store.directory, client_states.SELECTED, name)))
+    saved = {n: a.copy() for n, a in store.view().items()}
+    store.scatter([1, 3], {'user_embedding': np.array([[5., 6.], [7., 8.]])})
+    store.save(3)  # Changed since: a copy of its own.
+    self.assertEqual(copies(), 3)
+    store.scatter([0], {'visited': np.ones(1)})
+    store.select(4)
+    store.save(4)
+    store.scatter([2], {'visited': np.ones(1)})
+    store.save(5)  # Round 2's snapshot is dropped.
+    self.assertEqual(store.saved_rounds(), [3, 4, 5])
+    # The live states; the selected copy of round 4 (also round 4's
+    # current); round 3's current and the selection it keeps (round 2's,
+    # still linked); round 5's current. Copied, not linked: 8 copies.
+    self.assertEqual(copies(), 5)
+    # Writing the live states never reaches a snapshot or the selection.
+    store.restore(4)
+    store.restore(3)
+    self.assertEqual(store.selected_round, 2)
+    for name in _SPECS:
+      np.testing.assert_array_equal(store.view(selected=True)[name],
+                                    saved[name])
+    self.assertEqual(store.view()['user_embedding'][3].tolist(), [7., 8.])
+    store.scatter([3], {'user_embedding': np.array([[0., 0.]])})
+    np.testing.assert_array_equal(
+        store.snapshot(3)['user_embedding'][3], [7., 8.])
+
   def test_old_snapshots_are_dropped(self):
     store = self._store()
     for round_num in range(1, 6):

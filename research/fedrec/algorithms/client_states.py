@@ -18,6 +18,12 @@ the released metrics or the server's checkpoint:
   to a temporary folder and renamed into place, so that a killed run resumes
   from the newest checkpoint with its users' states exactly as they were
   (`restore`), and the resumed run equals the uninterrupted one bit for bit.
+  Files that never change once written (the selected copy, snapshots) are
+  shared as hard links instead of copied: a snapshot holds its selected
+  copy as a link to the live one, and its current states too when they are
+  the selected copy (a round that improved on validation). Only the live
+  states are written in place, so only they need a copy of their own:
+  `disk_bytes` tells what a run's states take.
 
 Nothing here imports TensorFlow.
 """
@@ -73,6 +79,9 @@ class ClientStates:
     self._stddev = dict(stddev or {})
     self._arrays = None
     self._selected_round = 0
+    # The live states equal the selected copy (`select`, nothing written
+    # since): a snapshot then links to the copy instead of copying them.
+    self._selected_is_current = False
 
   def initial_value(self, name: str) -> np.ndarray:
     """Every user's first value of `name`: normal(0, stddev) drawn from the
@@ -89,6 +98,7 @@ class ClientStates:
     os.makedirs(self.directory)
     self._arrays = self._write(CURRENT, {})
     self._selected_round = 0
+    self._selected_is_current = False
 
   def _write(self, folder: str, arrays: Mapping[str, np.ndarray]):
     """Writes `arrays` (missing names: their initial values) as
@@ -138,6 +148,7 @@ class ClientStates:
     index = np.asarray(users, np.int64)
     if len(np.unique(index)) != len(index):
       raise ValueError('a user appears twice in one write of client states.')
+    self._selected_is_current = False
     for name, value in values.items():
       self._arrays[name][index] = value
 
@@ -152,6 +163,7 @@ class ClientStates:
     self._flush()
     self._write(SELECTED, self._arrays)
     self._selected_round = round_num
+    self._selected_is_current = True
 
   @property
   def selected_round(self) -> int:
@@ -174,11 +186,14 @@ class ClientStates:
     tmp = final + _TMP_SUFFIX
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    shutil.copytree(os.path.join(self.directory, CURRENT),
-                    os.path.join(tmp, CURRENT))
+    selected = os.path.join(self.directory, SELECTED)
+    if self._selected_is_current:
+      _link_tree(selected, os.path.join(tmp, CURRENT))
+    else:
+      shutil.copytree(os.path.join(self.directory, CURRENT),
+                      os.path.join(tmp, CURRENT))
     if self._selected_round:
-      shutil.copytree(os.path.join(self.directory, SELECTED),
-                      os.path.join(tmp, SELECTED))
+      _link_tree(selected, os.path.join(tmp, SELECTED))
     with open(os.path.join(tmp, 'selected_round'), 'w') as f:
       f.write(f'{self._selected_round}\n')
     shutil.rmtree(final, ignore_errors=True)
@@ -252,13 +267,40 @@ class ClientStates:
       tmp = final + _TMP_SUFFIX
       shutil.rmtree(tmp, ignore_errors=True)
       if folder in folders:
-        shutil.copytree(os.path.join(snapshot, folder), tmp)
+        # The live states are written in place: a copy of their own. The
+        # selected copy never is: a link.
+        (shutil.copytree if folder == CURRENT else _link_tree)(
+            os.path.join(snapshot, folder), tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
       else:
         shutil.rmtree(final, ignore_errors=True)
     self._arrays = self._open(CURRENT, 'r+')
     self._selected_round = selected_round
+    self._selected_is_current = False
+
+  def disk_bytes(self) -> int:
+    """Bytes the states take on disk: every file counted once however many
+    links it has (the live states, the selected copy, the snapshots)."""
+    seen, total = set(), 0
+    for root, _, files in os.walk(self.directory):
+      for name in files:
+        stat = os.stat(os.path.join(root, name))
+        if (stat.st_dev, stat.st_ino) not in seen:
+          seen.add((stat.st_dev, stat.st_ino))
+          total += stat.st_size
+    return total
+
+
+def _link_tree(source: str, target: str) -> None:
+  """`target` as a folder of hard links to `source`'s files (files that are
+  never written again), or of copies where the file system has no links."""
+  os.makedirs(target)
+  for name in sorted(os.listdir(source)):
+    try:
+      os.link(os.path.join(source, name), os.path.join(target, name))
+    except OSError:
+      shutil.copy2(os.path.join(source, name), os.path.join(target, name))
 
 
 def read_folder(folder: str) -> dict[str, np.ndarray]:
