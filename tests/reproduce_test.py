@@ -149,6 +149,13 @@ class ColdStartTableTest(_TableTestCase):
     self._assert_smoke_table('cold_start_ml100k',
                              ('mf_fedrecon', 'genres_year_fedrecon'))
 
+  def test_cold_start_ranking_ml100k_at_smoke_scale(self):
+    # Implicit feedback: popularity, a centralized and a federated feature
+    # model; every row has warm- and cold-item metrics.
+    self._assert_smoke_table('cold_start_ranking_ml100k',
+                             ('popularity', 'genres_centralized',
+                              'genres_year_fedrecon'))
+
 
 @pytest.mark.slow
 class BanditContextsTableTest(_TableTestCase):

@@ -20,7 +20,8 @@ from research.fedrec.reporting import reproduction
 from research.fedrec.training import experiment
 from tests import binaries
 
-_TABLES = ['bandit_contexts_ml100k', 'bandits_ml100k', 'cold_start_ml100k',
+_TABLES = ['bandit_contexts_ml100k', 'bandits_ml100k',
+           'cold_start_ml100k', 'cold_start_ranking_ml100k',
            'fedrecon_movielens', 'fedrecon_tutorial', 'pfedrec_ml100k',
            'privacy_utility', 'ranking_loo', 'ratings_ml100k']
 # t quantile 0.975 with 2 degrees of freedom (a printed t table's value).
