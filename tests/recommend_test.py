@@ -32,6 +32,9 @@ pytestmark = pytest.mark.slow
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DATA = corpus.DataConfig(synthetic_config=synthetic.SyntheticConfig(
     num_users=30, num_items=40, num_ratings=900, min_ratings_per_user=10))
+# Ratings >= 4 are interactions.
+_IMPLICIT_DATA = dataclasses.replace(_DATA, feedback=corpus.Feedback.IMPLICIT,
+                                     implicit_threshold=4.0)
 
 
 def _main(*args):
@@ -257,6 +260,58 @@ class NewItemTest(_TrainedRunTest):
       self.assertStartsWith(err.strip(), f'recommend.py: error: {message}')
 
 
+class ImplicitNewItemTest(_TrainedRunTest):
+  """MF with item features under implicit feedback, on item_cold_start."""
+
+  @classmethod
+  def _config(cls, root):
+    return experiment.ExperimentConfig(
+        root_output_dir=root, experiment_name='implicit_features',
+        data=_IMPLICIT_DATA,
+        split=splits.SplitConfig(kind=splits.SplitKind.ITEM_COLD_START,
+                                 cold_item_fraction=0.25, seed=1),
+        model=mf_features.FeatureMFConfig(embedding_dim=4),
+        loop=loop.LoopConfig(total_rounds=2, progress=False),
+        clients_per_round=4, run_centralized_baseline=False,
+        ranking=ranking.RankingConfig(ks=(5,), eval_negatives=5))
+
+  def test_a_described_item_is_ranked_as_the_corpus_item_it_copies(self):
+    # A cold item and the same genres and year described anew have the
+    # same interaction probability, for a known user (reconstructed from
+    # its interactions) and for a new one (from the given ones).
+    config = self._config(self.root)
+    data = corpus.load_corpus(config.data)
+    info = data.item_info(config.data)
+    split = splits.split(data.ratings, config.split)
+    dense_user = int(split.train.users[0])
+    rated = data.ratings.items[data.ratings.users == dense_user]
+    cold = int(np.setdiff1d(split.test.cold_items, rated)[0])
+    genres = '|'.join(g for g, on in zip(info.genre_names, info.genres[cold])
+                      if on)
+    described = f'--new_item=Copy ({int(info.years[cold])})::{genres}'
+    raw_cold = int(data.id_maps.raw_items[cold])
+    user = int(data.id_maps.raw_users[dense_user])
+    given = ','.join(str(int(data.id_maps.raw_items[i])) for i in rated[:3])
+    for args in ([f'--user_id={user}'], [f'--ratings={given}']):
+      result = self._json(*args, '--k=40', described)
+      ranked = {r['item']: r['probability']
+                for r in result['recommendations']}
+      self.assertIn(raw_cold, ranked)  # A new item is recommendable.
+      new = result['new_item']
+      self.assertNotIn('predicted_rating', new)
+      self.assertAlmostEqual(new['probability'], ranked[raw_cold], places=4)
+      # Shown rounded to 4 digits: items within rounding of it may be either
+      # side (the cold item itself among them).
+      higher = sum(p > new['probability'] for p in ranked.values())
+      level = sum(p == new['probability'] for p in ranked.values())
+      self.assertBetween(new['rank'] - 1, higher, higher + level)
+    table = _run(self.flag, f'--user_id={user}', '--k=2', described)
+    self.assertEqual(table.returncode, 0, table.stderr)
+    self.assertStartsWith(table.stdout.strip().splitlines()[-1],
+                          f'New item Copy ({int(info.years[cold])}) '
+                          f'[{genres}]: probability ')
+
+
 class ImplicitRecommendTest(_TrainedRunTest):
   """An implicit-feedback NeuMF under FedRecon (ratings >= 4 are positives)."""
 
@@ -264,8 +319,7 @@ class ImplicitRecommendTest(_TrainedRunTest):
   def _config(cls, root):
     return experiment.ExperimentConfig(
         root_output_dir=root, experiment_name='implicit',
-        data=dataclasses.replace(_DATA, feedback=corpus.Feedback.IMPLICIT,
-                                 implicit_threshold=4.0),
+        data=_IMPLICIT_DATA,
         split=splits.SplitConfig(kind=splits.SplitKind.LEAVE_ONE_OUT),
         model=ncf.NeuMFConfig(embedding_dim=4, mlp_layers=(8, 4)),
         loop=loop.LoopConfig(total_rounds=2, progress=False),

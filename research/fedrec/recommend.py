@@ -261,9 +261,10 @@ def _recommendations(context, items, scores, extra=None):
   return rows
 
 
-def _score_new_item(recommender, text: str, user, history,
-                    scores) -> collections.OrderedDict:
-  """--new_item: the described item's predicted rating and rank."""
+def _score_new_item(recommender, text: str, user, history, scores,
+                    implicit: bool = False) -> collections.OrderedDict:
+  """--new_item: the described item's predicted rating (`implicit`: its
+  interaction probability) and rank."""
   title, _, genre_text = text.partition('::')
   title = title.strip()
   genres = [g.strip() for g in genre_text.split('|') if g.strip()]
@@ -279,14 +280,18 @@ def _score_new_item(recommender, text: str, user, history,
     raise ValueError(message if message.startswith('--new_item') else
                      f'--new_item={text!r}: {message}') from None
   user_vector, user_bias = recommender.user_parts(user, history)
-  model = recommender.exported.model
-  rating = float(user_vector @ vector + user_bias + bias + model.global_bias)
+  score = float(user_vector @ vector + user_bias + bias + (
+      recommender.global_bias if implicit else
+      recommender.exported.model.global_bias))
+  if implicit:  # The interaction probability, as the items' scores.
+    score = float(1.0 / (1.0 + np.exp(-score)))
   unrated = np.setdiff1d(np.arange(len(scores)), history.items)
-  rank = int(np.sum(scores[unrated] > rating)) + 1
+  rank = int(np.sum(scores[unrated] > score)) + 1
   return collections.OrderedDict(
-      title=title, genres=genres, year=None if np.isnan(year) else int(year),
-      predicted_rating=round(rating, 4), rank=rank,
-      unrated_items=int(unrated.size))
+      [('title', title), ('genres', genres),
+       ('year', None if np.isnan(year) else int(year)),
+       ('probability' if implicit else 'predicted_rating', round(score, 4)),
+       ('rank', rank), ('unrated_items', int(unrated.size))])
 
 
 def run(export_dir: str) -> collections.OrderedDict:
@@ -385,11 +390,8 @@ def run(export_dir: str) -> collections.OrderedDict:
     if scored is None:
       raise ValueError('--new_item scores an item for --user_id or a new '
                        'user with --ratings (at least one rating).')
-    if context.implicit:
-      raise ValueError('--new_item: this run\'s model reads no item '
-                       'features (train with --model=mf_features).')
     result['new_item'] = _score_new_item(recommender, _NEW_ITEM.value,
-                                         *scored)
+                                         *scored, implicit=context.implicit)
   if len(result['recommendations']) < k:
     result['note'] = (result.get('note', '') + f'; only '
                       f'{len(result["recommendations"])} unrated items left'
@@ -422,12 +424,13 @@ def format_table(result) -> str:
     lines.append(f'({result["note"]})')
   if 'new_item' in result:
     new = result['new_item']
+    score = (f'probability {new["probability"]}' if 'probability' in new else
+             f'predicted rating {new["predicted_rating"]}')
     lines.append(
         f'New item {new["title"] or "(untitled)"} '
-        f'[{"|".join(new["genres"]) or "no genres"}]: predicted rating '
-        f'{new["predicted_rating"]}, rank {new["rank"]} of '
-        f'{new["unrated_items"]} unrated items (scored from its features '
-        'alone).')
+        f'[{"|".join(new["genres"]) or "no genres"}]: {score}, rank '
+        f'{new["rank"]} of {new["unrated_items"]} unrated items (scored from '
+        'its features alone).')
   return '\n'.join(lines)
 
 

@@ -71,6 +71,7 @@ class _Loaded:
   item_train_counts: np.ndarray
   rating_scale: tuple[float, float, float]
   metadata: dict
+  new_items: Optional[dict] = None  # new_items.npz of a feature model.
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -81,7 +82,6 @@ class Export(_Loaded):
   settings: reconstruction.Settings
   user_vectors: Optional[np.ndarray] = None  # USER_TABLE only
   user_biases: Optional[np.ndarray] = None
-  new_items: Optional[dict] = None  # new_items.npz of a feature model.
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -233,7 +233,8 @@ def write_implicit_export(
     export_dir: str, model_config, weights: dict[str, np.ndarray],
     settings: implicit.Settings, user_source: str, raw_users: np.ndarray,
     raw_items: np.ndarray, titles: list[str], item_train_counts: np.ndarray,
-    rating_scale: tuple[float, float, float], metadata: dict) -> None:
+    rating_scale: tuple[float, float, float], metadata: dict,
+    new_items: Optional[dict] = None) -> None:
   """Writes an implicit-feedback model's export directory atomically.
 
   Args:
@@ -245,10 +246,12 @@ def write_implicit_export(
     settings: How a user is reconstructed (RECONSTRUCT, and new users of
       USER_TABLE models).
     user_source: RECONSTRUCT, USER_TABLE or ENCODE (U-AutoRec).
-    raw_users, raw_items, titles, item_train_counts, rating_scale, metadata:
-      As `write_export`.
+    raw_users, raw_items, titles, item_train_counts, rating_scale, metadata,
+      new_items: As `write_export`.
   """
   def write(tmp):
+    if new_items is not None:
+      np.savez(os.path.join(tmp, NEW_ITEMS_FILE), **new_items)
     np.savez(os.path.join(tmp, 'weights.npz'), **weights)
     info = dict(
         format_version=FORMAT_VERSION,
@@ -297,7 +300,16 @@ def _load_implicit(export_dir: str, info: dict) -> ImplicitExport:
                                          info['model']),
       weights=weights,
       settings=implicit.Settings(**info['reconstruction']),
+      new_items=_read_new_items(export_dir),
       **_read_common(export_dir, info))
+
+
+def _read_new_items(export_dir: str) -> Optional[dict]:
+  """A feature model's new_items.npz, or None."""
+  if not os.path.isfile(os.path.join(export_dir, NEW_ITEMS_FILE)):
+    return None
+  with np.load(os.path.join(export_dir, NEW_ITEMS_FILE)) as arrays:
+    return {name: arrays[name] for name in arrays.files}
 
 
 def load_export(export_dir: str) -> Export | ImplicitExport:
@@ -351,12 +363,8 @@ def _load_checked(export_dir: str, info_path: str, info: dict):
   if info['user_source'] == USER_TABLE:
     with np.load(os.path.join(export_dir, 'user_table.npz')) as table:
       vectors, biases = table['vectors'], table['biases']
-  new_items = None
-  if os.path.isfile(os.path.join(export_dir, NEW_ITEMS_FILE)):
-    with np.load(os.path.join(export_dir, NEW_ITEMS_FILE)) as arrays:
-      new_items = {name: arrays[name] for name in arrays.files}
   return Export(
-      new_items=new_items,
+      new_items=_read_new_items(export_dir),
       model=model,
       settings=reconstruction.Settings(**info['reconstruction']),
       user_vectors=vectors,

@@ -102,7 +102,8 @@ def export_implicit_model(config, data, split, keras_model: tf.keras.Model,
       data.id_maps.raw_users, data.id_maps.raw_items, data.titles(config.data),
       np.bincount(split.train.items, minlength=data.num_items),
       (scale.minimum, scale.maximum, scale.step),
-      metadata or _metadata(config, data))
+      metadata or _metadata(config, data),
+      new_items=builder.new_item_parts(model_config, keras_model))
 
 
 def device_states_folder(config, export_dir: str) -> Optional[str]:

@@ -253,6 +253,36 @@ class ImplicitRecommender(Recommender):
                                self.settings)
     return _sigmoid(implicit.score_items(model, [0], self.num_items)[0])
 
+  def user_parts(self, user: Optional[int], history: UserRatings):
+    """(vector, bias) of known user `user`, or of a new user (`user` None)
+    reconstructed from `history`, under a model of one user vector and bias
+    (MF, MF + item features): its table row, or its reconstruction as
+    `user_scores` / `new_user_scores` do it.
+
+    Raises:
+      ValueError: a new user's `history` is empty (use `fallback_scores`).
+    """
+    if user is not None and (
+        self.exported.user_source == export_lib.USER_TABLE):
+      model, row = self._model(True), user
+    else:
+      if not len(history.items):  # pylint: disable=g-explicit-length-test
+        raise ValueError('No interactions to reconstruct a user from.')
+      self._history_scores(
+          len(self.exported.raw_users) if user is None else user, history)
+      model, row = self._model(False), 0
+    layers = {layer.name: layer for layer in model.layers}
+    vector = layers['user_embedding'].get_weights()[0][row]
+    bias = (float(layers['user_bias'].get_weights()[0][row, 0])
+            if 'user_bias' in layers else 0.0)
+    return vector, bias
+
+  @property
+  def global_bias(self) -> float:
+    """g of a model with biases (0 without)."""
+    value = self.exported.weights.get('global_bias/0')
+    return 0.0 if value is None else float(value)
+
   def fallback_scores(self) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """(ranking key, shown score) for a user with no interaction: popularity."""
     return self.exported.item_train_counts.astype(np.float64), None
