@@ -386,14 +386,19 @@ def evaluate(task: RankingTask, score_fn: ScoreFn,
         per_user[f'{protocol.value}/{name}'].append(values)
       for slice_name, mask in item_masks:
         # The slice's relevant items among the same candidates, the user's
-        # relevant items of the other slice left out.
+        # relevant items of the other slice left out: each moves up by the
+        # number of those ranked above it (the order is strict, so this is
+        # the rank a sort without them gives).
         mine = relevant & mask[None, :]
         num_mine = mine.sum(axis=1)
-        slice_positions, _ = _ranks(
-            scores, candidates & ~(relevant & ~mask[None, :]), tie_keys,
-            max_k)
-        slice_ranks = np.sort(np.where(mine, slice_positions, np.inf),
-                              axis=1)[:, :max(1, num_mine.max())]
+        width = max(1, num_mine.max())
+        mine_ranks = np.sort(np.where(mine, positions, np.inf),
+                             axis=1)[:, :width]
+        other = relevant & ~mask[None, :]
+        others = np.sort(np.where(other, positions, np.inf), axis=1)[
+            :, :max(1, other.sum(axis=1).max())]
+        slice_ranks = mine_ranks - (
+            others[:, None, :] < mine_ranks[:, :, None]).sum(axis=2)
         for name, values in _user_metrics(
             slice_ranks, np.maximum(num_mine, 1), ks).items():
           item_per_user[slice_name][f'{protocol.value}/{name}'].append(
