@@ -34,6 +34,7 @@ from research.fedrec.algorithms import registry
 from research.fedrec.algorithms import sampling
 from research.fedrec.data import corpus
 from research.fedrec.data import ratings
+from research.fedrec.data import silos
 from research.fedrec.data import splits
 from research.fedrec.data import synthetic
 from research.fedrec.models import registry as models_registry
@@ -224,6 +225,29 @@ _EXECUTION = flags.DEFINE_enum(
 _COHORT_SIZE = flags.DEFINE_integer(
     'cohort_size', 0, 'Users per cohort at most under cohort execution (0: '
     'automatic).', lower_bound=0)
+_PARTITION = flags.DEFINE_enum(
+    'partition', 'user', list(silos.PARTITIONS),
+    'Who takes part: user (sampled users, --clients_per_round) or silo '
+    '(--num_silos stores of many users each, every one every round, each '
+    'training its users as one cohort; see docs/cross_silo.md).')
+_NUM_SILOS = flags.DEFINE_integer(
+    'num_silos', 0, 'Silos under --partition=silo.', lower_bound=0)
+_SILO_KEY = flags.DEFINE_string(
+    'silo_key', silos.RANDOM, 'How users are dealt to silos: random, or a '
+    'user field (MovieLens: age, gender, occupation, zip, zip_region, '
+    'age_band; atomic: any NAME.user field), each value kept in one silo.')
+_SILO_SKEW = flags.DEFINE_float(
+    'silo_skew', 0.0, 'With --silo_key=random: silo shares drawn from '
+    'Dirichlet(alpha) (small alpha: very unequal stores); 0: equal shares.')
+_SILO_WEIGHTING = flags.DEFINE_enum(
+    'silo_weighting', 'ratings', list(silos.WEIGHTINGS),
+    'Without DP, the server weighs silos by their training ratings or '
+    'equally.')
+_DP_UNIT = flags.DEFINE_enum(
+    'dp_unit', 'user', list(silos.DP_UNITS),
+    'Under --partition=silo with --dp: protect any one user (each user\'s '
+    'update clipped inside its silo) or any one silo (each silo\'s update '
+    'clipped).')
 _UNIFORM_WEIGHTING = flags.DEFINE_bool(
     'uniform_weighting', False, 'Weigh clients equally in the server average '
     '(default: by number of ratings).')
@@ -457,6 +481,10 @@ def build_config():
       sampling=_CLIENT_SAMPLING.value,
       uniform_weighting=_UNIFORM_WEIGHTING.value,
       execution=_EXECUTION.value, cohort_size=_COHORT_SIZE.value,
+      silos=silos.SiloConfig(
+          partition=_PARTITION.value, num_silos=_NUM_SILOS.value,
+          key=_SILO_KEY.value, skew=_SILO_SKEW.value,
+          weighting=_SILO_WEIGHTING.value, dp_unit=_DP_UNIT.value),
       dp=privacy_settings.DPConfig(
           mechanism=_DP.value, noise_multiplier=_DP_NOISE.value,
           target_epsilon=_TARGET_EPSILON.value,
@@ -528,6 +556,9 @@ def main(argv):
   print(f'\nHeld-out test metrics ({summary["dataset"]}, '
         f'{summary["test_ratings"]} ratings):')
   print(experiment.format_summary(summary))
+  if summary.get('silos'):
+    print('\nEach silo\'s test users (docs/cross_silo.md):')
+    print(experiment.format_silos(summary))
   print(f'\nOutputs: {config.output_dir}')
   print(f'Done in {summary["wall_seconds"]:.0f} s.')
 

@@ -58,6 +58,17 @@ class SlicesTest(absltest.TestCase):
     self.assertEqual((rows['item', 'warm']['users'],
                       rows['item', 'warm']['ratings']), (2, 3))
     self.assertAlmostEqual(rows['item', 'warm']['mse'], 2 / 3)
+    # Cross-silo: users 2 and 9 in silo 1, user 5 in silo 0 (errors of user
+    # 5: 1, 0; of users 2 and 9: 0, 1, 1).
+    result = slices.report(users, activity, seen, query_users, ratings,
+                           predictions, (10, 50), silos=np.array([1, 0, 1]))
+    rows = {(r['slice_kind'], r['slice']): r for r in result.slices}
+    self.assertEqual(list(rows)[-2:], [('silo', '0'), ('silo', '1')])
+    self.assertEqual((rows['silo', '0']['users'], rows['silo', '0']['ratings'],
+                      rows['silo', '0']['mse']), (1, 2, 1 / 2))
+    self.assertEqual((rows['silo', '1']['users'], rows['silo', '1']['ratings']),
+                     (2, 3))
+    self.assertAlmostEqual(rows['silo', '1']['mse'], 2 / 3)
 
   def test_slices_recombine_to_overall(self):
     rng = np.random.default_rng(0)

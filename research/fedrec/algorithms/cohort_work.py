@@ -29,6 +29,8 @@ finalizer, so the state is the per-client process's.
 """
 
 import collections
+import dataclasses
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -104,8 +106,23 @@ def zeroing_parts(zeroing: bool):
   return work, work.params_type, tff.TensorType(np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class SiloRecords:
+  """Cross-silo rounds (data/silos.py): each cohort is one silo's users.
+
+  `uniform`: the server weighs every silo as one (else by its users' summed
+  weight, as any cohort). `clip_silo` (silo-level DP): the DP record is the
+  silo's update, its users' weighted mean clipped as one record, instead of
+  each user's clipped update (user-level DP, the cohorts' default).
+  """
+
+  uniform: bool = False
+  clip_silo: bool = False
+
+
 def combine(parts, examples, uniform_weighting: bool, zeroing_work,
-            quantile_params, zeroing_norm, clip_query, clip_params):
+            quantile_params, zeroing_norm, clip_query, clip_params,
+            silos: Optional[SiloRecords] = None):
   """A cohort's result from its users' updates.
 
   Args:
@@ -123,6 +140,8 @@ def combine(parts, examples, uniform_weighting: bool, zeroing_work,
     clip_query: The DP query clipping each user (`aggregation.dp_query`),
       or None.
     clip_params: Its sample params for the round (the clip).
+    silos: The cohort is a silo (`SiloRecords`); None: users sampled into
+      cohorts.
 
   Returns:
     `(update, total_weight, quantile_record, zeroed_count)`: the update is
@@ -160,8 +179,9 @@ def combine(parts, examples, uniform_weighting: bool, zeroing_work,
     zeroed_count = tf.reduce_sum(tf.cast(zeroed, tf.int32))
     quantile_record = zeroing_work.record_sum(quantile_params, norms)
 
+  clip_silo = clip_query is not None and silos is not None and silos.clip_silo
   indicators = None
-  if clip_query is not None:
+  if clip_query is not None and not clip_silo:
     # User-level DP: each user's update clipped by the DP query's own
     # preprocess_record, with the round's clip (rows the user never touched
     # are zero, so the norm is the dense record's; a user left out or zeroed
@@ -186,6 +206,17 @@ def combine(parts, examples, uniform_weighting: bool, zeroing_work,
 
   update = [tf.math.divide_no_nan(weighted_sum(delta, ids, num), total_weight)
             for delta, (_, ids, num) in zip(deltas, parts)]
+  if clip_silo:
+    # Silo-level DP: the silo's update (its users' weighted mean) is one
+    # record, clipped by the query's own preprocess_record.
+    clipped, indicators = aggregation.clip_each(
+        clip_query, clip_params, [u[None] for u in update])
+    update = [c[0] for c in clipped]
+    total_weight = tf.constant(1.0)
+  elif silos is not None and silos.uniform and clip_query is None:
+    # The server's mean over silos (a silo none of whose users is finite
+    # keeps weight 0).
+    total_weight = tf.cast(total_weight > 0, tf.float32)
   if clip_query is not None:
     update = aggregation.cohort_record(
         clip_query, update,

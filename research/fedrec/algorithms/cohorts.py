@@ -91,8 +91,44 @@ def shuffle_orders(counts: Sequence[int], seed: int) -> dict[int, np.ndarray]:
   return dict(zip(distinct, orders))
 
 
+def group_users(by_size: Sequence[str], padded_length, cohort_size: int,
+                epochs: int, silo_of: Optional[np.ndarray] = None
+                ) -> list[list[str]]:
+  """The users of each cohort, from the round's users sorted by size.
+
+  Consecutive users fill a cohort up to `cohort_size` users and about
+  `COHORT_RATINGS` padded positions (`padded_length(users)` per epoch, for
+  `epochs` epochs), never an empty one. With `silo_of` (each dense user id's
+  silo: data/silos.py), each silo's users form one cohort, whatever its size,
+  in the order of the silos (a silo is one participant).
+  """
+  if silo_of is not None:
+    silos = collections.defaultdict(list)
+    for user in by_size:
+      silos[int(silo_of[int(user.partition('/')[0])])].append(user)
+    return [silos[k] for k in sorted(silos)]
+  groups, members = [], []
+  for user in by_size:
+    if members and (
+        len(members) >= cohort_size or
+        (len(members) + 1) * padded_length(members) * epochs >
+        COHORT_RATINGS):
+      groups.append(members)
+      members = []
+    members.append(user)
+  if members:
+    groups.append(members)
+  return groups
+
+
 class CohortPacker:
-  """The training ratings of a client store, packed into cohorts per round."""
+  """The training ratings of a client store, packed into cohorts per round.
+
+  `silo_of` (None: users sampled into cohorts by size) packs each silo's
+  users as one cohort (`group_users`).
+  """
+
+  silo_of: Optional[np.ndarray] = None
 
   def __init__(self, store_path: str, pipeline: pipelines.PipelineConfig,
                cohort_size: int = 0):
@@ -150,22 +186,14 @@ class CohortPacker:
     """The users `client_ids` packed into cohorts (see the module doc)."""
     by_size = sorted(client_ids, key=lambda c: (-self._counts[c], int(c)))
     batch = self._batch_size
-    cohorts, members = [], []
 
     def padded_length(users):
       longest = max(self._counts[c] for c in users)
       return max(1, -(-longest // batch)) * batch
 
-    for user in by_size:
-      if members and (
-          len(members) >= self._cohort_size or
-          (len(members) + 1) * padded_length(members) > COHORT_RATINGS):
-        cohorts.append(self._pack(members, padded_length(members)))
-        members = []
-      members.append(user)
-    if members:
-      cohorts.append(self._pack(members, padded_length(members)))
-    return cohorts
+    return [self._pack(members, padded_length(members))
+            for members in group_users(by_size, padded_length,
+                                       self._cohort_size, 1, self.silo_of)]
 
   def _pack(self, users, length: int) -> collections.OrderedDict:
     counts = np.array([self._counts[c] for c in users], np.int32)
@@ -257,7 +285,10 @@ IMPLICIT_ELEMENT_SPEC = collections.OrderedDict(
 
 
 class ImplicitCohortPacker:
-  """Implicit feedback: each round's per-user examples, packed in cohorts."""
+  """Implicit feedback: each round's per-user examples, packed in cohorts
+  (each silo's users as one with `silo_of`, as `CohortPacker`)."""
+
+  silo_of: Optional[np.ndarray] = None
 
   def __init__(self, store_path: str, pipeline: pipelines.PipelineConfig,
                num_items: int, recon_epochs: int, post_recon_epochs: int,
@@ -379,21 +410,15 @@ class ImplicitCohortPacker:
     examples = self._examples(client_ids)
     size = {c: max(len(e) for e in examples[c][0]) for c in client_ids}
     by_size = sorted(client_ids, key=lambda c: (-size[c], c))
-    batch, cohorts, members = self._batch_size, [], []
+    batch = self._batch_size
 
     def padded_length(users):
       return max(1, -(-max(size[c] for c in users) // batch)) * batch
 
-    for user in by_size:
-      if members and (
-          len(members) >= self._cohort_size or (len(members) + 1) *
-          padded_length(members) * self._epochs > COHORT_RATINGS):
-        cohorts.append(self._pack(members, examples, padded_length(members)))
-        members = []
-      members.append(user)
-    if members:
-      cohorts.append(self._pack(members, examples, padded_length(members)))
-    return cohorts
+    return [self._pack(members, examples, padded_length(members))
+            for members in group_users(by_size, padded_length,
+                                       self._cohort_size, self._epochs,
+                                       self.silo_of)]
 
   def _pack(self, users, examples, length: int) -> collections.OrderedDict:
     num, epochs = len(users), self._epochs

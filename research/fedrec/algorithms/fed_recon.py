@@ -186,7 +186,8 @@ def build_cohort_training_process(
     model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory],
     uniform_weighting: bool, cohort_size: int = 0,
     zeroing: bool = False, clip_query=None,
-    implicit: bool = False) -> cohorts.CohortProcess:
+    implicit: bool = False, silo_of=None,
+    silo_records=None) -> cohorts.CohortProcess:
   """FedRecon training run in cohorts (`--execution=cohort`).
 
   Its `next` takes client ids, and its state, weights and metrics are those
@@ -198,7 +199,9 @@ def build_cohort_training_process(
   `zeroing`, adaptive zeroing acts on each user in the client work (and
   `model_aggregator` must not zero). With `clip_query` (`--dp=fixed` or
   `adaptive`), each user is clipped in the client work and
-  `model_aggregator` is built with `preclipped=True`.
+  `model_aggregator` is built with `preclipped=True`. With `silo_of` (each
+  dense user id's silo), each silo's users are one cohort, whose record
+  `silo_records` says how to weigh and clip (`cohort_work.SiloRecords`).
   """
   # Imported here: the cohort client work is only built when it is used.
   from research.fedrec.algorithms import cohort_optimizers  # pylint: disable=g-import-not-at-top
@@ -213,7 +216,8 @@ def build_cohort_training_process(
   process = fed_recon_cohort.build_training_process(
       model_fn, model_config, num_items, recon, optimizers,
       pipeline.batch_size, client_optimizer, reconstruction_optimizer,
-      model_aggregator, uniform_weighting, zeroing, clip_query, implicit)
+      model_aggregator, uniform_weighting, zeroing, clip_query, implicit,
+      silo_records)
   if implicit:
     packer = cohorts.ImplicitCohortPacker(
         store_path, pipeline, num_items, recon.recon_epochs,
@@ -224,6 +228,7 @@ def build_cohort_training_process(
         cohort_size, recon.split_dataset)
   else:
     packer = cohorts.CohortPacker(store_path, pipeline, cohort_size)
+  packer.silo_of = silo_of
   return cohorts.CohortProcess(process, packer)
 
 
@@ -259,6 +264,7 @@ class FedRecon(registry.Method):
   name = 'fedrecon'
   label = 'FedRecon'
   reconstructs_users = True
+  trains_in_silos = True  # User vectors are rebuilt on the silo, per user.
 
   def cohort_unsupported(self, config) -> Optional[str]:
     """Cohorts reproduce FedRecon of MF (explicit feedback) and of the
@@ -276,7 +282,7 @@ class FedRecon(registry.Method):
           inputs.optimizers, inputs.optimizer_settings, inputs.pipeline,
           inputs.store_path, inputs.aggregator, inputs.uniform_weighting,
           inputs.cohort_size, inputs.zeroing_per_user, inputs.clip_query,
-          inputs.implicit)
+          inputs.implicit, inputs.silo_of, inputs.silo_records)
     return build_training_process(
         inputs.model_config, inputs.num_items, inputs.recon, inputs.optimizers,
         inputs.pipeline, inputs.store_path,

@@ -133,7 +133,7 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
                       client_learning_rate: float,
                       reconstruction_learning_rate: float,
                       uniform_weighting: bool, zeroing: bool = False,
-                      clip_query=None):
+                      clip_query=None, silos=None):
   """The cohort `ClientWorkProcess` of FedRecon MF (explicit, SGD).
 
   `weights_type` is the TFF type of the model's global weights. With
@@ -143,6 +143,7 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
   `clip_query` (user-level DP, fixed or adaptive clip: `aggregation.dp_query`)
   each user's update is clipped by it and the cohort's result is the sum of
   the clipped updates, for an aggregator over `aggregation.PreclippedQuery`.
+  With `silos` (`cohort_work.SiloRecords`), each cohort is one silo.
   """
   cohort_type = tff.SequenceType(
       tff.types.tensorflow_to_type(cohorts_lib.ELEMENT_SPEC))
@@ -264,7 +265,7 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
       parts.append((global_bias0 - global_bias, None, None))
     update, total_weight, quantile_record, zeroed_count = cohort_work.combine(
         parts, examples, uniform_weighting, zeroing_work, quantile_params,
-        zeroing_norm, clip_query, clip_params)
+        zeroing_norm, clip_query, clip_params, silos)
     unfinalized = tff.learning.models.ReconstructionModel.read_metric_variables(
         metrics)
     return (tff.learning.templates.ClientResult(update, total_weight),
@@ -298,7 +299,7 @@ def build_implicit_client_work(
     batch_size: int, client_optimizer: cohort_optimizers.UserOptimizer,
     reconstruction_optimizer: cohort_optimizers.UserOptimizer,
     uniform_weighting: bool, zeroing: bool = False, clip_query=None,
-    explicit: bool = False):
+    explicit: bool = False, silos=None):
   """The cohort `ClientWorkProcess` of FedRecon, implicit feedback.
 
   With `explicit`, the same over explicit ratings laid out epoch by epoch
@@ -429,7 +430,7 @@ def build_implicit_client_work(
                                         slot_items, num_items)
     update, total_weight, quantile_record, zeroed_count = cohort_work.combine(
         parts, examples, uniform_weighting, zeroing_work, quantile_params,
-        zeroing_norm, clip_query, clip_params)
+        zeroing_norm, clip_query, clip_params, silos)
     unfinalized = tff.learning.models.ReconstructionModel.read_metric_variables(
         metrics)
     return (tff.learning.templates.ClientResult(update, total_weight),
@@ -459,7 +460,8 @@ def build_training_process(model_fn, model_config: mf.MFConfig,
                            reconstruction_optimizer: cohort_optimizers
                            .UserOptimizer, aggregator,
                            uniform_weighting: bool, zeroing: bool = False,
-                           clip_query=None, implicit: bool = False):
+                           clip_query=None, implicit: bool = False,
+                           silos=None):
   """FedRecon whose clients are cohorts (`cohorts.CohortPacker`: MF with
   SGD; `cohorts.EpochCohortPacker`: MF with a stateful optimizer (`by_epoch`);
   `cohorts.ImplicitCohortPacker` with `implicit`: any optimizers).
@@ -470,7 +472,8 @@ def build_training_process(model_fn, model_config: mf.MFConfig,
   user's update as the per-client aggregator's adaptive zeroing would (so
   `aggregator` must not zero: it would zero whole cohorts). With
   `clip_query`, each user is clipped in the client work (user-level DP) and
-  `aggregator` is a DP aggregator over `aggregation.PreclippedQuery`.
+  `aggregator` is a DP aggregator over `aggregation.PreclippedQuery`. With
+  `silos` (`cohort_work.SiloRecords`), each cohort is one silo's users.
   """
   initial_weights = tff.tensorflow.computation(
       lambda: tff.learning.models.ReconstructionModel.get_global_variables(
@@ -480,12 +483,12 @@ def build_training_process(model_fn, model_config: mf.MFConfig,
     client_work = build_implicit_client_work(
         model_fn, weights_type, model_config, num_items, recon, batch_size,
         client_optimizer, reconstruction_optimizer, uniform_weighting,
-        zeroing, clip_query, explicit=not implicit)
+        zeroing, clip_query, explicit=not implicit, silos=silos)
   else:
     client_work = build_client_work(
         model_fn, weights_type, model_config, num_items, recon, batch_size,
         client_optimizer.learning_rate,
         reconstruction_optimizer.learning_rate, uniform_weighting, zeroing,
-        clip_query)
+        clip_query, silos)
   return cohort_work.compose(initial_weights, client_work, aggregator,
                              optimizers.server)

@@ -72,6 +72,11 @@ class ProcessInputs:
   # Cohorts under --dp=fixed: the DP query whose preprocess_record clips each
   # user in the client work (`aggregator` is then over preclipped records).
   clip_query: Any = None
+  # Cross-silo rounds (--partition=silo, data/silos.py): each dense user id's
+  # silo, each silo's users packed as one cohort; and how a silo's record
+  # is weighed and clipped (algorithms/cohort_work.SiloRecords). None: users.
+  silo_of: Any = None
+  silo_records: Any = None
   # Stateful methods (`Method.keeps_client_state`): where the users' local
   # states are kept on the simulated devices' side, and the run's seed that
   # draws their first values.
@@ -101,6 +106,10 @@ class Method:
   # Users keep local state between visits (algorithms/stateful.py): they
   # are scored with it, and it is checkpointed with the run.
   keeps_client_state: bool = False
+  # Trains in cross-silo rounds (--partition=silo, data/silos.py): its
+  # cohort client work takes a silo's users, and no user parameter reaches
+  # the server.
+  trains_in_silos: bool = False
   help: str = ''
 
   @property
@@ -135,6 +144,17 @@ class Method:
           f"--split=user_disjoint: {self.label}'s global user table has no "
           'trained row for users unseen in training (use fedrecon, add '
           '--finetune, or a holdout / leave_one_out split).')
+
+    if getattr(config, 'silos', None) and config.silos.enabled and (
+        not self.trains_in_silos):
+      why = ('it trains no federated process' if self.kind != Kind.PROCESS
+             else "its global user table would carry every silo's user "
+             'embeddings to the server' if self.global_user_table else
+             'it has no silo client work yet')
+      silo_methods = ', '.join(m.name for m in map(get, names())
+                               if m.trains_in_silos)
+      raise ValueError(f'--partition=silo: --algorithm={self.name} cannot '
+                       f'train in silos ({why}); these can: {silo_methods}.')
 
   def finetunes(self, implicit: bool) -> bool:
     """Whether --finetune applies: rows of a global table, explicit ratings."""

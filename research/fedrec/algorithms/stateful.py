@@ -108,7 +108,8 @@ def build_client_work(weights_type, model_config, num_items: int,
                       rules: Rules, uniform_weighting: bool,
                       implicit: bool, zeroing: bool = False,
                       clip_query=None, recon=None,
-                      reconstruction_optimizer=None, initial_users=None):
+                      reconstruction_optimizer=None, initial_users=None,
+                      silos=None):
   """The cohort client work of a stateful method (module doc, steps 2-4).
 
   Its cohorts are `cohorts.IMPLICIT_ELEMENT_SPEC`'s (epoch by epoch: the
@@ -120,6 +121,7 @@ def build_client_work(weights_type, model_config, num_items: int,
   reconstruction epochs first (the FedRecon packers' layout), which rebuild
   each user's part from `initial_users` (one user's values, by local name)
   with `reconstruction_optimizer`; the packed states are then unused.
+  With `silos` (`cohort_work.SiloRecords`), each cohort is one silo's users.
   """
   recon_epochs = recon.recon_epochs if rules.reconstruct else 0
   joint = not (rules.alternating or rules.reconstruct)
@@ -265,7 +267,7 @@ def build_client_work(weights_type, model_config, num_items: int,
                                         slot_items, num_items)
     update, total_weight, quantile_record, zeroed_count = cohort_work.combine(
         parts, examples, uniform_weighting, zeroing_work, quantile_params,
-        zeroing_norm, clip_query, clip_params)
+        zeroing_norm, clip_query, clip_params, silos)
     unfinalized = tff.learning.models.ReconstructionModel.read_metric_variables(
         metrics)
     kept = collections.OrderedDict(zip(local_names, users))
@@ -375,7 +377,7 @@ def build_process(inputs: registry.ProcessInputs, rules: Rules,
       inputs.zeroing_per_user, inputs.clip_query, recon,
       cohort_optimizers.UserOptimizer(
           settings.reconstruction, settings.reconstruction_learning_rate),
-      initial_users)
+      initial_users, inputs.silo_records)
   process = cohort_work.compose(initial_weights, client_work,
                                 inputs.aggregator, inputs.optimizers.server)
   if inputs.implicit:
@@ -386,6 +388,7 @@ def build_process(inputs: registry.ProcessInputs, rules: Rules,
     packer = cohorts_lib.EpochCohortPacker(
         inputs.store_path, pipeline, recon_epochs, epochs,
         inputs.cohort_size, split)
+  packer.silo_of = inputs.silo_of  # Cross-silo: each silo one cohort.
   specs = state_specs(model_config, num_items, rules.personal_items)
   states = client_states_lib.ClientStates(
       inputs.client_state_dir, specs, inputs.num_users, seed,
@@ -451,6 +454,8 @@ class StatefulMethod(registry.Method):
   """A method whose users keep local state (`Rules`; see the module doc)."""
 
   keeps_client_state = True
+  # In cross-silo rounds each user's state stays in its silo's store.
+  trains_in_silos = True
 
   def rules(self, settings: dict) -> Rules:
     raise NotImplementedError

@@ -232,6 +232,21 @@ def _user_disjoint(table: Ratings, config: SplitConfig,
   return Split(table.take(row_role == 0), partition(1), partition(2))
 
 
+def of_users(split: Split, keep: np.ndarray) -> Split:
+  """The split restricted to the users `u` with `keep[u]` (dense ids), e.g.
+  one silo's own data. A partition whose support is the training split keeps
+  it so; cold items stay the split's."""
+  train = split.train.take(keep[split.train.users])
+
+  def partition(part: EvalPartition) -> EvalPartition:
+    support = (train if part.support is split.train else
+               part.support.take(keep[part.support.users]))
+    return EvalPartition(support, part.query.take(keep[part.query.users]),
+                         part.cold_items)
+
+  return Split(train, partition(split.val), partition(split.test))
+
+
 def client_ratings(split: Split, split_name: str):
   """Per evaluated user: the ratings on the client before scoring.
 

@@ -10,7 +10,8 @@ sampled, and so shaped the global model), *unseen* otherwise: every test user
 of the user-disjoint split, and users the sampler never picked.
 
 Under the item_cold_start split the scored ratings are also sliced by item:
-*warm* items have training ratings, *cold* items none.
+*warm* items have training ratings, *cold* items none. In a cross-silo run
+(--partition=silo) they are sliced by the user's *silo* too.
 
 All metrics are example-weighted over the slice's scored ratings, like the
 overall ones, so the slices of a partition recombine to the overall value.
@@ -63,7 +64,8 @@ def report(users: np.ndarray, activity: np.ndarray, seen: np.ndarray,
            predictions: np.ndarray,
            edges: Sequence[int] = DEFAULT_ACTIVITY_EDGES,
            query_items: Optional[np.ndarray] = None,
-           cold_items: Sequence[int] = ()) -> Report:
+           cold_items: Sequence[int] = (),
+           silos: Optional[np.ndarray] = None) -> Report:
   """Metrics of `predictions` for the scored ratings, overall and sliced.
 
   Args:
@@ -77,6 +79,7 @@ def report(users: np.ndarray, activity: np.ndarray, seen: np.ndarray,
     query_items: Item index of each scored rating (for the item slices).
     cold_items: Items without training ratings (the item_cold_start split):
       rows `item` warm / cold are added when there are any.
+    silos: Per user, its silo (a cross-silo run): rows `silo` 0, 1, ...
   """
   edges = validate_edges(edges)
   row = np.searchsorted(users, query_users)
@@ -95,6 +98,9 @@ def report(users: np.ndarray, activity: np.ndarray, seen: np.ndarray,
            for b, name in enumerate(names)]
   rows += [metrics_of(seen, 'participation', 'seen'),
            metrics_of(~seen, 'participation', 'unseen')]
+  if silos is not None:
+    rows += [metrics_of(silos == k, 'silo', str(k))
+             for k in np.unique(silos)]
   if len(cold_items):  # pylint: disable=g-explicit-length-test
     cold = np.isin(query_items, cold_items)
     for name, mask in (('warm', ~cold), ('cold', cold)):

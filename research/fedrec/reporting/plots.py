@@ -158,6 +158,31 @@ def plot_privacy_utility(panels, title: str, output_png: str) -> None:
   _save(plt, figure, output_png)
 
 
+def plot_grouped_bars(groups: list[str], bars: dict[str, list[float]],
+                      ylabel: str, title: str, output_png: str) -> None:
+  """One group of bars per entry of `groups` (e.g. a silo), one bar per
+  label of `bars` (its value in each group; NaN: no bar)."""
+  plt = _pyplot()
+  figure, axes = plt.subplots(figsize=(max(5.0, 1.2 * len(groups) + 2), 4.2))
+  width = 0.8 / max(1, len(bars))
+  for k, (label, values) in enumerate(bars.items()):
+    positions = [g + (k - (len(bars) - 1) / 2) * width
+                 for g in range(len(groups))]
+    axes.bar(positions, values, width, label=label)
+  finite = [v for values in bars.values() for v in values if v == v]
+  if finite:  # Differences matter more than the distance from 0.
+    low, high = min(finite), max(finite)
+    margin = 0.15 * (high - low) + 1e-3
+    axes.set_ylim(max(0.0, low - 2 * margin), high + margin)
+  axes.set_xticks(range(len(groups)))
+  axes.set_xticklabels(groups)
+  axes.set_ylabel(ylabel)
+  axes.grid(alpha=0.3, axis='y')
+  axes.legend(fontsize=8)
+  figure.suptitle(title, fontsize=10)
+  _save(plt, figure, output_png)
+
+
 def _save(plt, figure, output_png: str) -> None:
   """Writes the figure atomically and closes it."""
   figure.tight_layout()

@@ -37,6 +37,7 @@ import tensorflow_federated as tff
 
 from research.fedrec import defaults
 from research.fedrec.algorithms import client_states as client_states_lib
+from research.fedrec.algorithms import cohort_work
 from research.fedrec.algorithms import cohorts as cohorts_lib
 from research.fedrec.algorithms import fed_recon
 from research.fedrec.algorithms import optimizers as optimizers_lib
@@ -46,6 +47,7 @@ from research.fedrec.algorithms import sampling as sampling_lib
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus as corpus_lib
 from research.fedrec.data import pipelines
+from research.fedrec.data import silos as silos_lib
 from research.fedrec.data import splits as splits_lib
 from research.fedrec.data import synthetic as synthetic_lib
 from research.fedrec.evaluation import evaluators
@@ -196,6 +198,10 @@ class ExperimentConfig:
   # or cohort wherever the method supports the run (auto).
   execution: str = defaults.EXECUTION
   cohort_size: int = 0  # Users per cohort at most (0: automatic).
+  # Cross-silo rounds (data/silos.py): stores of many users take part, each
+  # every round, instead of sampled users.
+  silos: silos_lib.SiloConfig = dataclasses.field(
+      default_factory=silos_lib.SiloConfig)
 
   def __post_init__(self):
     if isinstance(self.model, dict):  # Read back from hparams.json.
@@ -243,6 +249,29 @@ class ExperimentConfig:
       if reason:
         raise ValueError(f'--execution=cohort: {reason}; use '
                          '--execution=per_client or auto.')
+    if self.silos.enabled:
+      self._check_silos()
+
+  def _check_silos(self) -> None:
+    """One line for what cross-silo rounds cannot run (data/silos.py)."""
+    if self.execution == 'per_client':
+      raise ValueError('--partition=silo trains each silo as one cohort of '
+                       'its users; drop --execution=per_client.')
+    reason = self.cohort_unsupported
+    if reason:
+      raise ValueError(f'--partition=silo: {reason} (a silo trains as a '
+                       'cohort of its users).')
+    if self.dp.enabled and self.silos.weighting != 'ratings':
+      raise ValueError(
+          '--silo_weighting applies without DP; under --dp every record '
+          f'counts once (each user under --dp_unit=user, each silo under '
+          f'--dp_unit=silo).')
+    if not self.dp.enabled and self.silos.dp_unit != 'user':
+      raise ValueError('--dp_unit=silo needs --dp=fixed or adaptive.')
+    if self.sampling != sampling_lib.SamplingScheme.UNIFORM:
+      raise ValueError('--partition=silo: every user of every silo takes '
+                       'part in every round (no sampling inside silos yet); '
+                       'drop --client_sampling=poisson.')
 
   @property
   def selection_metrics(self) -> list[str]:
@@ -501,23 +530,40 @@ def _prefixed(metrics: collections.OrderedDict,
 
 def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
                    store_path: str, model_config: builder.ModelConfig,
-                   noise_multiplier: Optional[float] = None):
-  """The training process, with the configured model-update aggregator."""
+                   noise_multiplier: Optional[float] = None,
+                   silo_of: Optional[np.ndarray] = None):
+  """The training process, with the configured model-update aggregator.
+
+  `silo_of` (`silo_assignment`; `config.silos.enabled`): each dense user id's
+  silo; every round each silo's users train as one cohort.
+  """
   in_cohorts = config.in_cohorts
   # In cohorts the users are weighted inside each cohort, and the cohorts by
   # their users' summed weight; adaptive zeroing acts on each user there.
   # Under DP each user is clipped there too, and the server only noises.
   zeroing_per_user = in_cohorts and config.aggregation.zeroing
   clip_per_user = in_cohorts and config.dp.enabled
+  records_per_round = config.clients_per_round
+  users_per_record = (cohorts_lib.max_users(config.users_per_cohort)
+                      if in_cohorts else 1)
+  silo_records = None
+  if silo_of is not None:
+    # A silo's record sums all of its users' clipped updates (user-level
+    # DP), or is the silo's own clipped update (silo-level DP).
+    silo_records = cohort_work.SiloRecords(
+        uniform=config.silos.weighting == 'uniform',
+        clip_silo=config.dp.enabled and config.silos.dp_unit == 'silo')
+    if silo_records.clip_silo:
+      records_per_round, users_per_record = config.silos.num_silos, 1
+    else:
+      users_per_record = int(np.bincount(silo_of).max())
   aggregator = aggregation_lib.build_aggregator(
       config.dp, dataclasses.replace(config.aggregation, zeroing=False)
       if zeroing_per_user else config.aggregation, noise_multiplier,
-      config.clients_per_round, weighted=config.weighted or in_cohorts,
-      preclipped=clip_per_user,
-      users_per_record=(cohorts_lib.max_users(config.users_per_cohort)
-                        if in_cohorts else 1))
+      records_per_round, weighted=config.weighted or in_cohorts,
+      preclipped=clip_per_user, users_per_record=users_per_record)
   clip_query = (aggregation_lib.dp_query(
-      config.dp, noise_multiplier, config.clients_per_round)
+      config.dp, noise_multiplier, records_per_round)
                 if clip_per_user else None)
   return config.method.build_process(registry.ProcessInputs(
       model_config=model_config, num_items=data.num_items,
@@ -529,7 +575,38 @@ def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
       optimizer_settings=config.optimizers, zeroing_per_user=zeroing_per_user,
       clip_query=clip_query,
       client_state_dir=os.path.join(config.output_dir, CLIENT_STATES_DIRNAME),
-      seed=config.seed))
+      seed=config.seed, silo_of=silo_of, silo_records=silo_records))
+
+
+def fitted_to_silos(config: ExperimentConfig, data: corpus_lib.Corpus,
+                    num_training_users: int
+                    ) -> tuple[ExperimentConfig, Optional[np.ndarray]]:
+  """`config` as a cross-silo run trains it (every user of every silo in
+  every round), and each dense user id's silo (`silo_assignment`); without
+  --partition=silo, `config` and None."""
+  silo_of = silo_assignment(config, data)
+  if silo_of is None:
+    return config, None
+  return dataclasses.replace(
+      config, clients_per_round=num_training_users), silo_of
+
+
+def silo_assignment(config: ExperimentConfig,
+                    data: corpus_lib.Corpus) -> Optional[np.ndarray]:
+  """Each dense user id's silo under --partition=silo (else None).
+
+  Raises:
+    ValueError / ratings_lib.DataError: no user file for a field key, no
+      such field, fewer users or values than silos (one line).
+  """
+  if not config.silos.enabled:
+    return None
+  values = None
+  if config.silos.needs_user_info:
+    info = data.user_info(config.data)
+    values = silos_lib.user_values(info.fields, config.silos.key,
+                                   info.source)
+  return silos_lib.assign(data.num_users, config.silos, config.seed, values)
 
 
 def resolve_privacy(config: ExperimentConfig, num_training_users: int,
@@ -542,10 +619,13 @@ def resolve_privacy(config: ExperimentConfig, num_training_users: int,
   if not config.dp.enabled:
     return None
   dp = config.dp
+  # The protected unit: a user, or under --dp_unit=silo a whole silo (every
+  # silo in every round). delta stays below 1 / users either way.
+  units, per_round = num_training_users, config.clients_per_round
+  if config.silos.enabled and config.silos.dp_unit == 'silo':
+    units = per_round = config.silos.num_silos
   setting = accounting.PrivacySetting(
-      num_users=num_training_users,
-      clients_per_round=config.clients_per_round,
-      sampling=config.sampling,
+      num_users=units, clients_per_round=per_round, sampling=config.sampling,
       delta=(dp.target_delta if dp.target_delta is not None else
              accounting.default_delta(num_training_users)),
       accountant=dp.accountant)
@@ -558,7 +638,7 @@ def resolve_privacy(config: ExperimentConfig, num_training_users: int,
   else:
     noise = setting.calibrate(dp.target_epsilon, config.loop.total_rounds)
   if dp.mechanism == aggregation_lib.Mechanism.ADAPTIVE:
-    aggregation_lib.check_adaptive_noise(noise, config.clients_per_round)
+    aggregation_lib.check_adaptive_noise(noise, per_round)
   first_round = setting.epsilon(noise, 1)
   if dp.stop_at_epsilon is not None and first_round > dp.stop_at_epsilon:
     raise ValueError(
@@ -573,8 +653,10 @@ def resolve_privacy(config: ExperimentConfig, num_training_users: int,
          if dp.noise_multiplier is None else '')
       + f', delta {setting.delta:.3g}, q {setting.sampling_probability:.4f}, '
       f'epsilon {planned:.4g} after {config.loop.total_rounds} rounds '
-      f'({dp.accountant.value.upper()}). Clients are weighted uniformly under '
-      'DP.')
+      f'({dp.accountant.value.upper()}). '
+      + ('Each silo is one record (silo-level DP).'
+         if units != num_training_users else
+         'Clients are weighted uniformly under DP.'))
   return accountant
 
 
@@ -582,18 +664,21 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
                    split: splits_lib.Split, store_path: str,
                    model_config: builder.ModelConfig,
                    accountant: Optional[accounting.RoundAccountant],
-                   tff_runtime: runtime.Runtime):
+                   tff_runtime: runtime.Runtime,
+                   silo_of: Optional[np.ndarray] = None):
   """Trains the federated algorithm on the running `tff_runtime`.
 
   Returns:
     Its test metrics by name (the algorithm's, and FedAvg's fine-tuned ones
-    with `config.finetune`), the trained model as a Keras model, and the round
+    with `config.finetune`), the trained model as a Keras model, the round
     whose model they are (the last, or the best on validation with
-    `config.loop.select_by`).
+    `config.loop.select_by`), that model's global weights, and a stateful
+    method's users' states of that round (else None).
   """
   process = build_process(
       config, data, store_path, model_config,
-      accountant.noise_multiplier if accountant is not None else None)
+      accountant.noise_multiplier if accountant is not None else None,
+      silo_of)
   update_shapes = [
       w.shape for w in process.get_model_weights(process.initialize()).trainable]
   static_metrics = {'bytes_per_client': float(
@@ -664,7 +749,7 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
   if config.finetune:
     results[f'{config.algorithm}_finetuned'] = (
         evaluator.evaluate_finetuned(weights, 'test'))
-  return results, keras_model, selection.round
+  return results, keras_model, selection.round, weights, states
 
 
 def _run_popularity(config: ExperimentConfig, data: corpus_lib.Corpus,
@@ -737,6 +822,10 @@ class _Run:
   ranking_evaluator: Optional[evaluators.RankingEvaluator]  # Implicit only.
   # The round whose model gave the test metrics (`--select_by`; else None).
   selected_round: Optional[int] = None
+  silo_of: Optional[np.ndarray] = None  # --partition=silo: each user's silo.
+  weights: Any = None  # The federated model reported (a learning process's).
+  client_states: Any = None  # Its users' states (a stateful method's).
+  centralized_model: Any = None  # The centralized baseline, if trained.
 
   @property
   def kind(self) -> registry.Kind:
@@ -782,12 +871,18 @@ def run_experiment(config: ExperimentConfig,
       results.update(_popularity_floor(run))
     baseline, trained = _centralized_baseline(run, log, trained)
     results.update(baseline)
+    # Before the export, which reloads Keras models in a graph of its own.
+    silo_rows = _per_silo(run, log)
     if trained is not None:
       with phases.phase('exporting the model'):
         from_keras.export_model(config, run.data, run.split, trained,
                                 run.model_config, os.path.join(
                                     config.output_dir, EXPORT_DIRNAME))
     summary = _summary(run, results, time.time() - started)
+    if silo_rows:
+      summary['silos'] = silo_rows
+      summary['silo_summary'] = silo_summary(summary)
+      _plot_silos(run, summary)
     write_json_atomically(os.path.join(config.output_dir, 'summary.json'),
                           summary)
     _plot_learning_curves(run, summary)
@@ -817,8 +912,20 @@ def _prepare(config: ExperimentConfig, log, warn) -> _Run:
   kind = config.method.kind
   training_users = np.unique(split.train.users)
   num_training_users = int(training_users.size)
+  silo_of = None
   if kind == registry.Kind.PROCESS:
     # Validates the sampling settings before anything is written.
+    config, silo_of = fitted_to_silos(config, data, num_training_users)
+    if silo_of is not None:
+      sizes = np.bincount(silo_of[training_users],
+                          minlength=config.silos.num_silos)
+      if not sizes.all():
+        raise ValueError(
+            f'--partition=silo: silo {int(np.argmin(sizes))} has no training '
+            f'user (--silo_key={config.silos.key}); lower --num_silos.')
+      log(f'{config.silos.num_silos} silos by {config.silos.key}, each '
+          f'every round as one cohort: {", ".join(map(str, sizes))} training '
+          'users (--clients_per_round is not used).')
     sampling_lib.ClientSampler(training_users.astype(str).tolist(),
                                config.clients_per_round, config.sampling,
                                config.seed)
@@ -854,7 +961,8 @@ def _prepare(config: ExperimentConfig, log, warn) -> _Run:
         ranking_lib.check_task(ranking_evaluator.partition(split_name).task,
                                config.ranking)
   return _Run(config, data, split, model_config, accountant, store_path,
-              ranking_evaluator)
+              ranking_evaluator,
+              silo_of=silo_of)
 
 
 def _train_method(run: _Run, tff_runtime: runtime.Runtime, warn):
@@ -864,9 +972,10 @@ def _train_method(run: _Run, tff_runtime: runtime.Runtime, warn):
   config = run.config
   _set_aside_damaged_metrics(config.output_dir, warn)
   with phases.phase(f'training ({config.algorithm})'):
-    results, keras_model, selected_round = _run_federated(
+    (results, keras_model, selected_round, run.weights,
+     run.client_states) = _run_federated(
         config, run.data, run.split, run.store_path, run.model_config,
-        run.accountant, tff_runtime)
+        run.accountant, tff_runtime, run.silo_of)
   if config.loop.select_by:
     run.selected_round = selected_round
   return results, keras_model
@@ -906,6 +1015,7 @@ def _centralized_baseline(run: _Run, log, trained):
   with phases.phase('training the centralized baseline'):
     metrics, model = _run_centralized(config, run.data, run.split,
                                       run.model_config, run.ranking_evaluator)
+  run.centralized_model = model
   return (collections.OrderedDict(centralized=metrics),
           model if run.kind == registry.Kind.CENTRAL else trained)
 
@@ -933,6 +1043,120 @@ def _summary(run: _Run, results: collections.OrderedDict,
       privacy=_privacy_summary(config, run.accountant),
       wall_seconds=wall_seconds,
   )
+
+
+def _per_silo(run: _Run, log) -> list[collections.OrderedDict]:
+  """Cross-silo runs: each silo's test users under the federated model, the
+  centralized model of the pooled data and the silo's local-only model (the
+  same model trained centrally on the silo's own data alone)."""
+  if run.silo_of is None or run.weights is None:
+    return []
+  config, data = run.config, run.data
+  rows, evaluated = [], []
+  with phases.phase('evaluating each silo'):
+    for k in range(config.silos.num_silos):
+      split = splits_lib.of_users(run.split, run.silo_of == k)
+      rows.append(collections.OrderedDict(
+          silo=k, training_users=int(np.unique(split.train.users).size),
+          training_ratings=len(split.train),
+          test_users=int(split.test.users.size),
+          test_ratings=len(split.test.query)))
+      if not len(split.test.query):  # pylint: disable=g-explicit-length-test
+        continue
+      model_config = model_config_of(config, split, data)
+      evaluator = (evaluators.RankingEvaluator if data.implicit else
+                   evaluators.RatingEvaluator)(config, data, split,
+                                               model_config)
+      evaluated.append((rows[-1], split, model_config, evaluator))
+    # The Keras models first: scoring a stateful method's users builds a
+    # Keras model in a graph of its own, which invalidates earlier ones.
+    for row, split, model_config, evaluator in evaluated:
+      if run.centralized_model is None:
+        break
+      row['centralized'] = (
+          evaluator.evaluate_keras(run.centralized_model, 'test')
+          if data.implicit else evaluators.rating_metrics_of(
+              run.centralized_model, split.test))
+      log(f'Training silo {row["silo"]}\'s local-only model ...')
+      row['local_only'], _ = _run_centralized(
+          config, data, split, model_config,
+          evaluator if data.implicit else None)
+    for row, _, _, evaluator in evaluated:
+      row[config.algorithm] = evaluator.evaluate(
+          run.weights, 'test', client_states=run.client_states)
+  return [collections.OrderedDict(
+      [(k, r[k]) for k in list(r)[:5]] +
+      [(m, r[m]) for m in ('local_only', config.algorithm, 'centralized')
+       if m in r]) for r in rows]
+
+
+def silo_metric(summary) -> str:
+  """The metric the per-silo table and plot show."""
+  return ('sampled/ndcg@10' if summary.get('feedback') == 'implicit' else
+          'rmse')
+
+
+def silo_summary(summary) -> collections.OrderedDict:
+  """The per-silo comparison in a few numbers (for tables): each model's
+  metric over all silos' test ratings pooled (`local_only`: each user scored
+  by its own silo's model), and the federated model's gain over each silo's
+  local-only model (positive: federated better), least and mean, and how
+  many silos it beats."""
+  metric = silo_metric(summary)
+  rows = [r for r in summary['silos'] if summary['algorithm'] in r]
+  result = collections.OrderedDict(metric=metric)
+  weights = np.array([r['test_ratings'] for r in rows], np.float64)
+  for model in ('local_only', summary['algorithm'], 'centralized'):
+    if rows and all(model in r for r in rows):
+      values = np.array([r[model][metric] for r in rows])
+      # RMSE pools as the root of the rating-weighted mean square; ranking
+      # metrics are user means, so they pool by test users.
+      if metric == 'rmse':
+        pooled = float(np.sqrt(np.sum(weights * values**2) / weights.sum()))
+      else:
+        users = np.array([r['test_users'] for r in rows], np.float64)
+        pooled = float(np.sum(users * values) / users.sum())
+      result[f'{model}_{metric}'] = pooled
+  if rows and all('local_only' in r for r in rows):
+    sign = -1.0 if metric == 'rmse' else 1.0
+    gains = [sign * (r[summary['algorithm']][metric] - r['local_only'][metric])
+             for r in rows]
+    result.update(min_gain=float(min(gains)), mean_gain=float(np.mean(gains)),
+                  silos_beaten=int(sum(g > 0 for g in gains)),
+                  silos=len(gains))
+  return result
+
+
+def _plot_silos(run: _Run, summary) -> None:
+  metric = silo_metric(summary)
+  rows = summary['silos']
+  models = [m for m in ('local_only', run.config.algorithm, 'centralized')
+            if any(m in r for r in rows)]
+  plots.plot_grouped_bars(
+      [f'silo {r["silo"]}\n{r["test_users"]} users' for r in rows],
+      {m: [r[m].get(metric, float('nan')) if m in r else float('nan')
+           for r in rows] for m in models},
+      f'test {metric}', f'{run.config.experiment_name}: each silo\'s test '
+      f'users ({run.config.silos.key} silos)',
+      os.path.join(run.config.output_dir, 'silos.png'))
+
+
+def format_silos(summary) -> str:
+  """The per-silo table of a cross-silo run's summary ('' otherwise)."""
+  rows = summary.get('silos')
+  if not rows:
+    return ''
+  metric = silo_metric(summary)
+  models = [m for m in ('local_only', summary['algorithm'], 'centralized')
+            if any(m in r for r in rows)]
+  table = [('silo', 'training users', 'test ratings') + tuple(
+      f'{m} {metric}' for m in models)]
+  for row in rows:
+    table.append((str(row['silo']), str(row['training_users']),
+                  str(row['test_ratings'])) + tuple(
+                      f'{row[m][metric]:.4f}' if m in row else '-'
+                      for m in models))
+  return text_table.format_rows(table)
 
 
 def _plot_learning_curves(run: _Run, summary) -> None:
@@ -991,8 +1215,11 @@ def _privacy_summary(config: ExperimentConfig,
         statement=statement.privacy_statement(
             config.method.privacy_note(dp=False), 'none'))
   setting = accountant.setting
+  unit = ('user' if not config.silos.enabled else
+          'silo' if config.silos.dp_unit == 'silo' else 'user_in_silos')
   return collections.OrderedDict(
       mechanism=config.dp.mechanism.value,
+      unit=unit.split('_')[0],
       noise_multiplier=accountant.noise_multiplier,
       target_epsilon=config.dp.target_epsilon,
       epsilon=accountant.epsilon,
@@ -1004,7 +1231,7 @@ def _privacy_summary(config: ExperimentConfig,
       statement=statement.privacy_statement(
           config.method.privacy_note(dp=True), config.dp.mechanism.value,
           accountant.epsilon, setting.delta, accountant.rounds,
-          setting.sampling.value, setting.accountant.value))
+          setting.sampling.value, setting.accountant.value, unit))
 
 
 # Columns of the ranking summary table (implicit feedback).

@@ -52,6 +52,7 @@ class TrainedRun:
   # A stateful method's users' local states (name -> [users, ...]) as of
   # the checkpoint (of its selected round, with --select_by).
   client_states: Optional[dict] = None
+  silo_of: Optional[np.ndarray] = None  # --partition=silo: each user's silo.
 
 
 def load_run(experiment_dir: str) -> TrainedRun:
@@ -76,11 +77,14 @@ def load_run(experiment_dir: str) -> TrainedRun:
   store_path = client_store.create_client_store(
       split, config.cache_dir or os.path.join(config.root_output_dir, 'cache'),
       log=_log)
-  accountant = experiment_lib.resolve_privacy(
-      config, int(np.unique(split.train.users).size), log=lambda _: None)
+  num_training_users = int(np.unique(split.train.users).size)
+  config, silo_of = experiment_lib.fitted_to_silos(config, data,
+                                                   num_training_users)
+  accountant = experiment_lib.resolve_privacy(config, num_training_users,
+                                              log=lambda _: None)
   process = experiment_lib.build_process(
       config, data, store_path, model_config,
-      None if accountant is None else accountant.noise_multiplier)
+      None if accountant is None else accountant.noise_multiplier, silo_of)
   structure = loop_lib.checkpoint_structure(process, config.loop,
                                            accountant is not None)
   manager = tff.program.FileProgramStateManager(checkpoints)
@@ -97,14 +101,15 @@ def load_run(experiment_dir: str) -> TrainedRun:
                              selected=bool(config.loop.select_by))
   if config.data.implicit:
     return TrainedRun(config, data, split, None, int(saved['round']),
-                      model_weights=weights, client_states=states)
+                      model_weights=weights, client_states=states,
+                      silo_of=silo_of)
   num_users = None if not config.method.global_user_table else data.num_users
   keras_model = from_keras.keras_model_of(
       model_config, data.num_items, num_users, weights)
   model, vectors, biases = from_keras.model_from_keras(
       keras_model, model_config, data.num_items)
   return TrainedRun(config, data, split, model, int(saved['round']), vectors,
-                    biases, weights, states)
+                    biases, weights, states, silo_of)
 
 
 def user_vectors(run: TrainedRun, users: np.ndarray, items, ratings):
@@ -150,7 +155,8 @@ def evaluate_run(run: TrainedRun, split_name: str,
   seen = np.isin(users, np.fromiter(participants(run), np.int64))
   return slices.report(users, activity, seen, partition.query.users,
                        partition.query.ratings, predictions, activity_edges,
-                       partition.query.items, partition.cold_items)
+                       partition.query.items, partition.cold_items,
+                       None if run.silo_of is None else run.silo_of[users])
 
 
 def evaluate_ranking(run: TrainedRun, split_name: str) -> ranking.RankingResult:

@@ -1,0 +1,211 @@
+"""Cross-silo runs end to end (--partition=silo; data/silos.py)."""
+
+import csv
+import json
+import os
+
+from absl.testing import absltest
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from research.fedrec.algorithms import sampling
+from research.fedrec.data import corpus
+from research.fedrec.data import ratings
+from research.fedrec.data import silos
+from research.fedrec.data import synthetic
+from research.fedrec.privacy import accounting
+from research.fedrec.privacy import settings
+from research.fedrec.training import centralized
+from research.fedrec.training import experiment
+from research.fedrec.training import loop
+from research.fedrec.training import runtime
+from research.fedrec.training import trained
+
+_DATA = corpus.DataConfig(synthetic_config=synthetic.SyntheticConfig(
+    num_users=30, num_items=40, num_ratings=900, min_ratings_per_user=20))
+_SILOS = silos.SiloConfig(partition='silo', num_silos=3)
+_DP = dict(mechanism=settings.Mechanism.FIXED, noise_multiplier=1.0,
+           clip=0.5)
+
+
+def _config(root, name, **overrides):
+  values = dict(
+      root_output_dir=root, experiment_name=name, data=_DATA,
+      loop=loop.LoopConfig(total_rounds=2, eval_every=1, progress=False),
+      clients_per_round=3, run_centralized_baseline=False,
+      centralized=centralized.CentralizedConfig(epochs=1, batch_size=64))
+  values.update(overrides)
+  return experiment.ExperimentConfig(**values)
+
+
+def _rows(root, name):
+  with open(os.path.join(root, name, 'metrics.csv')) as f:
+    return list(csv.DictReader(f))
+
+
+class RefusalTest(absltest.TestCase):
+
+  def test_what_cannot_train_in_silos_is_one_line(self):
+    for overrides, message in (
+        (dict(algorithm='fedavg'), "--partition=silo: --algorithm=fedavg "
+         "cannot train in silos \\(its global user table would carry every "
+         "silo's user embeddings to the server\\); these can: .*fedmf"),
+        (dict(execution='per_client'), 'drop --execution=per_client'),
+        (dict(sampling=sampling.SamplingScheme.POISSON),
+         'drop --client_sampling=poisson'),
+        (dict(silos=silos.SiloConfig(partition='silo', num_silos=3,
+                                     dp_unit='silo')),
+         '--dp_unit=silo needs --dp'),
+        (dict(silos=silos.SiloConfig(partition='silo', num_silos=3,
+                                     weighting='uniform'),
+              dp=settings.DPConfig(**_DP)),
+         '--silo_weighting applies without DP')):
+      with self.subTest(overrides=list(overrides)):
+        with self.assertRaisesRegex(ValueError, message):
+          _config('/nonexistent', 'x', **{'silos': _SILOS, **overrides})
+
+  def test_a_field_key_needs_a_user_file(self):
+    root = self.create_tempdir().full_path
+    config = _config(root, 'field', silos=silos.SiloConfig(
+        partition='silo', num_silos=2, key='occupation'))
+    with self.assertRaisesRegex(ratings.DataError,
+                                'has no user demographics'):
+      experiment.run_experiment(config, log=lambda _: None)
+    self.assertEmpty(os.listdir(root))  # Nothing half-written.
+
+
+class CrossSiloTest(absltest.TestCase):
+
+  def _assert_server_holds_items_only(self, run_dir):
+    """The latest checkpoint's tensors: item embeddings, item biases and
+    scalars (40 items), never a user's."""
+    checkpoints = os.path.join(run_dir, 'checkpoints')
+    (latest,) = os.listdir(checkpoints)
+    shapes = {tuple(np.shape(leaf)) for leaf in tf.nest.flatten(
+        tf.saved_model.load(os.path.join(checkpoints, latest))())}
+    dim = _config('/x', 'x').model.embedding_dim
+    self.assertEmpty(shapes - {(40, dim), (40, 1), ()})
+
+  @pytest.mark.slow
+  def test_silos_by_ratings_train_as_every_user_every_round(self):
+    """Without DP a silo's record is its users' weighted mean, weighted by
+    their ratings: the round is the one of every user as its own record."""
+    root = self.create_tempdir().full_path
+    silo = experiment.run_experiment(
+        _config(root, 'silo', silos=_SILOS, run_centralized_baseline=True),
+        log=lambda _: None)
+    every = experiment.run_experiment(
+        _config(root, 'every', clients_per_round=30), log=lambda _: None)
+    for a, b in zip(_rows(root, 'silo'), _rows(root, 'every')):
+      for key in ('train/loss', 'train/rmse', 'val/rmse'):
+        self.assertAlmostEqual(float(a[key]), float(b[key]), delta=1e-5 *
+                               abs(float(b[key])))
+      self.assertEqual(a['clients'], '30')
+    self.assertAlmostEqual(silo['test_metrics']['fedrecon']['rmse'],
+                           every['test_metrics']['fedrecon']['rmse'], places=5)
+    with open(os.path.join(root, 'silo', 'hparams.json')) as f:
+      recorded = json.load(f)['config']['silos']
+    self.assertEqual(recorded['partition'], 'silo')
+    self.assertEqual(recorded['num_silos'], 3)
+    # No user embedding reaches the server: the checkpoint's tensors are
+    # item embeddings, item biases and scalars.
+    self._assert_server_holds_items_only(os.path.join(root, 'silo'))
+    # evaluate.py: every user took part; one row per silo, which recombine.
+    with runtime.local_runtime(False):
+      run = trained.load_run(os.path.join(root, 'silo'))
+    report = trained.evaluate_run(run, 'test')
+    rows = {(r['slice_kind'], r['slice']): r for r in report.slices}
+    self.assertAlmostEqual(report.overall['rmse'],
+                           silo['test_metrics']['fedrecon']['rmse'], places=6)
+    self.assertEqual(rows['participation', 'unseen']['users'], 0)
+    silo_rows = [rows['silo', k] for k in '012']
+    self.assertEqual(sum(r['users'] for r in silo_rows),
+                     report.overall['users'])
+    self.assertAlmostEqual(
+        sum(r['mse'] * r['ratings'] for r in silo_rows) /
+        report.overall['ratings'], report.overall['mse'], places=5)
+    # train.py's comparison per silo: its test users under the federated,
+    # the pooled centralized and the silo's own local-only model.
+    rows = silo['silos']
+    self.assertEqual([r['silo'] for r in rows], [0, 1, 2])
+    self.assertEqual(sum(r['training_users'] for r in rows), 30)
+    self.assertEqual(sum(r['training_ratings'] for r in rows),
+                     len(run.split.train))
+    for model in ('fedrecon', 'centralized'):
+      self.assertAlmostEqual(
+          sum(r[model]['mse'] * r['test_ratings'] for r in rows) /
+          sum(r['test_ratings'] for r in rows),
+          silo['test_metrics'][model]['mse'], places=5)
+    for row in rows:
+      self.assertNotEqual(row['local_only']['rmse'], row['centralized']['rmse'])
+    brief = silo['silo_summary']
+    self.assertAlmostEqual(brief['fedrecon_rmse'],
+                           silo['test_metrics']['fedrecon']['rmse'], places=5)
+    self.assertAlmostEqual(brief['centralized_rmse'],
+                           silo['test_metrics']['centralized']['rmse'],
+                           places=5)
+    gains = [r['local_only']['rmse'] - r['fedrecon']['rmse'] for r in rows]
+    self.assertEqual((brief['min_gain'], brief['silos_beaten'],
+                      brief['silos']),
+                     (min(gains), sum(g > 0 for g in gains), 3))
+    self.assertAlmostEqual(brief['mean_gain'], sum(gains) / 3)
+    table = experiment.format_silos(silo).splitlines()
+    self.assertEqual(table[0].split(), [
+        'silo', 'training', 'users', 'test', 'ratings', 'local_only', 'rmse',
+        'fedrecon', 'rmse', 'centralized', 'rmse'])
+    self.assertEqual(table[2].split()[0], '1')
+    self.assertEqual(float(table[2].split()[4]),
+                     round(rows[1]['fedrecon']['rmse'], 4))
+    with open(os.path.join(root, 'silo', 'silos.png'), 'rb') as f:
+      self.assertEqual(f.read(8), b'\x89PNG\r\n\x1a\n')
+    # Weighing silos equally changes the round.
+    experiment.run_experiment(
+        _config(root, 'uniform', silos=silos.SiloConfig(
+            partition='silo', num_silos=3, weighting='uniform')),
+        log=lambda _: None)
+    self.assertNotAlmostEqual(float(_rows(root, 'uniform')[1]['train/loss']),
+                              float(_rows(root, 'silo')[1]['train/loss']),
+                              places=6)
+
+  @pytest.mark.slow
+  def test_a_stateful_method_keeps_its_users_states_in_the_silos(self):
+    root = self.create_tempdir().full_path
+    summary = experiment.run_experiment(
+        _config(root, 'fedmf', algorithm='fedmf', silos=_SILOS,
+                run_centralized_baseline=True), log=lambda _: None)
+    self.assertEqual([list(r)[5:] for r in summary['silos']],
+                     [['local_only', 'fedmf', 'centralized']] * 3)
+    self.assertAlmostEqual(summary['silo_summary']['fedmf_rmse'],
+                           summary['test_metrics']['fedmf']['rmse'], places=5)
+    self._assert_server_holds_items_only(os.path.join(root, 'fedmf'))
+    # Each user's vector is kept beside the run, in its silo's custody.
+    self.assertTrue(os.path.isdir(os.path.join(
+        root, 'fedmf', experiment.CLIENT_STATES_DIRNAME)))
+
+  @pytest.mark.slow
+  def test_dp_protects_a_user_or_a_silo_as_accounted(self):
+    root = self.create_tempdir().full_path
+    users = 30
+    delta = accounting.default_delta(users)
+    for unit, units in (('user', users), ('silo', 3)):
+      config = _config(root, unit, dp=settings.DPConfig(**_DP),
+                       optimizers=experiment.OptimizerConfig(
+                           server_learning_rate=0.1),
+                       silos=silos.SiloConfig(partition='silo', num_silos=3,
+                                              dp_unit=unit))
+      privacy = experiment.run_experiment(config,
+                                          log=lambda _: None)['privacy']
+      setting = accounting.PrivacySetting(
+          num_users=units, clients_per_round=units,
+          sampling=sampling.SamplingScheme.UNIFORM, delta=delta)
+      self.assertEqual(privacy['unit'], unit)
+      self.assertAlmostEqual(privacy['epsilon'], setting.epsilon(1.0, 2))
+      self.assertEqual(privacy['sampling_probability'], 1.0)
+      self.assertEqual(privacy['delta'], delta)
+      self.assertTrue(privacy['statement'].startswith(
+          'User-level' if unit == 'user' else 'Silo-level'), unit)
+
+
+if __name__ == '__main__':
+  absltest.main()
