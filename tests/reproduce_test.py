@@ -57,11 +57,13 @@ class _TableTestCase(absltest.TestCase):
     self.assertEqual([r['row'] for r in written], [r.name for r in rows])
     for row in written:
       self.assertEqual(row['seeds'], str(seeds))
+      defined = next(r for r in rows if r.name == row['row'])
+      without_dp = row['row'] in ('nodp', 'centralized', 'federated') or (
+          not any('dp' in flags for flags in defined.runs.values()))
       for metric in table.metrics:
         # Rows without DP have no privacy metrics (epsilon, noise).
         private_metric = metric.source == 'privacy' or metric.key == 'epsilon'
-        if not private_metric or row['row'] not in (
-            'nodp', 'centralized', 'federated'):
+        if not private_metric or not without_dp:
           self.assertTrue(math.isfinite(float(row[f'{metric.name}_mean'])),
                           (row['row'], metric.name))
     self.assertLen(_read_csv(base + '_runs.csv'), len(rows) * seeds)
@@ -155,6 +157,16 @@ class ColdStartTableTest(_TableTestCase):
     self._assert_smoke_table('cold_start_ranking_ml100k',
                              ('popularity', 'genres_centralized',
                               'genres_year_fedrecon'))
+
+
+@pytest.mark.slow
+class CrossSiloTableTest(_TableTestCase):
+
+  def test_cross_silo_ml100k_at_smoke_scale(self):
+    # The built-in corpus has no user file: a random-store row (the zip
+    # rows' field key is tested in tests/training/cross_silo_test.py).
+    result = self._assert_smoke_table('cross_silo_ml100k', ('random3',))
+    self.assertIn('--partition=silo', result.stdout)
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ def _combine(deltas, examples, uniform_weighting, clip=None, silos=None):
                           noise_multiplier=1.0), 0.0,
         clients_per_round=2)
     params = query.derive_sample_params(query.initial_global_state())
-  update, weight, _, _ = cohort_work.combine(
+  update, weight, _, _, _ = cohort_work.combine(
       [(tf.constant(deltas, tf.float32), None, None)],
       tf.constant(examples, tf.float32), uniform_weighting, None, (), (),
       query, params, silos)
@@ -79,3 +79,37 @@ class CombineTest(absltest.TestCase):
 
 if __name__ == '__main__':
   absltest.main()
+
+
+class UploadBytesTest(absltest.TestCase):
+  """Row-sparse uploads: a table's changed rows (values and a 4-byte id
+  each) or the table whole if smaller; other tensors whole."""
+
+  # Two users' copies of 3 rows of a 5-row table (2 floats a row: 12 bytes
+  # sent per row) and a global scalar.
+  deltas = [tf.constant([[[1., 0.], [0., 0.], [2., 2.]],
+                         [[0., 0.], [3., 0.], [0., 0.]]]),
+            tf.constant([[0.5], [0.0]])]
+  parts = [(None, 'rows', 5), (None, None, None)]
+  update = [tf.constant([[1., 0.], [0., 0.], [2., 2.], [0., 0.], [0., 0.]]),
+            tf.constant([0.5])]
+
+  def _bytes(self, user_deltas, finite=(True, True), dense=False, update=None):
+    return float(cohort_work.sparse_upload_bytes(
+        self.parts, user_deltas, tf.constant(finite),
+        update or self.update, dense))
+
+  def test_per_user_records(self):
+    # User 0: 2 rows (24 bytes) + 4; user 1: 1 row (12) + 4 (its zero
+    # scalar is sent whole: a dense tensor's size does not depend on it).
+    self.assertEqual(self._bytes(self.deltas), 24 + 4 + 12 + 4)
+    self.assertEqual(self._bytes(self.deltas, (True, False)), 24 + 4)
+    # Under DP every record is whole: 2 x (5 x 2 x 4 + 4).
+    self.assertEqual(self._bytes(self.deltas, dense=True), 2 * 44)
+
+  def test_a_silos_record_is_its_update(self):
+    self.assertEqual(self._bytes(None), 2 * 12 + 4)
+    self.assertEqual(self._bytes(None, dense=True), 44)
+    # Every row changed: 5 x 12 = 60 bytes row-sparse, 40 whole.
+    full = [tf.ones([5, 2]), tf.constant([0.5])]
+    self.assertEqual(self._bytes(None, update=full), 40 + 4)

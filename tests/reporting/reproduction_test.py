@@ -22,8 +22,9 @@ from tests import binaries
 
 _TABLES = ['bandit_contexts_ml100k', 'bandits_ml100k',
            'cold_start_ml100k', 'cold_start_ranking_ml100k',
-           'fedrecon_movielens', 'fedrecon_tutorial', 'pfedrec_ml100k',
-           'privacy_utility', 'ranking_loo', 'ratings_ml100k']
+           'cross_silo_ml100k', 'fedrecon_movielens', 'fedrecon_tutorial',
+           'pfedrec_ml100k', 'privacy_utility', 'ranking_loo',
+           'ratings_ml100k']
 # t quantile 0.975 with 2 degrees of freedom (a printed t table's value).
 _T_975_2 = 4.302652729749464
 

@@ -125,6 +125,24 @@ class CrossSiloTest(absltest.TestCase):
     self.assertAlmostEqual(
         sum(r['mse'] * r['ratings'] for r in silo_rows) /
         report.overall['ratings'], report.overall['mse'], places=5)
+    # Bytes: every user (or silo) sends the rows it changed, 4 bytes of id
+    # each, or a table whole where smaller, and the global bias.
+    dim = _config(root, 'x').model.embedding_dim
+    train_rows = run.split.train
+
+    def sparse_bytes(groups):
+      return sum(min(len(g) * (4 * dim + 4), 40 * dim * 4) +
+                 min(len(g) * 8, 40 * 4) + 4 for g in groups)
+
+    by_user = [set(train_rows.items[train_rows.users == u]) for u in range(30)]
+    by_silo = [set().union(*(by_user[u] for u in range(30)
+                             if run.silo_of[u] == k)) for k in range(3)]
+    for name, groups in (('every', by_user), ('silo', by_silo)):
+      for row in _rows(root, name):
+        self.assertEqual(float(row['bytes_per_round_row_sparse']),
+                         sparse_bytes(groups))
+        self.assertEqual(float(row['bytes_per_round']),
+                         float(row['bytes_per_client']) * len(groups))
     # train.py's comparison per silo: its test users under the federated,
     # the pooled centralized and the silo's own local-only model.
     rows = silo['silos']

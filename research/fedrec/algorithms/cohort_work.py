@@ -144,12 +144,13 @@ def combine(parts, examples, uniform_weighting: bool, zeroing_work,
       cohorts.
 
   Returns:
-    `(update, total_weight, quantile_record, zeroed_count)`: the update is
-    the users' weighted mean (a non-finite user left out with weight 0, as
-    TFF does per client), its tensors in the order of `parts`; under DP the
-    cohort's record for `aggregation.PreclippedQuery` (its users' clipped
-    updates summed, with their unclipped indicators under adaptive
-    clipping).
+    `(update, total_weight, quantile_record, zeroed_count, upload_bytes)`:
+    the update is the users' weighted mean (a non-finite user left out with
+    weight 0, as TFF does per client), its tensors in the order of `parts`;
+    under DP the cohort's record for `aggregation.PreclippedQuery` (its users'
+    clipped updates summed, with their unclipped indicators under adaptive
+    clipping). `upload_bytes`: what the cohort's records take sent
+    row-sparse (`sparse_upload_bytes`).
   """
   deltas = [delta for delta, _, _ in parts]
   num_users = tf.shape(examples)[0]
@@ -217,11 +218,64 @@ def combine(parts, examples, uniform_weighting: bool, zeroing_work,
     # The server's mean over silos (a silo none of whose users is finite
     # keeps weight 0).
     total_weight = tf.cast(total_weight > 0, tf.float32)
+  upload = sparse_upload_bytes(
+      parts, deltas if silos is None else None, finite, update,
+      dense=clip_query is not None)
   if clip_query is not None:
     update = aggregation.cohort_record(
         clip_query, update,
         None if indicators is None else tf.reduce_sum(indicators))
-  return update, total_weight, quantile_record, zeroed_count
+  return update, total_weight, quantile_record, zeroed_count, upload
+
+
+UPLOAD_BYTES = 'upload_bytes'  # The training metric of `sparse_upload_bytes`.
+
+
+def with_upload(unfinalized, upload_bytes):
+  """A cohort's unfinalized training metrics with its records' row-sparse
+  upload bytes (summed over the round's cohorts: `train/upload_bytes`)."""
+  return collections.OrderedDict(unfinalized, **{UPLOAD_BYTES: [upload_bytes]})
+
+
+def sparse_upload_bytes(parts, user_deltas, finite, update,
+                        dense: bool = False) -> tf.Tensor:
+  """Bytes a cohort's records take when item tables are sent row-sparse.
+
+  A record sends, of each table of which users hold copies of some rows
+  (`parts` with segment ids), only the rows its update changed, each as its
+  values (float32) and its row id (int32), or the table whole where that is
+  smaller (a silo's many users change most rows); every other tensor whole.
+  Rows an update leaves unchanged add nothing to the sum, so the server's
+  aggregate is the dense one exactly. Per user (`user_deltas`: each finite
+  user is a record, e.g. a sampled device) or, with `user_deltas` None,
+  the cohort's `update` as one record (a silo's). With `dense` (under DP a
+  data-dependent choice of rows would reveal which items the users rated),
+  every record is sent whole.
+  """
+  total = tf.constant(0.0)
+  records = (tf.reduce_sum(tf.cast(finite, tf.float32))
+             if user_deltas is not None else tf.constant(1.0))
+  for k, (_, segment_ids, _) in enumerate(parts):
+    whole = tf.cast(tf.size(update[k]), tf.float32) * 4.0
+    if segment_ids is None or dense:
+      total += records * whole
+      continue
+    if user_deltas is None:  # The record's rows: [1, rows, row size].
+      rows = tf.reshape(update[k], [1, tf.shape(update[k])[0], -1])
+    else:  # [K, L, ...]: each user's copies of rows (one per distinct row).
+      delta = user_deltas[k]
+      rows = tf.where(
+          tf.reshape(finite, [-1] + [1] * (len(delta.shape) - 1)), delta,
+          0.0)
+      rows = tf.reshape(rows, tf.concat([tf.shape(rows)[:2], [-1]], 0))
+    changed = tf.reduce_sum(tf.cast(tf.reduce_any(
+        tf.not_equal(rows, 0.0), axis=2), tf.float32), axis=1)
+    row_bytes = tf.cast(tf.shape(rows)[2], tf.float32) * 4.0 + 4.0
+    sparse = tf.minimum(changed * row_bytes, whole)
+    if user_deltas is not None:  # A non-finite user sends nothing.
+      sparse = tf.where(finite, sparse, 0.0)
+    total += tf.reduce_sum(sparse)
+  return total
 
 
 def clip_parts(clip_query):
@@ -276,7 +330,8 @@ def client_work_process(client_update, weights_type, cohort_type,
         client_update, (weights, cohorts, params, norms, clip_params))
     result, unfinalized, records, zeroed = (outputs[i] for i in range(4))
     aggregate_metrics = tff.learning.metrics.sum_then_finalize(
-        finalizers, unfinalized.type_signature.member)
+        collections.OrderedDict(finalizers, **{UPLOAD_BYTES: _first}),
+        unfinalized.type_signature.member)
     measurements = collections.OrderedDict(
         train=aggregate_metrics(unfinalized))
     if zeroing:
@@ -314,6 +369,10 @@ def client_work_process(client_update, weights_type, cohort_type,
     process.next_with_clip = next_with_clip
     process.clip_work = clip_work
   return process
+
+
+def _first(values):
+  return values[0]
 
 
 class ClipWork:

@@ -304,12 +304,13 @@ def build_client_work(model_fn, weights_type, model_config,
         parts.append((start - copy, slot_items, num_items))
       else:
         parts.append((start - copy, None, None))
-    update, total_weight, quantile_record, zeroed_count = cohort_work.combine(
+    (update, total_weight, quantile_record, zeroed_count,
+     upload) = cohort_work.combine(
         parts, examples, uniform_weighting, zeroing_work, quantile_params,
         zeroing_norm, clip_query, clip_params)
     return (tff.learning.templates.ClientResult(update, total_weight),
-            model.report_local_unfinalized_metrics(), quantile_record,
-            zeroed_count)
+            cohort_work.with_upload(model.report_local_unfinalized_metrics(),
+                                    upload), quantile_record, zeroed_count)
 
   return cohort_work.client_work_process(client_update, weights_type,
                                          cohort_type, zeroing_work, finalizers,

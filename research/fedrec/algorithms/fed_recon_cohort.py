@@ -263,11 +263,13 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
       parts.append((tf.gather(item_bias_table, items) -
                     per_user(bias_array)[..., None], items, num_items))
       parts.append((global_bias0 - global_bias, None, None))
-    update, total_weight, quantile_record, zeroed_count = cohort_work.combine(
+    (update, total_weight, quantile_record, zeroed_count,
+     upload) = cohort_work.combine(
         parts, examples, uniform_weighting, zeroing_work, quantile_params,
         zeroing_norm, clip_query, clip_params, silos)
-    unfinalized = tff.learning.models.ReconstructionModel.read_metric_variables(
-        metrics)
+    unfinalized = cohort_work.with_upload(
+        tff.learning.models.ReconstructionModel.read_metric_variables(metrics),
+        upload)
     return (tff.learning.templates.ClientResult(update, total_weight),
             unfinalized, quantile_record, zeroed_count)
 
@@ -428,11 +430,13 @@ def build_implicit_client_work(
     # 3. Per-user updates, weighted and summed.
     parts = cohort_work.item_side_parts(initial, copies, is_table,
                                         slot_items, num_items)
-    update, total_weight, quantile_record, zeroed_count = cohort_work.combine(
+    (update, total_weight, quantile_record, zeroed_count,
+     upload) = cohort_work.combine(
         parts, examples, uniform_weighting, zeroing_work, quantile_params,
         zeroing_norm, clip_query, clip_params, silos)
-    unfinalized = tff.learning.models.ReconstructionModel.read_metric_variables(
-        metrics)
+    unfinalized = cohort_work.with_upload(
+        tff.learning.models.ReconstructionModel.read_metric_variables(metrics),
+        upload)
     return (tff.learning.templates.ClientResult(update, total_weight),
             unfinalized, quantile_record, zeroed_count)
 

@@ -265,11 +265,13 @@ def build_client_work(weights_type, model_config, num_items: int,
 
     parts = cohort_work.item_side_parts(initial, copies, is_table,
                                         slot_items, num_items)
-    update, total_weight, quantile_record, zeroed_count = cohort_work.combine(
+    (update, total_weight, quantile_record, zeroed_count,
+     upload) = cohort_work.combine(
         parts, examples, uniform_weighting, zeroing_work, quantile_params,
         zeroing_norm, clip_query, clip_params, silos)
-    unfinalized = tff.learning.models.ReconstructionModel.read_metric_variables(
-        metrics)
+    unfinalized = cohort_work.with_upload(
+        tff.learning.models.ReconstructionModel.read_metric_variables(metrics),
+        upload)
     kept = collections.OrderedDict(zip(local_names, users))
     if rules.personal_items:
       for name, copy, table in zip(global_names, copies, is_table):

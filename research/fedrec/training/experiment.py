@@ -730,7 +730,8 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
   _, _, selection = loop_lib.run_training_loop(
       process, sample, count_examples, evaluate_val, config.loop,
       state_manager, release_managers, accountant, static_metrics,
-      checkpoint_dir, prepare_round, tff_runtime, states)
+      checkpoint_dir, prepare_round, tff_runtime, states,
+      (lambda _: config.silos.num_silos) if silo_of is not None else None)
   weights = selection.weights
   if states is not None:
     # The users as their devices keep them (of the selected round).

@@ -213,11 +213,24 @@ def flatten_metrics(metrics: Any, prefix: str = '') -> collections.OrderedDict:
   return flat
 
 
-def _train_metrics(output) -> collections.OrderedDict:
-  """Client-work training metrics and the aggregator's measurements."""
-  metrics = flatten_metrics(output.metrics['client_work']['train'], 'train/')
+UPLOAD_BYTES = 'upload_bytes'  # algorithms/cohort_work.UPLOAD_BYTES
+
+
+def _train_metrics(output, records: int) -> collections.OrderedDict:
+  """Client-work training metrics and the aggregator's measurements.
+
+  A cohort client work's row-sparse upload bytes (summed over its `records`
+  uploads: users, or silos) become `bytes_per_round_row_sparse` and
+  `bytes_per_client_row_sparse`.
+  """
+  train = collections.OrderedDict(output.metrics['client_work']['train'])
+  upload = train.pop(UPLOAD_BYTES, None)
+  metrics = flatten_metrics(train, 'train/')
   metrics.update(flatten_metrics(output.metrics.get('aggregator', {}),
                                  'aggregator/'))
+  if upload is not None:
+    metrics['bytes_per_round_row_sparse'] = float(upload)
+    metrics['bytes_per_client_row_sparse'] = float(upload) / max(records, 1)
   return metrics
 
 
@@ -255,6 +268,7 @@ def run_training_loop(
         Any, collections.OrderedDict]]] = None,
     tff_runtime: Optional[runtime.Runtime] = None,
     client_states=None,
+    records_of: Optional[Callable[[Sequence[str]], int]] = None,
 ) -> tuple[Any, collections.OrderedDict]:
   """Runs (or resumes) `config.total_rounds` rounds of `process`.
 
@@ -281,6 +295,9 @@ def run_training_loop(
       (`algorithms/client_states.ClientStates`): snapshotted with every
       checkpoint (before it) and restored with it, and copied when the
       selected round changes; None: the users keep no state.
+    records_of: A round's client ids -> the uploads they make (default:
+      one per client; cross-silo rounds: one per silo), for the bytes per
+      client and per round.
 
   Returns:
     The final learning state, the metrics of the last round, and the selected
@@ -347,7 +364,11 @@ def run_training_loop(
       metrics = collections.OrderedDict(
           clients=len(clients), round_seconds=seconds,
           examples_per_second=examples / seconds if seconds > 0 else 0.0)
-      metrics.update(_train_metrics(output))
+      records = records_of(clients) if records_of else len(clients)
+      metrics.update(_train_metrics(output, records))
+      if 'bytes_per_client' in (static_metrics or {}):
+        metrics['bytes_per_round'] = (static_metrics['bytes_per_client'] *
+                                      records)
       never_used = never_used and _all_zeroed(metrics)
       _check_diverged(metrics, round_num, never_used,
                       round_num - start_round >= 3 or
