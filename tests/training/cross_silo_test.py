@@ -52,8 +52,12 @@ class RefusalTest(absltest.TestCase):
          "cannot train in silos \\(its global user table would carry every "
          "silo's user embeddings to the server\\); these can: .*fedmf"),
         (dict(execution='per_client'), 'drop --execution=per_client'),
-        (dict(sampling=sampling.SamplingScheme.POISSON),
-         'drop --client_sampling=poisson'),
+        (dict(sampling=sampling.SamplingScheme.POISSON,
+              dp=settings.DPConfig(**_DP),
+              silos=silos.SiloConfig(partition='silo', num_silos=3,
+                                     dp_unit='silo')),
+         '--dp_unit=silo: every silo takes part in every round .*drop '
+         '--client_sampling=poisson'),
         (dict(silos=silos.SiloConfig(partition='silo', num_silos=3,
                                      dp_unit='silo')),
          '--dp_unit=silo needs --dp'),
@@ -200,6 +204,29 @@ class CrossSiloTest(absltest.TestCase):
     # Each user's vector is kept beside the run, in its silo's custody.
     self.assertTrue(os.path.isdir(os.path.join(
         root, 'fedmf', experiment.CLIENT_STATES_DIRNAME)))
+
+  @pytest.mark.slow
+  def test_users_drawn_inside_silos_by_poisson_sampling(self):
+    root = self.create_tempdir().full_path
+    summary = experiment.run_experiment(
+        _config(root, 'poisson', silos=_SILOS, clients_per_round=15,
+                sampling=sampling.SamplingScheme.POISSON,
+                dp=settings.DPConfig(**_DP),
+                optimizers=experiment.OptimizerConfig(
+                    server_learning_rate=0.1)), log=lambda _: None)
+    sampler = sampling.ClientSampler([str(u) for u in range(30)], 15,
+                                     sampling.SamplingScheme.POISSON, 0)
+    self.assertEqual([int(r['clients']) for r in _rows(root, 'poisson')],
+                     [len(sampler.sample(r)) for r in (1, 2)])
+    setting = accounting.PrivacySetting(
+        num_users=30, clients_per_round=15,
+        sampling=sampling.SamplingScheme.POISSON,
+        delta=accounting.default_delta(30))
+    privacy = summary['privacy']
+    self.assertEqual(privacy['sampling_probability'], 0.5)
+    self.assertAlmostEqual(privacy['epsilon'], setting.epsilon(1.0, 2))
+    self.assertIn('each user drawn inside its silo by Poisson sampling',
+                  privacy['statement'])
 
   @pytest.mark.slow
   def test_dp_protects_a_user_or_a_silo_as_accounted(self):

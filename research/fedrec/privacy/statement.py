@@ -47,8 +47,10 @@ def privacy_statement(method_note: str, mechanism: str,
     if unit == 'user_in_silos':
       text += (' In cross-silo rounds each user\'s update is clipped inside '
                'its silo before the silo sums them, so the bound holds for any '
-               'one user across all silos (every user in every round: no '
-               'sampling amplification).')
+               'one user across all silos (' + (
+                   'each user drawn inside its silo by Poisson sampling).'
+                   if sampling == 'poisson' else
+                   'every user in every round: no sampling amplification).'))
   text += method_note
   text += (' Not covered: choosing hyperparameters (including these) on the '
            'same users, the centralized baseline and evaluation, which read '

@@ -268,10 +268,11 @@ class ExperimentConfig:
           f'--dp_unit=silo).')
     if not self.dp.enabled and self.silos.dp_unit != 'user':
       raise ValueError('--dp_unit=silo needs --dp=fixed or adaptive.')
-    if self.sampling != sampling_lib.SamplingScheme.UNIFORM:
-      raise ValueError('--partition=silo: every user of every silo takes '
-                       'part in every round (no sampling inside silos yet); '
-                       'drop --client_sampling=poisson.')
+    if (self.sampling != sampling_lib.SamplingScheme.UNIFORM and
+        self.dp.enabled and self.silos.dp_unit == 'silo'):
+      raise ValueError('--dp_unit=silo: every silo takes part in every round '
+                       '(sampling its users amplifies no silo-level '
+                       'guarantee); drop --client_sampling=poisson.')
 
   @property
   def selection_metrics(self) -> list[str]:
@@ -581,12 +582,20 @@ def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
 def fitted_to_silos(config: ExperimentConfig, data: corpus_lib.Corpus,
                     num_training_users: int
                     ) -> tuple[ExperimentConfig, Optional[np.ndarray]]:
-  """`config` as a cross-silo run trains it (every user of every silo in
-  every round), and each dense user id's silo (`silo_assignment`); without
-  --partition=silo, `config` and None."""
+  """`config` as a cross-silo run trains it, and each dense user id's silo
+  (`silo_assignment`); without --partition=silo, `config` and None.
+
+  Every silo takes part in every round, with every one of its users
+  (uniform sampling: `clients_per_round` becomes all training users), or
+  under --client_sampling=poisson each user with probability
+  clients_per_round / users (a silo none of whose users is drawn sends
+  nothing that round).
+  """
   silo_of = silo_assignment(config, data)
   if silo_of is None:
     return config, None
+  if config.sampling == sampling_lib.SamplingScheme.POISSON:
+    return config, silo_of
   return dataclasses.replace(
       config, clients_per_round=num_training_users), silo_of
 
@@ -731,7 +740,9 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
       process, sample, count_examples, evaluate_val, config.loop,
       state_manager, release_managers, accountant, static_metrics,
       checkpoint_dir, prepare_round, tff_runtime, states,
-      (lambda _: config.silos.num_silos) if silo_of is not None else None)
+      None if silo_of is None else lambda clients: len(
+          {int(silo_of[int(c.split(client_store.ROUND_SEPARATOR)[0])])
+           for c in clients}))
   weights = selection.weights
   if states is not None:
     # The users as their devices keep them (of the selected round).
@@ -924,9 +935,13 @@ def _prepare(config: ExperimentConfig, log, warn) -> _Run:
         raise ValueError(
             f'--partition=silo: silo {int(np.argmin(sizes))} has no training '
             f'user (--silo_key={config.silos.key}); lower --num_silos.')
+      poisson = config.sampling == sampling_lib.SamplingScheme.POISSON
       log(f'{config.silos.num_silos} silos by {config.silos.key}, each '
           f'every round as one cohort: {", ".join(map(str, sizes))} training '
-          'users (--clients_per_round is not used).')
+          'users' + (f', each drawn with probability '
+                     f'{config.clients_per_round / num_training_users:.4g} a '
+                     'round.' if poisson else
+                     ' (--clients_per_round is not used).'))
     sampling_lib.ClientSampler(training_users.astype(str).tolist(),
                                config.clients_per_round, config.sampling,
                                config.seed)
