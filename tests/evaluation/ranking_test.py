@@ -91,6 +91,18 @@ class MetricsTest(absltest.TestCase):
     self.assertEqual(m['cold_items/full/recall@3'], 1.0)
     self.assertTrue(np.isnan(
         result.item_per_user['cold_items']['full/hr@3'][1]))
+    # Among the cold items alone: user 0 ranks item 4 against 4 and 5:
+    # first (user 1 holds out no cold item and is left out).
+    self.assertEqual(m['cold_items/cold_only/hr@1'], 1.0)
+    self.assertEqual(m['cold_items/cold_only/ndcg@1'], 1.0)
+    self.assertEqual(m['cold_items/cold_only/mrr@3'], 1.0)
+    # Reversed scores: item 4 scores below item 5, so second.
+    reverse = ranking.evaluate(task, lambda rows: scores[rows][:, ::-1].copy(),
+                               config).overall
+    self.assertEqual(reverse['cold_items/cold_only/hr@1'], 0.0)
+    self.assertEqual(reverse['cold_items/cold_only/mrr@3'], 1 / 2)
+    self.assertEqual(reverse['cold_items/cold_only/ndcg@2'],
+                     1 / math.log2(3))
     rows = {(r['slice_kind'], r['slice']): r for r in result.sliced((5,))}
     self.assertEqual(rows['item', 'warm']['users'], 2)
     self.assertEqual(rows['item', 'cold']['users'], 1)

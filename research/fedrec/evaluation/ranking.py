@@ -27,7 +27,12 @@ item of the slice, that slice's relevant items against the same candidates
 as the overall metrics (every non-known item, or the same sampled
 negatives) with the user's relevant items of the other slice left out: they
 neither count as hits nor push the slice's items down. Averaged over the
-users who have a relevant item in the slice.
+users who have a relevant item in the slice. `cold_items/cold_only/` ranks a
+user's relevant cold items against the cold items alone (every cold item the
+user does not know), as cold-start papers do: a model whose scores of new
+items are offset from those of trained ones (an untrained bias stays 0 while
+trained ones drift) is compared on new items by how it orders them, not by
+the offset.
 
 Metrics at each K in `ks`, averaged over users (He et al. 2017; Krichene and
 Rendle 2020 for why sampled metrics need the full ones beside them):
@@ -65,6 +70,7 @@ USER_METRICS = ('hr', 'ndcg', 'recall', 'precision', 'mrr', 'map')
 LIST_METRICS = ('coverage', 'avg_popularity', 'gini')
 DEFAULT_KS = (5, 10, 20)
 ITEM_SLICES = ('warm_items', 'cold_items')
+COLD_ONLY = 'cold_only'  # cold_items/cold_only/<metric>@K: see the doc.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -355,6 +361,7 @@ def evaluate(task: RankingTask, score_fn: ScoreFn,
   item_masks = task.item_masks()
   item_per_user = {name: collections.defaultdict(list)
                    for name, _ in item_masks}
+  cold_only = collections.defaultdict(list)
   recommended = {(p, k): np.zeros(task.num_items, np.int64)
                  for p in config.protocols for k in ks}
   popularity_sums = {(p, k): 0.0 for p in config.protocols for k in ks}
@@ -409,6 +416,17 @@ def evaluate(task: RankingTask, score_fn: ScoreFn,
         np.add.at(recommended[protocol, k], items, 1)
         popularity_sums[protocol, k] += task.popularity[items].sum()
         list_counts[protocol, k] += items.size
+    if item_masks:  # Cold items ranked among the cold items alone.
+      cold = item_masks[1][1][None, :]
+      positions, _ = _ranks(scores, ~task.known[rows].toarray() & cold,
+                            tie_keys, max_k)
+      mine = relevant & cold
+      num_mine = mine.sum(axis=1)
+      ranks = np.sort(np.where(mine, positions, np.inf), axis=1)[
+          :, :max(1, num_mine.max())]
+      for name, values in _user_metrics(ranks, np.maximum(num_mine, 1),
+                                        ks).items():
+        cold_only[name].append(np.where(num_mine > 0, values, np.nan))
   per_user = {k: np.concatenate(v) for k, v in per_user.items()}
   overall = collections.OrderedDict()
   for protocol in config.protocols:
@@ -431,4 +449,7 @@ def evaluate(task: RankingTask, score_fn: ScoreFn,
         (k, np.concatenate(lists[k])) for k in ordered)
     for k, values in by_item[slice_name].items():
       overall[f'{slice_name}/{k}'] = _mean_of_finite(values)
+  for name, values in cold_only.items():
+    overall[f'{ITEM_SLICES[1]}/{COLD_ONLY}/{name}'] = _mean_of_finite(
+        np.concatenate(values))
   return RankingResult(overall, ordered, task.users, task.activity, by_item)
