@@ -264,8 +264,8 @@ class ExperimentConfig:
     if self.dp.enabled and self.silos.weighting != 'ratings':
       raise ValueError(
           '--silo_weighting applies without DP; under --dp every record '
-          f'counts once (each user under --dp_unit=user, each silo under '
-          f'--dp_unit=silo).')
+          'counts once (each user under --dp_unit=user, each silo under '
+          '--dp_unit=silo).')
     if not self.dp.enabled and self.silos.dp_unit != 'user':
       raise ValueError('--dp_unit=silo needs --dp=fixed or adaptive.')
     if (self.sampling != sampling_lib.SamplingScheme.UNIFORM and
@@ -1069,6 +1069,7 @@ def _per_silo(run: _Run, log) -> list[collections.OrderedDict]:
     return []
   config, data = run.config, run.data
   rows, evaluated = [], []
+  scores = collections.defaultdict(dict)  # Silo -> model -> its metrics.
   with phases.phase('evaluating each silo'):
     for k in range(config.silos.num_silos):
       split = splits_lib.of_users(run.split, run.silo_of == k)
@@ -1083,27 +1084,33 @@ def _per_silo(run: _Run, log) -> list[collections.OrderedDict]:
       evaluator = (evaluators.RankingEvaluator if data.implicit else
                    evaluators.RatingEvaluator)(config, data, split,
                                                model_config)
-      evaluated.append((rows[-1], split, model_config, evaluator))
+      evaluated.append((k, split, model_config, evaluator))
     # The Keras models first: scoring a stateful method's users builds a
     # Keras model in a graph of its own, which invalidates earlier ones.
-    for row, split, model_config, evaluator in evaluated:
+    for k, split, model_config, evaluator in evaluated:
       if run.centralized_model is None:
         break
-      row['centralized'] = (
+      scores[k]['centralized'] = (
           evaluator.evaluate_keras(run.centralized_model, 'test')
           if data.implicit else evaluators.rating_metrics_of(
               run.centralized_model, split.test))
-      log(f'Training silo {row["silo"]}\'s local-only model ...')
-      row['local_only'], _ = _run_centralized(
+      log(f'Training silo {k}\'s local-only model ...')
+      scores[k]['local_only'], _ = _run_centralized(
           config, data, split, model_config,
           evaluator if data.implicit else None)
-    for row, _, _, evaluator in evaluated:
-      row[config.algorithm] = evaluator.evaluate(
+    for k, _, _, evaluator in evaluated:
+      scores[k][config.algorithm] = evaluator.evaluate(
           run.weights, 'test', client_states=run.client_states)
-  return [collections.OrderedDict(
-      [(k, r[k]) for k in list(r)[:5]] +
-      [(m, r[m]) for m in ('local_only', config.algorithm, 'centralized')
-       if m in r]) for r in rows]
+  for row in rows:
+    row.update((m, scores[row['silo']][m])
+               for m in silo_models(config.algorithm)
+               if m in scores[row['silo']])
+  return rows
+
+
+def silo_models(algorithm: str) -> tuple[str, ...]:
+  """The models a silo's row compares, in the order shown."""
+  return ('local_only', algorithm, 'centralized')
 
 
 def silo_metric(summary) -> str:
@@ -1122,7 +1129,7 @@ def silo_summary(summary) -> collections.OrderedDict:
   rows = [r for r in summary['silos'] if summary['algorithm'] in r]
   result = collections.OrderedDict(metric=metric)
   weights = np.array([r['test_ratings'] for r in rows], np.float64)
-  for model in ('local_only', summary['algorithm'], 'centralized'):
+  for model in silo_models(summary['algorithm']):
     if rows and all(model in r for r in rows):
       values = np.array([r[model][metric] for r in rows])
       # RMSE pools as the root of the rating-weighted mean square; ranking
@@ -1146,7 +1153,7 @@ def silo_summary(summary) -> collections.OrderedDict:
 def _plot_silos(run: _Run, summary) -> None:
   metric = silo_metric(summary)
   rows = summary['silos']
-  models = [m for m in ('local_only', run.config.algorithm, 'centralized')
+  models = [m for m in silo_models(run.config.algorithm)
             if any(m in r for r in rows)]
   plots.plot_grouped_bars(
       [f'silo {r["silo"]}\n{r["test_users"]} users' for r in rows],
@@ -1163,7 +1170,7 @@ def format_silos(summary) -> str:
   if not rows:
     return ''
   metric = silo_metric(summary)
-  models = [m for m in ('local_only', summary['algorithm'], 'centralized')
+  models = [m for m in silo_models(summary['algorithm'])
             if any(m in r for r in rows)]
   table = [('silo', 'training users', 'test ratings') + tuple(
       f'{m} {metric}' for m in models)]

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow_federated as tff
 import tqdm
 
+from research.fedrec.algorithms import cohort_work
 from research.fedrec.privacy import accounting
 from research.fedrec.training import runtime
 
@@ -213,9 +214,6 @@ def flatten_metrics(metrics: Any, prefix: str = '') -> collections.OrderedDict:
   return flat
 
 
-UPLOAD_BYTES = 'upload_bytes'  # algorithms/cohort_work.UPLOAD_BYTES
-
-
 def _train_metrics(output, records: int) -> collections.OrderedDict:
   """Client-work training metrics and the aggregator's measurements.
 
@@ -224,7 +222,7 @@ def _train_metrics(output, records: int) -> collections.OrderedDict:
   `bytes_per_client_row_sparse`.
   """
   train = collections.OrderedDict(output.metrics['client_work']['train'])
-  upload = train.pop(UPLOAD_BYTES, None)
+  upload = train.pop(cohort_work.UPLOAD_BYTES, None)
   metrics = flatten_metrics(train, 'train/')
   metrics.update(flatten_metrics(output.metrics.get('aggregator', {}),
                                  'aggregator/'))
