@@ -248,6 +248,17 @@ _DP_UNIT = flags.DEFINE_enum(
     'Under --partition=silo with --dp: protect any one user (each user\'s '
     'update clipped inside its silo) or any one silo (each silo\'s update '
     'clipped).')
+_SPARSIFY = flags.DEFINE_enum(
+    'sparsify', 'none', list(silos.SPARSIFY),
+    'Under --partition=silo: each silo sends only the top-k rows (by norm) '
+    'or k random rows of each item table of its update, k = '
+    '--sparsify_fraction x rows (docs/cross_silo.md).')
+_SPARSIFY_FRACTION = flags.DEFINE_float(
+    'sparsify_fraction', 0.1, 'Share of each item table\'s rows a silo sends '
+    'under --sparsify.')
+_ERROR_FEEDBACK = flags.DEFINE_bool(
+    'error_feedback', True, 'Under --sparsify: each silo keeps the rows it '
+    'did not send and adds them to its next update (else they are dropped).')
 _UNIFORM_WEIGHTING = flags.DEFINE_bool(
     'uniform_weighting', False, 'Weigh clients equally in the server average '
     '(default: by number of ratings).')
@@ -484,7 +495,10 @@ def build_config():
       silos=silos.SiloConfig(
           partition=_PARTITION.value, num_silos=_NUM_SILOS.value,
           key=_SILO_KEY.value, skew=_SILO_SKEW.value,
-          weighting=_SILO_WEIGHTING.value, dp_unit=_DP_UNIT.value),
+          weighting=_SILO_WEIGHTING.value, dp_unit=_DP_UNIT.value,
+          sparsify=_SPARSIFY.value,
+          sparsify_fraction=_SPARSIFY_FRACTION.value,
+          error_feedback=_ERROR_FEEDBACK.value),
       dp=privacy_settings.DPConfig(
           mechanism=_DP.value, noise_multiplier=_DP_NOISE.value,
           target_epsilon=_TARGET_EPSILON.value,

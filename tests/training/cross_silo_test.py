@@ -64,10 +64,35 @@ class RefusalTest(absltest.TestCase):
         (dict(silos=silos.SiloConfig(partition='silo', num_silos=3,
                                      weighting='uniform'),
               dp=settings.DPConfig(**_DP)),
-         '--silo_weighting applies without DP')):
+         '--silo_weighting applies without DP'),
+        (dict(silos=silos.SiloConfig(partition='silo', num_silos=3,
+                                     sparsify='topk'),
+              dp=settings.DPConfig(**_DP)),
+         '--sparsify=topk with --dp: the rows a silo sends would be chosen by '
+         'its users\' ratings, and their ids, sent in the clear, would '
+         'reveal which items they rated'),
+        (dict(silos=silos.SiloConfig(partition='silo', num_silos=3,
+                                     sparsify='randomk'),
+              dp=settings.DPConfig(**_DP)),
+         '--sparsify=randomk with --dp is not supported yet')):
       with self.subTest(overrides=list(overrides)):
         with self.assertRaisesRegex(ValueError, message):
           _config('/nonexistent', 'x', **{'silos': _SILOS, **overrides})
+
+  def test_sparsify_settings_are_checked(self):
+    for kwargs, message in (
+        (dict(sparsify='topk'), '--sparsify need --partition=silo'),
+        (dict(partition='silo', num_silos=2, sparsify='top'),
+         '--sparsify=top: expected one of none, topk, randomk'),
+        (dict(partition='silo', num_silos=2, sparsify='topk',
+              sparsify_fraction=0.0), '--sparsify_fraction=0: expected a '
+         'share of rows in \\(0, 1\\]'),
+        (dict(partition='silo', num_silos=2, error_feedback=False),
+         '--sparsify_fraction and --error_feedback need --sparsify=topk or '
+         'randomk')):
+      with self.subTest(kwargs=kwargs):
+        with self.assertRaisesRegex(ValueError, message):
+          silos.SiloConfig(**kwargs)
 
   def test_a_field_key_needs_a_user_file(self):
     root = self.create_tempdir().full_path
@@ -250,6 +275,61 @@ class CrossSiloTest(absltest.TestCase):
       self.assertEqual(privacy['delta'], delta)
       self.assertTrue(privacy['statement'].startswith(
           'User-level' if unit == 'user' else 'Silo-level'), unit)
+
+
+class SparsifiedUploadsTest(absltest.TestCase):
+
+  def _run(self, root, name, rounds=2, **silo_settings):
+    config = _config(
+        root, name, silos=silos.SiloConfig(partition='silo', num_silos=3,
+                                           **silo_settings),
+        loop=loop.LoopConfig(total_rounds=rounds, eval_every=1,
+                             progress=False))
+    return experiment.run_experiment(config, log=lambda _: None)
+
+  def test_top_rows_cost_their_bytes_and_all_rows_are_the_dense_round(self):
+    root = self.create_tempdir().full_path
+    dense = self._run(root, 'dense')
+    every = self._run(root, 'every', sparsify='topk', sparsify_fraction=1.0)
+    topk = self._run(root, 'topk', sparsify='topk')
+    # Every row chosen: the dense round exactly.
+    for a, b in zip(_rows(root, 'dense'), _rows(root, 'every')):
+      for key in ('train/loss', 'val/rmse', 'bytes_per_round_row_sparse'):
+        self.assertEqual(a[key], b[key])
+      self.assertEqual(b['bytes_per_round_sparsified'],
+                       b['bytes_per_round_row_sparse'])
+    self.assertEqual(dense['test_metrics'], every['test_metrics'])
+    # 10% of 40 rows: 4 rows of the embedding (dim values and an id) and
+    # of the biases (a value and an id), and the global bias, per silo.
+    dim = _config('/x', 'x').model.embedding_dim
+    for row in _rows(root, 'topk'):
+      self.assertEqual(float(row['bytes_per_client_sparsified']),
+                       4 * (4 * dim + 4) + 4 * 8 + 4)
+      self.assertEqual(float(row['bytes_per_round_sparsified']),
+                       3 * (4 * (4 * dim + 4) + 4 * 8 + 4))
+    self.assertNotEqual(topk['test_metrics'], dense['test_metrics'])
+    # The residuals stay on the silos' side, never in the server's
+    # checkpoint.
+    CrossSiloTest._assert_server_holds_items_only(
+        self, os.path.join(root, 'topk'))
+    self.assertTrue(os.path.isdir(os.path.join(root, 'topk',
+                                               'silo_residuals')))
+
+  @pytest.mark.slow
+  def test_a_resumed_run_keeps_the_silos_residuals(self):
+    root = self.create_tempdir().full_path
+    settings_ = dict(sparsify='randomk', sparsify_fraction=0.2)
+    whole = self._run(root, 'whole', rounds=3, **settings_)
+    self._run(root, 'resumed', rounds=2, **settings_)
+    resumed = self._run(root, 'resumed', rounds=3, **settings_)
+    for a, b in zip(_rows(root, 'whole'), _rows(root, 'resumed')):
+      for key in ('train/loss', 'val/rmse'):
+        self.assertEqual(a[key], b[key])
+    self.assertEqual(whole['test_metrics'], resumed['test_metrics'])
+    # Without error feedback the rows left unsent are lost: another run.
+    dropped = self._run(root, 'dropped', rounds=3, error_feedback=False,
+                        **settings_)
+    self.assertNotEqual(dropped['test_metrics'], whole['test_metrics'])
 
 
 if __name__ == '__main__':

@@ -292,6 +292,30 @@ class ClientStates:
     return total
 
 
+class StoreGroup:
+  """Several `ClientStates` saved, restored and selected together (what the
+  training loop keeps with its checkpoints)."""
+
+  def __init__(self, stores: Sequence[ClientStates]):
+    self.stores = list(stores)
+
+  def reset(self) -> None:
+    for store in self.stores:
+      store.reset()
+
+  def restore(self, round_num: int) -> None:
+    for store in self.stores:
+      store.restore(round_num)
+
+  def save(self, round_num: int) -> None:
+    for store in self.stores:
+      store.save(round_num)
+
+  def select(self, round_num: int) -> None:
+    for store in self.stores:
+      store.select(round_num)
+
+
 def _link_tree(source: str, target: str) -> None:
   """`target` as a folder of hard links to `source`'s files (files that are
   never written again), or of copies where the file system has no links."""

@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from research.fedrec.algorithms import sparse_uploads
 from research.fedrec.privacy import aggregation
 
 
@@ -114,10 +115,21 @@ class SiloRecords:
   weight, as any cohort). `clip_silo` (silo-level DP): the DP record is the
   silo's update, its users' weighted mean clipped as one record, instead of
   each user's clipped update (user-level DP, the cohorts' default).
+  `sparsify`: each silo sends a share of its update's item rows
+  (algorithms/sparse_uploads.py).
   """
 
   uniform: bool = False
   clip_silo: bool = False
+  # Sparsified uploads (`sparse_uploads.SparsifyConfig`), each silo's
+  # residual kept in `residual_dir`, randomk's draws from `seed`.
+  sparsify: Optional[sparse_uploads.SparsifyConfig] = None
+  residual_dir: str = ''
+  seed: int = 0
+
+  @property
+  def sparsified(self) -> bool:
+    return self.sparsify is not None and self.sparsify.enabled
 
 
 def combine(parts, examples, uniform_weighting: bool, zeroing_work,
@@ -226,6 +238,17 @@ def combine(parts, examples, uniform_weighting: bool, zeroing_work,
         clip_query, update,
         None if indicators is None else tf.reduce_sum(indicators))
   return update, total_weight, quantile_record, zeroed_count, upload
+
+
+def with_silo_uploads(process, composed, silo_of, silos):
+  """`process` (a host-side process over cohorts: `cohorts.CohortProcess`,
+  `stateful.StatefulProcess`) sending sparsified silo uploads through
+  `composed` (its `compose`d TFF process) when `silos` asks for them."""
+  if silos is not None and silos.sparsified:
+    process.uploads = sparse_uploads.build(
+        composed, silo_of, int(np.max(silo_of)) + 1, silos.residual_dir,
+        silos.seed)
+  return process
 
 
 UPLOAD_BYTES = 'upload_bytes'  # The training metric of `sparse_upload_bytes`.
@@ -439,7 +462,8 @@ class ZeroingWork:
     return tf.nest.map_structure(lambda t: tf.reduce_sum(t, axis=0), records)
 
 
-def compose(initial_weights, client_work, aggregator, server_optimizer):
+def compose(initial_weights, client_work, aggregator, server_optimizer,
+            sparsify=None, is_table=None):
   """The learning process of a cohort `client_work` (see the module doc).
 
   `aggregator` is weighted (an unweighted one is made weighted: a cohort is
@@ -449,6 +473,15 @@ def compose(initial_weights, client_work, aggregator, server_optimizer):
   derived from its query state and broadcast to the cohorts (the adaptive
   clip changes every round), and the process is TFF's composition with that
   one step added, its state unchanged.
+
+  With `sparsify` (a `sparse_uploads.SparsifyConfig` that is enabled; each
+  cohort a silo), each cohort's update passes through the silo's choice of
+  rows (`sparse_uploads.Sparsifier`, `is_table` telling which global
+  weights are item tables) before the aggregator: the process then has
+  `sparsifier` and `next_with_uploads(state, client_data, residuals,
+  keys)`, which returns the round's output (with the bytes sent under
+  `sparse_uploads.UPLOADS`), the cohorts' own outputs (a stateful client
+  work's, else empty) and their new residuals, placed at the clients.
   """
   weights_type = initial_weights.type_signature.result
   if aggregator is None:
@@ -468,8 +501,12 @@ def compose(initial_weights, client_work, aggregator, server_optimizer):
       finalizer)
   clip_work = getattr(client_work, 'clip_work', None)
   run = getattr(client_work, 'run', None)
+  sparsifier = None
+  if sparsify is not None and sparsify.enabled:
+    sparsifier = sparse_uploads.Sparsifier(sparsify, update_type,
+                                           is_table)
 
-  def round_body(state, client_data):
+  def round_body(state, client_data, residuals=None, keys=None):
     # compose_learning_process's next, with the clip broadcast from the
     # aggregator's query state to the client work (under DP), and the
     # cohorts' own outputs kept (a stateful client work's).
@@ -483,12 +520,19 @@ def compose(initial_weights, client_work, aggregator, server_optimizer):
     if run is not None:
       work, client_outputs = run(state.client_work, distributed.result,
                                  client_data, clip_params)
-    else:
+    elif clip_work is not None:
       work, client_outputs = client_work.next_with_clip(
           state.client_work, distributed.result, client_data,
           clip_params), None
-    aggregated = aggregation_process.next(state.aggregator,
-                                          work.result.update,
+    else:
+      work, client_outputs = client_work.next(
+          state.client_work, distributed.result, client_data), None
+    update, uploads = work.result.update, None
+    if residuals is not None:
+      update, residuals, sent_bytes = tff.federated_map(
+          sparsifier.computation, (update, residuals, keys))
+      uploads = tff.federated_sum(sent_bytes)
+    aggregated = aggregation_process.next(state.aggregator, update,
                                           work.result.update_weight)
     finalized = finalizer.next(state.finalizer, state.global_model_weights,
                                aggregated.result)
@@ -499,10 +543,31 @@ def compose(initial_weights, client_work, aggregator, server_optimizer):
         distributor=distributed.measurements,
         client_work=work.measurements,
         aggregator=aggregated.measurements,
-        finalizer=finalized.measurements))
-    return (tff.learning.templates.LearningProcessOutput(new_state, metrics),
-            client_outputs)
+        finalizer=finalized.measurements,
+        **({} if uploads is None else {
+            sparse_uploads.UPLOADS: tff.federated_zip(collections.OrderedDict(
+                **{sparse_uploads.SENT_BYTES: uploads}))})))
+    output = tff.learning.templates.LearningProcessOutput(new_state, metrics)
+    if residuals is not None:
+      return output, client_outputs, residuals
+    return output, client_outputs
 
+  if sparsifier is not None:
+    # The learning process's `next` (plain TFF) would send dense updates:
+    # every round goes through this computation instead.
+    @tff.federated_computation(
+        *process.next.type_signature.parameter,
+        tff.FederatedType(sparsifier.residual_type, tff.CLIENTS),
+        tff.FederatedType(sparsifier.key_type, tff.CLIENTS))
+    def next_with_uploads(state, client_data, residuals, keys):
+      output, client_outputs, residuals = round_body(
+          state, client_data, residuals, keys)
+      if client_outputs is None:
+        client_outputs = tff.federated_value((), tff.CLIENTS)
+      return output, client_outputs, residuals
+    process.next_with_uploads = next_with_uploads
+    process.sparsifier = sparsifier
+    return process
   if run is not None:
     # The learning process stays TFF's (its `next` drops the clients'
     # outputs); this computation returns them, placed at the clients.

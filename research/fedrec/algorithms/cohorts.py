@@ -489,14 +489,20 @@ class CohortProcess:
     self._process = process
     self._packer = packer
     self.last_round_cohorts = 0
+    # Sparsified silo uploads (algorithms/sparse_uploads.SiloUploads).
+    self.uploads = None
 
   def next(self, state, client_ids: Sequence[str]):
     cohorts = self._packer.cohorts(client_ids)
     self.last_round_cohorts = len(cohorts)
     if not cohorts:
       raise ValueError('a round with no users cannot run in cohorts.')
-    return zeroing_measured_by_aggregator(self._process.next(
-        state, [tf.data.Dataset.from_tensors(c) for c in cohorts]))
+    datasets = [tf.data.Dataset.from_tensors(c) for c in cohorts]
+    if self.uploads is not None:
+      output, _ = self.uploads.run(self._process, state, datasets, cohorts)
+    else:
+      output = self._process.next(state, datasets)
+    return zeroing_measured_by_aggregator(output)
 
   def __getattr__(self, name):
     return getattr(self._process, name)

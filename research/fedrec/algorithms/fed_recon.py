@@ -205,6 +205,7 @@ def build_cohort_training_process(
   """
   # Imported here: the cohort client work is only built when it is used.
   from research.fedrec.algorithms import cohort_optimizers  # pylint: disable=g-import-not-at-top
+  from research.fedrec.algorithms import cohort_work  # pylint: disable=g-import-not-at-top
   from research.fedrec.algorithms import fed_recon_cohort  # pylint: disable=g-import-not-at-top
   model_fn, _ = create_model_fns(model_config, num_items,
                                  client_data.RECON_TRAIN_SPEC)
@@ -229,7 +230,9 @@ def build_cohort_training_process(
   else:
     packer = cohorts.CohortPacker(store_path, pipeline, cohort_size)
   packer.silo_of = silo_of
-  return cohorts.CohortProcess(process, packer)
+  return cohort_work.with_silo_uploads(
+      cohorts.CohortProcess(process, packer), process, silo_of,
+      silo_records)
 
 
 def build_evaluation(model_config: builder.ModelConfig, num_items: int,

@@ -494,5 +494,7 @@ def build_training_process(model_fn, model_config: mf.MFConfig,
         client_optimizer.learning_rate,
         reconstruction_optimizer.learning_rate, uniform_weighting, zeroing,
         clip_query, silos)
-  return cohort_work.compose(initial_weights, client_work, aggregator,
-                             optimizers.server)
+  return cohort_work.compose(
+      initial_weights, client_work, aggregator, optimizers.server,
+      silos and silos.sparsify,
+      [table for _, table in _recon_parameters(model_config, num_items)[0]])

@@ -305,6 +305,8 @@ class StatefulProcess:
     self._local_names = [n for n in client_states.names
                          if not n.startswith(PERSONAL_PREFIX) and n != VISITED]
     self.last_round_cohorts = 0
+    # Sparsified silo uploads (algorithms/sparse_uploads.SiloUploads).
+    self.uploads = None
 
   def next(self, state, client_ids: Sequence[str]):
     cohorts = self._packer.cohorts(client_ids)
@@ -314,8 +316,12 @@ class StatefulProcess:
     for cohort in cohorts:
       cohort.update(self.client_states.gather(cohort['users'],
                                               self._local_names))
-    output, kept = self._process.next_with_client_outputs(
-        state, [tf.data.Dataset.from_tensors(c) for c in cohorts])
+    datasets = [tf.data.Dataset.from_tensors(c) for c in cohorts]
+    if self.uploads is not None:
+      output, kept = self.uploads.run(self._process, state, datasets,
+                                      cohorts)
+    else:
+      output, kept = self._process.next_with_client_outputs(state, datasets)
     received = None
     if self._rules.personal_items:
       received = dict(zip(self._global_names, self._process.get_model_weights(
@@ -380,8 +386,11 @@ def build_process(inputs: registry.ProcessInputs, rules: Rules,
       cohort_optimizers.UserOptimizer(
           settings.reconstruction, settings.reconstruction_learning_rate),
       initial_users, inputs.silo_records)
-  process = cohort_work.compose(initial_weights, client_work,
-                                inputs.aggregator, inputs.optimizers.server)
+  silos = inputs.silo_records
+  process = cohort_work.compose(
+      initial_weights, client_work, inputs.aggregator,
+      inputs.optimizers.server, silos and silos.sparsify,
+      [table for _, table in global_weights])
   if inputs.implicit:
     packer = cohorts_lib.ImplicitCohortPacker(
         inputs.store_path, pipeline, num_items, recon_epochs, epochs,
@@ -395,9 +404,11 @@ def build_process(inputs: registry.ProcessInputs, rules: Rules,
   states = client_states_lib.ClientStates(
       inputs.client_state_dir, specs, inputs.num_users, seed,
       stddev={local_names[0]: model_config.init_stddev})
-  return StatefulProcess(process, packer, states, rules,
-                         [n for n, _ in global_weights],
-                         [t for _, t in global_weights])
+  return cohort_work.with_silo_uploads(
+      StatefulProcess(process, packer, states, rules,
+                      [n for n, _ in global_weights],
+                      [t for _, t in global_weights]),
+      process, inputs.silo_of, silos)
 
 
 def _global_values(model_config, num_items: int, model_weights) -> dict:

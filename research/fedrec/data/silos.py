@@ -29,6 +29,8 @@ PARTITIONS = ('user', 'silo')
 RANDOM = 'random'
 WEIGHTINGS = ('ratings', 'uniform')
 DP_UNITS = ('user', 'silo')
+# --sparsify: which item rows a silo sends (algorithms/sparse_uploads.py).
+SPARSIFY = ('none', 'topk', 'randomk')
 # ml-1m's age bands (its users.dat codes), applied to ml-100k's ages.
 AGE_BANDS = ((18, 'Under 18'), (25, '18-24'), (35, '25-34'), (45, '35-44'),
              (50, '45-49'), (56, '50-55'), (1000, '56+'))
@@ -37,7 +39,8 @@ AGE_BANDS = ((18, 'Under 18'), (25, '18-24'), (35, '25-34'), (45, '35-44'),
 @dataclasses.dataclass(frozen=True)
 class SiloConfig:
   """`--partition`, `--num_silos`, `--silo_key`, `--silo_skew`,
-  `--silo_weighting`, `--dp_unit`."""
+  `--silo_weighting`, `--dp_unit`, `--sparsify`, `--sparsify_fraction`,
+  `--error_feedback`."""
 
   partition: str = 'user'
   num_silos: int = 0
@@ -48,6 +51,12 @@ class SiloConfig:
   # Under DP, whom a release protects: any one user (each user's update
   # clipped inside its silo), or any one silo (each silo's update clipped).
   dp_unit: str = 'user'
+  # Each silo sends the top-k rows (by norm) or k random rows of each item
+  # table of its update, k = ceil(fraction x rows); with error feedback it
+  # keeps the rest for its next round.
+  sparsify: str = 'none'
+  sparsify_fraction: float = 0.1
+  error_feedback: bool = True
 
   def __post_init__(self):
     if self.partition not in PARTITIONS:
@@ -58,7 +67,10 @@ class SiloConfig:
           ('num_silos', self.num_silos, 0), ('silo_key', self.key, RANDOM),
           ('silo_skew', self.skew, 0.0),
           ('silo_weighting', self.weighting, 'ratings'),
-          ('dp_unit', self.dp_unit, 'user')) if value != default]
+          ('dp_unit', self.dp_unit, 'user'),
+          ('sparsify', self.sparsify, 'none'),
+          ('sparsify_fraction', self.sparsify_fraction, 0.1),
+          ('error_feedback', self.error_feedback, True)) if value != default]
       if changed:
         raise ValueError(f'{", ".join(changed)} need --partition=silo.')
       return
@@ -79,6 +91,16 @@ class SiloConfig:
     if self.dp_unit not in DP_UNITS:
       raise ValueError(f'--dp_unit={self.dp_unit}: expected one of '
                        f'{", ".join(DP_UNITS)}.')
+    if self.sparsify not in SPARSIFY:
+      raise ValueError(f'--sparsify={self.sparsify}: expected one of '
+                       f'{", ".join(SPARSIFY)}.')
+    if not 0.0 < self.sparsify_fraction <= 1.0:
+      raise ValueError(f'--sparsify_fraction={self.sparsify_fraction:g}: '
+                       'expected a share of rows in (0, 1].')
+    if self.sparsify == 'none' and (self.sparsify_fraction != 0.1 or
+                                    not self.error_feedback):
+      raise ValueError('--sparsify_fraction and --error_feedback need '
+                       '--sparsify=topk or randomk.')
 
   @property
   def enabled(self) -> bool:

@@ -44,6 +44,7 @@ from research.fedrec.algorithms import optimizers as optimizers_lib
 from research.fedrec.algorithms import popularity as popularity_lib
 from research.fedrec.algorithms import registry
 from research.fedrec.algorithms import sampling as sampling_lib
+from research.fedrec.algorithms import sparse_uploads
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus as corpus_lib
 from research.fedrec.data import pipelines
@@ -268,6 +269,17 @@ class ExperimentConfig:
           '--dp_unit=silo).')
     if not self.dp.enabled and self.silos.dp_unit != 'user':
       raise ValueError('--dp_unit=silo needs --dp=fixed or adaptive.')
+    if self.dp.enabled and self.silos.sparsify == 'topk':
+      raise ValueError(
+          '--sparsify=topk with --dp: the rows a silo sends would be chosen '
+          'by its users\' ratings, and their ids, sent in the clear, would '
+          'reveal which items they rated; use --sparsify=none under DP.')
+    if self.dp.enabled and self.silos.sparsify == 'randomk':
+      raise ValueError(
+          '--sparsify=randomk with --dp is not supported yet (the server '
+          'would have to noise only the publicly drawn rows, and error '
+          'feedback carries a record past its clip); use --sparsify=none '
+          'under DP.')
     if (self.sampling != sampling_lib.SamplingScheme.UNIFORM and
         self.dp.enabled and self.silos.dp_unit == 'silo'):
       raise ValueError('--dp_unit=silo: every silo takes part in every round '
@@ -553,7 +565,11 @@ def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
     # DP), or is the silo's own clipped update (silo-level DP).
     silo_records = cohort_work.SiloRecords(
         uniform=config.silos.weighting == 'uniform',
-        clip_silo=config.dp.enabled and config.silos.dp_unit == 'silo')
+        clip_silo=config.dp.enabled and config.silos.dp_unit == 'silo',
+        sparsify=sparse_uploads.SparsifyConfig.of(config.silos),
+        residual_dir=os.path.join(config.output_dir,
+                                  sparse_uploads.DIRNAME),
+        seed=config.seed)
     if silo_records.clip_silo:
       records_per_round, users_per_record = config.silos.num_silos, 1
     else:
@@ -736,10 +752,14 @@ def _run_federated(config: ExperimentConfig, data: corpus_lib.Corpus,
         process, lambda r: config.optimizers.server_learning_rate_at(
             r, config.loop.total_rounds))
 
+  # Kept with every checkpoint: the users' states and the silos' residuals.
+  stores = [s for s in (states, getattr(getattr(process, 'uploads', None),
+                                        'store', None)) if s is not None]
   _, _, selection = loop_lib.run_training_loop(
       process, sample, count_examples, evaluate_val, config.loop,
       state_manager, release_managers, accountant, static_metrics,
-      checkpoint_dir, prepare_round, tff_runtime, states,
+      checkpoint_dir, prepare_round, tff_runtime,
+      client_states_lib.StoreGroup(stores) if stores else None,
       None if silo_of is None else lambda clients: len(
           {int(silo_of[int(c.split(client_store.ROUND_SEPARATOR)[0])])
            for c in clients}))

@@ -25,6 +25,7 @@ import tensorflow_federated as tff
 import tqdm
 
 from research.fedrec.algorithms import cohort_work
+from research.fedrec.algorithms import sparse_uploads
 from research.fedrec.privacy import accounting
 from research.fedrec.training import runtime
 
@@ -219,7 +220,8 @@ def _train_metrics(output, records: int) -> collections.OrderedDict:
 
   A cohort client work's row-sparse upload bytes (summed over its `records`
   uploads: users, or silos) become `bytes_per_round_row_sparse` and
-  `bytes_per_client_row_sparse`.
+  `bytes_per_client_row_sparse`; the silos' sparsified uploads (--sparsify)
+  `bytes_per_round_sparsified` and `bytes_per_client_sparsified`.
   """
   train = collections.OrderedDict(output.metrics['client_work']['train'])
   upload = train.pop(cohort_work.UPLOAD_BYTES, None)
@@ -229,6 +231,11 @@ def _train_metrics(output, records: int) -> collections.OrderedDict:
   if upload is not None:
     metrics['bytes_per_round_row_sparse'] = float(upload)
     metrics['bytes_per_client_row_sparse'] = float(upload) / max(records, 1)
+  uploads = output.metrics.get(sparse_uploads.UPLOADS)
+  if uploads is not None:  # --sparsify: what the silos sent.
+    sent = float(uploads[sparse_uploads.SENT_BYTES])
+    metrics['bytes_per_round_sparsified'] = sent
+    metrics['bytes_per_client_sparsified'] = sent / max(records, 1)
   return metrics
 
 
