@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from research.fedrec.algorithms import sampling
+from research.fedrec.algorithms import sparse_uploads
 from research.fedrec.data import corpus
 from research.fedrec.data import ratings
 from research.fedrec.data import silos
@@ -74,7 +75,9 @@ class RefusalTest(absltest.TestCase):
         (dict(silos=silos.SiloConfig(partition='silo', num_silos=3,
                                      sparsify='randomk'),
               dp=settings.DPConfig(**_DP)),
-         '--sparsify=randomk with --dp is not supported yet')):
+         '--sparsify=randomk with --dp needs --noerror_feedback: error '
+         'feedback would carry a record\'s clipped update into later '
+         'releases')):
       with self.subTest(overrides=list(overrides)):
         with self.assertRaisesRegex(ValueError, message):
           _config('/nonexistent', 'x', **{'silos': _SILOS, **overrides})
@@ -279,13 +282,55 @@ class CrossSiloTest(absltest.TestCase):
 
 class SparsifiedUploadsTest(absltest.TestCase):
 
-  def _run(self, root, name, rounds=2, **silo_settings):
+  def _run(self, root, name, rounds=2, overrides=None, **silo_settings):
     config = _config(
         root, name, silos=silos.SiloConfig(partition='silo', num_silos=3,
                                            **silo_settings),
-        loop=loop.LoopConfig(total_rounds=rounds, eval_every=1,
-                             progress=False))
+        **{'loop': loop.LoopConfig(total_rounds=rounds, eval_every=1,
+                                   progress=False), **(overrides or {})})
     return experiment.run_experiment(config, log=lambda _: None)
+
+  def test_under_dp_every_silo_sends_the_same_public_rows(self):
+    """randomk under user-level DP: the rows are drawn from the seed and the
+    round, sent by every silo after its users' clip, and the server keeps
+    only them of the noised mean; the accounting is the dense run's."""
+    root = self.create_tempdir().full_path
+    summary = self._run(
+        root, 'dp', overrides=dict(
+            dp=settings.DPConfig(**_DP), seed=7,
+            loop=loop.LoopConfig(total_rounds=2, checkpoint_every=1,
+                                 progress=False),
+            optimizers=experiment.OptimizerConfig(server_learning_rate=0.1)),
+        sparsify='randomk', error_feedback=False)
+    checkpoints = os.path.join(root, 'dp', 'checkpoints')
+    weights = []
+    for name in sorted(os.listdir(checkpoints)):
+      state = tf.saved_model.load(os.path.join(checkpoints, name))()
+      weights.append([np.asarray(leaf) for leaf in tf.nest.flatten(state)
+                      if np.ndim(leaf) == 2 and np.shape(leaf)[0] == 40])
+    self.assertLen(weights, 2)
+    self.assertLen(weights[0], 2)  # The item embeddings and biases.
+    # Round 2 (round index 1) moved exactly the 4 rows drawn from (7, 1).
+    drawn = sparse_uploads.random_rows(tf.ones([40, 1]), 4,
+                                       tf.constant([7, 1], tf.int64))
+    expected = np.flatnonzero(drawn.numpy()[:, 0])
+    self.assertLen(expected, 4)
+    for before, after in zip(*weights):
+      np.testing.assert_array_equal(
+          np.flatnonzero(np.any(before != after, axis=1)), expected)
+    setting = accounting.PrivacySetting(
+        num_users=30, clients_per_round=30,
+        sampling=sampling.SamplingScheme.UNIFORM,
+        delta=accounting.default_delta(30))
+    self.assertAlmostEqual(summary['privacy']['epsilon'],
+                           setting.epsilon(1.0, 2))
+    self.assertIn('drawn from public randomness',
+                  summary['privacy']['statement'])
+    # No ids are sent: the server draws the same rows.
+    dim = _config('/x', 'x').model.embedding_dim
+    for row in _rows(root, 'dp'):
+      self.assertEqual(float(row['bytes_per_client_sparsified']),
+                       4 * 4 * dim + 4 * 4 + 4)
 
   def test_top_rows_cost_their_bytes_and_all_rows_are_the_dense_round(self):
     root = self.create_tempdir().full_path

@@ -479,7 +479,7 @@ def compose(initial_weights, client_work, aggregator, server_optimizer,
   rows (`sparse_uploads.Sparsifier`, `is_table` telling which global
   weights are item tables) before the aggregator: the process then has
   `sparsifier` and `next_with_uploads(state, client_data, residuals,
-  keys)`, which returns the round's output (with the bytes sent under
+  keys, server_key)`, which returns the round's output (with the bytes sent under
   `sparse_uploads.UPLOADS`), the cohorts' own outputs (a stateful client
   work's, else empty) and their new residuals, placed at the clients.
   """
@@ -506,7 +506,8 @@ def compose(initial_weights, client_work, aggregator, server_optimizer,
     sparsifier = sparse_uploads.Sparsifier(sparsify, update_type,
                                            is_table)
 
-  def round_body(state, client_data, residuals=None, keys=None):
+  def round_body(state, client_data, residuals=None, keys=None,
+                 server_key=None):
     # compose_learning_process's next, with the clip broadcast from the
     # aggregator's query state to the client work (under DP), and the
     # cohorts' own outputs kept (a stateful client work's).
@@ -534,8 +535,12 @@ def compose(initial_weights, client_work, aggregator, server_optimizer,
       uploads = tff.federated_sum(sent_bytes)
     aggregated = aggregation_process.next(state.aggregator, update,
                                           work.result.update_weight)
+    aggregate = aggregated.result
+    if residuals is not None and sparsifier.config.public:
+      aggregate = tff.federated_map(sparsifier.keep_public,
+                                    (aggregate, server_key))
     finalized = finalizer.next(state.finalizer, state.global_model_weights,
-                               aggregated.result)
+                               aggregate)
     new_state = tff.federated_zip(tff.learning.templates.LearningAlgorithmState(
         finalized.result, distributed.state, work.state, aggregated.state,
         finalized.state))
@@ -558,10 +563,11 @@ def compose(initial_weights, client_work, aggregator, server_optimizer,
     @tff.federated_computation(
         *process.next.type_signature.parameter,
         tff.FederatedType(sparsifier.residual_type, tff.CLIENTS),
-        tff.FederatedType(sparsifier.key_type, tff.CLIENTS))
-    def next_with_uploads(state, client_data, residuals, keys):
+        tff.FederatedType(sparsifier.key_type, tff.CLIENTS),
+        tff.FederatedType(sparsifier.key_type, tff.SERVER))
+    def next_with_uploads(state, client_data, residuals, keys, server_key):
       output, client_outputs, residuals = round_body(
-          state, client_data, residuals, keys)
+          state, client_data, residuals, keys, server_key)
       if client_outputs is None:
         client_outputs = tff.federated_value((), tff.CLIENTS)
       return output, client_outputs, residuals

@@ -31,8 +31,16 @@ zero in its update. Choosing rows is done after the silo's client work, on
 its weighted mean update (`cohort_work.combine`), by a TFF computation
 placed at the clients (`cohort_work.compose`'s `next_with_uploads`).
 
-Under DP the choice is refused for now: top-k picks rows by the silo's data,
-and the ids sent in the clear would reveal which items its users rated.
+Under DP (`SparsifyConfig.public`) only random-k without error feedback
+runs: top-k picks rows by the silo's data, whose ids sent in the clear would
+reveal which items its users rated, and error feedback would carry a
+record's clipped update into later releases, past the clip each release is
+accounted for. The rows are then drawn from public randomness (the run's
+seed and the round, the same rows for every silo) and chosen after the clip:
+a record's sent rows are a part of its clipped update, so its norm stays
+within the clip and the accounting is unchanged; the server, which draws
+the same rows, keeps only them of the noised aggregate (post-processing),
+and sends no ids.
 """
 
 import collections
@@ -62,11 +70,16 @@ class SparsifyConfig:
   kind: str = 'none'
   fraction: float = 0.1
   error_feedback: bool = True
+  # Under DP (random-k only, without error feedback): every silo sends the
+  # same rows, drawn from the run's seed and the round (public randomness),
+  # and the server keeps only those rows of the noised aggregate.
+  public: bool = False
 
   @classmethod
-  def of(cls, config: silos.SiloConfig) -> 'SparsifyConfig':
+  def of(cls, config: silos.SiloConfig,
+         dp: bool = False) -> 'SparsifyConfig':
     return cls(config.sparsify, config.sparsify_fraction,
-               config.error_feedback)
+               config.error_feedback, public=dp)
 
   @property
   def enabled(self) -> bool:
@@ -106,19 +119,45 @@ def select(config: SparsifyConfig, update: Sequence[tf.Tensor],
     k = config.rows_sent(rows)
     if config.kind == 'topk':
       score = tf.norm(tf.reshape(total, [rows, -1]), axis=1)
+      out = total * _row_mask(score, k, tensor.shape.rank)
     else:
-      score = tf.random.stateless_uniform([rows], seed=key)
-    chosen = tf.math.top_k(score, k=k, sorted=False).indices
-    mask = tf.scatter_nd(chosen[:, None], tf.ones([k]), [rows])
-    mask = tf.reshape(mask, [rows] + [1] * (tensor.shape.rank - 1))
-    out = total * mask
+      out = random_rows(total, k, key)
     sent.append(out)
     kept.append(total - out if config.error_feedback else
                 tf.zeros_like(total))
     row_size = tensor.shape[1:].num_elements()
-    # Ids and rows, or the table whole where that is smaller.
-    sent_bytes += float(min(k * (4 * row_size + 4), rows * row_size * 4))
+    # Rows and their ids (public rows: the server draws the same ids), or
+    # the table whole where that is smaller.
+    id_bytes = 0 if config.public else 4
+    sent_bytes += float(min(k * (4 * row_size + id_bytes),
+                            rows * row_size * 4))
   return sent, kept, sent_bytes
+
+
+def _row_mask(score, k: int, rank: int):
+  """1.0 on the `k` rows of highest `score`, 0.0 elsewhere, shaped to
+  broadcast over a table of `rank`."""
+  rows = tf.shape(score)[0]
+  chosen = tf.math.top_k(score, k=k, sorted=False).indices
+  mask = tf.scatter_nd(chosen[:, None], tf.ones([k]), [rows])
+  return tf.reshape(mask, tf.concat([[rows], tf.ones([rank - 1], tf.int32)],
+                                    0))
+
+
+def random_rows(table, k: int, key):
+  """`table` with all but `k` rows drawn uniformly from `key` zeroed."""
+  rows = int(table.shape[0])
+  return table * _row_mask(tf.random.stateless_uniform([rows], seed=key), k,
+                           table.shape.rank)
+
+
+def keep_public_rows(config: SparsifyConfig, update: Sequence[tf.Tensor],
+                     is_table: Sequence[bool], key) -> list:
+  """The server's noised aggregate with only the round's public rows of each
+  item table kept (`config.public`: the rows every silo sent; the noise on
+  the others would move rows no silo sent)."""
+  return [random_rows(u, config.rows_sent(int(u.shape[0])), key) if table
+          else u for u, table in zip(update, is_table)]
 
 
 class Sparsifier:
@@ -129,17 +168,30 @@ class Sparsifier:
     self.config = config
     self.is_table = list(is_table)
     members = list(update_type)
+    # Under adaptive DP clipping a record is (clipped sum, unclipped count).
+    nested = len(members) != len(self.is_table)
+    tensors_type = members[0] if nested else update_type
     self.residual_type = tff.StructWithPythonType(
-        [m for m, table in zip(members, self.is_table) if table], list)
+        [m for m, table in zip(tensors_type, self.is_table) if table], list)
     self.key_type = tff.TensorType(np.int64, [2])
 
     @tff.tensorflow.computation(update_type, self.residual_type,
                                 self.key_type)
     def run(update, residual, key):
-      sent, kept, sent_bytes = select(config, list(update), list(residual),
+      tensors = list(update[0] if nested else update)
+      sent, kept, sent_bytes = select(config, tensors, list(residual),
                                       self.is_table, key)
+      if nested:
+        sent = update._replace(**{update._fields[0]: sent})
       return sent, kept, sent_bytes
     self.computation = run
+
+    result_type = tensors_type
+
+    @tff.tensorflow.computation(result_type, self.key_type)
+    def keep_public(update, key):
+      return keep_public_rows(config, list(update), self.is_table, key)
+    self.keep_public = keep_public
 
 
 def residual_specs(table_shapes: Sequence[tuple]) -> dict:
@@ -177,14 +229,20 @@ class SiloUploads:
       silos.append(int(of[0]))
     return silos
 
+  def _key(self, silo: int, round_index: int) -> np.ndarray:
+    """randomk's seed: per silo, or (public rows) the same for all."""
+    if self.sparsifier.config.public:
+      return np.array([self._seed, round_index], np.int64)
+    return np.array([self._seed, silo * 2**32 + round_index], np.int64)
+
   def inputs(self, cohorts) -> tuple[list, list]:
     """Each cohort's (silo's) residuals and randomk key."""
     silos = self._silos(cohorts)
     stored = self.store.gather(silos)
     residuals = [[stored[n][i] for n in self._names]
                  for i in range(len(silos))]
-    keys = [np.array([self._seed, silo * 2**32 + int(stored[ROUNDS][i])],
-                     np.int64) for i, silo in enumerate(silos)]
+    keys = [self._key(silo, int(stored[ROUNDS][i]))
+            for i, silo in enumerate(silos)]
     return residuals, keys
 
   def run(self, process, state, datasets, cohorts):
@@ -192,18 +250,26 @@ class SiloUploads:
     `cohorts`: `(output, the cohorts' own outputs)`, the silos' new
     residuals written back."""
     residuals, keys = self.inputs(cohorts)
+    server_key = self._key(-1, self.rounds())
     output, client_outputs, residuals = process.next_with_uploads(
-        state, datasets, residuals, keys)
+        state, datasets, residuals, keys, server_key)
     self.write_back(cohorts, residuals)
     return output, client_outputs
 
+  def rounds(self) -> int:
+    """Rounds run so far (every silo's count: each round counts for all,
+    those that sent nothing too)."""
+    return int(self.store.gather([0], [ROUNDS])[ROUNDS][0])
+
   def write_back(self, cohorts, residuals) -> None:
     silos = self._silos(cohorts)
-    rounds = self.store.gather(silos, [ROUNDS])[ROUNDS]
-    values = {n: np.stack([np.asarray(r[i]) for r in residuals])
-              for i, n in enumerate(self._names)}
-    values[ROUNDS] = rounds + 1.0
-    self.store.scatter(silos, values)
+    if residuals:
+      self.store.scatter(silos, {
+          n: np.stack([np.asarray(r[i]) for r in residuals])
+          for i, n in enumerate(self._names)})
+    every = list(range(self.store.num_users))
+    self.store.scatter(every, {ROUNDS: np.full(len(every), self.rounds() + 1,
+                                               np.float32)})
 
 
 def build(process, silo_of, num_silos: int, directory: str,

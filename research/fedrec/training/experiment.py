@@ -274,12 +274,12 @@ class ExperimentConfig:
           '--sparsify=topk with --dp: the rows a silo sends would be chosen '
           'by its users\' ratings, and their ids, sent in the clear, would '
           'reveal which items they rated; use --sparsify=none under DP.')
-    if self.dp.enabled and self.silos.sparsify == 'randomk':
+    if (self.dp.enabled and self.silos.sparsify == 'randomk' and
+        self.silos.error_feedback):
       raise ValueError(
-          '--sparsify=randomk with --dp is not supported yet (the server '
-          'would have to noise only the publicly drawn rows, and error '
-          'feedback carries a record past its clip); use --sparsify=none '
-          'under DP.')
+          '--sparsify=randomk with --dp needs --noerror_feedback: error '
+          'feedback would carry a record\'s clipped update into later '
+          'releases, past the clip each release is accounted for.')
     if (self.sampling != sampling_lib.SamplingScheme.UNIFORM and
         self.dp.enabled and self.silos.dp_unit == 'silo'):
       raise ValueError('--dp_unit=silo: every silo takes part in every round '
@@ -566,7 +566,8 @@ def build_process(config: ExperimentConfig, data: corpus_lib.Corpus,
     silo_records = cohort_work.SiloRecords(
         uniform=config.silos.weighting == 'uniform',
         clip_silo=config.dp.enabled and config.silos.dp_unit == 'silo',
-        sparsify=sparse_uploads.SparsifyConfig.of(config.silos),
+        sparsify=sparse_uploads.SparsifyConfig.of(config.silos,
+                                                  dp=config.dp.enabled),
         residual_dir=os.path.join(config.output_dir,
                                   sparse_uploads.DIRNAME),
         seed=config.seed)
@@ -1272,9 +1273,21 @@ def _privacy_summary(config: ExperimentConfig,
       sampling_probability=setting.sampling_probability,
       accountant=setting.accountant.value,
       statement=statement.privacy_statement(
-          config.method.privacy_note(dp=True), config.dp.mechanism.value,
+          config.method.privacy_note(dp=True) + _sparsify_note(config),
+          config.dp.mechanism.value,
           accountant.epsilon, setting.delta, accountant.rounds,
           setting.sampling.value, setting.accountant.value, unit))
+
+
+def _sparsify_note(config: ExperimentConfig) -> str:
+  """What --sparsify adds to a DP run's privacy statement."""
+  if config.silos.sparsify == 'none':
+    return ''
+  return (f' Each silo sends a {config.silos.sparsify_fraction:g} share of '
+          'each item table\'s rows, the same rows for every silo, drawn from '
+          'public randomness and taken from its clipped record (the bound '
+          'is unchanged); the server keeps only those rows of the noised '
+          'aggregate.')
 
 
 # Columns of the ranking summary table (implicit feedback).
