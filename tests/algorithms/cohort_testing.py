@@ -17,6 +17,7 @@ import tensorflow as tf
 from research.fedrec.algorithms import cohort_work
 from research.fedrec.data import client_store
 from research.fedrec.data import splits
+from research.fedrec.models import mf_features
 from research.fedrec.training import runtime
 from tests.algorithms import testing_data
 
@@ -24,6 +25,17 @@ NUM_USERS, NUM_ITEMS = 30, 25
 ROUNDS = (['0', '3', '4', '7', '9', '12', '15', '16', '20', '21', '25', '28'],
           [str(u) for u in range(0, 30, 2)],
           ['1', '2', '5', '8', '11', '13', '17', '19', '22', '23', '26', '29'])
+
+
+def feature_model(seed: int, id_dropout: float = 0.5,
+                  use_biases: bool = True):
+  """MF with item features (models/mf_features.py): 4 random features per
+  item, as `prepared` would load them."""
+  rng = np.random.default_rng(seed)
+  values = rng.normal(0.0, 0.3, [NUM_ITEMS, 4]).astype(np.float32)
+  return mf_features.FeatureMFConfig(
+      embedding_dim=3, l2=0.05, seed=seed, id_dropout=id_dropout,
+      use_biases=use_biases, feature_values=tuple(map(tuple, values.tolist())))
 
 
 def random_corpus(seed=7):

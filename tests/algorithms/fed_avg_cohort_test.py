@@ -78,6 +78,11 @@ _EXPLICIT_CASES = (
          pipeline=pipelines.PipelineConfig(batch_size=4, local_epochs=2,
                                            seed=3),
          uniform=False, cohort_size=0, proximal_strength=None),
+    dict(testcase_name='fedavg_item_features_id_dropout',
+         model=cohort_testing.feature_model(4),
+         pipeline=pipelines.PipelineConfig(batch_size=3, local_epochs=2,
+                                           seed=2),
+         uniform=False, cohort_size=4, proximal_strength=None),
     # Stateful client optimizers: a state per user, frozen while idle.
     dict(testcase_name='fedavg_momentum',
          model=mf.MFConfig(embedding_dim=3, l2=0.05, seed=1),

@@ -16,7 +16,9 @@ other weight (dense layers, the global bias) as [K, ...]: a dense layer
 x W + b becomes the batched matmul einsum('kbi,kio->kbo', x, W) + b. `squares` is each example's
 sum of squares of its (user, item) embeddings, the model's per-example L2
 (`mf.PairL2`). `inputs` holds what a model reads besides its parameters
-(U-AutoRec: each user's vector `x` [K, items]; id models: nothing).
+(U-AutoRec: each user's vector `x` [K, items]; MF with item features: the
+step's item ids `items` [K, B] and real positions `mask` [K, B]; id models:
+nothing).
 
 A model runs in cohorts once its scorer is registered here (`SCORERS`, by
 --model name); the exactness tests compare it with the per-client process.
@@ -110,6 +112,56 @@ def autorec_scores(config, params, inputs):
   return logits, tf.broadcast_to(squares[:, None], tf.shape(logits))
 
 
+def id_keep(config, items, mask):
+  """[K, B] 1.0 where an example keeps its item's id part under id dropout
+  (`mf_features.IdDropout` of each user's batch: its real positions, `mask`,
+  in order; the mask a stateless function of the seed and the batch's
+  items, so each user's is the per-client one)."""
+  if not config.id_dropout:
+    return tf.ones_like(mask)
+  ids = tf.cast(items, tf.int64)
+  inside = tf.cast(mask > 0, tf.int64)
+  batch_key = (tf.reduce_sum(inside * ids * (ids + 7), axis=1) +
+               tf.reduce_sum(inside, axis=1))
+  seeds = tf.stack([tf.fill(tf.shape(batch_key),
+                            tf.constant(config.seed, tf.int64)),
+                    batch_key], axis=1)
+  width = tf.shape(items)[1]
+  # A batch's real positions come first, so each user's draws are the
+  # first of `width` draws from its seed (Philox: a prefix of the same).
+  draws = tf.map_fn(
+      lambda seed: tf.random.stateless_uniform([width], seed=seed), seeds,
+      fn_output_signature=tf.float32)
+  return tf.cast(draws >= config.id_dropout, tf.float32)
+
+
+def mf_features_scores(config, params, inputs):
+  """MF with item features (models/mf_features.py): an item's vector and
+  bias are its id part (under id dropout while training) plus the learned
+  projection of its feature row, a constant of the config. `inputs`: the
+  step's `items` [K, B] and `mask` [K, B] (its real positions)."""
+  items = inputs['items']
+  keep = id_keep(config, items, inputs['mask'])
+  features = tf.gather(tf.constant(config.features), items)  # [K, B, F]
+  user = params['user_embedding']
+  rows = (params['item_embedding'] * keep[..., None] + tf.einsum(
+      'kbf,kfd->kbd', features, params['feature_projection']))
+  prediction = tf.reduce_sum(user[:, None, :] * rows, axis=-1)
+  pair = [user, rows]
+  if config.use_biases:
+    user_bias = params['user_bias']  # [K, 1]
+    row_biases = (params['item_bias'][..., 0] * keep + tf.einsum(
+        'kbf,kf->kb', features, params['feature_bias'][..., 0]))
+    prediction += (user_bias + row_biases +
+                   params['global_bias'][:, None])
+    pair += [user_bias, row_biases[..., None]]
+  return prediction, _squares(pair)
+
+
 # --model name -> scorer.
 SCORERS = {'mf': mf_scores, 'gmf': ncf_scores, 'mlp': ncf_scores,
-           'neumf': ncf_scores, 'autorec': autorec_scores}
+           'neumf': ncf_scores, 'autorec': autorec_scores,
+           'mf_features': mf_features_scores}
+# Scorers whose `inputs` are the step's `items` and `mask` (the client works
+# give them).
+READS_ITEMS = ('mf_features',)

@@ -64,7 +64,7 @@ def _explicit_batches(cohort, batch_size: int, local_epochs: int):
   `batch_at(t)` gives step t's `(mask, targets, slots, active, inputs)`:
   [K, B] 1.0 at real positions, their ratings, the position of their item
   among the user's `slot_items`, [K] whether the user has a batch t, and
-  the scorer's other inputs (none here).
+  the scorer's other inputs (the step's item ids and its mask).
   """
   counts, ratings = cohort['counts'], cohort['ratings']
   total = local_epochs * counts
@@ -75,7 +75,9 @@ def _explicit_batches(cohort, batch_size: int, local_epochs: int):
     mask = tf.cast(positions[None, :] < total[:, None], tf.float32)
     slots = positions[None, :] % tf.maximum(counts, 1)[:, None]
     return (mask, tf.gather(ratings, slots, batch_dims=1), slots,
-            t * batch_size < total, {})
+            t * batch_size < total,
+            dict(items=tf.gather(cohort['items'], slots, batch_dims=1),
+                 mask=mask))
   return cohort['items'], num_steps, batch_at
 
 
@@ -96,7 +98,9 @@ def _implicit_batches(cohort, batch_size: int, local_epochs: int):
     step = t % steps_per_epoch
     active = step * batch_size < counts
     mask = cohort_work.position_mask(counts, batch_size, step, active)
-    return mask, labels[t], slots[t], active, {}
+    return mask, labels[t], slots[t], active, dict(
+        items=tf.gather(cohort['slot_items'], slots[t], batch_dims=1),
+        mask=mask)
   return cohort['slot_items'], local_epochs * steps_per_epoch, batch_at
 
 

@@ -223,7 +223,8 @@ def build_cohort_training_process(
     packer = cohorts.ImplicitCohortPacker(
         store_path, pipeline, num_items, recon.recon_epochs,
         recon.post_recon_epochs, cohort_size, recon.split_dataset)
-  elif fed_recon_cohort.by_epoch(client_optimizer, reconstruction_optimizer):
+  elif fed_recon_cohort.by_epoch(client_optimizer, reconstruction_optimizer,
+                                 model_config):
     packer = cohorts.EpochCohortPacker(
         store_path, pipeline, recon.recon_epochs, recon.post_recon_epochs,
         cohort_size, recon.split_dataset)
@@ -270,12 +271,13 @@ class FedRecon(registry.Method):
   trains_in_silos = True  # User vectors are rebuilt on the silo, per user.
 
   def cohort_unsupported(self, config) -> Optional[str]:
-    """Cohorts reproduce FedRecon of MF (explicit feedback) and of the
-    models of `cohort_scores.SCORERS` (implicit), with every optimizer, with
-    or without `--split_dataset`."""
-    # Explicit feedback: MF's own client work; implicit: every model with a
-    # cohort scorer.
-    models = tuple(cohort_scores.SCORERS) if config.data.implicit else ('mf',)
+    """Cohorts reproduce FedRecon of MF and MF with item features (explicit
+    feedback) and of the models of `cohort_scores.SCORERS` (implicit), with
+    every optimizer, with or without `--split_dataset`."""
+    # Explicit feedback: MF's own client work, or the epoch-by-epoch one of
+    # a scorer; implicit: every model with a cohort scorer.
+    models = (tuple(cohort_scores.SCORERS) if config.data.implicit else
+              ('mf', 'mf_features'))
     return cohorts.unsupported(cohorts.common_unsupported(config, models))
 
   def build_process(self, inputs: registry.ProcessInputs):

@@ -364,8 +364,9 @@ def build_implicit_client_work(
     def whole(weight):  # Each user's copy of a whole weight: [K, ...].
       return tf.tile(weight[None], [num_users] + [1] * weight.shape.rank)
 
-    def user_losses(params, step_labels, mask):
-      logits, squares = scores(model_config, params)
+    def user_losses(params, step_labels, mask, step_items):
+      logits, squares = scores(model_config, params,
+                               dict(items=step_items, mask=mask))
       return cohort_work.masked_losses(
           example_loss, model_config.l2, step_labels, mask, logits,
           squares), logits
@@ -389,7 +390,7 @@ def build_implicit_client_work(
         tape.watch(users)
         losses, _ = user_losses(
             dict(zip(global_names + local_names, global_params + users)),
-            labels_by_step[t], mask)
+            labels_by_step[t], mask, step_items)
         total = tf.reduce_sum(losses)
       grads = tape.gradient(total, users)
       recon_state, users = reconstruction_optimizer.next(
@@ -416,7 +417,7 @@ def build_implicit_client_work(
         tape.watch(step)
         losses, logits = user_losses(
             dict(zip(global_names + local_names, step + users)),
-            step_labels, mask)
+            step_labels, mask, items_by_step[recon_epochs * num_steps + t])
         total = tf.reduce_sum(losses)
       grads = tape.gradient(total, step)
       # Duplicate slots in a batch add up, as an embedding's gradient does.
@@ -446,16 +447,17 @@ def build_implicit_client_work(
 
 
 def by_epoch(client_optimizer: cohort_optimizers.UserOptimizer,
-             reconstruction_optimizer: cohort_optimizers.UserOptimizer
-             ) -> bool:
+             reconstruction_optimizer: cohort_optimizers.UserOptimizer,
+             model_config=None) -> bool:
   """Whether explicit feedback trains on the epoch-by-epoch layout.
 
-  MF's own client work (`build_client_work`) steps with SGD; a stateful
+  MF's own client work (`build_client_work`) steps MF with SGD; a stateful
   optimizer steps each user's whole copies, as the implicit client work
   does, so explicit ratings then go through it
-  (`cohorts.EpochCohortPacker`).
+  (`cohorts.EpochCohortPacker`), as do the other models with a scorer.
   """
-  return client_optimizer.stateful or reconstruction_optimizer.stateful
+  return (client_optimizer.stateful or reconstruction_optimizer.stateful or
+          (model_config is not None and model_config.model_name != 'mf'))
 
 
 def build_training_process(model_fn, model_config: mf.MFConfig,
@@ -483,7 +485,8 @@ def build_training_process(model_fn, model_config: mf.MFConfig,
       lambda: tff.learning.models.ReconstructionModel.get_global_variables(
           model_fn()))
   weights_type = initial_weights.type_signature.result
-  if implicit or by_epoch(client_optimizer, reconstruction_optimizer):
+  if implicit or by_epoch(client_optimizer, reconstruction_optimizer,
+                          model_config):
     client_work = build_implicit_client_work(
         model_fn, weights_type, model_config, num_items, recon, batch_size,
         client_optimizer, reconstruction_optimizer, uniform_weighting,
