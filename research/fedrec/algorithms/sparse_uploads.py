@@ -57,7 +57,7 @@ from research.fedrec.data import silos
 
 DIRNAME = 'silo_residuals'  # In a run directory.
 RESIDUAL_PREFIX = 'residual/'
-ROUNDS = 'rounds'  # Rounds a silo has sent (randomk's draws, per round).
+ROUNDS = 'rounds'  # Rounds run so far (randomk's draws, per round).
 UPLOADS = 'uploads'  # The round's measurement (`LearningProcessOutput`).
 SENT_BYTES = 'sent_bytes'
 
@@ -196,7 +196,7 @@ class Sparsifier:
 
 def residual_specs(table_shapes: Sequence[tuple]) -> dict:
   """A silo's stored state: one residual per item table (in order), and
-  its rounds sent."""
+  the rounds run so far (the same in every silo)."""
   specs = collections.OrderedDict(
       (f'{RESIDUAL_PREFIX}{i}', tuple(shape))
       for i, shape in enumerate(table_shapes))
@@ -241,8 +241,7 @@ class SiloUploads:
     stored = self.store.gather(silos)
     residuals = [[stored[n][i] for n in self._names]
                  for i in range(len(silos))]
-    keys = [self._key(silo, int(stored[ROUNDS][i]))
-            for i, silo in enumerate(silos)]
+    keys = [self._key(silo, self.rounds()) for silo in silos]
     return residuals, keys
 
   def run(self, process, state, datasets, cohorts):
