@@ -539,5 +539,8 @@ def common_unsupported(config, models: Sequence[str]) -> tuple:
       config.model_name not in models and
       f'--model={config.model_name} has no cohort client work yet (only '
       f'{", ".join(models)})',
+      # A silo's update is one record (data/silos.py): quantized whole, as
+      # a client's, by the aggregator.
       config.aggregation.compression.value != 'none' and
+      not config.silos.enabled and
       '--compression has no per-user form in cohorts yet')

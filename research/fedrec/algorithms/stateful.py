@@ -489,7 +489,8 @@ class StatefulMethod(registry.Method):
           'from training: --split=user_disjoint evaluates users that never '
           'trained (use a holdout or leave_one_out split).')
     super().validate(config)
-    if config.aggregation.compression.value != 'none':
+    if (config.aggregation.compression.value != 'none' and
+        not config.silos.enabled):  # A silo's update is one record.
       raise ValueError(f'--algorithm={self.name}: --compression has no '
                        'per-user form in cohorts yet.')
 

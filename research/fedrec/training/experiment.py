@@ -269,6 +269,11 @@ class ExperimentConfig:
           '--dp_unit=silo).')
     if not self.dp.enabled and self.silos.dp_unit != 'user':
       raise ValueError('--dp_unit=silo needs --dp=fixed or adaptive.')
+    if (self.silos.sparsify != 'none' and
+        self.aggregation.compression.value != 'none'):
+      raise ValueError(
+          f'--sparsify={self.silos.sparsify} with --compression: choose one '
+          '(a sparsified upload is not quantized yet).')
     if self.dp.enabled and self.silos.sparsify == 'topk':
       raise ValueError(
           '--sparsify=topk with --dp: the rows a silo sends would be chosen '
