@@ -151,7 +151,7 @@ class BanditTableTest(_TableTestCase):
 class ColdStartTableTest(_TableTestCase):
 
   def test_cold_start_ml100k_at_smoke_scale(self):
-    # MF and MF + genres + year under FedRecon: both execution kinds.
+    # MF and MF + genres + year under FedRecon (both in cohorts).
     self._assert_smoke_table('cold_start_ml100k',
                              ('mf_fedrecon', 'genres_year_fedrecon'))
 
