@@ -479,9 +479,11 @@ def compose(initial_weights, client_work, aggregator, server_optimizer,
   rows (`sparse_uploads.Sparsifier`, `is_table` telling which global
   weights are item tables) before the aggregator: the process then has
   `sparsifier` and `next_with_uploads(state, client_data, residuals,
-  keys, server_key)`, which returns the round's output (with the bytes sent under
-  `sparse_uploads.UPLOADS`), the cohorts' own outputs (a stateful client
-  work's, else empty) and their new residuals, placed at the clients.
+  keys, server_key)`, which returns the round's output (with the bytes
+  sent under `sparse_uploads.UPLOADS`), the cohorts' own outputs (a
+  stateful client work's, else empty) and their new residuals, placed at
+  the clients; under DP (`sparsify.public`) the server keeps only the
+  rows drawn from `server_key` of the aggregate.
   """
   weights_type = initial_weights.type_signature.result
   if aggregator is None:
