@@ -169,7 +169,7 @@ class Sparsifier:
     self.is_table = list(is_table)
     members = list(update_type)
     # Under adaptive DP clipping a record is (clipped sum, unclipped count).
-    nested = len(members) != len(self.is_table)
+    nested = isinstance(members[0], tff.StructType)
     tensors_type = members[0] if nested else update_type
     self.residual_type = tff.StructWithPythonType(
         [m for m, table in zip(tensors_type, self.is_table) if table], list)
