@@ -162,6 +162,3 @@ def mf_features_scores(config, params, inputs):
 SCORERS = {'mf': mf_scores, 'gmf': ncf_scores, 'mlp': ncf_scores,
            'neumf': ncf_scores, 'autorec': autorec_scores,
            'mf_features': mf_features_scores}
-# Scorers whose `inputs` are the step's `items` and `mask` (the client works
-# give them).
-READS_ITEMS = ('mf_features',)

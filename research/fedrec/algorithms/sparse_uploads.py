@@ -186,9 +186,7 @@ class Sparsifier:
       return sent, kept, sent_bytes
     self.computation = run
 
-    result_type = tensors_type
-
-    @tff.tensorflow.computation(result_type, self.key_type)
+    @tff.tensorflow.computation(tensors_type, self.key_type)
     def keep_public(update, key):
       return keep_public_rows(config, list(update), self.is_table, key)
     self.keep_public = keep_public
