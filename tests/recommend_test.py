@@ -21,6 +21,7 @@ from research.fedrec.evaluation import ranking
 from research.fedrec.inference import export
 from research.fedrec.models import mf_features
 from research.fedrec.models import ncf
+from research.fedrec.models import ncf_features
 from research.fedrec.training import experiment
 from research.fedrec.training import loop
 from research.fedrec.training import runtime
@@ -310,6 +311,19 @@ class ImplicitNewItemTest(_TrainedRunTest):
     self.assertStartsWith(table.stdout.strip().splitlines()[-1],
                           f'New item Copy ({int(info.years[cold])}) '
                           f'[{genres}]: probability ')
+
+
+class ImplicitNeuMFNewItemTest(ImplicitNewItemTest):
+  """The same with NeuMF with item features: a described item is scored
+  through both towers of the model with one more item."""
+
+  @classmethod
+  def _config(cls, root):
+    return dataclasses.replace(
+        super()._config(root), experiment_name='neumf_features',
+        model_name='neumf_features',
+        model=ncf_features.NeuMFFeaturesConfig(embedding_dim=4,
+                                               mlp_layers=(8, 4)))
 
 
 class ImplicitRecommendTest(_TrainedRunTest):

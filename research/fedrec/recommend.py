@@ -88,7 +88,7 @@ _NEW_ITEM = flags.DEFINE_string(
     'line without its id: "Title (1996)::Comedy|Drama" (the year in the '
     'title, genres |-separated; either may be left out): its predicted rating '
     'for the user and its rank among the user\'s unrated items. Needs a '
-    'model with item features (--model=mf_features).')
+    'model with item features (--model=mf_features or neumf_features).')
 _K = flags.DEFINE_integer('k', 10, 'Number of items to recommend.')
 _FORMAT = flags.DEFINE_enum('format', 'table', ['table', 'json'],
                             'Output format.')
@@ -273,18 +273,12 @@ def _score_new_item(recommender, text: str, user, history, scores,
                      'Genre|Genre".')
   year = side_info.title_year(title)
   try:
-    vector, bias = recommender.described_item(
-        genres, None if np.isnan(year) else year, title)
+    score = recommender.described_item_score(
+        user, history, genres, None if np.isnan(year) else year, title)
   except ValueError as e:
     message = str(e)
     raise ValueError(message if message.startswith('--new_item') else
                      f'--new_item={text!r}: {message}') from None
-  user_vector, user_bias = recommender.user_parts(user, history)
-  score = float(user_vector @ vector + user_bias + bias + (
-      recommender.global_bias if implicit else
-      recommender.exported.model.global_bias))
-  if implicit:  # The interaction probability, as the items' scores.
-    score = float(1.0 / (1.0 + np.exp(-score)))
   unrated = np.setdiff1d(np.arange(len(scores)), history.items)
   rank = int(np.sum(scores[unrated] > score)) + 1
   return collections.OrderedDict(

@@ -275,13 +275,14 @@ _EMBEDDING_DIM = flags.DEFINE_integer('embedding_dim', 16,
 _USE_BIASES = flags.DEFINE_bool('use_biases', True,
                                 'Learn user, item and global biases.')
 _ITEM_FEATURES = flags.DEFINE_list(
-    'item_features', ['genres', 'year'], 'mf_features: the item side '
+    'item_features', ['genres', 'year'], 'mf_features, neumf_features: the '
+    'item side '
     'information its item vectors project (genres, year, title_text; from '
     'the corpus\'s item file, data/side_info.py; title_text: sentence '
     'embeddings of the titles, after make setup-text).')
 _ID_DROPOUT = flags.DEFINE_float(
-    'id_dropout', 0.5, 'mf_features: share of training examples whose item '
-    'id part is zeroed (DropoutNet), so the features learn to stand alone.')
+    'id_dropout', 0.5, 'mf_features, neumf_features: share of training '
+    'examples whose item id part is zeroed (DropoutNet), so the features learn to stand alone.')
 _L2 = flags.DEFINE_float(
     'l2', None, 'Per-example L2 weight on the rated pair\'s embeddings and '
     'biases (autorec: on its weights). Default '

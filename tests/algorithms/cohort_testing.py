@@ -18,6 +18,7 @@ from research.fedrec.algorithms import cohort_work
 from research.fedrec.data import client_store
 from research.fedrec.data import splits
 from research.fedrec.models import mf_features
+from research.fedrec.models import ncf_features
 from research.fedrec.training import runtime
 from tests.algorithms import testing_data
 
@@ -36,6 +37,17 @@ def feature_model(seed: int, id_dropout: float = 0.5,
   return mf_features.FeatureMFConfig(
       embedding_dim=3, l2=0.05, seed=seed, id_dropout=id_dropout,
       use_biases=use_biases, feature_values=tuple(map(tuple, values.tolist())))
+
+
+def neumf_feature_model(seed: int, id_dropout: float = 0.5):
+  """NeuMF with item features (models/ncf_features.py), 4 random features
+  per item as `feature_model`."""
+  rng = np.random.default_rng(seed)
+  values = rng.normal(0.0, 0.3, [NUM_ITEMS, 4]).astype(np.float32)
+  return ncf_features.NeuMFFeaturesConfig(
+      embedding_dim=3, mlp_layers=(6, 4, 2), l2=0.05, seed=seed,
+      id_dropout=id_dropout,
+      feature_values=tuple(map(tuple, values.tolist())))
 
 
 def random_corpus(seed=7):

@@ -82,7 +82,8 @@ class RegistryTest(absltest.TestCase):
 
   def test_built_in_models_and_what_they_are(self):
     self.assertEqual(registry.names(),
-                     ['mf', 'gmf', 'mlp', 'neumf', 'mf_features', 'autorec'])
+                     ['mf', 'gmf', 'mlp', 'neumf', 'mf_features',
+                      'neumf_features', 'autorec'])
     what = {name: (registry.get(name).feedbacks,
                    registry.get(name).has_user_part,
                    registry.get(name).inputs) for name in registry.names()}
@@ -93,6 +94,7 @@ class RegistryTest(absltest.TestCase):
                             'mlp': (implicit, True, pairs),
                             'neumf': (implicit, True, pairs),
                             'mf_features': (both, True, pairs),
+                            'neumf_features': (implicit, True, pairs),
                             'autorec': (implicit, False, vectors)})
     for name in registry.names():  # Each config names its model.
       self.assertEqual(registry.of(registry.get(name).config_class()).name,
@@ -114,7 +116,7 @@ class RegistryTest(absltest.TestCase):
   def test_unknown_and_duplicate_names_are_one_line_errors(self):
     with self.assertRaisesRegex(ValueError, r'^--model=svd: no such model '
                                 r'\(registered: mf, gmf, mlp, neumf, '
-                                r'mf_features, autorec\)\.$'):
+                                r'mf_features, neumf_features, autorec\)\.$'):
       registry.get('svd')
     with self.assertRaisesRegex(ValueError, 'registered already'):
       registry.register(registry.get('mf'))

@@ -73,15 +73,21 @@ def _dense(inputs, params, name: str):
 def ncf_scores(config, params, inputs=None):
   """GMF, MLP or NeuMF (models/ncf.py): the logit of each example."""
   del inputs
+  return _ncf(config, params, lambda tower: params[f'{tower}_item_embedding'])
+
+
+def _ncf(config, params, item_rows):
+  """NCF's logits and squares, each tower's item rows [K, B, d] from
+  `item_rows(tower)` ('gmf' or 'mlp')."""
   towers, pair = [], []
   if 'gmf_user_embedding' in params:
     user = params['gmf_user_embedding']
-    rows = params['gmf_item_embedding']
+    rows = item_rows('gmf')
     towers.append(user[:, None, :] * rows)
     pair += [user, rows]
   if 'mlp_user_embedding' in params:
     user = params['mlp_user_embedding']
-    rows = params['mlp_item_embedding']
+    rows = item_rows('mlp')
     hidden = tf.concat([
         tf.tile(user[:, None, :], [1, tf.shape(rows)[1], 1]), rows], axis=-1)
     for index in range(len(config.mlp_layers)):
@@ -158,7 +164,21 @@ def mf_features_scores(config, params, inputs):
   return prediction, _squares(pair)
 
 
+def neumf_features_scores(config, params, inputs):
+  """NeuMF with item features (models/ncf_features.py): each tower's item
+  vector is its id part (under one id dropout mask for both towers) plus
+  its projection of the item's feature row. `inputs` as
+  `mf_features_scores`'s."""
+  items = inputs['items']
+  keep = id_keep(config, items, inputs['mask'])[..., None]
+  features = tf.gather(tf.constant(config.features), items)  # [K, B, F]
+  return _ncf(config, params, lambda tower: (
+      params[f'{tower}_item_embedding'] * keep + tf.einsum(
+          'kbf,kfd->kbd', features, params[f'{tower}_feature_projection'])))
+
+
 # --model name -> scorer.
 SCORERS = {'mf': mf_scores, 'gmf': ncf_scores, 'mlp': ncf_scores,
            'neumf': ncf_scores, 'autorec': autorec_scores,
-           'mf_features': mf_features_scores}
+           'mf_features': mf_features_scores,
+           'neumf_features': neumf_features_scores}

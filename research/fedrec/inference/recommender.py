@@ -42,6 +42,11 @@ from research.fedrec.inference import export as export_lib
 from research.fedrec.inference import groups
 from research.fedrec.inference import implicit
 from research.fedrec.inference import reconstruction
+from research.fedrec.models import builder
+
+
+NO_ITEM_FEATURES = ('--new_item: this run\'s model reads no item features '
+                    '(train with --model=mf_features or neumf_features).')
 
 
 def rank(scores: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
@@ -132,13 +137,26 @@ class Recommender:
     """
     parts = self.exported.new_items
     if parts is None:
-      raise ValueError('--new_item: this run\'s model reads no item '
-                       'features (train with --model=mf_features).')
+      raise ValueError(NO_ITEM_FEATURES)
     encoder = side_info.FeatureEncoder(
         tuple(parts['names'].tolist()), tuple(parts['genre_names'].tolist()),
         float(parts['year_mean']), float(parts['year_std']))
     x = encoder.encode_one(genres, year, title) * float(parts['multiplier'])
     return x @ parts['projection'], float(x @ parts['bias'])
+
+  def described_item_score(self, user: Optional[int], history: UserRatings,
+                           genres: list[str], year: Optional[float],
+                           title: str = '') -> float:
+    """The predicted rating of an item known only by its metadata, for known
+    user `user` or a new user (`user` None) reconstructed from `history`.
+
+    Raises:
+      ValueError: as `described_item` and `user_parts`.
+    """
+    vector, bias = self.described_item(genres, year, title)
+    user_vector, user_bias = self.user_parts(user, history)
+    return float(user_vector @ vector + user_bias + bias +
+                 self.exported.model.global_bias)
 
   def initial_scores(self) -> np.ndarray:
     """Predictions of a user before reconstruction (the initial vector)."""
@@ -253,35 +271,61 @@ class ImplicitRecommender(Recommender):
                                self.settings)
     return _sigmoid(implicit.score_items(model, [0], self.num_items)[0])
 
-  def user_parts(self, user: Optional[int], history: UserRatings):
-    """(vector, bias) of known user `user`, or of a new user (`user` None)
-    reconstructed from `history`, under a model of one user vector and bias
-    (MF, MF + item features): its table row, or its reconstruction as
-    `user_scores` / `new_user_scores` do it.
+  def _user_model(self, user: Optional[int], history: UserRatings):
+    """(Keras model, its user row, its user rows) holding known user
+    `user`, or a new user (`user` None) reconstructed from `history`: its
+    table row, or its reconstruction as `user_scores` / `new_user_scores`
+    do it.
 
     Raises:
-      ValueError: a new user's `history` is empty (use `fallback_scores`).
+      ValueError: a user to reconstruct has an empty `history`.
     """
     if user is not None and (
         self.exported.user_source == export_lib.USER_TABLE):
-      model, row = self._model(True), user
-    else:
-      if not len(history.items):  # pylint: disable=g-explicit-length-test
-        raise ValueError('No interactions to reconstruct a user from.')
-      self._history_scores(
-          len(self.exported.raw_users) if user is None else user, history)
-      model, row = self._model(False), 0
-    layers = {layer.name: layer for layer in model.layers}
-    vector = layers['user_embedding'].get_weights()[0][row]
-    bias = (float(layers['user_bias'].get_weights()[0][row, 0])
-            if 'user_bias' in layers else 0.0)
-    return vector, bias
+      return self._model(True), user, len(self.exported.raw_users)
+    if not len(history.items):  # pylint: disable=g-explicit-length-test
+      raise ValueError('No interactions to reconstruct a user from.')
+    self._history_scores(
+        len(self.exported.raw_users) if user is None else user, history)
+    return self._model(False), 0, 1
 
-  @property
-  def global_bias(self) -> float:
-    """g of a model with biases (0 without)."""
-    value = self.exported.weights.get('global_bias/0')
-    return 0.0 if value is None else float(value)
+  def described_item_score(self, user: Optional[int], history: UserRatings,
+                           genres: list[str], year: Optional[float],
+                           title: str = '') -> float:
+    """The interaction probability of an item known only by its metadata,
+    for known user `user` or a new user (`user` None) from `history`.
+
+    Any model with item features (MF, NeuMF): the Keras model with one more
+    item, whose feature row is the described item's and whose id parts are
+    zero (an item no interaction touched), every trained weight and the
+    user's own parts copied in; the user's parts are those its scores of
+    the corpus's items come from.
+
+    Raises:
+      ValueError: the model reads no item features, a genre is unknown, or
+        a user to reconstruct has no interaction.
+    """
+    config = builder.described_item_config(self.exported.model_config,
+                                           genres, year, title)
+    if config is None:
+      raise ValueError(NO_ITEM_FEATURES)
+    model, row, num_users = self._user_model(user, history)
+    padded = builder.create_keras_model(config, self.num_items + 1,
+                                        num_users).model
+    for layer in padded.layers:
+      if not layer.weights:
+        continue
+      values = []
+      for weight, value in zip(layer.weights,
+                               model.get_layer(layer.name).get_weights()):
+        if value.shape != tuple(weight.shape):  # An item table: a zero row.
+          value = np.concatenate([value, np.zeros_like(value[:1])])
+        values.append(value)
+      layer.set_weights(values)
+    logit = padded.predict({'user': np.array([row], np.int64),
+                            'item': np.array([self.num_items], np.int64)},
+                           verbose=0)
+    return float(_sigmoid(np.ravel(logit)[0]))
 
   def fallback_scores(self) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """(ranking key, shown score) for a user with no interaction: popularity."""

@@ -72,6 +72,13 @@ def prepared(config, train_mean: float, item_info=None):
   return registry.of(config).prepared(config, train_mean, item_info)
 
 
+def described_item_config(config, genres: list, year: Optional[float],
+                          title: str = ''):
+  """`config` with a described item appended, or None (Model's doc)."""
+  return registry.of(config).described_item_config(config, genres, year,
+                                                   title)
+
+
 def new_item_parts(config, keras_model: tf.keras.Model):
   """Arrays that score an item described by metadata, or None (registry)."""
   return registry.of(config).new_item_parts(keras_model, config)

@@ -63,24 +63,80 @@ class FeatureMFConfig:
 
   def __post_init__(self):
     mf.check_common(self)
-    known = side_info.ITEM_FEATURES
-    if (not self.item_features or
-        any(name not in known for name in self.item_features) or
-        len(set(self.item_features)) < len(self.item_features)):
-      raise ValueError(f'--item_features={",".join(self.item_features)}: '
-                       f'expected distinct names among {", ".join(known)}.')
-    if not self.feature_scale > 0:
-      raise ValueError('feature_scale must be > 0.')
-    if not 0.0 <= self.id_dropout < 1.0:
-      raise ValueError(f'--id_dropout={self.id_dropout:g}: expected in '
-                       '[0, 1).')
+    check_feature_settings(self)
 
   @property
   def features(self) -> np.ndarray:
-    if not self.feature_values:
-      raise ValueError('mf_features: the item features are not loaded (the '
-                       "config was not prepared from the corpus).")
-    return np.array(self.feature_values, np.float32)
+    return feature_table(self)
+
+
+def check_feature_settings(config) -> None:
+  """Raises ValueError (one line) for bad item-feature settings of a
+  feature model's config (its fields item_features, feature_scale,
+  id_dropout, as FeatureMFConfig's)."""
+  known = side_info.ITEM_FEATURES
+  if (not config.item_features or
+      any(name not in known for name in config.item_features) or
+      len(set(config.item_features)) < len(config.item_features)):
+    raise ValueError(f'--item_features={",".join(config.item_features)}: '
+                     f'expected distinct names among {", ".join(known)}.')
+  if not config.feature_scale > 0:
+    raise ValueError('feature_scale must be > 0.')
+  if not 0.0 <= config.id_dropout < 1.0:
+    raise ValueError(f'--id_dropout={config.id_dropout:g}: expected in '
+                     '[0, 1).')
+
+
+def feature_table(config) -> np.ndarray:
+  """[items, features] of a prepared feature model's config."""
+  if not config.feature_values:
+    raise ValueError(f'{config.model_name}: the item features are not loaded '
+                     '(the config was not prepared from the corpus).')
+  return np.array(config.feature_values, np.float32)
+
+
+def with_features(config, item_info):
+  """`config` with the corpus's encoder and scaled feature table.
+
+  The encoder is fitted to the items' side information (`item_info()`),
+  and the rows scaled by one factor so that the longest has norm
+  `config.feature_scale`.
+  """
+  if item_info is None:
+    raise ValueError(f'--model={config.model_name} needs the corpus\'s item '
+                     'features.')
+  info = item_info()
+  encoder = side_info.FeatureEncoder.fit(info, config.item_features)
+  values = encoder.encode(info.genres, info.years,
+                          list(info.titles)).astype(np.float64)
+  longest = np.linalg.norm(values, axis=1).max() if values.size else 0.0
+  multiplier = config.feature_scale / longest if longest > 0 else 1.0
+  return dataclasses.replace(
+      config, encoder=encoder, feature_multiplier=multiplier,
+      feature_values=tuple(map(tuple, (values * multiplier).tolist())))
+
+
+def with_described_item(config, genres, year, title):
+  """`config` with one more item, described by its genres, year and title,
+  as the last row of its feature table (encoded as in training)."""
+  encoder = config.encoder
+  if encoder is None:
+    raise ValueError(f'{config.model_name}: the item features are not '
+                     'loaded (the config was not prepared from the corpus).')
+  row = encoder.encode_one(genres, year, title) * config.feature_multiplier
+  return dataclasses.replace(config, feature_values=config.feature_values + (
+      tuple(float(v) for v in row),))
+
+
+def new_item_encoder(config) -> dict:
+  """The encoder's arrays of `Model.new_item_parts` (a described item's row
+  is encoded as in training, times the multiplier)."""
+  encoder = config.encoder
+  return dict(names=np.array(encoder.names),
+              genre_names=np.array(encoder.genre_names),
+              year_mean=np.float64(encoder.year_mean),
+              year_std=np.float64(encoder.year_std),
+              multiplier=np.float64(config.feature_multiplier))
 
 
 class IdDropout(tf.keras.layers.Layer):
@@ -193,36 +249,22 @@ class FeatureMF(registry.Model):
 
   def prepared(self, config, train_mean, item_info=None):
     """g at the training mean; the feature table from the corpus."""
-    if item_info is None:
-      raise ValueError('--model=mf_features needs the corpus\'s item '
-                       'features.')
-    info = item_info()
-    encoder = side_info.FeatureEncoder.fit(info, config.item_features)
-    values = encoder.encode(info.genres, info.years,
-                            list(info.titles)).astype(np.float64)
-    longest = np.linalg.norm(values, axis=1).max() if values.size else 0.0
-    multiplier = config.feature_scale / longest if longest > 0 else 1.0
-    return dataclasses.replace(
-        config, global_mean=train_mean, encoder=encoder,
-        feature_multiplier=multiplier,
-        feature_values=tuple(map(tuple, (values * multiplier).tolist())))
+    return dataclasses.replace(with_features(config, item_info),
+                               global_mean=train_mean)
+
+  def described_item_config(self, config, genres, year, title):
+    return with_described_item(config, genres, year, title)
 
   def new_item_parts(self, keras_model, config):
     """W, w and the encoder: a described item's row x gives x W, x . w."""
     def weight(name):
       return keras_model.get_layer(name).get_weights()[0]
 
-    encoder = config.encoder
     projection = weight('feature_projection')
     return dict(
-        projection=projection,
+        new_item_encoder(config), projection=projection,
         bias=(weight('feature_bias')[:, 0] if config.use_biases else
-              np.zeros(projection.shape[0], np.float32)),
-        names=np.array(encoder.names),
-        genre_names=np.array(encoder.genre_names),
-        year_mean=np.float64(encoder.year_mean),
-        year_std=np.float64(encoder.year_std),
-        multiplier=np.float64(config.feature_multiplier))
+              np.zeros(projection.shape[0], np.float32)))
 
   def rating_parts(self, keras_model, config, num_items):
     """Item vectors and biases with their feature parts added."""

@@ -73,11 +73,14 @@ def _mlp_embedding_dim(config) -> int:
 
 def create_keras_model(config, num_items: int,
                        num_users: Optional[int] = None,
-                       regularization_output: bool = False
-                       ) -> registry.ModelLayers:
+                       regularization_output: bool = False,
+                       item_vectors=None) -> registry.ModelLayers:
   """GMF, MLP or NeuMF (by the config's class) in either layout.
 
-  `regularization_output` as in `mf.create_keras_model`.
+  `regularization_output` as in `mf.create_keras_model`. `item_vectors`,
+  if given, builds each tower's item vector instead of an id embedding:
+  `item_vectors(tower, dim, item_input) -> (vector, global layers)` for
+  tower 'gmf' or 'mlp' (models/ncf_features.py).
   """
   use_gmf = hasattr(config, 'embedding_dim')
   use_mlp = hasattr(config, 'mlp_layers')
@@ -85,6 +88,15 @@ def create_keras_model(config, num_items: int,
   def init(offset):
     return tf.keras.initializers.RandomNormal(
         stddev=config.init_stddev, seed=config.seed + offset)
+
+  if item_vectors is None:
+    offsets = dict(gmf=1, mlp=3)
+
+    def item_vectors(tower, dim, item_input):  # pylint: disable=function-redefined
+      layer = tf.keras.layers.Embedding(
+          num_items, dim, embeddings_initializer=init(offsets[tower]),
+          name=f'{tower}_item_embedding')
+      return layer(item_input), [layer]
 
   def dense_init(offset):
     return tf.keras.initializers.GlorotUniform(seed=config.seed + offset)
@@ -108,21 +120,20 @@ def create_keras_model(config, num_items: int,
   global_layers, user_layers, pair, towers = [], [], [], []
   if use_gmf:
     gmf_user = user_embedding(config.embedding_dim, 2, 'gmf_user_embedding')
-    gmf_item = tf.keras.layers.Embedding(
-        num_items, config.embedding_dim, embeddings_initializer=init(1),
-        name='gmf_item_embedding')
-    vectors = [gmf_user(user_key), gmf_item(item_input)]
+    user_vector = gmf_user(user_key)
+    gmf_item, item_layers = item_vectors('gmf', config.embedding_dim,
+                                         item_input)
+    vectors = [user_vector, gmf_item]
     towers.append(tf.keras.layers.Multiply(name='gmf')(vectors))
     pair += vectors
     user_layers.append(gmf_user)
-    global_layers.append(gmf_item)
+    global_layers += item_layers
   if use_mlp:
     dim = _mlp_embedding_dim(config)
     mlp_user = user_embedding(dim, 4, 'mlp_user_embedding')
-    mlp_item = tf.keras.layers.Embedding(
-        num_items, dim, embeddings_initializer=init(3),
-        name='mlp_item_embedding')
-    vectors = [mlp_user(user_key), mlp_item(item_input)]
+    user_vector = mlp_user(user_key)
+    mlp_item, mlp_item_layers = item_vectors('mlp', dim, item_input)
+    vectors = [user_vector, mlp_item]
     hidden = tf.keras.layers.Concatenate(name='mlp_input')(vectors)
     for index, units in enumerate(config.mlp_layers):
       layer = tf.keras.layers.Dense(
@@ -133,7 +144,7 @@ def create_keras_model(config, num_items: int,
     towers.append(hidden)
     pair += vectors
     user_layers.append(mlp_user)
-    global_layers.append(mlp_item)
+    global_layers += mlp_item_layers
   joined = towers[0] if len(towers) == 1 else tf.keras.layers.Concatenate(
       name='neumf')(towers)
   output = tf.keras.layers.Dense(1, kernel_initializer=dense_init(5),

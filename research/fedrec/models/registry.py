@@ -132,6 +132,20 @@ class Model:
     del train_mean, item_info
     return config
 
+  def described_item_config(self, config, genres: list, year: Optional[float],
+                            title: str):
+    """`config` with one more item, known only by its genres, year and title
+    (its id part zero, as an item no rating touched), or None for a model
+    that reads no item features. The Keras model of the result, built with
+    one more item and the trained weights (item tables padded with a zero
+    row), scores the described item (inference/recommender.py).
+
+    Raises:
+      ValueError: a genre the corpus does not have (one line).
+    """
+    del config, genres, year, title
+    return None
+
   def new_item_parts(self, keras_model, config) -> Optional[dict]:
     """What scores an item described by metadata, for the export, or None.
 
@@ -176,6 +190,11 @@ _BUILT_IN = (
                   'MF whose item vectors add a projection of the item '
                   'features (--item_features), trained with id dropout: '
                   'new items are scored from their features; explicit or '
+                  'implicit.'),
+    _Registration('neumf_features', 'research.fedrec.models.ncf_features',
+                  'NeuMF whose item vectors (both towers) add a projection '
+                  'of the item features (--item_features), trained with id '
+                  'dropout: new items are ranked from their features; '
                   'implicit.'),
     _Registration('autorec', 'research.fedrec.models.autorec',
                   'U-AutoRec (Sedhain et al. 2015), implicit, no user part '
