@@ -104,7 +104,9 @@ def _round(store: str, workers: runtime.Workers, worker_pids=None):
       state = output.state
       if worker_pids is not None:
         worker_pids.append(
-            [w.pid for w in runtime._worker_children()])  # pylint: disable=protected-access
+            [(w.pid, {k: v for k, v in psutil.Process(w.pid).environ().items()
+                      if k.startswith('TF_NUM_')})
+             for w in runtime._worker_children()])  # pylint: disable=protected-access
         tff_runtime.round_done()
     metrics = {k: float(v) for k, v in
                output.metrics['client_work']['train'].items()}
@@ -168,13 +170,23 @@ class WorkersTest(absltest.TestCase):
     # Each round ran on a worker of its own: the first was restarted.
     self.assertLen(pids, 2)
     self.assertTrue(all(len(p) == 1 for p in pids), pids)
-    self.assertNotEqual(pids[0], pids[1])
+    self.assertNotEqual(pids[0][0][0], pids[1][0][0])
+    # Each worker ran with one thread per op, as many ops as cores.
+    threads = {'TF_NUM_INTRAOP_THREADS': '1',
+               'TF_NUM_INTEROP_THREADS': str(os.cpu_count())}
+    self.assertEqual([p[0][1] for p in pids], [threads, threads])
     expected_metrics, expected_weights, _ = self.expected
     self.assertEqual(metrics, expected_metrics)  # Bit for bit.
     for actual, expected in zip(weights, expected_weights):
       np.testing.assert_array_equal(actual, expected)
     self.assertEqual(num_workers, 1)
     self.assertEmpty(runtime._worker_children())  # pylint: disable=protected-access
+
+  def test_worker_environment_keeps_what_the_user_set(self):
+    env = runtime.worker_environment({'PATH': '/bin',
+                                      'TF_NUM_INTRAOP_THREADS': '4'})
+    self.assertEqual(env, {'PATH': '/bin', 'TF_NUM_INTRAOP_THREADS': '4',
+                           'TF_NUM_INTEROP_THREADS': str(os.cpu_count())})
 
   def test_workers_at_addresses_are_never_restarted(self):
     remote = runtime.Runtime(workers=runtime.Workers(addresses=('host:1',)))

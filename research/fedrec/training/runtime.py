@@ -49,6 +49,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Optional
 
 import grpc
 import portpicker
@@ -112,12 +113,28 @@ def guarded_command(args: list[str]) -> list[str]:
   return [sys.executable, _GUARD_PATH, str(os.getpid())] + list(args)
 
 
+def worker_environment(base: Optional[dict] = None) -> dict:
+  """The environment a local worker_binary starts with: `base` (default
+  this process's) with TensorFlow's thread pools set for many small ops,
+  unless already set there: one thread per op (TF_NUM_INTRAOP_THREADS=1)
+  and as many ops at a time as there are cores (TF_NUM_INTEROP_THREADS).
+  A cohort's step is hundreds of ops on small tensors; splitting each over
+  the cores cost more in hand-offs than it gained (docs/speed.md: rounds
+  about 20% faster, measured 2026-12-07)."""
+  env = dict(os.environ if base is None else base)
+  env.setdefault('TF_NUM_INTRAOP_THREADS', '1')
+  env.setdefault('TF_NUM_INTEROP_THREADS', str(os.cpu_count() or 1))
+  return env
+
+
 class _GuardedPopen(subprocess.Popen):
-  """`subprocess.Popen` that starts a worker_binary through its guard."""
+  """`subprocess.Popen` that starts a worker_binary through its guard, in
+  `worker_environment`."""
 
   def __init__(self, args, *popen_args, **kwargs):
     if args and os.path.basename(str(args[0])) == 'worker_binary':
       args = guarded_command(args)
+      kwargs['env'] = worker_environment(kwargs.get('env'))
     super().__init__(args, *popen_args, **kwargs)
 
 
@@ -146,7 +163,8 @@ def _start_local_workers(count: int) -> tuple[list[str],
   for _ in range(count):
     port = portpicker.pick_unused_port()
     processes.append(subprocess.Popen(
-        guarded_command([worker_binary_path(), f'--port={port}'])))
+        guarded_command([worker_binary_path(), f'--port={port}']),
+        env=worker_environment()))
     addresses.append(f'localhost:{port}')
   return addresses, processes
 
