@@ -45,7 +45,7 @@ run: setup
 # Whole test classes go to one worker (--dist loadscope), so a class's
 # shared trained run is built once.
 test: setup
-	$(VENV_PYTHON) -m pytest tests -q -p no:cacheprovider -W ignore::DeprecationWarning -n auto --dist loadscope
+	$(VENV_PYTHON) -m pytest tests -q -p no:cacheprovider -W ignore::DeprecationWarning -n auto --dist loadscope --durations=15
 
 test-fast: setup
 	$(VENV_PYTHON) -m pytest tests -q -p no:cacheprovider -W ignore::DeprecationWarning -m "not slow"

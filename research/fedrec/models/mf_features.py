@@ -87,12 +87,17 @@ def check_feature_settings(config) -> None:
                      '[0, 1).')
 
 
-def feature_table(config) -> np.ndarray:
-  """[items, features] of a prepared feature model's config."""
+def feature_table(config, num_items: Optional[int] = None) -> np.ndarray:
+  """[items, features] of a prepared feature model's config (checked to
+  have `num_items` rows, if given)."""
   if not config.feature_values:
     raise ValueError(f'{config.model_name}: the item features are not loaded '
                      '(the config was not prepared from the corpus).')
-  return np.array(config.feature_values, np.float32)
+  features = np.array(config.feature_values, np.float32)
+  if num_items is not None and features.shape[0] != num_items:
+    raise ValueError(f'{config.model_name}: {features.shape[0]} items have '
+                     f'features, the corpus has {num_items}.')
+  return features
 
 
 def with_features(config, item_info):
@@ -183,16 +188,13 @@ def create_keras_model(config: FeatureMFConfig, num_items: int,
                        regularization_output: bool = False
                        ) -> registry.ModelLayers:
   """Both layouts, as mf.create_keras_model."""
-  features = config.features
-  if features.shape[0] != num_items:
-    raise ValueError(f'mf_features: {features.shape[0]} items have features,'
-                     f' the corpus has {num_items}.')
+  features = feature_table(config, num_items)
   zeros = tf.keras.initializers.Zeros()
   item_input = tf.keras.Input(shape=(), dtype=tf.int64, name='item')
   inputs, user_embedding, user_bias, user_key = mf.user_part(
       config, num_users, item_input)
 
-  feature_table = FeatureLookup(features, name='item_features')
+  lookup = FeatureLookup(features, name='item_features')
   item_embedding = tf.keras.layers.Embedding(
       num_items, config.embedding_dim, embeddings_initializer=zeros,
       name='item_embedding')
@@ -202,7 +204,7 @@ def create_keras_model(config: FeatureMFConfig, num_items: int,
           stddev=config.init_stddev, seed=config.seed + 3),
       name='feature_projection')
   dropout = IdDropout(config.id_dropout, config.seed, name='id_dropout')
-  x = feature_table(item_input)
+  x = lookup(item_input)
   item_vector = tf.keras.layers.Add(name='item_vector')(
       [dropout([item_embedding(item_input), item_input]), projection(x)])
   user_vector = user_embedding(user_key)

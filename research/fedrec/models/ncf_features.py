@@ -65,10 +65,7 @@ def create_keras_model(config: NeuMFFeaturesConfig, num_items: int,
                        regularization_output: bool = False
                        ) -> registry.ModelLayers:
   """Both layouts, as ncf.create_keras_model."""
-  features = config.features
-  if features.shape[0] != num_items:
-    raise ValueError(f'neumf_features: {features.shape[0]} items have '
-                     f'features, the corpus has {num_items}.')
+  features = mf_features.feature_table(config, num_items)
   lookups = {}  # The one feature lookup, shared by both towers.
   offsets = dict(gmf=1, mlp=3)
 
