@@ -15,10 +15,13 @@ import pytest
 from research.fedrec import recommend
 from research.fedrec.algorithms import client_states
 from research.fedrec.data import corpus
+from research.fedrec.data import side_info
 from research.fedrec.data import splits
 from research.fedrec.data import synthetic
 from research.fedrec.evaluation import ranking
+from research.fedrec.inference import demographics
 from research.fedrec.inference import export
+from research.fedrec.inference import reconstruction
 from research.fedrec.models import mf_features
 from research.fedrec.models import ncf
 from research.fedrec.models import ncf_features
@@ -185,7 +188,13 @@ class RecommendTest(_TrainedRunTest):
         (['--ratings=1:4,1:5'], '--ratings 1:5: item 1 is rated twice (also '
          'at --ratings 1:4).'),
         (['--user_id=1', '--group=2'], 'Give exactly one of --user_id, '
-         '--ratings (or --ratings_file) and --group (got --user_id, --group).'),
+         '--ratings (or --ratings_file), --group and --demographics (got '
+         '--user_id, --group).'),
+        (['--demographics=age=30'], '--demographics=\'age=30\': '
+         '--dataset=synthetic: this corpus has no user demographics (ml-100k, '
+         'ml-1m and atomic .user files do).'),
+        (['--demographics=age'], "--demographics='age': 'age' is not "
+         'field=value (e.g. age=25,gender=F,occupation=student).'),
     ):
       code, out, err = _main(self.flag, *args)
       self.assertEqual((code, out), (1, ''), args)
@@ -204,6 +213,99 @@ class RecommendTest(_TrainedRunTest):
     self.assertEqual(result.returncode, 1)
     self.assertEqual(result.stderr.strip(), 'recommend.py: error: '
                      '--experiment_dir=/nonexistent: no such directory.')
+
+
+def _write_atomic_corpus(folder: str) -> corpus.DataConfig:
+  """A RecBole atomic corpus (.inter, .user) of 30 users, 40 items: the
+  synthetic corpus's ratings, demographics drawn at random."""
+  os.makedirs(folder, exist_ok=True)
+  table = corpus.load_corpus(_DATA).ratings
+  rng = np.random.default_rng(3)
+  with open(os.path.join(folder, 'tiny.inter'), 'w') as f:
+    f.write('user_id:token\titem_id:token\trating:float\ttimestamp:float\n')
+    for u, i, r, t in zip(table.users, table.items, table.ratings,
+                          table.timestamps):
+      f.write(f'{u + 1}\t{i + 1}\t{r:g}\t{t:g}\n')
+  with open(os.path.join(folder, 'tiny.user'), 'w') as f:
+    f.write('user_id:token\tage:token\tgender:token\toccupation:token\n')
+    for u in range(30):
+      f.write(f'{u + 1}\t{rng.integers(12, 70)}\t{"MF"[u % 2]}\t'
+              f'{("writer", "student", "artist")[u % 3]}\n')
+  return corpus.DataConfig(dataset=corpus.ATOMIC, data_dir=folder)
+
+
+class DemographicsTest(_TrainedRunTest):
+  """A new user known only by demographics (FedRecon, explicit)."""
+
+  @classmethod
+  def _config(cls, root):
+    return experiment.ExperimentConfig(
+        root_output_dir=root, experiment_name='demographics',
+        data=_write_atomic_corpus(os.path.join(root, 'tiny')),
+        loop=loop.LoopConfig(total_rounds=2, progress=False),
+        clients_per_round=4, run_centralized_baseline=False)
+
+  def test_a_new_user_is_served_from_the_attribute_map(self):
+    config = self._config(self.root)
+    data = corpus.load_corpus(config.data)
+    info = data.user_info(config.data)
+    exported = export.load_export(os.path.join(config.output_dir, 'export'))
+    model = exported.model
+    # Every user reconstructed from all its ratings, as --user_id does.
+    order = np.argsort(data.ratings.users, kind='stable')
+    starts = np.searchsorted(data.ratings.users[order], np.arange(31))
+    rows = [order[starts[u]:starts[u + 1]] for u in range(30)]
+    vectors, biases = reconstruction.reconstruct(
+        model, [data.ratings.items[r] for r in rows],
+        [data.ratings.ratings[r] for r in rows], exported.settings)
+    # The ridge map by augmented least squares (a reference solver): one-hot
+    # columns of age band, gender and occupation, then the intercept.
+    bands = {'Under 18': 0, '18-24': 1, '25-34': 2, '35-44': 3, '45-49': 4,
+             '50-55': 5, '56+': 6}
+    used = sorted({side_info.age_band(a) for a in info.fields['age']},
+                  key=bands.get)
+    columns = ([('age', b) for b in used] + [('gender', 'F'), ('gender', 'M')]
+               + [('occupation', o) for o in ('artist', 'student', 'writer')])
+    z = np.array([[float((side_info.age_band(info.fields[f][u]) if f == 'age'
+                          else info.fields[f][u]) == v) for f, v in columns] +
+                  [1.0] for u in range(30)])
+    penalty = np.sqrt(demographics.DEFAULT_L2) * np.eye(len(columns) + 1)[:-1]
+    target = np.concatenate([vectors, biases[:, None]], axis=1)
+    weights = np.linalg.lstsq(
+        np.concatenate([z, penalty]),
+        np.concatenate([target, np.zeros((len(columns), target.shape[1]))]),
+        rcond=None)[0]
+    for age, gender, job in (('30', 'F', 'writer'), ('61', 'M', 'student')):
+      result = self._json(
+          f'--demographics=age={age},gender={gender},occupation={job}',
+          '--k=40')
+      x = np.array([float(v == (side_info.age_band(age) if f == 'age' else
+                                {'gender': gender, 'occupation': job}[f]))
+                    for f, v in columns] + [1.0])
+      out = x @ weights
+      expected = (model.item_embeddings @ out[:-1] + out[-1] +
+                  model.item_bias + model.global_bias)
+      self.assertEqual(result['mode'], 'new_user_demographics')
+      self.assertLen(result['recommendations'], 40)  # Nothing rated.
+      for row in result['recommendations']:
+        self.assertAlmostEqual(row['predicted_rating'],
+                               float(expected[row['item'] - 1]), places=3)
+      self.assertIn('attribute-to-vector map fitted over the 30 users',
+                    result['note'])
+    table = _run(self.flag, '--demographics=gender=F', '--k=2')
+    self.assertEqual(table.returncode, 0, table.stderr)
+    lines = table.stdout.strip().splitlines()
+    self.assertStartsWith(lines[-5], 'Top 2 for a new user with no rating, '
+                          'gender F (fedrecon on ')
+    self.assertStartsWith(lines[-1], '(a new user known only by gender: ')
+    for text, message in (
+        ('gender=X', "gender 'X' is not one of the training users': F, M."),
+        ('zip=1', 'no user field zip (known: age, gender, occupation).'),
+        ('age=3,age=4', 'field age is given twice.')):
+      code, out, err = _main(self.flag, f'--demographics={text}')
+      self.assertEqual((code, out), (1, ''), text)
+      self.assertEqual(err.strip().splitlines(), [
+          f"recommend.py: error: --demographics={text!r}: {message}"])
 
 
 class NewItemTest(_TrainedRunTest):

@@ -11,6 +11,9 @@ Ids are the corpus's own (MovieLens user and movie ids).
       --ratings=50:5,181:4,100:1
   python -m research.fedrec.recommend --experiment_dir=runs/default \
       --ratings_file=my_ratings.csv          # lines: item,rating
+  # A new user known only by demographics (a corpus with a user file):
+  python -m research.fedrec.recommend --experiment_dir=runs/ml100k \
+      --demographics=age=25,gender=F,occupation=student
   # A group:
   python -m research.fedrec.recommend --experiment_dir=runs/default \
       --group=1,2,3 --group_strategy=least_misery
@@ -24,7 +27,10 @@ the user's row of the trained user table; under FedMF the vector its device
 kept, and under PFedRec and FedRecon + DualPer also the user's personal view
 of the item table, read from the run's client_states/ (the devices' side). A new user with no ratings gets the
 model's ranking for an average user (item bias plus global bias), ties and
-bias-free models by popularity; the output says so.
+bias-free models by popularity; the output says so. A new user known only by
+demographics (--demographics; explicit feedback) gets the vector and bias of
+a linear map from attributes to user vectors fitted over the corpus's users
+(inference/demographics.py).
 
 Implicit-feedback runs (--feedback=implicit, any --model) work the same way and
 show the interaction probability instead of a rating. A new user's history may
@@ -52,6 +58,7 @@ from research.fedrec.algorithms import client_states
 from research.fedrec.data import corpus as corpus_lib
 from research.fedrec.data import ratings as ratings_lib
 from research.fedrec.data import side_info
+from research.fedrec.inference import demographics
 from research.fedrec.inference import groups
 from research.fedrec.utils import json_io
 from research.fedrec.utils import text_table
@@ -89,6 +96,13 @@ _NEW_ITEM = flags.DEFINE_string(
     'title, genres |-separated; either may be left out): its predicted rating '
     'for the user and its rank among the user\'s unrated items. Needs a '
     'model with item features (--model=mf_features or neumf_features).')
+_DEMOGRAPHICS = flags.DEFINE_string(
+    'demographics', None, 'A new user known only by demographics, as '
+    'field=value pairs of the corpus\'s user file: "age=25,gender=F,'
+    'occupation=student" (any of them; age is put into ml-1m\'s bands). '
+    'The user\'s vector and bias come from a linear map from attributes to '
+    'user vectors fitted over the corpus\'s users (explicit feedback; '
+    'docs/side_information.md).')
 _K = flags.DEFINE_integer('k', 10, 'Number of items to recommend.')
 _FORMAT = flags.DEFINE_enum('format', 'table', ['table', 'json'],
                             'Output format.')
@@ -169,6 +183,23 @@ class _Context:
     if index is None:
       raise ValueError(f'{where}: no item {raw.strip()!r} in {self.dataset}.')
     return index
+
+  def attribute_map(self) -> demographics.AttributeMap:
+    """The attribute-to-vector map over every user of the corpus with
+    demographics and ratings (their vectors: the trained table's rows, or
+    each reconstructed from all its ratings, as `--user_id` does).
+
+    Raises:
+      ratings_lib.DataError: the corpus has no user file.
+    """
+    config = json_io.from_jsonable(corpus_lib.DataConfig,
+                                   self.exported.metadata['data_config'])
+    info = self.corpus.user_info(config)
+    encoder = side_info.DemographicEncoder.fit(info)
+    users = np.arange(self.corpus.num_users)
+    vectors, biases = self.recommender.all_user_parts(
+        users, [self.history(u) for u in users])
+    return demographics.fit(encoder, encoder.encode(info), vectors, biases)
 
   def history(self, user: int) -> recommender_lib.UserRatings:
     rows = self._by_user[self._starts[user]:self._starts[user + 1]]
@@ -288,16 +319,40 @@ def _score_new_item(recommender, text: str, user, history, scores,
        ('rank', rank), ('unrated_items', int(unrated.size))])
 
 
+def _demographics_user(context, text: str, k: int) -> dict:
+  """--demographics: a new user's recommendations from its attributes alone
+  (inference/demographics.py)."""
+  if context.implicit:
+    raise ValueError('--demographics: serves explicit-feedback models only '
+                     'so far (this run learned from implicit feedback).')
+  try:
+    attributes = demographics.parse(text)
+    attribute_map = context.attribute_map()
+    vector, bias = attribute_map.user_parts(attributes)
+  except ValueError as e:
+    raise ValueError(f'--demographics={text!r}: {e}') from None
+  scores = context.recommender.exported.model.score_all(vector, bias)
+  items = context.recommender.recommend(scores, [], k)
+  return collections.OrderedDict(
+      mode='new_user_demographics', demographics=attributes,
+      note=(f'a new user known only by {", ".join(attributes)}: user vector '
+            'and bias from the attribute-to-vector map fitted over the '
+            f'{attribute_map.num_users} users of {context.dataset}, items '
+            'scored by the trained model'),
+      recommendations=_recommendations(context, items, scores))
+
+
 def run(export_dir: str) -> collections.OrderedDict:
   """Computes the recommendation the flags ask for (JSON-able)."""
   modes = [name for name, given in (
       ('--user_id', _USER_ID.value is not None),
       ('--ratings/--ratings_file', _RATINGS.value is not None or
        _RATINGS_FILE.value is not None),
-      ('--group', _GROUP.present)) if given]
+      ('--group', _GROUP.present),
+      ('--demographics', _DEMOGRAPHICS.value is not None)) if given]
   if len(modes) != 1:
     raise ValueError('Give exactly one of --user_id, --ratings (or '
-                     '--ratings_file) and --group' +
+                     '--ratings_file), --group and --demographics' +
                      (f' (got {", ".join(modes)}).' if modes else '.'))
   if _RATINGS.value is not None and _RATINGS_FILE.value is not None:
     raise ValueError('Give --ratings or --ratings_file, not both.')
@@ -305,7 +360,8 @@ def run(export_dir: str) -> collections.OrderedDict:
     raise ValueError(f'--k={_K.value} must be >= 1.')
   k = _K.value
   context = _Context(export_dir,
-                     need_corpus=modes[0] in ('--user_id', '--group'))
+                     need_corpus=modes[0] in ('--user_id', '--group',
+                                              '--demographics'))
   recommender = context.recommender
   source = context.exported.user_source
   scored = None  # (user or None, history, scores) of a single scored user.
@@ -332,6 +388,8 @@ def run(export_dir: str) -> collections.OrderedDict:
     }[source] + (f'; {context.device_note}' if context.device_note else '')
     result['recommendations'] = _recommendations(context, items, scores)
     scored = (user, history, scores)
+  elif _DEMOGRAPHICS.value is not None:
+    result.update(_demographics_user(context, _DEMOGRAPHICS.value, k))
   elif _GROUP.present:
     raws = [r.strip() for r in (_GROUP.value or []) if r.strip()]
     if not raws:
@@ -406,6 +464,11 @@ def format_table(result) -> str:
                  f'{",".join(map(str, result["members"]))} '
                  f'({result["strategy"]}; {result["excluded_items"]} items '
                  'rated by a member excluded):')
+  elif result['mode'] == 'new_user_demographics':
+    described = ', '.join(f'{f} {v}' for f, v in result['demographics'].items())
+    lines.append(f'Top {result["k"]} for a new user with no rating, '
+                 f'{described} ({result["algorithm"]} on '
+                 f'{result["dataset"]}):')
   else:
     lines.append(f'Top {result["k"]} for a new user with '
                  f'{result["given_ratings"]} rating(s) ({result["algorithm"]} '

@@ -605,3 +605,88 @@ def item_features(info: ItemInfo, names: tuple[str, ...]):
                'year': ['year'],
                'title_text': [f'title:{k}' for k in range(text_dim)]}[name]
   return values, labels
+
+
+# ml-1m's age bands (users.dat codes 1, 18, 25, 35, 45, 50, 56 named), which
+# a numeric age (ml-100k's u.user, atomic files) is put into.
+AGE_BANDS = ('Under 18', '18-24', '25-34', '35-44', '45-49', '50-55', '56+')
+_BAND_STARTS = (0, 18, 25, 35, 45, 50, 56)
+DEMOGRAPHIC_FIELDS = ('age', 'gender', 'occupation')
+
+
+def age_band(value: str) -> str:
+  """A numeric age's ml-1m band ('' stays unknown); a band stays itself."""
+  value = value.strip()
+  if not re.fullmatch(r'\d{1,3}', value):
+    return value
+  start = max(s for s in _BAND_STARTS if s <= int(value))
+  return AGE_BANDS[_BAND_STARTS.index(start)]
+
+
+@dataclasses.dataclass(frozen=True)
+class DemographicEncoder:
+  """Users' categorical attributes as one-hot rows.
+
+  `fields` are user-file fields (age put into ml-1m's bands, so ml-100k's
+  and ml-1m's ages read alike); `values[k]` is field k's vocabulary, the
+  values the training users have, sorted. An unknown or unseen value sets
+  none of its field's columns.
+  """
+
+  fields: tuple[str, ...]
+  values: tuple[tuple[str, ...], ...]
+
+  @classmethod
+  def fit(cls, info: UserInfo,
+          fields: tuple[str, ...] = DEMOGRAPHIC_FIELDS) -> 'DemographicEncoder':
+    """The vocabularies of `info`'s users.
+
+    Raises:
+      DataError: a field is not in the user file (one line naming those that
+        are).
+    """
+    missing = [f for f in fields if f not in info.fields]
+    if missing:
+      raise DataError(f'{info.source}: no user field {", ".join(missing)} '
+                      f'(it has {", ".join(info.fields)}).')
+    return cls(tuple(fields), tuple(
+        tuple(sorted({_normal(f, v) for v in info.fields[f]} - {''}))
+        for f in fields))
+
+  @property
+  def names(self) -> list[str]:
+    """The columns, as 'field=value'."""
+    return [f'{f}={v}' for f, vocab in zip(self.fields, self.values)
+            for v in vocab]
+
+  def encode(self, info: UserInfo) -> np.ndarray:
+    """[users, columns] one-hot rows of `info`'s users."""
+    return np.stack([self.encode_one({f: info.fields[f][row]
+                                      for f in self.fields if f in info.fields})
+                     for row in range(len(info))]) if len(info) else (
+                         np.zeros((0, len(self.names)), np.float32))
+
+  def encode_one(self, attributes: dict[str, str]) -> np.ndarray:
+    """One user's row from {field: value} (fields left out are unknown).
+
+    Raises:
+      ValueError: a field the encoder does not use, or a value its training
+        users never had (one line naming the known values).
+    """
+    row = []
+    for field, vocab in zip(self.fields, self.values):
+      value = _normal(field, attributes.get(field, ''))
+      if value and value not in vocab:
+        raise ValueError(f'{field} {value!r} is not one of the training '
+                         f'users\': {", ".join(vocab)}.')
+      row.extend(float(value == v) for v in vocab)
+    unknown = sorted(set(attributes) - set(self.fields))
+    if unknown:
+      raise ValueError(f'no user field {", ".join(unknown)} (known: '
+                       f'{", ".join(self.fields)}).')
+    return np.array(row, np.float32)
+
+
+def _normal(field: str, value: str) -> str:
+  value = str(value).strip()
+  return age_band(value) if field == 'age' else value

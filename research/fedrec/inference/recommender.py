@@ -110,6 +110,18 @@ class Recommender:
         self.exported.model, [history.items], [history.ratings], self.settings)
     return vectors[0], biases[0]
 
+  def all_user_parts(self, users: np.ndarray,
+                     histories: Sequence[UserRatings]):
+    """(vectors [N, dim], biases [N]) of known users `users`, each as
+    `user_parts` gives it (its table row, or reconstructed from its
+    history; the reconstructions run side by side)."""
+    if self.exported.user_source == export_lib.USER_TABLE:
+      return (self.exported.user_vectors[users],
+              self.exported.user_biases[users])
+    return reconstruction.reconstruct(
+        self.exported.model, [h.items for h in histories],
+        [h.ratings for h in histories], self.settings)
+
   def user_scores(self, user: int, history: UserRatings) -> np.ndarray:
     """Predicted ratings of known user `user` (dense index) for all items."""
     if self.device_states is not None:

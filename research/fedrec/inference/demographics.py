@@ -1,0 +1,104 @@
+"""A new user known only by demographics: an attribute-to-factor map.
+
+A user with no rating has nothing to reconstruct a vector from. Its
+demographics (age band, gender, occupation: data/side_info.py
+`DemographicEncoder`) can stand in, through a linear map from a user's
+attributes to its vector and bias, fitted to the users who have both
+(Gantner et al., "Learning attribute-to-feature mappings for cold-start
+recommendations", ICDM 2010): ridge regression of [p_u, b_u] on [x_u, 1],
+
+    W = (sum_u z_u z_u^T + l2 * I')^-1 sum_u z_u [p_u, b_u]^T,  z_u = [x_u, 1]
+
+(I' leaves the intercept unpenalized). Both sums are sums over users of
+terms each user's device can compute from its own attributes and its own
+(reconstructed) vector, so under Federated Reconstruction the attributes
+and the vectors stay on the devices: the server needs the two sums only, a
+federated sum like any other aggregate. Here the sums are taken at serving
+time over the training users (recommend.py), as that aggregate would be.
+
+The map gives a new user the vector [x, 1] W (its bias the last column),
+scored by the trained item model like any user's.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from research.fedrec.data import side_info
+
+# The ridge penalty on the attribute columns (one-hot: a group's mean is
+# shrunk towards the intercept by l2 / (its users + l2)).
+DEFAULT_L2 = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AttributeMap:
+  """A fitted attribute-to-factor map."""
+
+  encoder: side_info.DemographicEncoder
+  weights: np.ndarray  # [columns + 1, dim + 1]: rows of x then the intercept.
+  num_users: int  # How many users it was fitted on.
+
+  def user_parts(self, attributes: dict[str, str]) -> tuple[np.ndarray, float]:
+    """(vector, bias) of a new user with these attributes.
+
+    Raises:
+      ValueError: an unknown field or value (one line).
+    """
+    z = np.append(self.encoder.encode_one(attributes), 1.0)
+    out = z @ self.weights
+    return out[:-1].astype(np.float32), float(out[-1])
+
+
+def sums(features: np.ndarray, vectors: np.ndarray,
+         biases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(sum_u z_u z_u^T, sum_u z_u [p_u, b_u]^T) over the rows given: what
+  the devices' contributions add up to."""
+  z = np.concatenate([features, np.ones((len(features), 1))], axis=1)
+  targets = np.concatenate([vectors, np.asarray(biases)[:, None]], axis=1)
+  return z.T @ z, z.T @ targets
+
+
+def fit(encoder: side_info.DemographicEncoder, features: np.ndarray,
+        vectors: np.ndarray, biases: np.ndarray,
+        l2: float = DEFAULT_L2) -> AttributeMap:
+  """The map of users with rows `features` [N, columns] and parts
+  `vectors` [N, dim], `biases` [N] (float64 solve).
+
+  Raises:
+    ValueError: no user to fit on.
+  """
+  if not len(features):  # pylint: disable=g-explicit-length-test
+    raise ValueError('No user with both demographics and a vector to fit '
+                     'the attribute map on.')
+  gram, cross = sums(np.asarray(features, np.float64),
+                     np.asarray(vectors, np.float64),
+                     np.asarray(biases, np.float64))
+  penalty = np.full(gram.shape[0], float(l2))
+  penalty[-1] = 0.0  # The intercept is not shrunk.
+  weights = np.linalg.solve(gram + np.diag(penalty), cross)
+  return AttributeMap(encoder, weights, len(features))
+
+
+def parse(text: str) -> dict[str, str]:
+  """'age=25,gender=F,occupation=student' -> {field: value}.
+
+  Raises:
+    ValueError: a part is not field=value, or a field is given twice.
+  """
+  attributes = {}
+  for part in text.split(','):
+    if not part.strip():
+      continue
+    field, sep, value = part.partition('=')
+    field = field.strip()
+    if not sep or not field or not value.strip():
+      raise ValueError(f'{part.strip()!r} is not field=value (e.g. '
+                       'age=25,gender=F,occupation=student).')
+    if field in attributes:
+      raise ValueError(f'field {field} is given twice.')
+    attributes[field] = value.strip()
+  if not attributes:
+    raise ValueError('no field=value given (e.g. age=25,gender=F,'
+                     'occupation=student).')
+  return attributes
