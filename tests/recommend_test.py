@@ -28,6 +28,7 @@ from research.fedrec.models import ncf_features
 from research.fedrec.training import experiment
 from research.fedrec.training import loop
 from research.fedrec.training import runtime
+from research.fedrec.training import trained
 from tests import binaries
 
 # Every test here runs a TFF process, a binary or a training run.
@@ -242,8 +243,47 @@ class DemographicsTest(_TrainedRunTest):
     return experiment.ExperimentConfig(
         root_output_dir=root, experiment_name='demographics',
         data=_write_atomic_corpus(os.path.join(root, 'tiny')),
+        split=splits.SplitConfig(kind=splits.SplitKind.USER_DISJOINT,
+                                 val_fraction=0.2, test_fraction=0.2),
         loop=loop.LoopConfig(total_rounds=2, progress=False),
         clients_per_round=4, run_centralized_baseline=False)
+
+  def test_evaluate_compares_how_new_users_are_served(self):
+    config = self._config(self.root)
+    with runtime.local_runtime(False):
+      run = trained.load_run(config.output_dir)
+    new = trained.new_users(run, 'test')
+    overall = trained.evaluate_run(run, 'test').overall
+    data = corpus.load_corpus(config.data)
+    split = splits.split(data.ratings, config.split)
+    query = split.test.query
+    self.assertEqual((new['users'], new['ratings'], new['map_users']),
+                     (len(np.unique(query.users)), len(query),
+                      len(np.unique(split.train.users))))
+    model = export.load_export(
+        os.path.join(config.output_dir, 'export')).model
+    # The run's own evaluation is the support-ratings row.
+    self.assertAlmostEqual(new['rmse']['support ratings'], overall['rmse'],
+                           places=6)
+    # The average user: b_i + g.
+    self.assertAlmostEqual(
+        new['rmse']['average user (b_i + g)'],
+        float(np.sqrt(np.mean((model.item_bias[query.items] +
+                               model.global_bias - query.ratings) ** 2))),
+        places=5)
+    self.assertLen(new['rmse'], 5)
+    self.assertEqual(new['fields'], ['age', 'gender', 'occupation'])
+    # evaluate.py prints the comparison and writes it to test.json.
+    out = self.create_tempdir().full_path
+    result = binaries.run_binary('evaluate', self.flag, f'--output_dir={out}')
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertIn(f'New users ({new["users"]} test users who never trained',
+                  result.stdout)
+    self.assertIn('demographics alone', result.stdout)
+    with open(os.path.join(out, 'test.json')) as f:
+      written = json.load(f)['new_users']
+    for name, value in new['rmse'].items():
+      self.assertAlmostEqual(written['rmse'][name], value, places=6)
 
   def test_a_new_user_is_served_from_the_attribute_map(self):
     config = self._config(self.root)
@@ -292,6 +332,24 @@ class DemographicsTest(_TrainedRunTest):
                                float(expected[row['item'] - 1]), places=3)
       self.assertIn('attribute-to-vector map fitted over the 30 users',
                     result['note'])
+    # With ratings, the new user's reconstruction starts at that vector.
+    result = self._json('--ratings=1:5,2:1',
+                        '--demographics=age=61,gender=M,occupation=student')
+    start = (out[:-1].astype(np.float32)[None],
+             np.array([out[-1]], np.float32))
+    vector, bias = reconstruction.reconstruct(
+        model, [np.array([0, 1])], [np.array([5.0, 1.0])], exported.settings,
+        start)
+    for row in result['recommendations']:
+      self.assertAlmostEqual(
+          row['predicted_rating'],
+          float(model.item_embeddings[row['item'] - 1] @ vector[0] + bias[0] +
+                model.item_bias[row['item'] - 1] + model.global_bias),
+          places=3)
+    self.assertEqual((result['mode'], result['given_ratings']),
+                     ('new_user', 2))
+    self.assertIn('starting at the vector of its age, gender, occupation',
+                  result['note'])
     table = _run(self.flag, '--demographics=gender=F', '--k=2')
     self.assertEqual(table.returncode, 0, table.stderr)
     lines = table.stdout.strip().splitlines()

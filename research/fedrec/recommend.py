@@ -102,7 +102,8 @@ _DEMOGRAPHICS = flags.DEFINE_string(
     'occupation=student" (any of them; age is put into ml-1m\'s bands). '
     'The user\'s vector and bias come from a linear map from attributes to '
     'user vectors fitted over the corpus\'s users (explicit feedback; '
-    'docs/side_information.md).')
+    'docs/side_information.md). With --ratings, the new user\'s '
+    'reconstruction starts at that vector and bias.')
 _K = flags.DEFINE_integer('k', 10, 'Number of items to recommend.')
 _FORMAT = flags.DEFINE_enum('format', 'table', ['table', 'json'],
                             'Output format.')
@@ -319,26 +320,38 @@ def _score_new_item(recommender, text: str, user, history, scores,
        ('rank', rank), ('unrated_items', int(unrated.size))])
 
 
-def _demographics_user(context, text: str, k: int) -> dict:
-  """--demographics: a new user's recommendations from its attributes alone
-  (inference/demographics.py)."""
+def _demographic_parts(context, text: str):
+  """((vector, bias), attributes, users fitted over) of --demographics
+  (inference/demographics.py).
+
+  Raises:
+    ValueError: an implicit-feedback run, or bad --demographics (one line).
+  """
   if context.implicit:
     raise ValueError('--demographics: serves explicit-feedback models only '
                      'so far (this run learned from implicit feedback).')
   try:
     attributes = demographics.parse(text)
     attribute_map = context.attribute_map()
-    vector, bias = attribute_map.user_parts(attributes)
+    return (attribute_map.user_parts(attributes), attributes,
+            attribute_map.num_users)
   except ValueError as e:
     raise ValueError(f'--demographics={text!r}: {e}') from None
+
+
+def _demographics_user(context, parts, attributes, fitted_over: int,
+                       k: int) -> dict:
+  """--demographics: a new user's recommendations from its attributes
+  alone (`parts`, `attributes`, `fitted_over`: `_demographic_parts`)."""
+  vector, bias = parts
   scores = context.recommender.exported.model.score_all(vector, bias)
   items = context.recommender.recommend(scores, [], k)
   return collections.OrderedDict(
       mode='new_user_demographics', demographics=attributes,
       note=(f'a new user known only by {", ".join(attributes)}: user vector '
             'and bias from the attribute-to-vector map fitted over the '
-            f'{attribute_map.num_users} users of {context.dataset}, items '
-            'scored by the trained model'),
+            f'{fitted_over} users of {context.dataset}, items scored by the '
+            'trained model'),
       recommendations=_recommendations(context, items, scores))
 
 
@@ -348,8 +361,10 @@ def run(export_dir: str) -> collections.OrderedDict:
       ('--user_id', _USER_ID.value is not None),
       ('--ratings/--ratings_file', _RATINGS.value is not None or
        _RATINGS_FILE.value is not None),
-      ('--group', _GROUP.present),
-      ('--demographics', _DEMOGRAPHICS.value is not None)) if given]
+      ('--group', _GROUP.present)) if given]
+  given_ratings = '--ratings/--ratings_file' in modes
+  if _DEMOGRAPHICS.value is not None and not given_ratings:
+    modes.append('--demographics')  # With ratings: where they start from.
   if len(modes) != 1:
     raise ValueError('Give exactly one of --user_id, --ratings (or '
                      '--ratings_file), --group and --demographics' +
@@ -360,8 +375,8 @@ def run(export_dir: str) -> collections.OrderedDict:
     raise ValueError(f'--k={_K.value} must be >= 1.')
   k = _K.value
   context = _Context(export_dir,
-                     need_corpus=modes[0] in ('--user_id', '--group',
-                                              '--demographics'))
+                     need_corpus=(modes[0] in ('--user_id', '--group') or
+                                  _DEMOGRAPHICS.value is not None))
   recommender = context.recommender
   source = context.exported.user_source
   scored = None  # (user or None, history, scores) of a single scored user.
@@ -388,8 +403,9 @@ def run(export_dir: str) -> collections.OrderedDict:
     }[source] + (f'; {context.device_note}' if context.device_note else '')
     result['recommendations'] = _recommendations(context, items, scores)
     scored = (user, history, scores)
-  elif _DEMOGRAPHICS.value is not None:
-    result.update(_demographics_user(context, _DEMOGRAPHICS.value, k))
+  elif _DEMOGRAPHICS.value is not None and not given_ratings:
+    result.update(_demographics_user(
+        context, *_demographic_parts(context, _DEMOGRAPHICS.value), k))
   elif _GROUP.present:
     raws = [r.strip() for r in (_GROUP.value or []) if r.strip()]
     if not raws:
@@ -419,17 +435,28 @@ def run(export_dir: str) -> collections.OrderedDict:
   else:
     history = _parse_new_user(context)
     result.update(mode='new_user', given_ratings=len(history.items))
+    start = None
+    if _DEMOGRAPHICS.value is not None:
+      start, attributes, fitted_over = _demographic_parts(
+          context, _DEMOGRAPHICS.value)
+      result['demographics'] = attributes
     if len(history.items):  # pylint: disable=g-explicit-length-test
-      scores = recommender.new_user_scores(history)
+      scores = recommender.new_user_scores(history, start)
       result['note'] = (
           f'the new user\'s {len(history.items)} interaction(s) encoded by '
           'the autoencoder' if source == export_lib.ENCODE else
           f'new user reconstructed locally from {len(history.items)} '
           f'rating(s) ({recommender.settings.epochs} epoch(s) of '
-          f'{recommender.settings.optimizer}), item model frozen')
+          f'{recommender.settings.optimizer}), item model frozen' + (
+              f', starting at the vector of its {", ".join(attributes)} '
+              f'(the attribute map over {fitted_over} users)'
+              if start is not None else ''))
       items = recommender.recommend(scores, history.items, k)
       result['recommendations'] = _recommendations(context, items, scores)
       scored = (None, history, scores)
+    elif start is not None:  # No rating: its demographics alone.
+      result.update(_demographics_user(context, start, attributes,
+                                       fitted_over, k))
     else:
       key, shown = recommender.fallback_scores()
       result['note'] = (

@@ -94,9 +94,11 @@ class Recommender:
         'item_bias' in values, values, self.device_states,
         np.array([user]), np.arange(self.num_items)[None])[0]
 
-  def user_parts(self, user: Optional[int], history: UserRatings):
+  def user_parts(self, user: Optional[int], history: UserRatings,
+                 initial: Optional[tuple[np.ndarray, float]] = None):
     """(vector, bias) of known user `user` (dense index), or of a new user
-    (`user` None) reconstructed from `history`.
+    (`user` None) reconstructed from `history`, starting at `initial`
+    (vector, bias) if given (else the model's initial vector, bias 0).
 
     Raises:
       ValueError: a new user's `history` is empty (use `fallback_scores`).
@@ -107,7 +109,8 @@ class Recommender:
     if not len(history.items):  # pylint: disable=g-explicit-length-test
       raise ValueError('No ratings to reconstruct a user from.')
     vectors, biases = reconstruction.reconstruct(
-        self.exported.model, [history.items], [history.ratings], self.settings)
+        self.exported.model, [history.items], [history.ratings], self.settings,
+        None if initial is None else (initial[0][None], np.array([initial[1]])))
     return vectors[0], biases[0]
 
   def all_user_parts(self, users: np.ndarray,
@@ -128,13 +131,17 @@ class Recommender:
       return self._device_scores(user)
     return self.exported.model.score_all(*self.user_parts(user, history))
 
-  def new_user_scores(self, history: UserRatings) -> np.ndarray:
-    """Predicted ratings after reconstructing a user from `history`.
+  def new_user_scores(self, history: UserRatings,
+                      initial: Optional[tuple[np.ndarray, float]] = None
+                      ) -> np.ndarray:
+    """Predicted ratings after reconstructing a user from `history`
+    (starting at `initial`, as `user_parts`).
 
     Raises:
       ValueError: `history` is empty (use `fallback_scores`).
     """
-    return self.exported.model.score_all(*self.user_parts(None, history))
+    return self.exported.model.score_all(
+        *self.user_parts(None, history, initial))
 
   def described_item(self, genres: list[str], year: Optional[float],
                      title: str = '') -> tuple[np.ndarray, float]:

@@ -23,10 +23,12 @@ from research.fedrec.algorithms import registry
 from research.fedrec.algorithms import sampling as sampling_lib
 from research.fedrec.data import client_store
 from research.fedrec.data import corpus as corpus_lib
+from research.fedrec.data import side_info
 from research.fedrec.data import splits as splits_lib
 from research.fedrec.evaluation import evaluators
 from research.fedrec.evaluation import ranking
 from research.fedrec.evaluation import slices
+from research.fedrec.inference import demographics
 from research.fedrec.inference import from_keras
 from research.fedrec.inference import reconstruction
 from research.fedrec.training import experiment as experiment_lib
@@ -169,3 +171,76 @@ def evaluate_ranking(run: TrainedRun, split_name: str) -> ranking.RankingResult:
   evaluator.evaluate(run.model_weights, split_name,
                      client_states=run.client_states)
   return evaluator.last_result
+
+
+def new_users(run: TrainedRun, split_name: str,
+              l2: float = demographics.DEFAULT_L2) -> Optional[dict]:
+  """How new users are served, compared on a user-disjoint split.
+
+  The split's evaluated users never trained. Their query ratings are
+  scored (RMSE) with, in turn: the average user (zero vector and bias:
+  b_i + g, what a new user without ratings gets), the mean training user's
+  vector and bias, the user's demographics alone (the attribute map of
+  inference/demographics.py fitted over the training users' vectors, each
+  reconstructed from its training ratings as its device would), the
+  user's support ratings (the run's own evaluation), and the support
+  ratings with the reconstruction started at the demographics' vector.
+
+  Returns:
+    The RMSEs and counts, or None where it does not apply: implicit
+    feedback, a split that is not user-disjoint, a method with a user
+    table or kept client states, or a corpus without a user file.
+  """
+  if (run.model is None or run.user_vectors is not None or
+      run.client_states is not None or
+      run.config.split.kind != splits_lib.SplitKind.USER_DISJOINT):
+    return None
+  try:
+    info = run.data.user_info(run.config.data)
+  except side_info.DataError:
+    return None
+  settings = reconstruction.Settings.of_run(run.config)
+  encoder = side_info.DemographicEncoder.fit(info)
+  features = encoder.encode(info)
+
+  def by_user(table, users):
+    order = np.argsort(table.users, kind='stable')
+    starts = np.searchsorted(table.users[order], users)
+    ends = np.searchsorted(table.users[order], users, side='right')
+    rows = [order[s:e] for s, e in zip(starts, ends)]
+    return [table.items[r] for r in rows], [table.ratings[r] for r in rows]
+
+  train_users = np.unique(run.split.train.users)
+  vectors, biases = reconstruction.reconstruct(
+      run.model, *by_user(run.split.train, train_users), settings)
+  attribute_map = demographics.fit(encoder, features[train_users], vectors,
+                                   biases, l2)
+  users, items, ratings = splits_lib.client_ratings(run.split, split_name)
+  query = getattr(run.split, split_name).query
+  row = np.searchsorted(users, query.users)
+  mapped = np.concatenate([features[users], np.ones((len(users), 1))],
+                          axis=1) @ attribute_map.weights
+  mapped = (mapped[:, :-1].astype(np.float32),
+            mapped[:, -1].astype(np.float32))
+  count = len(users)
+
+  def rmse(parts):
+    predicted = run.model.predict(parts[0][row], parts[1][row], query.items)
+    return float(np.sqrt(np.mean((predicted - query.ratings) ** 2)))
+
+  strategies = {
+      'average user (b_i + g)': (
+          np.zeros((count, vectors.shape[1]), np.float32),
+          np.zeros(count, np.float32)),
+      'mean training user': (
+          np.tile(vectors.mean(axis=0), (count, 1)).astype(np.float32),
+          np.full(count, biases.mean(), np.float32)),
+      'demographics alone': mapped,
+      'support ratings': reconstruction.reconstruct(run.model, items, ratings,
+                                                    settings),
+      'support ratings, from the demographics': reconstruction.reconstruct(
+          run.model, items, ratings, settings, initial=mapped),
+  }
+  return dict(users=count, ratings=int(len(query)), fields=list(
+      encoder.fields), map_users=int(len(train_users)), l2=float(l2),
+              rmse={name: rmse(parts) for name, parts in strategies.items()})
