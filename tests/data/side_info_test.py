@@ -126,6 +126,11 @@ class ReaderTest(absltest.TestCase):
     self.assertEqual(
         self._error(side_info.read_movielens_users, 'ml-20m', self.root),
         'ml-20m ships no user demographics (only ml-100k and ml-1m do).')
+    self.assertIsNone(side_info.movielens_user_file('ml-20m', self.root))
+    self.assertIsNone(side_info.movielens_user_file('ml-100k', self.root))
+    self._write('ml-100k/u.user', _U_USER)
+    self.assertEqual(side_info.movielens_user_file('ml-100k', self.root),
+                     os.path.join(self.root, 'ml-100k', 'u.user'))
 
   def test_ml_20m_movies_csv_and_genome(self):
     self._write('ml-20m/movies.csv', _MOVIES_CSV, 'utf-8')
@@ -194,6 +199,7 @@ class AtomicAndCorpusTest(absltest.TestCase):
     self.assertEqual(items.genre_names, ('Comedy', 'Crime', 'Film-Noir'))
     np.testing.assert_array_equal(items.genres,
                                   [[1, 0, 0], [0, 1, 1], [0, 0, 0]])
+    self.assertTrue(data.has_user_info(self.config))
     users = data.user_info(self.config)
     self.assertEqual(data.id_maps.raw_users.tolist(), [22, 196])
     self.assertEqual({k: v.tolist() for k, v in users.fields.items()},

@@ -147,6 +147,14 @@ class Corpus:
           'information (use MovieLens files or RecBole atomic files).')
     return info.aligned(self.id_maps.raw_items)
 
+  def has_user_info(self, config: DataConfig) -> bool:
+    """Whether the corpus has a user file (`user_info` reads it)."""
+    if config.dataset == ATOMIC:
+      return atomic.find_files(config.data_dir).get('user') is not None
+    return (self.name in movielens.MOVIELENS_NAMES and
+            side_info.movielens_user_file(self.name, config.data_dir)
+            is not None)
+
   def user_info(self, config: DataConfig) -> side_info.UserInfo:
     """User attributes of the dense user ids (rows in dense order).
 

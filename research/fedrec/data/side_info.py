@@ -469,6 +469,12 @@ def read_movielens_items(name: str, data_dir: str) -> ItemInfo:
   return read_movies(path, separator, encoding)
 
 
+def movielens_user_file(name: str, data_dir: str) -> Optional[str]:
+  """The path of MovieLens corpus `name`'s user file, None if absent."""
+  folder, _, _, _, filename = _MOVIELENS_FILES[name]
+  return None if filename is None else _find(data_dir, folder, filename)
+
+
 def read_movielens_users(name: str, data_dir: str) -> UserInfo:
   """The user file of MovieLens corpus `name` (ml-100k, ml-1m only).
 

@@ -193,12 +193,10 @@ def new_users(run: TrainedRun, split_name: str,
   """
   if (run.model is None or run.user_vectors is not None or
       run.client_states is not None or
-      run.config.split.kind != splits_lib.SplitKind.USER_DISJOINT):
+      run.config.split.kind != splits_lib.SplitKind.USER_DISJOINT or
+      not run.data.has_user_info(run.config.data)):
     return None
-  try:
-    info = run.data.user_info(run.config.data)
-  except side_info.DataError:
-    return None
+  info = run.data.user_info(run.config.data)
   settings = reconstruction.Settings.of_run(run.config)
   encoder = side_info.DemographicEncoder.fit(info)
   features = encoder.encode(info)
