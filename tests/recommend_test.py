@@ -11,6 +11,7 @@ import tempfile
 from absl.testing import absltest
 import numpy as np
 import pytest
+from scipy import sparse
 
 from research.fedrec import recommend
 from research.fedrec.algorithms import client_states
@@ -21,6 +22,7 @@ from research.fedrec.data import synthetic
 from research.fedrec.evaluation import ranking
 from research.fedrec.inference import demographics
 from research.fedrec.inference import export
+from research.fedrec.inference import implicit
 from research.fedrec.inference import reconstruction
 from research.fedrec.models import mf_features
 from research.fedrec.models import ncf
@@ -291,6 +293,7 @@ class DemographicsTest(_TrainedRunTest):
     info = data.user_info(config.data)
     exported = export.load_export(os.path.join(config.output_dir, 'export'))
     model = exported.model
+    dense = {int(raw): i for i, raw in enumerate(data.id_maps.raw_items)}
     # Every user reconstructed from all its ratings, as --user_id does.
     order = np.argsort(data.ratings.users, kind='stable')
     starts = np.searchsorted(data.ratings.users[order], np.arange(31))
@@ -329,7 +332,7 @@ class DemographicsTest(_TrainedRunTest):
       self.assertLen(result['recommendations'], 40)  # Nothing rated.
       for row in result['recommendations']:
         self.assertAlmostEqual(row['predicted_rating'],
-                               float(expected[row['item'] - 1]), places=3)
+                               float(expected[dense[row['item']]]), places=3)
       self.assertIn('attribute-to-vector map fitted over the 30 users',
                     result['note'])
     # With ratings, the new user's reconstruction starts at that vector.
@@ -341,11 +344,11 @@ class DemographicsTest(_TrainedRunTest):
         model, [np.array([0, 1])], [np.array([5.0, 1.0])], exported.settings,
         start)
     for row in result['recommendations']:
+      item = dense[row['item']]
       self.assertAlmostEqual(
           row['predicted_rating'],
-          float(model.item_embeddings[row['item'] - 1] @ vector[0] + bias[0] +
-                model.item_bias[row['item'] - 1] + model.global_bias),
-          places=3)
+          float(model.item_embeddings[item] @ vector[0] + bias[0] +
+                model.item_bias[item] + model.global_bias), places=3)
     self.assertEqual((result['mode'], result['given_ratings']),
                      ('new_user', 2))
     self.assertIn('starting at the vector of its age, gender, occupation',
@@ -364,6 +367,66 @@ class DemographicsTest(_TrainedRunTest):
       self.assertEqual((code, out), (1, ''), text)
       self.assertEqual(err.strip().splitlines(), [
           f"recommend.py: error: --demographics={text!r}: {message}"])
+
+
+class ImplicitDemographicsTest(_TrainedRunTest):
+  """A new user known only by demographics under NeuMF, implicit feedback:
+  the map reaches both of its user vectors."""
+
+  @classmethod
+  def _config(cls, root):
+    data = dataclasses.replace(
+        _write_atomic_corpus(os.path.join(root, 'tiny')),
+        feedback=corpus.Feedback.IMPLICIT, implicit_threshold=4.0)
+    return experiment.ExperimentConfig(
+        root_output_dir=root, experiment_name='implicit_demographics',
+        data=data, model=ncf.NeuMFConfig(embedding_dim=3, mlp_layers=(4, 2)),
+        loop=loop.LoopConfig(total_rounds=2, progress=False),
+        clients_per_round=4, run_centralized_baseline=False,
+        ranking=ranking.RankingConfig(ks=(5,), eval_negatives=5))
+
+  def test_a_new_user_is_served_through_both_user_vectors(self):
+    config = self._config(self.root)
+    data = corpus.load_corpus(config.data)
+    info = data.user_info(config.data)
+    exported = export.load_export(os.path.join(config.output_dir, 'export'))
+    layers = ['gmf_user_embedding', 'mlp_user_embedding']
+    # Every user reconstructed from all its interactions, side by side.
+    known = sparse.csr_matrix(
+        (np.ones(len(data.ratings)), (data.ratings.users, data.ratings.items)),
+        shape=(30, data.num_items))
+    model = exported.keras_model(30)
+    targets = np.concatenate(implicit.reconstruct_users(
+        model, layers, [exported.weights[f'initial/{n}'] for n in layers],
+        np.arange(30), known, exported.settings), axis=1)
+    self.assertEqual(targets.shape, (30, 3 + 2))
+    # The ridge map by augmented least squares over every field's one-hot
+    # columns; the new user sets gender F's alone.
+    columns = [(f, v) for f in ('age', 'gender', 'occupation')
+               for v in sorted({side_info.age_band(x) if f == 'age' else x
+                                for x in info.fields[f]})]
+    z = np.array([[float((side_info.age_band(info.fields[f][u]) if f == 'age'
+                          else info.fields[f][u]) == v) for f, v in columns] +
+                  [1.0] for u in range(30)])
+    n = len(columns)
+    weights = np.linalg.lstsq(
+        np.concatenate([z, np.eye(n + 1)[:n] *
+                        np.sqrt(demographics.DEFAULT_L2)]),
+        np.concatenate([targets, np.zeros((n, 5))]), rcond=None)[0]
+    row = np.array([float(c == ('gender', 'F')) for c in columns] +
+                   [1.0]) @ weights
+    single = exported.keras_model(1)
+    single.get_layer(layers[0]).set_weights([row[None, :3]])
+    single.get_layer(layers[1]).set_weights([row[None, 3:]])
+    expected = 1 / (1 + np.exp(-implicit.score_items(single, [0],
+                                                     data.num_items)[0]))
+    result = self._json('--demographics=gender=F', f'--k={data.num_items}')
+    self.assertEqual(result['mode'], 'new_user_demographics')
+    self.assertLen(result['recommendations'], data.num_items)
+    dense = {int(raw): i for i, raw in enumerate(data.id_maps.raw_items)}
+    for r in result['recommendations']:
+      self.assertAlmostEqual(r['probability'], expected[dense[r['item']]],
+                             places=4)
 
 
 class NewItemTest(_TrainedRunTest):

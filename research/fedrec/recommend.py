@@ -28,7 +28,7 @@ kept, and under PFedRec and FedRecon + DualPer also the user's personal view
 of the item table, read from the run's client_states/ (the devices' side). A new user with no ratings gets the
 model's ranking for an average user (item bias plus global bias), ties and
 bias-free models by popularity; the output says so. A new user known only by
-demographics (--demographics; explicit feedback) gets the vector and bias of
+demographics (--demographics) gets the vector and bias of
 a linear map from attributes to user vectors fitted over the corpus's users
 (inference/demographics.py).
 
@@ -101,8 +101,8 @@ _DEMOGRAPHICS = flags.DEFINE_string(
     'field=value pairs of the corpus\'s user file: "age=25,gender=F,'
     'occupation=student" (any of them; age is put into ml-1m\'s bands). '
     'The user\'s vector and bias come from a linear map from attributes to '
-    'user vectors fitted over the corpus\'s users (explicit feedback; '
-    'docs/side_information.md). With --ratings, the new user\'s '
+    'user vectors fitted over the corpus\'s users (any model with user '
+    'vectors; docs/side_information.md). With --ratings, the new user\'s '
     'reconstruction starts at that vector and bias.')
 _K = flags.DEFINE_integer('k', 10, 'Number of items to recommend.')
 _FORMAT = flags.DEFINE_enum('format', 'table', ['table', 'json'],
@@ -198,9 +198,9 @@ class _Context:
     info = self.corpus.user_info(config)
     encoder = side_info.DemographicEncoder.fit(info)
     users = np.arange(self.corpus.num_users)
-    vectors, biases = self.recommender.all_user_parts(
-        users, [self.history(u) for u in users])
-    return demographics.fit(encoder, encoder.encode(info), vectors, biases)
+    return demographics.fit(encoder, encoder.encode(info),
+                            self.recommender.user_rows(
+                                users, [self.history(u) for u in users]))
 
   def history(self, user: int) -> recommender_lib.UserRatings:
     rows = self._by_user[self._starts[user]:self._starts[user + 1]]
@@ -321,19 +321,17 @@ def _score_new_item(recommender, text: str, user, history, scores,
 
 
 def _demographic_parts(context, text: str):
-  """((vector, bias), attributes, users fitted over) of --demographics
-  (inference/demographics.py).
+  """(the new user's parts, attributes, users fitted over) of
+  --demographics (inference/demographics.py).
 
   Raises:
-    ValueError: an implicit-feedback run, or bad --demographics (one line).
+    ValueError: bad --demographics, or a model without user vectors (one
+      line).
   """
-  if context.implicit:
-    raise ValueError('--demographics: serves explicit-feedback models only '
-                     'so far (this run learned from implicit feedback).')
   try:
     attributes = demographics.parse(text)
     attribute_map = context.attribute_map()
-    return (attribute_map.user_parts(attributes), attributes,
+    return (attribute_map.row(attributes), attributes,
             attribute_map.num_users)
   except ValueError as e:
     raise ValueError(f'--demographics={text!r}: {e}') from None
@@ -343,8 +341,7 @@ def _demographics_user(context, parts, attributes, fitted_over: int,
                        k: int) -> dict:
   """--demographics: a new user's recommendations from its attributes
   alone (`parts`, `attributes`, `fitted_over`: `_demographic_parts`)."""
-  vector, bias = parts
-  scores = context.recommender.exported.model.score_all(vector, bias)
+  scores = context.recommender.row_scores(parts)
   items = context.recommender.recommend(scores, [], k)
   return collections.OrderedDict(
       mode='new_user_demographics', demographics=attributes,
@@ -441,7 +438,8 @@ def run(export_dir: str) -> collections.OrderedDict:
           context, _DEMOGRAPHICS.value)
       result['demographics'] = attributes
     if len(history.items):  # pylint: disable=g-explicit-length-test
-      scores = recommender.new_user_scores(history, start)
+      scores = (recommender.new_user_scores(history) if start is None else
+                recommender.new_user_scores_from(history, start))
       result['note'] = (
           f'the new user\'s {len(history.items)} interaction(s) encoded by '
           'the autoencoder' if source == export_lib.ENCODE else

@@ -59,12 +59,10 @@ class AttributeMapTest(absltest.TestCase):
         'age': np.array(['30'] * 3), 'gender': np.array(['F'] * 3),
         'occupation': np.array(['x'] * 3)}, 't')
     encoder = side_info.DemographicEncoder.fit(info)
-    vectors = np.array([[1.0, 2.0], [3.0, -2.0], [5.0, 3.0]])
-    fitted = demographics.fit(encoder, encoder.encode(info), vectors,
-                              np.array([0.5, 1.0, 3.0]), l2=2.0)
-    vector, bias = fitted.user_parts({'gender': 'F'})
-    np.testing.assert_allclose(vector, [3.0, 1.0], rtol=1e-6)
-    self.assertAlmostEqual(bias, 1.5, places=6)
+    targets = np.array([[1.0, 2.0, 0.5], [3.0, -2.0, 1.0], [5.0, 3.0, 3.0]])
+    fitted = demographics.fit(encoder, encoder.encode(info), targets, l2=2.0)
+    np.testing.assert_allclose(fitted.row({'gender': 'F'}), [3.0, 1.0, 1.5],
+                               rtol=1e-6)
     self.assertEqual(fitted.num_users, 3)
 
   def test_two_groups_closed_form(self):
@@ -78,12 +76,10 @@ class AttributeMapTest(absltest.TestCase):
         'occupation': np.array(['x', 'x', 'x'])}, 't')
     encoder = side_info.DemographicEncoder.fit(info, ('gender',))
     fitted = demographics.fit(encoder, encoder.encode(info),
-                              np.array([[1.0], [3.0], [10.0]]),
-                              np.zeros(3), l2=2.0)
+                              np.array([[1.0], [3.0], [10.0]]), l2=2.0)
     np.testing.assert_allclose(fitted.weights[:, 0], [-2.0, 6.0], rtol=1e-9)
-    self.assertAlmostEqual(float(fitted.user_parts({'gender': 'F'})[0][0]),
-                           4.0, places=5)
-    self.assertAlmostEqual(float(fitted.user_parts({})[0][0]), 6.0, places=5)
+    np.testing.assert_allclose(fitted.row({'gender': 'F'}), [4.0], rtol=1e-9)
+    np.testing.assert_allclose(fitted.row({}), [6.0], rtol=1e-9)
 
   def test_parse(self):
     self.assertEqual(demographics.parse(' age=25, gender=F ,'),
@@ -95,7 +91,7 @@ class AttributeMapTest(absltest.TestCase):
       with self.assertRaisesRegex(ValueError, message):
         demographics.parse(text)
     with self.assertRaisesRegex(ValueError, 'No user with both'):
-      demographics.fit(None, np.zeros((0, 2)), np.zeros((0, 3)), np.zeros(0))
+      demographics.fit(None, np.zeros((0, 2)), np.zeros((0, 3)))
 
 
 if __name__ == '__main__':

@@ -17,7 +17,8 @@ federated sum like any other aggregate. Here the sums are taken at serving
 time over the training users (recommend.py), as that aggregate would be.
 
 The map gives a new user the vector [x, 1] W (its bias the last column),
-scored by the trained item model like any user's.
+scored by the trained item model like any user's. A model with other user
+parts (NeuMF: a GMF and an MLP vector) maps to all of them side by side.
 """
 
 import dataclasses
@@ -36,34 +37,37 @@ class AttributeMap:
   """A fitted attribute-to-factor map."""
 
   encoder: side_info.DemographicEncoder
-  weights: np.ndarray  # [columns + 1, dim + 1]: rows of x then the intercept.
+  # [columns + 1, parts]: rows of x then the intercept; a column per part
+  # of the user (MF: its vector's coordinates, then its bias).
+  weights: np.ndarray
   num_users: int  # How many users it was fitted on.
 
-  def user_parts(self, attributes: dict[str, str]) -> tuple[np.ndarray, float]:
-    """(vector, bias) of a new user with these attributes.
+  def row(self, attributes: dict[str, str]) -> np.ndarray:
+    """The parts of a new user with these attributes.
 
     Raises:
       ValueError: an unknown field or value (one line).
     """
-    z = np.append(self.encoder.encode_one(attributes), 1.0)
-    out = z @ self.weights
-    return out[:-1].astype(np.float32), float(out[-1])
+    return self.rows(self.encoder.encode_one(attributes)[None])[0]
+
+  def rows(self, features: np.ndarray) -> np.ndarray:
+    """[N, parts] of users with one-hot rows `features` [N, columns]."""
+    z = np.concatenate([features, np.ones((len(features), 1))], axis=1)
+    return z @ self.weights
 
 
-def sums(features: np.ndarray, vectors: np.ndarray,
-         biases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(sum_u z_u z_u^T, sum_u z_u [p_u, b_u]^T) over the rows given: what
-  the devices' contributions add up to."""
+def sums(features: np.ndarray,
+         targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(sum_u z_u z_u^T, sum_u z_u t_u^T) over the rows given: what the
+  devices' contributions add up to."""
   z = np.concatenate([features, np.ones((len(features), 1))], axis=1)
-  targets = np.concatenate([vectors, np.asarray(biases)[:, None]], axis=1)
   return z.T @ z, z.T @ targets
 
 
 def fit(encoder: side_info.DemographicEncoder, features: np.ndarray,
-        vectors: np.ndarray, biases: np.ndarray,
-        l2: float = DEFAULT_L2) -> AttributeMap:
-  """The map of users with rows `features` [N, columns] and parts
-  `vectors` [N, dim], `biases` [N] (float64 solve).
+        targets: np.ndarray, l2: float = DEFAULT_L2) -> AttributeMap:
+  """The map of users with rows `features` [N, columns] to their parts
+  `targets` [N, parts] (MF: [p_u, b_u]; float64 solve).
 
   Raises:
     ValueError: no user to fit on.
@@ -72,8 +76,7 @@ def fit(encoder: side_info.DemographicEncoder, features: np.ndarray,
     raise ValueError('No user with both demographics and a vector to fit '
                      'the attribute map on.')
   gram, cross = sums(np.asarray(features, np.float64),
-                     np.asarray(vectors, np.float64),
-                     np.asarray(biases, np.float64))
+                     np.asarray(targets, np.float64))
   penalty = np.full(gram.shape[0], float(l2))
   penalty[-1] = 0.0  # The intercept is not shrunk.
   weights = np.linalg.solve(gram + np.diag(penalty), cross)

@@ -113,17 +113,32 @@ class Recommender:
         None if initial is None else (initial[0][None], np.array([initial[1]])))
     return vectors[0], biases[0]
 
-  def all_user_parts(self, users: np.ndarray,
-                     histories: Sequence[UserRatings]):
-    """(vectors [N, dim], biases [N]) of known users `users`, each as
-    `user_parts` gives it (its table row, or reconstructed from its
-    history; the reconstructions run side by side)."""
+  def user_rows(self, users: np.ndarray,
+                histories: Sequence[UserRatings]) -> np.ndarray:
+    """[N, dim + 1]: each known user's vector then bias, as `user_parts`
+    gives them (its table row, or reconstructed from its history; the
+    reconstructions run side by side). What inference/demographics.py maps
+    attributes to."""
     if self.exported.user_source == export_lib.USER_TABLE:
-      return (self.exported.user_vectors[users],
-              self.exported.user_biases[users])
-    return reconstruction.reconstruct(
-        self.exported.model, [h.items for h in histories],
-        [h.ratings for h in histories], self.settings)
+      vectors = self.exported.user_vectors[users]
+      biases = self.exported.user_biases[users]
+    else:
+      vectors, biases = reconstruction.reconstruct(
+          self.exported.model, [h.items for h in histories],
+          [h.ratings for h in histories], self.settings)
+    return np.concatenate([vectors, np.asarray(biases)[:, None]], axis=1)
+
+  def row_scores(self, row: np.ndarray) -> np.ndarray:
+    """Predicted ratings of a user given as a `user_rows` row."""
+    return self.exported.model.score_all(row[:-1].astype(np.float32),
+                                         float(row[-1]))
+
+  def new_user_scores_from(self, history: UserRatings,
+                           row: np.ndarray) -> np.ndarray:
+    """`new_user_scores`, the reconstruction starting at a `user_rows`
+    row instead of the model's initial vector and bias 0."""
+    return self.exported.model.score_all(*self.user_parts(
+        None, history, (row[:-1].astype(np.float32), float(row[-1]))))
 
   def user_scores(self, user: int, history: UserRatings) -> np.ndarray:
     """Predicted ratings of known user `user` (dense index) for all items."""
@@ -131,17 +146,13 @@ class Recommender:
       return self._device_scores(user)
     return self.exported.model.score_all(*self.user_parts(user, history))
 
-  def new_user_scores(self, history: UserRatings,
-                      initial: Optional[tuple[np.ndarray, float]] = None
-                      ) -> np.ndarray:
-    """Predicted ratings after reconstructing a user from `history`
-    (starting at `initial`, as `user_parts`).
+  def new_user_scores(self, history: UserRatings) -> np.ndarray:
+    """Predicted ratings after reconstructing a user from `history`.
 
     Raises:
       ValueError: `history` is empty (use `fallback_scores`).
     """
-    return self.exported.model.score_all(
-        *self.user_parts(None, history, initial))
+    return self.exported.model.score_all(*self.user_parts(None, history))
 
   def described_item(self, genres: list[str], year: Optional[float],
                      title: str = '') -> tuple[np.ndarray, float]:
@@ -227,6 +238,7 @@ class ImplicitRecommender(Recommender):
     super().__init__(exported, settings, device_states)
     self._table_model = None
     self._single_model = None
+    self._layer_names = None
 
   @property
   def num_items(self) -> int:
@@ -271,24 +283,86 @@ class ImplicitRecommender(Recommender):
     # A new user's negatives and shuffles are seeded as one past the last user.
     return self._history_scores(len(self.exported.raw_users), history)
 
-  def _history_scores(self, user: int,
-                            history: UserRatings) -> np.ndarray:
+  def _known(self, histories: Sequence[UserRatings]) -> sparse.csr_matrix:
+    """[len(histories), items] 1 where a history has the item."""
+    rows = np.concatenate([np.full(len(h.items), r, np.int64)
+                           for r, h in enumerate(histories)] + [[]])
+    items = np.concatenate([h.items for h in histories] + [[]])
     known = sparse.csr_matrix(
-        (np.ones(len(history.items), np.float32),
-         (np.zeros(len(history.items), np.int64), history.items)),
-        shape=(1, self.num_items))
+        (np.ones(len(items), np.float32),
+         (rows.astype(np.int64), items.astype(np.int64))),
+        shape=(len(histories), self.num_items))
     known.sum_duplicates()
     known.data[:] = 1.0
+    return known
+
+  def _user_layers(self) -> list[str]:
+    """The model's user layers (reconstructed, or rows of a user table)."""
+    if self._layer_names is None:
+      self._layer_names = [layer.name for layer in builder.create_keras_model(
+          self.exported.model_config, self.num_items).user_layers]
+    return self._layer_names
+
+  def _history_scores(self, user: int, history: UserRatings,
+                      initial: Optional[list] = None) -> np.ndarray:
+    known = self._known([history])
     if self.exported.user_source == export_lib.ENCODE:
       model = self._model(True)
       return _sigmoid(model.predict(known.toarray(), verbose=0)[0])
     model = self._model(False)
-    layers = [name.split('/', 1)[1] for name in self.exported.weights
-              if name.startswith('initial/')]
-    initial = [self.exported.weights[f'initial/{name}'] for name in layers]
+    layers = self._user_layers()
+    if initial is None:
+      initial = [self.exported.weights[f'initial/{name}'] for name in layers]
     implicit.reconstruct_users(model, layers, initial, np.array([user]), known,
                                self.settings)
     return _sigmoid(implicit.score_items(model, [0], self.num_items)[0])
+
+  def _split_row(self, row: np.ndarray) -> list[np.ndarray]:
+    """A `user_rows` row as one vector per user layer."""
+    model = self._model(False)
+    sizes = [model.get_layer(name).get_weights()[0].shape[1]
+             for name in self._user_layers()]
+    return np.split(np.asarray(row, np.float32), np.cumsum(sizes)[:-1])
+
+  def user_rows(self, users: np.ndarray,
+                histories: Sequence[UserRatings]) -> np.ndarray:
+    """[N, parts]: each known user's user layers side by side (MF: its
+    vector, then its bias; NeuMF: its GMF then MLP vector): its table rows,
+    or reconstructed from its interactions as `user_scores` does it (the
+    users side by side).
+
+    Raises:
+      ValueError: a model without user vectors (U-AutoRec).
+    """
+    if self.exported.user_source == export_lib.ENCODE:
+      raise ValueError('this run\'s model has no user vectors (it encodes '
+                       'each user\'s interactions).')
+    layers = self._user_layers()
+    if self.exported.user_source == export_lib.USER_TABLE:
+      model = self._model(True)
+      return np.concatenate([model.get_layer(name).get_weights()[0][users]
+                             for name in layers], axis=1)
+    model = self.exported.keras_model(len(users))
+    initial = [self.exported.weights[f'initial/{name}'] for name in layers]
+    return np.concatenate(implicit.reconstruct_users(
+        model, layers, initial, np.asarray(users), self._known(histories),
+        self.settings), axis=1)
+
+  def row_scores(self, row: np.ndarray) -> np.ndarray:
+    """Interaction probabilities of a user given as a `user_rows` row."""
+    model = self._model(False)
+    for name, part in zip(self._user_layers(), self._split_row(row)):
+      model.get_layer(name).set_weights([part[None]])
+    return _sigmoid(implicit.score_items(model, [0], self.num_items)[0])
+
+  def new_user_scores_from(self, history: UserRatings,
+                           row: np.ndarray) -> np.ndarray:
+    """`new_user_scores`, the reconstruction starting at a `user_rows`
+    row."""
+    if not len(history.items):  # pylint: disable=g-explicit-length-test
+      raise ValueError('No interactions to reconstruct a user from.')
+    return self._history_scores(len(self.exported.raw_users), history,
+                                self._split_row(row))
 
   def _user_model(self, user: Optional[int], history: UserRatings):
     """(Keras model, its user row, its user rows) holding known user

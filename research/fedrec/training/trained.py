@@ -211,13 +211,13 @@ def new_users(run: TrainedRun, split_name: str,
   train_users = np.unique(run.split.train.users)
   vectors, biases = reconstruction.reconstruct(
       run.model, *by_user(run.split.train, train_users), settings)
-  attribute_map = demographics.fit(encoder, features[train_users], vectors,
-                                   biases, l2)
+  attribute_map = demographics.fit(
+      encoder, features[train_users],
+      np.concatenate([vectors, biases[:, None]], axis=1), l2)
   users, items, ratings = splits_lib.client_ratings(run.split, split_name)
   query = getattr(run.split, split_name).query
   row = np.searchsorted(users, query.users)
-  mapped = np.concatenate([features[users], np.ones((len(users), 1))],
-                          axis=1) @ attribute_map.weights
+  mapped = attribute_map.rows(features[users])
   mapped = (mapped[:, :-1].astype(np.float32),
             mapped[:, -1].astype(np.float32))
   count = len(users)
