@@ -237,6 +237,30 @@ def _write_atomic_corpus(folder: str) -> corpus.DataConfig:
   return corpus.DataConfig(dataset=corpus.ATOMIC, data_dir=folder)
 
 
+def _reference_map(info, targets):
+  """The ridge attribute map by augmented least squares (a reference
+  solver): one-hot columns of each field's values (ages in bands), then the
+  intercept. Returns (new user's row of attributes -> its parts)."""
+  columns = [(f, v) for f in ('age', 'gender', 'occupation')
+             for v in sorted({side_info.age_band(x) if f == 'age' else x
+                              for x in info.fields[f]})]
+
+  def z(attributes):
+    return [float((side_info.age_band(attributes.get(f, ''))
+                   if f == 'age' else attributes.get(f, '')) == v)
+            for f, v in columns] + [1.0]
+
+  rows = np.array([z({f: info.fields[f][u] for f in info.fields})
+                   for u in range(len(info))])
+  n = len(columns)
+  weights = np.linalg.lstsq(
+      np.concatenate([rows, np.eye(n + 1)[:n] *
+                      np.sqrt(demographics.DEFAULT_L2)]),
+      np.concatenate([targets, np.zeros((n, targets.shape[1]))]),
+      rcond=None)[0]
+  return lambda attributes: np.array(z(attributes)) @ weights
+
+
 class DemographicsTest(_TrainedRunTest):
   """A new user known only by demographics (FedRecon, explicit)."""
 
@@ -301,31 +325,13 @@ class DemographicsTest(_TrainedRunTest):
     vectors, biases = reconstruction.reconstruct(
         model, [data.ratings.items[r] for r in rows],
         [data.ratings.ratings[r] for r in rows], exported.settings)
-    # The ridge map by augmented least squares (a reference solver): one-hot
-    # columns of age band, gender and occupation, then the intercept.
-    bands = {'Under 18': 0, '18-24': 1, '25-34': 2, '35-44': 3, '45-49': 4,
-             '50-55': 5, '56+': 6}
-    used = sorted({side_info.age_band(a) for a in info.fields['age']},
-                  key=bands.get)
-    columns = ([('age', b) for b in used] + [('gender', 'F'), ('gender', 'M')]
-               + [('occupation', o) for o in ('artist', 'student', 'writer')])
-    z = np.array([[float((side_info.age_band(info.fields[f][u]) if f == 'age'
-                          else info.fields[f][u]) == v) for f, v in columns] +
-                  [1.0] for u in range(30)])
-    penalty = np.sqrt(demographics.DEFAULT_L2) * np.eye(len(columns) + 1)[:-1]
-    target = np.concatenate([vectors, biases[:, None]], axis=1)
-    weights = np.linalg.lstsq(
-        np.concatenate([z, penalty]),
-        np.concatenate([target, np.zeros((len(columns), target.shape[1]))]),
-        rcond=None)[0]
+    mapped = _reference_map(
+        info, np.concatenate([vectors, biases[:, None]], axis=1))
     for age, gender, job in (('30', 'F', 'writer'), ('61', 'M', 'student')):
       result = self._json(
           f'--demographics=age={age},gender={gender},occupation={job}',
           '--k=40')
-      x = np.array([float(v == (side_info.age_band(age) if f == 'age' else
-                                {'gender': gender, 'occupation': job}[f]))
-                    for f, v in columns] + [1.0])
-      out = x @ weights
+      out = mapped(dict(age=age, gender=gender, occupation=job))
       expected = (model.item_embeddings @ out[:-1] + out[-1] +
                   model.item_bias + model.global_bias)
       self.assertEqual(result['mode'], 'new_user_demographics')
@@ -400,21 +406,7 @@ class ImplicitDemographicsTest(_TrainedRunTest):
         model, layers, [exported.weights[f'initial/{n}'] for n in layers],
         np.arange(30), known, exported.settings), axis=1)
     self.assertEqual(targets.shape, (30, 3 + 2))
-    # The ridge map by augmented least squares over every field's one-hot
-    # columns; the new user sets gender F's alone.
-    columns = [(f, v) for f in ('age', 'gender', 'occupation')
-               for v in sorted({side_info.age_band(x) if f == 'age' else x
-                                for x in info.fields[f]})]
-    z = np.array([[float((side_info.age_band(info.fields[f][u]) if f == 'age'
-                          else info.fields[f][u]) == v) for f, v in columns] +
-                  [1.0] for u in range(30)])
-    n = len(columns)
-    weights = np.linalg.lstsq(
-        np.concatenate([z, np.eye(n + 1)[:n] *
-                        np.sqrt(demographics.DEFAULT_L2)]),
-        np.concatenate([targets, np.zeros((n, 5))]), rcond=None)[0]
-    row = np.array([float(c == ('gender', 'F')) for c in columns] +
-                   [1.0]) @ weights
+    row = _reference_map(info, targets)({'gender': 'F'})
     single = exported.keras_model(1)
     single.get_layer(layers[0]).set_weights([row[None, :3]])
     single.get_layer(layers[1]).set_weights([row[None, 3:]])

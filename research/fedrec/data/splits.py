@@ -247,6 +247,17 @@ def of_users(split: Split, keep: np.ndarray) -> Split:
   return Split(train, partition(split.val), partition(split.test))
 
 
+def ratings_by_user(table: Ratings, users: np.ndarray):
+  """(items, ratings): per user of `users`, the arrays of its rows of
+  `table`, in the table's order."""
+  order = np.argsort(table.users, kind='stable')
+  sorted_users = table.users[order]
+  lo = np.searchsorted(sorted_users, users)
+  hi = np.searchsorted(sorted_users, users, side='right')
+  rows = [order[a:b] for a, b in zip(lo, hi)]
+  return [table.items[r] for r in rows], [table.ratings[r] for r in rows]
+
+
 def client_ratings(split: Split, split_name: str):
   """Per evaluated user: the ratings on the client before scoring.
 
@@ -262,14 +273,7 @@ def client_ratings(split: Split, split_name: str):
   parts = [split.train]
   if partition.support is not split.train:
     parts.append(partition.support)
-  items, ratings = [[] for _ in users], [[] for _ in users]
-  for table in parts:
-    order = np.argsort(table.users, kind='stable')
-    sorted_users = table.users[order]
-    lo = np.searchsorted(sorted_users, users)
-    hi = np.searchsorted(sorted_users, users, side='right')
-    for k, (a, b) in enumerate(zip(lo, hi)):
-      items[k].append(table.items[order[a:b]])
-      ratings[k].append(table.ratings[order[a:b]])
-  return (users, [np.concatenate(x) for x in items],
-          [np.concatenate(x) for x in ratings])
+  grouped = [ratings_by_user(table, users) for table in parts]
+  return (users,
+          [np.concatenate(x) for x in zip(*(g[0] for g in grouped))],
+          [np.concatenate(x) for x in zip(*(g[1] for g in grouped))])

@@ -201,16 +201,10 @@ def new_users(run: TrainedRun, split_name: str,
   encoder = side_info.DemographicEncoder.fit(info)
   features = encoder.encode(info)
 
-  def by_user(table, users):
-    order = np.argsort(table.users, kind='stable')
-    starts = np.searchsorted(table.users[order], users)
-    ends = np.searchsorted(table.users[order], users, side='right')
-    rows = [order[s:e] for s, e in zip(starts, ends)]
-    return [table.items[r] for r in rows], [table.ratings[r] for r in rows]
-
   train_users = np.unique(run.split.train.users)
-  vectors, biases = reconstruction.reconstruct(
-      run.model, *by_user(run.split.train, train_users), settings)
+  vectors, biases = user_vectors(
+      run, train_users,
+      *splits_lib.ratings_by_user(run.split.train, train_users))
   attribute_map = demographics.fit(
       encoder, features[train_users],
       np.concatenate([vectors, biases[:, None]], axis=1), l2)
@@ -234,8 +228,7 @@ def new_users(run: TrainedRun, split_name: str,
           np.tile(vectors.mean(axis=0), (count, 1)).astype(np.float32),
           np.full(count, biases.mean(), np.float32)),
       'demographics alone': mapped,
-      'support ratings': reconstruction.reconstruct(run.model, items, ratings,
-                                                    settings),
+      'support ratings': user_vectors(run, users, items, ratings),
       'support ratings, from the demographics': reconstruction.reconstruct(
           run.model, items, ratings, settings, initial=mapped),
   }
