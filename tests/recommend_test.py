@@ -193,9 +193,9 @@ class RecommendTest(_TrainedRunTest):
         (['--user_id=1', '--group=2'], 'Give exactly one of --user_id, '
          '--ratings (or --ratings_file), --group and --demographics (got '
          '--user_id, --group).'),
-        (['--demographics=age=30'], '--demographics=\'age=30\': '
-         '--dataset=synthetic: this corpus has no user demographics (ml-100k, '
-         'ml-1m and atomic .user files do).'),
+        (['--demographics=age=30'], '--demographics=\'age=30\': the '
+         'corpus the model was trained on has no user demographics (ml-100k, '
+         'ml-1m and atomic corpora with a .user file have them).'),
         (['--demographics=age'], "--demographics='age': 'age' is not "
          'field=value (e.g. age=25,gender=F,occupation=student).'),
     ):
@@ -237,10 +237,11 @@ def _write_atomic_corpus(folder: str) -> corpus.DataConfig:
   return corpus.DataConfig(dataset=corpus.ATOMIC, data_dir=folder)
 
 
-def _reference_map(info, targets):
-  """The ridge attribute map by augmented least squares (a reference
-  solver): one-hot columns of each field's values (ages in bands), then the
-  intercept. Returns (new user's row of attributes -> its parts)."""
+def _reference_map(info, users, targets):
+  """The ridge attribute map of `users` (rows of `info`) to their parts
+  `targets`, by augmented least squares (a reference solver): one-hot
+  columns of each field's values over all of `info` (ages in bands), then
+  the intercept. Returns (new user's row of attributes -> its parts)."""
   columns = [(f, v) for f in ('age', 'gender', 'occupation')
              for v in sorted({side_info.age_band(x) if f == 'age' else x
                               for x in info.fields[f]})]
@@ -251,7 +252,7 @@ def _reference_map(info, targets):
             for f, v in columns] + [1.0]
 
   rows = np.array([z({f: info.fields[f][u] for f in info.fields})
-                   for u in range(len(info))])
+                   for u in users])
   n = len(columns)
   weights = np.linalg.lstsq(
       np.concatenate([rows, np.eye(n + 1)[:n] *
@@ -318,15 +319,32 @@ class DemographicsTest(_TrainedRunTest):
     exported = export.load_export(os.path.join(config.output_dir, 'export'))
     model = exported.model
     dense = {int(raw): i for i, raw in enumerate(data.id_maps.raw_items)}
-    # Every user reconstructed from all its ratings, as --user_id does.
-    order = np.argsort(data.ratings.users, kind='stable')
-    starts = np.searchsorted(data.ratings.users[order], np.arange(31))
-    rows = [order[starts[u]:starts[u + 1]] for u in range(30)]
+    # The training users, each reconstructed from its training ratings as
+    # its device would: the sums of the export's user prior.
+    split = splits.split(data.ratings, config.split)
+    users = np.unique(split.train.users)
     vectors, biases = reconstruction.reconstruct(
-        model, [data.ratings.items[r] for r in rows],
-        [data.ratings.ratings[r] for r in rows], exported.settings)
-    mapped = _reference_map(
-        info, np.concatenate([vectors, biases[:, None]], axis=1))
+        model, *splits.ratings_by_user(split.train, users), exported.settings)
+    targets = np.concatenate([vectors, biases[:, None]], axis=1)
+    prior = exported.user_prior
+    self.assertEqual(prior.num_users, len(users))
+    encoder = side_info.DemographicEncoder.fit(info)
+    gram, cross = demographics.sums(encoder.encode(info)[users], targets)
+    np.testing.assert_array_equal(prior.gram, gram)
+    np.testing.assert_allclose(prior.cross, cross, rtol=1e-5, atol=1e-6)
+    # No rating: the mean training user.
+    mean = targets.mean(axis=0)
+    expected = (model.item_embeddings @ mean[:-1] + mean[-1] +
+                model.item_bias + model.global_bias)
+    nothing = self._json('--ratings=', '--k=40')
+    for row in nothing['recommendations']:
+      self.assertAlmostEqual(row['predicted_rating'],
+                             float(expected[dense[row['item']]]), places=3)
+    self.assertEqual(nothing['note'], (
+        'no ratings given: ranked by the model\'s rating for the mean of its '
+        f'{len(users)} training users (their vectors and biases), ties by '
+        'popularity'))
+    mapped = _reference_map(info, users, targets)
     for age, gender, job in (('30', 'F', 'writer'), ('61', 'M', 'student')):
       result = self._json(
           f'--demographics=age={age},gender={gender},occupation={job}',
@@ -339,8 +357,8 @@ class DemographicsTest(_TrainedRunTest):
       for row in result['recommendations']:
         self.assertAlmostEqual(row['predicted_rating'],
                                float(expected[dense[row['item']]]), places=3)
-      self.assertIn('attribute-to-vector map fitted over the 30 users',
-                    result['note'])
+      self.assertIn(f'attribute-to-vector map fitted over the {len(users)} '
+                    'users', result['note'])
     # With ratings, the new user's reconstruction starts at that vector.
     result = self._json('--ratings=1:5,2:1',
                         '--demographics=age=61,gender=M,occupation=student')
@@ -397,16 +415,20 @@ class ImplicitDemographicsTest(_TrainedRunTest):
     info = data.user_info(config.data)
     exported = export.load_export(os.path.join(config.output_dir, 'export'))
     layers = ['gmf_user_embedding', 'mlp_user_embedding']
-    # Every user reconstructed from all its interactions, side by side.
+    # The training users reconstructed from their training interactions,
+    # side by side.
+    train = splits.split(data.ratings, config.split).train
+    users = np.unique(train.users)
     known = sparse.csr_matrix(
-        (np.ones(len(data.ratings)), (data.ratings.users, data.ratings.items)),
-        shape=(30, data.num_items))
-    model = exported.keras_model(30)
+        (np.ones(len(train)), (np.searchsorted(users, train.users),
+                               train.items)),
+        shape=(len(users), data.num_items))
+    model = exported.keras_model(len(users))
     targets = np.concatenate(implicit.reconstruct_users(
         model, layers, [exported.weights[f'initial/{n}'] for n in layers],
-        np.arange(30), known, exported.settings), axis=1)
-    self.assertEqual(targets.shape, (30, 3 + 2))
-    row = _reference_map(info, targets)({'gender': 'F'})
+        users, known, exported.settings), axis=1)
+    self.assertEqual(targets.shape, (len(users), 3 + 2))
+    row = _reference_map(info, users, targets)({'gender': 'F'})
     single = exported.keras_model(1)
     single.get_layer(layers[0]).set_weights([row[None, :3]])
     single.get_layer(layers[1]).set_weights([row[None, 3:]])

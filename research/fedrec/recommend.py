@@ -25,11 +25,13 @@ Under Federated Reconstruction a known user's embedding is reconstructed from
 all of that user's ratings, as the user's own device would; under FedAvg it is
 the user's row of the trained user table; under FedMF the vector its device
 kept, and under PFedRec and FedRecon + DualPer also the user's personal view
-of the item table, read from the run's client_states/ (the devices' side). A new user with no ratings gets the
-model's ranking for an average user (item bias plus global bias), ties and
-bias-free models by popularity; the output says so. A new user known only by
+of the item table, read from the run's client_states/ (the devices' side). A
+new user with no ratings gets the model's ranking for the mean training user
+(the mean of the training users' vectors and biases, released with the
+export), ties by popularity; the output says so. A new user known only by
 demographics (--demographics) gets the vector and bias of
-a linear map from attributes to user vectors fitted over the corpus's users
+a linear map from attributes to user vectors, fitted from two sums over the
+training users that the run released with its export
 (inference/demographics.py).
 
 Implicit-feedback runs (--feedback=implicit, any --model) work the same way and
@@ -186,21 +188,28 @@ class _Context:
     return index
 
   def attribute_map(self) -> demographics.AttributeMap:
-    """The attribute-to-vector map over every user of the corpus with
-    demographics and ratings (their vectors: the trained table's rows, or
-    each reconstructed from all its ratings, as `--user_id` does).
+    """The attribute-to-vector map fitted from what training released over
+    its users (the export's user prior: inference/demographics.py).
 
     Raises:
-      ratings_lib.DataError: the corpus has no user file.
+      ValueError: the export has no user prior, or no demographics in it.
     """
-    config = json_io.from_jsonable(corpus_lib.DataConfig,
-                                   self.exported.metadata['data_config'])
-    info = self.corpus.user_info(config)
-    encoder = side_info.DemographicEncoder.fit(info)
-    users = np.arange(self.corpus.num_users)
-    return demographics.fit(encoder, encoder.encode(info),
-                            self.recommender.user_rows(
-                                users, [self.history(u) for u in users]))
+    return self.user_prior().attribute_map()
+
+  def user_prior(self) -> demographics.UserPrior:
+    """The export's user prior.
+
+    Raises:
+      ValueError: the export has none (one line saying why).
+    """
+    prior = self.exported.user_prior
+    if prior is not None:
+      return prior
+    why = self.exported.metadata.get(
+        'user_prior', 'none: rerun train.py with the same flags to export '
+        'again')
+    raise ValueError(f'this export releases no user prior '
+                     f'({why.removeprefix("none: ")}).')
 
   def history(self, user: int) -> recommender_lib.UserRatings:
     rows = self._by_user[self._starts[user]:self._starts[user + 1]]
@@ -372,8 +381,7 @@ def run(export_dir: str) -> collections.OrderedDict:
     raise ValueError(f'--k={_K.value} must be >= 1.')
   k = _K.value
   context = _Context(export_dir,
-                     need_corpus=(modes[0] in ('--user_id', '--group') or
-                                  _DEMOGRAPHICS.value is not None))
+                     need_corpus=modes[0] in ('--user_id', '--group'))
   recommender = context.recommender
   source = context.exported.user_source
   scored = None  # (user or None, history, scores) of a single scored user.
@@ -456,11 +464,9 @@ def run(export_dir: str) -> collections.OrderedDict:
       result.update(_demographics_user(context, start, attributes,
                                        fitted_over, k))
     else:
-      key, shown = recommender.fallback_scores()
-      result['note'] = (
-          'no ratings given: ranked by the model\'s rating for an average user'
-          ' (item bias + global bias), ties by popularity' if shown is not None
-          else 'no ratings given: ranked by popularity (training ratings)')
+      key, shown, what = recommender.fallback_scores()
+      result['note'] = f'no ratings given: ranked by {what}' + (
+          ', ties by popularity' if shown is not None else '')
       items = recommender.recommend(key, [], k)
       result['recommendations'] = _recommendations(context, items, shown)
   if _NEW_ITEM.value is not None:

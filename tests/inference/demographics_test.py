@@ -81,6 +81,30 @@ class AttributeMapTest(absltest.TestCase):
     np.testing.assert_allclose(fitted.row({'gender': 'F'}), [4.0], rtol=1e-9)
     np.testing.assert_allclose(fitted.row({}), [6.0], rtol=1e-9)
 
+  def test_the_prior_gives_the_mean_user_and_the_map(self):
+    info = side_info.UserInfo(np.arange(4), {
+        'age': np.array(['30', '19', '30', '44']),
+        'gender': np.array(['F', 'M', '', 'M']),
+        'occupation': np.array(['x', 'y', 'x', 'x'])}, 't')
+    encoder = side_info.DemographicEncoder.fit(info)
+    targets = np.array([[1.0, 2.0], [3.0, -1.0], [2.0, 0.0], [6.0, 3.0]])
+    prior = demographics.UserPrior.of(encoder, encoder.encode(info), targets)
+    np.testing.assert_array_equal(prior.mean_row(), [3.0, 1.0])
+    self.assertEqual(prior.num_users, 4)
+    # The map from the sums is the ridge solution of the rows themselves.
+    rows = np.concatenate([encoder.encode(info), np.ones((4, 1))], axis=1)
+    penalty = np.diag([0.5] * (rows.shape[1] - 1) + [0.0])
+    np.testing.assert_allclose(
+        prior.attribute_map(0.5).weights,
+        np.linalg.solve(rows.T @ rows + penalty, rows.T @ targets), rtol=1e-9)
+    # Without a user file: the mean user only.
+    bare = demographics.UserPrior.of(None, None, targets)
+    self.assertEqual(bare.gram.tolist(), [[4.0]])
+    np.testing.assert_array_equal(bare.mean_row(), [3.0, 1.0])
+    with self.assertRaisesRegex(ValueError, r'^the corpus the model was '
+                                r'trained on has no user demographics'):
+      bare.attribute_map()
+
   def test_parse(self):
     self.assertEqual(demographics.parse(' age=25, gender=F ,'),
                      {'age': '25', 'gender': 'F'})

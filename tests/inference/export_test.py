@@ -7,6 +7,8 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import absltest
 
+from research.fedrec.data import side_info
+from research.fedrec.inference import demographics
 from research.fedrec.inference import export as export_lib
 from research.fedrec.inference import reconstruction
 
@@ -24,12 +26,15 @@ class ExportTest(absltest.TestCase):
 
   def _write(self, model, source=export_lib.RECONSTRUCT, **kwargs):
     path = os.path.join(self.create_tempdir().full_path, 'export')
-    export_lib.write_export(
-        path, model, reconstruction.Settings(epochs=2, learning_rate=0.3),
-        source, np.array([7, 9]), np.array([11, 12, 13, 14, 15]),
-        ['One', 'Two, with comma', 'Trois "é"', '', 'Five'],
-        np.array([3, 0, 1, 2, 5]), (0.5, 5.0, 0.5),
-        metadata=dict(dataset='ml-test', raw_ids_numeric=True), **kwargs)
+    export_lib.write(path, export_lib.Export(
+        model=model,
+        settings=reconstruction.Settings(epochs=2, learning_rate=0.3),
+        user_source=source, raw_users=np.array([7, 9]),
+        raw_items=np.array([11, 12, 13, 14, 15]),
+        titles=['One', 'Two, with comma', 'Trois "é"', '', 'Five'],
+        item_train_counts=np.array([3, 0, 1, 2, 5]),
+        rating_scale=(0.5, 5.0, 0.5),
+        metadata=dict(dataset='ml-test', raw_ids_numeric=True), **kwargs))
     return path
 
   def test_round_trip_and_keras_model_predicts_the_same(self):
@@ -69,14 +74,36 @@ class ExportTest(absltest.TestCase):
     np.testing.assert_array_equal(loaded.user_vectors, table)
     self.assertEqual(loaded.user_biases.tolist(), [0.5, -0.5])
 
+  def test_user_prior_round_trip(self):
+    info = side_info.UserInfo(np.arange(3), {
+        'age': np.array(['30', '19', '30']), 'gender': np.array(['F', 'M', '']),
+        'occupation': np.array(['a=b', 'x', 'x'])}, 't')
+    encoder = side_info.DemographicEncoder.fit(info)
+    targets = np.arange(12, dtype=np.float64).reshape(3, 4)
+    for prior in (demographics.UserPrior.of(encoder, encoder.encode(info),
+                                            targets),
+                  demographics.UserPrior.of(None, None, targets)):
+      path = self._write(_model(True), user_prior=prior)
+      self.assertIn(export_lib.USER_PRIOR_FILE, os.listdir(path))
+      loaded = export_lib.load_export(path).user_prior
+      np.testing.assert_array_equal(loaded.gram, prior.gram)
+      np.testing.assert_array_equal(loaded.cross, prior.cross)
+      self.assertEqual(loaded.encoder, prior.encoder)
+      self.assertEqual(loaded.num_users, 3)
+      np.testing.assert_array_equal(loaded.mean_row(), [4, 5, 6, 7])
+    self.assertIsNone(export_lib.load_export(self._write(_model(True))
+                                            ).user_prior)
+
   def test_rewrite_replaces_and_leaves_no_temporary(self):
     path = self._write(_model(True))
     parent = os.path.dirname(path)
     model = _model(True)
-    export_lib.write_export(
-        path, model, reconstruction.Settings(), export_lib.RECONSTRUCT,
-        np.array([1]), np.arange(5), [''] * 5, np.zeros(5, np.int64),
-        (1.0, 5.0, 1.0), metadata={})
+    export_lib.write(path, export_lib.Export(
+        model=model, settings=reconstruction.Settings(),
+        user_source=export_lib.RECONSTRUCT, raw_users=np.array([1]),
+        raw_items=np.arange(5), titles=[''] * 5,
+        item_train_counts=np.zeros(5, np.int64), rating_scale=(1.0, 5.0, 1.0),
+        metadata={}))
     self.assertEqual(os.listdir(parent), ['export'])
     with open(os.path.join(path, 'export.json')) as f:
       self.assertEqual(json.load(f)['num_users'], 1)

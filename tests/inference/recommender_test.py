@@ -1,9 +1,12 @@
 """Hand-checkable top-K, group and cold-start recommendation."""
 
+import dataclasses
+
 import numpy as np
 from absl.testing import absltest
 from absl.testing import parameterized
 
+from research.fedrec.inference import demographics
 from research.fedrec.inference import export as export_lib
 from research.fedrec.inference import reconstruction
 from research.fedrec.inference import recommender as recommender_lib
@@ -113,14 +116,31 @@ class RecommenderTest(parameterized.TestCase):
   def test_fallback_ranks_by_bias_then_popularity(self):
     recommender = recommender_lib.Recommender(
         _exported(export_lib.RECONSTRUCT, use_biases=True))
-    key, shown = recommender.fallback_scores()
+    key, shown, what = recommender.fallback_scores()
     # b_i + g = 3.5, 2.5, 3, 3; items 2 and 3 tie, item 2 is more popular.
     self.assertEqual(recommender.recommend(key, [], 4).tolist(), [0, 2, 3, 1])
     np.testing.assert_allclose(shown, [3.5, 2.5, 3.0, 3.0])
-    key, shown = self.recommender.fallback_scores()  # No biases.
+    self.assertIn('average user (item bias + global bias)', what)
+    key, shown, what = self.recommender.fallback_scores()  # No biases.
     self.assertIsNone(shown)
+    self.assertEqual(what, 'popularity (training ratings)')
     self.assertEqual(self.recommender.recommend(key, [], 4).tolist(),
                      [1, 2, 0, 3])
+
+  def test_fallback_is_the_mean_training_user_of_the_prior(self):
+    # Two training users [p_u, b_u]: mean vector (0, 0.5, 0.5, -1), mean
+    # bias 0.25; identity item embeddings, b_i + g = 3.5, 2.5, 3, 3, so
+    # the mean user rates 3.75, 3.25, 3.75, 2.25: items 0 and 2 tie, item 2
+    # is more popular.
+    prior = demographics.UserPrior.of(None, None, np.array(
+        [[1.0, 0.0, 1.0, -1.0, 0.5], [-1.0, 1.0, 0.0, -1.0, 0.0]]))
+    recommender = recommender_lib.Recommender(dataclasses.replace(
+        _exported(export_lib.RECONSTRUCT, use_biases=True), user_prior=prior))
+    key, shown, what = recommender.fallback_scores()
+    np.testing.assert_allclose(shown, [3.75, 3.25, 3.75, 2.25])
+    self.assertEqual(recommender.recommend(key, [], 4).tolist(), [2, 0, 1, 3])
+    self.assertEqual(what, 'the model\'s rating for the mean of its 2 '
+                     'training users (their vectors and biases)')
 
 
 if __name__ == '__main__':

@@ -13,8 +13,14 @@ recommendations", ICDM 2010): ridge regression of [p_u, b_u] on [x_u, 1],
 terms each user's device can compute from its own attributes and its own
 (reconstructed) vector, so under Federated Reconstruction the attributes
 and the vectors stay on the devices: the server needs the two sums only, a
-federated sum like any other aggregate. Here the sums are taken at serving
-time over the training users (recommend.py), as that aggregate would be.
+federated sum like any other aggregate. Training releases them once, at its
+end, over the training users (`UserPrior`, in the export's user_prior.npz);
+recommend.py fits the map from them and needs no corpus for it.
+
+Their intercept row and corner are the sum of the users' parts and their
+number, so the same release gives the mean training user (`mean_row`), what
+a new user with no rating and no attribute gets. A corpus without a user
+file releases that corner alone.
 
 The map gives a new user the vector [x, 1] W (its bias the last column),
 scored by the trained item model like any user's. A model with other user
@@ -22,6 +28,7 @@ parts (NeuMF: a GMF and an MLP vector) maps to all of them side by side.
 """
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
@@ -56,6 +63,77 @@ class AttributeMap:
     return z @ self.weights
 
 
+@dataclasses.dataclass(frozen=True)
+class UserPrior:
+  """What training releases about its users: the two sums of the map.
+
+  `gram` [columns + 1, columns + 1] and `cross` [columns + 1, parts] as
+  `sums` gives them over the training users (the last row and column: the
+  intercept; `columns` 0 where the corpus has no user file, `encoder`
+  None).
+  """
+
+  gram: np.ndarray
+  cross: np.ndarray
+  encoder: Optional[side_info.DemographicEncoder]
+  num_users: int  # How many users contributed.
+
+  @classmethod
+  def of(cls, encoder: Optional[side_info.DemographicEncoder],
+         features: Optional[np.ndarray], targets: np.ndarray) -> 'UserPrior':
+    """The release over users with one-hot rows `features` [N, columns]
+    (None: no user file) and parts `targets` [N, parts] (float64 sums)."""
+    targets = np.asarray(targets, np.float64)
+    if features is None:
+      features = np.zeros((len(targets), 0))
+    gram, cross = sums(np.asarray(features, np.float64), targets)
+    return cls(gram, cross, encoder, len(targets))
+
+  def mean_row(self) -> np.ndarray:
+    """[parts]: the mean of the users' parts (the intercept's sums)."""
+    return self.cross[-1] / self.gram[-1, -1]
+
+  def attribute_map(self, l2: float = DEFAULT_L2) -> AttributeMap:
+    """The ridge map fitted from the sums (module docstring).
+
+    Raises:
+      ValueError: the release has no attribute (a corpus without a user
+        file), or no user.
+    """
+    if not self.num_users:
+      raise ValueError('No user with both demographics and a vector to fit '
+                       'the attribute map on.')
+    if self.encoder is None:
+      raise ValueError('the corpus the model was trained on has no user '
+                       'demographics (ml-100k, ml-1m and atomic corpora with '
+                       'a .user file have them).')
+    penalty = np.full(self.gram.shape[0], float(l2))
+    penalty[-1] = 0.0  # The intercept is not shrunk.
+    weights = np.linalg.solve(self.gram + np.diag(penalty), self.cross)
+    return AttributeMap(self.encoder, weights, self.num_users)
+
+  def arrays(self) -> dict[str, np.ndarray]:
+    """The release as named arrays (the export's user_prior.npz)."""
+    encoder = self.encoder
+    return dict(
+        gram=self.gram, cross=self.cross, num_users=np.int64(self.num_users),
+        fields=np.array(encoder.fields if encoder else [], dtype=str),
+        columns=np.array(encoder.names if encoder else [], dtype=str))
+
+  @classmethod
+  def from_arrays(cls, arrays) -> 'UserPrior':
+    """The inverse of `arrays`."""
+    fields = tuple(arrays['fields'].tolist())
+    encoder = None
+    if fields:
+      pairs = [name.partition('=')[::2] for name in arrays['columns'].tolist()]
+      encoder = side_info.DemographicEncoder(fields, tuple(
+          tuple(v for f, v in pairs if f == field) for field in fields))
+    return cls(np.asarray(arrays['gram'], np.float64),
+               np.asarray(arrays['cross'], np.float64), encoder,
+               int(arrays['num_users']))
+
+
 def sums(features: np.ndarray,
          targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """(sum_u z_u z_u^T, sum_u z_u t_u^T) over the rows given: what the
@@ -72,15 +150,7 @@ def fit(encoder: side_info.DemographicEncoder, features: np.ndarray,
   Raises:
     ValueError: no user to fit on.
   """
-  if not len(features):  # pylint: disable=g-explicit-length-test
-    raise ValueError('No user with both demographics and a vector to fit '
-                     'the attribute map on.')
-  gram, cross = sums(np.asarray(features, np.float64),
-                     np.asarray(targets, np.float64))
-  penalty = np.full(gram.shape[0], float(l2))
-  penalty[-1] = 0.0  # The intercept is not shrunk.
-  weights = np.linalg.solve(gram + np.diag(penalty), cross)
-  return AttributeMap(encoder, weights, len(features))
+  return UserPrior.of(encoder, features, targets).attribute_map(l2)
 
 
 def parse(text: str) -> dict[str, str]:

@@ -16,6 +16,10 @@
     new_items.npz   models with item features (mf_features) only: what
                   turns a described item's genres and year into its vector
                   and bias (recommend.py --new_item).
+    user_prior.npz  models with user vectors: the two sums over the
+                  training users that give the mean training user and the
+                  demographics map (inference/demographics.py `UserPrior`;
+                  recommend.py for a new user with no rating).
 
 An implicit-feedback run (any --model, `"kind": "implicit"` in export.json)
 writes instead of model/ and user_table.npz:
@@ -42,6 +46,7 @@ from typing import Any, Optional
 import numpy as np
 import tensorflow as tf
 
+from research.fedrec.inference import demographics
 from research.fedrec.inference import implicit
 from research.fedrec.inference import reconstruction
 from research.fedrec.models import builder
@@ -50,6 +55,7 @@ from research.fedrec.utils import json_io
 
 FORMAT_VERSION = 1
 NEW_ITEMS_FILE = 'new_items.npz'  # Feature models: scoring described items.
+USER_PRIOR_FILE = 'user_prior.npz'  # demographics.UserPrior.arrays().
 EXPORT_DIRNAME = 'export'
 # What the model predicts.
 RATING = 'rating'  # Explicit feedback: a rating.
@@ -72,6 +78,8 @@ class _Loaded:
   rating_scale: tuple[float, float, float]
   metadata: dict
   new_items: Optional[dict] = None  # new_items.npz of a feature model.
+  # What training released about its users' vectors (user_prior.npz).
+  user_prior: Optional[demographics.UserPrior] = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -86,7 +94,7 @@ class Export(_Loaded):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ImplicitExport(_Loaded):
-  """A loaded implicit-feedback export (see `write_implicit_export`)."""
+  """A loaded implicit-feedback export (see `write`)."""
 
   model_config: Any  # The registered model's config (models/registry.py).
   weights: dict[str, np.ndarray]
@@ -115,7 +123,7 @@ class ImplicitExport(_Loaded):
 
 
 def layer_weights(layers) -> dict[str, np.ndarray]:
-  """`<layer>/<index>` -> array, the form `write_implicit_export` stores."""
+  """`<layer>/<index>` -> array, the form an implicit export stores."""
   return {f'{layer.name}/{i}': np.asarray(w)
           for layer in layers for i, w in enumerate(layer.get_weights())}
 
@@ -192,80 +200,65 @@ def _write_common(directory: str, info: dict, raw_users: np.ndarray,
     writer.writerows(zip(range(len(raw_users)), raw_users.tolist()))
 
 
-def write_export(
-    export_dir: str, model: reconstruction.ItemModel,
-    settings: reconstruction.Settings, user_source: str,
-    raw_users: np.ndarray, raw_items: np.ndarray, titles: list[str],
-    item_train_counts: np.ndarray, rating_scale: tuple[float, float, float],
-    metadata: dict, user_vectors: Optional[np.ndarray] = None,
-    user_biases: Optional[np.ndarray] = None,
-    new_items: Optional[dict] = None) -> None:
-  """Writes a rating model's export directory atomically (module docstring).
+def _write_rating(directory: str, exported: 'Export') -> dict:
+  """model/, user_table.npz and the rating fields of export.json."""
+  model = exported.model
+  _build_keras_model(model).save(os.path.join(directory, 'model'),
+                                 include_optimizer=False)
+  if exported.user_source == USER_TABLE:
+    np.savez(os.path.join(directory, 'user_table.npz'),
+             vectors=exported.user_vectors, biases=exported.user_biases)
+  return dict(
+      kind=RATING,
+      user_source=exported.user_source,
+      embedding_dim=int(model.item_embeddings.shape[1]),
+      use_biases=model.use_biases,
+      initial_user_vector=model.initial_user_vector.astype(float).tolist())
 
-  `new_items`: a feature model's arrays that score an item described by
-  metadata (models/registry.Model.new_item_parts), as new_items.npz.
+
+def _write_implicit(directory: str, exported: 'ImplicitExport') -> dict:
+  """weights.npz and the implicit fields of export.json."""
+  np.savez(os.path.join(directory, 'weights.npz'), **exported.weights)
+  return dict(
+      kind=IMPLICIT,
+      user_source=exported.user_source,
+      model_name=type(exported.model_config).model_name,
+      model=json_io.to_jsonable(exported.model_config))
+
+
+def write(export_dir: str, exported: 'Export | ImplicitExport') -> None:
+  """Writes an export directory atomically (module docstring), the inverse
+  of `load_export`.
+
+  A rating export (`Export`) writes model/ (and user_table.npz for a
+  USER_TABLE source); an implicit one (`ImplicitExport`: its model config
+  is recorded by name, so the loader rebuilds that model) writes
+  weights.npz: the global layers, the user tables (USER_TABLE) or the user
+  layers' initial vectors (RECONSTRUCT). Either writes new_items.npz (a
+  feature model's arrays that score an item described by metadata,
+  models/registry.Model.new_item_parts) and user_prior.npz where it has
+  them.
   """
-  def write(tmp):
-    if new_items is not None:
-      np.savez(os.path.join(tmp, NEW_ITEMS_FILE), **new_items)
-    _build_keras_model(model).save(os.path.join(tmp, 'model'),
-                                   include_optimizer=False)
+  def write_files(tmp):
+    if exported.new_items is not None:
+      np.savez(os.path.join(tmp, NEW_ITEMS_FILE), **exported.new_items)
+    if exported.user_prior is not None:
+      np.savez(os.path.join(tmp, USER_PRIOR_FILE),
+               **exported.user_prior.arrays())
+    kind = (_write_implicit(tmp, exported) if isinstance(
+        exported, ImplicitExport) else _write_rating(tmp, exported))
     info = dict(
         format_version=FORMAT_VERSION,
-        kind=RATING,
-        user_source=user_source,
-        embedding_dim=int(model.item_embeddings.shape[1]),
-        use_biases=model.use_biases,
-        initial_user_vector=model.initial_user_vector.astype(float).tolist(),
-        reconstruction=dataclasses.asdict(settings),
-        rating_scale=list(rating_scale),
-        num_users=len(raw_users),
-        num_items=len(raw_items),
-        **metadata)
-    _write_common(tmp, info, raw_users, raw_items, titles, item_train_counts)
-    if user_source == USER_TABLE:
-      np.savez(os.path.join(tmp, 'user_table.npz'), vectors=user_vectors,
-               biases=user_biases)
-  _write_atomically(export_dir, write)
-
-
-def write_implicit_export(
-    export_dir: str, model_config, weights: dict[str, np.ndarray],
-    settings: implicit.Settings, user_source: str, raw_users: np.ndarray,
-    raw_items: np.ndarray, titles: list[str], item_train_counts: np.ndarray,
-    rating_scale: tuple[float, float, float], metadata: dict,
-    new_items: Optional[dict] = None) -> None:
-  """Writes an implicit-feedback model's export directory atomically.
-
-  Args:
-    export_dir: Where.
-    model_config: The registered model's config (its name is recorded as
-      `model_name`, so the loader rebuilds that model).
-    weights: `<layer>/<index>` -> array: the global layers, the user tables
-      (USER_TABLE) or the user layers' initial vectors (RECONSTRUCT).
-    settings: How a user is reconstructed (RECONSTRUCT, and new users of
-      USER_TABLE models).
-    user_source: RECONSTRUCT, USER_TABLE or ENCODE (U-AutoRec).
-    raw_users, raw_items, titles, item_train_counts, rating_scale, metadata,
-      new_items: As `write_export`.
-  """
-  def write(tmp):
-    if new_items is not None:
-      np.savez(os.path.join(tmp, NEW_ITEMS_FILE), **new_items)
-    np.savez(os.path.join(tmp, 'weights.npz'), **weights)
-    info = dict(
-        format_version=FORMAT_VERSION,
-        kind=IMPLICIT,
-        user_source=user_source,
-        model_name=type(model_config).model_name,
-        model=json_io.to_jsonable(model_config),
-        reconstruction=dataclasses.asdict(settings),
-        rating_scale=list(rating_scale),
-        num_users=len(raw_users),
-        num_items=len(raw_items),
-        **metadata)
-    _write_common(tmp, info, raw_users, raw_items, titles, item_train_counts)
-  _write_atomically(export_dir, write)
+        **kind,
+        reconstruction=dataclasses.asdict(exported.settings),
+        rating_scale=list(exported.rating_scale),
+        num_users=len(exported.raw_users),
+        num_items=len(exported.raw_items))
+    # A loaded export's metadata is its whole export.json.
+    info.update((k, v) for k, v in exported.metadata.items() if k not in info)
+    _write_common(tmp, info, exported.raw_users, exported.raw_items,
+                  exported.titles, exported.item_train_counts)
+  _write_atomically(export_dir, write_files)
 
 
 def _read_ids(path: str, dtype) -> np.ndarray:
@@ -287,7 +280,9 @@ def _read_common(export_dir: str, info: dict) -> dict:
       titles=[r['title'] for r in items],
       item_train_counts=np.array([int(r['train_ratings']) for r in items]),
       rating_scale=tuple(info['rating_scale']),
-      metadata=info)
+      metadata=info,
+      new_items=_read_npz(export_dir, NEW_ITEMS_FILE),
+      user_prior=_read_user_prior(export_dir))
 
 
 def _load_implicit(export_dir: str, info: dict) -> ImplicitExport:
@@ -300,20 +295,24 @@ def _load_implicit(export_dir: str, info: dict) -> ImplicitExport:
                                          info['model']),
       weights=weights,
       settings=implicit.Settings(**info['reconstruction']),
-      new_items=_read_new_items(export_dir),
       **_read_common(export_dir, info))
 
 
-def _read_new_items(export_dir: str) -> Optional[dict]:
-  """A feature model's new_items.npz, or None."""
-  if not os.path.isfile(os.path.join(export_dir, NEW_ITEMS_FILE)):
+def _read_npz(export_dir: str, name: str) -> Optional[dict]:
+  """The arrays of the export's file `name`, or None if it has none."""
+  if not os.path.isfile(os.path.join(export_dir, name)):
     return None
-  with np.load(os.path.join(export_dir, NEW_ITEMS_FILE)) as arrays:
-    return {name: arrays[name] for name in arrays.files}
+  with np.load(os.path.join(export_dir, name)) as arrays:
+    return {key: arrays[key] for key in arrays.files}
+
+
+def _read_user_prior(export_dir: str) -> Optional[demographics.UserPrior]:
+  arrays = _read_npz(export_dir, USER_PRIOR_FILE)
+  return None if arrays is None else demographics.UserPrior.from_arrays(arrays)
 
 
 def load_export(export_dir: str) -> Export | ImplicitExport:
-  """Loads an export written by `write_export` or `write_implicit_export`.
+  """Loads an export written by `write`.
 
   Raises:
     ValueError: `export_dir` holds no (complete) export; one line.
@@ -364,7 +363,6 @@ def _load_checked(export_dir: str, info_path: str, info: dict):
     with np.load(os.path.join(export_dir, 'user_table.npz')) as table:
       vectors, biases = table['vectors'], table['biases']
   return Export(
-      new_items=_read_new_items(export_dir),
       model=model,
       settings=reconstruction.Settings(**info['reconstruction']),
       user_vectors=vectors,

@@ -5,6 +5,7 @@ at the end of every run, so `recommend.py` and a user's own code can use the
 model without TensorFlow Federated.
 """
 
+import dataclasses
 import os
 from typing import Optional
 
@@ -12,9 +13,13 @@ import numpy as np
 import tensorflow as tf
 
 from research.fedrec.algorithms import client_states
+from research.fedrec.data import side_info
+from research.fedrec.data import splits as splits_lib
+from research.fedrec.inference import demographics
 from research.fedrec.inference import export as export_lib
 from research.fedrec.inference import implicit
 from research.fedrec.inference import reconstruction
+from research.fedrec.inference import recommender as recommender_lib
 from research.fedrec.models import builder
 from research.fedrec.models import mf
 from research.fedrec.utils import json_io
@@ -89,21 +94,77 @@ def implicit_weights(keras_model: tf.keras.Model,
           weights)
 
 
+def user_prior(config, data, split, exported
+               ) -> tuple[Optional[demographics.UserPrior], str]:
+  """What the run releases about its training users' vectors, and what
+  that is (or why nothing is released: export.json's `user_prior`).
+
+  Each training user's parts as the export scores that user (its table
+  row, or reconstructed from its training ratings as its device would:
+  `Recommender.user_rows`), summed with its demographics where the corpus
+  has a user file (`demographics.UserPrior`). Nothing for a model without
+  user vectors (U-AutoRec), a method whose users keep their vectors on the
+  device, or a run under differential privacy (the sums are not noised, so
+  the run's epsilon would not cover them).
+  """
+  if exported.user_source == export_lib.ENCODE:
+    return None, 'none: the model has no user vectors'
+  if config.method.keeps_client_state:
+    return None, 'none: the users keep their vectors on their devices'
+  if config.dp.enabled:
+    return None, ('none: the run is differentially private and the sums '
+                  'would not be noised')
+  users = np.unique(split.train.users)
+  histories = [recommender_lib.UserRatings(i, r) for i, r in zip(
+      *splits_lib.ratings_by_user(split.train, users))]
+  kind = (recommender_lib.ImplicitRecommender if data.implicit else
+          recommender_lib.Recommender)
+  rows = kind(exported).user_rows(users, histories)
+  what = (f'sums over the {len(users)} training users\' '
+          + ('table rows' if exported.user_source == export_lib.USER_TABLE
+             else 'vectors reconstructed from their training data'))
+  if not data.has_user_info(config.data):
+    return demographics.UserPrior.of(None, None, rows), what
+  info = data.user_info(config.data)
+  encoder = side_info.DemographicEncoder.fit(info)
+  return (demographics.UserPrior.of(encoder, encoder.encode(info)[users],
+                                    rows),
+          f'{what} and their {", ".join(encoder.fields)}')
+
+
+def _with_user_prior(config, data, split, exported):
+  """`exported` with its user prior, described in its metadata."""
+  prior, what = user_prior(config, data, split, exported)
+  return dataclasses.replace(exported, user_prior=prior,
+                             metadata=dict(exported.metadata, user_prior=what))
+
+
+def _loaded_fields(config, data, split, metadata: dict) -> dict:
+  """What every export holds besides the model (`export._Loaded`)."""
+  scale = data.rating_scale(config.data)
+  return dict(
+      raw_users=data.id_maps.raw_users, raw_items=data.id_maps.raw_items,
+      titles=data.titles(config.data),
+      item_train_counts=np.bincount(split.train.items,
+                                    minlength=data.num_items),
+      rating_scale=(scale.minimum, scale.maximum, scale.step),
+      metadata=metadata)
+
+
 def export_implicit_model(config, data, split, keras_model: tf.keras.Model,
                           model_config: builder.ModelConfig,
                           export_dir: str,
                           metadata: Optional[dict] = None) -> None:
   """Writes a run's trained implicit-feedback model."""
   source, weights = implicit_weights(keras_model, model_config, data.num_items)
-  scale = data.rating_scale(config.data)
-  export_lib.write_implicit_export(
-      export_dir, model_config, weights,
-      implicit.Settings.of_run(config), source,
-      data.id_maps.raw_users, data.id_maps.raw_items, data.titles(config.data),
-      np.bincount(split.train.items, minlength=data.num_items),
-      (scale.minimum, scale.maximum, scale.step),
-      metadata or _metadata(config, data),
-      new_items=builder.new_item_parts(model_config, keras_model))
+  exported = export_lib.ImplicitExport(
+      model_config=model_config, weights=weights,
+      settings=implicit.Settings.of_run(config), user_source=source,
+      new_items=builder.new_item_parts(model_config, keras_model),
+      **_loaded_fields(config, data, split,
+                       metadata or _metadata(config, data)))
+  export_lib.write(export_dir,
+                   _with_user_prior(config, data, split, exported))
 
 
 def device_states_folder(config, export_dir: str) -> Optional[str]:
@@ -140,13 +201,12 @@ def export_model(config, data, split, keras_model: tf.keras.Model,
     return
   model, vectors, biases = model_from_keras(keras_model, model_config,
                                             data.num_items)
-  raw_users, raw_items = data.id_maps.raw_users, data.id_maps.raw_items
-  scale = data.rating_scale(config.data)
-  export_lib.write_export(
-      export_dir, model, reconstruction.Settings.of_run(config),
-      export_lib.RECONSTRUCT if vectors is None else export_lib.USER_TABLE,
-      raw_users, raw_items, data.titles(config.data),
-      np.bincount(split.train.items, minlength=data.num_items),
-      (scale.minimum, scale.maximum, scale.step),
-      metadata=metadata, user_vectors=vectors, user_biases=biases,
-      new_items=builder.new_item_parts(model_config, keras_model))
+  exported = export_lib.Export(
+      model=model, settings=reconstruction.Settings.of_run(config),
+      user_source=(export_lib.RECONSTRUCT if vectors is None else
+                   export_lib.USER_TABLE),
+      user_vectors=vectors, user_biases=biases,
+      new_items=builder.new_item_parts(model_config, keras_model),
+      **_loaded_fields(config, data, split, metadata))
+  export_lib.write(export_dir,
+                   _with_user_prior(config, data, split, exported))

@@ -8,8 +8,8 @@ NumPy only (the export is loaded with TensorFlow, never TFF):
 * A new user (cold start) is reconstructed from the ratings given, with the
   trained item model frozen (what FedRecon is for). With no rating at all
   there is nothing to reconstruct from: items are ranked by the model's
-  rating for an average user, b_i + g (zero user vector and bias), ties and
-  models without biases by the number of training ratings (popularity).
+  rating for the mean training user (the export's user prior), ties by the
+  number of training ratings (popularity).
 * Group recommendation scores each candidate item from the members' predicted
   ratings with one of `groups.GROUP_STRATEGIES` (`groups.py`).
 * A known user of a method with personal item views (PFedRec, FedRecon +
@@ -193,21 +193,33 @@ class Recommender:
     return self.exported.model.score_all(self.exported.model.initial_user_vector,
                                          0.0)
 
-  def fallback_scores(self) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """(ranking key, shown rating) for a user with no ratings.
+  def fallback_scores(self) -> tuple[np.ndarray, Optional[np.ndarray], str]:
+    """(ranking key, shown rating, what it is) for a user with no ratings.
 
-    The key orders by b_i + g, then popularity; the shown rating is b_i + g,
-    or None for a model without biases (ranked by popularity alone).
+    With the export's user prior: the predicted ratings of the mean
+    training user (the mean of the training users' vectors and biases,
+    inference/demographics.py), ties by popularity. Without one (exports of
+    runs under DP, of stateful methods, of before 2026-12-07): b_i + g, the
+    rating of the zero user, ties by popularity; None shown for a model
+    without biases, ranked by popularity alone.
     """
     model = self.exported.model
     popularity = self.exported.item_train_counts.astype(np.float64)
-    if not model.use_biases:
-      return popularity, None
-    average_user = (model.item_bias + np.float32(model.global_bias)).astype(
-        np.float32)
-    # Popularity as a tie-break below the float32 resolution of the bias.
+    prior = self.exported.user_prior
+    if prior is not None:
+      shown = self.row_scores(prior.mean_row()).astype(np.float32)
+      what = (f'the model\'s rating for the mean of its {prior.num_users} '
+              'training users (their vectors and biases)')
+    elif model.use_biases:
+      shown = (model.item_bias + np.float32(model.global_bias)).astype(
+          np.float32)
+      what = ('the model\'s rating for an average user (item bias + global '
+              'bias)')
+    else:
+      return popularity, None, 'popularity (training ratings)'
+    # Popularity as a tie-break below the float32 resolution of the scores.
     tie_break = popularity / (popularity.max() + 1.0) * 1e-9
-    return average_user.astype(np.float64) + tie_break, average_user
+    return shown.astype(np.float64) + tie_break, shown, what
 
   def recommend(self, scores: np.ndarray, exclude: Sequence[int],
                 k: int) -> np.ndarray:
@@ -420,6 +432,8 @@ class ImplicitRecommender(Recommender):
                            verbose=0)
     return float(_sigmoid(np.ravel(logit)[0]))
 
-  def fallback_scores(self) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    """(ranking key, shown score) for a user with no interaction: popularity."""
-    return self.exported.item_train_counts.astype(np.float64), None
+  def fallback_scores(self) -> tuple[np.ndarray, Optional[np.ndarray], str]:
+    """(ranking key, shown score, what it is) for a user with no
+    interaction: popularity."""
+    return (self.exported.item_train_counts.astype(np.float64), None,
+            'popularity (training interactions)')

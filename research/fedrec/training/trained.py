@@ -179,12 +179,15 @@ def new_users(run: TrainedRun, split_name: str,
 
   The split's evaluated users never trained. Their query ratings are
   scored (RMSE) with, in turn: the average user (zero vector and bias:
-  b_i + g, what a new user without ratings gets), the mean training user's
-  vector and bias, the user's demographics alone (the attribute map of
-  inference/demographics.py fitted over the training users' vectors, each
-  reconstructed from its training ratings as its device would), the
-  user's support ratings (the run's own evaluation), and the support
-  ratings with the reconstruction started at the demographics' vector.
+  b_i + g, what a new user without ratings got before the user prior), the
+  mean training user's vector and bias (what a new user without ratings
+  gets), the user's demographics alone (the attribute map of
+  inference/demographics.py), the user's support ratings (the run's own
+  evaluation), and the support ratings with the reconstruction started at
+  the demographics' vector. The mean user and the map come from the same
+  release as the export's user prior: sums over the training users'
+  vectors, each reconstructed from its training ratings as its device
+  would (`from_keras.user_prior`).
 
   Returns:
     The RMSEs and counts, or None where it does not apply: implicit
@@ -205,9 +208,11 @@ def new_users(run: TrainedRun, split_name: str,
   vectors, biases = user_vectors(
       run, train_users,
       *splits_lib.ratings_by_user(run.split.train, train_users))
-  attribute_map = demographics.fit(
+  prior = demographics.UserPrior.of(
       encoder, features[train_users],
-      np.concatenate([vectors, biases[:, None]], axis=1), l2)
+      np.concatenate([vectors, biases[:, None]], axis=1))
+  attribute_map = prior.attribute_map(l2)
+  mean = prior.mean_row()
   users, items, ratings = splits_lib.client_ratings(run.split, split_name)
   query = getattr(run.split, split_name).query
   row = np.searchsorted(users, query.users)
@@ -225,8 +230,8 @@ def new_users(run: TrainedRun, split_name: str,
           np.zeros((count, vectors.shape[1]), np.float32),
           np.zeros(count, np.float32)),
       'mean training user': (
-          np.tile(vectors.mean(axis=0), (count, 1)).astype(np.float32),
-          np.full(count, biases.mean(), np.float32)),
+          np.tile(mean[:-1], (count, 1)).astype(np.float32),
+          np.full(count, mean[-1], np.float32)),
       'demographics alone': mapped,
       'support ratings': user_vectors(run, users, items, ratings),
       'support ratings, from the demographics': reconstruction.reconstruct(
