@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import shutil
 import sys
@@ -22,9 +23,12 @@ from research.fedrec.data import synthetic
 from research.fedrec.evaluation import ranking
 from research.fedrec.inference import demographics
 from research.fedrec.inference import export
+from research.fedrec.inference import from_keras
 from research.fedrec.inference import implicit
 from research.fedrec.inference import reconstruction
 from research.fedrec.models import mf_features
+from research.fedrec.privacy import accounting
+from research.fedrec.privacy import settings as privacy_settings
 from research.fedrec.models import ncf
 from research.fedrec.models import ncf_features
 from research.fedrec.training import experiment
@@ -391,6 +395,81 @@ class DemographicsTest(_TrainedRunTest):
       self.assertEqual((code, out), (1, ''), text)
       self.assertEqual(err.strip().splitlines(), [
           f"recommend.py: error: --demographics={text!r}: {message}"])
+
+
+class PrivateUserPriorTest(_TrainedRunTest):
+  """A DP run releases its user prior noised, inside its epsilon."""
+
+  @classmethod
+  def _config(cls, root):
+    return experiment.ExperimentConfig(
+        root_output_dir=root, experiment_name='dp_prior',
+        data=_write_atomic_corpus(os.path.join(root, 'tiny')),
+        loop=loop.LoopConfig(total_rounds=2, progress=False),
+        clients_per_round=6, run_centralized_baseline=False, seed=4,
+        dp=privacy_settings.DPConfig(
+            mechanism=privacy_settings.Mechanism.FIXED, noise_multiplier=1.0,
+            prior_noise_multiplier=2.0, prior_clip=0.5))
+
+  def test_the_prior_is_clipped_noised_and_accounted(self):
+    config = self._config(self.root)
+    data = corpus.load_corpus(config.data)
+    exported = export.load_export(os.path.join(config.output_dir, 'export'))
+    split = splits.split(data.ratings, config.split)
+    users = np.unique(split.train.users)
+    vectors, biases = reconstruction.reconstruct(
+        exported.model, *splits.ratings_by_user(split.train, users),
+        exported.settings)
+    info = data.user_info(config.data)
+    encoder = side_info.DemographicEncoder.fit(info)
+    # The noise's seed is a secret of the run directory, not of the flags.
+    seed = from_keras.prior_noise_seed(config.output_dir)
+    self.assertNotIn(str(seed), json.dumps(exported.metadata))
+    self.assertEqual(oct(os.stat(os.path.join(
+        config.output_dir, from_keras.PRIOR_SEED_FILE)).st_mode & 0o777),
+                     '0o600')
+    expected = demographics.UserPrior.of(
+        encoder, encoder.encode(info)[users],
+        np.concatenate([vectors, biases[:, None]], axis=1), clip=0.5,
+        noise_multiplier=2.0, seed=seed)
+    prior = exported.user_prior
+    self.assertAlmostEqual(prior.noise_std,
+                           2.0 * demographics.sensitivity(3, 0.5))
+    np.testing.assert_allclose(prior.gram, expected.gram, rtol=1e-9)
+    np.testing.assert_allclose(prior.cross, expected.cross, rtol=1e-5,
+                               atol=1e-6)
+    with open(os.path.join(config.output_dir, 'summary.json')) as f:
+      privacy = json.load(f)['privacy']
+    setting = accounting.PrivacySetting(
+        len(users), 6, config.sampling, accounting.default_delta(len(users)),
+        release_noise_multiplier=2.0)
+    self.assertEqual(privacy['epsilon'], setting.epsilon(1.0, 2))
+    self.assertEqual(privacy['prior_noise_multiplier'], 2.0)
+    self.assertIn('releases its user prior', privacy['statement'])
+    result = self._json('--demographics=gender=F', '--k=3')
+    self.assertEqual(result['mode'], 'new_user_demographics')
+    self.assertLen(result['recommendations'], 3)
+    nothing = self._json('--ratings=', '--k=3')
+    self.assertIn(f'the mean of its {prior.num_users} training users',
+                  nothing['note'])
+
+  def test_without_the_flag_a_dp_run_releases_none(self):
+    config = self._config(self.root)
+    for dp, message in (
+        (dataclasses.replace(config.dp, prior_noise_multiplier=None), None),
+        (config.dp, 'this run releases no user prior (the users keep their '
+         'vectors on their devices); drop the flag.')):
+      changed = dataclasses.replace(
+          config, dp=dp, algorithm='fedmf' if message else config.algorithm)
+      if message:
+        with self.assertRaisesRegex(
+            ValueError, f'^--dp_prior_noise_multiplier: {re.escape(message)}$'):
+          experiment.resolve_privacy(changed, 24, log=lambda _: None)
+      else:
+        self.assertEqual(
+            from_keras.user_prior_withheld(changed),
+            'the run is differentially private and was given no '
+            '--dp_prior_noise_multiplier')
 
 
 class ImplicitDemographicsTest(_TrainedRunTest):

@@ -199,6 +199,15 @@ _ACCOUNTANT = flags.DEFINE_enum_class(
 _STOP_AT_EPSILON = flags.DEFINE_float(
     'stop_at_epsilon', None, 'End training before a round that would take '
     'epsilon past this budget.')
+_DP_PRIOR_NOISE = flags.DEFINE_float(
+    'dp_prior_noise_multiplier', None, 'Under --dp: release the user prior '
+    '(the mean training user and the demographics map that serve a new user '
+    'with no rating) with Gaussian noise of this multiplier x its '
+    'sensitivity, composed into epsilon; default: no release.')
+_DP_PRIOR_CLIP = flags.DEFINE_float(
+    'dp_prior_clip', privacy_settings.DPConfig.prior_clip, 'Under '
+    '--dp_prior_noise_multiplier: the L2 clip of each training user\'s '
+    'vector and bias in the user prior.')
 _SECURE_AGGREGATION = flags.DEFINE_bool(
     'secure_aggregation', False, 'Sum client updates with TFF\'s secure '
     'aggregation (bounded integer sums; with --dp=fixed the noise is added to '
@@ -506,7 +515,9 @@ def build_config():
           target_delta=_TARGET_DELTA.value, clip=_DP_CLIP.value,
           target_quantile=_DP_QUANTILE.value,
           clip_learning_rate=_DP_CLIP_LR.value, accountant=_ACCOUNTANT.value,
-          stop_at_epsilon=_STOP_AT_EPSILON.value),
+          stop_at_epsilon=_STOP_AT_EPSILON.value,
+          prior_noise_multiplier=_DP_PRIOR_NOISE.value,
+          prior_clip=_DP_PRIOR_CLIP.value),
       aggregation=privacy_settings.AggregationConfig(
           secure_aggregation=_SECURE_AGGREGATION.value,
           compression=_COMPRESSION.value,

@@ -105,6 +105,52 @@ class AttributeMapTest(absltest.TestCase):
                                 r'trained on has no user demographics'):
       bare.attribute_map()
 
+  def test_the_noised_prior_is_the_gaussian_mechanism(self):
+    # Sensitivity by hand: 3 fields, z with 4 ones: upper(z z^T) has
+    # 4 * 5 / 2 = 10 ones, ||z t^T||^2 = 4 * 0.5^2 = 1.
+    self.assertAlmostEqual(demographics.sensitivity(3, 0.5), np.sqrt(11.0))
+    self.assertAlmostEqual(demographics.sensitivity(0, 2.0), np.sqrt(5.0))
+    encoder = side_info.DemographicEncoder.fit(_INFO)
+    features = encoder.encode(_INFO)
+    targets = np.array([[3.0, 4.0], [0.3, 0.4], [0.0, -2.0], [1.0, 0.0],
+                        [0.0, 0.0]])
+    prior = demographics.UserPrior.of(encoder, features, targets, clip=1.0,
+                                      noise_multiplier=0.7, seed=5)
+    # Reference: clip each row to norm 1, sum, then the seeded noise in the
+    # documented order (gram's upper triangle row by row, then cross).
+    clipped = np.array([[0.6, 0.8], [0.3, 0.4], [0.0, -1.0], [1.0, 0.0],
+                        [0.0, 0.0]])
+    z = np.concatenate([features, np.ones((5, 1))], axis=1)
+    std = 0.7 * np.sqrt(4 * 5 / 2 + 4 * 1.0)
+    rng = np.random.default_rng([5, 0x5052494F52])
+    n = z.shape[1]
+    noise = np.zeros((n, n))
+    upper = rng.normal(0.0, std, n * (n + 1) // 2)
+    k = 0
+    for i in range(n):
+      for j in range(i, n):
+        noise[i, j] = noise[j, i] = upper[k]
+        k += 1
+    np.testing.assert_allclose(prior.gram, z.T @ z + noise, rtol=1e-12)
+    np.testing.assert_allclose(
+        prior.cross, z.T @ clipped + rng.normal(0.0, std, (n, 2)),
+        rtol=1e-12)
+    self.assertAlmostEqual(prior.noise_std, std)
+    self.assertEqual(prior.clip, 1.0)
+    # The same seed, the same release; the map solves on a PSD projection.
+    again = demographics.UserPrior.of(encoder, features, targets, clip=1.0,
+                                      noise_multiplier=0.7, seed=5)
+    np.testing.assert_array_equal(again.gram, prior.gram)
+    values, vectors = np.linalg.eigh(prior.gram)
+    psd = (vectors * np.maximum(values, 0)) @ vectors.T
+    np.testing.assert_allclose(
+        prior.attribute_map(2.0).weights,
+        np.linalg.solve(psd + np.diag([2.0] * (n - 1) + [0.0]), prior.cross),
+        rtol=1e-9)
+    with self.assertRaisesRegex(ValueError, 'needs a clip'):
+      demographics.UserPrior.of(encoder, features, targets,
+                                noise_multiplier=1.0)
+
   def test_parse(self):
     self.assertEqual(demographics.parse(' age=25, gender=F ,'),
                      {'age': '25', 'gender': 'F'})

@@ -80,17 +80,22 @@ class ExportTest(absltest.TestCase):
         'occupation': np.array(['a=b', 'x', 'x'])}, 't')
     encoder = side_info.DemographicEncoder.fit(info)
     targets = np.arange(12, dtype=np.float64).reshape(3, 4)
+    noised = demographics.UserPrior.of(encoder, encoder.encode(info), targets,
+                                       clip=2.0, noise_multiplier=0.5, seed=1)
     for prior in (demographics.UserPrior.of(encoder, encoder.encode(info),
                                             targets),
-                  demographics.UserPrior.of(None, None, targets)):
+                  demographics.UserPrior.of(None, None, targets), noised):
       path = self._write(_model(True), user_prior=prior)
       self.assertIn(export_lib.USER_PRIOR_FILE, os.listdir(path))
       loaded = export_lib.load_export(path).user_prior
       np.testing.assert_array_equal(loaded.gram, prior.gram)
       np.testing.assert_array_equal(loaded.cross, prior.cross)
       self.assertEqual(loaded.encoder, prior.encoder)
-      self.assertEqual(loaded.num_users, 3)
-      np.testing.assert_array_equal(loaded.mean_row(), [4, 5, 6, 7])
+      self.assertEqual((loaded.noise_std, loaded.clip),
+                       (prior.noise_std, prior.clip))
+      if prior is not noised:
+        self.assertEqual(loaded.num_users, 3)
+        np.testing.assert_array_equal(loaded.mean_row(), [4, 5, 6, 7])
     self.assertIsNone(export_lib.load_export(self._write(_model(True))
                                             ).user_prior)
 

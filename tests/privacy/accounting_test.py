@@ -72,6 +72,43 @@ class AccountingTest(parameterized.TestCase):
     self.assertEqual(setting.epsilon(1.5, 30), direct.get_epsilon(1e-4))
     self.assertEqual(setting.epsilon(1.5, 0), 0.0)
 
+  def test_the_user_prior_release_is_one_more_gaussian(self):
+    for sampling, relation, release in (
+        (_Sampling.POISSON, dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE,
+         dp_accounting.GaussianDpEvent(3.0)),
+        (_Sampling.UNIFORM, dp_accounting.NeighboringRelation.REPLACE_ONE,
+         dp_accounting.GaussianDpEvent(1.5))):
+      setting = accounting.PrivacySetting(943, 50, sampling, 1e-4,
+                                          release_noise_multiplier=3.0)
+      without = accounting.PrivacySetting(943, 50, sampling, 1e-4)
+      direct = dp_accounting.rdp.RdpAccountant(accounting._RDP_ORDERS,
+                                               relation)
+      direct.compose(release)
+      self.assertEqual(setting.epsilon(1.1, 0), direct.get_epsilon(1e-4))
+      direct.compose(without.round_event(1.1), 20)
+      self.assertEqual(setting.epsilon(1.1, 20), direct.get_epsilon(1e-4))
+      self.assertGreater(setting.epsilon(1.1, 20), without.epsilon(1.1, 20))
+      # The round accountant counts the release from the start.
+      rounds = accounting.RoundAccountant(setting, 1.1)
+      self.assertEqual(rounds.epsilon, setting.epsilon(1.1, 0))
+      rounds.compose(20)
+      self.assertEqual(rounds.epsilon, setting.epsilon(1.1, 20))
+      # Calibration spends the target on both.
+      noise = setting.calibrate(4.0, 20)
+      self.assertBetween(setting.epsilon(noise, 20), 0.99 * 4.0, 4.0)
+      self.assertGreater(noise, without.calibrate(4.0, 20))
+    alone = setting.epsilon(1.0, 0)
+    with self.assertRaisesRegex(
+        ValueError, r'^--target_epsilon=0.5 is below the epsilon of the user '
+        f'prior\'s release alone \({alone:.4g} at '
+        r'--dp_prior_noise_multiplier=3\): raise the target or the '
+        r'prior\'s noise\.$'):
+      setting.calibrate(0.5, 20)
+    with self.assertRaisesRegex(ValueError, r'^--dp_prior_noise_multiplier=0 '
+                                'must be > 0'):
+      accounting.PrivacySetting(943, 50, _Sampling.POISSON, 1e-4,
+                                release_noise_multiplier=0.0)
+
   @parameterized.parameters(
       (_Sampling.UNIFORM, _Kind.RDP, 4.0),
       (_Sampling.POISSON, _Kind.RDP, 2.0),

@@ -63,6 +63,22 @@ class AttributeMap:
     return z @ self.weights
 
 
+# The user prior's noise stream: np.random.default_rng([seed, _PRIOR_STREAM]).
+_PRIOR_STREAM = 0x5052494F52
+
+
+def sensitivity(num_fields: int, clip: float) -> float:
+  """L2 sensitivity of the release to adding or removing one user.
+
+  A user adds z z^T (its upper triangle and diagonal are released) and
+  z t^T, with z = [x, 1] holding at most k = num_fields + 1 ones (one per
+  field, an unknown value none) and ||t|| <= clip: ||upper(z z^T)||^2 =
+  k (k + 1) / 2 and ||z t^T||^2 = k ||t||^2.
+  """
+  k = num_fields + 1
+  return float(np.sqrt(k * (k + 1) / 2 + k * clip**2))
+
+
 @dataclasses.dataclass(frozen=True)
 class UserPrior:
   """What training releases about its users: the two sums of the map.
@@ -70,31 +86,65 @@ class UserPrior:
   `gram` [columns + 1, columns + 1] and `cross` [columns + 1, parts] as
   `sums` gives them over the training users (the last row and column: the
   intercept; `columns` 0 where the corpus has no user file, `encoder`
-  None).
+  None). Under DP each user's parts are clipped to L2 norm `clip` first,
+  and Gaussian noise of standard deviation `noise_std` is added to every
+  entry of `cross` and of `gram`'s upper triangle (mirrored below).
   """
 
   gram: np.ndarray
   cross: np.ndarray
   encoder: Optional[side_info.DemographicEncoder]
-  num_users: int  # How many users contributed.
+  noise_std: float = 0.0
+  clip: Optional[float] = None
 
   @classmethod
   def of(cls, encoder: Optional[side_info.DemographicEncoder],
-         features: Optional[np.ndarray], targets: np.ndarray) -> 'UserPrior':
+         features: Optional[np.ndarray], targets: np.ndarray,
+         clip: Optional[float] = None,
+         noise_multiplier: Optional[float] = None,
+         seed: int = 0) -> 'UserPrior':
     """The release over users with one-hot rows `features` [N, columns]
-    (None: no user file) and parts `targets` [N, parts] (float64 sums)."""
+    (None: no user file) and parts `targets` [N, parts] (float64 sums).
+
+    With `noise_multiplier` (needs `clip`): the Gaussian mechanism of that
+    multiplier x `sensitivity`, its noise drawn from
+    np.random.default_rng([seed, _PRIOR_STREAM]): first `gram`'s upper
+    triangle row by row, then `cross` row by row.
+    """
     targets = np.asarray(targets, np.float64)
+    if clip is not None:
+      norms = np.linalg.norm(targets, axis=1, keepdims=True)
+      targets = targets * np.minimum(1.0, clip / np.maximum(norms, 1e-300))
     if features is None:
       features = np.zeros((len(targets), 0))
     gram, cross = sums(np.asarray(features, np.float64), targets)
-    return cls(gram, cross, encoder, len(targets))
+    if noise_multiplier is None:
+      return cls(gram, cross, encoder, clip=clip)
+    if clip is None:
+      raise ValueError('A noised user prior needs a clip.')
+    std = noise_multiplier * sensitivity(
+        len(encoder.fields) if encoder else 0, clip)
+    rng = np.random.default_rng([seed, _PRIOR_STREAM])
+    upper = np.triu_indices(len(gram))
+    noise = np.zeros_like(gram)
+    noise[upper] = rng.normal(0.0, std, len(upper[0]))
+    gram = gram + noise + np.triu(noise, 1).T
+    cross = cross + rng.normal(0.0, std, cross.shape)
+    return cls(gram, cross, encoder, std, clip)
+
+  @property
+  def num_users(self) -> int:
+    """How many users contributed (under DP, the noised count)."""
+    return int(max(round(float(self.gram[-1, -1])), 0))
 
   def mean_row(self) -> np.ndarray:
     """[parts]: the mean of the users' parts (the intercept's sums)."""
-    return self.cross[-1] / self.gram[-1, -1]
+    return self.cross[-1] / max(float(self.gram[-1, -1]), 1.0)
 
   def attribute_map(self, l2: float = DEFAULT_L2) -> AttributeMap:
-    """The ridge map fitted from the sums (module docstring).
+    """The ridge map fitted from the sums (module docstring); a noised gram
+    is first projected onto the positive semi-definite matrices (its
+    negative eigenvalues set to 0: post-processing).
 
     Raises:
       ValueError: the release has no attribute (a corpus without a user
@@ -107,16 +157,22 @@ class UserPrior:
       raise ValueError('the corpus the model was trained on has no user '
                        'demographics (ml-100k, ml-1m and atomic corpora with '
                        'a .user file have them).')
-    penalty = np.full(self.gram.shape[0], float(l2))
+    gram = self.gram
+    if self.noise_std:
+      values, vectors = np.linalg.eigh(gram)
+      gram = (vectors * np.maximum(values, 0.0)) @ vectors.T
+    penalty = np.full(gram.shape[0], float(l2))
     penalty[-1] = 0.0  # The intercept is not shrunk.
-    weights = np.linalg.solve(self.gram + np.diag(penalty), self.cross)
+    weights = np.linalg.solve(gram + np.diag(penalty), self.cross)
     return AttributeMap(self.encoder, weights, self.num_users)
 
   def arrays(self) -> dict[str, np.ndarray]:
     """The release as named arrays (the export's user_prior.npz)."""
     encoder = self.encoder
     return dict(
-        gram=self.gram, cross=self.cross, num_users=np.int64(self.num_users),
+        gram=self.gram, cross=self.cross,
+        noise_std=np.float64(self.noise_std),
+        clip=np.float64(np.nan if self.clip is None else self.clip),
         fields=np.array(encoder.fields if encoder else [], dtype=str),
         columns=np.array(encoder.names if encoder else [], dtype=str))
 
@@ -129,9 +185,10 @@ class UserPrior:
       pairs = [name.partition('=')[::2] for name in arrays['columns'].tolist()]
       encoder = side_info.DemographicEncoder(fields, tuple(
           tuple(v for f, v in pairs if f == field) for field in fields))
+    clip = float(arrays['clip'])
     return cls(np.asarray(arrays['gram'], np.float64),
                np.asarray(arrays['cross'], np.float64), encoder,
-               int(arrays['num_users']))
+               float(arrays['noise_std']), None if np.isnan(clip) else clip)
 
 
 def sums(features: np.ndarray,

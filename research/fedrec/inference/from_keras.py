@@ -7,6 +7,7 @@ model without TensorFlow Federated.
 
 import dataclasses
 import os
+import secrets
 from typing import Optional
 
 import numpy as np
@@ -23,6 +24,10 @@ from research.fedrec.inference import recommender as recommender_lib
 from research.fedrec.models import builder
 from research.fedrec.models import mf
 from research.fedrec.utils import json_io
+
+
+# In a DP run's directory: the secret seed of its user prior's noise.
+PRIOR_SEED_FILE = 'dp_prior_noise.seed'
 
 
 def keras_model_of(model_config: builder.ModelConfig, num_items: int,
@@ -94,7 +99,45 @@ def implicit_weights(keras_model: tf.keras.Model,
           weights)
 
 
-def user_prior(config, data, split, exported
+def user_prior_withheld(config) -> Optional[str]:
+  """Why the run (`ExperimentConfig`) releases no user prior, or None."""
+  if not builder.has_user_part(config.model):
+    return 'the model has no user vectors'
+  if config.method.keeps_client_state:
+    return 'the users keep their vectors on their devices'
+  if config.dp.enabled and config.dp.prior_noise_multiplier is None:
+    return ('the run is differentially private and was given no '
+            '--dp_prior_noise_multiplier')
+  if config.dp.enabled and config.silos.enabled and (
+      config.silos.dp_unit == 'silo'):
+    return 'the run protects silos, and the prior is released per user'
+  return None
+
+
+def prior_noise_seed(run_dir: str) -> int:
+  """The secret seed of a DP run's user prior noise.
+
+  Drawn from the operating system's entropy at the run's first export and
+  kept in the run directory (`PRIOR_SEED_FILE`, the server's side, never in
+  the export): exporting the run again releases the same sums, not a
+  second noisy copy that would spend privacy again, while nobody can
+  derive the noise from the run's flags (the DP noise is never seeded by
+  them).
+  """
+  path = os.path.join(run_dir, PRIOR_SEED_FILE)
+  if os.path.isfile(path):
+    with open(path) as f:
+      return int(f.read().strip())
+  seed = secrets.randbits(128)
+  tmp = f'{path}.tmp'
+  with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+            'w') as f:
+    f.write(f'{seed}\n')
+  os.replace(tmp, path)
+  return seed
+
+
+def user_prior(config, data, split, exported, run_dir: str
                ) -> tuple[Optional[demographics.UserPrior], str]:
   """What the run releases about its training users' vectors, and what
   that is (or why nothing is released: export.json's `user_prior`).
@@ -102,18 +145,15 @@ def user_prior(config, data, split, exported
   Each training user's parts as the export scores that user (its table
   row, or reconstructed from its training ratings as its device would:
   `Recommender.user_rows`), summed with its demographics where the corpus
-  has a user file (`demographics.UserPrior`). Nothing for a model without
-  user vectors (U-AutoRec), a method whose users keep their vectors on the
-  device, or a run under differential privacy (the sums are not noised, so
-  the run's epsilon would not cover them).
+  has a user file (`demographics.UserPrior`); under DP clipped to
+  --dp_prior_clip and noised with --dp_prior_noise_multiplier (the
+  accountant has composed that release from the start:
+  privacy/accounting.py), the noise seeded by `prior_noise_seed(run_dir)`.
+  Nothing where `user_prior_withheld` says so.
   """
-  if exported.user_source == export_lib.ENCODE:
-    return None, 'none: the model has no user vectors'
-  if config.method.keeps_client_state:
-    return None, 'none: the users keep their vectors on their devices'
-  if config.dp.enabled:
-    return None, ('none: the run is differentially private and the sums '
-                  'would not be noised')
+  withheld = user_prior_withheld(config)
+  if withheld:
+    return None, f'none: {withheld}'
   users = np.unique(split.train.users)
   histories = [recommender_lib.UserRatings(i, r) for i, r in zip(
       *splits_lib.ratings_by_user(split.train, users))]
@@ -123,18 +163,29 @@ def user_prior(config, data, split, exported
   what = (f'sums over the {len(users)} training users\' '
           + ('table rows' if exported.user_source == export_lib.USER_TABLE
              else 'vectors reconstructed from their training data'))
-  if not data.has_user_info(config.data):
-    return demographics.UserPrior.of(None, None, rows), what
-  info = data.user_info(config.data)
-  encoder = side_info.DemographicEncoder.fit(info)
-  return (demographics.UserPrior.of(encoder, encoder.encode(info)[users],
-                                    rows),
-          f'{what} and their {", ".join(encoder.fields)}')
+  encoder = features = None
+  if data.has_user_info(config.data):
+    info = data.user_info(config.data)
+    encoder = side_info.DemographicEncoder.fit(info)
+    features = encoder.encode(info)[users]
+    what += f' and their {", ".join(encoder.fields)}'
+  dp = config.dp
+  if not dp.enabled:
+    return demographics.UserPrior.of(encoder, features, rows), what
+  prior = demographics.UserPrior.of(
+      encoder, features, rows, clip=dp.prior_clip,
+      noise_multiplier=dp.prior_noise_multiplier,
+      seed=prior_noise_seed(run_dir))
+  return prior, (f'{what}, each user\'s parts clipped to L2 norm '
+                 f'{dp.prior_clip:g}, Gaussian noise of std '
+                 f'{prior.noise_std:.4g} (noise multiplier '
+                 f'{dp.prior_noise_multiplier:g}) on every sum')
 
 
-def _with_user_prior(config, data, split, exported):
+def _with_user_prior(config, data, split, exported, export_dir: str):
   """`exported` with its user prior, described in its metadata."""
-  prior, what = user_prior(config, data, split, exported)
+  prior, what = user_prior(config, data, split, exported, os.path.dirname(
+      os.path.abspath(export_dir)))
   return dataclasses.replace(exported, user_prior=prior,
                              metadata=dict(exported.metadata, user_prior=what))
 
@@ -164,7 +215,8 @@ def export_implicit_model(config, data, split, keras_model: tf.keras.Model,
       **_loaded_fields(config, data, split,
                        metadata or _metadata(config, data)))
   export_lib.write(export_dir,
-                   _with_user_prior(config, data, split, exported))
+                   _with_user_prior(config, data, split, exported,
+                                    export_dir))
 
 
 def device_states_folder(config, export_dir: str) -> Optional[str]:
@@ -209,4 +261,5 @@ def export_model(config, data, split, keras_model: tf.keras.Model,
       new_items=builder.new_item_parts(model_config, keras_model),
       **_loaded_fields(config, data, split, metadata))
   export_lib.write(export_dir,
-                   _with_user_prior(config, data, split, exported))
+                   _with_user_prior(config, data, split, exported,
+                                    export_dir))

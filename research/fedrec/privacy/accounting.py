@@ -17,6 +17,14 @@ The DP event composed per round matches the client sampling simulated
   2C, hence z / 2 relative to that sensitivity. RDP accountant only (the PLD
   accountant has no event for it).
 
+A run that releases its user prior (`--dp_prior_noise_multiplier`: two sums
+over every training user, once, at the end of training; inference/
+demographics.py) adds one Gaussian mechanism of that noise multiplier,
+without sampling, under the same neighbouring relation (replace-one: half
+the multiplier). Every epsilon of such a run, per round too, includes that
+release: it is what the run will have released if it stops after that
+round.
+
 The accountant's state is the number of rounds composed so far; an accountant
 rebuilt with the same count gives the same epsilon, which is what a resumed
 run relies on.
@@ -81,6 +89,8 @@ class PrivacySetting:
   sampling: sampling_lib.SamplingScheme
   delta: float
   accountant: AccountantKind = AccountantKind.RDP
+  # The user prior's Gaussian release at the end of training, if any.
+  release_noise_multiplier: Optional[float] = None
 
   def __post_init__(self):
     if not 0 < self.delta < 1:
@@ -88,6 +98,10 @@ class PrivacySetting:
     if not 1 <= self.clients_per_round <= self.num_users:
       raise ValueError(f'--clients_per_round={self.clients_per_round} must be '
                        f'between 1 and the {self.num_users} training users.')
+    if (self.release_noise_multiplier is not None and
+        not self.release_noise_multiplier > 0):
+      raise ValueError(f'--dp_prior_noise_multiplier='
+                       f'{self.release_noise_multiplier:g} must be > 0.')
     if (self.sampling == sampling_lib.SamplingScheme.UNIFORM and
         self.accountant == AccountantKind.PLD):
       raise ValueError(
@@ -108,6 +122,23 @@ class PrivacySetting:
         self.num_users, self.clients_per_round,
         dp_accounting.GaussianDpEvent(noise_multiplier / 2.0))
 
+  def release_event(self) -> Optional[dp_accounting.DpEvent]:
+    """The DP event of the user prior's release (None: no release)."""
+    if self.release_noise_multiplier is None:
+      return None
+    if self.sampling == sampling_lib.SamplingScheme.POISSON:
+      return dp_accounting.GaussianDpEvent(self.release_noise_multiplier)
+    return dp_accounting.GaussianDpEvent(self.release_noise_multiplier / 2.0)
+
+  def run_event(self, noise_multiplier: float,
+                rounds: int) -> dp_accounting.DpEvent:
+    """The DP event of `rounds` rounds and the release, if any."""
+    events = [dp_accounting.SelfComposedDpEvent(
+        self.round_event(noise_multiplier), rounds)] if rounds else []
+    if self.release_event() is not None:
+      events.append(self.release_event())
+    return dp_accounting.ComposedDpEvent(events)
+
   @property
   def neighboring_relation(self):
     relation = dp_accounting.NeighboringRelation
@@ -127,13 +158,14 @@ class PrivacySetting:
   # runs of one event (explicit and implicit, every seed) pay for it once.
   @functools.lru_cache(maxsize=256)
   def epsilon(self, noise_multiplier: float, rounds: int) -> float:
-    """Epsilon at `delta` after `rounds` rounds (0 rounds: 0)."""
-    if rounds == 0:
+    """Epsilon at `delta` after `rounds` rounds and the release, if any (0
+    rounds and no release: 0)."""
+    if rounds == 0 and self.release_event() is None:
       return 0.0
     if noise_multiplier <= 0:
       return math.inf
     accountant = self.new_accountant()
-    accountant.compose(self.round_event(noise_multiplier), rounds)
+    accountant.compose(self.run_event(noise_multiplier, rounds))
     return float(accountant.get_epsilon(self.delta))
 
   @functools.lru_cache(maxsize=256)
@@ -148,9 +180,18 @@ class PrivacySetting:
       raise ValueError(f'--target_epsilon={target_epsilon:g} must be > 0.')
 
     def make_event(noise_multiplier):
-      return dp_accounting.SelfComposedDpEvent(
-          self.round_event(noise_multiplier), rounds)
+      return self.run_event(noise_multiplier, rounds)
 
+    if self.release_event() is not None:
+      accountant = self.new_accountant()
+      accountant.compose(self.release_event())
+      release = float(accountant.get_epsilon(self.delta))
+      if release >= target_epsilon:
+        raise ValueError(
+            f'--target_epsilon={target_epsilon:g} is below the epsilon of the '
+            f'user prior\'s release alone ({release:.4g} at '
+            f'--dp_prior_noise_multiplier={self.release_noise_multiplier:g}):'
+            ' raise the target or the prior\'s noise.')
     lowest = _LOWEST_NOISE[self.accountant]
     most = self.epsilon(lowest, rounds)
     if most <= target_epsilon:  # No noise in range gets up to the target.
@@ -180,8 +221,11 @@ class RoundAccountant:
     self.restore(0)
 
   def restore(self, rounds: int) -> None:
-    """Sets the state to `rounds` composed rounds (as from a checkpoint)."""
+    """Sets the state to `rounds` composed rounds (as from a checkpoint),
+    the end-of-training release included from the start."""
     self._accountant = self.setting.new_accountant()
+    if self.setting.release_event() is not None:
+      self._accountant.compose(self.setting.release_event())
     self.rounds = 0
     if rounds:
       self.compose(rounds)
@@ -192,7 +236,7 @@ class RoundAccountant:
 
   @property
   def epsilon(self) -> float:
-    if self.rounds == 0:
+    if self.rounds == 0 and self.setting.release_event() is None:
       return 0.0
     return float(self._accountant.get_epsilon(self.setting.delta))
 

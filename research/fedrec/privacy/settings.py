@@ -39,6 +39,11 @@ class DPConfig:
   clip_learning_rate: float = 0.2
   accountant: AccountantKind = AccountantKind.RDP
   stop_at_epsilon: Optional[float] = None
+  # The user prior's release at the end of training (export's
+  # user_prior.npz): its Gaussian noise multiplier (None: no release) and
+  # the L2 clip of each user's parts.
+  prior_noise_multiplier: Optional[float] = None
+  prior_clip: float = 1.0
 
   @property
   def enabled(self) -> bool:
@@ -48,7 +53,9 @@ class DPConfig:
     if not self.enabled:
       for name, flag in (('noise_multiplier', 'dp_noise_multiplier'),
                          ('target_epsilon', 'target_epsilon'),
-                         ('stop_at_epsilon', 'stop_at_epsilon')):
+                         ('stop_at_epsilon', 'stop_at_epsilon'),
+                         ('prior_noise_multiplier',
+                          'dp_prior_noise_multiplier')):
         if getattr(self, name) is not None:
           raise ValueError(f'--{flag} needs --dp=fixed or --dp=adaptive.')
       return
@@ -74,6 +81,12 @@ class DPConfig:
                        'be in (0, 1).')
     if self.clip_learning_rate < 0:
       raise ValueError('--dp_clip_learning_rate must be >= 0.')
+    if (self.prior_noise_multiplier is not None and
+        not self.prior_noise_multiplier > 0):
+      raise ValueError(f'--dp_prior_noise_multiplier='
+                       f'{self.prior_noise_multiplier:g} must be > 0.')
+    if not self.prior_clip > 0:
+      raise ValueError(f'--dp_prior_clip={self.prior_clip:g} must be > 0.')
 
 
 @dataclasses.dataclass(frozen=True)

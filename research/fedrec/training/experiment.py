@@ -655,11 +655,19 @@ def resolve_privacy(config: ExperimentConfig, num_training_users: int,
   units, per_round = num_training_users, config.clients_per_round
   if config.silos.enabled and config.silos.dp_unit == 'silo':
     units = per_round = config.silos.num_silos
+  if dp.prior_noise_multiplier is not None:
+    withheld = from_keras.user_prior_withheld(config) or (
+        None if config.method.kind == registry.Kind.PROCESS else
+        'the method trains no model')
+    if withheld:
+      raise ValueError(f'--dp_prior_noise_multiplier: this run releases no '
+                       f'user prior ({withheld}); drop the flag.')
   setting = accounting.PrivacySetting(
       num_users=units, clients_per_round=per_round, sampling=config.sampling,
       delta=(dp.target_delta if dp.target_delta is not None else
              accounting.default_delta(num_training_users)),
-      accountant=dp.accountant)
+      accountant=dp.accountant,
+      release_noise_multiplier=dp.prior_noise_multiplier)
   if dp.noise_multiplier is not None:
     noise = dp.noise_multiplier
     if not noise > 0:  # Clipping alone is for tests of the aggregator.
@@ -684,7 +692,10 @@ def resolve_privacy(config: ExperimentConfig, num_training_users: int,
          if dp.noise_multiplier is None else '')
       + f', delta {setting.delta:.3g}, q {setting.sampling_probability:.4f}, '
       f'epsilon {planned:.4g} after {config.loop.total_rounds} rounds '
-      f'({dp.accountant.value.upper()}). '
+      + (f'and the user prior\'s release (noise multiplier '
+         f'{dp.prior_noise_multiplier:g}) '
+         if dp.prior_noise_multiplier is not None else '')
+      + f'({dp.accountant.value.upper()}). '
       + ('Each silo is one record (silo-level DP).'
          if units != num_training_users else
          'Clients are weighted uniformly under DP.'))
@@ -1270,6 +1281,7 @@ def _privacy_summary(config: ExperimentConfig,
       mechanism=config.dp.mechanism.value,
       unit=unit.split('_')[0],
       noise_multiplier=accountant.noise_multiplier,
+      prior_noise_multiplier=config.dp.prior_noise_multiplier,
       target_epsilon=config.dp.target_epsilon,
       epsilon=accountant.epsilon,
       delta=setting.delta,
@@ -1278,10 +1290,26 @@ def _privacy_summary(config: ExperimentConfig,
       sampling_probability=setting.sampling_probability,
       accountant=setting.accountant.value,
       statement=statement.privacy_statement(
-          config.method.privacy_note(dp=True) + _sparsify_note(config),
+          config.method.privacy_note(dp=True) + _sparsify_note(config) +
+          _prior_note(config),
           config.dp.mechanism.value,
           accountant.epsilon, setting.delta, accountant.rounds,
           setting.sampling.value, setting.accountant.value, unit))
+
+
+def _prior_note(config: ExperimentConfig) -> str:
+  """What --dp_prior_noise_multiplier adds to the privacy statement."""
+  dp = config.dp
+  if dp.prior_noise_multiplier is None:
+    return ''
+  return (' At the end of training the run releases its user prior (the '
+          'mean training user and the demographics map that serve a new '
+          'user with no rating): sums over the training users of their '
+          f'vectors and biases, each clipped to L2 norm {dp.prior_clip:g}, '
+          'and of their demographics, with Gaussian noise of multiplier '
+          f'{dp.prior_noise_multiplier:g} x the sensitivity; epsilon '
+          'includes it. The demographic vocabulary (the values of the '
+          'corpus\'s user file) is treated as public.')
 
 
 def _sparsify_note(config: ExperimentConfig) -> str:
