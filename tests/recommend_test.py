@@ -304,6 +304,16 @@ class DemographicsTest(_TrainedRunTest):
         places=5)
     self.assertLen(new['rmse'], 5)
     self.assertEqual(new['fields'], ['age', 'gender', 'occupation'])
+    # Served from the export's user prior: its mean user.
+    self.assertEqual((new['prior'], new['prior_noise_std']),
+                     ("the export's", 0.0))
+    mean = export.load_export(os.path.join(
+        config.output_dir, 'export')).user_prior.mean_row()
+    predicted = (model.item_embeddings[query.items] @ mean[:-1] + mean[-1] +
+                 model.item_bias[query.items] + model.global_bias)
+    self.assertAlmostEqual(
+        new['rmse']['mean training user'],
+        float(np.sqrt(np.mean((predicted - query.ratings) ** 2))), places=5)
     # evaluate.py prints the comparison and writes it to test.json.
     out = self.create_tempdir().full_path
     result = binaries.run_binary('evaluate', self.flag, f'--output_dir={out}')

@@ -211,7 +211,10 @@ def main(argv):
         (name, f'{value:.4f}') for name, value in new['rmse'].items()]))
     print(f'(demographics: {", ".join(new["fields"])}, mapped to user vectors '
           f'by a ridge map, l2 {new["l2"]:g}, fitted over the '
-          f'{new["map_users"]} training users)')
+          f'{new["map_users"]} training users; the mean user and the map from '
+          f'{new["prior"]} user prior' + (
+              f', noise std {new["prior_noise_std"]:.4g} under DP'
+              if new['prior_noise_std'] else '') + ')')
   reported = output['train_reported_test_metrics']
   if reported and implicit:
     name = 'full/ndcg@10'

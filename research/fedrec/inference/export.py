@@ -282,7 +282,7 @@ def _read_common(export_dir: str, info: dict) -> dict:
       rating_scale=tuple(info['rating_scale']),
       metadata=info,
       new_items=_read_npz(export_dir, NEW_ITEMS_FILE),
-      user_prior=_read_user_prior(export_dir))
+      user_prior=read_user_prior(export_dir))
 
 
 def _load_implicit(export_dir: str, info: dict) -> ImplicitExport:
@@ -306,7 +306,8 @@ def _read_npz(export_dir: str, name: str) -> Optional[dict]:
     return {key: arrays[key] for key in arrays.files}
 
 
-def _read_user_prior(export_dir: str) -> Optional[demographics.UserPrior]:
+def read_user_prior(export_dir: str) -> Optional[demographics.UserPrior]:
+  """The export's user prior (user_prior.npz), or None if it has none."""
   arrays = _read_npz(export_dir, USER_PRIOR_FILE)
   return None if arrays is None else demographics.UserPrior.from_arrays(arrays)
 

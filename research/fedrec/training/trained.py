@@ -29,6 +29,7 @@ from research.fedrec.evaluation import evaluators
 from research.fedrec.evaluation import ranking
 from research.fedrec.evaluation import slices
 from research.fedrec.inference import demographics
+from research.fedrec.inference import export as export_lib
 from research.fedrec.inference import from_keras
 from research.fedrec.inference import reconstruction
 from research.fedrec.training import experiment as experiment_lib
@@ -208,7 +209,11 @@ def new_users(run: TrainedRun, split_name: str,
   vectors, biases = user_vectors(
       run, train_users,
       *splits_lib.ratings_by_user(run.split.train, train_users))
-  prior = demographics.UserPrior.of(
+  # What recommend.py serves: the export's user prior (noised under DP);
+  # recomputed, exactly, for a run whose export has none.
+  served = export_lib.read_user_prior(
+      os.path.join(run.config.output_dir, export_lib.EXPORT_DIRNAME))
+  prior = served if served is not None else demographics.UserPrior.of(
       encoder, features[train_users],
       np.concatenate([vectors, biases[:, None]], axis=1))
   attribute_map = prior.attribute_map(l2)
@@ -238,5 +243,8 @@ def new_users(run: TrainedRun, split_name: str,
           run.model, items, ratings, settings, initial=mapped),
   }
   return dict(users=count, ratings=int(len(query)), fields=list(
-      encoder.fields), map_users=int(len(train_users)), l2=float(l2),
+      encoder.fields), map_users=prior.num_users, l2=float(l2),
+              prior=('the export\'s' if served is not None else
+                     'recomputed (the export has none)'),
+              prior_noise_std=prior.noise_std,
               rmse={name: rmse(parts) for name, parts in strategies.items()})
