@@ -21,11 +21,13 @@ from research.fedrec.data import side_info
 from research.fedrec.data import splits
 from research.fedrec.data import synthetic
 from research.fedrec.evaluation import ranking
+from research.fedrec.evaluation import scoring
 from research.fedrec.inference import demographics
 from research.fedrec.inference import export
 from research.fedrec.inference import from_keras
 from research.fedrec.inference import implicit
 from research.fedrec.inference import reconstruction
+from research.fedrec.inference import recommender as recommender_lib
 from research.fedrec.models import mf_features
 from research.fedrec.privacy import accounting
 from research.fedrec.privacy import settings as privacy_settings
@@ -480,6 +482,75 @@ class PrivateUserPriorTest(_TrainedRunTest):
             from_keras.user_prior_withheld(changed),
             'the run is differentially private and was given no '
             '--dp_prior_noise_multiplier')
+
+
+class ImplicitNewUsersTest(_TrainedRunTest):
+  """How a user-disjoint split's new users are served, implicit feedback."""
+
+  @classmethod
+  def _config(cls, root):
+    data = dataclasses.replace(
+        _write_atomic_corpus(os.path.join(root, 'tiny')),
+        feedback=corpus.Feedback.IMPLICIT, implicit_threshold=3.0)
+    return experiment.ExperimentConfig(
+        root_output_dir=root, experiment_name='implicit_new_users',
+        data=data, model=ncf.NeuMFConfig(embedding_dim=3, mlp_layers=(4, 2)),
+        split=splits.SplitConfig(kind=splits.SplitKind.USER_DISJOINT,
+                                 val_fraction=0.2, test_fraction=0.2),
+        loop=loop.LoopConfig(total_rounds=2, progress=False),
+        clients_per_round=4, run_centralized_baseline=False,
+        ranking=ranking.RankingConfig(ks=(5,), eval_negatives=5))
+
+  def test_each_way_of_serving_a_new_user_is_ranked(self):
+    config = self._config(self.root)
+    with runtime.local_runtime(False):
+      run = trained.load_run(config.output_dir)
+    new = trained.new_users(run, 'test')
+    with open(os.path.join(config.output_dir, 'summary.json')) as f:
+      reported = json.load(f)['test_metrics']
+    metrics = new['metrics']
+    self.assertEqual(list(metrics), [
+        'popularity', 'mean training user', 'demographics alone',
+        'support interactions', 'support interactions, from the demographics'])
+    # The run's own test evaluation and its popularity floor.
+    for name, key in (('support interactions', 'fedrecon'),
+                      ('popularity', 'popularity')):
+      shared = sorted(set(reported[key]) & set(metrics[name]))
+      self.assertContainsSubset(['full/ndcg@5', 'sampled/hr@5'], shared)
+      for metric in shared:
+        self.assertAlmostEqual(metrics[name][metric], reported[key][metric],
+                               places=6, msg=f'{name} {metric}')
+    # The mean user and the demographics, scored through recommend.py's
+    # path (ImplicitRecommender.row_scores), ranked by the same task.
+    exported = export.load_export(os.path.join(config.output_dir, 'export'))
+    prior = exported.user_prior
+    features = prior.encoder.encode(run.data.user_info(config.data))
+    serving = recommender_lib.ImplicitRecommender(exported)
+    task = scoring.build_partition(run.data, run.split, 'test').task
+    logits = lambda p: np.log(p) - np.log1p(-p)  # pylint: disable=g-long-lambda
+    mean_scores = logits(serving.row_scores(prior.mean_row()))
+    mapped = prior.attribute_map().rows(features)
+    for name, score_fn in (
+        ('mean training user', lambda rows: np.tile(mean_scores,
+                                                    (len(rows), 1))),
+        ('demographics alone', lambda rows: np.stack([
+            logits(serving.row_scores(mapped[u]))
+            for u in task.users[rows]]))):
+      expected = ranking.evaluate(task, score_fn, config.ranking).overall
+      for metric, value in expected.items():
+        self.assertAlmostEqual(metrics[name][metric], value, places=4,
+                               msg=f'{name} {metric}')
+    self.assertNotEqual(metrics['support interactions, from the demographics'],
+                        metrics['support interactions'])
+    self.assertEqual((new['prior'], new['map_users']),
+                     ("the export's", len(np.unique(run.split.train.users))))
+    # evaluate.py prints the comparison.
+    out = self.create_tempdir().full_path
+    result = binaries.run_binary('evaluate', self.flag, f'--output_dir={out}')
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertIn('held-out interactions), served from:', result.stdout)
+    self.assertIn('support interactions, from the demographics',
+                  result.stdout)
 
 
 class ImplicitDemographicsTest(_TrainedRunTest):

@@ -157,12 +157,11 @@ def evaluate(experiment_dir: str, split_name: str, edges, output_dir: str,
       metrics=overall,
       slices=slice_rows,
       train_reported_test_metrics=reported)
-  if not run.config.data.implicit:
-    # A user-disjoint split's users never trained: how else they could be
-    # served (demographics alone, ...), when the corpus has a user file.
-    comparison = trained.new_users(run, split_name)
-    if comparison is not None:
-      output['new_users'] = comparison
+  # A user-disjoint split's users never trained: how else they could be
+  # served (demographics alone, ...), when the corpus has a user file.
+  comparison = trained.new_users(run, split_name)
+  if comparison is not None:
+    output['new_users'] = comparison
   os.makedirs(output_dir, exist_ok=True)
   json_io.write_json_atomically(
       os.path.join(output_dir, f'{split_name}.json'), output)
@@ -205,10 +204,20 @@ def main(argv):
   print((_format_ranking if implicit else _format)(output['slices']))
   if 'new_users' in output:
     new = output['new_users']
-    print(f'New users ({new["users"]} {output["split"]} users who never '
-          f'trained, {new["ratings"]} query ratings), served from:')
-    print(text_table.format_rows([('from', 'RMSE')] + [
-        (name, f'{value:.4f}') for name, value in new['rmse'].items()]))
+    if implicit:
+      print(f'New users ({new["users"]} {output["split"]} users who never '
+            f'trained, {new["interactions"]} held-out interactions), served '
+            'from:')
+      names = [n for n in next(iter(new['metrics'].values()))
+               if '@' in n and not n.startswith('item_')]
+      print(text_table.format_rows([('from', *names)] + [
+          (name, *(f'{values[n]:.4f}' for n in names))
+          for name, values in new['metrics'].items()]))
+    else:
+      print(f'New users ({new["users"]} {output["split"]} users who never '
+            f'trained, {new["ratings"]} query ratings), served from:')
+      print(text_table.format_rows([('from', 'RMSE')] + [
+          (name, f'{value:.4f}') for name, value in new['rmse'].items()]))
     print(f'(demographics: {", ".join(new["fields"])}, mapped to user vectors '
           f'by a ridge map, l2 {new["l2"]:g}, fitted over the '
           f'{new["map_users"]} training users; the mean user and the map from '

@@ -137,7 +137,8 @@ class AttributeMapTest(absltest.TestCase):
         rtol=1e-12)
     self.assertAlmostEqual(prior.noise_std, std)
     self.assertEqual(prior.clip, 1.0)
-    # The same seed, the same release; the map solves on a PSD projection.
+    # The same seed, the same release; the map solves on a PSD projection
+    # with the penalty grown by 2 std sqrt(columns + 1).
     again = demographics.UserPrior.of(encoder, features, targets, clip=1.0,
                                       noise_multiplier=0.7, seed=5)
     np.testing.assert_array_equal(again.gram, prior.gram)
@@ -145,7 +146,8 @@ class AttributeMapTest(absltest.TestCase):
     psd = (vectors * np.maximum(values, 0)) @ vectors.T
     np.testing.assert_allclose(
         prior.attribute_map(2.0).weights,
-        np.linalg.solve(psd + np.diag([2.0] * (n - 1) + [0.0]), prior.cross),
+        np.linalg.solve(psd + np.diag([2.0 + 2 * std * np.sqrt(n)] * (n - 1)
+                                      + [0.0]), prior.cross),
         rtol=1e-9)
     with self.assertRaisesRegex(ValueError, 'needs a clip'):
       demographics.UserPrior.of(encoder, features, targets,

@@ -202,6 +202,32 @@ class RankingEvaluator:
       score_fn = scoring.classic_scores(model, partition)
     return self._run(partition, score_fn)
 
+  def evaluate_user_rows(self, model_weights, split_name: str, user_rows,
+                         reconstruct: bool = False
+                         ) -> collections.OrderedDict:
+    """Metrics of a FedRecon process's global weights, each evaluated user
+    given as a row (`user_rows(dense users)` -> [N, parts], its user
+    layers side by side): scored as it is, or with `reconstruct` its
+    reconstruction from its support interactions starts there."""
+    partition = self.partition(split_name)
+    model = from_keras.keras_model_of(
+        self._model_config, self._data.num_items, None, model_weights)
+    batch = self._config.ranking.users_per_batch
+
+    def rows_of(rows):
+      return user_rows(partition.task.users[rows])
+
+    if reconstruct:
+      score_fn = scoring.reconstruction_scores(
+          model, self._model_config, partition,
+          implicit.Settings.of_run(self._config), batch,
+          self._config.pipeline.exclude_heldout,
+          self._config.pipeline.unavailable_items, initial_rows=rows_of)
+    else:
+      score_fn = scoring.row_scores(model, self._model_config, partition,
+                                    rows_of, batch)
+    return self._run(partition, score_fn)
+
   def evaluate_popularity(self, counts: np.ndarray,
                           split_name: str) -> collections.OrderedDict:
     partition = self.partition(split_name)

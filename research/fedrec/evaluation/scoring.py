@@ -78,12 +78,52 @@ def popularity_scores(counts: np.ndarray, partition: Partition):
   return lambda rows: np.tile(counts, (len(rows), 1))
 
 
+def _classic_with_global(global_model: tf.keras.Model,
+                         model_config: builder.ModelConfig, num_items: int,
+                         num_users: int):
+  """(classic-layout model of `num_users` rows holding `global_model`'s
+  trained global layers, {user layer: its initial vector})."""
+  classic = builder.create_keras_model(model_config, num_items, num_users)
+  initial_vectors = builder.initial_user_vectors(model_config, num_items)
+  for layer in global_model.layers:
+    if layer.weights and layer.name not in initial_vectors:
+      classic.model.get_layer(layer.name).set_weights(layer.get_weights())
+  return classic.model, initial_vectors
+
+
+def row_scores(global_model: tf.keras.Model,
+               model_config: builder.ModelConfig, partition: Partition,
+               user_rows, users_per_batch: int):
+  """Score function of a FedRecon model whose users are given as rows.
+
+  `user_rows(task rows)` -> [len(rows), parts]: each user's user layers
+  side by side (as `ImplicitRecommender.user_rows` gives them), set into a
+  classic-layout model's user tables and scored.
+  """
+  num_items = partition.task.num_items
+  model, initial_vectors = _classic_with_global(
+      global_model, model_config, num_items, users_per_batch)
+  names = list(initial_vectors)
+  sizes = [len(v) for v in initial_vectors.values()]
+
+  def score(rows):
+    parts = np.split(np.asarray(user_rows(rows), np.float32),
+                     np.cumsum(sizes)[:-1], axis=1)
+    for name, part in zip(names, parts):
+      layer = model.get_layer(name)
+      table = layer.get_weights()[0]
+      table[:len(rows)] = part
+      layer.set_weights([table])
+    return implicit.score_items(model, np.arange(len(rows)), num_items)
+  return score
+
+
 def reconstruction_scores(global_model: tf.keras.Model,
                           model_config: builder.ModelConfig,
                           partition: Partition,
                           settings: implicit.Settings, users_per_batch: int,
                           exclude_heldout: bool = False,
-                          unavailable_items=()):
+                          unavailable_items=(), initial_rows=None):
   """Score function of a FedRecon model (reconstruction layout, trained).
 
   Users are reconstructed in the batches the ranking evaluation asks for, in a
@@ -91,16 +131,15 @@ def reconstruction_scores(global_model: tf.keras.Model,
   `exclude_heldout` (`--negative_protocol=published`), reconstruction's
   negatives avoid every interaction of the user, held-out ones included;
   never the `unavailable_items` (item_cold_start's cold items), as in
-  training.
+  training. `initial_rows(task rows)`, if given, is where each user's
+  reconstruction starts (as `row_scores`' rows) instead of the model's
+  initial vectors.
   """
   num_items = partition.task.num_items
-  classic = builder.create_keras_model(model_config, num_items,
-                                       users_per_batch)
-  initial_vectors = builder.initial_user_vectors(model_config, num_items)
-  for layer in global_model.layers:
-    if layer.weights and layer.name not in initial_vectors:
-      classic.model.get_layer(layer.name).set_weights(layer.get_weights())
+  model, initial_vectors = _classic_with_global(
+      global_model, model_config, num_items, users_per_batch)
   names, initial = list(initial_vectors), list(initial_vectors.values())
+  sizes = [len(v) for v in initial]
   unavailable = None
   if len(unavailable_items):  # pylint: disable=g-explicit-length-test
     columns = np.asarray(unavailable_items, np.int64)
@@ -119,8 +158,11 @@ def reconstruction_scores(global_model: tf.keras.Model,
     if len(unavailable_items):  # pylint: disable=g-explicit-length-test
       excluded = (partition.support[rows] if excluded is None else excluded
                   ).maximum(unavailable[rows])
+    start = initial if initial_rows is None else np.split(
+        np.asarray(initial_rows(rows), np.float32), np.cumsum(sizes)[:-1],
+        axis=1)
     implicit.reconstruct_users(
-        classic.model, names, initial, partition.task.users[rows],
+        model, names, start, partition.task.users[rows],
         partition.support[rows], settings, excluded)
-    return implicit.score_items(classic.model, np.arange(len(rows)), num_items)
+    return implicit.score_items(model, np.arange(len(rows)), num_items)
   return score

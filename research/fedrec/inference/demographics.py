@@ -142,9 +142,17 @@ class UserPrior:
     return self.cross[-1] / max(float(self.gram[-1, -1]), 1.0)
 
   def attribute_map(self, l2: float = DEFAULT_L2) -> AttributeMap:
-    """The ridge map fitted from the sums (module docstring); a noised gram
-    is first projected onto the positive semi-definite matrices (its
-    negative eigenvalues set to 0: post-processing).
+    """The ridge map fitted from the sums (module docstring).
+
+    A noised release (post-processing only, no privacy spent): gram is
+    projected onto the positive semi-definite matrices (its negative
+    eigenvalues set to 0), and the attribute columns' penalty grows by
+    2 x noise_std x sqrt(columns + 1), about the spectral norm of the
+    symmetric Gaussian noise matrix, so that the noise cannot make the
+    solve ill-conditioned (sufficient-statistics perturbation with a
+    noise-scaled ridge, as AdaSSP: Wang, "Revisiting differentially
+    private linear regression", NeurIPS 2018). A group's mean is then
+    shrunk towards the mean user by that many users' weight.
 
     Raises:
       ValueError: the release has no attribute (a corpus without a user
@@ -161,6 +169,7 @@ class UserPrior:
     if self.noise_std:
       values, vectors = np.linalg.eigh(gram)
       gram = (vectors * np.maximum(values, 0.0)) @ vectors.T
+      l2 = l2 + 2.0 * self.noise_std * np.sqrt(len(gram))
     penalty = np.full(gram.shape[0], float(l2))
     penalty[-1] = 0.0  # The intercept is not shrunk.
     weights = np.linalg.solve(gram + np.diag(penalty), self.cross)

@@ -93,7 +93,8 @@ def reconstruct_users(model: tf.keras.Model, user_layer_names: Sequence[str],
       trained weights. Rows [0, len(users)) of its user tables are overwritten
       with the result.
     user_layer_names: The model's user-embedding layers.
-    initial_vectors: Each user layer's initial vector ([dim]).
+    initial_vectors: Each user layer's initial vector ([dim]), or each
+      user's own ([len(users), dim]).
     users: Dense user ids (seed the negatives and shuffles), one per row.
     known: [len(users), num_items] the interactions to reconstruct from.
     settings: How clients reconstruct.
@@ -117,7 +118,8 @@ def reconstruct_users(model: tf.keras.Model, user_layer_names: Sequence[str],
   for r, (i, l) in enumerate(examples):
     items[r, :len(i)], labels[r, :len(l)] = i, l
   layers = [model.get_layer(name) for name in user_layer_names]
-  tables = [np.tile(np.asarray(v, np.float32)[None, :], (len(users), 1))
+  tables = [np.array(np.broadcast_to(np.asarray(v, np.float32),
+                                     (len(users), np.shape(v)[-1])))
             for v in initial_vectors]
   optimizer = reconstruction.Optimizer(settings.optimizer,
                                        settings.learning_rate,

@@ -188,17 +188,22 @@ def new_users(run: TrainedRun, split_name: str,
   the demographics' vector. The mean user and the map come from the same
   release as the export's user prior: sums over the training users'
   vectors, each reconstructed from its training ratings as its device
-  would (`from_keras.user_prior`).
+  would (`from_keras.user_prior`). Implicit feedback: `_new_users_ranking`.
 
   Returns:
-    The RMSEs and counts, or None where it does not apply: implicit
-    feedback, a split that is not user-disjoint, a method with a user
-    table or kept client states, or a corpus without a user file.
+    The RMSEs (implicit: the ranking metrics) and counts, or None where it
+    does not apply: a split that is not user-disjoint, a method with a
+    user table or kept client states, a corpus without a user file, or an
+    implicit run whose export has no user prior.
   """
-  if (run.model is None or run.user_vectors is not None or
-      run.client_states is not None or
+  if (run.user_vectors is not None or run.client_states is not None or
       run.config.split.kind != splits_lib.SplitKind.USER_DISJOINT or
-      not run.data.has_user_info(run.config.data)):
+      not run.data.has_user_info(run.config.data) or
+      not run.config.method.reconstructs_users):
+    return None
+  if run.config.data.implicit:
+    return _new_users_ranking(run, split_name, l2)
+  if run.model is None:
     return None
   info = run.data.user_info(run.config.data)
   settings = reconstruction.Settings.of_run(run.config)
@@ -242,9 +247,60 @@ def new_users(run: TrainedRun, split_name: str,
       'support ratings, from the demographics': reconstruction.reconstruct(
           run.model, items, ratings, settings, initial=mapped),
   }
-  return dict(users=count, ratings=int(len(query)), fields=list(
-      encoder.fields), map_users=prior.num_users, l2=float(l2),
-              prior=('the export\'s' if served is not None else
-                     'recomputed (the export has none)'),
-              prior_noise_std=prior.noise_std,
+  return dict(_prior_fields(encoder, prior, served is not None, l2),
+              users=count, ratings=int(len(query)),
               rmse={name: rmse(parts) for name, parts in strategies.items()})
+
+
+def _prior_fields(encoder, prior: demographics.UserPrior, from_export: bool,
+                  l2: float) -> dict:
+  """What `new_users` says about the prior its users are served from."""
+  return dict(fields=list(encoder.fields), map_users=prior.num_users,
+              l2=float(l2), prior=('the export\'s' if from_export else
+                                   'recomputed (the export has none)'),
+              prior_noise_std=prior.noise_std)
+
+
+def _new_users_ranking(run: TrainedRun, split_name: str,
+                       l2: float) -> Optional[dict]:
+  """`new_users` under implicit feedback: the split's new users' held-out
+  interactions ranked (the run's ranking metrics) with, in turn: the
+  popularity of the training interactions (what a new user without
+  interactions gets), the mean training user, the user's demographics
+  alone, its support interactions (the run's own evaluation), and its
+  support interactions with the reconstruction started at the
+  demographics' parts. The mean user and the map: the export's user prior
+  (None if it has none)."""
+  prior = export_lib.read_user_prior(
+      os.path.join(run.config.output_dir, export_lib.EXPORT_DIRNAME))
+  if prior is None or prior.encoder is None:
+    return None
+  features = prior.encoder.encode(run.data.user_info(run.config.data))
+  attribute_map = prior.attribute_map(l2)
+  mean = prior.mean_row()
+  evaluator = evaluators.RankingEvaluator(
+      run.config, run.data, run.split,
+      experiment_lib.model_config_of(run.config, run.split, run.data))
+  weights = run.model_weights
+
+  def mapped(users):
+    return attribute_map.rows(features[users])
+
+  metrics = {
+      'popularity': evaluator.evaluate_popularity(
+          np.bincount(run.split.train.items, minlength=run.data.num_items),
+          split_name),
+      'mean training user': evaluator.evaluate_user_rows(
+          weights, split_name, lambda users: np.tile(mean, (len(users), 1))),
+      'demographics alone': evaluator.evaluate_user_rows(
+          weights, split_name, mapped),
+      'support interactions': evaluator.evaluate(weights, split_name),
+      'support interactions, from the demographics':
+          evaluator.evaluate_user_rows(weights, split_name, mapped,
+                                       reconstruct=True),
+  }
+  query = getattr(run.split, split_name).query
+  return dict(_prior_fields(prior.encoder, prior, True, l2),
+              users=int(len(np.unique(query.users))),
+              interactions=int(len(query)),
+              metrics={name: dict(values) for name, values in metrics.items()})
