@@ -208,11 +208,13 @@ def main(argv):
       print(f'New users ({new["users"]} {output["split"]} users who never '
             f'trained, {new["interactions"]} held-out interactions), served '
             'from:')
-      names = [n for n in next(iter(new['metrics'].values()))
-               if '@' in n and not n.startswith('item_')]
-      print(text_table.format_rows([('from', *names)] + [
-          (name, *(f'{values[n]:.4f}' for n in names))
-          for name, values in new['metrics'].items()]))
+      first = next(iter(new['metrics'].values()))
+      names = [c for c in _RANKING_COLUMNS if c in first]
+      print(text_table.format_rows(
+          [('from', *(n.replace('/', ' ') for n in names))] + [
+              (name, *(f'{values[n]:.4f}' for n in names))
+              for name, values in new['metrics'].items()]))
+      print(f'(every metric: {output["split"]}.json, new_users)')
     else:
       print(f'New users ({new["users"]} {output["split"]} users who never '
             f'trained, {new["ratings"]} query ratings), served from:')

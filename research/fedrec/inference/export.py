@@ -16,7 +16,8 @@
     new_items.npz   models with item features (mf_features) only: what
                   turns a described item's genres and year into its vector
                   and bias (recommend.py --new_item).
-    user_prior.npz  models with user vectors: the two sums over the
+    user_prior.npz  models with user vectors, users keeping no state, no
+                  DP or --dp_prior_noise_multiplier: the two sums over the
                   training users that give the mean training user and the
                   demographics map (inference/demographics.py `UserPrior`;
                   recommend.py for a new user with no rating).
