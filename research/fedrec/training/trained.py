@@ -210,17 +210,19 @@ def new_users(run: TrainedRun, split_name: str,
   encoder = side_info.DemographicEncoder.fit(info)
   features = encoder.encode(info)
 
-  train_users = np.unique(run.split.train.users)
-  vectors, biases = user_vectors(
-      run, train_users,
-      *splits_lib.ratings_by_user(run.split.train, train_users))
   # What recommend.py serves: the export's user prior (noised under DP);
   # recomputed, exactly, for a run whose export has none.
   served = export_lib.read_user_prior(
       os.path.join(run.config.output_dir, export_lib.EXPORT_DIRNAME))
-  prior = served if served is not None else demographics.UserPrior.of(
-      encoder, features[train_users],
-      np.concatenate([vectors, biases[:, None]], axis=1))
+  prior = served
+  if prior is None:
+    train_users = np.unique(run.split.train.users)
+    vectors, biases = user_vectors(
+        run, train_users,
+        *splits_lib.ratings_by_user(run.split.train, train_users))
+    prior = demographics.UserPrior.of(
+        encoder, features[train_users],
+        np.concatenate([vectors, biases[:, None]], axis=1))
   attribute_map = prior.attribute_map(l2)
   mean = prior.mean_row()
   users, items, ratings = splits_lib.client_ratings(run.split, split_name)
@@ -237,7 +239,7 @@ def new_users(run: TrainedRun, split_name: str,
 
   strategies = {
       'average user (b_i + g)': (
-          np.zeros((count, vectors.shape[1]), np.float32),
+          np.zeros((count, len(mean) - 1), np.float32),
           np.zeros(count, np.float32)),
       'mean training user': (
           np.tile(mean[:-1], (count, 1)).astype(np.float32),
