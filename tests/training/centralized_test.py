@@ -3,6 +3,7 @@
 from absl.testing import absltest
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from research.fedrec.data import ratings
 from research.fedrec.data import splits
@@ -64,7 +65,7 @@ class CentralizedTest(absltest.TestCase):
                                global_mean=float(split.train.ratings.mean()))
     config = centralized.CentralizedConfig(epochs=30, batch_size=32,
                                            learning_rate=0.01)
-    model = centralized.train(split, 40, 50, model_config, config)
+    model = centralized.train(split, 40, 50, model_config, config).model
     metrics = evaluators.rating_metrics_of(model, split.test)
     self.assertEqual(metrics, rating_metrics.compute(
         split.test.query.ratings, evaluators.predict_ratings(model, split.test.query)))
@@ -73,8 +74,55 @@ class CentralizedTest(absltest.TestCase):
         split.test.query.ratings,
         np.full(len(split.test.query), split.train.ratings.mean()))
     self.assertLess(metrics['rmse'], mean_only['rmse'])
-    again = centralized.train(split, 40, 50, model_config, config)
+    again = centralized.train(split, 40, 50, model_config, config).model
     self.assertEqual(evaluators.rating_metrics_of(again, split.test), metrics)
+
+
+  @pytest.mark.slow
+  def test_keeps_the_best_epoch_when_every_epoch_runs(self):
+    # Keras 2's EarlyStopping restores the best weights only when it stops
+    # early; a baseline that runs all its epochs must keep them too.
+    split = _split(splits.SplitKind.HOLDOUT)
+    model_config = mf.MFConfig(embedding_dim=8,
+                               global_mean=float(split.train.ratings.mean()))
+    config = centralized.CentralizedConfig(epochs=6, patience=10,
+                                           batch_size=8, learning_rate=0.05)
+    seen = []
+    record = tf.keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: seen.append(logs['val_rmse']))
+    fitted = centralized.train(split, 40, 50, model_config, config,
+                               callbacks=[record])
+    self.assertLen(seen, 6)
+    best = int(np.argmin(seen))
+    self.assertLess(best, 5)  # The case: the last epoch is not the best.
+    self.assertEqual(fitted.epoch, best + 1)
+    self.assertAlmostEqual(
+        evaluators.rating_metrics_of(fitted.model, split.val)['rmse'],
+        seen[best], places=5)
+
+  def test_implicit_keeps_the_epoch_best_on_validation(self):
+    split = _split(splits.SplitKind.HOLDOUT)
+    model_config = mf.MFConfig(embedding_dim=4, use_biases=False)
+    config = centralized.CentralizedConfig(epochs=5, patience=2,
+                                           batch_size=64)
+    scores, weights = iter([0.1, 0.3, 0.2, 0.3, 0.9]), []
+
+    def validate(model):
+      weights.append(model.get_weights())
+      return next(scores)
+
+    fitted = centralized.train_implicit(split, 40, 50, model_config, config,
+                                        num_negatives=1, validate=validate)
+    # Epochs 3 and 4 do not beat epoch 2: patience 2 stops after epoch 4.
+    self.assertLen(weights, 4)
+    self.assertEqual(fitted.epoch, 2)
+    for kept, expected in zip(fitted.model.get_weights(), weights[1]):
+      np.testing.assert_array_equal(kept, expected)
+    # Without a validation split every epoch runs; the last one is kept.
+    fitted = centralized.train_implicit(split, 40, 50, model_config, config,
+                                        num_negatives=1,
+                                        validate=lambda model: None)
+    self.assertEqual(fitted.epoch, 5)
 
 
 class CentralizedConfigTest(absltest.TestCase):

@@ -54,6 +54,10 @@ class ImplicitExperimentTest(absltest.TestCase):
           self.assertEqual(metrics[f'{protocol}/recall@{k}'],
                            metrics[f'{protocol}/hr@{k}'])
     self.assertIsNone(summary['noise_floor_test_rmse'])
+    validation = summary['centralized_validation']
+    self.assertIn(validation['epoch'], (1, 2))
+    self.assertEqual(list(validation['metrics']),
+                     list(summary['test_metrics']['centralized']))
     with open(os.path.join(root, 'neumf', 'metrics.csv')) as f:
       rows = list(csv.DictReader(f))
     self.assertLen(rows, 2)

@@ -61,6 +61,11 @@ class ExperimentTest(absltest.TestCase):
       self.assertEqual(list(metrics), ['rmse', 'mse', 'mae', 'rating_accuracy'])
       self.assertAlmostEqual(metrics['rmse']**2, metrics['mse'], places=5)
     self.assertGreater(summary['noise_floor_test_rmse'], 0.5)
+    # The baseline's epoch, chosen on validation, and its validation metrics.
+    validation = summary['centralized_validation']
+    self.assertIn(validation['epoch'], (1, 2))
+    self.assertEqual(list(validation['metrics']),
+                     ['rmse', 'mse', 'mae', 'rating_accuracy'])
     with open(os.path.join(out, 'hparams.json')) as f:
       hparams = json.load(f)
     self.assertEqual(hparams['flags'], {'rounds': 2})

@@ -6,8 +6,9 @@ plus, under the user-disjoint split, the support ratings of evaluated users
 Evaluation scores the same query ratings with the same metrics as federated
 evaluation, so every report shows the cost of federation side by side. The
 number of epochs is chosen on the validation split (early stopping on
-validation RMSE, best weights restored), so the baseline is not handicapped by
-over- or under-fitting.
+validation RMSE, or the ranking metric under implicit feedback; the best
+epoch's weights kept), so the baseline is not handicapped by over- or
+under-fitting.
 """
 
 import collections
@@ -55,6 +56,14 @@ KERAS_OPTIMIZERS = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class Fitted:
+  """A trained baseline and the epoch (1-based) whose weights it holds."""
+
+  model: tf.keras.Model
+  epoch: int
+
+
 def _inputs(table: ratings_lib.Ratings):
   return collections.OrderedDict(user=table.users, item=table.items)
 
@@ -83,8 +92,13 @@ def compile_model(model_config: builder.ModelConfig, num_items: int,
 
 def train(split: splits_lib.Split, num_users: int, num_items: int,
           model_config: builder.ModelConfig, config: CentralizedConfig,
-          callbacks=None) -> tf.keras.Model:
-  """Fits the classic MF on the pooled ratings and returns the Keras model."""
+          callbacks=None) -> Fitted:
+  """Fits the classic MF on the pooled ratings.
+
+  With a validation split, the model keeps the weights of the epoch with
+  the lowest validation RMSE, also when training runs all its epochs
+  (Keras 2's EarlyStopping restores them only when it stops early).
+  """
   tf.keras.utils.set_random_seed(config.seed)
   table = training_ratings(split)
   model = compile_model(model_config, num_items, num_users, config)
@@ -93,15 +107,21 @@ def train(split: splits_lib.Split, num_users: int, num_items: int,
           len(table), seed=config.seed, reshuffle_each_iteration=True).batch(
               config.batch_size)
   callbacks = list(callbacks or [])
-  validation = None
+  validation, stopping = None, None
   if len(split.val.query):  # pylint: disable=g-explicit-length-test
     validation = (_inputs(split.val.query), split.val.query.ratings)
-    callbacks.append(tf.keras.callbacks.EarlyStopping(
+    stopping = tf.keras.callbacks.EarlyStopping(
         monitor='val_rmse', patience=config.patience,
-        restore_best_weights=True))
-  model.fit(dataset, epochs=config.epochs, verbose=0, callbacks=callbacks,
-            validation_data=validation, validation_batch_size=8192)
-  return model
+        restore_best_weights=True)
+    callbacks.append(stopping)
+  history = model.fit(dataset, epochs=config.epochs, verbose=0,
+                      callbacks=callbacks, validation_data=validation,
+                      validation_batch_size=8192)
+  if stopping is None or stopping.best_weights is None:
+    return Fitted(model, len(history.epoch))
+  if not stopping.stopped_epoch:  # Ran every epoch: not restored by Keras.
+    model.set_weights(stopping.best_weights)
+  return Fitted(model, stopping.best_epoch + 1)
 
 
 def sample_negatives(users: np.ndarray, num_items: int, count: int,
@@ -152,7 +172,7 @@ def train_implicit(split: splits_lib.Split, num_users: int, num_items: int,
                    model_config: builder.ModelConfig, config: CentralizedConfig,
                    num_negatives: int, validate,
                    exclude_heldout: bool = False,
-                   unavailable_items=()) -> tf.keras.Model:
+                   unavailable_items=()) -> Fitted:
   """Fits an implicit-feedback model on the pooled interactions.
 
   Every epoch draws fresh negatives (`num_negatives` per positive, from items
@@ -176,8 +196,8 @@ def train_implicit(split: splits_lib.Split, num_users: int, num_items: int,
     inputs = np.zeros((num_users, num_items), np.float32)
     inputs[table.users, table.items] = 1.0
     inputs = inputs[rows]
-  best, best_weights, waited = -np.inf, None, 0
-  for _ in range(config.epochs):
+  best, best_weights, best_epoch, waited = -np.inf, None, config.epochs, 0
+  for epoch in range(1, config.epochs + 1):
     neg_users, neg_items = sample_negatives(table.users, num_items,
                                             num_negatives, keys, rng)
     if user_vectors:
@@ -199,11 +219,12 @@ def train_implicit(split: splits_lib.Split, num_users: int, num_items: int,
     if score is None:
       continue
     if score > best:
-      best, best_weights, waited = score, model.get_weights(), 0
+      best, best_weights, best_epoch, waited = (score, model.get_weights(),
+                                                epoch, 0)
     else:
       waited += 1
       if waited >= config.patience:
         break
   if best_weights is not None:
     model.set_weights(best_weights)
-  return model
+  return Fitted(model, best_epoch)

@@ -838,24 +838,33 @@ def _set_aside_damaged_metrics(output_dir: str, warn) -> None:
 def _run_centralized(config: ExperimentConfig, data: corpus_lib.Corpus,
                      split: splits_lib.Split, model_config: builder.ModelConfig,
                      ranking_evaluator: Optional[evaluators.RankingEvaluator]):
-  """The centralized model's test metrics, and the model."""
-  if not data.implicit:
-    model = centralized_lib.train(split, data.num_users, data.num_items,
-                                  model_config, config.centralized)
-    return evaluators.rating_metrics_of(model, split.test), model
+  """The centralized model's test metrics, the model, and what it chose on
+  validation (its epoch and that epoch's validation metrics; None without a
+  validation split)."""
   has_val = len(split.val.query) > 0  # pylint: disable=g-explicit-length-test
+  if not data.implicit:
+    fitted = centralized_lib.train(split, data.num_users, data.num_items,
+                                   model_config, config.centralized)
+    test = evaluators.rating_metrics_of(fitted.model, split.test)
+    val = (evaluators.rating_metrics_of(fitted.model, split.val)
+           if has_val else None)
+  else:
+    def validate(model):
+      if not has_val:
+        return None
+      metrics = ranking_evaluator.evaluate_keras(model, 'val')
+      return metrics[_selection_metric(config)]
 
-  def validate(model):
-    if not has_val:
-      return None
-    metrics = ranking_evaluator.evaluate_keras(model, 'val')
-    return metrics[_selection_metric(config)]
-
-  model = centralized_lib.train_implicit(
-      split, data.num_users, data.num_items, model_config,
-      config.centralized, config.pipeline.num_negatives, validate,
-      config.pipeline.exclude_heldout, config.pipeline.unavailable_items)
-  return ranking_evaluator.evaluate_keras(model, 'test'), model
+    fitted = centralized_lib.train_implicit(
+        split, data.num_users, data.num_items, model_config,
+        config.centralized, config.pipeline.num_negatives, validate,
+        config.pipeline.exclude_heldout, config.pipeline.unavailable_items)
+    test = ranking_evaluator.evaluate_keras(fitted.model, 'test')
+    val = (ranking_evaluator.evaluate_keras(fitted.model, 'val')
+           if has_val else None)
+  validation = None if val is None else collections.OrderedDict(
+      epoch=fitted.epoch, metrics=val)
+  return test, fitted.model, validation
 
 
 @dataclasses.dataclass
@@ -875,6 +884,8 @@ class _Run:
   weights: Any = None  # The federated model reported (a learning process's).
   client_states: Any = None  # Its users' states (a stateful method's).
   centralized_model: Any = None  # The centralized baseline, if trained.
+  # Its epoch and validation metrics (with a validation split).
+  centralized_validation: Any = None
 
   @property
   def kind(self) -> registry.Kind:
@@ -1066,8 +1077,8 @@ def _centralized_baseline(run: _Run, log, trained):
     return collections.OrderedDict(), trained
   log('Training the centralized baseline ...')
   with phases.phase('training the centralized baseline'):
-    metrics, model = _run_centralized(config, run.data, run.split,
-                                      run.model_config, run.ranking_evaluator)
+    metrics, model, run.centralized_validation = _run_centralized(
+        config, run.data, run.split, run.model_config, run.ranking_evaluator)
   run.centralized_model = model
   return (collections.OrderedDict(centralized=metrics),
           model if run.kind == registry.Kind.CENTRAL else trained)
@@ -1092,6 +1103,9 @@ def _summary(run: _Run, results: collections.OrderedDict,
       # With --select_by: the round (best on validation) of the federated
       # model's test metrics; the centralized baseline picks its own epoch.
       selected_round=run.selected_round,
+      # The centralized baseline's epoch (best on validation) and that
+      # epoch's validation metrics, to choose its settings by.
+      centralized_validation=run.centralized_validation,
       noise_floor_test_rmse=data.noise_floor_rmse(split.test.query),
       privacy=_privacy_summary(config, run.accountant),
       wall_seconds=wall_seconds,
@@ -1132,7 +1146,7 @@ def _per_silo(run: _Run, log) -> list[collections.OrderedDict]:
           if data.implicit else evaluators.rating_metrics_of(
               run.centralized_model, split.test))
       log(f'Training silo {k}\'s local-only model ...')
-      scores[k]['local_only'], _ = _run_centralized(
+      scores[k]['local_only'], _, _ = _run_centralized(
           config, data, split, model_config,
           evaluator if data.implicit else None)
     for k, _, _, evaluator in evaluated:
