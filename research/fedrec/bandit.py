@@ -61,8 +61,9 @@ _CONTEXT_FRACTION = flags.DEFINE_float(
 _ITEM_CONTEXTS = flags.DEFINE_list(
     'item_contexts', ['likes'], 'What item contexts are made of: likes (the '
     'context users\' likes, a truncated SVD) or item side information among '
-    'genres, year, title_text (their principal components; MovieLens item '
-    'files, RecBole .item, the synthetic corpus).')
+    'genres, year, title_text, genome (their principal components; '
+    'MovieLens item files, RecBole .item, the synthetic corpus; genome: '
+    'MovieLens ml-20m and later).')
 _ALPHA = flags.DEFINE_float('alpha', 0.3, 'LinUCB: exploration weight.')
 _EPSILON = flags.DEFINE_float('epsilon', 0.05,
                               'epsilon-greedy: exploration rate.')

@@ -286,9 +286,11 @@ _USE_BIASES = flags.DEFINE_bool('use_biases', True,
 _ITEM_FEATURES = flags.DEFINE_list(
     'item_features', ['genres', 'year'], 'mf_features, neumf_features: the '
     'item side '
-    'information its item vectors project (genres, year, title_text; from '
-    'the corpus\'s item file, data/side_info.py; title_text: sentence '
-    'embeddings of the titles, after make setup-text).')
+    'information its item vectors project (genres, year, title_text, '
+    'genome; from the corpus\'s item file, data/side_info.py; title_text: '
+    'sentence embeddings of the titles, after make setup-text; genome: the '
+    'leading principal components of the tag genome, MovieLens ml-20m and '
+    'later).')
 _ID_DROPOUT = flags.DEFINE_float(
     'id_dropout', 0.5, 'mf_features, neumf_features: share of training '
     'examples whose item id part is zeroed (DropoutNet), so the features learn to stand alone.')

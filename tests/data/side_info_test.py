@@ -163,6 +163,60 @@ class ReaderTest(absltest.TestCase):
         self._error(side_info.read_movielens_genome, 'ml-1m', self.root),
         f'--data_dir={self.root}: no genome-scores.csv')
 
+  def test_ml_20m_tag_genome_as_item_features(self):
+    self._write('ml-20m/ratings.csv', 'userId,movieId,rating,timestamp\n'
+                '1,1,4.0,10\n1,11,3.5,11\n2,131262,5.0,12\n', 'utf-8')
+    self._write('ml-20m/movies.csv', _MOVIES_CSV, 'utf-8')
+    self._write('ml-20m/genome-scores.csv', _GENOME, 'utf-8')
+    config = corpus.DataConfig(dataset='ml-20m', data_dir=self.root)
+    data = corpus.load_corpus(config)
+    self.assertIsNone(data.item_info(config).genome)
+    info = data.item_info(config, genome=True)
+    # Two scored movies: one component (the second is zero), at +-1 (the
+    # first's standard deviation), the larger entry positive; the third
+    # movie is unscored.
+    order = data.id_maps.raw_items.tolist()
+    self.assertEqual(order, [1, 11, 131262])
+    self.assertEqual(info.genome.shape, (3, 2))
+    np.testing.assert_allclose(np.abs(info.genome[:2, 0]), [1.0, 1.0],
+                               rtol=1e-6)
+    self.assertEqual(info.genome[0, 0], -info.genome[1, 0])
+    np.testing.assert_allclose(info.genome[:2, 1], [0.0, 0.0], atol=1e-6)
+    self.assertTrue(np.isnan(info.genome[2]).all())
+    features, labels = side_info.item_features(info, ('year', 'genome'))
+    self.assertEqual(labels, ['year', 'genome:pc1', 'genome:pc2',
+                              'genome:unscored'])
+    np.testing.assert_array_equal(features[:, 1:], np.float32(
+        [[*info.genome[0], 0], [*info.genome[1], 0], [0, 0, 1]]))
+    encoder = side_info.FeatureEncoder.fit(info, ('genres', 'genome'))
+    self.assertEqual(encoder.genome_components, 2)
+    # An item described later (recommend.py --new_item) is unscored.
+    np.testing.assert_array_equal(
+        encoder.encode_one(['Comedy'], 2001.0), [0, 1, 0, 0, 0, 0, 1])
+    with self.assertRaisesRegex(ValueError, 'item feature genome: .* comes '
+                                'with no tag genome'):
+      side_info.FeatureEncoder.fit(data.item_info(config), ('genome',))
+    path = self._write('ml-20m/genome-scores.csv',
+                       'movieId,tagId,relevance\n5,1,0.5\n', 'utf-8')
+    self.assertEqual(self._error(data.item_info, config, True),
+                     f'{self.root}: genome-scores.csv: scores none of the '
+                     'corpus\'s items.')
+    os.remove(path)
+    self.assertStartsWith(self._error(data.item_info, config, True),
+                          f'--data_dir={self.root}: no genome-scores.csv')
+
+  def test_genome_components_equal_an_eigendecomposition(self):
+    scores = np.random.default_rng(0).uniform(size=(7, 5)).astype(np.float32)
+    components = side_info.genome_components(scores, 3)
+    centred = scores - scores.mean(axis=0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)  # Ascending order.
+    expected = centred @ vectors[:, ::-1][:, :3]
+    largest = np.argmax(np.abs(expected), axis=0)
+    expected *= np.sign(expected[largest, np.arange(3)])
+    expected /= expected[:, 0].std()
+    np.testing.assert_allclose(components, expected, atol=1e-5)
+    self.assertEqual(side_info.genome_components(scores, 9).shape, (7, 5))
+
   def test_title_year(self):
     self.assertEqual(side_info.title_year('Heat (1995)'), 1995)
     self.assertEqual(side_info.title_year('Band of Brothers (2001-)'), 2001)
@@ -234,6 +288,9 @@ class AtomicAndCorpusTest(absltest.TestCase):
         num_users=30, num_items=40, num_ratings=600, min_ratings_per_user=5,
         rank=3))
     data = corpus.load_corpus(config)
+    with self.assertRaisesRegex(ratings.DataError, '^--item_features=genome: '
+                                'synthetic corpus comes with no tag genome'):
+      data.item_info(config, genome=True)
     items = data.item_info(config)
     factors = data.truth.item_factors[data.id_maps.raw_items - 1]
     np.testing.assert_array_equal(items.genres, factors > 0.2)

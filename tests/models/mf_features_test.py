@@ -1,6 +1,7 @@
 """Tests of MF with item features: closed forms, id dropout, preparation."""
 
 import collections
+import dataclasses
 
 from absl.testing import absltest
 import numpy as np
@@ -133,6 +134,30 @@ class FeatureMFTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "^genre 'Noir' is not one of "
                                 "the corpus's: Comedy"):
       encoder.encode_one(['Noir'], None)
+
+  def test_genome_columns_and_a_described_item_unscored(self):
+    info = dataclasses.replace(_INFO, genome=np.float32(
+        [[1, -1], [np.nan, np.nan], [0.5, 0.5], [-1.5, 0.5]]))
+    config = builder.prepared(mf_features.FeatureMFConfig(
+        embedding_dim=3, item_features=('genres', 'year', 'genome')), 0.0,
+                              lambda: info)
+    rows = np.column_stack([_FEATURES, [[1, -1, 0], [0, 0, 1], [0.5, 0.5, 0],
+                                        [-1.5, 0.5, 0]]])
+    multiplier = 0.3 / np.linalg.norm(rows, axis=1).max()
+    self.assertAlmostEqual(config.feature_multiplier, multiplier)
+    np.testing.assert_allclose(config.features, rows * multiplier,
+                               rtol=1e-6, atol=1e-7)
+    layers = builder.create_keras_model(config, 4, num_users=2)
+    parts = builder.new_item_parts(config, layers.model)
+    self.assertEqual(int(parts['genome_components']), 2)
+    encoder = side_info.FeatureEncoder(
+        tuple(parts['names']), tuple(parts['genre_names']),
+        float(parts['year_mean']), float(parts['year_std']),
+        int(parts['genome_components']))
+    # Item b (1990, no genre, not in the genome) described anew: its row.
+    np.testing.assert_allclose(
+        encoder.encode_one([], 1990.0) * float(parts['multiplier']),
+        config.features[1], rtol=1e-6)
 
   def test_bad_settings_are_one_line(self):
     with self.assertRaisesRegex(ValueError, r'^--item_features=plot: '

@@ -134,15 +134,7 @@ def _contexts(matrix: np.ndarray, context_dim: int) -> np.ndarray:
   1/sqrt(2): every context has norm <= 1.
   """
   num_items = matrix.shape[1]
-  _, values, vt = np.linalg.svd(matrix, full_matrices=False)
-  rank = context_dim - 1
-  features = np.zeros((num_items, rank))
-  kept = min(rank, len(values))
-  features[:, :kept] = vt[:kept].T * values[:kept]
-  # The SVD's sign of each vector is arbitrary: fixed by its largest entry.
-  signs = np.sign(features[np.argmax(np.abs(features), axis=0),
-                           np.arange(rank)])
-  features *= np.where(signs == 0, 1.0, signs)
+  features = side_info.principal_coordinates(matrix, context_dim - 1)
   longest = np.linalg.norm(features, axis=1).max()
   half = 1.0 / math.sqrt(2.0)
   if longest > 0:

@@ -119,13 +119,31 @@ class Corpus:
     known = movielens.read_titles(self.name, config.data_dir)
     return [known.get(int(i), '') for i in self.id_maps.raw_items]
 
-  def item_info(self, config: DataConfig) -> side_info.ItemInfo:
+  def item_info(self, config: DataConfig,
+                genome: bool = False) -> side_info.ItemInfo:
     """Side information of the dense item ids (rows in dense order).
+
+    With `genome`, also the tag genome (MovieLens ml-20m and later:
+    genome-scores.csv; `side_info.ItemInfo.with_genome`).
 
     Raises:
       ratings_lib.DataError: the corpus ships no item file (a user's CSV,
-        an atomic dataset without NAME.item) or it is malformed.
+        an atomic dataset without NAME.item) or it is malformed; with
+        `genome`, no genome-scores.csv or a malformed one.
     """
+    info = self._item_info(config).aligned(self.id_maps.raw_items)
+    if not genome:
+      return info
+    if self.truth is not None or config.dataset == ATOMIC:
+      raise ratings_lib.DataError(
+          f'--item_features=genome: {info.source} comes with no tag genome '
+          '(genome-scores.csv ships with MovieLens ml-20m and later).')
+    movies, scores = side_info.read_movielens_genome(self.name,
+                                                     config.data_dir)
+    return info.with_genome(movies, scores, f'{config.data_dir}: '
+                            'genome-scores.csv')
+
+  def _item_info(self, config: DataConfig) -> side_info.ItemInfo:
     if self.truth is not None:
       truth = self.truth.config
       info = side_info.synthetic_items(
@@ -145,7 +163,7 @@ class Corpus:
       raise ratings_lib.DataError(
           f'--dataset={config.dataset}: a ratings CSV carries no item side '
           'information (use MovieLens files or RecBole atomic files).')
-    return info.aligned(self.id_maps.raw_items)
+    return info
 
   def has_user_info(self, config: DataConfig) -> bool:
     """Whether the corpus has a user file (`user_info` reads it)."""

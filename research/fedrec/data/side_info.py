@@ -58,6 +58,11 @@ _TITLE_YEAR = re.compile(r'\((\d{4})(?:[-\u2013]\d{0,4})?\)\s*$')
 _YEAR = re.compile(r'^\s*(\d{4})(?:\.0*)?\s*$')
 
 
+# Principal components of the tag genome kept as item features (ml-20m and
+# later score 1,128 tags).
+GENOME_COMPONENTS = 32
+
+
 @dataclasses.dataclass(frozen=True)
 class ItemInfo:
   """Item metadata, one row per item.
@@ -69,6 +74,9 @@ class ItemInfo:
     genre_names: The genre vocabulary, in column order.
     genres: [items, genres] float32 multi-hot flags.
     source: The file read (for messages).
+    genome: None, or [items, components] float32: the items' coordinates on
+      the leading principal components of their tag genome relevances
+      (`with_genome`); NaN rows for items the genome does not score.
   """
 
   ids: np.ndarray
@@ -77,6 +85,7 @@ class ItemInfo:
   genre_names: tuple[str, ...]
   genres: np.ndarray
   source: str
+  genome: Optional[np.ndarray] = None
 
   def __len__(self) -> int:
     return len(self.ids)
@@ -88,8 +97,33 @@ class ItemInfo:
     titles = np.where(known, self.titles[np.maximum(rows, 0)], '')
     years = np.where(known, self.years[np.maximum(rows, 0)], np.nan)
     genres = np.where(known[:, None], self.genres[np.maximum(rows, 0)], 0.0)
+    genome = None if self.genome is None else np.where(
+        known[:, None], self.genome[np.maximum(rows, 0)], np.nan).astype(
+            np.float32)
     return ItemInfo(np.asarray(raw_items), titles, years, self.genre_names,
-                    genres.astype(np.float32), self.source)
+                    genres.astype(np.float32), self.source, genome)
+
+  def with_genome(self, movies: np.ndarray, scores: np.ndarray,
+                  source: str,
+                  components: int = GENOME_COMPONENTS) -> 'ItemInfo':
+    """These items with their tag genome (`read_genome`'s movie ids and
+    relevances): the coordinates of the scored ones on the leading
+    `components` principal components of their relevances
+    (`genome_components`), NaN rows for the others.
+
+    Raises:
+      DataError: the genome scores none of these items.
+    """
+    rows = _rows_of(np.asarray(movies), self.ids)
+    scored = rows >= 0
+    if not scored.any():
+      raise DataError(f'{source}: scores none of the corpus\'s items.')
+    genome = np.full((len(self), min(components, scores.shape[1])), np.nan,
+                     np.float32)
+    coordinates = genome_components(scores[rows[scored]], components)
+    genome[scored, :coordinates.shape[1]] = coordinates
+    genome[scored, coordinates.shape[1]:] = 0.0
+    return dataclasses.replace(self, genome=genome)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +149,32 @@ class UserInfo:
     return UserInfo(np.asarray(raw_users), {
         name: np.where(known, values[np.maximum(rows, 0)], '')
         for name, values in self.fields.items()}, self.source)
+
+
+def principal_coordinates(matrix: np.ndarray, count: int) -> np.ndarray:
+  """[columns, count] coordinates of `matrix`'s columns on its top `count`
+  left singular vectors: with matrix = U S V^T, the rows of V S, each
+  vector's sign fixed so that its largest-magnitude entry is positive
+  (zeros beyond the rank)."""
+  _, values, vt = np.linalg.svd(matrix, full_matrices=False)
+  coordinates = np.zeros((matrix.shape[1], count))
+  kept = min(count, len(values))
+  coordinates[:, :kept] = vt[:kept].T * values[:kept]
+  signs = np.sign(coordinates[np.argmax(np.abs(coordinates), axis=0),
+                              np.arange(count)])
+  return coordinates * np.where(signs == 0, 1.0, signs)
+
+
+def genome_components(scores: np.ndarray,
+                      count: int = GENOME_COMPONENTS) -> np.ndarray:
+  """[movies, min(count, tags)] float32: movies' tag relevances centred on
+  the mean movie, on their leading principal components, all divided by the
+  first component's standard deviation (relative variances kept)."""
+  count = min(count, scores.shape[1])
+  centred = scores - scores.mean(axis=0, keepdims=True, dtype=np.float64)
+  coordinates = principal_coordinates(centred.T, count)
+  scale = coordinates[:, 0].std() if count else 0.0
+  return (coordinates / (scale if scale > 0 else 1.0)).astype(np.float32)
 
 
 def _rows_of(ids: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -519,7 +579,7 @@ def synthetic_items(item_factors: np.ndarray, titles: list[str],
                   'synthetic corpus')
 
 
-ITEM_FEATURES = ('genres', 'year', 'title_text')
+ITEM_FEATURES = ('genres', 'year', 'title_text', 'genome')
 _TRAILING_YEAR = re.compile(r'\s*\(\d{4}(?:[-\u2013]\d{0,4})?\)\s*$')
 
 
@@ -536,7 +596,11 @@ class FeatureEncoder:
   standardized by the corpus's known years (an unknown year is the mean, 0);
   title_text: the title's (without its year) sentence embedding by
   all-MiniLM-L6-v2 (data/text_encoder.py; 384 columns, unit norm; an
-  unknown title is zeros).
+  unknown title is zeros); genome: the item's coordinates on the
+  `genome_components` leading principal components of the corpus's tag
+  genome (`ItemInfo.with_genome`), then a flag column 1 for an item the
+  genome does not score (its coordinates 0, the mean movie's), as is every
+  item described later.
   Kept with a model so that an item described later (recommend.py
   --new_item) is encoded as the corpus's items were.
   """
@@ -545,6 +609,7 @@ class FeatureEncoder:
   genre_names: tuple[str, ...]
   year_mean: float = 0.0
   year_std: float = 1.0
+  genome_components: int = 0
 
   def __post_init__(self):
     unknown = [n for n in self.names if n not in ITEM_FEATURES]
@@ -554,15 +619,22 @@ class FeatureEncoder:
 
   @classmethod
   def fit(cls, info: ItemInfo, names: tuple[str, ...]) -> 'FeatureEncoder':
+    """Raises ValueError: genome is asked for and `info` has none."""
     known = info.years[~np.isnan(info.years)]
+    if 'genome' in names and info.genome is None:
+      raise ValueError(f'item feature genome: {info.source} comes with no '
+                       'tag genome (genome-scores.csv, ml-20m and later).')
     return cls(tuple(names), tuple(info.genre_names),
                float(known.mean()) if known.size else 0.0,
-               float(known.std() or 1.0) if known.size else 1.0)
+               float(known.std() or 1.0) if known.size else 1.0,
+               0 if info.genome is None else info.genome.shape[1])
 
   def encode(self, genres: np.ndarray, years: np.ndarray,
-             titles=None, progress: bool = True) -> np.ndarray:
-    """[items, columns] float32 rows of genre flags [items, G], years and
-    (title_text) titles."""
+             titles=None, progress: bool = True,
+             genome: Optional[np.ndarray] = None) -> np.ndarray:
+    """[items, columns] float32 rows of genre flags [items, G], years,
+    (title_text) titles and (genome) genome coordinates [items,
+    genome_components] (NaN rows, or None: unscored)."""
     years = np.asarray(years, np.float64)
     columns = []
     for name in self.names:
@@ -571,6 +643,13 @@ class FeatureEncoder:
       elif name == 'year':
         columns.append(np.where(np.isnan(years), 0.0, (
             years - self.year_mean) / self.year_std)[:, None])
+      elif name == 'genome':
+        if genome is None:
+          genome = np.full((len(years), self.genome_components), np.nan)
+        genome = np.asarray(genome, np.float64)
+        unscored = np.isnan(genome).any(axis=1, keepdims=True)
+        columns += [np.where(unscored, 0.0, genome), unscored.astype(
+            np.float64)]
       else:
         from research.fedrec.data import text_encoder  # pylint: disable=g-import-not-at-top
         words = [title_words(t) for t in (
@@ -602,14 +681,18 @@ def item_features(info: ItemInfo, names: tuple[str, ...]):
     ValueError: a name is not among `ITEM_FEATURES`.
   """
   encoder = FeatureEncoder.fit(info, names)
-  values = encoder.encode(info.genres, info.years, list(info.titles))
+  values = encoder.encode(info.genres, info.years, list(info.titles),
+                          genome=info.genome)
+  genome = ([f'genome:pc{k + 1}' for k in range(encoder.genome_components)]
+            + ['genome:unscored'])
   text_dim = values.shape[1] - len(info.genre_names) * ('genres' in names) - (
-      'year' in names)
+      'year' in names) - len(genome) * ('genome' in names)
   labels = []
   for name in names:
     labels += {'genres': [f'genre:{g}' for g in info.genre_names],
                'year': ['year'],
-               'title_text': [f'title:{k}' for k in range(text_dim)]}[name]
+               'title_text': [f'title:{k}' for k in range(text_dim)],
+               'genome': genome}[name]
   return values, labels
 
 

@@ -170,7 +170,9 @@ class Recommender:
       raise ValueError(NO_ITEM_FEATURES)
     encoder = side_info.FeatureEncoder(
         tuple(parts['names'].tolist()), tuple(parts['genre_names'].tolist()),
-        float(parts['year_mean']), float(parts['year_std']))
+        float(parts['year_mean']), float(parts['year_std']),
+        int(parts['genome_components']) if 'genome_components' in parts
+        else 0)
     x = encoder.encode_one(genres, year, title) * float(parts['multiplier'])
     return x @ parts['projection'], float(x @ parts['bias'])
 

@@ -112,8 +112,8 @@ def with_features(config, item_info):
                      'features.')
   info = item_info()
   encoder = side_info.FeatureEncoder.fit(info, config.item_features)
-  values = encoder.encode(info.genres, info.years,
-                          list(info.titles)).astype(np.float64)
+  values = encoder.encode(info.genres, info.years, list(info.titles),
+                          genome=info.genome).astype(np.float64)
   longest = np.linalg.norm(values, axis=1).max() if values.size else 0.0
   multiplier = config.feature_scale / longest if longest > 0 else 1.0
   return dataclasses.replace(
@@ -141,6 +141,7 @@ def new_item_encoder(config) -> dict:
               genre_names=np.array(encoder.genre_names),
               year_mean=np.float64(encoder.year_mean),
               year_std=np.float64(encoder.year_std),
+              genome_components=np.int64(encoder.genome_components),
               multiplier=np.float64(config.feature_multiplier))
 
 

@@ -151,8 +151,9 @@ class Model:
 
     A model that reads item features returns arrays (saved as
     export/new_items.npz): `projection` [features, dim] and `bias` [features]
-    (a row x gives the item vector x W and bias x . w), and the encoder's `names`, `genre_names`, `year_mean`, `year_std` and
-    `multiplier` (data/side_info.FeatureEncoder, the row scaled by it).
+    (a row x gives the item vector x W and bias x . w), and the encoder's
+    `names`, `genre_names`, `year_mean`, `year_std`, `genome_components`
+    and `multiplier` (data/side_info.FeatureEncoder, the row scaled by it).
     """
     del keras_model, config
     return None

@@ -322,7 +322,7 @@ def run(config: BanditConfig, log: Callable[[str], None] = print,
   context_users, bandit_users = bandit_env.split_users(corpus.num_users, env)
   bandit_env.check_users_per_round(len(bandit_users), env)
   if env.from_side_info:
-    info = corpus.item_info(config.data)
+    info = corpus.item_info(config.data, 'genome' in env.item_contexts)
     features, _ = side_info.item_features(info, env.item_contexts)
     contexts = bandit_env.feature_contexts(features, env)
     origin = f'{", ".join(env.item_contexts)} of {info.source}'

@@ -1267,8 +1267,9 @@ def model_config_of(config: ExperimentConfig, split: splits_lib.Split,
   """
   mean = 0.0 if config.data.implicit else float(np.mean(split.train.ratings))
 
+  genome = 'genome' in getattr(config.model, 'item_features', ())
   return builder.prepared(config.model, mean,
-                          lambda: data.item_info(config.data))
+                          lambda: data.item_info(config.data, genome))
 
 
 def _selection_metric(config: ExperimentConfig) -> str:
