@@ -401,6 +401,42 @@ class OutputsTest(absltest.TestCase):
                                        out + '/missing', out).corpus,
                      'atomic')
 
+  def test_time_left_closed_form(self):
+    self.assertEqual([reproduction.format_duration(t) for t in (
+        44.6, 59.6, 720, 3599, 11100)],
+                     ['45 s', '1 min', '12 min', '1 h 00 min', '3 h 05 min'])
+    run = lambda name: reproduction.Run(name, '/r', 0, ())
+    pending = [run('a-main-1-seed3'), run('b-main-2-seed0'),
+               run('c-main-3-seed0')]
+    self.assertIsNone(reproduction.time_left(pending, {}))
+    # a at its mean 15; b and c, not timed yet, at the mean of all timed runs.
+    self.assertEqual(reproduction.time_left(
+        pending, {'a-main-1': [10.0, 20.0]}), 45.0)
+    self.assertAlmostEqual(reproduction.time_left(
+        pending, {'a-main-1': [10.0, 20.0], 'b-main-2': [40.0]}),
+                           15.0 + 40.0 + 70.0 / 3)
+
+  def test_each_run_says_how_long_the_rest_should_take(self):
+    out = self.create_tempdir().full_path
+    the_plan = reproduction.plan(
+        reproduction.load_table('fedrecon_tutorial'), 'smoke', 2,
+        'synthetic', None, out)
+
+    def run_fn(run):
+      self._finish(run, {'fedrecon': {'rating_accuracy': 0.3, 'mse': 1.0,
+                                      'rmse': 1.0}}, 2.0)
+
+    ticks = iter([0.0, 10.0, 10.0, 40.0, 40.0, 140.0, 140.0, 240.0])
+    logged = []
+    reproduction.execute(the_plan, run_fn, log=logged.append,
+                         clock=lambda: next(ticks))
+    # The tutorial row's seeds take 10 s and 30 s, the tuned row's 100 s.
+    self.assertEqual([m for m in logged if ' left: ' in m], [
+        '3 runs left: about 30 s more, at the durations so far.',
+        '2 runs left: about 40 s more, at the durations so far.',
+        '1 run left: about 2 min more, at the durations so far.'])
+    self.assertTrue(logged[-1].endswith(': finished in 100 s.'), logged[-1])
+
   def test_a_run_that_diverges_is_a_result_not_an_error(self):
     # fedrecon_movielens's FedAvg row diverges on real ML-100K: its seeds
     # are recorded, skipped when the table is run again, left out of the

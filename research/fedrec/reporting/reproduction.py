@@ -264,16 +264,53 @@ def plan(table: Table, scale: str, seeds: int, dataset: str,
               output_dir, rows, runs)
 
 
+def _settings_of(run: Run) -> str:
+  """The part of a run's name its seeds share (the row, run and settings)."""
+  return run.experiment.rsplit('-seed', 1)[0]
+
+
+def format_duration(seconds: float) -> str:
+  """'45 s', '12 min', '3 h 05 min'."""
+  seconds = int(round(seconds))
+  if seconds < 60:
+    return f'{seconds} s'
+  minutes = int(round(seconds / 60))
+  if minutes < 60:
+    return f'{minutes} min'
+  return f'{minutes // 60} h {minutes % 60:02d} min'
+
+
+def time_left(pending: list[Run], durations: dict[str, list[float]]
+              ) -> Optional[float]:
+  """Seconds the `pending` runs should take: each its settings' mean
+  duration so far, or the mean of every run timed so far (None before any
+  run is timed)."""
+  timed = [d for values in durations.values() for d in values]
+  if not timed:
+    return None
+  overall = sum(timed) / len(timed)
+  total = 0.0
+  for run in pending:
+    values = durations.get(_settings_of(run))
+    total += sum(values) / len(values) if values else overall
+  return total
+
+
 def execute(the_plan: Plan, run_fn: Callable[[Run], Optional[str]],
-            log=print) -> None:
+            log=print, clock=time.monotonic) -> None:
   """Runs every run not finished or diverged yet, in table order.
 
   `run_fn` returns None, or why the run diverged (its loss became
   non-finite): a result of the row's settings on this corpus, recorded
   (`Run.diverged_path`) and reported in the table, not an error that stops
-  the other runs. Delete the `.diverged` file to try the run again.
+  the other runs. Delete the `.diverged` file to try the run again. After
+  each run, how many are left and about how long they should take (each at
+  its settings' mean duration so far, `time_left`).
   """
   runs = the_plan.unique_runs()
+  done = lambda run: (os.path.exists(run.summary_path) or
+                      run.divergence() is not None)
+  durations = collections.defaultdict(list)
   for number, run in enumerate(runs, 1):
     where = f'[{number}/{len(runs)}] {run.experiment}'
     if os.path.exists(run.summary_path):
@@ -283,15 +320,21 @@ def execute(the_plan: Plan, run_fn: Callable[[Run], Optional[str]],
       log(f'{where}: diverged before ({run.divergence()}), skipped.')
       continue
     log(f'{where}: {run.command}')
-    started = time.time()
+    started = clock()
     diverged = run_fn(run)
+    took = clock() - started
+    durations[_settings_of(run)].append(took)
     if diverged:
       os.makedirs(run.root, exist_ok=True)
       json_io.write_text_atomically(run.diverged_path, diverged + '\n')
-      log(f'{where}: diverged after {time.time() - started:.0f} s: '
-          f'{diverged}')
+      log(f'{where}: diverged after {took:.0f} s: {diverged}')
     else:
-      log(f'{where}: finished in {time.time() - started:.0f} s.')
+      log(f'{where}: finished in {took:.0f} s.')
+    pending = [r for r in runs[number:] if not done(r)]
+    if pending:
+      log(f'{len(pending)} run{"s" * (len(pending) > 1)} left: about '
+          f'{format_duration(time_left(pending, durations))} more, at the '
+          'durations so far.')
 
 
 def _last_value(metrics_csv: str, column: str) -> Optional[float]:
