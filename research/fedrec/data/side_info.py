@@ -120,9 +120,7 @@ class ItemInfo:
       raise DataError(f'{source}: scores none of the corpus\'s items.')
     genome = np.full((len(self), min(components, scores.shape[1])), np.nan,
                      np.float32)
-    coordinates = genome_components(scores[rows[scored]], components)
-    genome[scored, :coordinates.shape[1]] = coordinates
-    genome[scored, coordinates.shape[1]:] = 0.0
+    genome[scored] = genome_components(scores[rows[scored]], components)
     return dataclasses.replace(self, genome=genome)
 
 
