@@ -43,7 +43,8 @@ class ImplicitExperimentTest(absltest.TestCase):
     config = _config(root, 'neumf', model=ncf.NeuMFConfig(
         embedding_dim=4, mlp_layers=(8, 4)), recon=fed_recon.ReconConfig(eval_recon_epochs=2))
     self.assertEqual(implicit.Settings.of_run(config).epochs, 2)
-    summary = experiment.run_experiment(config, log=lambda _: None)
+    logged = []
+    summary = experiment.run_experiment(config, log=logged.append)
     self.assertEqual(list(summary['test_metrics']),
                      ['fedrecon', 'popularity', 'centralized'])
     for metrics in summary['test_metrics'].values():
@@ -58,6 +59,10 @@ class ImplicitExperimentTest(absltest.TestCase):
     self.assertIn(validation['epoch'], (1, 2))
     self.assertEqual(list(validation['metrics']),
                      list(summary['test_metrics']['centralized']))
+    self.assertIn(
+        f'Centralized baseline: epoch {validation["epoch"]} kept, the best '
+        'on validation sampled/ndcg@10 ('
+        f'{validation["metrics"]["sampled/ndcg@10"]:.4f}).', logged)
     with open(os.path.join(root, 'neumf', 'metrics.csv')) as f:
       rows = list(csv.DictReader(f))
     self.assertLen(rows, 2)

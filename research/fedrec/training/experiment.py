@@ -1080,6 +1080,11 @@ def _centralized_baseline(run: _Run, log, trained):
     metrics, model, run.centralized_validation = _run_centralized(
         config, run.data, run.split, run.model_config, run.ranking_evaluator)
   run.centralized_model = model
+  if run.centralized_validation is not None:
+    name = (_selection_metric(config) if run.data.implicit else 'rmse')
+    log(f'Centralized baseline: epoch {run.centralized_validation["epoch"]} '
+        f'kept, the best on validation {name} ('
+        f'{run.centralized_validation["metrics"][name]:.4f}).')
   return (collections.OrderedDict(centralized=metrics),
           model if run.kind == registry.Kind.CENTRAL else trained)
 
