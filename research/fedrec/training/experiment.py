@@ -849,19 +849,20 @@ def _run_centralized(config: ExperimentConfig, data: corpus_lib.Corpus,
     val = (evaluators.rating_metrics_of(fitted.model, split.val)
            if has_val else None)
   else:
+    per_epoch = []  # Each epoch's validation metrics.
+
     def validate(model):
       if not has_val:
         return None
-      metrics = ranking_evaluator.evaluate_keras(model, 'val')
-      return metrics[_selection_metric(config)]
+      per_epoch.append(ranking_evaluator.evaluate_keras(model, 'val'))
+      return per_epoch[-1][_selection_metric(config)]
 
     fitted = centralized_lib.train_implicit(
         split, data.num_users, data.num_items, model_config,
         config.centralized, config.pipeline.num_negatives, validate,
         config.pipeline.exclude_heldout, config.pipeline.unavailable_items)
     test = ranking_evaluator.evaluate_keras(fitted.model, 'test')
-    val = (ranking_evaluator.evaluate_keras(fitted.model, 'val')
-           if has_val else None)
+    val = per_epoch[fitted.epoch - 1] if per_epoch else None
   validation = None if val is None else collections.OrderedDict(
       epoch=fitted.epoch, metrics=val)
   return test, fitted.model, validation
