@@ -23,7 +23,10 @@ class QuickRunTest(absltest.TestCase):
   def test_quick_run_writes_the_report_and_leaves_no_worker(self):
     out = self.create_tempdir().full_path
     token = f'benchmark-{os.getpid()}-{id(self)}'
-    result = binaries.run_binary('benchmark', '--quick', '--noprogress',
+    # The quick scale at its flags' minima (11 rounds of the long run, 2 of
+    # each timing run), so that CI's whole run stays within its budget.
+    result = binaries.run_binary('benchmark', '--quick', '--rounds=11',
+                                 '--timing_rounds=2', '--noprogress',
                                  f"--output_dir={out}", timeout=900,
                                  token=token)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
@@ -39,16 +42,20 @@ class QuickRunTest(absltest.TestCase):
     runs = {row['name']: row for row in report['runs']}
     self.assertEqual(report['corpus']['users'], 604)
     self.assertEqual(report['corpus']['ratings'], 100_020)
-    self.assertEqual(runs['fedrecon_20']['rounds'], 12)
+    self.assertEqual(report['scale']['rounds'], 11)
+    self.assertEqual(report['scale']['timing_rounds'], 2)
+    self.assertEqual(runs['fedrecon_20']['rounds'], 11)
+    self.assertEqual(runs['fedrecon_10']['rounds'], 2)
+    self.assertEqual(runs['fedrecon_100_cohort']['rounds'], 3)
     self.assertEqual(runs['fedrecon_all']['clients_per_round'],
                      report['corpus']['training_clients'])
     self.assertEqual(runs['fedrecon_20_w2']['workers'], 2)
-    # The centralized run takes as many steps as the long run's rounds 2-4
-    # (timing_rounds = 3) took: planned before, counted during.
+    # The centralized run takes as many steps as the long run's rounds 2-3
+    # (timing_rounds = 2) took: planned before, counted during.
     profile = report['long_run_profile']
     self.assertEqual(profile['name'], 'fedrecon_20')
-    self.assertLen(profile['rss_bytes'], 12)
-    self.assertEqual(runs['centralized']['steps'], sum(profile['steps'][1:4]))
+    self.assertLen(profile['rss_bytes'], 11)
+    self.assertEqual(runs['centralized']['steps'], sum(profile['steps'][1:3]))
     for row in report['runs']:
       self.assertGreater(row['ratings_per_second'], 0, row['name'])
       self.assertAlmostEqual(

@@ -243,18 +243,27 @@ class TablesTest(absltest.TestCase):
 
   def test_privacy_rows_target_their_epsilon(self):
     for epsilon in (1, 2, 4, 8, 16):
-      for run in ('explicit', 'implicit'):
-        config = self._config('privacy_utility', f'eps{epsilon}', run=run)
+      configs = [self._config('privacy_utility', f'eps{epsilon}', run=run)
+                 for run in ('explicit', 'implicit')]
+      for config, implicit in zip(configs, (False, True)):
         self.assertEqual(config.dp.mechanism.value, 'adaptive')
         self.assertEqual(config.dp.target_epsilon, epsilon)
-        self.assertEqual(config.data.implicit, run == 'implicit')
-        # Reachable at paper scale on ML-100K's 943 users: the calibrated
-        # noise fits TFF's adaptive split (clients per round > 10 z; at 50
-        # clients epsilon 1 needed z = 5.07 and was refused).
-        accountant = experiment.resolve_privacy(config, 943,
-                                                log=lambda _: None)
-        accountant.compose(config.loop.total_rounds)
-        self.assertAlmostEqual(accountant.epsilon, epsilon, places=2)
+        self.assertEqual(config.data.implicit, implicit)
+      # Both runs release the same mechanism (DP settings, users per round
+      # and their sampling, rounds), so one calibration holds for both.
+      explicit, implicit = configs
+      self.assertEqual(explicit.dp, implicit.dp)
+      self.assertEqual(explicit.sampling, implicit.sampling)
+      self.assertEqual(explicit.silos, implicit.silos)
+      self.assertEqual(explicit.clients_per_round, implicit.clients_per_round)
+      self.assertEqual(explicit.loop.total_rounds, implicit.loop.total_rounds)
+      # Reachable at paper scale on ML-100K's 943 users: the calibrated
+      # noise fits TFF's adaptive split (clients per round > 10 z; at 50
+      # clients epsilon 1 needed z = 5.07 and was refused).
+      accountant = experiment.resolve_privacy(explicit, 943,
+                                              log=lambda _: None)
+      accountant.compose(explicit.loop.total_rounds)
+      self.assertAlmostEqual(accountant.epsilon, epsilon, places=2)
     self.assertFalse(self._config('privacy_utility', 'nodp',
                                   run='explicit').dp.enabled)
 
