@@ -13,7 +13,11 @@ one weight, e.g. 'item_embedding', 'global_bias'; else `<layer>/<weight>`,
 e.g. 'mlp_0/kernel') to the users' copies: a row of a user table as
 [K, ...], the rows of the step's items of an item table as [K, B, ...], any
 other weight (dense layers, the global bias) as [K, ...]: a dense layer
-x W + b becomes the batched matmul einsum('kbi,kio->kbo', x, W) + b. `squares` is each example's
+x W + b becomes the batched matmul einsum('kbi,kio->kbo', x, W) + b. A
+weight that every user of the cohort holds at the same value (the global
+side, frozen while FedRecon reconstructs) may be given once, unstacked
+([...]): its products are then one matmul over the whole cohort
+(einsum('kbi,io->kbo', x, W)). `squares` is each example's
 sum of squares of its (user, item) embeddings, the model's per-example L2
 (`mf.PairL2`). `inputs` holds what a model reads besides its parameters
 (U-AutoRec: each user's vector `x` [K, items]; MF with item features: the
@@ -48,6 +52,20 @@ def _squares(vectors):
   return total
 
 
+def _times(x, weight, per_user: str, shared: str):
+  """einsum `per_user` of `x` and each user's copy of `weight` ([K, ...]),
+  or `shared` with the cohort's one `weight` (its shape without the K)."""
+  operand = per_user.split(',')[1].split('->')[0]
+  return tf.einsum(per_user if weight.shape.rank == len(operand) else shared,
+                   x, weight)
+
+
+def _bias(bias, rank: int):
+  """`bias` broadcast against [K, B, ...]: each user's ([K, ...], of
+  `rank`) gets an axis for B; the cohort's one ([...]) broadcasts as is."""
+  return bias[:, None] if bias.shape.rank == rank else bias
+
+
 def mf_scores(config, params, inputs=None):
   """Matrix factorization (models/mf.py, the classic layout's names)."""
   del inputs
@@ -59,15 +77,16 @@ def mf_scores(config, params, inputs=None):
     user_bias = params['user_bias']  # [K, 1]
     row_biases = params['item_bias']  # [K, B, 1]
     prediction += (user_bias + row_biases[..., 0] +
-                   params['global_bias'][:, None])
+                   _bias(params['global_bias'], 1))
     pair += [user_bias, row_biases]
   return prediction, _squares(pair)
 
 
 def _dense(inputs, params, name: str):
-  """Each user's copy of Dense layer `name` on its batch [K, B, in]."""
-  return (tf.einsum('kbi,kio->kbo', inputs, params[f'{name}/kernel']) +
-          params[f'{name}/bias'][:, None, :])
+  """Dense layer `name` (each user's copy, or the cohort's one) on each
+  user's batch [K, B, in]."""
+  return (_times(inputs, params[f'{name}/kernel'], 'kbi,kio->kbo',
+                 'kbi,io->kbo') + _bias(params[f'{name}/bias'], 2))
 
 
 def ncf_scores(config, params, inputs=None):
@@ -150,16 +169,15 @@ def mf_features_scores(config, params, inputs):
   keep = id_keep(config, items, inputs['mask'])
   features = tf.gather(tf.constant(config.features), items)  # [K, B, F]
   user = params['user_embedding']
-  rows = (params['item_embedding'] * keep[..., None] + tf.einsum(
-      'kbf,kfd->kbd', features, params['feature_projection']))
+  rows = (params['item_embedding'] * keep[..., None] + _times(
+      features, params['feature_projection'], 'kbf,kfd->kbd', 'kbf,fd->kbd'))
   prediction = tf.reduce_sum(user[:, None, :] * rows, axis=-1)
   pair = [user, rows]
   if config.use_biases:
     user_bias = params['user_bias']  # [K, 1]
-    row_biases = (params['item_bias'][..., 0] * keep + tf.einsum(
-        'kbf,kf->kb', features, params['feature_bias'][..., 0]))
-    prediction += (user_bias + row_biases +
-                   params['global_bias'][:, None])
+    row_biases = (params['item_bias'][..., 0] * keep + _times(
+        features, params['feature_bias'][..., 0], 'kbf,kf->kb', 'kbf,f->kb'))
+    prediction += user_bias + row_biases + _bias(params['global_bias'], 1)
     pair += [user_bias, row_biases[..., None]]
   return prediction, _squares(pair)
 
@@ -173,8 +191,9 @@ def neumf_features_scores(config, params, inputs):
   keep = id_keep(config, items, inputs['mask'])[..., None]
   features = tf.gather(tf.constant(config.features), items)  # [K, B, F]
   return _ncf(config, params, lambda tower: (
-      params[f'{tower}_item_embedding'] * keep + tf.einsum(
-          'kbf,kfd->kbd', features, params[f'{tower}_feature_projection'])))
+      params[f'{tower}_item_embedding'] * keep + _times(
+          features, params[f'{tower}_feature_projection'], 'kbf,kfd->kbd',
+          'kbf,fd->kbd')))
 
 
 # --model name -> scorer.

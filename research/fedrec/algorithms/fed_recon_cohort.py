@@ -372,9 +372,10 @@ def build_implicit_client_work(
           squares), logits
 
     # 1. Reconstruction of every user's local vectors, the global side
-    # frozen, on its reconstruction epochs.
-    frozen = [None if table else whole(w)
-              for w, table in zip(weights, is_table)]
+    # frozen, on its reconstruction epochs: the same for every user, so the
+    # dense weights are given once (one matmul over the cohort, not one per
+    # user: `cohort_scores`).
+    frozen = [None if table else w for w, table in zip(weights, is_table)]
     users = [whole(v[0]) for v in local]  # [K, d]: each user's vector.
     recon_state = reconstruction_optimizer.initialize(users)
     recon_counts = cohort['recon_counts']  # Differ under split_dataset.

@@ -198,8 +198,9 @@ def build_client_work(weights_type, model_config, num_items: int,
         active = recon_active(t)
         mask = cohort_work.position_mask(recon_counts, batch_size,
                                          t % num_steps, active)
-        frozen = [tf.gather(w, items_by_step[t]) if table else c
-                  for w, c, table in zip(weights, initial, is_table)]
+        # The frozen dense weights once for the cohort (`cohort_scores`).
+        frozen = [tf.gather(w, items_by_step[t]) if table else w
+                  for w, table in zip(weights, is_table)]
         with tf.GradientTape() as tape:
           tape.watch(users)
           losses, _ = user_losses(frozen, users, labels_by_step[t], mask)
