@@ -37,6 +37,14 @@ def _ncf_params(rng, item_rows: bool):
   return params, shared
 
 
+def _mf_params(rng):
+  """MF's user and item parts (embedding 4, with biases), per user."""
+  return {'user_embedding': rng.normal(size=(_K, 4)),
+          'item_embedding': rng.normal(size=(_K, _B, 4)),
+          'user_bias': rng.normal(size=(_K, 1)),
+          'item_bias': rng.normal(size=(_K, _B, 1))}
+
+
 def _both(params, shared):
   """(the shared weights once, the same copied for each of the K users)."""
   def cast(d):
@@ -64,10 +72,7 @@ class SharedWeightsTest(absltest.TestCase):
 
   def test_mf_with_biases(self):
     rng = np.random.default_rng(1)
-    params = {'user_embedding': rng.normal(size=(_K, 4)),
-              'item_embedding': rng.normal(size=(_K, _B, 4)),
-              'user_bias': rng.normal(size=(_K, 1)),
-              'item_bias': rng.normal(size=(_K, _B, 1))}
+    params = _mf_params(rng)
     config = types.SimpleNamespace(use_biases=True)
     self._assert_same_scores(cohort_scores.mf_scores, config, params,
                              {'global_bias': np.array(3.5)})
@@ -85,10 +90,7 @@ class SharedWeightsTest(absltest.TestCase):
 
   def test_mf_with_item_features(self):
     rng = np.random.default_rng(2)
-    params = {'user_embedding': rng.normal(size=(_K, 4)),
-              'item_embedding': rng.normal(size=(_K, _B, 4)),
-              'user_bias': rng.normal(size=(_K, 1)),
-              'item_bias': rng.normal(size=(_K, _B, 1))}
+    params = _mf_params(rng)
     shared = {'feature_projection': rng.normal(size=(_FEATURES, 4)),
               'feature_bias': rng.normal(size=(_FEATURES, 1)),
               'global_bias': np.array(-0.5)}

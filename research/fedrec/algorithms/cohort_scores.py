@@ -52,12 +52,14 @@ def _squares(vectors):
   return total
 
 
-def _times(x, weight, per_user: str, shared: str):
-  """einsum `per_user` of `x` and each user's copy of `weight` ([K, ...]),
-  or `shared` with the cohort's one `weight` (its shape without the K)."""
-  operand = per_user.split(',')[1].split('->')[0]
-  return tf.einsum(per_user if weight.shape.rank == len(operand) else shared,
-                   x, weight)
+def _times(x, weight, spec: str):
+  """einsum `spec` (e.g. 'kbi,io->kbo') of `x` and the cohort's one `weight`,
+  or of each user's copy of it ([K, ...]: 'kbi,kio->kbo')."""
+  inputs, output = spec.split('->')
+  x_spec, weight_spec = inputs.split(',')
+  if weight.shape.rank > len(weight_spec):
+    spec = f'{x_spec},k{weight_spec}->{output}'
+  return tf.einsum(spec, x, weight)
 
 
 def _bias(bias, rank: int):
@@ -85,8 +87,8 @@ def mf_scores(config, params, inputs=None):
 def _dense(inputs, params, name: str):
   """Dense layer `name` (each user's copy, or the cohort's one) on each
   user's batch [K, B, in]."""
-  return (_times(inputs, params[f'{name}/kernel'], 'kbi,kio->kbo',
-                 'kbi,io->kbo') + _bias(params[f'{name}/bias'], 2))
+  return (_times(inputs, params[f'{name}/kernel'], 'kbi,io->kbo') +
+          _bias(params[f'{name}/bias'], 2))
 
 
 def ncf_scores(config, params, inputs=None):
@@ -170,13 +172,13 @@ def mf_features_scores(config, params, inputs):
   features = tf.gather(tf.constant(config.features), items)  # [K, B, F]
   user = params['user_embedding']
   rows = (params['item_embedding'] * keep[..., None] + _times(
-      features, params['feature_projection'], 'kbf,kfd->kbd', 'kbf,fd->kbd'))
+      features, params['feature_projection'], 'kbf,fd->kbd'))
   prediction = tf.reduce_sum(user[:, None, :] * rows, axis=-1)
   pair = [user, rows]
   if config.use_biases:
     user_bias = params['user_bias']  # [K, 1]
     row_biases = (params['item_bias'][..., 0] * keep + _times(
-        features, params['feature_bias'][..., 0], 'kbf,kf->kb', 'kbf,f->kb'))
+        features, params['feature_bias'][..., 0], 'kbf,f->kb'))
     prediction += user_bias + row_biases + _bias(params['global_bias'], 1)
     pair += [user_bias, row_biases[..., None]]
   return prediction, _squares(pair)
@@ -192,8 +194,7 @@ def neumf_features_scores(config, params, inputs):
   features = tf.gather(tf.constant(config.features), items)  # [K, B, F]
   return _ncf(config, params, lambda tower: (
       params[f'{tower}_item_embedding'] * keep + _times(
-          features, params[f'{tower}_feature_projection'], 'kbf,kfd->kbd',
-          'kbf,fd->kbd')))
+          features, params[f'{tower}_feature_projection'], 'kbf,fd->kbd')))
 
 
 # --model name -> scorer.
