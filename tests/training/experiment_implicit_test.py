@@ -194,6 +194,18 @@ class ImplicitExperimentTest(absltest.TestCase):
                 model=autorec_lib.AutoRecConfig(hidden_units=8),
                 run_centralized_baseline=False), log=lambda _: None)
     self.assertEqual(list(autorec['test_metrics']), ['fedavg', 'popularity'])
+    # The floor beside a method is the popularity method's ranking (see
+    # test_popularity_run_equals_numpy_counts), counted without TFF.
+    data = corpus.load_corpus(_DATA)
+    split = splits.split(data.ratings, _SPLIT)
+    evaluator = evaluators.RankingEvaluator(
+        _config(root, 'x'), data, split, mf.MFConfig())
+    federated = evaluator.evaluate_popularity(  # The method's mean vector.
+        np.bincount(split.train.items, minlength=data.num_items) /
+        np.float32(len(np.unique(split.train.users))), 'test')
+    for name, value in federated.items():
+      self.assertAlmostEqual(autorec['test_metrics']['popularity'][name],
+                             value, places=12, msg=name)
     fedmf = experiment.run_experiment(
         _config(root, 'mf', algorithm='centralized'),
         log=lambda _: None)

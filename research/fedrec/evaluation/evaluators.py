@@ -164,6 +164,7 @@ class RankingEvaluator:
     self._split = split
     self._model_config = model_config
     self._partitions = {}
+    self._reconstructions = {}
     self.last_result = None  # The latest `RankingResult`, for slices.
 
   def partition(self, split_name: str,
@@ -179,6 +180,19 @@ class RankingEvaluator:
           np.sort(rng.choice(num_users, max_clients, replace=False)))
     return partition
 
+  def _reconstruction(self, split_name: str,
+                      max_clients: int = 0) -> scoring.Reconstruction:
+    """FedRecon's scoring of a partition, made once for all evaluations."""
+    key = (split_name, max_clients)
+    if key not in self._reconstructions:
+      self._reconstructions[key] = scoring.Reconstruction(
+          self._model_config, self.partition(split_name, max_clients),
+          implicit.Settings.of_run(self._config),
+          self._config.ranking.users_per_batch,
+          self._config.pipeline.exclude_heldout,
+          self._config.pipeline.unavailable_items)
+    return self._reconstructions[key]
+
   def _run(self, partition, score_fn) -> collections.OrderedDict:
     self.last_result = ranking_lib.evaluate(partition.task, score_fn,
                                             self._config.ranking)
@@ -190,12 +204,7 @@ class RankingEvaluator:
     """Metrics of a Keras model (reconstruction layout if `reconstruct`)."""
     partition = self.partition(split_name, max_clients)
     if reconstruct:
-      score_fn = scoring.reconstruction_scores(
-          model, self._model_config, partition,
-          implicit.Settings.of_run(self._config),
-          self._config.ranking.users_per_batch,
-          self._config.pipeline.exclude_heldout,
-          self._config.pipeline.unavailable_items)
+      score_fn = self._reconstruction(split_name, max_clients).scores(model)
     elif builder.user_vector_inputs(self._model_config):
       score_fn = scoring.user_vector_scores(model, partition)
     else:
@@ -218,11 +227,8 @@ class RankingEvaluator:
       return user_rows(partition.task.users[rows])
 
     if reconstruct:
-      score_fn = scoring.reconstruction_scores(
-          model, self._model_config, partition,
-          implicit.Settings.of_run(self._config), batch,
-          self._config.pipeline.exclude_heldout,
-          self._config.pipeline.unavailable_items, initial_rows=rows_of)
+      score_fn = self._reconstruction(split_name).scores(
+          model, initial_rows=rows_of)
     else:
       score_fn = scoring.row_scores(model, self._model_config, partition,
                                     rows_of, batch)

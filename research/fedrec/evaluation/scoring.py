@@ -135,34 +135,87 @@ def reconstruction_scores(global_model: tf.keras.Model,
   reconstruction starts (as `row_scores`' rows) instead of the model's
   initial vectors.
   """
-  num_items = partition.task.num_items
-  model, initial_vectors = _classic_with_global(
-      global_model, model_config, num_items, users_per_batch)
-  names, initial = list(initial_vectors), list(initial_vectors.values())
-  sizes = [len(v) for v in initial]
-  unavailable = None
-  if len(unavailable_items):  # pylint: disable=g-explicit-length-test
-    columns = np.asarray(unavailable_items, np.int64)
-    num_users = len(partition.task.users)
-    unavailable = sparse.csr_matrix(
-        (np.ones(num_users * len(columns), bool),
-         (np.repeat(np.arange(num_users), len(columns)),
-          np.tile(columns, num_users))), shape=(num_users, num_items))
+  return Reconstruction(model_config, partition, settings, users_per_batch,
+                        exclude_heldout, unavailable_items).scores(
+                            global_model, initial_rows)
 
-  def score(rows):
-    if len(rows) > users_per_batch:
-      raise ValueError('More users than reconstruction table rows.')
-    excluded = None
-    if exclude_heldout:
-      excluded = partition.task.interacted[rows]
+
+class Reconstruction:
+  """`reconstruction_scores` of one partition, for many models in turn (a
+  run's evaluation every round): the classic-layout model, its traced
+  reconstruction and each batch's reconstruction examples (seeded per user,
+  so the same for every model) are made once."""
+
+  def __init__(self, model_config: builder.ModelConfig, partition: Partition,
+               settings: implicit.Settings, users_per_batch: int,
+               exclude_heldout: bool = False, unavailable_items=()):
+    self._partition = partition
+    self._users_per_batch = users_per_batch
+    self._exclude_heldout = exclude_heldout
+    num_items = partition.task.num_items
+    self._model = builder.create_keras_model(model_config, num_items,
+                                             users_per_batch).model
+    initial_vectors = builder.initial_user_vectors(model_config, num_items)
+    self._names = list(initial_vectors)
+    self._initial = list(initial_vectors.values())
+    self._reconstructor = implicit.Reconstructor(self._model, self._names,
+                                                 settings)
+    self._unavailable = None
     if len(unavailable_items):  # pylint: disable=g-explicit-length-test
-      excluded = (partition.support[rows] if excluded is None else excluded
-                  ).maximum(unavailable[rows])
-    start = initial if initial_rows is None else np.split(
-        np.asarray(initial_rows(rows), np.float32), np.cumsum(sizes)[:-1],
-        axis=1)
-    implicit.reconstruct_users(
-        model, names, start, partition.task.users[rows],
-        partition.support[rows], settings, excluded)
-    return implicit.score_items(model, np.arange(len(rows)), num_items)
-  return score
+      columns = np.asarray(unavailable_items, np.int64)
+      num_users = len(partition.task.users)
+      self._unavailable = sparse.csr_matrix(
+          (np.ones(num_users * len(columns), bool),
+           (np.repeat(np.arange(num_users), len(columns)),
+            np.tile(columns, num_users))), shape=(num_users, num_items))
+    self._examples = {}  # Task rows -> implicit.Examples.
+    model = self._model
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64)])
+    def score_rows(rows):  # [n] table rows -> [n, items] logits.
+      users = tf.repeat(rows, num_items)
+      items = tf.tile(tf.range(num_items, dtype=tf.int64), tf.size(rows)[None])
+      return tf.reshape(model({'user': users, 'item': items}, training=False),
+                        [-1, num_items])
+    self._score_rows = score_rows
+    # Rows scored per call: about as many pairs as `implicit.score_items`'
+    # batches, so the memory stays bounded for any number of items.
+    self._rows_per_call = max(1, implicit.SCORE_BATCH // num_items)
+
+  def _examples_of(self, rows: np.ndarray) -> implicit.Examples:
+    key = rows.tobytes()
+    if key not in self._examples:
+      partition = self._partition
+      excluded = None
+      if self._exclude_heldout:
+        excluded = partition.task.interacted[rows]
+      if self._unavailable is not None:
+        excluded = (partition.support[rows] if excluded is None else excluded
+                    ).maximum(self._unavailable[rows])
+      self._examples[key] = self._reconstructor.examples(
+          partition.task.users[rows], partition.support[rows], excluded)
+    return self._examples[key]
+
+  def scores(self, global_model: tf.keras.Model, initial_rows=None):
+    """The score function of `global_model` (a reconstruction-layout model
+    of the same config); one at a time: a later call's model replaces it."""
+    for layer in global_model.layers:
+      if layer.weights and layer.name not in self._names:
+        self._model.get_layer(layer.name).set_weights(layer.get_weights())
+    sizes = [len(v) for v in self._initial]
+    num_items = self._partition.task.num_items
+
+    def score(rows):
+      rows = np.asarray(rows)
+      if len(rows) > self._users_per_batch:
+        raise ValueError('More users than reconstruction table rows.')
+      start = self._initial if initial_rows is None else np.split(
+          np.asarray(initial_rows(rows), np.float32), np.cumsum(sizes)[:-1],
+          axis=1)
+      self._reconstructor.reconstruct(start, self._examples_of(rows))
+      table_rows = np.arange(len(rows), dtype=np.int64)
+      return np.concatenate([
+          self._score_rows(table_rows[i:i + self._rows_per_call]).numpy()
+          for i in range(0, len(rows), self._rows_per_call)]) if len(
+              rows) else np.zeros((0, num_items), np.float32)
+    return score

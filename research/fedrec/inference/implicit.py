@@ -30,6 +30,9 @@ from scipy import sparse
 from research.fedrec.inference import reconstruction
 
 
+SCORE_BATCH = 1 << 16  # (user, item) pairs scored per model call.
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
   epochs: int = 1
@@ -105,57 +108,104 @@ def reconstruct_users(model: tf.keras.Model, user_layer_names: Sequence[str],
   Returns:
     One [len(users), dim] array per user layer.
   """
-  num_items = known.shape[1]
-  examples = [_client_examples(
-      int(u), known[r].indices, num_items, settings,
-      None if excluded is None else np.sort(excluded[r].indices))
-               for r, u in enumerate(users)]
-  steps = np.array([len(items) for items, _ in examples])
-  max_steps = int(steps.max()) if len(steps) else 0
-  batch = settings.batch_size
-  items = np.full((len(users), max(max_steps, 1), batch), -1, np.int64)
-  labels = np.zeros(items.shape, np.float32)
-  for r, (i, l) in enumerate(examples):
-    items[r, :len(i)], labels[r, :len(l)] = i, l
-  layers = [model.get_layer(name) for name in user_layer_names]
-  tables = [np.array(np.broadcast_to(np.asarray(v, np.float32),
-                                     (len(users), np.shape(v)[-1])))
-            for v in initial_vectors]
-  optimizer = reconstruction.Optimizer(settings.optimizer,
-                                       settings.learning_rate,
-                                       [t.shape for t in tables])
-  rows = np.repeat(np.arange(len(users)), batch)
+  reconstructor = Reconstructor(model, user_layer_names, settings)
+  return reconstructor.reconstruct(
+      initial_vectors, reconstructor.examples(users, known, excluded))
 
-  @tf.function
-  def gradients(item_batch, label_batch):
-    mask = tf.cast(item_batch >= 0, tf.float32)
-    count = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
-    weight = tf.reshape(mask / count[:, None], [-1])
-    with tf.GradientTape() as tape:
-      logits = model({'user': rows, 'item': tf.reshape(
-          tf.maximum(item_batch, 0), [-1])}, training=False)
-      losses = tf.nn.sigmoid_cross_entropy_with_logits(
-          labels=tf.reshape(label_batch, [-1]), logits=logits)
-      # Per-user batch means (plus L2 added by the model), summed over users:
-      # each user's rows get the gradient of that user's own loss.
-      loss = tf.reduce_sum(losses * weight)
-      if model.losses:
-        loss += tf.add_n(model.losses) * tf.cast(len(users), tf.float32)
-    return tape.gradient(loss, [layer.embeddings for layer in layers])
 
-  def assign():
-    for layer, table in zip(layers, tables):
-      weights = layer.get_weights()[0]
-      weights[:len(users)] = table
-      layer.set_weights([weights])
+@dataclasses.dataclass(frozen=True)
+class Examples:
+  """Users' reconstruction batches, padded: `items` [N, steps, B] (-1 where
+  a user has no example), `labels` alike, `steps` [N] each user's batches.
+  They depend only on the users, their interactions and the settings, so a
+  caller that reconstructs the same users again may keep them."""
 
-  for step in range(max_steps):
+  items: np.ndarray
+  labels: np.ndarray
+  steps: np.ndarray
+
+
+class Reconstructor:
+  """Reconstructs users in one classic-layout model (`reconstruct_users`),
+  again and again: the gradient is traced once, and the model's global
+  layers may be given new weights between calls."""
+
+  def __init__(self, model: tf.keras.Model, user_layer_names: Sequence[str],
+               settings: Settings):
+    self._settings = settings
+    self._layers = [model.get_layer(name) for name in user_layer_names]
+    layers = self._layers
+    batch = tf.TensorSpec([None, settings.batch_size], tf.int64)
+
+    @tf.function(input_signature=[
+        batch, tf.TensorSpec([None, settings.batch_size], tf.float32)])
+    def gradients(item_batch, label_batch):
+      num_users = tf.shape(item_batch)[0]
+      rows = tf.repeat(tf.range(num_users, dtype=tf.int64),
+                       settings.batch_size)
+      mask = tf.cast(item_batch >= 0, tf.float32)
+      count = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+      weight = tf.reshape(mask / count[:, None], [-1])
+      with tf.GradientTape() as tape:
+        logits = model({'user': rows, 'item': tf.reshape(
+            tf.maximum(item_batch, 0), [-1])}, training=False)
+        losses = tf.nn.sigmoid_cross_entropy_with_logits(
+            labels=tf.reshape(label_batch, [-1]), logits=logits)
+        # Per-user batch means (plus L2 added by the model), summed over
+        # users: each user's rows get the gradient of that user's own loss.
+        loss = tf.reduce_sum(losses * weight)
+        if model.losses:
+          loss += tf.add_n(model.losses) * tf.cast(num_users, tf.float32)
+      return [tf.convert_to_tensor(g) for g in tape.gradient(
+          loss, [layer.embeddings for layer in layers])]
+    self._gradients = gradients
+
+  def examples(self, users: np.ndarray, known: sparse.csr_matrix,
+               excluded: Optional[sparse.csr_matrix] = None) -> Examples:
+    """The batches each user reconstructs from (see `reconstruct_users`)."""
+    settings = self._settings
+    num_items = known.shape[1]
+    examples = [_client_examples(
+        int(u), known[r].indices, num_items, settings,
+        None if excluded is None else np.sort(excluded[r].indices))
+                for r, u in enumerate(users)]
+    steps = np.array([len(items) for items, _ in examples], np.int64)
+    max_steps = int(steps.max()) if len(steps) else 0
+    items = np.full((len(users), max(max_steps, 1), settings.batch_size), -1,
+                    np.int64)
+    labels = np.zeros(items.shape, np.float32)
+    for r, (i, l) in enumerate(examples):
+      items[r, :len(i)], labels[r, :len(l)] = i, l
+    return Examples(items, labels, steps)
+
+  def reconstruct(self, initial_vectors: Sequence[np.ndarray],
+                  examples: Examples) -> list[np.ndarray]:
+    """Each user's reconstructed vectors (`reconstruct_users`), written to
+    rows [0, N) of the model's user tables too."""
+    settings, layers = self._settings, self._layers
+    num_users = len(examples.steps)
+    tables = [np.array(np.broadcast_to(np.asarray(v, np.float32),
+                                       (num_users, np.shape(v)[-1])))
+              for v in initial_vectors]
+    optimizer = reconstruction.Optimizer(settings.optimizer,
+                                         settings.learning_rate,
+                                         [t.shape for t in tables])
+
+    def assign():
+      for layer, table in zip(layers, tables):
+        weights = layer.get_weights()[0]
+        weights[:num_users] = table
+        layer.set_weights([weights])
+
+    max_steps = int(examples.steps.max()) if num_users else 0
+    for step in range(max_steps):
+      assign()
+      grads = self._gradients(tf.constant(examples.items[:, step]),
+                              tf.constant(examples.labels[:, step]))
+      grads = [g.numpy()[:num_users] for g in grads]
+      optimizer.step(tables, grads, examples.steps > step)
     assign()
-    grads = gradients(tf.constant(items[:, step]), tf.constant(labels[:, step]))
-    grads = [np.asarray(tf.convert_to_tensor(g))[:len(users)] for g in grads]
-    optimizer.step(tables, grads, steps > step)
-  assign()
-  return tables
+    return tables
 
 
 def score_items(model: tf.keras.Model, rows: np.ndarray,
@@ -164,5 +214,5 @@ def score_items(model: tf.keras.Model, rows: np.ndarray,
   users = np.repeat(np.asarray(rows, np.int64), num_items)
   items = np.tile(np.arange(num_items, dtype=np.int64), len(rows))
   scores = model.predict({'user': users, 'item': items},
-                         batch_size=1 << 16, verbose=0)
+                         batch_size=SCORE_BATCH, verbose=0)
   return np.asarray(scores, np.float32).reshape(len(rows), num_items)
