@@ -31,6 +31,7 @@ _ADAGRAD_INITIAL, _ADAGRAD_EPSILON = 0.1, 1e-7
 _YOGI_INITIAL, _YOGI_EPSILON = 1e-6, 1e-3
 
 
+@tf.autograph.experimental.do_not_convert
 def per_user(values, like):
   """[K] values shaped to broadcast against `like` ([K, ...])."""
   return tf.reshape(values, [-1] + [1] * (like.shape.rank - 1))
@@ -48,6 +49,7 @@ class UserOptimizer:
   def stateful(self) -> bool:
     return self.name != optimizers.OptimizerName.SGD
 
+  @tf.autograph.experimental.do_not_convert
   def initialize(self, copies):
     """The fresh state of every user: (steps [K], per-weight accumulators);
     `()` for no copies (e.g. MF without biases has no global non-table
@@ -69,6 +71,7 @@ class UserOptimizer:
     return steps, tuple((tf.zeros_like(c), tf.ones_like(c) * _YOGI_INITIAL)
                         for c in copies)
 
+  @tf.autograph.experimental.do_not_convert
   def step(self, state, copies, grads, active, rows, extra=None):
     """One step on gradients of which some are of a batch's rows only.
 
@@ -96,6 +99,7 @@ class UserOptimizer:
       whole = [grad + term for grad, term in zip(whole, extra)]
     return self.next(state, copies, whole, active)
 
+  @tf.autograph.experimental.do_not_convert
   def next(self, state, copies, grads, active):
     """One step of the users where `active` ([K] bool); the others frozen.
 

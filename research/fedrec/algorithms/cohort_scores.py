@@ -68,6 +68,7 @@ def _bias(bias, rank: int):
   return bias[:, None] if bias.shape.rank == rank else bias
 
 
+@tf.autograph.experimental.do_not_convert
 def mf_scores(config, params, inputs=None):
   """Matrix factorization (models/mf.py, the classic layout's names)."""
   del inputs
@@ -91,6 +92,7 @@ def _dense(inputs, params, name: str):
           _bias(params[f'{name}/bias'], 2))
 
 
+@tf.autograph.experimental.do_not_convert
 def ncf_scores(config, params, inputs=None):
   """GMF, MLP or NeuMF (models/ncf.py): the logit of each example."""
   del inputs
@@ -119,6 +121,7 @@ def _ncf(config, params, item_rows):
   return _dense(joined, params, 'logit')[..., 0], _squares(pair)
 
 
+@tf.autograph.experimental.do_not_convert
 def autorec_scores(config, params, inputs):
   """U-AutoRec (models/autorec.py): every item's logit for each user.
 
@@ -162,6 +165,7 @@ def id_keep(config, items, mask):
   return tf.cast(draws >= config.id_dropout, tf.float32)
 
 
+@tf.autograph.experimental.do_not_convert
 def mf_features_scores(config, params, inputs):
   """MF with item features (models/mf_features.py): an item's vector and
   bias are its id part (under id dropout while training) plus the learned
@@ -184,6 +188,7 @@ def mf_features_scores(config, params, inputs):
   return prediction, _squares(pair)
 
 
+@tf.autograph.experimental.do_not_convert
 def neumf_features_scores(config, params, inputs):
   """NeuMF with item features (models/ncf_features.py): each tower's item
   vector is its id part (under one id dropout mask for both towers) plus

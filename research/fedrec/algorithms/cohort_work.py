@@ -40,6 +40,7 @@ from research.fedrec.algorithms import sparse_uploads
 from research.fedrec.privacy import aggregation
 
 
+@tf.autograph.experimental.do_not_convert
 def position_mask(counts, batch_size: int, step, active):
   """[K, B] 1.0 where batch `step` of an active user holds an example."""
   inside = (step * batch_size + tf.range(batch_size))[None, :] < (
@@ -47,6 +48,7 @@ def position_mask(counts, batch_size: int, step, active):
   return tf.cast(tf.logical_and(inside, active[:, None]), tf.float32)
 
 
+@tf.autograph.experimental.do_not_convert
 def masked_losses(example_loss, l2: float, targets, mask, prediction,
                   squares):
   """Per-user masked batch losses [K], as the Keras loss of each user.
@@ -63,6 +65,7 @@ def masked_losses(example_loss, l2: float, targets, mask, prediction,
           tf.reduce_sum(mask * l2 * squares, axis=1), size)
 
 
+@tf.autograph.experimental.do_not_convert
 def update_metrics(metrics, explicit: bool, step_labels, logits, mask,
                    losses, active) -> None:
   """A step's training metrics of a cohort (`metrics[-1]` is the loss).
@@ -83,6 +86,7 @@ def update_metrics(metrics, explicit: bool, step_labels, logits, mask,
       metrics[-1], losses, sample_weight=tf.cast(active, tf.float32))
 
 
+@tf.autograph.experimental.do_not_convert
 def item_side_parts(initial, copies, is_table, slot_items, num_items):
   """`combine`'s parts of users' copies of the global weights: item tables'
   rows by `slot_items`, every other weight whole."""
@@ -132,6 +136,7 @@ class SiloRecords:
     return self.sparsify is not None and self.sparsify.enabled
 
 
+@tf.autograph.experimental.do_not_convert
 def combine(parts, examples, uniform_weighting: bool, zeroing_work,
             quantile_params, zeroing_norm, clip_query, clip_params,
             silos: Optional[SiloRecords] = None):
@@ -260,6 +265,7 @@ def with_upload(unfinalized, upload_bytes):
   return collections.OrderedDict(unfinalized, **{UPLOAD_BYTES: [upload_bytes]})
 
 
+@tf.autograph.experimental.do_not_convert
 def sparse_upload_bytes(parts, user_deltas, finite, update,
                         dense: bool = False) -> tf.Tensor:
   """Bytes a cohort's records take when item tables are sent row-sparse.

@@ -9,6 +9,7 @@ It is here as the baseline that shows what FedRecon buys.
 
 from typing import Optional
 
+import tensorflow as tf
 import tensorflow_federated as tff
 
 from research.fedrec.algorithms import client_data
@@ -31,6 +32,7 @@ def create_model_fn(config: builder.ModelConfig, num_items: int, num_users: int,
   else:
     input_spec = client_data.FEDAVG_SPEC
 
+  @tf.autograph.experimental.do_not_convert
   def model_fn() -> tff.learning.models.VariableModel:
     layers = builder.create_keras_model(config, num_items, num_users,
                                         regularization_output=True)

@@ -18,6 +18,7 @@ import collections
 import dataclasses
 from typing import Optional
 
+import tensorflow as tf
 import tensorflow_federated as tff
 
 from research.fedrec.algorithms import client_data
@@ -126,6 +127,7 @@ def create_model_fns(config: builder.ModelConfig, num_items: int, input_spec,
     `model_fn` returning a `tff.learning.models.ReconstructionModel` and
     `loss_fn` returning the loss.
   """
+  @tf.autograph.experimental.do_not_convert
   def model_fn() -> tff.learning.models.ReconstructionModel:
     layers = builder.create_keras_model(config, num_items)
     model = tff.learning.models.ReconstructionModel.from_keras_model_and_layers(

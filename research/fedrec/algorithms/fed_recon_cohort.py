@@ -43,6 +43,7 @@ from research.fedrec.models import builder
 from research.fedrec.models import mf
 
 
+@tf.autograph.experimental.do_not_convert
 def _phase_active(counts, num_steps, batch_size, steps_max, parity):
   """Per-slot activity of a phase: slot t = epoch * num_steps + step.
 
@@ -71,6 +72,7 @@ def _phase_active(counts, num_steps, batch_size, steps_max, parity):
   return active
 
 
+@tf.autograph.experimental.do_not_convert
 def _create_metrics(implicit: bool, finalizers):
   """The per-client training metrics plus `loss`; records their finalizers."""
   loss = mf.RegularizedBCE() if implicit else mf.RegularizedMSE()
