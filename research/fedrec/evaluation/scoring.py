@@ -140,6 +140,10 @@ def reconstruction_scores(global_model: tf.keras.Model,
                             global_model, initial_rows)
 
 
+# The most bytes of reconstruction batches a `Reconstruction` keeps.
+EXAMPLES_CACHE_BYTES = 1 << 28
+
+
 class Reconstruction:
   """`reconstruction_scores` of one partition, for many models in turn (a
   run's evaluation every round): the classic-layout model, its traced
@@ -169,6 +173,7 @@ class Reconstruction:
            (np.repeat(np.arange(num_users), len(columns)),
             np.tile(columns, num_users))), shape=(num_users, num_items))
     self._examples = {}  # Task rows -> implicit.Examples.
+    self._cached_bytes = 0
     model = self._model
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int64)])
@@ -183,18 +188,25 @@ class Reconstruction:
     self._rows_per_call = max(1, implicit.SCORE_BATCH // num_items)
 
   def _examples_of(self, rows: np.ndarray) -> implicit.Examples:
+    """The batches of `rows`' users, kept while the kept ones take at
+    most `EXAMPLES_CACHE_BYTES` (a large corpus's are redrawn each time)."""
     key = rows.tobytes()
-    if key not in self._examples:
-      partition = self._partition
-      excluded = None
-      if self._exclude_heldout:
-        excluded = partition.task.interacted[rows]
-      if self._unavailable is not None:
-        excluded = (partition.support[rows] if excluded is None else excluded
-                    ).maximum(self._unavailable[rows])
-      self._examples[key] = self._reconstructor.examples(
-          partition.task.users[rows], partition.support[rows], excluded)
-    return self._examples[key]
+    if key in self._examples:
+      return self._examples[key]
+    partition = self._partition
+    excluded = None
+    if self._exclude_heldout:
+      excluded = partition.task.interacted[rows]
+    if self._unavailable is not None:
+      excluded = (partition.support[rows] if excluded is None else excluded
+                  ).maximum(self._unavailable[rows])
+    examples = self._reconstructor.examples(
+        partition.task.users[rows], partition.support[rows], excluded)
+    size = examples.items.nbytes + examples.labels.nbytes
+    if self._cached_bytes + size <= EXAMPLES_CACHE_BYTES:
+      self._examples[key] = examples
+      self._cached_bytes += size
+    return examples
 
   def scores(self, global_model: tf.keras.Model, initial_rows=None):
     """The score function of `global_model` (a reconstruction-layout model
