@@ -35,8 +35,8 @@ def _global_model(seed: int):
 
 
 def _reference(global_model, partition, rows):
-  """Scores as the evaluation computed them before: a fresh classic-layout
-  model per call, `reconstruct_users`, then Keras `predict`."""
+  """Scores as `reconstruct_users` and `score_items` give them in a fresh
+  classic-layout model (nothing kept from an earlier call)."""
   num_items = partition.task.num_items
   classic = builder.create_keras_model(_CONFIG, num_items, _BATCH).model
   initial = builder.initial_user_vectors(_CONFIG, num_items)

@@ -85,10 +85,17 @@ def _classic_with_global(global_model: tf.keras.Model,
   trained global layers, {user layer: its initial vector})."""
   classic = builder.create_keras_model(model_config, num_items, num_users)
   initial_vectors = builder.initial_user_vectors(model_config, num_items)
-  for layer in global_model.layers:
-    if layer.weights and layer.name not in initial_vectors:
-      classic.model.get_layer(layer.name).set_weights(layer.get_weights())
+  _copy_global_layers(global_model, classic.model, initial_vectors)
   return classic.model, initial_vectors
+
+
+def _copy_global_layers(global_model: tf.keras.Model, model: tf.keras.Model,
+                        user_layer_names) -> None:
+  """Sets `global_model`'s weights into `model`'s layers of the same names,
+  its user layers left as they are."""
+  for layer in global_model.layers:
+    if layer.weights and layer.name not in user_layer_names:
+      model.get_layer(layer.name).set_weights(layer.get_weights())
 
 
 def row_scores(global_model: tf.keras.Model,
@@ -174,18 +181,6 @@ class Reconstruction:
             np.tile(columns, num_users))), shape=(num_users, num_items))
     self._examples = {}  # Task rows -> implicit.Examples.
     self._cached_bytes = 0
-    model = self._model
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64)])
-    def score_rows(rows):  # [n] table rows -> [n, items] logits.
-      users = tf.repeat(rows, num_items)
-      items = tf.tile(tf.range(num_items, dtype=tf.int64), tf.size(rows)[None])
-      return tf.reshape(model({'user': users, 'item': items}, training=False),
-                        [-1, num_items])
-    self._score_rows = score_rows
-    # Rows scored per call: about as many pairs as `implicit.score_items`'
-    # batches, so the memory stays bounded for any number of items.
-    self._rows_per_call = max(1, implicit.SCORE_BATCH // num_items)
 
   def _examples_of(self, rows: np.ndarray) -> implicit.Examples:
     """The batches of `rows`' users, kept while the kept ones take at
@@ -211,9 +206,7 @@ class Reconstruction:
   def scores(self, global_model: tf.keras.Model, initial_rows=None):
     """The score function of `global_model` (a reconstruction-layout model
     of the same config); one at a time: a later call's model replaces it."""
-    for layer in global_model.layers:
-      if layer.weights and layer.name not in self._names:
-        self._model.get_layer(layer.name).set_weights(layer.get_weights())
+    _copy_global_layers(global_model, self._model, self._names)
     sizes = [len(v) for v in self._initial]
     num_items = self._partition.task.num_items
 
@@ -225,9 +218,6 @@ class Reconstruction:
           np.asarray(initial_rows(rows), np.float32), np.cumsum(sizes)[:-1],
           axis=1)
       self._reconstructor.reconstruct(start, self._examples_of(rows))
-      table_rows = np.arange(len(rows), dtype=np.int64)
-      return np.concatenate([
-          self._score_rows(table_rows[i:i + self._rows_per_call]).numpy()
-          for i in range(0, len(rows), self._rows_per_call)]) if len(
-              rows) else np.zeros((0, num_items), np.float32)
+      return implicit.score_items(self._model, np.arange(len(rows)),
+                                  num_items)
     return score

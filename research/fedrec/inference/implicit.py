@@ -22,6 +22,7 @@ users are batched.
 
 import dataclasses
 from typing import Optional, Sequence
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -210,9 +211,34 @@ class Reconstructor:
 
 def score_items(model: tf.keras.Model, rows: np.ndarray,
                 num_items: int) -> np.ndarray:
-  """[len(rows), num_items] logits of a classic-layout model's user rows."""
-  users = np.repeat(np.asarray(rows, np.int64), num_items)
-  items = np.tile(np.arange(num_items, dtype=np.int64), len(rows))
-  scores = model.predict({'user': users, 'item': items},
-                         batch_size=SCORE_BATCH, verbose=0)
-  return np.asarray(scores, np.float32).reshape(len(rows), num_items)
+  """[len(rows), num_items] logits of a classic-layout model's user rows.
+
+  The model is called on at most `SCORE_BATCH` (user, item) pairs at a
+  time by a function traced once per model (and kept while the model
+  lives), so scoring the same model again, with new weights or not, does
+  not retrace it.
+  """
+  rows = np.asarray(rows, np.int64).reshape(-1)
+  if not len(rows):  # pylint: disable=g-explicit-length-test
+    return np.zeros((0, num_items), np.float32)
+  scorers = _SCORERS.setdefault(model, {})
+  scorer = scorers.get(num_items)
+  if scorer is None:
+    # Weakly: the entry must not keep its own key (the model) alive.
+    model_ref = weakref.ref(model)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64)])
+    def scorer(chunk):  # [n] user rows -> [n, items] logits.
+      users = tf.repeat(chunk, num_items)
+      items = tf.tile(tf.range(num_items, dtype=tf.int64),
+                      tf.size(chunk)[None])
+      return tf.reshape(model_ref()({'user': users, 'item': items},
+                                    training=False), [-1, num_items])
+    scorers[num_items] = scorer
+  step = max(1, SCORE_BATCH // num_items)
+  return np.concatenate([scorer(rows[i:i + step]).numpy()
+                         for i in range(0, len(rows), step)])
+
+
+# model -> {num_items: its traced scorer}, dropped with the model.
+_SCORERS = weakref.WeakKeyDictionary()
