@@ -222,6 +222,37 @@ class ReproduceBinaryTest(_TableTestCase):
     self.assertIn('tuned-', resumed.stdout.split(': finished in ')[0]
                   .splitlines()[-1])
 
+    # Records: the runs finished here are recorded; another output directory
+    # (another machine) with the records runs nothing and gives the same
+    # table; records of other data are refused before anything runs.
+    records = os.path.join(out, 'records')
+    recorded = _run_binary(*args, f'--records_dir={records}')
+    self.assertEqual(recorded.returncode, 0, recorded.stderr[-3000:])
+    self.assertEqual(recorded.stdout.count(': recorded in '), 4)
+    self.assertLen(glob.glob(os.path.join(records, 'fedrecon_tutorial',
+                                          '*-seed[01].json')), 4)
+    elsewhere = os.path.join(out, 'elsewhere')
+    rebuilt = _run_binary(*args[:-1], f'--output_dir={elsewhere}',
+                          f'--records_dir={records}')
+    self.assertEqual(rebuilt.returncode, 0, rebuilt.stderr[-3000:])
+    self.assertEqual(rebuilt.stdout.count(': recorded before (git '), 4)
+    self.assertNotIn(': finished in ', rebuilt.stdout)
+    means = lambda root: [
+        {k: v for k, v in row.items() if k.endswith(('_mean', '_std'))}
+        for row in _read_csv(os.path.join(root, 'tables',
+                                          'fedrecon_tutorial.csv'))]
+    self.assertEqual(means(elsewhere), means(out))
+    with open(os.path.join(data_dir, 'ratings.dat'), 'a') as f:
+      f.write('1::80::5::978399999\n')  # Another corpus, the same path.
+    refused = _run_binary(*args[:-1], f'--output_dir={elsewhere}2',
+                          f'--records_dir={records}')
+    self.assertEqual(refused.returncode, 1)
+    (line,) = refused.stderr.strip().splitlines()
+    self.assertRegex(line, r'^reproduce.py: error: \S+/records/'
+                     r'fedrecon_tutorial/tutorial-\S+-seed0.json: recorded '
+                     r'on other data \(content hash \w{12}, here \w{12}\): ')
+    self.assertNotIn(': finished in ', refused.stdout)
+
   def test_user_mistakes_are_one_line(self):
     out = self.create_tempdir().full_path
     for args, message in (

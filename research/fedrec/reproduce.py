@@ -19,7 +19,13 @@ deviation and 95% confidence interval per metric, published reference values,
 the command and git commit of every row), NAME_runs.csv (every run's command
 and values) and NAME.png (learning curves, or utility against epsilon). The
 runs themselves go to <output_dir>/tables/NAME/runs/. Runs already finished
-are skipped, so an interrupted reproduction resumes where it stopped. A run
+are skipped, so an interrupted reproduction resumes where it stopped.
+--records_dir=DIR keeps a small record of every finished run in DIR/NAME/
+(its summary, curves, command, commit, date and corpus hash; a few KB, made
+to be committed): runs recorded there are not run again, on this machine or
+another with the same corpus (a record of other data is refused), so a
+paper-scale table can be run over several sessions and rebuilt from the
+records alone (docs/reproducing.md). A run
 whose loss becomes non-finite is a result, not an error: it is recorded as
 diverged (runs/EXPERIMENT.diverged, with train.py's message), the other runs
 go on, and the table shows it.
@@ -54,6 +60,9 @@ _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds per row (--seed=0..N-1).',
 _ROWS = flags.DEFINE_list('rows', None, 'Only these rows (default: all).')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', 'runs',
                                   'Tables go to <output_dir>/tables/.')
+_RECORDS_DIR = flags.DEFINE_string(
+    'records_dir', None, 'Keep each finished run\'s record in '
+    '<records_dir>/<table>/, and skip the runs recorded there.')
 flags.mark_flag_as_required('table')
 
 # train.py flags a user may give here: the corpus, and whether to show
@@ -117,6 +126,25 @@ def _run(run: reproduction.Run, progress: bool) -> Optional[str]:
   return None
 
 
+def _data_hash_of_runs():
+  """run -> the content hash of the corpus and split it trains on (loaded
+  once per distinct corpus and split)."""
+  from research.fedrec.data import corpus  # pylint: disable=g-import-not-at-top
+  from research.fedrec.data import splits  # pylint: disable=g-import-not-at-top
+  from research.fedrec.training import experiment  # pylint: disable=g-import-not-at-top
+  hashes = {}
+
+  def data_hash(run: reproduction.Run) -> str:
+    config = train.config_from_args(run.args)
+    key = repr((config.data, config.split))
+    if key not in hashes:
+      data = corpus.load_corpus(config.data)
+      hashes[key] = experiment.data_hash(
+          splits.split(data.ratings, config.split))
+    return hashes[key]
+  return data_hash
+
+
 def main(argv):
   del argv  # cli.run refuses positional arguments.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -137,12 +165,15 @@ def main(argv):
       raise ValueError(f'--dataset={dataset} needs --data_dir.')
     table = reproduction.load_table(_TABLE.value)
     plan = reproduction.plan(table, _SCALE.value, _SEEDS.value, dataset,
-                             data_dir, _OUTPUT_DIR.value, _ROWS.value)
+                             data_dir, _OUTPUT_DIR.value, _ROWS.value,
+                             _RECORDS_DIR.value)
     print(f'{table.title}: {len(plan.rows)} rows x {_SEEDS.value} seeds, '
           f'{len(plan.unique_runs())} runs (scale {_SCALE.value}).',
           flush=True)
-    reproduction.execute(plan, lambda run: _run(run, progress),
-                         log=lambda m: print(m, flush=True))
+    reproduction.execute(
+        plan, lambda run: _run(run, progress),
+        log=lambda m: print(m, flush=True),
+        data_hash=_data_hash_of_runs() if table.binary == 'train' else None)
     report = reproduction.collect(plan)
     paths = reproduction.write_outputs(report)
   except cli.user_errors() as e:  # A user mistake or an I/O failure.

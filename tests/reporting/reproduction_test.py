@@ -9,6 +9,8 @@ import dataclasses
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -503,6 +505,121 @@ class OutputsTest(absltest.TestCase):
     grid = reproduction.markdown_grid(reproduction.collect(the_plan))
     self.assertIn("| FedRecon, the tutorial's settings | diverged | diverged |",
                   grid)
+
+  def test_records_carry_a_table_across_machines(self):
+    # Machine A runs the table with records; machine B has only the
+    # records (its run directories are gone) and rebuilds the same table
+    # without running anything.
+    records = self.create_tempdir().full_path
+    table = reproduction.load_table('fedrecon_tutorial')
+    here = reproduction.plan(table, 'smoke', 3, 'synthetic', None,
+                             self.create_tempdir().full_path,
+                             records_dir=records)
+    message = 'round 3: the training loss is nan (the model diverged).'
+
+    def run_fn(run):
+      if run.experiment.startswith('tuned') and run.seed == 2:
+        return message
+      self._finish(run, {'fedrecon': {'rating_accuracy': 0.3 + run.seed,
+                                      'mse': 1.0, 'rmse': 1.0}},
+                   2.0 + run.seed)
+      with open(os.path.join(run.directory, 'hparams.json'), 'w') as f:
+        json.dump({'data_hash': 'ab' * 32}, f)
+      return None
+
+    # (The hash of a diverged run, whose directory is gone: data_hash's.)
+    reproduction.execute(here, run_fn, log=lambda m: None,
+                         data_hash=lambda run: 'ab' * 32)
+    self.assertEqual(here.runs[('tuned', 'main', 2)].record()['data_hash'],
+                     'ab' * 32)
+    first = here.runs[('tutorial', 'main', 1)]
+    with open(os.path.join(records, 'fedrecon_tutorial',
+                           first.experiment + '.json')) as f:
+      record = json.load(f)
+    self.assertEqual(record['summary']['test_metrics'],
+                     {'fedrecon': {'rating_accuracy': 1.3, 'mse': 1.0,
+                                   'rmse': 1.0}})
+    # The table's val columns and figure column, as metrics.csv has them.
+    self.assertEqual(record['curves'], {
+        'val/mse': [[5, 4.0], [10, 3.0]],
+        'val/rating_accuracy': [[5, 0.2], [10, 0.3]]})
+    self.assertEqual((record['seed'], record['command'], record['data_hash'],
+                      record['diverged']),
+                     (1, first.command, 'ab' * 32, None))
+    self.assertEqual(record['commit'], reproduction.git_commit())
+    report_here = reproduction.collect(here)
+
+    there = reproduction.plan(table, 'smoke', 3, 'synthetic', None,
+                              self.create_tempdir().full_path,
+                              records_dir=records)
+    with self.assertRaisesRegex(
+        ValueError, r'^\S+/fedrecon_tutorial/tutorial-main-\w+-seed0\.json: '
+        r'recorded on other data \(content hash abababababab, here '
+        r'cdcdcdcdcdcd\): '):
+      reproduction.execute(there, self.fail, log=lambda m: None,
+                           data_hash=lambda run: 'cd' * 32)
+    logged = []
+    reproduction.execute(there, self.fail, log=logged.append,
+                         data_hash=lambda run: 'ab' * 32)
+    self.assertLen(logged, 6)
+    self.assertTrue(logged[5].endswith(
+        f'recorded before (git {record["commit"]}, {record["date"]}, '
+        'diverged), skipped.'), logged[5])
+    report_there = reproduction.collect(there)
+    self.assertEqual(report_there.values, report_here.values)
+    self.assertEqual(report_there.values[('tutorial', 'val_mse')],
+                     [2.0, 3.0, 4.0])
+    self.assertEqual(report_there.diverged[('tuned', 'mse')], [2])
+    self.assertEqual(report_there.recorded,
+                     ((record['commit'], (record['date'],)),))
+    paths = reproduction.write_outputs(report_there)
+    values = lambda path: [{k: v for k, v in line.items()
+                            if not k.endswith('_command')}
+                           for line in _read_csv(path)]
+    self.assertEqual(values(paths['runs_csv']), values(
+        reproduction.write_outputs(report_here)['runs_csv']))
+    with open(paths['md']) as f:
+      md = f.read()
+    self.assertIn(f"Built from the runs' records in {records}/"
+                  f'fedrecon_tutorial/; the runs were made at git '
+                  f'{record["commit"]} ({record["date"]}).', md)
+    self.assertIn(f'--records_dir={records}', md)
+    self.assertIn(f'- `{there.runs[("tuned", "main", 2)].experiment}`: '
+                  f'{message}', md)
+    self.assertGreater(os.path.getsize(paths['png']), 10_000)
+
+  def test_runs_finished_before_the_records_are_recorded(self):
+    out = self.create_tempdir().full_path
+    table = reproduction.load_table('fedrecon_tutorial')
+    the_plan = reproduction.plan(table, 'smoke', 1, 'synthetic', None, out)
+    reproduction.execute(the_plan, lambda run: self._finish(
+        run, {'fedrecon': {'rating_accuracy': 0.5, 'mse': 1.0, 'rmse': 1.0}},
+        2.0), log=lambda m: None)
+    records = self.create_tempdir().full_path
+    recorded = reproduction.plan(table, 'smoke', 1, 'synthetic', None, out,
+                                 records_dir=records)
+    logged = []
+    reproduction.execute(recorded, self.fail, log=logged.append)
+    run = recorded.runs[('tutorial', 'main', 0)]
+    self.assertEqual(logged[:2], [
+        f'[1/2] {run.experiment}: done before, skipped.',
+        f'[1/2] {run.experiment}: recorded in {run.record_path}.'])
+    shutil.rmtree(os.path.join(out, 'tables'))
+    self.assertEqual(reproduction.collect(recorded).values[
+        ('tutorial', 'rating_accuracy')], [0.5])
+
+  def test_a_broken_record_is_one_line(self):
+    records = self.create_tempdir()
+    the_plan = reproduction.plan(
+        reproduction.load_table('fedrecon_tutorial'), 'smoke', 1,
+        'synthetic', None, self.create_tempdir().full_path,
+        records_dir=records.full_path)
+    run = the_plan.runs[('tutorial', 'main', 0)]
+    records.create_file(os.path.join('fedrecon_tutorial',
+                                     run.experiment + '.json'), '{"format": 1')
+    with self.assertRaisesRegex(ValueError, '^' + re.escape(
+        f'{run.record_path}: not a record of run {run.experiment} (')):
+      reproduction.execute(the_plan, self.fail, log=lambda m: None)
 
 
 if __name__ == '__main__':

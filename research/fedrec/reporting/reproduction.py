@@ -12,6 +12,15 @@ a run killed mid-way resumes from its own checkpoint), `collect` reads their
 metrics and `write_outputs` writes `<output>/tables/NAME.{md,tex,csv,png}` plus
 `NAME_runs.csv`, one line per run with its exact command and values.
 
+With a records directory, every finished (or diverged) run also leaves a
+record there, `<records>/NAME/EXPERIMENT.json`: its summary, the curves the
+table reads from metrics.csv, its command, seed, git commit, date and the
+content hash of the corpus and split it trained on. A few kilobytes, so the
+records can be kept (committed) when the run directories cannot: a
+reproduction longer than one machine's lifetime goes on elsewhere, and the
+table is rebuilt from the records of runs made on other machines and commits.
+A record counts only for the same corpus and split (`check_records`).
+
 Library code without flags: `research/fedrec/reproduce.py` is the binary.
 """
 
@@ -38,6 +47,7 @@ SOURCES = ('test', 'val', 'privacy', 'summary')
 BINARIES = ('train', 'bandit')
 _REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(TABLES_DIR)))
 REPRODUCE_COMMAND = 'python -m research.fedrec.reproduce'
+RECORD_FORMAT = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,10 +154,65 @@ class Run:
   seed: int
   args: tuple  # Every argument of the binary.
   binary: str = 'train'  # research/fedrec/<binary>.py.
+  records: Optional[str] = None  # Where its record goes (<records>/TABLE).
 
   @property
   def directory(self) -> str:
     return os.path.join(self.root, self.experiment)
+
+  @property
+  def record_path(self) -> Optional[str]:
+    if self.records is None:
+      return None
+    return os.path.join(self.records, self.experiment + '.json')
+
+  def record(self) -> Optional[dict]:
+    """The run's record, if it has one.
+
+    Raises:
+      ValueError: the record is not one reproduce wrote (one line).
+    """
+    path = self.record_path
+    if path is None or not os.path.exists(path):
+      return None
+    try:
+      with open(path) as f:
+        record = json.load(f)
+      if (record['format'] != RECORD_FORMAT or
+          record['experiment'] != self.experiment):
+        raise ValueError('another format or experiment')
+      record['summary'], record['curves']  # pylint: disable=pointless-statement
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise ValueError(f'{path}: not a record of run {self.experiment} '
+                       f'({e}); delete it to run the run again.') from None
+    return record
+
+  def has_run_here(self) -> bool:
+    """Whether its run directory (or .diverged file) is on this machine."""
+    return (os.path.exists(self.summary_path) or
+            os.path.exists(self.diverged_path))
+
+  def finished(self) -> bool:
+    """Finished or diverged, here or where its record was written."""
+    return self.has_run_here() or self.record() is not None
+
+  def summary(self) -> dict:
+    """summary.json of the finished run (here, else from its record)."""
+    if os.path.exists(self.summary_path):
+      with open(self.summary_path) as f:
+        return json.load(f)
+    return self.record()['summary']
+
+  def series(self, column: str) -> list[tuple[int, float]]:
+    """A metrics.csv column as (round, value) pairs ([] if it has none)."""
+    csv_path = os.path.join(self.directory, 'metrics.csv')
+    if os.path.exists(csv_path):
+      from research.fedrec.reporting import plots  # pylint: disable=g-import-not-at-top
+      return plots.read_metrics_csv(csv_path).get(column, [])
+    record = self.record()
+    if record is None:
+      return []
+    return [(int(r), float(v)) for r, v in record['curves'].get(column, [])]
 
   @property
   def summary_path(self) -> str:
@@ -160,10 +225,44 @@ class Run:
 
   def divergence(self) -> Optional[str]:
     """Why the run diverged (train.py's message), or None."""
-    if not os.path.exists(self.diverged_path):
+    if os.path.exists(self.diverged_path):
+      with open(self.diverged_path) as f:
+        return f.read().strip()
+    if os.path.exists(self.summary_path):
       return None
-    with open(self.diverged_path) as f:
-      return f.read().strip()
+    record = self.record()
+    return None if record is None else record.get('diverged')
+
+  def write_record(self, columns: list[str], commit: str, date: str,
+                   data_hash: Optional[Callable[['Run'], str]] = None
+                   ) -> None:
+    """Records the run finished (or diverged) here: see the module doc.
+
+    The data hash is train.py's (hparams.json), else `data_hash(self)` (a
+    diverged run has no directory left), else none (bandit.py's runs).
+    """
+    recorded_hash = None
+    hparams = os.path.join(self.directory, 'hparams.json')
+    if os.path.exists(hparams):
+      with open(hparams) as f:
+        recorded_hash = json.load(f).get('data_hash')
+    elif data_hash is not None:
+      recorded_hash = data_hash(self)
+    diverged = self.divergence()
+    curves = {}
+    if diverged is None:
+      for column in columns:
+        series = self.series(column)
+        if series:
+          curves[column] = [[r, v] for r, v in series]
+    os.makedirs(self.records, exist_ok=True)
+    json_io.write_json_atomically(self.record_path, collections.OrderedDict(
+        format=RECORD_FORMAT, experiment=self.experiment, seed=self.seed,
+        command=self.command, commit=commit, date=date,
+        data_hash=recorded_hash,
+        diverged=diverged,
+        summary=None if diverged is not None else self.summary(),
+        curves=curves))
 
   @property
   def command(self) -> str:
@@ -183,6 +282,15 @@ class Plan:
   output_dir: str
   rows: tuple  # The rows to run and report.
   runs: dict
+  records_dir: Optional[str] = None  # Each run's record under <it>/TABLE.
+
+  @property
+  def record_columns(self) -> list[str]:
+    """The metrics.csv columns a record keeps: those the table reads."""
+    columns = [m.key for m in self.table.metrics if m.source == 'val']
+    if self.table.figure.get('kind') == 'curves':
+      columns.append(self.table.figure['column'])
+    return sorted(set(columns))
 
   @property
   def corpus(self) -> str:
@@ -213,8 +321,10 @@ class Plan:
 
 def plan(table: Table, scale: str, seeds: int, dataset: str,
          data_dir: Optional[str], output_dir: str,
-         row_names: Optional[list[str]] = None) -> Plan:
-  """The runs of `table` at `scale` for seeds 0..seeds-1.
+         row_names: Optional[list[str]] = None,
+         records_dir: Optional[str] = None) -> Plan:
+  """The runs of `table` at `scale` for seeds 0..seeds-1 (their records in
+  `records_dir`/TABLE, if given).
 
   Raises:
     ValueError: bad scale, seeds or row names (one line).
@@ -237,6 +347,7 @@ def plan(table: Table, scale: str, seeds: int, dataset: str,
     data_flags = dict(dataset=dataset, data_dir=data_dir)
   root = os.path.join(output_dir, 'tables', table.name, 'runs')
   cache = os.path.join(output_dir, 'tables', 'cache')
+  records = records_dir and os.path.join(records_dir, table.name)
   runs, prefixes = {}, {}
   for row in table.rows:  # All rows: names must not depend on --rows.
     for run_name in table.common:
@@ -259,9 +370,10 @@ def plan(table: Table, scale: str, seeds: int, dataset: str,
         if table.binary == 'train':  # bandit.py caches nothing.
           args.append(f'--cache_dir={cache}')
         runs[(row.name, run_name, seed)] = Run(experiment, root, seed,
-                                               tuple(args), table.binary)
+                                               tuple(args), table.binary,
+                                               records)
   return Plan(table, scale, tuple(range(seeds)), dataset, data_dir,
-              output_dir, rows, runs)
+              output_dir, rows, runs, records_dir)
 
 
 def _settings_of(run: Run) -> str:
@@ -296,8 +408,37 @@ def time_left(pending: list[Run], durations: dict[str, list[float]]
   return total
 
 
+def check_records(the_plan: Plan,
+                  data_hash: Optional[Callable[[Run], str]]) -> None:
+  """Refuses records of runs on other data, before anything runs.
+
+  `data_hash(run)` is the content hash of the corpus and split `run` would
+  train on here (train.py's hparams.json `data_hash`); a record without one
+  (bandit.py's runs) or a plan without `data_hash` is not checked.
+
+  Raises:
+    ValueError: a record of another corpus or split (one line).
+  """
+  if data_hash is None:
+    return
+  for run in the_plan.unique_runs():
+    if run.has_run_here():
+      continue  # Its own directory is checked by train.py.
+    record = run.record()
+    if record is None or record.get('data_hash') is None:
+      continue
+    here = data_hash(run)
+    if record['data_hash'] != here:
+      raise ValueError(
+          f'{run.record_path}: recorded on other data (content hash '
+          f'{record["data_hash"][:12]}, here {here[:12]}): the corpus or its '
+          'split differs; give the corpus it was made on, or another '
+          '--records_dir.')
+
+
 def execute(the_plan: Plan, run_fn: Callable[[Run], Optional[str]],
-            log=print, clock=time.monotonic) -> None:
+            log=print, clock=time.monotonic,
+            data_hash: Optional[Callable[[Run], str]] = None) -> None:
   """Runs every run not finished or diverged yet, in table order.
 
   `run_fn` returns None, or why the run diverged (its loss became
@@ -305,19 +446,32 @@ def execute(the_plan: Plan, run_fn: Callable[[Run], Optional[str]],
   (`Run.diverged_path`) and reported in the table, not an error that stops
   the other runs. Delete the `.diverged` file to try the run again. After
   each run, how many are left and about how long they should take (each at
-  its settings' mean duration so far, `time_left`).
+  its settings' mean duration so far, `time_left`). With records
+  (`Plan.records_dir`), a run recorded before is not run again (after
+  `check_records(the_plan, data_hash)`), and every run finished here is
+  recorded, including runs finished before the records were asked for.
   """
+  check_records(the_plan, data_hash)
   runs = the_plan.unique_runs()
-  done = lambda run: (os.path.exists(run.summary_path) or
-                      run.divergence() is not None)
   durations = collections.defaultdict(list)
+  record = lambda run: run.write_record(
+      the_plan.record_columns, git_commit(), time.strftime('%Y-%m-%d'),
+      data_hash)
   for number, run in enumerate(runs, 1):
     where = f'[{number}/{len(runs)}] {run.experiment}'
-    if os.path.exists(run.summary_path):
-      log(f'{where}: done before, skipped.')
+    if run.has_run_here():
+      if os.path.exists(run.summary_path):
+        log(f'{where}: done before, skipped.')
+      else:
+        log(f'{where}: diverged before ({run.divergence()}), skipped.')
+      if run.records is not None and run.record() is None:
+        record(run)  # At the current commit: the run's own is not known.
+        log(f'{where}: recorded in {run.record_path}.')
       continue
-    if run.divergence() is not None:
-      log(f'{where}: diverged before ({run.divergence()}), skipped.')
+    if run.finished():
+      made = run.record()
+      log(f'{where}: recorded before (git {made["commit"]}, {made["date"]}'
+          f'{", diverged" if made["diverged"] else ""}), skipped.')
       continue
     log(f'{where}: {run.command}')
     started = clock()
@@ -330,19 +484,13 @@ def execute(the_plan: Plan, run_fn: Callable[[Run], Optional[str]],
       log(f'{where}: diverged after {took:.0f} s: {diverged}')
     else:
       log(f'{where}: finished in {took:.0f} s.')
-    pending = [r for r in runs[number:] if not done(r)]
+    if run.records is not None:
+      record(run)
+    pending = [r for r in runs[number:] if not r.finished()]
     if pending:
       log(f'{len(pending)} run{"s" * (len(pending) > 1)} left: about '
           f'{format_duration(time_left(pending, durations))} more, at the '
           'durations so far.')
-
-
-def _last_value(metrics_csv: str, column: str) -> Optional[float]:
-  from research.fedrec.reporting import plots  # pylint: disable=g-import-not-at-top
-  if not os.path.exists(metrics_csv):
-    return None
-  series = plots.read_metrics_csv(metrics_csv).get(column)
-  return series[-1][1] if series else None
 
 
 def metric_value(metric: Metric, row: Row, run: Run) -> Optional[float]:
@@ -350,14 +498,13 @@ def metric_value(metric: Metric, row: Row, run: Run) -> Optional[float]:
   or diverged)."""
   if run.divergence() is not None:
     return None
-  with open(run.summary_path) as f:
-    summary = json.load(f)
+  summary = run.summary()
   if metric.source == 'test':
     result = summary['test_metrics'].get(row.result or summary['algorithm'])
     value = None if result is None else result.get(metric.key)
   elif metric.source == 'val':
-    value = _last_value(os.path.join(run.directory, 'metrics.csv'),
-                        metric.key)
+    series = run.series(metric.key)
+    value = series[-1][1] if series else None
   elif metric.source == 'privacy':
     value = summary['privacy'].get(metric.key)
   else:
@@ -417,6 +564,8 @@ def reproduce_command(the_plan: Plan, row: Optional[Row] = None) -> str:
     args += [f'--dataset={the_plan.dataset}', f'--data_dir={the_plan.data_dir}']
   if the_plan.output_dir != 'runs':
     args.append(f'--output_dir={the_plan.output_dir}')
+  if the_plan.records_dir:
+    args.append(f'--records_dir={the_plan.records_dir}')
   if row is not None:
     args.append(f'--rows={row.name}')
   return ' '.join([REPRODUCE_COMMAND] + [shlex.quote(a) for a in args])
@@ -432,6 +581,21 @@ class Report:
   stats: dict  # (row name, metric name) -> Stats or None
   values: dict  # (row name, metric name) -> per-seed values
   diverged: dict  # (row name, metric name) -> seeds whose run diverged
+  # The git commits and dates of the runs' records (with records only).
+  recorded: tuple = ()
+
+
+def _recorded(the_plan: Plan) -> tuple:
+  """(commit, dates) of the reported runs' records, oldest first."""
+  if the_plan.records_dir is None:
+    return ()
+  dates = collections.defaultdict(set)
+  for key, run in the_plan.runs.items():
+    record = run.record() if key[0] in {r.name for r in the_plan.rows} else None
+    if record is not None:
+      dates[record['commit']].add(record['date'])
+  return tuple(sorted(((c, tuple(sorted(d))) for c, d in dates.items()),
+                      key=lambda item: (item[1][0], item[0])))
 
 
 def collect(the_plan: Plan) -> Report:
@@ -447,7 +611,7 @@ def collect(the_plan: Plan) -> Report:
       diverged[(row.name, metric.name)] = [
           run.seed for run in runs if run.divergence() is not None]
   return Report(the_plan, time.strftime('%Y-%m-%d'), git_commit(), stats,
-                values, diverged)
+                values, diverged, _recorded(the_plan))
 
 
 def _corpus(the_plan: Plan) -> str:
@@ -544,8 +708,14 @@ def markdown(report: Report) -> str:
       f'# {table.title}', '',
       f'Regenerated {report.date} with `{reproduce_command(the_plan)}` '
       f'(scale {the_plan.scale}) on {_corpus(the_plan)}; seeds '
-      f'{", ".join(map(str, the_plan.seeds))}; git {report.commit}.', '',
-      table.about, '', markdown_grid(report)]
+      f'{", ".join(map(str, the_plan.seeds))}; git {report.commit}.', '']
+  if report.recorded:
+    lines += [
+        f'Built from the runs\' records in {the_plan.records_dir}/'
+        f'{table.name}/; the runs were made at ' + '; '.join(
+            f'git {commit} ({", ".join(dates)})'
+            for commit, dates in report.recorded) + '.', '']
+  lines += [table.about, '', markdown_grid(report)]
   lines += _divergence_lines(report)
   lines += ['', f'Mean ± half-width of the 95% confidence interval (Student '
             f't) over {_seeds(the_plan)}; the standard deviations '
@@ -709,12 +879,10 @@ def plot(report: Report, output_png: str) -> None:
       label = row.label if len(run_names) == 1 else f'{row.label}, {run_name}'
       seeds = []
       for seed in the_plan.seeds:
-        csv_path = os.path.join(
-            the_plan.runs[(row.name, run_name, seed)].directory, 'metrics.csv')
-        if os.path.exists(csv_path):
-          series = plots.read_metrics_csv(csv_path).get(figure['column'])
-          if series:
-            seeds.append(series)
+        run = the_plan.runs[(row.name, run_name, seed)]
+        series = run.series(figure['column']) if run.finished() else []
+        if series:
+          seeds.append(series)
       if seeds:
         curves[label] = seeds
       elif reference and report.stats[(row.name, reference)] is not None:
