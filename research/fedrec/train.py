@@ -134,7 +134,10 @@ _ALGORITHM = flags.DEFINE_enum('algorithm', 'fedrecon', registry.names(),
                                registry.help_text())
 # Each method's own settings (algorithms/registry.py), unset: its default.
 _METHOD_SETTINGS = {
-    name: flags.DEFINE_float(
+    name: flags.DEFINE_bool(
+        name, None, f'{setting.help} Default '
+        f'{str(setting.default).lower()}; only with --algorithm={method}.')
+    if isinstance(setting.default, bool) else flags.DEFINE_float(
         name, None, f'{setting.help} Default {setting.default:g}; only with '
         f'--algorithm={method}.', lower_bound=setting.lower_bound)
     for name, (method, setting) in registry.all_settings().items()}

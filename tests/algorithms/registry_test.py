@@ -59,13 +59,32 @@ class RegistryTest(absltest.TestCase):
     methods, setting = registry.all_settings()['item_learning_rate_scale']
     self.assertEqual(methods, 'pfedrec or fedrecon_dualper')
     self.assertEqual(setting.default, 1.0)
-    for name in ('pfedrec', 'fedrecon_dualper'):
-      self.assertEqual(
-          registry.get(name).settings({'item_learning_rate_scale': 8.0}),
-          {'item_learning_rate_scale': 8.0})
+    self.assertEqual(
+        registry.get('fedrecon_dualper').settings(
+            {'item_learning_rate_scale': 8.0}),
+        {'item_learning_rate_scale': 8.0})
+    self.assertEqual(
+        registry.get('pfedrec').settings({'item_learning_rate_scale': 8.0}),
+        {'item_learning_rate_scale': 8.0, 'probability_loss': False})
     with self.assertRaisesRegex(ValueError, '^--item_learning_rate_scale is '
                                 'not a setting of --algorithm=fedmf.$'):
       registry.get('fedmf').settings({'item_learning_rate_scale': 8.0})
+
+  def test_an_on_off_setting(self):
+    methods, setting = registry.all_settings()['probability_loss']
+    self.assertEqual((methods, setting.default), ('pfedrec', False))
+    implicit = corpus.DataConfig(feedback=corpus.Feedback.IMPLICIT)
+    config = _config(algorithm='pfedrec', data=implicit,
+                     split=splits.SplitConfig(
+                         kind=splits.SplitKind.LEAVE_ONE_OUT),
+                     method_settings={'probability_loss': True})
+    self.assertIs(config.method_settings['probability_loss'], True)
+    self.assertTrue(registry.get('pfedrec').rules(
+        config.method_settings).probability_loss)
+    with self.assertRaisesRegex(ValueError, '^--probability_loss is a loss '
+                                r'of implicit feedback \(--feedback=implicit'
+                                r'\).$'):
+      _config(algorithm='pfedrec', method_settings={'probability_loss': True})
 
   def test_method_settings_fill_from_the_registration(self):
     self.assertEqual(_config(algorithm='fedprox').method_settings,

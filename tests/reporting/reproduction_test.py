@@ -180,15 +180,17 @@ class TablesTest(absltest.TestCase):
           (943, 100, 1, 'sampled/hr@10', 32, 256, 4, 99, 'leave_one_out',
            'sgd'))
       if row.name.startswith('pfedrec'):
-        # Their engine.py: SGD 0.1 for the score function, 0.1 x 1682 x 80
-        # for the item embeddings, a plain average applied as is, no bias.
+        # Their engine.py and train.py: one local epoch, SGD 0.1 for the
+        # score function, 0.1 x 1682 x 80 for the item embeddings, a plain
+        # average applied as is, no item bias.
         self.assertEqual(
-            (published.optimizers.client_learning_rate,
+            (published.pipeline.local_epochs,
+             published.optimizers.client_learning_rate,
              published.method_settings['item_learning_rate_scale'],
              published.uniform_weighting, published.optimizers.server,
              published.optimizers.server_learning_rate,
              published.model.use_biases, published.aggregation.zeroing),
-            (0.1, 1682 * 80, True, 'sgd', 1.0, False, False))
+            (1, 0.1, 1682 * 80, True, 'sgd', 1.0, False, False))
       else:  # The rates chosen on validation (the table's `about`).
         self.assertEqual(published.optimizers.client_learning_rate, 1.0)
       if row.name.startswith('pfedrec_dp_eps'):

@@ -103,6 +103,33 @@ def cross_entropy(labels, logits):
   return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
+_LOG_FLOOR = -100.0  # torch.nn.BCELoss clamps each log here,
+_BCE_EPS = 1e-12  # and the gradient's denominator p (1 - p) here.
+
+
+@tf.custom_gradient
+def _bce_of_probabilities(labels, probabilities):
+  """torch.nn.BCELoss(reduction='none') of float32 probabilities: its value
+  and its backward formula (aten binary_cross_entropy_backward)."""
+  p = probabilities
+  loss = -(labels * tf.maximum(tf.math.log(p), _LOG_FLOOR) +
+           (1.0 - labels) * tf.maximum(tf.math.log(1.0 - p), _LOG_FLOOR))
+
+  def grad(upstream):
+    return (tf.zeros_like(labels),
+            upstream * (p - labels) / tf.maximum((1.0 - p) * p, _BCE_EPS))
+  return loss, grad
+
+
+def probability_cross_entropy(labels, logits):
+  """The binary cross-entropy as PFedRec's code computes it: BCELoss of
+  sigmoid(logits) in float32 (`--probability_loss`). Equal to
+  `cross_entropy` while sigmoid(logits) is not saturated; once it is (p
+  rounds to 1 above about logit 17; p (1 - p) falls under 1e-12 below about
+  logit -28) the gradient vanishes instead of staying |p - label|."""
+  return _bce_of_probabilities(labels, tf.sigmoid(logits))
+
+
 def zeroing_parts(zeroing: bool):
   """(`ZeroingWork` or None, its params' TFF type, its norm's TFF type)."""
   if not zeroing:

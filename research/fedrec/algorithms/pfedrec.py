@@ -20,6 +20,9 @@ the paper's text):
 * the server averages the item embeddings uniformly over the round's users
   (`aggregate_clients_params`; fedrec: `--uniform_weighting`, server SGD at
   rate 1) and sends them back; the user's score function stays local;
+* their loss is torch's BCELoss of the model's float32 sigmoid outputs, not
+  of logits: a saturated score passes (almost) no gradient. fedrec computes
+  it from the logits unless `--probability_loss` asks for theirs;
 * dual personalization: each user keeps its item embeddings as fine-tuned by
   its last local training and scores with them (`fed_evaluate` loads each
   user's stored parameters, item embeddings included); the next round starts
@@ -41,7 +44,15 @@ class PFedRec(stateful.StatefulMethod):
     return stateful.Rules(
         alternating=True,
         item_learning_rate_scale=float(settings['item_learning_rate_scale']),
-        personal_items=True)
+        personal_items=True,
+        probability_loss=bool(settings['probability_loss']))
+
+  def validate(self, config) -> None:
+    super().validate(config)
+    if (self.settings(config.method_settings)['probability_loss'] and
+        config.data.feedback.value != 'implicit'):
+      raise ValueError('--probability_loss is a loss of implicit feedback '
+                       '(--feedback=implicit).')
 
 
 METHOD = PFedRec()

@@ -40,7 +40,7 @@ class Setting:
   """A method's own hyperparameter (train.py: a flag of the same name)."""
 
   name: str
-  default: float
+  default: float | bool  # A bool: an on/off setting (--name / --noname).
   help: str
   lower_bound: Optional[float] = None
 
@@ -171,6 +171,8 @@ class Method:
     values.update(given)
     for setting in _settings_of(self.name):
       value = values[setting.name]
+      if isinstance(setting.default, bool):
+        continue
       if setting.lower_bound is not None and not value >= setting.lower_bound:
         raise ValueError(f'--{setting.name}={value:g}: expected a number >= '
                          f'{setting.lower_bound:g}.')
@@ -235,6 +237,15 @@ _ITEM_LEARNING_RATE_SCALE = Setting(
     'is the client rate times this (PFedRec\'s official code: num_items x '
     'lr_eta, 1682 x 80 on ML-100K).', 0.0)
 
+_PROBABILITY_LOSS = Setting(
+    'probability_loss', False,
+    'PFedRec (implicit feedback): the binary cross-entropy of float32 '
+    'sigmoid probabilities as PyTorch\'s BCELoss computes it in their code '
+    '(each log clamped at -100, the gradient\'s p(1 - p) at 1e-12), so a '
+    'score saturated in float32 passes little or no gradient (none once p '
+    'rounds to 1, about logit 17); off: the loss of the logits, which never '
+    'saturates.')
+
 # The built-in methods, in --help order.
 _BUILT_IN = (
     _Registration(
@@ -273,7 +284,7 @@ _BUILT_IN = (
         'PFedRec (Zhang et al., IJCAI 2023): a score function kept on the '
         'device, item embeddings averaged and fine-tuned per user (dual '
         'personalization).',
-        (_ITEM_LEARNING_RATE_SCALE,),
+        (_ITEM_LEARNING_RATE_SCALE, _PROBABILITY_LOSS),
         privacy_note=_LOCAL_STATE_NOTE.format(
             name='PFedRec', state="each user's score function and its "
             'personal view of the item embeddings')),

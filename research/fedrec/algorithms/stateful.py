@@ -79,6 +79,8 @@ class Rules:
   # frozen), then trains the item side with that part frozen; the rebuilt
   # part is kept on the device for scoring, not as the next visit's start.
   reconstruct: bool = False
+  # PFedRec's code's loss: BCE of float32 sigmoid probabilities (implicit).
+  probability_loss: bool = False
 
 
 def state_specs(model_config, num_items: int, personal_items: bool) -> dict:
@@ -137,8 +139,12 @@ def build_client_work(weights_type, model_config, num_items: int,
   zeroing_work, params_type, norm_type = cohort_work.zeroing_parts(zeroing)
   clip_work, clip_type = cohort_work.clip_parts(clip_query)
   scores = cohort_scores.SCORERS[model_config.model_name]
-  example_loss = (cohort_work.cross_entropy if implicit else
-                  cohort_work.squared_error)
+  if not implicit:
+    example_loss = cohort_work.squared_error
+  elif rules.probability_loss:
+    example_loss = cohort_work.probability_cross_entropy
+  else:
+    example_loss = cohort_work.cross_entropy
   table_optimizer = cohort_optimizers.UserOptimizer(
       client_optimizer.name,
       client_optimizer.learning_rate * rules.item_learning_rate_scale)
