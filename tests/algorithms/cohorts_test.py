@@ -135,6 +135,41 @@ class CohortPackerTest(absltest.TestCase):
       cohorts.CohortPacker(store, pipelines.PipelineConfig())
 
 
+class DistinctSlotsTest(absltest.TestCase):
+
+  def _check(self, items, counts, num_items):
+    slots, slot_items = cohorts.distinct_slots(items, counts, num_items)
+    self.assertEqual(slots.shape, items.shape)
+    width = 1
+    for k, count in enumerate(counts):
+      # The definition: np.unique of the user's examples, with inverse.
+      touched, inverse = np.unique(items[k, :, :count], return_inverse=True)
+      width = max(width, len(touched))
+      np.testing.assert_array_equal(slots[k, :, :count],
+                                    inverse.reshape(items.shape[1], count))
+      np.testing.assert_array_equal(slots[k, :, count:], 0)
+      np.testing.assert_array_equal(slot_items[k, :len(touched)], touched)
+      np.testing.assert_array_equal(slot_items[k, len(touched):], 0)
+    self.assertEqual(slot_items.shape, (len(counts), width))
+
+  def test_equals_each_users_unique(self):
+    rng = np.random.default_rng(3)
+    num_items = 40
+    counts = np.array([7, 0, 12, 1, 12], np.int32)
+    items = rng.integers(0, num_items, (5, 2, 12)).astype(np.int32)
+    for k, count in enumerate(counts):  # Padding: any value, ignored.
+      items[k, :, count:] = rng.integers(0, num_items)
+    self._check(items, counts, num_items)
+    # A cohort too large for the [K, items] table: sorted per user.
+    with mock.patch.object(cohorts, '_SLOT_TABLE_CELLS', 10):
+      self._check(items, counts, num_items)
+    # Nobody with an example.
+    slots, slot_items = cohorts.distinct_slots(
+        items[:2, :, :3] * 0, np.zeros(2, np.int32), num_items)
+    np.testing.assert_array_equal(slots, 0)
+    np.testing.assert_array_equal(slot_items, np.zeros((2, 1)))
+
+
 class CohortSizeTest(absltest.TestCase):
 
   def test_models_with_large_dense_layers_come_in_smaller_cohorts(self):

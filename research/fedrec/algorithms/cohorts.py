@@ -284,6 +284,56 @@ IMPLICIT_ELEMENT_SPEC = collections.OrderedDict(
     recon_counts=tf.TensorSpec([None], tf.int32))
 
 
+# Above this many (user, item) cells a cohort's distinct items are sorted per
+# user instead of marked in a [K, items] table.
+_SLOT_TABLE_CELLS = 1 << 24
+
+
+def distinct_slots(items: np.ndarray, counts: np.ndarray, num_items: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """Each user's distinct training items and its positions' slots in them.
+
+  Args:
+    items: [K, P, L] each user's items in each of P epochs (the first
+      `counts[k]` positions of an epoch hold examples, the rest padding).
+    counts: [K] examples per epoch.
+    num_items: Size of the item vocabulary.
+
+  Returns:
+    `(slots [K, P, L], slot_items [K, M])`: user k's distinct items sorted
+    (`slot_items[k, :m_k]`, 0 after) and each example position's index
+    there (0 on padding), as `np.unique(..., return_inverse=True)` gives
+    per user; M = max(1, max m_k).
+  """
+  num, _, length = items.shape
+  valid = np.arange(length)[None, None, :] < counts[:, None, None]
+  valid = np.broadcast_to(valid, items.shape)
+  slots = np.zeros(items.shape, np.int32)
+  if num * num_items <= _SLOT_TABLE_CELLS:  # Mark, then count, per user.
+    users = np.broadcast_to(np.arange(num)[:, None, None], items.shape)
+    present = np.zeros((num, num_items), bool)
+    present[users[valid], items[valid]] = True
+    index = np.cumsum(present, axis=1, dtype=np.int32) - 1
+    slots[valid] = index[users[valid], items[valid]]
+    per_user = present.sum(axis=1)
+    rows, columns = np.nonzero(present)  # Row-major: by user, then item.
+    slot_items = np.zeros((num, max(1, int(per_user.max(initial=0)))),
+                          np.int32)
+    slot_items[rows, np.arange(len(rows)) - np.repeat(
+        np.cumsum(per_user) - per_user, per_user)] = columns
+    return slots, slot_items
+  distinct = []
+  for k in range(num):
+    touched, inverse = np.unique(items[k][valid[k]], return_inverse=True)
+    slots[k][valid[k]] = inverse
+    distinct.append(touched)
+  slot_items = np.zeros((num, max(1, max(len(d) for d in distinct))),
+                        np.int32)
+  for k, touched in enumerate(distinct):
+    slot_items[k, :len(touched)] = touched
+  return slots, slot_items
+
+
 class ImplicitCohortPacker:
   """Implicit feedback: each round's per-user examples, packed in cohorts
   (each silo's users as one with `silo_of`, as `CohortPacker`)."""
@@ -311,6 +361,7 @@ class ImplicitCohortPacker:
                        'automatic).')
     self._batch_size = pipeline.batch_size
     self._cohort_size = max_users(cohort_size)
+    self._num_items = num_items
     self._recon_epochs = recon_epochs
     self._epochs = recon_epochs + post_recon_epochs
     splits = "('train', 'val', 'test')" if pipeline.exclude_heldout else (
@@ -425,8 +476,7 @@ class ImplicitCohortPacker:
     training = epochs - self._recon_epochs
     items = np.zeros((num, epochs, length), np.int32)
     labels = np.zeros((num, epochs, length), np.float32)
-    slots = np.zeros((num, training, length), np.int32)
-    distinct, counts = [], np.zeros(num, np.int32)
+    counts = np.zeros(num, np.int32)
     recon_counts = np.zeros(num, np.int32)
     for k, user in enumerate(users):
       user_items, user_labels = examples[user]
@@ -436,15 +486,9 @@ class ImplicitCohortPacker:
         labels[k, epoch, :len(epoch_items)] = epoch_labels
       # Every epoch of a phase has as many examples.
       recon_counts[k] = len(user_items[0])
-      count = counts[k] = len(user_items[-1])
-      trained = np.array(user_items[self._recon_epochs:]).reshape(-1)
-      touched, inverse = np.unique(trained, return_inverse=True)
-      slots[k, :, :count] = inverse.reshape(training, count)
-      distinct.append(touched)
-    slot_items = np.zeros((num, max(1, max(len(d) for d in distinct))),
-                          np.int32)
-    for k, touched in enumerate(distinct):
-      slot_items[k, :len(touched)] = touched
+      counts[k] = len(user_items[-1])
+    slots, slot_items = distinct_slots(
+        items[:, self._recon_epochs:], counts, self._num_items)
     return collections.OrderedDict(
         users=np.array([int(c.partition('/')[0]) for c in users], np.int32),
         counts=counts, items=items.reshape(num, -1),
@@ -466,7 +510,6 @@ class UserVectorCohortPacker(ImplicitCohortPacker):
                num_items: int, cohort_size: int = 0):
     super().__init__(store_path, pipeline, num_items, 0,
                      pipeline.local_epochs, cohort_size)
-    self._num_items = num_items
 
   def _pack(self, users, examples, length: int) -> collections.OrderedDict:
     cohort = super()._pack(users, examples, length)
