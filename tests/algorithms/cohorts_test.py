@@ -1,8 +1,10 @@
 """The cohort packer: the per-client batch order, cohort limits, refusals."""
 
+import collections
 import os
 import shutil
 import tempfile
+import threading
 from unittest import mock
 
 from absl.testing import absltest
@@ -168,6 +170,60 @@ class DistinctSlotsTest(absltest.TestCase):
         items[:2, :, :3] * 0, np.zeros(2, np.int32), num_items)
     np.testing.assert_array_equal(slots, 0)
     np.testing.assert_array_equal(slot_items, np.zeros((2, 1)))
+
+
+class _RecordingPacker:
+  """Packs each user as a one-user cohort, recording the calls' threads."""
+
+  def __init__(self, fail_on=()):
+    self.calls = []
+    self._fail_on = fail_on
+
+  def cohorts(self, client_ids):
+    self.calls.append((list(client_ids), threading.current_thread().name))
+    if set(client_ids) & set(self._fail_on):
+      raise ValueError('no such user')
+    return [collections.OrderedDict(users=np.array([int(c)], np.int32))
+            for c in client_ids]
+
+
+class _EchoProcess:
+  """`next` returns the users of the cohorts it was given."""
+
+  def next(self, state, datasets):
+    del state
+    return [int(d.get_single_element()['users'][0]) for d in datasets]
+
+
+class PrefetchTest(absltest.TestCase):
+
+  def test_the_next_round_is_packed_while_this_one_runs(self):
+    packer = _RecordingPacker()
+    process = cohorts.CohortProcess(_EchoProcess(), packer)
+    with mock.patch.object(cohorts, 'zeroing_measured_by_aggregator',
+                           lambda output: output):
+      process.prefetch(['3', '4'])
+      self.assertEqual(process.next(None, ['1', '2']), [1, 2])
+      # Round 2 was packed in the packing thread, not again now.
+      self.assertEqual(process.next(None, ['3', '4']), [3, 4])
+      self.assertEqual(packer.calls, [(['1', '2'], 'MainThread'),
+                                      (['3', '4'], 'cohort-packer')])
+      # A round other than the one announced is packed when it comes.
+      process.prefetch(['5'])
+      self.assertEqual(process.next(None, ['6']), [6])
+      self.assertEqual(process.next(None, ['7']), [7])
+      self.assertEqual([ids for ids, _ in packer.calls[2:]],
+                       [['6'], ['5'], ['7']])
+
+  def test_a_packing_error_is_raised_at_its_round(self):
+    process = cohorts.CohortProcess(_EchoProcess(),
+                                    _RecordingPacker(fail_on=['9']))
+    with mock.patch.object(cohorts, 'zeroing_measured_by_aggregator',
+                           lambda output: output):
+      process.prefetch(['9'])
+      self.assertEqual(process.next(None, ['1']), [1])  # Not this round's.
+      with self.assertRaisesRegex(ValueError, '^no such user$'):
+        process.next(None, ['9'])
 
 
 class CohortSizeTest(absltest.TestCase):

@@ -103,6 +103,35 @@ class LoopTest(absltest.TestCase):
       np.testing.assert_array_equal(a, b)
     return state, evaluations
 
+  @pytest.mark.slow
+  def test_a_cohort_process_is_told_the_next_rounds_users(self):
+    calls = []
+
+    class _Announced:  # A process that packs ahead, as CohortProcess does.
+
+      def __init__(self, process):
+        self._process = process
+
+      def prefetch(self, client_ids):
+        calls.append(('prefetch', list(client_ids)))
+
+      def next(self, state, client_ids):
+        calls.append(('next', list(client_ids)))
+        return self._process.next(state, client_ids)
+
+      def __getattr__(self, name):
+        return getattr(self._process, name)
+
+    self._run(self.create_tempdir().full_path,
+              process=_Announced(self.process))
+    rounds = [list(self.sampler.sample(r)) for r in range(1, _ROUNDS + 1)]
+    expected = []
+    for r in range(_ROUNDS):
+      if r + 1 < _ROUNDS:
+        expected.append(('prefetch', rounds[r + 1]))
+      expected.append(('next', rounds[r]))
+    self.assertEqual(calls, expected)
+
   def _rows(self, output_dir):
     with open(os.path.join(output_dir, 'metrics.csv')) as f:
       return list(csv.DictReader(f))

@@ -44,6 +44,7 @@ The client computations themselves are per method and model (e.g.
 
 import collections
 import sqlite3
+import threading
 from typing import Optional, Sequence
 
 import numpy as np
@@ -534,13 +535,50 @@ class CohortProcess:
     self.last_round_cohorts = 0
     # Sparsified silo uploads (algorithms/sparse_uploads.SiloUploads).
     self.uploads = None
+    self._upcoming = None  # The next round's client ids (`prefetch`).
+    self._packing = None  # (client ids, thread, [cohorts or error]).
+
+  def prefetch(self, client_ids: Sequence[str]) -> None:
+    """Names the round after the next one's users: `next` packs them in a
+    thread while the runtime runs its own round, so that host and worker
+    overlap. The result is the same as packing them when their round
+    comes (the packer is a pure function of the ids)."""
+    self._upcoming = list(client_ids)
+
+  def _packed(self, client_ids: Sequence[str]) -> list:
+    """The cohorts of `client_ids`: packed ahead (`prefetch`), else now."""
+    packing, self._packing = self._packing, None
+    if packing is not None:
+      ids, thread, result = packing
+      thread.join()
+      if ids == list(client_ids):
+        if isinstance(result[0], BaseException):
+          raise result[0]
+        return result[0]
+    return self._packer.cohorts(client_ids)
+
+  def _start_packing(self) -> None:
+    ids, self._upcoming = self._upcoming, None
+    if not ids:
+      return
+    result = []
+
+    def pack():
+      try:
+        result.append(self._packer.cohorts(ids))
+      except BaseException as e:  # pylint: disable=broad-except
+        result.append(e)  # Raised in the caller's thread, at its round.
+    thread = threading.Thread(target=pack, name='cohort-packer', daemon=True)
+    thread.start()
+    self._packing = (ids, thread, result)
 
   def next(self, state, client_ids: Sequence[str]):
-    cohorts = self._packer.cohorts(client_ids)
+    cohorts = self._packed(client_ids)
     self.last_round_cohorts = len(cohorts)
     if not cohorts:
       raise ValueError('a round with no users cannot run in cohorts.')
     datasets = [tf.data.Dataset.from_tensors(c) for c in cohorts]
+    self._start_packing()
     if self.uploads is not None:
       output, _ = self.uploads.run(self._process, state, datasets, cohorts)
     else:

@@ -359,6 +359,9 @@ def run_training_loop(
       prepared = collections.OrderedDict()
       if prepare_round is not None:
         state, prepared = prepare_round(state, round_num)
+      if hasattr(process, 'prefetch') and round_num < config.total_rounds:
+        # Cohorts: the next round's users are packed while this one runs.
+        process.prefetch(list(sample_clients(round_num + 1)))
       started = time.perf_counter()
       output = process.next(state, clients)
       state = output.state
