@@ -49,7 +49,7 @@ class PFedRec(stateful.StatefulMethod):
 
   def validate(self, config) -> None:
     super().validate(config)
-    if (self.settings(config.method_settings)['probability_loss'] and
+    if (config.method_settings['probability_loss'] and
         config.data.feedback.value != 'implicit'):
       raise ValueError('--probability_loss is a loss of implicit feedback '
                        '(--feedback=implicit).')

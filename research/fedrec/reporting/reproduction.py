@@ -590,8 +590,8 @@ def _recorded(the_plan: Plan) -> tuple:
   if the_plan.records_dir is None:
     return ()
   dates = collections.defaultdict(set)
-  for key, run in the_plan.runs.items():
-    record = run.record() if key[0] in {r.name for r in the_plan.rows} else None
+  for run in the_plan.unique_runs():
+    record = run.record()
     if record is not None:
       dates[record['commit']].add(record['date'])
   return tuple(sorted(((c, tuple(sorted(d))) for c, d in dates.items()),

@@ -345,6 +345,7 @@ def run_training_loop(
                   disable=not config.progress)
   if resumed:
     bar.write(f'Resuming after round {start_round} from the checkpoint.')
+  upcoming = None  # This round's users, sampled ahead for `prefetch`.
   try:
     for round_num in range(start_round + 1, config.total_rounds + 1):
       if accountant is not None and accountant.would_exceed_budget():
@@ -355,13 +356,15 @@ def run_training_loop(
             (round_num - 1) % config.checkpoint_every):
           checkpoint(round_num - 1)
         break
-      clients = list(sample_clients(round_num))
+      clients = upcoming or list(sample_clients(round_num))
+      upcoming = None
       prepared = collections.OrderedDict()
       if prepare_round is not None:
         state, prepared = prepare_round(state, round_num)
       if hasattr(process, 'prefetch') and round_num < config.total_rounds:
         # Cohorts: the next round's users are packed while this one runs.
-        process.prefetch(list(sample_clients(round_num + 1)))
+        upcoming = list(sample_clients(round_num + 1))
+        process.prefetch(upcoming)
       started = time.perf_counter()
       output = process.next(state, clients)
       state = output.state
