@@ -148,6 +148,54 @@ class MetricsTest(absltest.TestCase):
     self.assertEqual(ranking._gini(np.array([3, 3, 3, 3])), 0.0)
     self.assertAlmostEqual(ranking._gini(np.array([0, 0, 0, 8])), 3 / 4)
 
+  def test_cut_off_beyond_the_items(self):
+    # 1 user, 4 items; item 0 known: 3 candidates in order 3, 1, 2; item 2
+    # relevant at position 2. Lists of 10 hold the 3 candidates.
+    task = _task([[0]], [[2]], 4)
+    scores = np.array([[9.0, 5.0, 1.0, 7.0]], np.float32)
+    config = ranking.RankingConfig(ks=(2, 10), protocols=(FULL,))
+    m = ranking.evaluate(task, lambda rows: scores[rows], config).overall
+    self.assertEqual(m['full/hr@2'], 0.0)
+    self.assertEqual(m['full/hr@10'], 1.0)
+    self.assertAlmostEqual(m['full/ndcg@10'], 1 / math.log2(4))
+    self.assertAlmostEqual(m['full/precision@10'], 1 / 10)
+    self.assertEqual(m['full/coverage@10'], 3 / 4)
+
+  def test_counted_positions_equal_a_sort_of_every_row(self):
+    # Positions are counted for the few relevant items of a row and read
+    # off a stable sort of the row when many are; both are the same order
+    # (score, then tie key, then item id), here with many equal scores,
+    # equal keys, rows with fewer candidates than the cut-off, and cold
+    # items.
+    rng = np.random.default_rng(3)
+    num_items = 60
+    cold = np.arange(50, num_items)
+    known, relevant = [], []
+    for _ in range(80):
+      items = rng.choice(50, rng.integers(1, 50), replace=False)
+      known.append(items[:-1])
+      rest = np.setdiff1d(np.arange(num_items), items[:-1])
+      relevant.append(rng.choice(rest, rng.integers(1, 8), replace=False))
+    task = _task(known, relevant, num_items)
+    task = ranking.RankingTask(task.users, task.known, task.relevant,
+                               task.interacted, task.popularity, cold)
+    scores = np.round(rng.normal(size=(80, num_items)) * 2).astype(
+        np.float32)
+    scores[:4] = 1.0  # Constant rows: the tie keys decide.
+    config = ranking.RankingConfig(ks=(1, 5, 30), eval_negatives=5, seed=4,
+                                   users_per_batch=32)
+    counted = ranking.evaluate(task, lambda rows: scores[rows], config)
+    limit = ranking._COUNTING_LIMIT
+    ranking._COUNTING_LIMIT = 0
+    try:
+      sorted_ = ranking.evaluate(task, lambda rows: scores[rows], config)
+    finally:
+      ranking._COUNTING_LIMIT = limit
+    self.assertEqual(counted.overall, sorted_.overall)
+    self.assertIn('cold_items/cold_only/hr@5', counted.overall)
+    for name, values in counted.per_user.items():
+      np.testing.assert_array_equal(values, sorted_.per_user[name], name)
+
   def test_map_with_two_hits(self):
     ranks = np.array([[0.0, 2.0]])
     metrics = ranking._user_metrics(ranks, np.array([2]), (3,))
@@ -201,10 +249,10 @@ class LeakageSanityTest(absltest.TestCase):
     result = ranking.evaluate(task, cheat, ranking.RankingConfig(
         ks=(5,), protocols=(FULL,)))
     self.assertGreater(result.overall['full/coverage@5'], 0.0)
-    positions, top = ranking._ranks(
+    _, top = ranking._ranks(
         cheat(np.arange(30)), ~task.known.toarray(),
-        ranking.hash_keys(0, 2, task.users, 60), 5)
-    del positions
+        ranking.hash_keys(0, 2, task.users, 60), 5,
+        task.relevant.toarray())
     self.assertFalse(task.known.toarray()[np.arange(30)[:, None], top].any())
 
   def test_too_few_negatives_is_one_clear_error(self):

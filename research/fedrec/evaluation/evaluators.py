@@ -67,7 +67,7 @@ class RatingEvaluator:
     self._data = data
     self._model_config = model_config
     self._client_ratings = {}
-    self._keras_model = None  # FedAvg: the global model, evaluated centrally.
+    self._models = from_keras.KerasModels(model_config, data.num_items)
 
   def evaluate(self, model_weights, split_name: str,
                max_clients: int = 0,
@@ -96,9 +96,8 @@ class RatingEvaluator:
       rng = np.random.default_rng([self._config.seed, 7])
       chosen = np.sort(rng.choice(len(users), max_clients, replace=False))
     model, _, _ = from_keras.model_from_keras(
-        from_keras.keras_model_of(self._model_config, self._data.num_items,
-                                  None, model_weights),
-        self._model_config, self._data.num_items)
+        self._models.of(None, model_weights), self._model_config,
+        self._data.num_items)
     return self._reconstructed_metrics(model, split_name, chosen)
 
   def evaluate_finetuned(self, model_weights,
@@ -141,11 +140,7 @@ class RatingEvaluator:
         partition.cold_items)
 
   def _fedavg_model(self, model_weights) -> tf.keras.Model:
-    if self._keras_model is None:
-      self._keras_model = builder.create_keras_model(
-          self._model_config, self._data.num_items, self._data.num_users).model
-    model_weights.assign_weights_to(self._keras_model)
-    return self._keras_model
+    return self._models.of(self._data.num_users, model_weights)
 
   def _ratings(self, split_name: str):
     if split_name not in self._client_ratings:
@@ -165,6 +160,7 @@ class RankingEvaluator:
     self._model_config = model_config
     self._partitions = {}
     self._reconstructions = {}
+    self._models = from_keras.KerasModels(model_config, data.num_items)
     self.last_result = None  # The latest `RankingResult`, for slices.
 
   def partition(self, split_name: str,
@@ -219,8 +215,7 @@ class RankingEvaluator:
     layers side by side): scored as it is, or with `reconstruct` its
     reconstruction from its support interactions starts there."""
     partition = self.partition(split_name)
-    model = from_keras.keras_model_of(
-        self._model_config, self._data.num_items, None, model_weights)
+    model = self._models.of(None, model_weights)
     batch = self._config.ranking.users_per_batch
 
     def rows_of(rows):
@@ -255,7 +250,6 @@ class RankingEvaluator:
           self._model_config, self._data.num_items, model_weights,
           client_states, partition.task.users))
     reconstruct = self._config.method.reconstructs_users
-    model = from_keras.keras_model_of(
-        self._model_config, self._data.num_items,
-        None if reconstruct else self._data.num_users, model_weights)
+    model = self._models.of(None if reconstruct else self._data.num_users,
+                            model_weights)
     return self.evaluate_keras(model, split_name, max_clients, reconstruct)

@@ -237,27 +237,87 @@ def _order_keys(scores: np.ndarray) -> np.ndarray:
   return np.where(negative, ~bits, bits | np.uint32(0x80000000))
 
 
+# Above this many (row, wanted item, item) comparisons per batch, `_ranks`
+# sorts whole rows instead of counting.
+_COUNTING_LIMIT = 1 << 25
+
+
 def _ranks(scores: np.ndarray, candidates: np.ndarray, tie_keys: np.ndarray,
-           max_k: int):
-  """Positions (0 = best) of every item among its row's candidates.
+           max_k: int, wanted: np.ndarray):
+  """Positions (0 = best) of the `wanted` items among their row's candidates.
+
+  The order is strict: by score, equal scores by the larger tie key, then by
+  the smaller item id. A wanted item's position is the number of candidates
+  before it in that order (counted, or read off a sort of the row when
+  many items are wanted); the top `max_k` are selected without sorting the
+  row.
 
   Returns:
-    `(positions [b, I], top [b, max_k])`: non-candidates get positions past
-    every candidate; `top` holds item ids, -1 where a row has fewer candidates.
+    `(positions [b, I], top [b, max_k])`: `positions` is meaningful only at
+    `wanted` (a wanted non-candidate comes after every candidate); `top`
+    holds item ids, -1 where a row has fewer candidates.
   """
   keys = (_order_keys(scores).astype(np.uint64) << np.uint64(32)) | (
       tie_keys >> np.uint64(32))
-  # Candidates all have keys >= 1, so non-candidates (0) sort last.
+  # Candidates all have keys >= 1, so non-candidates (0) come last.
   keys = np.where(candidates, np.maximum(keys, 1), 0)
-  order = np.argsort(~keys, axis=1, kind='stable')
-  positions = np.empty_like(order)
-  np.put_along_axis(positions, order,
-                    np.arange(order.shape[1])[None, :].repeat(len(order), 0),
-                    axis=1)
-  top = order[:, :max_k].copy()
+  rows, width = keys.shape
+  num_wanted = wanted.sum(axis=1)
+  most = int(num_wanted.max(initial=0))
+  if rows * most * width > _COUNTING_LIMIT:
+    order = np.argsort(~keys, axis=1, kind='stable')
+    positions = np.empty_like(order)
+    np.put_along_axis(positions, order,
+                      np.arange(width)[None, :].repeat(rows, 0), axis=1)
+  else:
+    positions = np.zeros(keys.shape, np.int64)
+    user, item, slot = _entries(wanted)
+    at = np.zeros((rows, max(most, 1)), np.int64)  # Padding: item 0.
+    at[user, slot] = item
+    key = np.take_along_axis(keys, at, axis=1)[:, :, None]
+    before = (keys[:, None, :] > key).sum(axis=2) + (
+        (keys[:, None, :] == key) &
+        (np.arange(width)[None, None, :] < at[:, :, None])).sum(axis=2)
+    positions[user, item] = before[user, slot]
+  top = np.full((rows, max_k), -1, np.int64)
+  take = min(max_k, width)
+  if take == width:
+    chosen = np.broadcast_to(np.arange(width), keys.shape)
+  else:
+    # The take-th largest key; items above it are all in, those equal to it
+    # fill the rest by item id.
+    threshold = np.partition(keys, width - take, axis=1)[
+        :, width - take:width - take + 1]
+    above = keys > threshold
+    tied = keys == threshold
+    room = take - above.sum(axis=1, keepdims=True)
+    selected = above | (tied & (np.cumsum(tied, axis=1) <= room))
+    chosen = np.nonzero(selected)[1].reshape(rows, take)
+  chosen_keys = np.take_along_axis(keys, chosen, axis=1)
+  order = np.take_along_axis(
+      chosen, np.argsort(~chosen_keys, axis=1, kind='stable'), axis=1)
   num_candidates = candidates.sum(axis=1)
-  top[np.arange(max_k)[None, :] >= num_candidates[:, None]] = -1
+  top[:, :take] = np.where(
+      np.arange(take)[None, :] < num_candidates[:, None], order, -1)
   return positions, top
+
+
+def _entries(mask: np.ndarray):
+  """`(row, column, k)` of each True of `mask`: the k-th of its row."""
+  counts = mask.sum(axis=1)
+  row, column = np.nonzero(mask)
+  return row, column, np.arange(len(row)) - np.repeat(
+      np.cumsum(counts) - counts, counts)
+
+
+def _sorted_at(positions: np.ndarray, mask: np.ndarray, width: int
+               ) -> np.ndarray:
+  """Each row's `positions` at `mask`, ascending, inf after: [b, width]."""
+  counts = mask.sum(axis=1)
+  user, item, slot = _entries(mask)
+  out = np.full((len(mask), max(width, int(counts.max(initial=0)))), np.inf)
+  out[user, slot] = positions[user, item]
+  return np.sort(out, axis=1)[:, :width]
 
 
 def _user_metrics(relevant_ranks: np.ndarray, num_relevant: np.ndarray,
@@ -386,9 +446,8 @@ def evaluate(task: RankingTask, score_fn: ScoreFn,
         negatives = sampled_negatives(task, rows, config.eval_negatives,
                                       config.seed)
         np.put_along_axis(candidates, negatives, True, axis=1)
-      positions, top = _ranks(scores, candidates, tie_keys, max_k)
-      ranks = np.where(relevant, positions, np.inf)
-      ranks = np.sort(ranks, axis=1)[:, :max(1, num_relevant.max())]
+      positions, top = _ranks(scores, candidates, tie_keys, max_k, relevant)
+      ranks = _sorted_at(positions, relevant, max(1, num_relevant.max()))
       for name, values in _user_metrics(ranks, num_relevant, ks).items():
         per_user[f'{protocol.value}/{name}'].append(values)
       for slice_name, mask in item_masks:
@@ -399,11 +458,10 @@ def evaluate(task: RankingTask, score_fn: ScoreFn,
         mine = relevant & mask[None, :]
         num_mine = mine.sum(axis=1)
         width = max(1, num_mine.max())
-        mine_ranks = np.sort(np.where(mine, positions, np.inf),
-                             axis=1)[:, :width]
+        mine_ranks = _sorted_at(positions, mine, width)
         other = relevant & ~mask[None, :]
-        others = np.sort(np.where(other, positions, np.inf), axis=1)[
-            :, :max(1, other.sum(axis=1).max())]
+        others = _sorted_at(positions, other,
+                            max(1, other.sum(axis=1).max()))
         slice_ranks = mine_ranks - (
             others[:, None, :] < mine_ranks[:, :, None]).sum(axis=2)
         for name, values in _user_metrics(
@@ -418,12 +476,11 @@ def evaluate(task: RankingTask, score_fn: ScoreFn,
         list_counts[protocol, k] += items.size
     if item_masks:  # Cold items ranked among the cold items alone.
       cold = item_masks[1][1][None, :]
-      positions, _ = _ranks(scores, ~task.known[rows].toarray() & cold,
-                            tie_keys, max_k)
       mine = relevant & cold
+      positions, _ = _ranks(scores, ~task.known[rows].toarray() & cold,
+                            tie_keys, max_k, mine)
       num_mine = mine.sum(axis=1)
-      ranks = np.sort(np.where(mine, positions, np.inf), axis=1)[
-          :, :max(1, num_mine.max())]
+      ranks = _sorted_at(positions, mine, max(1, num_mine.max()))
       for name, values in _user_metrics(ranks, np.maximum(num_mine, 1),
                                         ks).items():
         cold_only[name].append(np.where(num_mine > 0, values, np.nan))

@@ -38,15 +38,37 @@ def keras_model_of(model_config: builder.ModelConfig, num_items: int,
   side only (in `global_layers` order); otherwise the classic layout.
   """
   layers = builder.create_keras_model(model_config, num_items, num_users)
+  _assign(layers, num_users, model_weights)
+  return layers.model
+
+
+def _assign(layers, num_users: Optional[int], model_weights) -> None:
   if num_users is not None:
     model_weights.assign_weights_to(layers.model)
-    return layers.model
+    return
   values = [np.asarray(v) for v in model_weights.trainable]
   for layer in layers.global_layers:
     count = len(layer.weights)
     layer.set_weights(values[:count])
     values = values[count:]
-  return layers.model
+
+
+class KerasModels:
+  """`keras_model_of` for an evaluation every round: one Keras model per
+  layout, built once and given each call's weights (a later call's weights
+  replace an earlier call's)."""
+
+  def __init__(self, model_config: builder.ModelConfig, num_items: int):
+    self._model_config = model_config
+    self._num_items = num_items
+    self._layers = {}
+
+  def of(self, num_users: Optional[int], model_weights) -> tf.keras.Model:
+    if num_users not in self._layers:
+      self._layers[num_users] = builder.create_keras_model(
+          self._model_config, self._num_items, num_users)
+    _assign(self._layers[num_users], num_users, model_weights)
+    return self._layers[num_users].model
 
 
 def model_from_keras(keras_model: tf.keras.Model, model_config,

@@ -192,11 +192,13 @@ class Reconstructor:
                                          settings.learning_rate,
                                          [t.shape for t in tables])
 
+    # Each user table as it is, its first rows replaced at every step.
+    full = [np.array(layer.embeddings.numpy()) for layer in layers]
+
     def assign():
-      for layer, table in zip(layers, tables):
-        weights = layer.get_weights()[0]
+      for layer, weights, table in zip(layers, full, tables):
         weights[:num_users] = table
-        layer.set_weights([weights])
+        layer.embeddings.assign(weights)
 
     max_steps = int(examples.steps.max()) if num_users else 0
     for step in range(max_steps):
