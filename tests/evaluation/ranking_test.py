@@ -196,6 +196,25 @@ class MetricsTest(absltest.TestCase):
     for name, values in counted.per_user.items():
       np.testing.assert_array_equal(values, sorted_.per_user[name], name)
 
+  def test_a_task_evaluated_again_gives_a_fresh_tasks_metrics(self):
+    # The second and later evaluations of a task reuse its batches'
+    # candidates and tie keys; another seed or protocol set must not.
+    task = _loo_corpus(50, 80, 10)
+    rng = np.random.default_rng(0)
+    configs = [ranking.RankingConfig(ks=(5,), eval_negatives=20, seed=s,
+                                     users_per_batch=16) for s in (1, 2)]
+    configs.append(ranking.RankingConfig(ks=(5,), protocols=(SAMPLED,),
+                                         eval_negatives=30, seed=1,
+                                         users_per_batch=16))
+    for _ in range(2):
+      for config in configs:
+        scores = rng.normal(size=(50, 80)).astype(np.float32)
+        fresh = _loo_corpus(50, 80, 10)
+        self.assertEqual(
+            ranking.evaluate(task, lambda rows: scores[rows], config).overall,
+            ranking.evaluate(fresh, lambda rows: scores[rows],
+                             config).overall)
+
   def test_map_with_two_hits(self):
     ranks = np.array([[0.0, 2.0]])
     metrics = ranking._user_metrics(ranks, np.array([2]), (3,))

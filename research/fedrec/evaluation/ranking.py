@@ -105,6 +105,9 @@ class RankingTask:
   # relevant items are also sliced by warm / cold item. Empty: no slices.
   cold_items: np.ndarray = dataclasses.field(
       default_factory=lambda: np.zeros(0, np.int64))
+  # `evaluate`'s arrays of each batch of users, kept for the next model.
+  memo: dict = dataclasses.field(default_factory=dict, compare=False,
+                                 repr=False)
 
   @property
   def num_items(self) -> int:
@@ -401,6 +404,46 @@ def _mean_of_finite(values: np.ndarray) -> float:
   return float(values.mean()) if values.size else float('nan')
 
 
+# What `evaluate` keeps of a task's batches (its candidates, tie keys) for
+# the task's next evaluation, at most.
+BATCH_MEMO_BYTES = 256 << 20
+
+
+def _batch_arrays(task: RankingTask, rows: np.ndarray,
+                  config: RankingConfig):
+  """`(relevant, tie keys, {protocol or 'cold': candidates})` of a batch of
+  users: the same for every model, so kept in the task (up to
+  `BATCH_MEMO_BYTES`) for its next evaluation."""
+  key = (int(rows[0]), len(rows), config.seed, config.eval_negatives,
+         config.protocols)
+  if key in task.memo:
+    return task.memo[key]
+  relevant = task.relevant[rows].toarray()
+  tie_keys = hash_keys(config.seed, 2, task.users[rows], task.num_items)
+  known = task.known[rows].toarray()
+  candidates = {}
+  for protocol in config.protocols:
+    if protocol == Protocol.FULL:
+      candidates[protocol] = ~known
+    else:
+      sampled = relevant.copy()
+      negatives = sampled_negatives(task, rows, config.eval_negatives,
+                                    config.seed)
+      np.put_along_axis(sampled, negatives, True, axis=1)
+      candidates[protocol] = sampled
+  item_masks = task.item_masks()
+  if item_masks:
+    candidates['cold'] = ~known & item_masks[1][1][None, :]
+  arrays = (relevant, tie_keys, candidates)
+  size = relevant.nbytes + tie_keys.nbytes + sum(
+      c.nbytes for c in candidates.values())
+  held = task.memo.setdefault('_bytes', 0)
+  if held + size <= BATCH_MEMO_BYTES:
+    task.memo[key] = arrays
+    task.memo['_bytes'] = held + size
+  return arrays
+
+
 def evaluate(task: RankingTask, score_fn: ScoreFn,
              config: RankingConfig = RankingConfig()) -> RankingResult:
   """Ranks every evaluated user's candidates by `score_fn` and scores them.
@@ -435,17 +478,10 @@ def evaluate(task: RankingTask, score_fn: ScoreFn,
                        f'expected {(len(rows), task.num_items)}.')
     if not np.isfinite(scores).all():
       raise ValueError('The model gave non-finite scores (diverged training?).')
-    relevant = task.relevant[rows].toarray()
+    relevant, tie_keys, candidates_of = _batch_arrays(task, rows, config)
     num_relevant = relevant.sum(axis=1)
-    tie_keys = hash_keys(config.seed, 2, task.users[rows], task.num_items)
     for protocol in config.protocols:
-      if protocol == Protocol.FULL:
-        candidates = ~task.known[rows].toarray()
-      else:
-        candidates = relevant.copy()
-        negatives = sampled_negatives(task, rows, config.eval_negatives,
-                                      config.seed)
-        np.put_along_axis(candidates, negatives, True, axis=1)
+      candidates = candidates_of[protocol]
       positions, top = _ranks(scores, candidates, tie_keys, max_k, relevant)
       ranks = _sorted_at(positions, relevant, max(1, num_relevant.max()))
       for name, values in _user_metrics(ranks, num_relevant, ks).items():
@@ -477,8 +513,8 @@ def evaluate(task: RankingTask, score_fn: ScoreFn,
     if item_masks:  # Cold items ranked among the cold items alone.
       cold = item_masks[1][1][None, :]
       mine = relevant & cold
-      positions, _ = _ranks(scores, ~task.known[rows].toarray() & cold,
-                            tie_keys, max_k, mine)
+      positions, _ = _ranks(scores, candidates_of['cold'], tie_keys, max_k,
+                            mine)
       num_mine = mine.sum(axis=1)
       ranks = _sorted_at(positions, mine, max(1, num_mine.max()))
       for name, values in _user_metrics(ranks, np.maximum(num_mine, 1),

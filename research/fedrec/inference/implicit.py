@@ -21,6 +21,7 @@ users are batched.
 """
 
 import dataclasses
+import functools
 from typing import Optional, Sequence
 import weakref
 
@@ -125,6 +126,13 @@ class Examples:
   labels: np.ndarray
   steps: np.ndarray
 
+  @functools.cached_property
+  def batches(self) -> list[tuple[tf.Tensor, tf.Tensor]]:
+    """`(items, labels)` of every step as tensors, made once."""
+    return [(tf.constant(self.items[:, step]),
+             tf.constant(self.labels[:, step]))
+            for step in range(self.items.shape[1])]
+
 
 class Reconstructor:
   """Reconstructs users in one classic-layout model (`reconstruct_users`),
@@ -203,8 +211,7 @@ class Reconstructor:
     max_steps = int(examples.steps.max()) if num_users else 0
     for step in range(max_steps):
       assign()
-      grads = self._gradients(tf.constant(examples.items[:, step]),
-                              tf.constant(examples.labels[:, step]))
+      grads = self._gradients(*examples.batches[step])
       grads = [g.numpy()[:num_users] for g in grads]
       optimizer.step(tables, grads, examples.steps > step)
     assign()
