@@ -280,6 +280,11 @@ def build_client_work(model_fn, weights_type, model_config: mf.MFConfig,
                                          clip_work)
 
 
+# (model config, items) -> `_recon_parameters`, for hashable configs (an
+# evaluation every round asks again).
+_RECON_PARAMETERS = {}
+
+
 def _recon_parameters(model_config, num_items: int):
   """Names of the reconstruction layout's global and local weights.
 
@@ -287,6 +292,22 @@ def _recon_parameters(model_config, num_items: int):
   variables (its layers' weights, layer by layer), named as `cohort_scores`
   reads them; global ones with whether they are an item table.
   """
+  key = (model_config, num_items)
+  try:
+    global_weights, local_names = _RECON_PARAMETERS[key]
+    return list(global_weights), list(local_names)
+  except TypeError:  # A config holding arrays (item features).
+    key = None
+  except KeyError:
+    pass
+  global_weights, local_names = _build_recon_parameters(model_config,
+                                                        num_items)
+  if key is not None:
+    _RECON_PARAMETERS[key] = (tuple(global_weights), tuple(local_names))
+  return global_weights, local_names
+
+
+def _build_recon_parameters(model_config, num_items: int):
   with tf.Graph().as_default():
     layers = builder.create_keras_model(model_config, num_items)
     names = cohort_scores.weight_names(layers.model)
