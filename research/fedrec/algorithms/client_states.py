@@ -24,6 +24,13 @@ the released metrics or the server's checkpoint:
   the selected copy (a round that improved on validation). Only the live
   states are written in place, so only they need a copy of their own:
   `disk_bytes` tells what a run's states take.
+* Nothing is forced to the disk (no msync): what a map writes is in the
+  operating system's page cache at once, where every later read, copy and
+  hard link of the file sees it, and a killed process loses none of it; like
+  the server's checkpoints, surviving a machine crash is left to the
+  operating system. (Forcing it took 0.85-1.3 s per `select` of PFedRec's
+  200 MB of ML-100K states on 2 cores; the selected copy is now a copy of
+  the live files in the kernel, 0.08-0.26 s.)
 
 Nothing here imports TensorFlow.
 """
@@ -115,7 +122,6 @@ class ClientStates:
         mapped[...] = arrays[name]
       elif self._stddev.get(name, 0.0) > 0:  # Zeros need no writing.
         mapped[...] = self.initial_value(name)
-      mapped.flush()
       del mapped
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -160,18 +166,19 @@ class ClientStates:
 
   def select(self, round_num: int) -> None:
     """Keeps a copy of the states now as the selected round's (`view`)."""
-    self._flush()
-    self._write(SELECTED, self._arrays)
+    final = os.path.join(self.directory, SELECTED)
+    tmp = final + _TMP_SUFFIX
+    shutil.rmtree(tmp, ignore_errors=True)
+    # The live files as they are (a copy inside the kernel, no maps).
+    shutil.copytree(os.path.join(self.directory, CURRENT), tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
     self._selected_round = round_num
     self._selected_is_current = True
 
   @property
   def selected_round(self) -> int:
     return self._selected_round
-
-  def _flush(self) -> None:
-    for array in self._arrays.values():
-      array.flush()
 
   def save(self, round_num: int) -> None:
     """Snapshots the states (and the selected copy) as of `round_num`.
@@ -180,7 +187,6 @@ class ClientStates:
     checkpoint has its snapshot; older snapshots beyond `KEEP_SNAPSHOTS`
     are dropped.
     """
-    self._flush()
     folder = f'{_ROUND_PREFIX}{round_num}'
     final = os.path.join(self.directory, folder)
     tmp = final + _TMP_SUFFIX
