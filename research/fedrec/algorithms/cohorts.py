@@ -539,7 +539,7 @@ class CohortProcess:
     self._packing = None  # (client ids, thread, [cohorts or error]).
 
   def prefetch(self, client_ids: Sequence[str]) -> None:
-    """Names the round after the next one's users: `next` packs them in a
+    """Names the next round's users: this round's `next` packs them in a
     thread while the runtime runs its own round, so that host and worker
     overlap. The result is the same as packing them when their round
     comes (the packer is a pure function of the ids)."""

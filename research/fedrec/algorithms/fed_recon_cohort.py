@@ -294,17 +294,14 @@ def _recon_parameters(model_config, num_items: int):
   """
   key = (model_config, num_items)
   try:
-    global_weights, local_names = _RECON_PARAMETERS[key]
-    return list(global_weights), list(local_names)
+    hash(key)
   except TypeError:  # A config holding arrays (item features).
-    key = None
-  except KeyError:
-    pass
-  global_weights, local_names = _build_recon_parameters(model_config,
-                                                        num_items)
-  if key is not None:
-    _RECON_PARAMETERS[key] = (tuple(global_weights), tuple(local_names))
-  return global_weights, local_names
+    return _build_recon_parameters(model_config, num_items)
+  if key not in _RECON_PARAMETERS:
+    _RECON_PARAMETERS[key] = tuple(
+        map(tuple, _build_recon_parameters(model_config, num_items)))
+  global_weights, local_names = _RECON_PARAMETERS[key]
+  return list(global_weights), list(local_names)
 
 
 def _build_recon_parameters(model_config, num_items: int):
